@@ -1,0 +1,161 @@
+//! Value types shared by several Istio kinds: string matches, durations, percentages, ports.
+
+use std::fmt;
+use std::time::Duration as StdDuration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Istio's `StringMatch`: exactly one of `exact`, `prefix` or `regex`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StringMatch {
+    Exact(String),
+    Prefix(String),
+    Regex(String),
+}
+
+/// A protobuf-style duration written as a string: `"1.5s"`, and also the Go forms
+/// (`"100ms"`, `"1m30s"`, `"2h"`) that Kubernetes' CEL `duration()` accepts in Istio's CRDs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct Duration(pub StdDuration);
+
+impl Duration {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let text = s.trim();
+        if text.is_empty() {
+            return Err("empty duration".into());
+        }
+        let mut total = 0f64;
+        let mut rest = text;
+        while !rest.is_empty() {
+            let num_len = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .ok_or_else(|| format!("duration {text:?} has no unit (e.g. \"1s\")"))?;
+            if num_len == 0 {
+                return Err(format!("invalid duration {text:?}"));
+            }
+            let value: f64 = rest[..num_len]
+                .parse()
+                .map_err(|_| format!("invalid number in duration {text:?}"))?;
+            rest = &rest[num_len..];
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit() || c == '.')
+                .unwrap_or(rest.len());
+            let scale = match &rest[..unit_len] {
+                "h" => 3600.0,
+                "m" => 60.0,
+                "s" => 1.0,
+                "ms" => 1e-3,
+                "us" | "µs" => 1e-6,
+                "ns" => 1e-9,
+                unit => return Err(format!("unknown unit {unit:?} in duration {text:?}")),
+            };
+            total += value * scale;
+            rest = &rest[unit_len..];
+        }
+        if !total.is_finite() || total > 315_576_000_000.0 {
+            return Err(format!("duration {text:?} is out of range"));
+        }
+        Ok(Duration(StdDuration::from_secs_f64(total)))
+    }
+
+    pub fn as_std(self) -> StdDuration {
+        self.0
+    }
+
+    /// The protobuf `google.protobuf.Duration` Envoy expects.
+    pub fn to_proto(self) -> envoy_types::pb::google::protobuf::Duration {
+        envoy_types::pb::google::protobuf::Duration {
+            seconds: self.0.as_secs() as i64,
+            nanos: self.0.subsec_nanos() as i32,
+        }
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nanos = self.0.subsec_nanos();
+        if nanos == 0 {
+            write!(f, "{}s", self.0.as_secs())
+        } else {
+            let frac = format!("{nanos:09}");
+            write!(f, "{}.{}s", self.0.as_secs(), frac.trim_end_matches('0'))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Duration::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Istio's `Percent` (`{value: 12.5}`), a double between 0 and 100.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Percent {
+    pub value: f64,
+}
+
+/// `PortSelector`: a destination port number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct PortSelector {
+    pub number: u32,
+}
+
+/// A port exposed by a Gateway server or a ServiceEntry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Port {
+    pub number: u32,
+    pub protocol: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<u32>,
+}
+
+/// `WorkloadSelector`: labels a workload must carry.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct WorkloadSelector {
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proto_and_go_durations() {
+        assert_eq!(Duration::parse("1.5s").unwrap().0, StdDuration::from_millis(1500));
+        assert_eq!(Duration::parse("100ms").unwrap().0, StdDuration::from_millis(100));
+        assert_eq!(Duration::parse("1m30s").unwrap().0, StdDuration::from_secs(90));
+        assert_eq!(Duration::parse("2h").unwrap().0, StdDuration::from_secs(7200));
+        assert!(Duration::parse("10").is_err());
+        assert!(Duration::parse("1x").is_err());
+        assert!(Duration::parse("").is_err());
+        assert!(Duration::parse("s").is_err());
+    }
+
+    #[test]
+    fn displays_as_protobuf_json() {
+        assert_eq!(Duration::parse("1.5s").unwrap().to_string(), "1.5s");
+        assert_eq!(Duration::parse("100ms").unwrap().to_string(), "0.1s");
+        assert_eq!(Duration::parse("3s").unwrap().to_string(), "3s");
+    }
+
+    #[test]
+    fn string_match_is_one_of() {
+        let m: StringMatch = serde_json::from_str(r#"{"prefix":"/a"}"#).unwrap();
+        assert_eq!(m, StringMatch::Prefix("/a".into()));
+        assert!(serde_json::from_str::<StringMatch>(r#"{"prefix":"/a","exact":"/b"}"#).is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! Pure generators: the index and one proxy in, Envoy resources out.

@@ -1,0 +1,1 @@
+//! The index of services, endpoints and policies, built from a store snapshot.

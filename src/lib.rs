@@ -1,0 +1,15 @@
+//! pilotfish: an Envoy xDS control plane that serves Istio's APIs.
+//!
+//! Data flows one way (see docs/architecture.md):
+//! `source` → `store` → `index` → `generate` → `xds`, with `config` the typed objects,
+//! `validate` the checks istiod's webhook makes, and `model` the shared domain values.
+
+pub mod config;
+pub mod diagnostic;
+pub mod generate;
+pub mod index;
+pub mod model;
+pub mod source;
+pub mod store;
+pub mod validate;
+pub mod xds;

@@ -1,0 +1,7 @@
+//! Domain values shared by the index, the generators and the server.
+
+pub mod protocol;
+pub mod proxy;
+
+pub use protocol::Protocol;
+pub use proxy::{NodeType, Proxy, ProxyError};

@@ -1,0 +1,1 @@
+//! Sources of config: a directory of YAML (later, the Kubernetes API).

@@ -1,0 +1,1 @@
+//! One store of typed objects with a revision.

@@ -1,0 +1,1 @@
+//! Checks istiod's validating webhook makes, per kind.
