@@ -227,7 +227,7 @@ fn parse_meta(meta: Option<&Value>) -> Result<Meta, Diagnostic> {
 /// Deserializes `value` into `T`, reporting the path of a type error and of every unknown field.
 fn typed<T: DeserializeOwned>(value: Value, prefix: &str, warnings: &mut Vec<Diagnostic>) -> Result<T, Diagnostic> {
     let mut unknown: Vec<String> = Vec::new();
-    let mut track = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+    let mut track = |path: serde_ignored::Path<'_>| unknown.push(field_path(&path));
     let de = serde_ignored::Deserializer::new(value, &mut track);
     let result = serde_path_to_error::deserialize::<_, T>(de);
     let join = |p: &str| match (prefix.is_empty(), p.is_empty() || p == ".") {
@@ -239,6 +239,22 @@ fn typed<T: DeserializeOwned>(value: Value, prefix: &str, warnings: &mut Vec<Dia
         warnings.push(Diagnostic::warning(join(&path), "unknown field (ignored)"));
     }
     result.map_err(|e| Diagnostic::error(join(&e.path().to_string()), e.inner().to_string()))
+}
+
+/// Formats an ignored field's path as kubectl does: `http[0].colour`.
+fn field_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        Path::Map { parent, key } => {
+            let p = field_path(parent);
+            if p.is_empty() { key.clone() } else { format!("{p}.{key}") }
+        }
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => {
+            field_path(parent)
+        }
+    }
 }
 
 fn istio_spec<T: DeserializeOwned>(
