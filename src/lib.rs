@@ -4,11 +4,15 @@
 //! `source` → `store` → `index` → `generate` → `xds`, with `config` the typed objects,
 //! `validate` the checks istiod's webhook makes, and `model` the shared domain values.
 
+pub mod bootstrap;
 pub mod config;
+pub mod debug;
 pub mod diagnostic;
 pub mod generate;
 pub mod index;
 pub mod model;
+pub mod push;
+pub mod render;
 pub mod source;
 pub mod store;
 pub mod validate;

@@ -1,1 +1,234 @@
-fn main() {}
+//! The `pilotfish` command: serve, validate, render, bootstrap.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+
+use pilotfish::config::istio::Duration;
+use pilotfish::model::{MeshConfig, Proxy};
+use pilotfish::source::{self, Directory};
+use pilotfish::store::Store;
+use pilotfish::xds::{self, Snapshot};
+
+#[derive(Parser)]
+#[command(name = "pilotfish", version, about = "An Envoy xDS control plane that serves Istio's APIs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct MeshArgs {
+    /// DNS suffix of Kubernetes service host names.
+    #[arg(long, default_value = "cluster.local")]
+    domain_suffix: String,
+    /// Namespace whose config applies mesh-wide.
+    #[arg(long, default_value = "istio-system")]
+    root_namespace: String,
+}
+
+impl MeshArgs {
+    fn mesh(&self) -> MeshConfig {
+        MeshConfig { domain_suffix: self.domain_suffix.clone(), root_namespace: self.root_namespace.clone() }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve xDS for the Istio and Kubernetes YAML in a directory, following its changes.
+    Serve {
+        #[arg(long)]
+        config_dir: PathBuf,
+        /// Plaintext ADS address (istiod's 15010).
+        #[arg(long, default_value = "127.0.0.1:15010")]
+        xds_address: SocketAddr,
+        /// Changes that follow a push within this window are coalesced into one push.
+        #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+        debounce: Duration,
+        #[command(flatten)]
+        mesh: MeshArgs,
+    },
+    /// Check files or directories as istiod's validating webhook would; exits non-zero on errors.
+    Validate {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Print, as config_dump JSON, exactly what one proxy would be sent.
+    Render {
+        #[arg(long)]
+        config_dir: PathBuf,
+        /// Istio node id, e.g. router~10.0.0.1~gw-1.istio-system~istio-system.svc.cluster.local
+        #[arg(long)]
+        node_id: String,
+        /// The proxy's labels, k=v,k2=v2 (what istio-agent sends as LABELS).
+        #[arg(long, value_parser = parse_labels, default_value = "")]
+        labels: BTreeMap<String, String>,
+        #[command(flatten)]
+        mesh: MeshArgs,
+    },
+    /// Print an Envoy bootstrap (JSON) that points ADS at pilotfish.
+    Bootstrap {
+        #[arg(long)]
+        node_id: String,
+        #[arg(long, default_value = "127.0.0.1:15010")]
+        xds_address: String,
+        #[arg(long, value_parser = parse_labels, default_value = "")]
+        labels: BTreeMap<String, String>,
+        /// Namespace sent as NAMESPACE metadata (default: from the node id).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// node.cluster (default: the first label value, or "pilotfish").
+        #[arg(long)]
+        cluster: Option<String>,
+        #[arg(long, default_value_t = 15000)]
+        admin_port: u16,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    Duration::parse(s)
+}
+
+fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
+    s.split(',')
+        .filter(|kv| !kv.trim().is_empty())
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| format!("label {kv:?} is not k=v"))
+        })
+        .collect()
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config_dir, xds_address, debounce, mesh } => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            runtime.block_on(serve(config_dir, xds_address, debounce, mesh.mesh()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { paths } => validate(&paths),
+        Command::Render { config_dir, node_id, labels, mesh } => {
+            let proxy = Proxy::from_id(&node_id)?.with_labels(labels);
+            let (dump, diagnostics) = pilotfish::render::render_dir(&config_dir, &proxy, &mesh.mesh())?;
+            for d in &diagnostics {
+                eprintln!("{d}");
+            }
+            println!("{}", serde_json::to_string_pretty(&dump)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bootstrap { node_id, xds_address, labels, namespace, cluster, admin_port } => {
+            let proxy = Proxy::from_id(&node_id)?;
+            let options = pilotfish::bootstrap::BootstrapOptions {
+                cluster: cluster
+                    .or_else(|| labels.values().next().cloned())
+                    .unwrap_or_else(|| "pilotfish".into()),
+                namespace: namespace.unwrap_or(proxy.namespace),
+                node_id,
+                labels,
+                xds_address,
+                admin_port,
+            };
+            println!("{}", serde_json::to_string_pretty(&pilotfish::bootstrap::bootstrap(&options))?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn validate(paths: &[PathBuf]) -> Result<ExitCode> {
+    let mut errors = 0;
+    let mut warnings = 0;
+    for path in paths {
+        let diagnostics = if path.is_dir() {
+            let store = Mutex::new(Store::new());
+            let mut dir = Directory::new(path);
+            dir.rescan().with_context(|| format!("reading {}", path.display()))?;
+            let (entries, mut diagnostics) = dir.entries();
+            store.lock().unwrap_or_else(|p| p.into_inner()).replace_source(pilotfish::store::SourceId::Files, entries);
+            let mut store = store.into_inner().unwrap_or_else(|p| p.into_inner());
+            store.publish();
+            let index = pilotfish::index::Index::build(&store.snapshot(), &MeshConfig::default());
+            diagnostics.extend(index.diagnostics);
+            diagnostics
+        } else {
+            let mut dir = Directory::new(path.parent().unwrap_or(path));
+            dir.reload(path);
+            dir.entries().1
+        };
+        for d in &diagnostics {
+            println!("{d}");
+        }
+        errors += diagnostics.iter().filter(|d| d.is_error()).count();
+        warnings += diagnostics.len() - diagnostics.iter().filter(|d| d.is_error()).count();
+    }
+    println!("{errors} error(s), {warnings} warning(s)");
+    Ok(if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+async fn serve(config_dir: PathBuf, address: SocketAddr, debounce: Duration, mesh: MeshConfig) -> Result<()> {
+    let store = Arc::new(Mutex::new(Store::new()));
+    let mut directory = Directory::new(&config_dir);
+    let diagnostics = source::watch::load(&mut directory, &store)?;
+    let (store_rx, snapshot) = {
+        let store = store.lock().unwrap_or_else(|p| p.into_inner());
+        (store.subscribe(), store.snapshot())
+    };
+    let context = pilotfish::push::build(&snapshot, &mesh, None);
+    tracing::info!(dir = %config_dir.display(), objects = snapshot.len(), "config loaded");
+    let (snapshot_tx, snapshot_rx) = watch::channel::<Arc<dyn Snapshot>>(context.clone());
+    tokio::spawn(pilotfish::push::run(store_rx, mesh, debounce.as_std(), snapshot_tx, context));
+    let (diag_tx, _diag_rx) = watch::channel(Arc::new(diagnostics));
+    tokio::spawn(async move {
+        if let Err(e) = source::watch::run(directory, store, diag_tx).await {
+            tracing::error!("{e}; config changes are no longer followed");
+        }
+    });
+
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding the xDS address {address}"))?;
+    tracing::info!(%address, "serving ADS");
+    let connections = Arc::new(xds::Connections::default());
+    xds::serve(listener, snapshot_rx, connections, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.unwrap_or(());
+    tracing::info!("shutting down");
+}

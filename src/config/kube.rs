@@ -231,11 +231,14 @@ impl TryFrom<core::Pod> for Object {
         if ips.is_empty() {
             ips.extend(status.pod_ip.filter(|ip| !ip.is_empty()));
         }
-        let ready = status
-            .conditions
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
+        // A Pod written by hand for file mode often has no conditions: count it ready when it
+        // has an IP and is not known to be in another phase.
+        let ready = match &status.conditions {
+            Some(conditions) if !conditions.is_empty() => {
+                conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+            }
+            _ => status.phase.as_deref().is_none_or(|p| p == "Running"),
+        };
         let mut container_ports = Vec::new();
         for (ci, c) in spec.containers.iter().enumerate() {
             for (pi, p) in c.ports.iter().flatten().enumerate() {

@@ -1,1 +1,12 @@
 //! Pure generators: the index and one proxy in, Envoy resources out.
+
+pub mod cluster;
+pub mod context;
+pub mod endpoint;
+pub mod gateway;
+pub mod listener;
+pub mod names;
+pub mod route;
+pub mod traffic_policy;
+
+pub use context::PushContext;

@@ -1,1 +1,210 @@
-//! One store of typed objects with a revision.
+//! One store of typed objects, fed by every source, published as cheap immutable snapshots.
+//!
+//! The store is a plain synchronous struct: sources call [`Store::replace_source`] (a directory
+//! re-read) or [`Store::apply`] (one watch event), then [`Store::publish`]. Readers hold an
+//! `Arc<Snapshot>` that never changes under them; each kind's map is shared between snapshots
+//! until that kind changes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::config::{Kind, KindSpec, Object, ObjectKey};
+use crate::diagnostic::Origin;
+
+/// Which source an object came from, so one source's reload never removes another's objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum SourceId {
+    Files,
+    Kubernetes,
+}
+
+/// An object as stored: the object and where it was read from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Entry {
+    pub object: Arc<Object>,
+    pub origin: Option<Origin>,
+    pub source: SourceId,
+}
+
+type KindMap = BTreeMap<(String, String), Arc<Entry>>;
+
+/// An immutable view of every object at one revision.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub revision: u64,
+    kinds: [Arc<KindMap>; Kind::ALL.len()],
+}
+
+impl Snapshot {
+    /// Every object of one kind, ordered by namespace then name.
+    pub fn entries(&self, kind: Kind) -> impl Iterator<Item = &Arc<Entry>> {
+        self.kinds[kind as usize].values()
+    }
+
+    /// Every object of a kind with its typed spec.
+    pub fn typed<T: KindSpec + 'static>(&self) -> impl Iterator<Item = (&Arc<Entry>, &T)> {
+        self.entries(T::KIND).filter_map(|e| e.object.spec::<T>().map(|s| (e, s)))
+    }
+
+    pub fn get(&self, key: &ObjectKey) -> Option<&Arc<Entry>> {
+        self.kinds[key.kind as usize].get(&(key.namespace.clone(), key.name.clone()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.kinds.iter().map(|m| m.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A change from a watch-style source.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Upsert(Entry),
+    Delete(ObjectKey),
+}
+
+pub struct Store {
+    current: Snapshot,
+    dirty: bool,
+    tx: watch::Sender<Arc<Snapshot>>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store::new()
+    }
+}
+
+impl Store {
+    pub fn new() -> Store {
+        let (tx, _) = watch::channel(Arc::new(Snapshot::default()));
+        Store { current: Snapshot::default(), dirty: false, tx }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.tx.subscribe()
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.tx.borrow().clone()
+    }
+
+    /// Applies one change; returns whether anything changed.
+    pub fn apply(&mut self, change: Change) -> bool {
+        let changed = match change {
+            Change::Upsert(entry) => {
+                let key = entry.object.key();
+                let map = &mut self.current.kinds[key.kind as usize];
+                let slot = (key.namespace, key.name);
+                if map.get(&slot).is_some_and(|old| **old == entry) {
+                    false
+                } else {
+                    Arc::make_mut(map).insert(slot, Arc::new(entry));
+                    true
+                }
+            }
+            Change::Delete(key) => {
+                let map = &mut self.current.kinds[key.kind as usize];
+                let slot = (key.namespace, key.name);
+                map.contains_key(&slot) && Arc::make_mut(map).remove(&slot).is_some()
+            }
+        };
+        self.dirty |= changed;
+        changed
+    }
+
+    /// Makes `entries` the complete set of objects from `source`: adds and updates them, and
+    /// deletes that source's objects that are not among them. Returns whether anything changed.
+    pub fn replace_source(&mut self, source: SourceId, entries: Vec<Entry>) -> bool {
+        let mut keep: std::collections::HashSet<ObjectKey> = std::collections::HashSet::new();
+        let mut changed = false;
+        for entry in entries {
+            keep.insert(entry.object.key());
+            changed |= self.apply(Change::Upsert(Entry { source, ..entry }));
+        }
+        let stale: Vec<ObjectKey> = self
+            .current
+            .kinds
+            .iter()
+            .flat_map(|m| m.values())
+            .filter(|e| e.source == source)
+            .map(|e| e.object.key())
+            .filter(|k| !keep.contains(k))
+            .collect();
+        for key in stale {
+            changed |= self.apply(Change::Delete(key));
+        }
+        changed
+    }
+
+    /// Publishes the pending changes as a new revision; a no-op when nothing changed.
+    pub fn publish(&mut self) -> bool {
+        if !self.dirty {
+            return false;
+        }
+        self.dirty = false;
+        self.current.revision += 1;
+        let snapshot = Arc::new(self.current.clone());
+        self.tx.send_replace(snapshot);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Meta, Spec};
+
+    fn ns(name: &str) -> Entry {
+        Entry {
+            object: Arc::new(Object {
+                meta: Meta { name: name.into(), ..Default::default() },
+                spec: Spec::Namespace,
+            }),
+            origin: None,
+            source: SourceId::Files,
+        }
+    }
+
+    #[test]
+    fn publishes_only_real_changes() {
+        let mut store = Store::new();
+        let rx = store.subscribe();
+        assert!(store.replace_source(SourceId::Files, vec![ns("a"), ns("b")]));
+        assert!(store.publish());
+        assert_eq!(rx.borrow().revision, 1);
+        assert_eq!(rx.borrow().len(), 2);
+
+        // The same content again: nothing to publish.
+        assert!(!store.replace_source(SourceId::Files, vec![ns("a"), ns("b")]));
+        assert!(!store.publish());
+        assert_eq!(rx.borrow().revision, 1);
+
+        // Dropping one deletes it; other kinds' maps stay shared.
+        let before = store.snapshot();
+        assert!(store.replace_source(SourceId::Files, vec![ns("a")]));
+        store.publish();
+        let after = store.snapshot();
+        assert_eq!(after.len(), 1);
+        assert!(Arc::ptr_eq(&before.kinds[Kind::Service as usize], &after.kinds[Kind::Service as usize]));
+        assert_eq!(before.len(), 2, "old snapshots never change");
+    }
+
+    #[test]
+    fn one_source_does_not_remove_anothers_objects() {
+        let mut store = Store::new();
+        store.apply(Change::Upsert(Entry { source: SourceId::Kubernetes, ..ns("k") }));
+        store.replace_source(SourceId::Files, vec![ns("f")]);
+        store.replace_source(SourceId::Files, vec![]);
+        store.publish();
+        let snap = store.snapshot();
+        let names: Vec<_> = snap.entries(Kind::Namespace).map(|e| e.object.meta.name.clone()).collect();
+        assert_eq!(names, vec!["k"]);
+    }
+}

@@ -1,0 +1,32 @@
+"""Conformance harness: pilotfish + a stock Envoy gateway + loopback HTTP backends.
+
+`Stack` starts the processes for one test, `scenario.load` reads a scenario dir and
+`Runner` plays its steps. See ../README.md.
+"""
+
+from .backend import Backend, Behaviour
+from .client import Request, Response, send
+from .envoy import Envoy, assert_no_rejected_updates
+from .pilotfish import HarnessError, Pilotfish
+from .runner import Runner, StepFailed
+from .scenario import Scenario, ScenarioError, discover, load
+from .stack import Stack
+
+__all__ = [
+    "Backend",
+    "Behaviour",
+    "Envoy",
+    "HarnessError",
+    "Pilotfish",
+    "Request",
+    "Response",
+    "Runner",
+    "Scenario",
+    "ScenarioError",
+    "Stack",
+    "StepFailed",
+    "assert_no_rejected_updates",
+    "discover",
+    "load",
+    "send",
+]

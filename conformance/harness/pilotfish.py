@@ -1,0 +1,108 @@
+"""The pilotfish binary: `serve` as a managed process, `bootstrap` and `validate` as commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Mapping
+
+from .net import accepts_connections, free_port, wait_until
+from .process import ManagedProcess
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+GATEWAY_NODE_ID = "router~127.0.0.1~ingress-gw.istio-system~istio-system.svc.cluster.local"
+GATEWAY_LABELS: Mapping[str, str] = {"istio": "ingressgateway"}
+
+
+class HarnessError(AssertionError):
+    """The suite could not set up what a test needs; the message says what and shows logs."""
+
+
+def binary() -> Path:
+    """`$PILOTFISH_BIN`, else `target/debug/pilotfish` under the repo root."""
+    path = Path(os.environ.get("PILOTFISH_BIN", REPO_ROOT / "target" / "debug" / "pilotfish"))
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    if not path.is_file():
+        raise HarnessError(f"pilotfish binary {path} not found: run `cargo build` or set PILOTFISH_BIN")
+    return path
+
+
+def run(args: list[str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """Runs `pilotfish ARGS` to completion, capturing output."""
+    return subprocess.run(
+        [str(binary()), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def bootstrap(
+    xds_address: str,
+    admin_port: int,
+    node_id: str = GATEWAY_NODE_ID,
+    labels: Mapping[str, str] = GATEWAY_LABELS,
+) -> dict[str, Any]:
+    """The Envoy bootstrap `pilotfish bootstrap` prints, parsed."""
+    args = ["bootstrap", "--node-id", node_id, "--xds-address", xds_address]
+    args += ["--admin-port", str(admin_port)]
+    if labels:
+        args += ["--labels", ",".join(f"{k}={v}" for k, v in labels.items())]
+    out = run(args)
+    if out.returncode != 0:
+        raise HarnessError(
+            f"`pilotfish {' '.join(args)}` exited {out.returncode}\n"
+            f"stderr:\n{out.stderr}\nstdout:\n{out.stdout}"
+        )
+    try:
+        value = json.loads(out.stdout)
+    except ValueError as e:
+        raise HarnessError(f"`pilotfish bootstrap` printed no JSON ({e}):\n{out.stdout[:2000]}")
+    if not isinstance(value, dict):
+        raise HarnessError(f"`pilotfish bootstrap` printed {type(value).__name__}, not an object")
+    return value
+
+
+class Pilotfish:
+    """`pilotfish serve` on a free loopback port, serving `config_dir`."""
+
+    def __init__(self, config_dir: Path, work_dir: Path, debounce: str = "100ms") -> None:
+        self.config_dir = config_dir
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        log_level = os.environ.get("PILOTFISH_LOG", "info")
+        self.process = ManagedProcess(
+            "pilotfish",
+            [
+                str(binary()),
+                "serve",
+                "--config-dir",
+                str(config_dir),
+                "--xds-address",
+                self.address,
+                "--debounce",
+                debounce,
+            ],
+            work_dir / "pilotfish.log",
+            env={"RUST_LOG": log_level, "NO_COLOR": "1", "RUST_BACKTRACE": "1"},
+        )
+
+    def wait_serving(self, timeout: float = 15.0) -> None:
+        ok = wait_until(
+            lambda: not self.process.running() or accepts_connections("127.0.0.1", self.port),
+            timeout,
+        )
+        if not self.process.running():
+            raise HarnessError(
+                f"pilotfish exited with {self.process.exit_code()} before serving:\n"
+                f"{self.process.log_tail()}"
+            )
+        if not ok:
+            raise HarnessError(
+                f"pilotfish did not accept connections on {self.address} within {timeout}s:\n"
+                f"{self.process.log_tail()}"
+            )
+
+    def stop(self) -> None:
+        self.process.stop()

@@ -1,0 +1,144 @@
+"""One test's world: backends, pilotfish serving a temp config dir, and a gateway Envoy.
+
+Everything is stopped by `close()`, which `with Stack(...)` calls even when a test fails.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+from . import envoy as envoy_mod
+from . import pilotfish as pilotfish_mod
+from .backend import Backend, Behaviour
+from .client import Request, Response, send
+from .envoy import Envoy
+from .net import free_listener_port
+from .pilotfish import GATEWAY_LABELS, GATEWAY_NODE_ID, Pilotfish
+from .template import render
+
+
+class Stack:
+    def __init__(
+        self,
+        work_dir: Path,
+        backends: Mapping[str, Behaviour],
+        gateway_labels: Mapping[str, str] = GATEWAY_LABELS,
+        node_id: str = GATEWAY_NODE_ID,
+    ) -> None:
+        self.work_dir = work_dir
+        self.config_dir = work_dir / "config"
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        self.gateway_labels = dict(gateway_labels)
+        self.node_id = node_id
+        self.gateway_port = free_listener_port()
+        self.backends: dict[str, Backend] = {}
+        for name, behaviour in backends.items():
+            self.backends[name] = Backend(name, behaviour).start()
+        self.pilotfish: Pilotfish | None = None
+        self.envoy: Envoy | None = None
+
+    # --- config ----------------------------------------------------------------------------
+
+    def template_values(self) -> dict[str, str]:
+        values = {"gateway.port": str(self.gateway_port)}
+        for name, b in self.backends.items():
+            values[f"backend.{name}.address"] = b.address
+            values[f"backend.{name}.port"] = str(b.port)
+        return values
+
+    def write_config(self, source: Path, name: str | None = None) -> Path:
+        """Renders `source` into the served config dir as `name` (default: its own name).
+
+        Writes a temp file and renames it, so the watcher never reads half a file.
+        """
+        target = self.config_dir / (name or source.name)
+        text = render(source.read_text(), self.template_values(), str(source))
+        tmp = self.work_dir / f".{target.name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(target)
+        return target
+
+    def remove_config(self, name: str) -> None:
+        (self.config_dir / name).unlink()
+
+    def load_config_dir(self, source_dir: Path) -> None:
+        for path in sorted(source_dir.iterdir()):
+            if path.is_file() and path.suffix in (".yaml", ".yml"):
+                self.write_config(path)
+
+    # --- processes -------------------------------------------------------------------------
+
+    def start(self, ready_timeout: float = 20.0, route_config: str | None = "default") -> None:
+        """Starts pilotfish, then Envoy, and waits until the gateway listener serves.
+
+        `route_config="default"` waits for the listener on the gateway port and its route config
+        `http.<gateway port>`; None waits only for Envoy's `/ready` (a config with no Gateway).
+        """
+        self.pilotfish = Pilotfish(self.config_dir, self.work_dir)
+        self.pilotfish.wait_serving()
+        admin_port = envoy_mod.new_admin_port()
+        bootstrap = pilotfish_mod.bootstrap(
+            self.pilotfish.address, admin_port, self.node_id, self.gateway_labels
+        )
+        self.envoy = Envoy(bootstrap, admin_port, self.work_dir)
+        if route_config == "default":
+            self.envoy.wait_ready(self.gateway_port, f"http.{self.gateway_port}", ready_timeout)
+        else:
+            self.envoy.wait_ready(None, route_config, ready_timeout)
+
+    def send(self, request: Request, timeout: float = 10.0) -> Response:
+        return send(self.gateway_port, request, timeout=timeout)
+
+    def close(self) -> None:
+        """Stops everything; never raises."""
+        for stop in (
+            self.envoy.stop if self.envoy else None,
+            self.pilotfish.stop if self.pilotfish else None,
+            *(b.stop for b in self.backends.values()),
+        ):
+            if stop is None:
+                continue
+            try:
+                stop()
+            except Exception as e:  # noqa: BLE001 - teardown must go on
+                print(f"teardown: {e!r}")
+
+    def __enter__(self) -> "Stack":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- diagnostics -----------------------------------------------------------------------
+
+    def failure_report(self, log_lines: int = 80) -> list[tuple[str, str]]:
+        """Sections to print when a test fails: logs, routes Envoy holds, backend traffic."""
+        sections: list[tuple[str, str]] = []
+        if self.pilotfish:
+            sections.append(
+                (f"pilotfish log tail ({self.pilotfish.process.describe()})",
+                 self.pilotfish.process.log_tail(log_lines))
+            )
+        if self.envoy:
+            sections.append(
+                (f"Envoy log tail ({self.envoy.process.describe()})",
+                 self.envoy.process.log_tail(log_lines))
+            )
+            if self.envoy.process.running():
+                status, body = self.envoy.admin_get("/config_dump?resource=dynamic_route_configs")
+                sections.append(("Envoy dynamic route configs", body[:6000]))
+                status, body = self.envoy.admin_get("/clusters")
+                interesting = [l for l in body.splitlines() if "outbound|" in l and
+                               ("::health_flags::" in l or "::rq_total::" in l)]
+                sections.append(("Envoy clusters (health, rq_total)", "\n".join(interesting[:60])))
+        traffic = "\n".join(
+            f"{b!r}: {b.request_count()} requests; last: "
+            + ", ".join(f"{r.method} {r.path} -> {r.answered}" for r in b.received()[-5:])
+            for b in self.backends.values()
+        )
+        sections.append(("backends", traffic))
+        sections.append(("served config dir", "\n".join(
+            f"--- {p.name}\n{p.read_text()}" for p in sorted(self.config_dir.iterdir()) if p.is_file()
+        )[:6000]))
+        return sections

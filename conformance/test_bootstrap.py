@@ -1,0 +1,84 @@
+"""`pilotfish bootstrap` and a plain Envoy connecting to `pilotfish serve`."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness import envoy as envoy_mod
+from harness import pilotfish
+from harness.scenario import discover
+from harness.template import render
+
+CONFORMANCE = Path(__file__).resolve().parent
+SCENARIOS = discover(CONFORMANCE / "scenarios")
+
+
+def _envoy_validate(path: Path) -> None:
+    out = subprocess.run(
+        [str(envoy_mod.binary()), "--mode", "validate", "-c", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert out.returncode == 0, f"envoy --mode validate {path}:\n{out.stdout[-3000:]}{out.stderr[-3000:]}"
+
+
+def test_bootstrap_is_valid_envoy_config(tmp_path: Path) -> None:
+    b = pilotfish.bootstrap("127.0.0.1:15010", 15000, labels={"istio": "ingressgateway", "app": "gw"})
+    assert b["node"]["id"] == pilotfish.GATEWAY_NODE_ID
+    assert b["node"]["metadata"]["LABELS"] == {"istio": "ingressgateway", "app": "gw"}
+    assert b["node"]["metadata"]["NAMESPACE"] == "istio-system"
+    assert b["admin"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 15000}
+    path = tmp_path / "bootstrap.json"
+    path.write_text(__import__("json").dumps(b))
+    _envoy_validate(path)
+
+
+def test_bootstrap_with_a_hostname_is_valid(tmp_path: Path) -> None:
+    b = pilotfish.bootstrap("localhost:15010", 15001)
+    assert b["static_resources"]["clusters"][0]["type"] == "STRICT_DNS"
+    path = tmp_path / "bootstrap.json"
+    path.write_text(__import__("json").dumps(b))
+    _envoy_validate(path)
+
+
+def test_example_bootstrap_is_valid() -> None:
+    _envoy_validate(pilotfish.REPO_ROOT / "examples" / "bootstrap" / "gateway.yaml")
+
+
+def test_bootstrap_rejects_a_bad_address() -> None:
+    out = pilotfish.run(["bootstrap", "--node-id", pilotfish.GATEWAY_NODE_ID, "--xds-address", "nope"])
+    assert out.returncode != 0, f"accepted --xds-address nope and printed:\n{out.stdout[:400]}"
+    assert "nope" in out.stderr, f"the error should name the address:\n{out.stderr}"
+
+
+def test_envoy_connects_and_accepts_an_empty_config(make_stack) -> None:
+    """No Gateway: Envoy becomes ready with no listeners, connected, nothing rejected."""
+    stack = make_stack()
+    stack.start(route_config=None)
+    assert stack.envoy is not None
+    stats = stack.envoy.stats("control_plane.connected_state")
+    assert stats.get("control_plane.connected_state") == 1, stats
+    assert stack.gateway_port not in stack.envoy.active_listener_ports()
+
+
+@pytest.mark.parametrize("scenario_dir", SCENARIOS, ids=[p.name for p in SCENARIOS])
+def test_scenario_config_passes_pilotfish_validate(scenario_dir: Path, tmp_path: Path) -> None:
+    """`pilotfish validate` accepts each scenario's initial config (placeholders filled)."""
+    values = {"gateway.port": "18080"}
+    scenario = yaml.safe_load((scenario_dir / "scenario.yaml").read_text())
+    for i, name in enumerate(scenario.get("backends") or {}):
+        values[f"backend.{name}.address"] = f"127.0.1.{i + 2}"
+        values[f"backend.{name}.port"] = str(20000 + i)
+    paths = []
+    for src in sorted((scenario_dir / "config").glob("*.yaml")):
+        dst = tmp_path / src.name
+        dst.write_text(render(src.read_text(), values, str(src)))
+        paths.append(str(dst))
+    out = pilotfish.run(["validate", *paths])
+    assert out.returncode == 0, (
+        f"pilotfish validate {scenario_dir.name}/config exited {out.returncode}:\n"
+        f"{out.stdout[-3000:]}{out.stderr[-3000:]}"
+    )

@@ -1,0 +1,20 @@
+"""Every scenario under scenarios/: start the stack with its config, play its steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness import Runner, discover, load
+
+SCENARIOS = discover(Path(__file__).resolve().parent / "scenarios")
+
+
+@pytest.mark.parametrize("scenario_dir", SCENARIOS, ids=[p.name for p in SCENARIOS])
+def test_scenario(scenario_dir: Path, make_stack) -> None:
+    scenario = load(scenario_dir)
+    stack = make_stack(backends=scenario.backends, gateway_labels=scenario.gateway_labels)
+    stack.load_config_dir(scenario.config_dir)
+    stack.start(ready_timeout=scenario.ready_timeout)
+    Runner(scenario, stack).run()

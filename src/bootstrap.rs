@@ -1,0 +1,337 @@
+//! The Envoy bootstrap that points a stock Envoy at pilotfish over ADS.
+//!
+//! What `pilotfish bootstrap` prints. A proxy identifies itself the way istio-agent would: the
+//! Istio node id, and node metadata with `NAMESPACE`, `LABELS` (the workload's labels, which is
+//! how a Gateway's selector finds a gateway Envoy) and `INSTANCE_IPS`. Everything else —
+//! listeners, routes, clusters, endpoints — comes over ADS from the `xds-grpc` cluster, which
+//! must speak HTTP/2 (gRPC); without it Envoy's ADS stream is reset on every attempt.
+//!
+//! Pure: no I/O, no transport; the CLI parses flags with [`parse_labels`] and
+//! [`parse_xds_address`] and prints [`bootstrap`]'s value.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde_json::{Value, json};
+
+use crate::model::Proxy;
+
+/// The name of the static cluster that carries ADS.
+pub const XDS_CLUSTER: &str = "xds-grpc";
+
+/// Envoy's admin port when none is given (istio-proxy's).
+pub const DEFAULT_ADMIN_PORT: u16 = 15000;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("xDS address {0:?} is not HOST:PORT (IPv6 as [ADDR]:PORT)")]
+    MalformedAddress(String),
+    #[error("xDS address {address:?}: port {port:?} is not in 1-65535")]
+    BadPort { address: String, port: String },
+    #[error("label {0:?} is not KEY=VALUE")]
+    MalformedLabel(String),
+    #[error("label key is empty in {0:?}")]
+    EmptyLabelKey(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapOptions {
+    /// Istio node id, `<type>~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local`.
+    pub node_id: String,
+    /// `node.cluster`: the service cluster name Envoy reports in stats and logs.
+    pub cluster: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    /// `HOST:PORT` of pilotfish's ADS server; `[ADDR]:PORT` for IPv6.
+    pub xds_address: String,
+    pub admin_port: u16,
+}
+
+impl BootstrapOptions {
+    /// Options with the namespace and cluster derived from the node id as istio-agent does
+    /// (`ingress-gw.istio-system` → namespace `istio-system`, cluster `ingress-gw.istio-system`),
+    /// no labels and the default admin port. Ids that do not parse keep `default` / the raw id.
+    pub fn for_node(node_id: &str, xds_address: &str) -> BootstrapOptions {
+        let (namespace, cluster) = match Proxy::from_id(node_id) {
+            Ok(p) => {
+                let workload = p.workload.split('.').next().unwrap_or_default().to_string();
+                let cluster = if workload.is_empty() {
+                    p.namespace.clone()
+                } else {
+                    format!("{workload}.{}", p.namespace)
+                };
+                (p.namespace, cluster)
+            }
+            Err(_) => ("default".to_string(), node_id.to_string()),
+        };
+        BootstrapOptions {
+            node_id: node_id.to_string(),
+            cluster,
+            namespace,
+            labels: BTreeMap::new(),
+            xds_address: xds_address.to_string(),
+            admin_port: DEFAULT_ADMIN_PORT,
+        }
+    }
+}
+
+/// Splits `HOST:PORT` (or `[V6]:PORT`) into host and port.
+pub fn parse_xds_address(address: &str) -> Result<(String, u16), BootstrapError> {
+    let malformed = || BootstrapError::MalformedAddress(address.to_string());
+    let (host, port) = if let Some(rest) = address.strip_prefix('[') {
+        let (host, port) = rest.split_once("]:").ok_or_else(malformed)?;
+        (host, port)
+    } else {
+        let (host, port) = address.rsplit_once(':').ok_or_else(malformed)?;
+        if host.contains(':') {
+            // A bare IPv6 address: ambiguous without brackets.
+            return Err(malformed());
+        }
+        (host, port)
+    };
+    if host.is_empty() {
+        return Err(malformed());
+    }
+    let port = port.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
+        BootstrapError::BadPort { address: address.to_string(), port: port.to_string() }
+    })?;
+    Ok((host.to_string(), port))
+}
+
+/// Parses `--labels k=v,k2=v2`; an empty string is no labels.
+pub fn parse_labels(spec: &str) -> Result<BTreeMap<String, String>, BootstrapError> {
+    let mut labels = BTreeMap::new();
+    for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) =
+            pair.split_once('=').ok_or_else(|| BootstrapError::MalformedLabel(pair.to_string()))?;
+        let k = k.trim();
+        if k.is_empty() {
+            return Err(BootstrapError::EmptyLabelKey(pair.to_string()));
+        }
+        labels.insert(k.to_string(), v.trim().to_string());
+    }
+    Ok(labels)
+}
+
+/// The bootstrap as JSON (Envoy accepts JSON for `-c` and `--config-yaml`).
+///
+/// An `xds_address` that does not parse as `HOST:PORT` is used as a host with port 15010;
+/// callers that take it from a user check it first with [`parse_xds_address`].
+pub fn bootstrap(opts: &BootstrapOptions) -> Value {
+    let (host, port) =
+        parse_xds_address(&opts.xds_address).unwrap_or_else(|_| (opts.xds_address.clone(), 15010));
+    json!({
+        "node": node(opts),
+        "admin": {
+            "address": socket_address("127.0.0.1", opts.admin_port),
+        },
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": true,
+                "grpc_services": [{ "envoy_grpc": { "cluster_name": XDS_CLUSTER } }],
+            },
+            "cds_config": ads_source(),
+            "lds_config": ads_source(),
+        },
+        "static_resources": {
+            "clusters": [xds_cluster(&host, port)],
+        },
+        "layered_runtime": {
+            "layers": [
+                // Lets `POST /runtime_modify` on the admin port change runtime keys.
+                { "name": "admin", "admin_layer": {} },
+            ],
+        },
+    })
+}
+
+fn node(opts: &BootstrapOptions) -> Value {
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("NAMESPACE".into(), json!(opts.namespace));
+    metadata.insert("LABELS".into(), json!(opts.labels));
+    // istio-agent reports the pod IPs; the id's IP field is the same list, `,`-separated.
+    if let Ok(proxy) = Proxy::from_id(&opts.node_id)
+        && !proxy.ip_addresses.is_empty()
+    {
+        metadata.insert("INSTANCE_IPS".into(), json!(proxy.ip_addresses.join(",")));
+    }
+    json!({
+        "id": opts.node_id,
+        "cluster": opts.cluster,
+        "metadata": metadata,
+    })
+}
+
+fn ads_source() -> Value {
+    json!({ "ads": {}, "resource_api_version": "V3" })
+}
+
+fn socket_address(address: &str, port: u16) -> Value {
+    json!({ "socket_address": { "address": address, "port_value": port } })
+}
+
+fn xds_cluster(host: &str, port: u16) -> Value {
+    // An IP needs no resolver; a name is re-resolved so a moved control plane is found.
+    let is_ip = host.parse::<IpAddr>().is_ok();
+    let mut cluster = json!({
+        "name": XDS_CLUSTER,
+        "type": if is_ip { "STATIC" } else { "STRICT_DNS" },
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": XDS_CLUSTER,
+            "endpoints": [{
+                "lb_endpoints": [{ "endpoint": { "address": socket_address(host, port) } }],
+            }],
+        },
+        // ADS is one long-lived gRPC stream: keep it alive, never cap its requests.
+        "upstream_connection_options": {
+            "tcp_keepalive": { "keepalive_time": 300 },
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {
+                    "http2_protocol_options": {},
+                },
+            },
+        },
+    });
+    if !is_ip {
+        cluster["dns_lookup_family"] = json!("V4_PREFERRED");
+    }
+    cluster
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GW_ID: &str = "router~127.0.0.1~ingress-gw.istio-system~istio-system.svc.cluster.local";
+
+    fn gateway_opts() -> BootstrapOptions {
+        BootstrapOptions {
+            labels: parse_labels("istio=ingressgateway,app=gw").unwrap(),
+            admin_port: 15100,
+            ..BootstrapOptions::for_node(GW_ID, "127.0.0.1:15010")
+        }
+    }
+
+    #[test]
+    fn node_carries_id_cluster_namespace_labels_and_ips() {
+        let b = bootstrap(&gateway_opts());
+        let node = &b["node"];
+        assert_eq!(node["id"], GW_ID);
+        assert_eq!(node["cluster"], "ingress-gw.istio-system");
+        assert_eq!(node["metadata"]["NAMESPACE"], "istio-system");
+        assert_eq!(node["metadata"]["LABELS"], json!({"istio": "ingressgateway", "app": "gw"}));
+        assert_eq!(node["metadata"]["INSTANCE_IPS"], "127.0.0.1");
+    }
+
+    #[test]
+    fn admin_listens_on_loopback_at_the_given_port() {
+        let b = bootstrap(&gateway_opts());
+        assert_eq!(b["admin"]["address"]["socket_address"]["address"], "127.0.0.1");
+        assert_eq!(b["admin"]["address"]["socket_address"]["port_value"], 15100);
+    }
+
+    #[test]
+    fn ads_is_grpc_v3_through_the_xds_cluster() {
+        let b = bootstrap(&gateway_opts());
+        let ads = &b["dynamic_resources"]["ads_config"];
+        assert_eq!(ads["api_type"], "GRPC");
+        assert_eq!(ads["transport_api_version"], "V3");
+        assert_eq!(ads["grpc_services"][0]["envoy_grpc"]["cluster_name"], XDS_CLUSTER);
+        for source in ["cds_config", "lds_config"] {
+            assert_eq!(
+                b["dynamic_resources"][source],
+                json!({"ads": {}, "resource_api_version": "V3"}),
+                "{source}"
+            );
+        }
+    }
+
+    #[test]
+    fn xds_cluster_is_static_http2_for_an_ip() {
+        let b = bootstrap(&gateway_opts());
+        let clusters = b["static_resources"]["clusters"].as_array().unwrap();
+        assert_eq!(clusters.len(), 1);
+        let c = &clusters[0];
+        assert_eq!(c["name"], XDS_CLUSTER);
+        assert_eq!(c["type"], "STATIC");
+        assert!(c.get("dns_lookup_family").is_none());
+        let addr = &c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"];
+        assert_eq!(addr["socket_address"], json!({"address": "127.0.0.1", "port_value": 15010}));
+        let opts = &c["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+        assert_eq!(
+            opts["@type"],
+            "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        );
+        assert_eq!(opts["explicit_http_config"], json!({"http2_protocol_options": {}}));
+    }
+
+    #[test]
+    fn xds_cluster_resolves_a_hostname() {
+        let b = bootstrap(&BootstrapOptions::for_node(GW_ID, "istiod.istio-system.svc:15010"));
+        let c = &b["static_resources"]["clusters"][0];
+        assert_eq!(c["type"], "STRICT_DNS");
+        assert_eq!(c["dns_lookup_family"], "V4_PREFERRED");
+        let addr = &c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"];
+        assert_eq!(addr["socket_address"]["address"], "istiod.istio-system.svc");
+    }
+
+    #[test]
+    fn xds_cluster_accepts_bracketed_ipv6() {
+        let b = bootstrap(&BootstrapOptions::for_node(GW_ID, "[::1]:15012"));
+        let c = &b["static_resources"]["clusters"][0];
+        assert_eq!(c["type"], "STATIC");
+        let addr = &c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"];
+        assert_eq!(addr["socket_address"], json!({"address": "::1", "port_value": 15012}));
+    }
+
+    #[test]
+    fn empty_labels_are_an_empty_map_not_absent() {
+        let b = bootstrap(&BootstrapOptions::for_node(GW_ID, "127.0.0.1:15010"));
+        assert_eq!(b["node"]["metadata"]["LABELS"], json!({}));
+        assert_eq!(b["admin"]["address"]["socket_address"]["port_value"], DEFAULT_ADMIN_PORT);
+    }
+
+    #[test]
+    fn namespace_and_cluster_default_from_the_node_id() {
+        let o = BootstrapOptions::for_node(
+            "sidecar~10.1.0.5~reviews-v1-abc.default~default.svc.cluster.local",
+            "127.0.0.1:15010",
+        );
+        assert_eq!(o.namespace, "default");
+        assert_eq!(o.cluster, "reviews-v1-abc.default");
+        let odd = BootstrapOptions::for_node("my-envoy", "127.0.0.1:15010");
+        assert_eq!(odd.namespace, "default");
+        assert_eq!(odd.cluster, "my-envoy");
+        let b = bootstrap(&odd);
+        assert!(b["node"]["metadata"].get("INSTANCE_IPS").is_none());
+    }
+
+    #[test]
+    fn parses_xds_addresses() {
+        assert_eq!(parse_xds_address("127.0.0.1:15010").unwrap(), ("127.0.0.1".into(), 15010));
+        assert_eq!(parse_xds_address("[::1]:15010").unwrap(), ("::1".into(), 15010));
+        assert_eq!(parse_xds_address("istiod:15012").unwrap(), ("istiod".into(), 15012));
+        assert!(matches!(parse_xds_address("127.0.0.1"), Err(BootstrapError::MalformedAddress(_))));
+        assert!(matches!(parse_xds_address("::1:15010"), Err(BootstrapError::MalformedAddress(_))));
+        assert!(matches!(parse_xds_address(":15010"), Err(BootstrapError::MalformedAddress(_))));
+        assert!(matches!(parse_xds_address("h:0"), Err(BootstrapError::BadPort { .. })));
+        assert!(matches!(parse_xds_address("h:99999"), Err(BootstrapError::BadPort { .. })));
+    }
+
+    #[test]
+    fn parses_labels() {
+        assert!(parse_labels("").unwrap().is_empty());
+        let l = parse_labels(" istio = ingressgateway , version=v1,empty=").unwrap();
+        assert_eq!(l.get("istio").map(String::as_str), Some("ingressgateway"));
+        assert_eq!(l.get("version").map(String::as_str), Some("v1"));
+        assert_eq!(l.get("empty").map(String::as_str), Some(""));
+        assert!(matches!(parse_labels("istio"), Err(BootstrapError::MalformedLabel(_))));
+        assert!(matches!(parse_labels("=x"), Err(BootstrapError::EmptyLabelKey(_))));
+    }
+}

@@ -1,0 +1,130 @@
+//! Outbound clusters: one per service port, and one per DestinationRule subset of it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::cluster::v3::{
+    cluster::{ClusterDiscoveryType, DiscoveryType, DnsLookupFamily, EdsClusterConfig, LbPolicy},
+    circuit_breakers::Thresholds,
+    CircuitBreakers, Cluster,
+};
+use envoy_types::pb::envoy::config::core::v3::{
+    config_source::ConfigSourceSpecifier, AggregatedConfigSource, ApiVersion, ConfigSource,
+};
+use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
+
+use super::endpoint;
+use super::names::{outbound_cluster, BLACKHOLE_CLUSTER};
+use super::traffic_policy;
+use crate::config::istio::destination_rule::TrafficPolicy;
+use crate::index::{Index, Resolution, Service, ServicePort};
+use crate::xds::{Resource, ResourceMap};
+
+/// istiod's default connect timeout.
+const CONNECT_TIMEOUT: Duration = Duration { seconds: 10, nanos: 0 };
+
+/// Every outbound cluster of the index. Shared by every proxy of this revision.
+pub fn build_all(index: &Index) -> ResourceMap {
+    let mut out = ResourceMap::new();
+    for service in index.services.values() {
+        for port in &service.ports {
+            for cluster in service_port_clusters(index, service, port) {
+                out.insert(cluster.name.clone(), Arc::new(Resource::encode(cluster.name.clone(), &cluster)));
+            }
+        }
+    }
+    let blackhole = Cluster {
+        name: BLACKHOLE_CLUSTER.into(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+        connect_timeout: Some(CONNECT_TIMEOUT),
+        ..Default::default()
+    };
+    out.insert(BLACKHOLE_CLUSTER.into(), Arc::new(Resource::encode(BLACKHOLE_CLUSTER, &blackhole)));
+    out
+}
+
+/// The default cluster and one per subset, with the DestinationRule's policy applied.
+fn service_port_clusters(index: &Index, service: &Service, port: &ServicePort) -> Vec<Cluster> {
+    let dr = index.destination_rule(&service.hostname).map(|d| d.spec());
+    let top = dr.and_then(|d| d.traffic_policy.as_ref());
+    let mut clusters = vec![cluster(service, port, "", top)];
+    for subset in dr.map(|d| d.subsets.as_slice()).unwrap_or_default() {
+        let merged = traffic_policy::merge_subset_policy(top, subset.traffic_policy.as_ref());
+        clusters.push(cluster(service, port, &subset.name, merged.as_ref()));
+    }
+    clusters
+}
+
+fn cluster(service: &Service, port: &ServicePort, subset: &str, policy: Option<&TrafficPolicy>) -> Cluster {
+    let name = outbound_cluster(port.port, subset, &service.hostname);
+    let mut c = Cluster {
+        name: name.clone(),
+        connect_timeout: Some(CONNECT_TIMEOUT),
+        lb_policy: LbPolicy::LeastRequest as i32,
+        circuit_breakers: Some(default_circuit_breakers()),
+        ..Default::default()
+    };
+    match service.resolution {
+        Resolution::Eds => {
+            c.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
+            c.eds_cluster_config = Some(EdsClusterConfig { eds_config: Some(ads()), service_name: name });
+        }
+        Resolution::Dns | Resolution::DnsRoundRobin => {
+            let ty = if service.resolution == Resolution::Dns { DiscoveryType::StrictDns } else { DiscoveryType::LogicalDns };
+            c.cluster_discovery_type = Some(ClusterDiscoveryType::Type(ty as i32));
+            c.dns_lookup_family = DnsLookupFamily::V4Only as i32;
+            c.load_assignment = Some(endpoint::assignment(&c.name, service, port.port, None));
+        }
+        Resolution::Passthrough => {
+            c.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::OriginalDst as i32));
+            c.lb_policy = LbPolicy::ClusterProvided as i32;
+        }
+    }
+    let default_policy = TrafficPolicy::default();
+    traffic_policy::apply_traffic_policy(&mut c, policy.unwrap_or(&default_policy), u32::from(port.port), port.protocol);
+    c
+}
+
+/// The config source that says "over this ADS stream".
+pub fn ads() -> ConfigSource {
+    ConfigSource {
+        resource_api_version: ApiVersion::V3 as i32,
+        config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+        ..Default::default()
+    }
+}
+
+/// istiod lifts Envoy's default circuit-breaker limits (1024) to the maximum, so a mesh
+/// without DestinationRules is never throttled by the proxy.
+fn default_circuit_breakers() -> CircuitBreakers {
+    let max = Some(UInt32Value { value: u32::MAX });
+    CircuitBreakers {
+        thresholds: vec![Thresholds {
+            max_connections: max,
+            max_pending_requests: max,
+            max_requests: max,
+            max_retries: max,
+            track_remaining: true,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// Names of the clusters whose endpoints come over EDS, with the service and port behind them.
+pub fn eds_clusters(index: &Index) -> BTreeMap<String, (Arc<Service>, u16, Option<String>)> {
+    let mut out = BTreeMap::new();
+    for service in index.services.values().filter(|s| s.resolution == Resolution::Eds) {
+        let dr = index.destination_rule(&service.hostname).map(|d| d.spec());
+        for port in &service.ports {
+            out.insert(outbound_cluster(port.port, "", &service.hostname), (service.clone(), port.port, None));
+            for subset in dr.map(|d| d.subsets.as_slice()).unwrap_or_default() {
+                out.insert(
+                    outbound_cluster(port.port, &subset.name, &service.hostname),
+                    (service.clone(), port.port, Some(subset.name.clone())),
+                );
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,83 @@
+//! ClusterLoadAssignments: a service port's ready endpoints, grouped by locality, filtered by
+//! a subset's labels.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::{
+    address, socket_address::PortSpecifier, Address, HealthStatus, Locality, SocketAddress,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    lb_endpoint::HostIdentifier, ClusterLoadAssignment, Endpoint as EnvoyEndpoint, LbEndpoint, LocalityLbEndpoints,
+};
+use envoy_types::pb::google::protobuf::UInt32Value;
+
+use super::cluster::eds_clusters;
+use crate::index::services::{selects, Labels};
+use crate::index::{Index, Service};
+use crate::xds::{Resource, ResourceMap};
+
+/// The assignment of every EDS cluster of the index. Shared by every proxy of this revision.
+pub fn build_all(index: &Index) -> ResourceMap {
+    let mut out = ResourceMap::new();
+    for (name, (service, port, subset)) in eds_clusters(index) {
+        let labels = subset.as_deref().and_then(|s| subset_labels(index, &service, s));
+        let cla = assignment(&name, &service, port, labels.as_ref());
+        out.insert(name.clone(), Arc::new(Resource::encode(name, &cla)));
+    }
+    out
+}
+
+fn subset_labels(index: &Index, service: &Service, subset: &str) -> Option<Labels> {
+    let dr = index.destination_rule(&service.hostname)?;
+    dr.spec().subsets.iter().find(|s| s.name == subset).map(|s| s.labels.clone())
+}
+
+/// The endpoints of one service port. Every locality carries a `load_balancing_weight`:
+/// gRPC's xDS client ignores localities without one.
+pub fn assignment(cluster: &str, service: &Service, port: u16, subset: Option<&Labels>) -> ClusterLoadAssignment {
+    let mut by_locality: BTreeMap<&str, Vec<LbEndpoint>> = BTreeMap::new();
+    for ep in &service.endpoints {
+        if !ep.ready || subset.is_some_and(|s| !selects(s, &ep.labels)) {
+            continue;
+        }
+        let Some(target) = ep.ports.get(&port) else { continue };
+        by_locality.entry(ep.locality.as_str()).or_default().push(LbEndpoint {
+            host_identifier: Some(HostIdentifier::Endpoint(EnvoyEndpoint {
+                address: Some(socket_address(&ep.address, *target)),
+                ..Default::default()
+            })),
+            health_status: HealthStatus::Healthy as i32,
+            load_balancing_weight: Some(UInt32Value { value: ep.weight.max(1) }),
+            ..Default::default()
+        });
+    }
+    let endpoints = by_locality
+        .into_iter()
+        .map(|(locality, lb_endpoints)| {
+            let weight = lb_endpoints.iter().filter_map(|e| e.load_balancing_weight).map(|w| w.value).sum::<u32>();
+            let mut parts = locality.splitn(3, '/');
+            LocalityLbEndpoints {
+                locality: Some(Locality {
+                    region: parts.next().unwrap_or_default().to_string(),
+                    zone: parts.next().unwrap_or_default().to_string(),
+                    sub_zone: parts.next().unwrap_or_default().to_string(),
+                }),
+                lb_endpoints,
+                load_balancing_weight: Some(UInt32Value { value: weight.max(1) }),
+                ..Default::default()
+            }
+        })
+        .collect();
+    ClusterLoadAssignment { cluster_name: cluster.to_string(), endpoints, ..Default::default() }
+}
+
+pub fn socket_address(address: &str, port: u16) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: address.to_string(),
+            port_specifier: Some(PortSpecifier::PortValue(u32::from(port))),
+            ..Default::default()
+        })),
+    }
+}

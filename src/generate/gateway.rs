@@ -1,0 +1,240 @@
+//! Gateway proxies (node type `router`): listeners per Gateway server port, and the route
+//! configs `http.<port>` whose virtual hosts come from the VirtualServices bound to them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::route::v3::{
+    route::Action, route_match::PathSpecifier, virtual_host::TlsRequirementType, DirectResponseAction, Route,
+    RouteConfiguration, RouteMatch, VirtualHost,
+};
+use envoy_types::pb::google::protobuf::BoolValue;
+
+use super::listener::http_listener;
+use super::names;
+use super::route::{translate_http_route, RouteContext};
+use super::traffic_policy;
+use crate::config::istio::gateway::Server;
+use crate::config::istio::virtual_service::Destination;
+use crate::config::istio::{Gateway, VirtualService};
+use crate::index::services::selects;
+use crate::index::{Index, Typed};
+use crate::model::{Protocol, Proxy};
+use crate::xds::{Resource, ResourceMap};
+
+/// The Gateways whose selector matches the proxy's labels (from any namespace, as istiod
+/// does by default), in namespace/name order.
+pub fn select<'a>(index: &'a Index, proxy: &Proxy) -> Vec<&'a Typed<Gateway>> {
+    index.gateways.iter().filter(|g| selects(&g.spec().selector, &proxy.labels)).collect()
+}
+
+/// What a set of Gateways makes: listeners and route configs.
+#[derive(Debug, Default)]
+pub struct GatewayConfig {
+    pub listeners: ResourceMap,
+    pub routes: ResourceMap,
+}
+
+pub fn build(index: &Index, proxy: &Proxy, gateways: &[&Typed<Gateway>]) -> GatewayConfig {
+    // Servers merged by port, as istiod merges them.
+    let mut ports: BTreeMap<u32, Vec<(&Typed<Gateway>, &Server)>> = BTreeMap::new();
+    for gw in gateways {
+        for server in &gw.spec().servers {
+            ports.entry(server.port.number).or_default().push((gw, server));
+        }
+    }
+    let mut out = GatewayConfig::default();
+    for (port, servers) in ports {
+        let http: Vec<_> = servers
+            .into_iter()
+            .filter(|(gw, s)| {
+                let protocol = Protocol::parse(&s.port.protocol);
+                let plain_http = protocol.is_http() && s.tls.as_ref().is_none_or(|t| t.https_redirect);
+                if !plain_http {
+                    tracing::debug!(gateway = %gw.ns_name(), port, protocol = %s.port.protocol, "non-HTTP gateway servers are not served yet; skipped");
+                }
+                plain_http
+            })
+            .collect();
+        if http.is_empty() {
+            continue;
+        }
+        let routes = http_route_config(index, proxy, port, &http);
+        let route_name = names::gateway_http_routes(port);
+        let bind = http.iter().map(|(_, s)| s.bind.as_str()).find(|b| !b.is_empty()).unwrap_or("0.0.0.0");
+        let listener_name = names::listener(bind, port);
+        let listener = http_listener(&listener_name, bind, port, &route_name, &format!("outbound_{bind}_{port}"));
+        out.routes.insert(route_name.clone(), Arc::new(Resource::encode(route_name, &routes)));
+        out.listeners.insert(listener_name.clone(), Arc::new(Resource::encode(listener_name, &listener)));
+    }
+    out
+}
+
+/// `http.<port>`: a virtual host per host name served on the port, holding the routes of every
+/// VirtualService bound to a Gateway on the port for that host.
+fn http_route_config(index: &Index, proxy: &Proxy, port: u32, servers: &[(&Typed<Gateway>, &Server)]) -> RouteConfiguration {
+    struct Host<'a> {
+        https_redirect: bool,
+        services: Vec<(&'a Typed<VirtualService>, String)>,
+    }
+    let mut hosts: BTreeMap<String, Host> = BTreeMap::new();
+    for (gw, server) in servers {
+        let https_redirect = server.tls.as_ref().is_some_and(|t| t.https_redirect);
+        let bound = index.virtual_services_by_gateway.get(&gw.ns_name()).map(Vec::as_slice).unwrap_or_default();
+        for vs in bound {
+            for vs_host in &vs.spec().hosts {
+                let vs_host = index.mesh.fqdn(vs_host, vs.namespace());
+                for server_host in &server.hosts {
+                    let (ns_filter, pattern) = split_server_host(server_host);
+                    let ns_ok = match ns_filter {
+                        "*" => true,
+                        "." => vs.namespace() == gw.namespace(),
+                        ns => vs.namespace() == ns,
+                    };
+                    let Some(host) = ns_ok.then(|| intersect(&vs_host, pattern)).flatten() else { continue };
+                    let entry = hosts.entry(host.to_string()).or_insert(Host { https_redirect, services: Vec::new() });
+                    entry.https_redirect |= https_redirect;
+                    if !entry.services.iter().any(|(v, _)| v.ns_name() == vs.ns_name()) {
+                        entry.services.push((vs, gw.ns_name()));
+                    }
+                }
+            }
+        }
+    }
+
+    let mut virtual_hosts = Vec::new();
+    for (host, mut entry) in hosts {
+        entry.services.sort_by_key(|(vs, _)| vs.ns_name());
+        let mut routes = Vec::new();
+        for (vs, gateway) in &entry.services {
+            routes.extend(virtual_service_routes(index, proxy, vs, port, gateway));
+        }
+        virtual_hosts.push(VirtualHost {
+            name: format!("{host}:{port}"),
+            domains: domains(&host),
+            routes,
+            require_tls: if entry.https_redirect { TlsRequirementType::All as i32 } else { 0 },
+            ..Default::default()
+        });
+    }
+    if virtual_hosts.is_empty() {
+        virtual_hosts.push(blackhole_host(port));
+    }
+    RouteConfiguration {
+        name: names::gateway_http_routes(port),
+        virtual_hosts,
+        validate_clusters: Some(BoolValue { value: false }),
+        ..Default::default()
+    }
+}
+
+fn virtual_service_routes(index: &Index, proxy: &Proxy, vs: &Typed<VirtualService>, port: u32, gateway: &str) -> Vec<Route> {
+    let ns = vs.namespace();
+    let cluster_for = |dest: &Destination| cluster_for(index, dest, ns);
+    let hash_policy_for = |dest: &Destination| {
+        let host = index.mesh.fqdn(&dest.host, ns);
+        let Some(dr) = index.destination_rule(&host) else { return Vec::new() };
+        let spec = dr.spec();
+        let subset = spec.subsets.iter().find(|s| s.name == dest.subset).and_then(|s| s.traffic_policy.as_ref());
+        let policy = traffic_policy::merge_subset_policy(spec.traffic_policy.as_ref(), subset);
+        policy.and_then(|p| p.load_balancer).map(|lb| traffic_policy::hash_policy(&lb)).unwrap_or_default()
+    };
+    let gateways = [gateway.to_string()];
+    let ctx = RouteContext {
+        cluster_for: &cluster_for,
+        hash_policy_for: &hash_policy_for,
+        port,
+        gateways: &gateways,
+        proxy_labels: &proxy.labels,
+        proxy_namespace: &proxy.namespace,
+        is_tls: false,
+    };
+    let mut routes = Vec::new();
+    for (i, http) in vs.spec().http.iter().enumerate() {
+        match translate_http_route(http, &ctx) {
+            Ok(translated) => routes.extend(translated),
+            Err(e) => tracing::warn!(object = %vs.entry.object.key(), field = %format!("spec.http[{i}]"), "route skipped: {e}"),
+        }
+    }
+    routes
+}
+
+/// The cluster a destination routes to: its host resolved in the VirtualService's namespace,
+/// and its port (or the service's only port).
+pub fn cluster_for(index: &Index, dest: &Destination, namespace: &str) -> Option<String> {
+    let host = index.mesh.fqdn(&dest.host, namespace);
+    let service = index.service(&host)?;
+    let port = match dest.port {
+        Some(p) => service.port(u16::try_from(p.number).ok()?)?.port,
+        None => match service.ports.as_slice() {
+            [only] => only.port,
+            _ => return None,
+        },
+    };
+    Some(names::outbound_cluster(port, &dest.subset, &service.hostname))
+}
+
+/// Splits a Gateway server host `ns/host` into its namespace filter and host pattern.
+fn split_server_host(host: &str) -> (&str, &str) {
+    host.split_once('/').unwrap_or(("*", host))
+}
+
+/// The host both patterns match, the more specific of the two (istiod's hostname intersection):
+/// `*` and `*.example.com` are wildcards, anything else an exact name.
+pub fn intersect<'a>(a: &'a str, b: &'a str) -> Option<&'a str> {
+    fn covers(wild: &str, host: &str) -> bool {
+        wild == "*" || wild.strip_prefix('*').is_some_and(|suffix| host.ends_with(suffix) && host.len() > suffix.len())
+    }
+    if a == b {
+        Some(a)
+    } else if a.starts_with('*') && covers(a, b) {
+        Some(b)
+    } else if b.starts_with('*') && covers(b, a) {
+        Some(a)
+    } else {
+        None
+    }
+}
+
+/// Virtual host domains: the host, and the host with any port, except for wildcards (Envoy
+/// allows one `*` per domain).
+fn domains(host: &str) -> Vec<String> {
+    if host.contains('*') { vec![host.to_string()] } else { vec![host.to_string(), format!("{host}:*")] }
+}
+
+/// istiod's answer on a port with no routes: 404 for everything.
+fn blackhole_host(port: u32) -> VirtualHost {
+    VirtualHost {
+        name: format!("blackhole:{port}"),
+        domains: vec!["*".into()],
+        routes: vec![Route {
+            name: "default".into(),
+            r#match: Some(RouteMatch { path_specifier: Some(PathSpecifier::Prefix("/".into())), ..Default::default() }),
+            action: Some(Action::DirectResponse(DirectResponseAction { status: 404, ..Default::default() })),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_intersection_prefers_the_specific_name() {
+        assert_eq!(intersect("a.example.com", "*.example.com"), Some("a.example.com"));
+        assert_eq!(intersect("*.example.com", "a.example.com"), Some("a.example.com"));
+        assert_eq!(intersect("*", "bookinfo.com"), Some("bookinfo.com"));
+        assert_eq!(intersect("*.example.com", "*"), Some("*.example.com"));
+        assert_eq!(intersect("a.example.com", "b.example.com"), None);
+        assert_eq!(intersect("*.example.com", "example.com"), None);
+    }
+
+    #[test]
+    fn wildcard_hosts_get_one_domain() {
+        assert_eq!(domains("bookinfo.com"), vec!["bookinfo.com", "bookinfo.com:*"]);
+        assert_eq!(domains("*.bookinfo.com"), vec!["*.bookinfo.com"]);
+        assert_eq!(domains("*"), vec!["*"]);
+    }
+}

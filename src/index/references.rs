@@ -1,0 +1,65 @@
+//! Checks between objects: what each VirtualService and DestinationRule refers to exists.
+//! Each finding is a warning (the object is still served, as istiod serves it) that names the
+//! object and the field.
+
+use std::collections::HashSet;
+
+use super::{gateway_ref, Index};
+use crate::config::istio::virtual_service::Destination;
+use crate::diagnostic::Diagnostic;
+
+pub fn check(index: &Index) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let gateways: HashSet<String> = index.gateways.iter().map(|g| g.ns_name()).collect();
+    let mut seen = HashSet::new();
+    for vs in index.virtual_services_by_gateway.values().flatten() {
+        if !seen.insert(vs.ns_name()) {
+            continue;
+        }
+        let key = vs.entry.object.key();
+        let spec = vs.spec();
+        for (i, gw) in spec.gateways.iter().enumerate() {
+            if gw != "mesh" && !gateways.contains(&gateway_ref(gw, vs.namespace())) {
+                out.push(
+                    Diagnostic::warning(format!("spec.gateways[{i}]"), format!("gateway {} not found", gateway_ref(gw, vs.namespace())))
+                        .on(&key),
+                );
+            }
+        }
+        for (r, route) in spec.http.iter().enumerate() {
+            for (d, dest) in route.route.iter().enumerate() {
+                if let Some(problem) = destination_problem(index, &dest.destination, vs.namespace()) {
+                    out.push(Diagnostic::warning(format!("spec.http[{r}].route[{d}].destination"), problem).on(&key));
+                }
+            }
+            if let Some(mirror) = &route.mirror
+                && let Some(problem) = destination_problem(index, mirror, vs.namespace())
+            {
+                out.push(Diagnostic::warning(format!("spec.http[{r}].mirror"), problem).on(&key));
+            }
+        }
+    }
+    out
+}
+
+/// Why a destination cannot be routed to, if it cannot.
+pub fn destination_problem(index: &Index, dest: &Destination, namespace: &str) -> Option<String> {
+    let host = index.mesh.fqdn(&dest.host, namespace);
+    let Some(service) = index.service(&host) else {
+        return Some(format!("host {host} matches no Service or ServiceEntry; requests get 503"));
+    };
+    if let Some(port) = dest.port.map(|p| p.number)
+        && !service.ports.iter().any(|p| u32::from(p.port) == port)
+    {
+        return Some(format!("port {port} is not a port of {host}"));
+    }
+    if !dest.subset.is_empty() {
+        let defined = index
+            .destination_rule(&host)
+            .is_some_and(|dr| dr.spec().subsets.iter().any(|s| s.name == dest.subset));
+        if !defined {
+            return Some(format!("subset {:?} of {host} is defined by no DestinationRule; requests get 503", dest.subset));
+        }
+    }
+    None
+}

@@ -1,0 +1,64 @@
+//! Light checks on the Kubernetes kinds: the names the API server would have insisted on
+//! (objects read from files never went through it), and port names that must be unique.
+
+use std::collections::BTreeSet;
+
+use crate::config::{Object, Spec};
+
+use super::common::{is_ip, is_k8s_dns1035_label, is_k8s_label, is_k8s_subdomain, Diags};
+
+pub fn validate(object: &Object, out: &mut Diags) {
+    let name = object.meta.name.as_str();
+    // Service names become DNS labels (`name.ns.svc`); Namespaces are labels too.
+    let (ok, what) = match &object.spec {
+        Spec::Service(_) => (is_k8s_dns1035_label(name), "a DNS-1035 label (lower case, starting with a letter)"),
+        Spec::Namespace => (is_k8s_label(name), "a DNS-1123 label"),
+        _ => (is_k8s_subdomain(name), "a DNS-1123 subdomain"),
+    };
+    if !ok {
+        out.error("metadata.name", format!("{name:?} is not a valid {} name: must be {what}", object.kind()));
+    }
+    match &object.spec {
+        Spec::Service(svc) => {
+            let mut names = BTreeSet::new();
+            for (i, p) in svc.ports.iter().enumerate() {
+                if svc.ports.len() > 1 && p.name.is_empty() {
+                    out.error(format!("spec.ports[{i}].name"), "port name is required when a Service has several ports");
+                }
+                if !p.name.is_empty() && !names.insert(p.name.as_str()) {
+                    out.error(format!("spec.ports[{i}].name"), format!("duplicate port name {:?}", p.name));
+                }
+            }
+            if let Some(ip) = &svc.cluster_ip
+                && !is_ip(ip)
+            {
+                out.error("spec.clusterIP", format!("{ip:?} is not a valid IP"));
+            }
+        }
+        Spec::EndpointSlice(slice) => {
+            if !is_k8s_dns1035_label(&slice.service_name) {
+                out.error(
+                    "metadata.labels.kubernetes.io/service-name",
+                    format!("{:?} is not a valid Service name", slice.service_name),
+                );
+            }
+            if slice.address_type != "FQDN" {
+                for (i, e) in slice.endpoints.iter().enumerate() {
+                    for (j, a) in e.addresses.iter().enumerate() {
+                        if !is_ip(a) {
+                            out.error(format!("endpoints[{i}].addresses[{j}]"), format!("{a:?} is not a valid {} address", slice.address_type));
+                        }
+                    }
+                }
+            }
+        }
+        Spec::Pod(pod) => {
+            for (i, ip) in pod.ips.iter().enumerate() {
+                if !is_ip(ip) {
+                    out.error(format!("status.podIPs[{i}].ip"), format!("{ip:?} is not a valid IP"));
+                }
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,241 @@
+//! The registry of live xDS connections: what each proxy subscribed to, was sent, ACKed and
+//! rejected. It is the debug surface (`Serialize`) and what tests assert on; connection tasks
+//! publish a fresh copy of their state after every event, readers never touch a stream.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Serialize, Serializer};
+use tokio::sync::watch;
+
+/// Which ADS flavour a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    Sotw,
+    Delta,
+}
+
+/// What a proxy asked for, for one type.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Subscription {
+    /// Every resource of the type, whatever `names` says.
+    pub wildcard: bool,
+    pub names: BTreeSet<String>,
+}
+
+/// Where the last response of a type stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckState {
+    /// Nothing sent yet.
+    #[default]
+    None,
+    /// Sent, no answer yet.
+    Pending,
+    Acked,
+    Nacked,
+}
+
+/// A rejected response, kept after later ACKs so the debug surface shows the last failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Nack {
+    /// The version the proxy rejected.
+    pub version: String,
+    pub nonce: String,
+    /// `error_detail.message` as Envoy sent it.
+    pub error: String,
+    /// The resources carried by the rejected response.
+    pub resources: Vec<String>,
+    pub at_unix_ms: u64,
+}
+
+/// The state of one type on one connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TypeStatus {
+    pub type_url: String,
+    pub subscription: Subscription,
+    pub sent_version: Option<String>,
+    pub sent_nonce: Option<String>,
+    pub acked_version: Option<String>,
+    pub state: AckState,
+    pub last_nack: Option<Nack>,
+    /// How many resources of the type the proxy holds from us.
+    pub resources: usize,
+    pub responses: u64,
+    pub acks: u64,
+    pub nacks: u64,
+    /// Requests ignored because their nonce was not the last one sent.
+    pub stale: u64,
+}
+
+/// One live connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConnectionInfo {
+    pub id: u64,
+    pub proxy_id: String,
+    pub peer: Option<String>,
+    pub variant: Variant,
+    pub connected_at_unix_ms: u64,
+    /// By type URL.
+    pub types: BTreeMap<String, TypeStatus>,
+}
+
+impl ConnectionInfo {
+    pub fn type_status(&self, type_url: &str) -> Option<&TypeStatus> {
+        self.types.get(type_url)
+    }
+}
+
+/// Live connections, shared by the server and whoever reads them.
+#[derive(Debug)]
+pub struct Connections {
+    next_id: AtomicU64,
+    live: Mutex<BTreeMap<u64, ConnectionInfo>>,
+    /// Bumped on every change, so readers (tests, a debug stream) can wait instead of poll.
+    generation: watch::Sender<u64>,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Connections {
+            next_id: AtomicU64::new(1),
+            live: Mutex::default(),
+            generation: watch::Sender::new(0),
+        }
+    }
+}
+
+impl Connections {
+    pub fn new() -> Arc<Connections> {
+        Arc::new(Connections::default())
+    }
+
+    /// Every live connection, by id.
+    pub fn list(&self) -> Vec<ConnectionInfo> {
+        self.lock().values().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// The newest live connection of a proxy.
+    pub fn by_proxy(&self, proxy_id: &str) -> Option<ConnectionInfo> {
+        self.lock().values().rev().find(|c| c.proxy_id == proxy_id).cloned()
+    }
+
+    /// A receiver that changes whenever any connection's state does.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Waits until `pred` holds for the registry (tests, readiness checks).
+    pub async fn wait_for(&self, mut pred: impl FnMut(&Connections) -> bool) {
+        let mut rx = self.subscribe();
+        while !pred(self) {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        proxy_id: &str,
+        peer: Option<String>,
+        variant: Variant,
+    ) -> Registration {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let info = ConnectionInfo {
+            id,
+            proxy_id: proxy_id.to_string(),
+            peer,
+            variant,
+            connected_at_unix_ms: unix_ms(SystemTime::now()),
+            types: BTreeMap::new(),
+        };
+        self.lock().insert(id, info);
+        self.bump();
+        Registration { connections: Arc::clone(self), id }
+    }
+
+    /// A poisoned lock only means a reader panicked mid-clone; the map itself is intact.
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, ConnectionInfo>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn bump(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+}
+
+impl Serialize for Connections {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.list().serialize(s)
+    }
+}
+
+/// A connection's entry; dropping it (the stream ended) removes the entry.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    connections: Arc<Connections>,
+    id: u64,
+}
+
+impl Registration {
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn update(&self, types: BTreeMap<String, TypeStatus>) {
+        let changed = match self.connections.lock().get_mut(&self.id) {
+            Some(info) if info.types != types => {
+                info.types = types;
+                true
+            }
+            _ => false,
+        };
+        if changed {
+            self.connections.bump();
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.connections.lock().remove(&self.id);
+        self.connections.bump();
+    }
+}
+
+pub(crate) fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_lives_as_long_as_the_stream() {
+        let conns = Connections::new();
+        let reg = conns.register("sidecar~1~a.b~b.svc.cluster.local", None, Variant::Sotw);
+        let mut types = BTreeMap::new();
+        types.insert("t".to_string(), TypeStatus { responses: 2, ..Default::default() });
+        reg.update(types);
+        let info = conns.by_proxy("sidecar~1~a.b~b.svc.cluster.local").unwrap();
+        assert_eq!(info.types["t"].responses, 2);
+        let json = serde_json::to_value(&*conns).unwrap();
+        assert_eq!(json[0]["variant"], "sotw");
+        assert_eq!(json[0]["types"]["t"]["state"], "none");
+        drop(reg);
+        assert!(conns.is_empty());
+    }
+}
