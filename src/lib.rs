@@ -13,6 +13,7 @@ pub mod index;
 pub mod model;
 pub mod push;
 pub mod render;
+pub mod serve;
 pub mod source;
 pub mod store;
 pub mod validate;

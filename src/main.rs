@@ -4,17 +4,17 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use tokio::sync::watch;
 
 use pilotfish::config::istio::Duration;
 use pilotfish::model::{MeshConfig, Proxy};
-use pilotfish::source::{self, Directory};
+use pilotfish::serve::ServeOptions;
+use pilotfish::source::Directory;
 use pilotfish::store::Store;
-use pilotfish::xds::{self, Snapshot};
+use pilotfish::xds;
 
 #[derive(Parser)]
 #[command(name = "pilotfish", version, about = "An Envoy xDS control plane that serves Istio's APIs")]
@@ -188,30 +188,12 @@ fn validate(paths: &[PathBuf]) -> Result<ExitCode> {
 }
 
 async fn serve(config_dir: PathBuf, address: SocketAddr, debounce: Duration, mesh: MeshConfig) -> Result<()> {
-    let store = Arc::new(Mutex::new(Store::new()));
-    let mut directory = Directory::new(&config_dir);
-    let diagnostics = source::watch::load(&mut directory, &store)?;
-    let (store_rx, snapshot) = {
-        let store = store.lock().unwrap_or_else(|p| p.into_inner());
-        (store.subscribe(), store.snapshot())
-    };
-    let context = pilotfish::push::build(&snapshot, &mesh, None);
-    tracing::info!(dir = %config_dir.display(), objects = snapshot.len(), "config loaded");
-    let (snapshot_tx, snapshot_rx) = watch::channel::<Arc<dyn Snapshot>>(context.clone());
-    tokio::spawn(pilotfish::push::run(store_rx, mesh, debounce.as_std(), snapshot_tx, context));
-    let (diag_tx, _diag_rx) = watch::channel(Arc::new(diagnostics));
-    tokio::spawn(async move {
-        if let Err(e) = source::watch::run(directory, store, diag_tx).await {
-            tracing::error!("{e}; config changes are no longer followed");
-        }
-    });
-
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("binding the xDS address {address}"))?;
     tracing::info!(%address, "serving ADS");
-    let connections = Arc::new(xds::Connections::default());
-    xds::serve(listener, snapshot_rx, connections, shutdown_signal()).await?;
+    let options = ServeOptions { config_dir, debounce: debounce.as_std(), mesh };
+    pilotfish::serve::serve(options, listener, xds::Connections::new(), shutdown_signal()).await?;
     Ok(())
 }
 

@@ -122,8 +122,9 @@ class Stack:
             )
         if self.envoy:
             sections.append(
-                (f"Envoy log tail ({self.envoy.process.describe()})",
-                 self.envoy.process.log_tail(log_lines))
+                (f"Envoy log since startup: info and up, plus xDS accept/reject "
+                 f"({self.envoy.process.describe()})",
+                 "\n".join(_envoy_report_lines(self.envoy.process.log_text())[-log_lines:]))
             )
             if self.envoy.process.running():
                 status, body = self.envoy.admin_get("/config_dump?resource=dynamic_route_configs")
@@ -142,3 +143,16 @@ class Stack:
             f"--- {p.name}\n{p.read_text()}" for p in sorted(self.config_dir.iterdir()) if p.is_file()
         )[:6000]))
         return sections
+
+
+def _envoy_report_lines(log: str) -> list[str]:
+    """Envoy's log without the startup banner and debug noise, keeping xDS accept/reject lines."""
+    lines = log.splitlines()
+    for i, line in enumerate(lines):
+        if "starting main dispatch loop" in line:
+            lines = lines[i + 1:]
+            break
+    return [
+        line for line in lines
+        if ("][debug][" not in line and "][trace][" not in line) or "gRPC config for" in line
+    ]

@@ -49,7 +49,11 @@ pub struct RouteContext<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
     #[error("invalid regex {regex:?} in {field}: {reason}")]
-    InvalidRegex { field: String, regex: String, reason: String },
+    InvalidRegex {
+        field: String,
+        regex: String,
+        reason: String,
+    },
     #[error("{field} must not be empty")]
     Empty { field: String },
     #[error("directResponse.body.bytes is not valid base64")]
@@ -70,7 +74,9 @@ pub enum RouteError {
     FaultHttpStatus(i32),
     #[error("unknown gRPC status {0:?} in fault.abort.grpcStatus")]
     GrpcStatus(String),
-    #[error("header {0:?}: JWT claim routing needs Istio's authn filter, which pilotfish does not run")]
+    #[error(
+        "header {0:?}: JWT claim routing needs Istio's authn filter, which pilotfish does not run"
+    )]
     JwtClaim(String),
 }
 
@@ -79,7 +85,10 @@ pub enum RouteError {
 /// Matches for another port, gateway or source are skipped, so the result may be empty; matches
 /// after a catch-all are dropped as istiod drops them (Envoy would never reach them). Which
 /// optional filters the routes use: [`HttpFilterNeeds::of_routes`].
-pub fn translate_http_route(route: &HttpRoute, ctx: &RouteContext) -> Result<Vec<Route>, RouteError> {
+pub fn translate_http_route(
+    route: &HttpRoute,
+    ctx: &RouteContext,
+) -> Result<Vec<Route>, RouteError> {
     let mut routes = Vec::with_capacity(route.matches.len().max(1));
     if route.matches.is_empty() {
         routes.push(translate_one(route, None, ctx)?);
@@ -101,24 +110,36 @@ pub fn translate_http_route(route: &HttpRoute, ctx: &RouteContext) -> Result<Vec
 /// A route every request reaches: prefix `/` or regex `.*` and nothing else to match. istiod
 /// stops a VirtualService's routes after one, and sorts them last among VirtualServices.
 pub fn is_catch_all(route: &Route) -> bool {
-    let Some(m) = &route.r#match else { return false };
+    let Some(m) = &route.r#match else {
+        return false;
+    };
     let path_all = match &m.path_specifier {
         Some(PathSpecifier::Prefix(p)) => p == "/",
         Some(PathSpecifier::PathSeparatedPrefix(p)) => p == "/",
         Some(PathSpecifier::SafeRegex(r)) => r.regex == ".*",
         _ => false,
     };
-    path_all && m.headers.is_empty() && m.query_parameters.is_empty() && m.dynamic_metadata.is_empty()
+    path_all
+        && m.headers.is_empty()
+        && m.query_parameters.is_empty()
+        && m.dynamic_metadata.is_empty()
 }
 
 /// istiod's `sourceMatchHTTP`: `gateways` replaces the label and namespace checks when present.
 fn source_matches(m: &HttpMatchRequest, ctx: &RouteContext) -> bool {
     if !m.gateways.is_empty() {
         return m.gateways.iter().any(|g| {
-            if ctx.gateways.is_empty() { g == MESH_GATEWAY } else { ctx.gateways.contains(g) }
+            if ctx.gateways.is_empty() {
+                g == MESH_GATEWAY
+            } else {
+                ctx.gateways.contains(g)
+            }
         });
     }
-    let labels_match = m.source_labels.iter().all(|(k, v)| ctx.proxy_labels.get(k) == Some(v));
+    let labels_match = m
+        .source_labels
+        .iter()
+        .all(|(k, v)| ctx.proxy_labels.get(k) == Some(v));
     labels_match && (m.source_namespace.is_empty() || m.source_namespace == ctx.proxy_namespace)
 }
 
@@ -155,17 +176,22 @@ fn translate_one(
     if let Some(fault) = &http.fault
         && let Some(f) = filters::translate_fault(fault)?
     {
-        out.typed_per_filter_config.insert(FAULT_FILTER.into(), pack_any(f));
+        out.typed_per_filter_config
+            .insert(FAULT_FILTER.into(), pack_any(f));
     }
     if let Some(cors) = &http.cors_policy {
-        out.typed_per_filter_config.insert(CORS_FILTER.into(), pack_any(filters::translate_cors(cors)?));
+        out.typed_per_filter_config
+            .insert(CORS_FILTER.into(), pack_any(filters::translate_cors(cors)?));
     }
     Ok(out)
 }
 
 /// The catch-all match istiod uses when an HTTPRoute has no `match`.
 fn catch_all_match() -> RouteMatch {
-    RouteMatch { path_specifier: Some(PathSpecifier::Prefix("/".into())), ..Default::default() }
+    RouteMatch {
+        path_specifier: Some(PathSpecifier::Prefix("/".into())),
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@ use envoy_types::pb::envoy::config::route::v3::route_action::hash_policy::{
 };
 
 use crate::config::istio::destination_rule::{
-    ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection, PortTrafficPolicy, TrafficPolicy,
+    ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection, PortTrafficPolicy,
+    TrafficPolicy,
 };
 use crate::model::Protocol;
 
@@ -26,14 +27,23 @@ use crate::model::Protocol;
 /// Call it for every outbound cluster, with `TrafficPolicy::default()` when no DestinationRule
 /// applies: istiod's defaults (circuit breakers at u32::MAX, LEAST_REQUEST, HTTP/2 for
 /// HTTP2/gRPC ports) come from here too.
-pub fn apply_traffic_policy(cluster: &mut Cluster, policy: &TrafficPolicy, port: u32, protocol: Protocol) {
+pub fn apply_traffic_policy(
+    cluster: &mut Cluster,
+    policy: &TrafficPolicy,
+    port: u32,
+    protocol: Protocol,
+) {
     let parts = PolicyParts::for_port(policy, port);
     let mut options = pool::HttpOptions::take(cluster);
     if protocol.is_http2() {
         options.set_http2();
     }
     let default_pool = ConnectionPoolSettings::default();
-    pool::apply_connection_pool(cluster, &mut options, parts.connection_pool.unwrap_or(&default_pool));
+    pool::apply_connection_pool(
+        cluster,
+        &mut options,
+        parts.connection_pool.unwrap_or(&default_pool),
+    );
     if pool::should_upgrade_h2(parts.connection_pool) {
         options.set_http2();
     }
@@ -70,7 +80,9 @@ impl<'a> PolicyParts<'a> {
 }
 
 fn port_level(settings: &[PortTrafficPolicy], port: u32) -> Option<&PortTrafficPolicy> {
-    settings.iter().find(|p| p.port.is_some_and(|s| s.number == port))
+    settings
+        .iter()
+        .find(|p| p.port.is_some_and(|s| s.number == port))
 }
 
 /// A subset's policy over its DestinationRule's, as istiod's `MergeSubsetTrafficPolicy`.
@@ -79,7 +91,10 @@ fn port_level(settings: &[PortTrafficPolicy], port: u32) -> Option<&PortTrafficP
 /// without knowing the port: a subset's entry for a port wins wholesale; a parent's entry for a
 /// port the subset does not list is kept, with the subset's top-level fields over it. So
 /// [`apply_traffic_policy`] on the result gives istiod's answer for every port.
-pub fn merge_subset_policy(parent: Option<&TrafficPolicy>, subset: Option<&TrafficPolicy>) -> Option<TrafficPolicy> {
+pub fn merge_subset_policy(
+    parent: Option<&TrafficPolicy>,
+    subset: Option<&TrafficPolicy>,
+) -> Option<TrafficPolicy> {
     let (parent, subset) = match (parent, subset) {
         (p, None) => return p.cloned(),
         (None, Some(s)) => return Some(s.clone()),
@@ -121,7 +136,10 @@ pub fn merge_subset_policy(parent: Option<&TrafficPolicy>, subset: Option<&Traff
         tls: top.tls,
         port_level_settings,
         tunnel: subset.tunnel.clone().or_else(|| parent.tunnel.clone()),
-        proxy_protocol: subset.proxy_protocol.clone().or_else(|| parent.proxy_protocol.clone()),
+        proxy_protocol: subset
+            .proxy_protocol
+            .clone()
+            .or_else(|| parent.proxy_protocol.clone()),
     })
 }
 
@@ -133,21 +151,34 @@ pub fn consistent_hash_lb<'a>(
     subset: Option<&'a TrafficPolicy>,
     port: Option<u32>,
 ) -> Option<&'a LoadBalancerSettings> {
-    let has_hash = |lb: Option<&'a LoadBalancerSettings>| lb.filter(|lb| lb.consistent_hash.is_some());
+    let has_hash =
+        |lb: Option<&'a LoadBalancerSettings>| lb.filter(|lb| lb.consistent_hash.is_some());
     let port_lb = |p: Option<&'a TrafficPolicy>| {
         let port = port?;
-        has_hash(port_level(&p?.port_level_settings, port)?.load_balancer.as_ref())
+        has_hash(
+            port_level(&p?.port_level_settings, port)?
+                .load_balancer
+                .as_ref(),
+        )
     };
     let top_lb = |p: Option<&'a TrafficPolicy>| has_hash(p?.load_balancer.as_ref());
-    port_lb(subset).or_else(|| top_lb(subset)).or_else(|| port_lb(parent)).or_else(|| top_lb(parent))
+    port_lb(subset)
+        .or_else(|| top_lb(subset))
+        .or_else(|| port_lb(parent))
+        .or_else(|| top_lb(parent))
 }
 
 /// The route-side hash policy of a consistent-hash load balancer (empty otherwise), as
 /// istiod's `consistentHashToHashPolicy`.
 pub fn hash_policy(lb: &LoadBalancerSettings) -> Vec<HashPolicy> {
-    let Some(ch) = &lb.consistent_hash else { return Vec::new() };
+    let Some(ch) = &lb.consistent_hash else {
+        return Vec::new();
+    };
     let spec = if let Some(name) = &ch.http_header_name {
-        PolicySpecifier::Header(Header { header_name: name.clone(), regex_rewrite: None })
+        PolicySpecifier::Header(Header {
+            header_name: name.clone(),
+            regex_rewrite: None,
+        })
     } else if let Some(c) = &ch.http_cookie {
         PolicySpecifier::Cookie(Cookie {
             name: c.name.clone(),
@@ -162,7 +193,10 @@ pub fn hash_policy(lb: &LoadBalancerSettings) -> Vec<HashPolicy> {
     } else {
         return Vec::new();
     };
-    vec![HashPolicy { policy_specifier: Some(spec), terminal: false }]
+    vec![HashPolicy {
+        policy_specifier: Some(spec),
+        terminal: false,
+    }]
 }
 
 #[cfg(test)]

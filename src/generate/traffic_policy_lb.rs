@@ -2,8 +2,8 @@
 //! `ApplyRingHashLoadBalancer` and `applyOutlierDetection`.
 
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{
-    ClusterDiscoveryType, CommonLbConfig, DiscoveryType, LbConfig, LbPolicy, LeastRequestLbConfig, MaglevLbConfig,
-    RingHashLbConfig, RoundRobinLbConfig, SlowStartConfig,
+    ClusterDiscoveryType, CommonLbConfig, DiscoveryType, LbConfig, LbPolicy, LeastRequestLbConfig,
+    MaglevLbConfig, RingHashLbConfig, RoundRobinLbConfig, SlowStartConfig,
 };
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, OutlierDetection as EnvoyOutlier};
 use envoy_types::pb::envoy::r#type::v3::Percent;
@@ -18,7 +18,10 @@ const MAX_MAGLEV_TABLE: u64 = 5_000_011;
 const DEFAULT_RING_SIZE: u64 = 1024;
 
 fn is_original_dst(c: &Cluster) -> bool {
-    c.cluster_discovery_type == Some(ClusterDiscoveryType::Type(DiscoveryType::OriginalDst as i32))
+    c.cluster_discovery_type
+        == Some(ClusterDiscoveryType::Type(
+            DiscoveryType::OriginalDst as i32,
+        ))
 }
 
 pub(super) fn apply_load_balancer(c: &mut Cluster, lb: Option<&LoadBalancerSettings>) {
@@ -29,18 +32,26 @@ pub(super) fn apply_load_balancer(c: &mut Cluster, lb: Option<&LoadBalancerSetti
     }
     let slow_start = lb
         .and_then(|lb| lb.warmup_duration_secs)
-        .map(|d| SlowStartConfig { slow_start_window: Some(d.to_proto()), ..Default::default() });
+        .map(|d| SlowStartConfig {
+            slow_start_window: Some(d.to_proto()),
+            ..Default::default()
+        });
     match lb.and_then(|lb| lb.simple) {
         Some(SimpleLb::Random) => c.lb_policy = LbPolicy::Random as i32,
         Some(SimpleLb::RoundRobin) => {
             c.lb_policy = LbPolicy::RoundRobin as i32;
-            c.lb_config = slow_start
-                .map(|s| LbConfig::RoundRobinLbConfig(RoundRobinLbConfig { slow_start_config: Some(s), ..Default::default() }));
+            c.lb_config = slow_start.map(|s| {
+                LbConfig::RoundRobinLbConfig(RoundRobinLbConfig {
+                    slow_start_config: Some(s),
+                })
+            });
         }
         Some(SimpleLb::Passthrough) => {
             // Send to the address the client asked for; no endpoints from EDS or DNS.
             c.lb_policy = LbPolicy::ClusterProvided as i32;
-            c.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::OriginalDst as i32));
+            c.cluster_discovery_type = Some(ClusterDiscoveryType::Type(
+                DiscoveryType::OriginalDst as i32,
+            ));
             c.load_assignment = None;
             c.eds_cluster_config = None;
             c.lb_config = None;
@@ -50,7 +61,10 @@ pub(super) fn apply_load_balancer(c: &mut Cluster, lb: Option<&LoadBalancerSetti
         Some(SimpleLb::LeastConn | SimpleLb::LeastRequest | SimpleLb::Unspecified) | None => {
             c.lb_policy = LbPolicy::LeastRequest as i32;
             c.lb_config = slow_start.map(|s| {
-                LbConfig::LeastRequestLbConfig(LeastRequestLbConfig { slow_start_config: Some(s), ..Default::default() })
+                LbConfig::LeastRequestLbConfig(LeastRequestLbConfig {
+                    slow_start_config: Some(s),
+                    ..Default::default()
+                })
             });
         }
     }
@@ -62,16 +76,21 @@ pub(super) fn apply_load_balancer(c: &mut Cluster, lb: Option<&LoadBalancerSetti
                 Some(t) if t <= MAX_MAGLEV_TABLE && is_prime(t) => {
                     c.lb_config = Some(LbConfig::MaglevLbConfig(MaglevLbConfig {
                         table_size: Some(UInt64Value { value: t }),
-                        ..Default::default()
                     }));
                 }
-                Some(t) => tracing::warn!(cluster = %c.name, "maglev tableSize {t} is not a prime up to {MAX_MAGLEV_TABLE}; using Envoy's default"),
+                Some(t) => {
+                    tracing::warn!(cluster = %c.name, "maglev tableSize {t} is not a prime up to {MAX_MAGLEV_TABLE}; using Envoy's default")
+                }
                 None => {}
             }
         } else {
             let size = match &ch.ring_hash {
                 Some(r) => r.minimum_ring_size.filter(|s| *s != 0),
-                None => Some(ch.minimum_ring_size.filter(|s| *s != 0).unwrap_or(DEFAULT_RING_SIZE)),
+                None => Some(
+                    ch.minimum_ring_size
+                        .filter(|s| *s != 0)
+                        .unwrap_or(DEFAULT_RING_SIZE),
+                ),
             };
             c.lb_policy = LbPolicy::RingHash as i32;
             c.lb_config = None;
@@ -82,7 +101,9 @@ pub(super) fn apply_load_balancer(c: &mut Cluster, lb: Option<&LoadBalancerSetti
                         ..Default::default()
                     }));
                 }
-                Some(s) => tracing::warn!(cluster = %c.name, "minimumRingSize {s} is above Envoy's {MAX_RING_SIZE}; using Envoy's default"),
+                Some(s) => {
+                    tracing::warn!(cluster = %c.name, "minimumRingSize {s} is above Envoy's {MAX_RING_SIZE}; using Envoy's default")
+                }
                 None => {}
             }
         }
@@ -90,15 +111,25 @@ pub(super) fn apply_load_balancer(c: &mut Cluster, lb: Option<&LoadBalancerSetti
 }
 
 fn is_prime(n: u64) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 /// Success-rate ejection is off and consecutive-error ejection is enforced at 100%, as istiod
 /// configures it. The deprecated `consecutiveErrors` is ignored, as current istiod ignores it.
 pub(super) fn apply_outlier_detection(c: &mut Cluster, outlier: Option<&OutlierDetection>) {
     let Some(o) = outlier else { return };
-    let enforce = |v: u32| Some(UInt32Value { value: if v > 0 { 100 } else { 0 } });
-    let mut out = EnvoyOutlier { enforcing_success_rate: Some(UInt32Value { value: 0 }), ..Default::default() };
+    let enforce = |v: u32| {
+        Some(UInt32Value {
+            value: if v > 0 { 100 } else { 0 },
+        })
+    };
+    let mut out = EnvoyOutlier {
+        enforcing_success_rate: Some(UInt32Value { value: 0 }),
+        ..Default::default()
+    };
     if let Some(v) = o.consecutive_5xx_errors {
         out.consecutive_5xx = Some(UInt32Value { value: v });
         out.enforcing_consecutive_5xx = enforce(v);
@@ -108,9 +139,20 @@ pub(super) fn apply_outlier_detection(c: &mut Cluster, outlier: Option<&OutlierD
         out.enforcing_consecutive_gateway_failure = enforce(v);
     }
     // Envoy rejects zero durations here.
-    out.interval = o.interval.filter(|d| !d.as_std().is_zero()).map(|d| d.to_proto());
-    out.base_ejection_time = o.base_ejection_time.filter(|d| !d.as_std().is_zero()).map(|d| d.to_proto());
-    out.max_ejection_percent = o.max_ejection_percent.filter(|p| *p > 0).map(|p| UInt32Value { value: p.min(100) as u32 });
+    out.interval = o
+        .interval
+        .filter(|d| !d.as_std().is_zero())
+        .map(|d| d.to_proto());
+    out.base_ejection_time = o
+        .base_ejection_time
+        .filter(|d| !d.as_std().is_zero())
+        .map(|d| d.to_proto());
+    out.max_ejection_percent = o
+        .max_ejection_percent
+        .filter(|p| *p > 0)
+        .map(|p| UInt32Value {
+            value: p.min(100) as u32,
+        });
     if o.split_external_local_origin_errors == Some(true) {
         out.split_external_local_origin_errors = true;
         if let Some(v) = o.consecutive_local_origin_failures.filter(|v| *v > 0) {
@@ -124,7 +166,14 @@ pub(super) fn apply_outlier_detection(c: &mut Cluster, outlier: Option<&OutlierD
     // service, so istiod turns it off unless minHealthPercent asks for it.
     let min_health = o.min_health_percent.unwrap_or(0);
     if min_health >= 0 {
-        c.common_lb_config.get_or_insert_with(CommonLbConfig::default).healthy_panic_threshold =
-            Some(Percent { value: f64::from(min_health.min(100)) });
+        c.common_lb_config
+            .get_or_insert_with(CommonLbConfig::default)
+            .healthy_panic_threshold = Some(Percent {
+            value: f64::from(min_health.min(100)),
+        });
     }
 }
+
+#[cfg(test)]
+#[path = "traffic_policy_lb_tests.rs"]
+mod tests;

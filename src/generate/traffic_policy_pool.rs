@@ -2,13 +2,17 @@
 //! `applyH2Upgrade` and `setH2Options`.
 
 use envoy_types::pb::envoy::config::cluster::v3::circuit_breakers::Thresholds;
-use envoy_types::pb::envoy::config::cluster::v3::{CircuitBreakers, Cluster, UpstreamConnectionOptions};
+use envoy_types::pb::envoy::config::cluster::v3::{
+    CircuitBreakers, Cluster, UpstreamConnectionOptions,
+};
 use envoy_types::pb::envoy::config::core::v3::{
-    Http1ProtocolOptions, Http2ProtocolOptions, HttpProtocolOptions as CommonHttpOptions, TcpKeepalive,
+    Http1ProtocolOptions, Http2ProtocolOptions, HttpProtocolOptions as CommonHttpOptions,
+    TcpKeepalive,
 };
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
-    ExplicitHttpConfig, UpstreamProtocolOptions, UseDownstreamHttpConfig, explicit_http_config::ProtocolConfig,
+    ExplicitHttpConfig, UpstreamProtocolOptions, UseDownstreamHttpConfig,
+    explicit_http_config::ProtocolConfig,
 };
 use envoy_types::pb::google::protobuf::UInt32Value;
 use envoy_types::util::pack_any;
@@ -27,7 +31,9 @@ pub(super) struct HttpOptions(Option<HttpProtocolOptions>);
 impl HttpOptions {
     /// Starts from what the caller already put on the cluster, if anything.
     pub fn take(cluster: &mut Cluster) -> Self {
-        let existing = cluster.typed_extension_protocol_options.remove(HTTP_PROTOCOL_OPTIONS);
+        let existing = cluster
+            .typed_extension_protocol_options
+            .remove(HTTP_PROTOCOL_OPTIONS);
         HttpOptions(existing.and_then(|any| {
             (any.type_url == HttpProtocolOptions::type_url())
                 .then(|| HttpProtocolOptions::decode(any.value.as_slice()).ok())
@@ -41,9 +47,13 @@ impl HttpOptions {
 
     /// Explicit HTTP/2, replacing any other protocol choice (as istiod's `setH2Options`).
     pub fn set_http2(&mut self) {
-        self.get().upstream_protocol_options = Some(UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
-            protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(Http2ProtocolOptions::default())),
-        }));
+        self.get().upstream_protocol_options = Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+            ExplicitHttpConfig {
+                protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
+                    Http2ProtocolOptions::default(),
+                )),
+            },
+        ));
     }
 
     fn http2(&mut self) -> Option<&mut Http2ProtocolOptions> {
@@ -64,22 +74,30 @@ impl HttpOptions {
             })) => h1,
             _ => Http1ProtocolOptions::default(),
         };
-        opts.upstream_protocol_options = Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(UseDownstreamHttpConfig {
-            http_protocol_options: Some(http1),
-            http2_protocol_options: Some(Http2ProtocolOptions::default()),
-            http3_protocol_options: None,
-        }));
+        opts.upstream_protocol_options = Some(
+            UpstreamProtocolOptions::UseDownstreamProtocolConfig(UseDownstreamHttpConfig {
+                http_protocol_options: Some(http1),
+                http2_protocol_options: Some(Http2ProtocolOptions::default()),
+                http3_protocol_options: None,
+            }),
+        );
     }
 
     /// Envoy requires a protocol choice once the options exist: HTTP/1.1 unless one was made.
     pub fn put(self, cluster: &mut Cluster) {
         let Some(mut opts) = self.0 else { return };
         if opts.upstream_protocol_options.is_none() {
-            opts.upstream_protocol_options = Some(UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
-                protocol_config: Some(ProtocolConfig::HttpProtocolOptions(Http1ProtocolOptions::default())),
-            }));
+            opts.upstream_protocol_options = Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+                ExplicitHttpConfig {
+                    protocol_config: Some(ProtocolConfig::HttpProtocolOptions(
+                        Http1ProtocolOptions::default(),
+                    )),
+                },
+            ));
         }
-        cluster.typed_extension_protocol_options.insert(HTTP_PROTOCOL_OPTIONS.into(), pack_any(opts));
+        cluster
+            .typed_extension_protocol_options
+            .insert(HTTP_PROTOCOL_OPTIONS.into(), pack_any(opts));
     }
 }
 
@@ -99,17 +117,23 @@ pub fn default_thresholds() -> Thresholds {
 
 /// Zero and negative limits count as unset, as in istiod (proto3 cannot tell them apart).
 fn limit(v: Option<i32>) -> Option<UInt32Value> {
-    v.filter(|v| *v > 0).map(|v| UInt32Value { value: v as u32 })
+    v.filter(|v| *v > 0)
+        .map(|v| UInt32Value { value: v as u32 })
 }
 
-pub(super) fn apply_connection_pool(cluster: &mut Cluster, options: &mut HttpOptions, pool: &ConnectionPoolSettings) {
+pub(super) fn apply_connection_pool(
+    cluster: &mut Cluster,
+    options: &mut HttpOptions,
+    pool: &ConnectionPoolSettings,
+) {
     let mut thresholds = default_thresholds();
     let mut common = CommonHttpOptions::default();
     let mut max_concurrent_streams = None;
     if let Some(http) = &pool.http {
         // Envoy applies max_requests to HTTP/2 and max_pending_requests to HTTP/1.1.
         thresholds.max_requests = limit(http.http2_max_requests).or(thresholds.max_requests);
-        thresholds.max_pending_requests = limit(http.http1_max_pending_requests).or(thresholds.max_pending_requests);
+        thresholds.max_pending_requests =
+            limit(http.http1_max_pending_requests).or(thresholds.max_pending_requests);
         thresholds.max_retries = limit(http.max_retries).or(thresholds.max_retries);
         common.idle_timeout = http.idle_timeout.map(|d| d.to_proto());
         common.max_requests_per_connection = limit(http.max_requests_per_connection);
@@ -127,23 +151,40 @@ pub(super) fn apply_connection_pool(cluster: &mut Cluster, options: &mut HttpOpt
         }
         if let Some(ka) = &tcp.tcp_keepalive {
             // Seconds, truncated, as istiod does; an empty message still turns SO_KEEPALIVE on.
-            let secs = |d: crate::config::istio::Duration| UInt32Value { value: d.as_std().as_secs() as u32 };
+            let secs = |d: crate::config::istio::Duration| UInt32Value {
+                value: d.as_std().as_secs() as u32,
+            };
             let keepalive = TcpKeepalive {
-                keepalive_probes: ka.probes.filter(|p| *p > 0).map(|value| UInt32Value { value }),
+                keepalive_probes: ka
+                    .probes
+                    .filter(|p| *p > 0)
+                    .map(|value| UInt32Value { value }),
                 keepalive_time: ka.time.map(secs),
                 keepalive_interval: ka.interval.map(secs),
             };
-            cluster.upstream_connection_options.get_or_insert_with(UpstreamConnectionOptions::default).tcp_keepalive =
-                Some(keepalive);
+            cluster
+                .upstream_connection_options
+                .get_or_insert_with(UpstreamConnectionOptions::default)
+                .tcp_keepalive = Some(keepalive);
         }
     }
-    cluster.circuit_breakers = Some(CircuitBreakers { thresholds: vec![thresholds], ..Default::default() });
+    cluster.circuit_breakers = Some(CircuitBreakers {
+        thresholds: vec![thresholds],
+        ..Default::default()
+    });
 
     if common != CommonHttpOptions::default() || max_concurrent_streams.is_some() {
-        let opts = options.get().common_http_protocol_options.get_or_insert_default();
+        let opts = options
+            .get()
+            .common_http_protocol_options
+            .get_or_insert_default();
         opts.idle_timeout = common.idle_timeout.or(opts.idle_timeout);
-        opts.max_requests_per_connection = common.max_requests_per_connection.or(opts.max_requests_per_connection);
-        opts.max_connection_duration = common.max_connection_duration.or(opts.max_connection_duration);
+        opts.max_requests_per_connection = common
+            .max_requests_per_connection
+            .or(opts.max_requests_per_connection);
+        opts.max_connection_duration = common
+            .max_connection_duration
+            .or(opts.max_connection_duration);
         // Only when the cluster is already HTTP/2 (by port protocol), as in istiod.
         if let (Some(streams), Some(h2)) = (max_concurrent_streams, options.http2()) {
             h2.max_concurrent_streams = Some(streams);
@@ -157,5 +198,7 @@ pub(super) fn apply_connection_pool(cluster: &mut Cluster, options: &mut HttpOpt
 /// Only an explicit `UPGRADE` upgrades: istiod's mesh-wide default is DO_NOT_UPGRADE, and
 /// HTTP2/gRPC ports are HTTP/2 anyway.
 pub(super) fn should_upgrade_h2(pool: Option<&ConnectionPoolSettings>) -> bool {
-    pool.and_then(|p| p.http.as_ref()).and_then(|h| h.h2_upgrade_policy) == Some(H2UpgradePolicy::Upgrade)
+    pool.and_then(|p| p.http.as_ref())
+        .and_then(|h| h.h2_upgrade_policy)
+        == Some(H2UpgradePolicy::Upgrade)
 }

@@ -199,9 +199,7 @@ pub fn validate_duration(d: Duration) -> Result<(), String> {
     if d < std::time::Duration::from_millis(1) {
         return Err("duration must be greater than 1ms".into());
     }
-    // Durations are parsed through f64; allow its rounding error around whole milliseconds.
-    let rem = d.subsec_nanos() % 1_000_000;
-    if rem > 1_000 && rem < 999_000 {
+    if d.subsec_nanos() % 1_000_000 != 0 {
         return Err("only durations to ms precision are supported".into());
     }
     Ok(())
@@ -231,7 +229,7 @@ pub fn validate_regex(re: &str) -> Result<(), String> {
         return Err("regex is too large, max length allowed is 1024".into());
     }
     regex::Regex::new(re).map(|_| ()).map_err(|e| {
-        let detail = e.to_string().lines().filter(|l| !l.trim().is_empty()).next_back().unwrap_or_default().trim().to_string();
+        let detail = e.to_string().lines().rfind(|l| !l.trim().is_empty()).unwrap_or_default().trim().to_string();
         format!("invalid regex {re:?}: {detail}; Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)")
     })
 }

@@ -41,8 +41,8 @@ pub fn validate(namespace: &str, dr: &DestinationRule, out: &mut Diags) {
         } else if dr.export_to.len() > 1 {
             out.error("spec.exportTo", "destination rule with workload selector cannot have multiple entries in exportTo");
         }
-        validate_selector_labels(out, "spec.workloadSelector.matchLabels", &sel.labels);
-        if sel.labels.is_empty() {
+        validate_selector_labels(out, "spec.workloadSelector.matchLabels", &sel.match_labels);
+        if sel.match_labels.is_empty() {
             out.warning("spec.workloadSelector", "workload selector specified without labels");
         }
     }

@@ -25,38 +25,46 @@ impl Duration {
         if text.is_empty() {
             return Err("empty duration".into());
         }
-        let mut total = 0f64;
+        // Exact integer arithmetic in nanoseconds: "0.1s" is 100ms, not 99.999…ms.
+        let mut total: u128 = 0;
         let mut rest = text;
         while !rest.is_empty() {
-            let num_len = rest
-                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-                .ok_or_else(|| format!("duration {text:?} has no unit (e.g. \"1s\")"))?;
-            if num_len == 0 {
-                return Err(format!("invalid duration {text:?}"));
-            }
-            let value: f64 = rest[..num_len]
-                .parse()
-                .map_err(|_| format!("invalid number in duration {text:?}"))?;
-            rest = &rest[num_len..];
-            let unit_len = rest
-                .find(|c: char| c.is_ascii_digit() || c == '.')
-                .unwrap_or(rest.len());
-            let scale = match &rest[..unit_len] {
-                "h" => 3600.0,
-                "m" => 60.0,
-                "s" => 1.0,
-                "ms" => 1e-3,
-                "us" | "µs" => 1e-6,
-                "ns" => 1e-9,
+            let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+            let (number, after) = rest.split_at(num_len);
+            let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+            let (unit, after) = after.split_at(unit_len);
+            let scale: u128 = match unit {
+                "h" => 3_600_000_000_000,
+                "m" => 60_000_000_000,
+                "s" => 1_000_000_000,
+                "ms" => 1_000_000,
+                "us" | "µs" => 1_000,
+                "ns" => 1,
+                "" => return Err(format!("duration {text:?} has no unit (e.g. \"1s\")")),
                 unit => return Err(format!("unknown unit {unit:?} in duration {text:?}")),
             };
-            total += value * scale;
-            rest = &rest[unit_len..];
+            let (int, frac) = number.split_once('.').unwrap_or((number, ""));
+            if (int.is_empty() && frac.is_empty()) || frac.contains('.') {
+                return Err(format!("invalid number in duration {text:?}"));
+            }
+            let parse = |d: &str| if d.is_empty() { Ok(0) } else { d.parse::<u128>() };
+            let int = parse(int).map_err(|_| format!("duration {text:?} is out of range"))?;
+            let frac_digits = &frac[..frac.len().min(18)];
+            let frac_value = parse(frac_digits).map_err(|_| format!("invalid number in duration {text:?}"))?;
+            let frac_nanos = frac_value * scale / 10u128.pow(frac_digits.len() as u32);
+            total = int
+                .checked_mul(scale)
+                .and_then(|n| n.checked_add(frac_nanos))
+                .and_then(|n| total.checked_add(n))
+                .ok_or_else(|| format!("duration {text:?} is out of range"))?;
+            rest = after;
         }
-        if !total.is_finite() || total > 315_576_000_000.0 {
+        // protobuf's Duration limit: 10,000 years.
+        if total > 315_576_000_000 * 1_000_000_000 {
             return Err(format!("duration {text:?} is out of range"));
         }
-        Ok(Duration(StdDuration::from_secs_f64(total)))
+        let secs = (total / 1_000_000_000) as u64;
+        Ok(Duration(StdDuration::new(secs, (total % 1_000_000_000) as u32)))
     }
 
     pub fn as_std(self) -> StdDuration {
@@ -143,6 +151,10 @@ mod tests {
         assert!(Duration::parse("1x").is_err());
         assert!(Duration::parse("").is_err());
         assert!(Duration::parse("s").is_err());
+        assert!(Duration::parse("1.2.3s").is_err());
+        assert_eq!(Duration::parse("0.1s").unwrap().0, StdDuration::from_millis(100));
+        assert_eq!(Duration::parse("1.000000001s").unwrap().0, StdDuration::new(1, 1));
+        assert!(Duration::parse("99999999999999999999999h").is_err());
     }
 
     #[test]

@@ -27,14 +27,16 @@ use envoy_types::util::pack_any;
 
 use super::headers::HeaderOps;
 use super::{RouteContext, RouteError, matcher};
-use crate::generate::names::BLACKHOLE_CLUSTER;
 use crate::config::istio::Percent;
 use crate::config::istio::virtual_service::{
-    Destination, HttpBody, HttpDirectResponse, HttpRedirect, HttpRetry, HttpRoute, RedirectPortSelection,
+    Destination, HttpBody, HttpDirectResponse, HttpRedirect, HttpRetry, HttpRoute,
+    RedirectPortSelection,
 };
+use crate::generate::names::BLACKHOLE_CLUSTER;
 
 /// istiod's default `retryOn` when a route sets no `retries`.
-pub const DEFAULT_RETRY_ON: &str = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+pub const DEFAULT_RETRY_ON: &str =
+    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
 
 pub(super) fn route_action(
     http: &HttpRoute,
@@ -56,7 +58,10 @@ pub(super) fn route_action(
     if let Some(rw) = &http.rewrite {
         if let Some(rr) = &rw.uri_regex_rewrite {
             action.regex_rewrite = Some(RegexMatchAndSubstitute {
-                pattern: Some(matcher::regex_matcher(&rr.pattern, "rewrite.uriRegexRewrite.match")?),
+                pattern: Some(matcher::regex_matcher(
+                    &rr.pattern,
+                    "rewrite.uriRegexRewrite.match",
+                )?),
                 substitution: rr.rewrite.clone(),
             });
         } else if !rw.uri.is_empty() {
@@ -75,15 +80,20 @@ pub(super) fn route_action(
     if let Some(m) = &http.mirror
         && let Some(fraction) = mirror_fraction(http.mirror_percentage, http.mirror_percent)
     {
-        action.request_mirror_policies.extend(mirror_policy(m, fraction, ctx));
+        action
+            .request_mirror_policies
+            .extend(mirror_policy(m, fraction, ctx));
     }
     for m in &http.mirrors {
         if let Some(fraction) = mirror_fraction(m.percentage, None) {
-            action.request_mirror_policies.extend(mirror_policy(&m.destination, fraction, ctx));
+            action
+                .request_mirror_policies
+                .extend(mirror_policy(&m.destination, fraction, ctx));
         }
     }
 
-    let cluster = |d: &Destination| (ctx.cluster_for)(d).unwrap_or_else(|| BLACKHOLE_CLUSTER.into());
+    let cluster =
+        |d: &Destination| (ctx.cluster_for)(d).unwrap_or_else(|| BLACKHOLE_CLUSTER.into());
     let mut consistent_hash = false;
     match http.route.as_slice() {
         [] => return Err(RouteError::NoDestination),
@@ -95,7 +105,8 @@ pub(super) fn route_action(
                 if let Some(a) = ops.authority.clone()
                     && action.host_rewrite_specifier.is_none()
                 {
-                    action.host_rewrite_specifier = Some(HostRewriteSpecifier::HostRewriteLiteral(a));
+                    action.host_rewrite_specifier =
+                        Some(HostRewriteSpecifier::HostRewriteLiteral(a));
                 }
                 ops.apply_to_route(out);
             }
@@ -113,24 +124,32 @@ pub(super) fn route_action(
                 }
                 let mut cw = ClusterWeight {
                     name: cluster(&dst.destination),
-                    weight: Some(UInt32Value { value: dst.weight as u32 }),
+                    weight: Some(UInt32Value {
+                        value: dst.weight as u32,
+                    }),
                     ..Default::default()
                 };
                 if let Some(h) = &dst.headers {
                     let ops = HeaderOps::translate(h)?;
-                    cw.host_rewrite_specifier =
-                        ops.authority.clone().map(cluster_weight::HostRewriteSpecifier::HostRewriteLiteral);
+                    cw.host_rewrite_specifier = ops
+                        .authority
+                        .clone()
+                        .map(cluster_weight::HostRewriteSpecifier::HostRewriteLiteral);
                     ops.apply_to_cluster_weight(&mut cw);
                 }
-                action.hash_policy.extend((ctx.hash_policy_for)(&dst.destination));
+                action
+                    .hash_policy
+                    .extend((ctx.hash_policy_for)(&dst.destination));
                 clusters.push(cw);
             }
             if clusters.is_empty() {
                 return Err(RouteError::ZeroTotalWeight);
             }
             // No total_weight: deprecated, Envoy sums the weights.
-            action.cluster_specifier =
-                Some(ClusterSpecifier::WeightedClusters(WeightedCluster { clusters, ..Default::default() }));
+            action.cluster_specifier = Some(ClusterSpecifier::WeightedClusters(WeightedCluster {
+                clusters,
+                ..Default::default()
+            }));
         }
     }
     action.retry_policy = retry_policy(http.retries.as_ref(), consistent_hash);
@@ -147,10 +166,17 @@ fn mirror_fraction(percentage: Option<Percent>, percent: Option<u32>) -> Option<
 }
 
 /// Mirrors to unknown hosts are dropped: there is nothing to copy traffic to.
-fn mirror_policy(d: &Destination, fraction: FractionalPercent, ctx: &RouteContext) -> Option<RequestMirrorPolicy> {
+fn mirror_policy(
+    d: &Destination,
+    fraction: FractionalPercent,
+    ctx: &RouteContext,
+) -> Option<RequestMirrorPolicy> {
     Some(RequestMirrorPolicy {
         cluster: (ctx.cluster_for)(d)?,
-        runtime_fraction: Some(RuntimeFractionalPercent { default_value: Some(fraction), runtime_key: String::new() }),
+        runtime_fraction: Some(RuntimeFractionalPercent {
+            default_value: Some(fraction),
+            runtime_key: String::new(),
+        }),
         trace_sampled: Some(BoolValue { value: false }),
         ..Default::default()
     })
@@ -158,11 +184,17 @@ fn mirror_policy(d: &Destination, fraction: FractionalPercent, ctx: &RouteContex
 
 /// Istio's double percent (0–100) at Envoy's finest granularity, as istiod does.
 pub(super) fn million(percent: f64) -> FractionalPercent {
-    FractionalPercent { numerator: (percent * 10_000.0) as u32, denominator: DenominatorType::Million as i32 }
+    FractionalPercent {
+        numerator: (percent * 10_000.0) as u32,
+        denominator: DenominatorType::Million as i32,
+    }
 }
 
 pub(super) fn hundred(percent: u32) -> FractionalPercent {
-    FractionalPercent { numerator: percent, denominator: DenominatorType::Hundred as i32 }
+    FractionalPercent {
+        numerator: percent,
+        denominator: DenominatorType::Hundred as i32,
+    }
 }
 
 /// istiod's `retry.ConvertPolicy`: `None` retries → the default policy, `attempts <= 0` → no
@@ -173,32 +205,47 @@ pub fn retry_policy(retries: Option<&HttpRetry>, consistent_hash: bool) -> Optio
         retry_on: DEFAULT_RETRY_ON.into(),
         retriable_status_codes: vec![503],
         host_selection_retry_max_attempts: 5,
-        retry_host_predicate: if consistent_hash { vec![] } else { vec![previous_hosts()] },
+        retry_host_predicate: if consistent_hash {
+            vec![]
+        } else {
+            vec![previous_hosts()]
+        },
         ..Default::default()
     };
     let Some(r) = retries else { return Some(out) };
     if r.attempts <= 0 {
         return None;
     }
-    out.num_retries = Some(UInt32Value { value: r.attempts as u32 });
+    out.num_retries = Some(UInt32Value {
+        value: r.attempts as u32,
+    });
     if !r.retry_on.is_empty() {
         (out.retry_on, out.retriable_status_codes) = parse_retry_on(&r.retry_on);
     }
     out.per_try_timeout = r.per_try_timeout.map(|d| d.to_proto());
     if let Some(ignore) = r.retry_ignore_previous_hosts {
-        out.retry_host_predicate = if ignore { vec![previous_hosts()] } else { vec![] };
+        out.retry_host_predicate = if ignore {
+            vec![previous_hosts()]
+        } else {
+            vec![]
+        };
     }
     if r.retry_remote_localities == Some(true) {
         out.retry_priority = Some(RetryPriority {
             name: "envoy.retry_priorities.previous_priorities".into(),
-            config_type: Some(retry_priority::ConfigType::TypedConfig(pack_any(PreviousPrioritiesConfig {
-                update_frequency: 2,
-            }))),
+            config_type: Some(retry_priority::ConfigType::TypedConfig(pack_any(
+                PreviousPrioritiesConfig {
+                    update_frequency: 2,
+                },
+            ))),
         });
     }
     // Envoy requires a base interval above zero.
     if let Some(b) = r.backoff.filter(|b| !b.as_std().is_zero()) {
-        out.retry_back_off = Some(RetryBackOff { base_interval: Some(b.to_proto()), max_interval: None });
+        out.retry_back_off = Some(RetryBackOff {
+            base_interval: Some(b.to_proto()),
+            max_interval: None,
+        });
     }
     Some(out)
 }
@@ -206,7 +253,9 @@ pub fn retry_policy(retries: Option<&HttpRetry>, consistent_hash: bool) -> Optio
 fn previous_hosts() -> RetryHostPredicate {
     RetryHostPredicate {
         name: "envoy.retry_host_predicates.previous_hosts".into(),
-        config_type: Some(retry_host_predicate::ConfigType::TypedConfig(pack_any(PreviousHostsPredicate {}))),
+        config_type: Some(retry_host_predicate::ConfigType::TypedConfig(pack_any(
+            PreviousHostsPredicate {},
+        ))),
     }
 }
 
@@ -234,7 +283,11 @@ fn is_known_status(code: u32) -> bool {
         | 431 | 451 | 500..=508 | 510 | 511)
 }
 
-pub(super) fn redirect(r: &HttpRedirect, listener_port: u32, is_tls: bool) -> Result<RedirectAction, RouteError> {
+pub(super) fn redirect(
+    r: &HttpRedirect,
+    listener_port: u32,
+    is_tls: bool,
+) -> Result<RedirectAction, RouteError> {
     let response_code = match r.redirect_code {
         0 | 301 => RedirectResponseCode::MovedPermanently,
         302 => RedirectResponseCode::Found,
@@ -247,7 +300,8 @@ pub(super) fn redirect(r: &HttpRedirect, listener_port: u32, is_tls: bool) -> Re
         host_redirect: r.authority.clone(),
         response_code: response_code as i32,
         // The uri replaces the whole path whatever the match was, as in istiod.
-        path_rewrite_specifier: (!r.uri.is_empty()).then(|| PathRewriteSpecifier::PathRedirect(r.uri.clone())),
+        path_rewrite_specifier: (!r.uri.is_empty())
+            .then(|| PathRewriteSpecifier::PathRedirect(r.uri.clone())),
         scheme_rewrite_specifier: (!r.scheme.is_empty())
             .then(|| SchemeRewriteSpecifier::SchemeRedirect(r.scheme.clone())),
         ..Default::default()
@@ -279,11 +333,16 @@ pub(super) fn direct_response(d: &HttpDirectResponse) -> Result<DirectResponseAc
     let body = match &d.body {
         None => None,
         Some(HttpBody::String(s)) => Some(Specifier::InlineString(s.clone())),
-        Some(HttpBody::Bytes(b64)) => Some(Specifier::InlineBytes(decode_base64(b64).ok_or(RouteError::InvalidBase64)?)),
+        Some(HttpBody::Bytes(b64)) => Some(Specifier::InlineBytes(
+            decode_base64(b64).ok_or(RouteError::InvalidBase64)?,
+        )),
     };
     Ok(DirectResponseAction {
         status: d.status,
-        body: body.map(|s| DataSource { specifier: Some(s), ..Default::default() }),
+        body: body.map(|s| DataSource {
+            specifier: Some(s),
+            ..Default::default()
+        }),
         ..Default::default()
     })
 }

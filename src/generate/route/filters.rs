@@ -5,7 +5,9 @@ use envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent;
 use envoy_types::pb::envoy::config::route::v3::Route;
 use envoy_types::pb::envoy::extensions::filters::common::fault::v3::{FaultDelay, fault_delay};
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::{Cors, CorsPolicy as EnvoyCors};
-use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{FaultAbort, HttpFault, fault_abort};
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
+    FaultAbort, HttpFault, fault_abort,
+};
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpFilter, http_filter,
@@ -34,13 +36,18 @@ pub struct HttpFilterNeeds {
 }
 
 impl HttpFilterNeeds {
-    pub const ALL: HttpFilterNeeds = HttpFilterNeeds { fault: true, cors: true };
+    pub const ALL: HttpFilterNeeds = HttpFilterNeeds {
+        fault: true,
+        cors: true,
+    };
 
     pub fn of_routes<'a>(routes: impl IntoIterator<Item = &'a Route>) -> Self {
-        routes.into_iter().fold(Self::default(), |n, r| HttpFilterNeeds {
-            fault: n.fault || r.typed_per_filter_config.contains_key(FAULT_FILTER),
-            cors: n.cors || r.typed_per_filter_config.contains_key(CORS_FILTER),
-        })
+        routes
+            .into_iter()
+            .fold(Self::default(), |n, r| HttpFilterNeeds {
+                fault: n.fault || r.typed_per_filter_config.contains_key(FAULT_FILTER),
+                cors: n.cors || r.typed_per_filter_config.contains_key(CORS_FILTER),
+            })
     }
 
     pub fn merge(&mut self, other: &Self) {
@@ -80,7 +87,9 @@ pub(super) fn translate_fault(f: &HttpFaultInjection) -> Result<Option<HttpFault
         };
         Some(FaultDelay {
             percentage: Some(percentage),
-            fault_delay_secifier: Some(fault_delay::FaultDelaySecifier::FixedDelay(fixed.to_proto())),
+            fault_delay_secifier: Some(fault_delay::FaultDelaySecifier::FixedDelay(
+                fixed.to_proto(),
+            )),
         })
     });
     let abort = match &f.abort {
@@ -107,15 +116,32 @@ pub(super) fn translate_fault(f: &HttpFaultInjection) -> Result<Option<HttpFault
     if delay.is_none() && abort.is_none() {
         return Ok(None);
     }
-    Ok(Some(HttpFault { delay, abort, ..Default::default() }))
+    Ok(Some(HttpFault {
+        delay,
+        abort,
+        ..Default::default()
+    }))
 }
 
 /// gRPC status names as Istio writes them (also accepted as numbers).
 fn grpc_code(name: &str) -> Option<u32> {
     const NAMES: [&str; 17] = [
-        "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-        "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-        "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
         "UNAUTHENTICATED",
     ];
     NAMES
@@ -127,7 +153,11 @@ fn grpc_code(name: &str) -> Option<u32> {
 
 pub(super) fn translate_cors(c: &CorsPolicy) -> Result<EnvoyCors, RouteError> {
     let origins: Vec<StringMatch> = if c.allow_origins.is_empty() {
-        c.allow_origin.iter().cloned().map(StringMatch::Exact).collect()
+        c.allow_origin
+            .iter()
+            .cloned()
+            .map(StringMatch::Exact)
+            .collect()
     } else {
         c.allow_origins.clone()
     };
@@ -139,9 +169,15 @@ pub(super) fn translate_cors(c: &CorsPolicy) -> Result<EnvoyCors, RouteError> {
         allow_methods: c.allow_methods.join(","),
         allow_headers: c.allow_headers.join(","),
         expose_headers: c.expose_headers.join(","),
-        max_age: c.max_age.map(|d| d.as_std().as_secs().to_string()).unwrap_or_default(),
+        max_age: c
+            .max_age
+            .map(|d| d.as_std().as_secs().to_string())
+            .unwrap_or_default(),
         allow_credentials: c.allow_credentials.map(|value| BoolValue { value }),
-        filter_enabled: Some(RuntimeFractionalPercent { default_value: Some(hundred(100)), runtime_key: String::new() }),
+        filter_enabled: Some(RuntimeFractionalPercent {
+            default_value: Some(hundred(100)),
+            runtime_key: String::new(),
+        }),
         // Envoy ≥1.30 answers unmatched preflights itself; istiod keeps the old forwarding
         // unless the policy says IGNORE.
         forward_not_matching_preflights: Some(BoolValue {
@@ -161,7 +197,9 @@ mod tests {
     use prost::Message;
 
     use super::*;
-    use crate::config::istio::virtual_service::{FaultAbort as IstioAbort, FaultDelay as IstioDelay};
+    use crate::config::istio::virtual_service::{
+        FaultAbort as IstioAbort, FaultDelay as IstioDelay,
+    };
     use crate::config::istio::{Duration, Percent};
 
     fn dur(s: &str) -> Duration {
@@ -180,10 +218,19 @@ mod tests {
         };
         let out = translate_fault(&f).unwrap().unwrap();
         let d = out.delay.unwrap();
-        assert_eq!(d.percentage, Some(FractionalPercent { numerator: 125_000, denominator: DenominatorType::Million as i32 }));
+        assert_eq!(
+            d.percentage,
+            Some(FractionalPercent {
+                numerator: 125_000,
+                denominator: DenominatorType::Million as i32
+            })
+        );
         assert_eq!(
             d.fault_delay_secifier,
-            Some(fault_delay::FaultDelaySecifier::FixedDelay(PbDuration { seconds: 5, nanos: 0 }))
+            Some(fault_delay::FaultDelaySecifier::FixedDelay(PbDuration {
+                seconds: 5,
+                nanos: 0
+            }))
         );
         assert!(out.abort.is_none());
     }
@@ -191,13 +238,26 @@ mod tests {
     #[test]
     fn fault_delay_deprecated_percent_and_exponential_dropped() {
         let f = HttpFaultInjection {
-            delay: Some(IstioDelay { fixed_delay: Some(dur("1s")), percent: Some(30), ..Default::default() }),
+            delay: Some(IstioDelay {
+                fixed_delay: Some(dur("1s")),
+                percent: Some(30),
+                ..Default::default()
+            }),
             abort: None,
         };
         let d = translate_fault(&f).unwrap().unwrap().delay.unwrap();
-        assert_eq!(d.percentage, Some(FractionalPercent { numerator: 30, denominator: DenominatorType::Hundred as i32 }));
+        assert_eq!(
+            d.percentage,
+            Some(FractionalPercent {
+                numerator: 30,
+                denominator: DenominatorType::Hundred as i32
+            })
+        );
         let exp = HttpFaultInjection {
-            delay: Some(IstioDelay { exponential_delay: Some(dur("1s")), ..Default::default() }),
+            delay: Some(IstioDelay {
+                exponential_delay: Some(dur("1s")),
+                ..Default::default()
+            }),
             abort: None,
         };
         assert_eq!(translate_fault(&exp).unwrap(), None);
@@ -207,31 +267,62 @@ mod tests {
     fn fault_abort_http_and_grpc() {
         let http = HttpFaultInjection {
             delay: None,
-            abort: Some(IstioAbort { http_status: Some(503), percentage: Some(Percent { value: 100.0 }), ..Default::default() }),
+            abort: Some(IstioAbort {
+                http_status: Some(503),
+                percentage: Some(Percent { value: 100.0 }),
+                ..Default::default()
+            }),
         };
         let a = translate_fault(&http).unwrap().unwrap().abort.unwrap();
         assert_eq!(a.error_type, Some(fault_abort::ErrorType::HttpStatus(503)));
-        assert_eq!(a.percentage, Some(FractionalPercent { numerator: 1_000_000, denominator: DenominatorType::Million as i32 }));
+        assert_eq!(
+            a.percentage,
+            Some(FractionalPercent {
+                numerator: 1_000_000,
+                denominator: DenominatorType::Million as i32
+            })
+        );
         let grpc = HttpFaultInjection {
             delay: None,
-            abort: Some(IstioAbort { grpc_status: Some("UNAVAILABLE".into()), ..Default::default() }),
+            abort: Some(IstioAbort {
+                grpc_status: Some("UNAVAILABLE".into()),
+                ..Default::default()
+            }),
         };
         let a = translate_fault(&grpc).unwrap().unwrap().abort.unwrap();
         assert_eq!(a.error_type, Some(fault_abort::ErrorType::GrpcStatus(14)));
         assert_eq!(a.percentage, None);
         let bad = HttpFaultInjection {
             delay: None,
-            abort: Some(IstioAbort { grpc_status: Some("NOPE".into()), ..Default::default() }),
+            abort: Some(IstioAbort {
+                grpc_status: Some("NOPE".into()),
+                ..Default::default()
+            }),
         };
-        assert!(matches!(translate_fault(&bad), Err(RouteError::GrpcStatus(_))));
-        let bad = HttpFaultInjection { delay: None, abort: Some(IstioAbort { http_status: Some(99), ..Default::default() }) };
-        assert!(matches!(translate_fault(&bad), Err(RouteError::FaultHttpStatus(99))));
+        assert!(matches!(
+            translate_fault(&bad),
+            Err(RouteError::GrpcStatus(_))
+        ));
+        let bad = HttpFaultInjection {
+            delay: None,
+            abort: Some(IstioAbort {
+                http_status: Some(99),
+                ..Default::default()
+            }),
+        };
+        assert!(matches!(
+            translate_fault(&bad),
+            Err(RouteError::FaultHttpStatus(99))
+        ));
     }
 
     #[test]
     fn cors_policy_fields() {
         let c = CorsPolicy {
-            allow_origins: vec![StringMatch::Exact("https://a.example".into()), StringMatch::Regex(".*\\.b\\.example".into())],
+            allow_origins: vec![
+                StringMatch::Exact("https://a.example".into()),
+                StringMatch::Regex(".*\\.b\\.example".into()),
+            ],
             allow_origin: vec!["ignored-when-allowOrigins-set".into()],
             allow_methods: vec!["GET".into(), "POST".into()],
             allow_headers: vec!["x-a".into(), "x-b".into()],
@@ -241,17 +332,32 @@ mod tests {
             unmatched_preflights: None,
         };
         let out = translate_cors(&c).unwrap();
-        let patterns: Vec<_> = out.allow_origin_string_match.iter().map(|m| m.match_pattern.clone().unwrap()).collect();
+        let patterns: Vec<_> = out
+            .allow_origin_string_match
+            .iter()
+            .map(|m| m.match_pattern.clone().unwrap())
+            .collect();
         assert_eq!(patterns[0], MatchPattern::Exact("https://a.example".into()));
-        assert!(matches!(&patterns[1], MatchPattern::SafeRegex(r) if r.regex == ".*\\.b\\.example"));
+        assert!(
+            matches!(&patterns[1], MatchPattern::SafeRegex(r) if r.regex == ".*\\.b\\.example")
+        );
         assert_eq!(out.allow_methods, "GET,POST");
         assert_eq!(out.allow_headers, "x-a,x-b");
         assert_eq!(out.expose_headers, "x-c");
         assert_eq!(out.max_age, "90");
         assert_eq!(out.allow_credentials, Some(BoolValue { value: true }));
-        assert_eq!(out.forward_not_matching_preflights, Some(BoolValue { value: true }));
+        assert_eq!(
+            out.forward_not_matching_preflights,
+            Some(BoolValue { value: true })
+        );
         let enabled = out.filter_enabled.unwrap().default_value.unwrap();
-        assert_eq!(enabled, FractionalPercent { numerator: 100, denominator: DenominatorType::Hundred as i32 });
+        assert_eq!(
+            enabled,
+            FractionalPercent {
+                numerator: 100,
+                denominator: DenominatorType::Hundred as i32
+            }
+        );
     }
 
     #[test]
@@ -264,9 +370,15 @@ mod tests {
         let out = translate_cors(&c).unwrap();
         assert_eq!(
             out.allow_origin_string_match,
-            [StringMatcher { match_pattern: Some(MatchPattern::Exact("https://old.example".into())), ignore_case: false }]
+            [StringMatcher {
+                match_pattern: Some(MatchPattern::Exact("https://old.example".into())),
+                ignore_case: false
+            }]
         );
-        assert_eq!(out.forward_not_matching_preflights, Some(BoolValue { value: false }));
+        assert_eq!(
+            out.forward_not_matching_preflights,
+            Some(BoolValue { value: false })
+        );
         assert_eq!(out.max_age, "");
     }
 
@@ -279,25 +391,53 @@ mod tests {
             Some(http_filter::ConfigType::TypedConfig(a)) => a.clone(),
             other => panic!("{other:?}"),
         };
-        assert_eq!(any(&all[0]).type_url, "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault");
-        assert_eq!(any(&all[1]).type_url, "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors");
-        assert_eq!(any(&all[2]).type_url, "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router");
+        assert_eq!(
+            any(&all[0]).type_url,
+            "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
+        );
+        assert_eq!(
+            any(&all[1]).type_url,
+            "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"
+        );
+        assert_eq!(
+            any(&all[2]).type_url,
+            "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+        );
         HttpFault::decode(any(&all[0]).value.as_slice()).unwrap();
         let only_router = http_filters(HttpFilterNeeds::default());
         assert_eq!(only_router.len(), 1);
         assert_eq!(only_router[0].name, ROUTER_FILTER);
-        let cors_only = http_filters(HttpFilterNeeds { fault: false, cors: true });
-        assert_eq!(cors_only.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), [CORS_FILTER, ROUTER_FILTER]);
+        let cors_only = http_filters(HttpFilterNeeds {
+            fault: false,
+            cors: true,
+        });
+        assert_eq!(
+            cors_only
+                .iter()
+                .map(|f| f.name.as_str())
+                .collect::<Vec<_>>(),
+            [CORS_FILTER, ROUTER_FILTER]
+        );
     }
 
     #[test]
     fn needs_of_routes_reads_per_filter_config() {
         let mut r = Route::default();
         assert_eq!(HttpFilterNeeds::of_routes([&r]), HttpFilterNeeds::default());
-        r.typed_per_filter_config.insert(CORS_FILTER.into(), pack_any(EnvoyCors::default()));
-        assert_eq!(HttpFilterNeeds::of_routes([&r]), HttpFilterNeeds { fault: false, cors: true });
+        r.typed_per_filter_config
+            .insert(CORS_FILTER.into(), pack_any(EnvoyCors::default()));
+        assert_eq!(
+            HttpFilterNeeds::of_routes([&r]),
+            HttpFilterNeeds {
+                fault: false,
+                cors: true
+            }
+        );
         let mut needs = HttpFilterNeeds::of_routes([&r]);
-        needs.merge(&HttpFilterNeeds { fault: true, cors: false });
+        needs.merge(&HttpFilterNeeds {
+            fault: true,
+            cors: false,
+        });
         assert_eq!(needs, HttpFilterNeeds::ALL);
     }
 }

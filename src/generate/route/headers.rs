@@ -27,7 +27,8 @@ impl HeaderOps {
         let empty = HeaderOperations::default();
         let req = h.request.as_ref().unwrap_or(&empty);
         let resp = h.response.as_ref().unwrap_or(&empty);
-        let (mut request_add, set_authority) = values(&req.set, HeaderAppendAction::OverwriteIfExistsOrAdd)?;
+        let (mut request_add, set_authority) =
+            values(&req.set, HeaderAppendAction::OverwriteIfExistsOrAdd)?;
         let (add, add_authority) = values(&req.add, HeaderAppendAction::AppendIfExistsOrAdd)?;
         request_add.extend(add);
         let (mut response_add, _) = values(&resp.set, HeaderAppendAction::OverwriteIfExistsOrAdd)?;
@@ -75,7 +76,9 @@ fn values(
     let mut out = Vec::with_capacity(headers.len());
     for (key, value) in headers {
         if key.is_empty() {
-            return Err(RouteError::Empty { field: "headers name".into() });
+            return Err(RouteError::Empty {
+                field: "headers name".into(),
+            });
         }
         if is_authority(key) {
             authority = Some(value.clone());
@@ -84,7 +87,11 @@ fn values(
             continue;
         }
         out.push(HeaderValueOption {
-            header: Some(HeaderValue { key: key.clone(), value: value.clone(), ..Default::default() }),
+            header: Some(HeaderValue {
+                key: key.clone(),
+                value: value.clone(),
+                ..Default::default()
+            }),
             append_action: action as i32,
             ..Default::default()
         });
@@ -94,7 +101,9 @@ fn values(
 
 fn removals(names: &[String]) -> Result<Vec<String>, RouteError> {
     if names.iter().any(String::is_empty) {
-        return Err(RouteError::Empty { field: "headers remove".into() });
+        return Err(RouteError::Empty {
+            field: "headers remove".into(),
+        });
     }
     Ok(names.iter().filter(|n| !is_internal(n)).cloned().collect())
 }
@@ -104,8 +113,16 @@ mod tests {
     use super::*;
 
     fn ops(set: &[(&str, &str)], add: &[(&str, &str)], remove: &[&str]) -> HeaderOperations {
-        let map = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        HeaderOperations { set: map(set), add: map(add), remove: remove.iter().map(|s| s.to_string()).collect() }
+        let map = |kv: &[(&str, &str)]| {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        HeaderOperations {
+            set: map(set),
+            add: map(add),
+            remove: remove.iter().map(|s| s.to_string()).collect(),
+        }
     }
 
     fn pair(o: &HeaderValueOption) -> (&str, &str, i32) {
@@ -116,14 +133,25 @@ mod tests {
     #[test]
     fn set_overwrites_add_appends_remove_drops_internal() {
         let h = Headers {
-            request: Some(ops(&[("b", "2"), ("a", "1")], &[("c", "3")], &["x-drop", ":path", "Host"])),
+            request: Some(ops(
+                &[("b", "2"), ("a", "1")],
+                &[("c", "3")],
+                &["x-drop", ":path", "Host"],
+            )),
             response: Some(ops(&[("r", "1")], &[("s", "2")], &["server"])),
         };
         let o = HeaderOps::translate(&h).unwrap();
         let overwrite = HeaderAppendAction::OverwriteIfExistsOrAdd as i32;
         let append = HeaderAppendAction::AppendIfExistsOrAdd as i32;
         let req: Vec<_> = o.request_add.iter().map(pair).collect();
-        assert_eq!(req, [("a", "1", overwrite), ("b", "2", overwrite), ("c", "3", append)]);
+        assert_eq!(
+            req,
+            [
+                ("a", "1", overwrite),
+                ("b", "2", overwrite),
+                ("c", "3", append)
+            ]
+        );
         assert_eq!(o.request_remove, ["x-drop"]);
         let resp: Vec<_> = o.response_add.iter().map(pair).collect();
         assert_eq!(resp, [("r", "1", overwrite), ("s", "2", append)]);
@@ -134,7 +162,11 @@ mod tests {
     #[test]
     fn authority_header_becomes_host_rewrite_and_set_wins() {
         let h = Headers {
-            request: Some(ops(&[(":authority", "set.example")], &[("host", "add.example")], &[])),
+            request: Some(ops(
+                &[(":authority", "set.example")],
+                &[("host", "add.example")],
+                &[],
+            )),
             response: None,
         };
         let o = HeaderOps::translate(&h).unwrap();
@@ -144,7 +176,13 @@ mod tests {
 
     #[test]
     fn empty_header_name_is_an_error() {
-        let h = Headers { request: Some(ops(&[("", "v")], &[], &[])), response: None };
-        assert!(matches!(HeaderOps::translate(&h), Err(RouteError::Empty { .. })));
+        let h = Headers {
+            request: Some(ops(&[("", "v")], &[], &[])),
+            response: None,
+        };
+        assert!(matches!(
+            HeaderOps::translate(&h),
+            Err(RouteError::Empty { .. })
+        ));
     }
 }

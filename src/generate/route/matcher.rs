@@ -16,12 +16,18 @@ use crate::config::istio::virtual_service::{HeaderMatch, HttpMatchRequest};
 const JWT_CLAIM_PREFIX: &str = "@request.auth.claims";
 
 pub(super) fn translate_match(m: Option<&HttpMatchRequest>) -> Result<RouteMatch, RouteError> {
-    let Some(m) = m else { return Ok(super::catch_all_match()) };
+    let Some(m) = m else {
+        return Ok(super::catch_all_match());
+    };
     let mut out = super::catch_all_match();
 
     let mut headers = Vec::with_capacity(m.headers.len() + m.without_headers.len() + 3);
     for (name, hm) in &m.headers {
-        headers.push(header_matcher(name, hm.as_string_match().as_ref(), "headers")?);
+        headers.push(header_matcher(
+            name,
+            hm.as_string_match().as_ref(),
+            "headers",
+        )?);
     }
     for (name, hm) in &m.without_headers {
         let mut h = header_matcher(name, hm.as_string_match().as_ref(), "withoutHeaders")?;
@@ -32,7 +38,11 @@ pub(super) fn translate_match(m: Option<&HttpMatchRequest>) -> Result<RouteMatch
     }
     // istiod sorts the named headers (stable), then appends the pseudo-headers in this order.
     headers.sort_by(|a, b| a.name.cmp(&b.name));
-    for (name, sm) in [(":method", &m.method), (":authority", &m.authority), (":scheme", &m.scheme)] {
+    for (name, sm) in [
+        (":method", &m.method),
+        (":authority", &m.authority),
+        (":scheme", &m.scheme),
+    ] {
         if let Some(sm) = sm {
             headers.push(header_matcher(name, Some(sm), name)?);
         }
@@ -46,15 +56,21 @@ pub(super) fn translate_match(m: Option<&HttpMatchRequest>) -> Result<RouteMatch
             StringMatch::Regex(r) => PathSpecifier::SafeRegex(regex_matcher(r, "uri.regex")?),
         });
     }
-    out.case_sensitive = Some(BoolValue { value: !m.ignore_uri_case });
+    out.case_sensitive = Some(BoolValue {
+        value: !m.ignore_uri_case,
+    });
 
     for (name, hm) in &m.query_params {
         if name.is_empty() {
-            return Err(RouteError::Empty { field: "queryParams name".into() });
+            return Err(RouteError::Empty {
+                field: "queryParams name".into(),
+            });
         }
         let spec = match hm.as_string_match().filter(|_| !is_present_match(hm)) {
             None => QueryParameterMatchSpecifier::PresentMatch(true),
-            Some(sm) => QueryParameterMatchSpecifier::StringMatch(string_matcher(&sm, "queryParams")?),
+            Some(sm) => {
+                QueryParameterMatchSpecifier::StringMatch(string_matcher(&sm, "queryParams")?)
+            }
         };
         out.query_parameters.push(QueryParameterMatcher {
             name: name.clone(),
@@ -73,9 +89,15 @@ fn is_present_match(hm: &HeaderMatch) -> bool {
     }
 }
 
-fn header_matcher(name: &str, sm: Option<&StringMatch>, field: &str) -> Result<HeaderMatcher, RouteError> {
+fn header_matcher(
+    name: &str,
+    sm: Option<&StringMatch>,
+    field: &str,
+) -> Result<HeaderMatcher, RouteError> {
     if name.is_empty() {
-        return Err(RouteError::Empty { field: format!("{field} name") });
+        return Err(RouteError::Empty {
+            field: format!("{field} name"),
+        });
     }
     // A literal match on this name would never match, and inverted it would always match:
     // refuse rather than fail open.
@@ -87,7 +109,11 @@ fn header_matcher(name: &str, sm: Option<&StringMatch>, field: &str) -> Result<H
         Some(StringMatch::Regex(r)) if r == "*" => HeaderMatchSpecifier::PresentMatch(true),
         Some(sm) => HeaderMatchSpecifier::StringMatch(string_matcher(sm, field)?),
     };
-    Ok(HeaderMatcher { name: name.into(), header_match_specifier: Some(spec), ..Default::default() })
+    Ok(HeaderMatcher {
+        name: name.into(),
+        header_match_specifier: Some(spec),
+        ..Default::default()
+    })
 }
 
 /// istiod's `ConvertToEnvoyMatch`, refusing what Envoy would NACK (empty prefix or regex).
@@ -95,12 +121,17 @@ pub(super) fn string_matcher(sm: &StringMatch, field: &str) -> Result<StringMatc
     let pattern = match sm {
         StringMatch::Exact(v) => MatchPattern::Exact(v.clone()),
         StringMatch::Prefix(v) if v.is_empty() => {
-            return Err(RouteError::Empty { field: format!("{field} prefix") });
+            return Err(RouteError::Empty {
+                field: format!("{field} prefix"),
+            });
         }
         StringMatch::Prefix(v) => MatchPattern::Prefix(v.clone()),
         StringMatch::Regex(r) => MatchPattern::SafeRegex(regex_matcher(r, field)?),
     };
-    Ok(StringMatcher { match_pattern: Some(pattern), ignore_case: false })
+    Ok(StringMatcher {
+        match_pattern: Some(pattern),
+        ignore_case: false,
+    })
 }
 
 /// A RE2 matcher. No `engine_type`: it is deprecated and Envoy's default engine is RE2, as in
@@ -108,18 +139,25 @@ pub(super) fn string_matcher(sm: &StringMatch, field: &str) -> Result<StringMatc
 /// that a bad pattern fails this route rather than the whole RDS push.
 pub(super) fn regex_matcher(regex: &str, field: &str) -> Result<RegexMatcher, RouteError> {
     check_regex(regex, field)?;
-    Ok(RegexMatcher { regex: regex.into(), engine_type: None })
+    Ok(RegexMatcher {
+        regex: regex.into(),
+        engine_type: None,
+    })
 }
 
 pub(super) fn check_regex(regex: &str, field: &str) -> Result<(), RouteError> {
     if regex.is_empty() {
-        return Err(RouteError::Empty { field: format!("{field} regex") });
+        return Err(RouteError::Empty {
+            field: format!("{field} regex"),
+        });
     }
-    regex::Regex::new(regex).map(drop).map_err(|e| RouteError::InvalidRegex {
-        field: field.into(),
-        regex: regex.into(),
-        reason: e.to_string(),
-    })
+    regex::Regex::new(regex)
+        .map(drop)
+        .map_err(|e| RouteError::InvalidRegex {
+            field: field.into(),
+            regex: regex.into(),
+            reason: e.to_string(),
+        })
 }
 
 #[cfg(test)]
@@ -138,7 +176,9 @@ mod tests {
 
     fn string_pattern(h: &HeaderMatcher) -> &MatchPattern {
         match &h.header_match_specifier {
-            Some(HeaderMatchSpecifier::StringMatch(s)) => s.match_pattern.as_ref().expect("pattern"),
+            Some(HeaderMatchSpecifier::StringMatch(s)) => {
+                s.match_pattern.as_ref().expect("pattern")
+            }
             other => panic!("expected a string match, got {other:?}"),
         }
     }
@@ -152,7 +192,10 @@ mod tests {
 
     #[test]
     fn uri_exact_prefix_regex() {
-        let mk = |uri| HttpMatchRequest { uri: Some(uri), ..Default::default() };
+        let mk = |uri| HttpMatchRequest {
+            uri: Some(uri),
+            ..Default::default()
+        };
         let m = translate_match(Some(&mk(StringMatch::Exact("/a".into())))).unwrap();
         assert_eq!(m.path_specifier, Some(PathSpecifier::Path("/a".into())));
         assert_eq!(m.case_sensitive, Some(BoolValue { value: true }));
@@ -161,7 +204,10 @@ mod tests {
         let m = translate_match(Some(&mk(StringMatch::Regex("/c/[0-9]+".into())))).unwrap();
         assert_eq!(
             m.path_specifier,
-            Some(PathSpecifier::SafeRegex(RegexMatcher { regex: "/c/[0-9]+".into(), engine_type: None }))
+            Some(PathSpecifier::SafeRegex(RegexMatcher {
+                regex: "/c/[0-9]+".into(),
+                engine_type: None
+            }))
         );
     }
 
@@ -172,7 +218,10 @@ mod tests {
             ignore_uri_case: true,
             ..Default::default()
         };
-        assert_eq!(translate_match(Some(&m)).unwrap().case_sensitive, Some(BoolValue { value: false }));
+        assert_eq!(
+            translate_match(Some(&m)).unwrap().case_sensitive,
+            Some(BoolValue { value: false })
+        );
     }
 
     #[test]
@@ -189,16 +238,38 @@ mod tests {
         };
         let out = translate_match(Some(&m)).unwrap();
         let names: Vec<_> = out.headers.iter().map(|h| h.name.as_str()).collect();
-        assert_eq!(names, ["a-exact", "b-prefix", "c-star", "d-present", "e-regex"]);
-        assert_eq!(string_pattern(&out.headers[0]), &MatchPattern::Exact("x".into()));
-        assert_eq!(string_pattern(&out.headers[1]), &MatchPattern::Prefix("v".into()));
-        assert_eq!(out.headers[2].header_match_specifier, Some(HeaderMatchSpecifier::PresentMatch(true)));
-        assert_eq!(out.headers[3].header_match_specifier, Some(HeaderMatchSpecifier::PresentMatch(true)));
+        assert_eq!(
+            names,
+            ["a-exact", "b-prefix", "c-star", "d-present", "e-regex"]
+        );
+        assert_eq!(
+            string_pattern(&out.headers[0]),
+            &MatchPattern::Exact("x".into())
+        );
+        assert_eq!(
+            string_pattern(&out.headers[1]),
+            &MatchPattern::Prefix("v".into())
+        );
+        assert_eq!(
+            out.headers[2].header_match_specifier,
+            Some(HeaderMatchSpecifier::PresentMatch(true))
+        );
+        assert_eq!(
+            out.headers[3].header_match_specifier,
+            Some(HeaderMatchSpecifier::PresentMatch(true))
+        );
         assert_eq!(
             string_pattern(&out.headers[4]),
-            &MatchPattern::SafeRegex(RegexMatcher { regex: "v[0-9]".into(), engine_type: None })
+            &MatchPattern::SafeRegex(RegexMatcher {
+                regex: "v[0-9]".into(),
+                engine_type: None
+            })
         );
-        assert!(out.headers.iter().all(|h| !h.invert_match && !h.treat_missing_header_as_empty));
+        assert!(
+            out.headers
+                .iter()
+                .all(|h| !h.invert_match && !h.treat_missing_header_as_empty)
+        );
     }
 
     #[test]
@@ -214,7 +285,10 @@ mod tests {
         assert_eq!(out.headers.len(), 2);
         assert!(out.headers.iter().all(|h| h.invert_match));
         assert!(out.headers[0].treat_missing_header_as_empty);
-        assert_eq!(out.headers[1].header_match_specifier, Some(HeaderMatchSpecifier::PresentMatch(true)));
+        assert_eq!(
+            out.headers[1].header_match_specifier,
+            Some(HeaderMatchSpecifier::PresentMatch(true))
+        );
         assert!(!out.headers[1].treat_missing_header_as_empty);
     }
 
@@ -230,8 +304,14 @@ mod tests {
         let out = translate_match(Some(&m)).unwrap();
         let names: Vec<_> = out.headers.iter().map(|h| h.name.as_str()).collect();
         assert_eq!(names, ["z", ":method", ":authority", ":scheme"]);
-        assert_eq!(string_pattern(&out.headers[1]), &MatchPattern::Exact("GET".into()));
-        assert_eq!(string_pattern(&out.headers[2]), &MatchPattern::Prefix("api.".into()));
+        assert_eq!(
+            string_pattern(&out.headers[1]),
+            &MatchPattern::Exact("GET".into())
+        );
+        assert_eq!(
+            string_pattern(&out.headers[2]),
+            &MatchPattern::Prefix("api.".into())
+        );
     }
 
     #[test]
@@ -246,28 +326,57 @@ mod tests {
             ..Default::default()
         };
         let out = translate_match(Some(&m)).unwrap();
-        let specs: Vec<_> =
-            out.query_parameters.iter().map(|q| q.query_parameter_match_specifier.clone().unwrap()).collect();
-        let sm = |p| QueryParameterMatchSpecifier::StringMatch(StringMatcher { match_pattern: Some(p), ignore_case: false });
+        let specs: Vec<_> = out
+            .query_parameters
+            .iter()
+            .map(|q| q.query_parameter_match_specifier.clone().unwrap())
+            .collect();
+        let sm = |p| {
+            QueryParameterMatchSpecifier::StringMatch(StringMatcher {
+                match_pattern: Some(p),
+                ignore_case: false,
+            })
+        };
         assert_eq!(specs[0], sm(MatchPattern::Exact("1".into())));
         assert_eq!(specs[1], sm(MatchPattern::Prefix("p".into())));
-        assert_eq!(specs[2], sm(MatchPattern::SafeRegex(RegexMatcher { regex: "[a-z]+".into(), engine_type: None })));
+        assert_eq!(
+            specs[2],
+            sm(MatchPattern::SafeRegex(RegexMatcher {
+                regex: "[a-z]+".into(),
+                engine_type: None
+            }))
+        );
         assert_eq!(specs[3], QueryParameterMatchSpecifier::PresentMatch(true));
     }
 
     #[test]
     fn rejects_what_envoy_would_nack() {
-        let bad_regex = HttpMatchRequest { uri: Some(StringMatch::Regex("(".into())), ..Default::default() };
-        assert!(matches!(translate_match(Some(&bad_regex)), Err(RouteError::InvalidRegex { .. })));
+        let bad_regex = HttpMatchRequest {
+            uri: Some(StringMatch::Regex("(".into())),
+            ..Default::default()
+        };
+        assert!(matches!(
+            translate_match(Some(&bad_regex)),
+            Err(RouteError::InvalidRegex { .. })
+        ));
         let empty_prefix = HttpMatchRequest {
             headers: BTreeMap::from([("x".to_string(), hm(None, Some(""), None))]),
             ..Default::default()
         };
-        assert!(matches!(translate_match(Some(&empty_prefix)), Err(RouteError::Empty { .. })));
+        assert!(matches!(
+            translate_match(Some(&empty_prefix)),
+            Err(RouteError::Empty { .. })
+        ));
         let claim = HttpMatchRequest {
-            without_headers: BTreeMap::from([("@request.auth.claims.group".to_string(), hm(Some("a"), None, None))]),
+            without_headers: BTreeMap::from([(
+                "@request.auth.claims.group".to_string(),
+                hm(Some("a"), None, None),
+            )]),
             ..Default::default()
         };
-        assert!(matches!(translate_match(Some(&claim)), Err(RouteError::JwtClaim(_))));
+        assert!(matches!(
+            translate_match(Some(&claim)),
+            Err(RouteError::JwtClaim(_))
+        ));
     }
 }

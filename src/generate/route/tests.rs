@@ -15,8 +15,14 @@ static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
 
 /// `outbound|port|subset|host` for every host but `unknown.example`.
 pub(super) fn known(d: &Destination) -> Option<String> {
-    (d.host != "unknown.example")
-        .then(|| format!("outbound|{}|{}|{}", d.port.map_or(80, |p| p.number), d.subset, d.host))
+    (d.host != "unknown.example").then(|| {
+        format!(
+            "outbound|{}|{}|{}",
+            d.port.map_or(80, |p| p.number),
+            d.subset,
+            d.host
+        )
+    })
 }
 
 pub(super) fn no_hash(_: &Destination) -> Vec<HashPolicy> {
@@ -79,7 +85,10 @@ fn no_match_is_one_catch_all_route() {
     let r = one(json!({"name": "all", "route": dest()}));
     assert_eq!(r.name, "all");
     assert!(is_catch_all(&r));
-    assert_eq!(action(&r).cluster_specifier, Some(ClusterSpecifier::Cluster("outbound|80||a.example".into())));
+    assert_eq!(
+        action(&r).cluster_specifier,
+        Some(ClusterSpecifier::Cluster("outbound|80||a.example".into()))
+    );
 }
 
 #[test]
@@ -94,10 +103,15 @@ fn matches_after_a_catch_all_are_dropped() {
 
 #[test]
 fn match_port_must_be_the_listener_port() {
-    let h = http(json!({"match": [{"port": 8080, "uri": {"prefix": "/x"}}, {"port": 80, "uri": {"prefix": "/y"}}], "route": dest()}));
+    let h = http(
+        json!({"match": [{"port": 8080, "uri": {"prefix": "/x"}}, {"port": 80, "uri": {"prefix": "/y"}}], "route": dest()}),
+    );
     let routes = translate_http_route(&h, &ctx()).unwrap();
     assert_eq!(routes.len(), 1);
-    assert_eq!(routes[0].r#match.as_ref().unwrap().path_specifier, Some(PathSpecifier::Prefix("/y".into())));
+    assert_eq!(
+        routes[0].r#match.as_ref().unwrap().path_specifier,
+        Some(PathSpecifier::Prefix("/y".into()))
+    );
 }
 
 #[test]
@@ -105,7 +119,10 @@ fn match_gateways_mesh_or_named() {
     let h = http(json!({"match": [{"gateways": ["istio-system/gw"]}], "route": dest()}));
     assert!(translate_http_route(&h, &ctx()).unwrap().is_empty());
     let gws = ["istio-system/gw".to_string()];
-    let gw_ctx = RouteContext { gateways: &gws, ..ctx() };
+    let gw_ctx = RouteContext {
+        gateways: &gws,
+        ..ctx()
+    };
     assert_eq!(translate_http_route(&h, &gw_ctx).unwrap().len(), 1);
     let mesh = http(json!({"match": [{"gateways": ["mesh"]}], "route": dest()}));
     assert_eq!(translate_http_route(&mesh, &ctx()).unwrap().len(), 1);
@@ -114,12 +131,24 @@ fn match_gateways_mesh_or_named() {
 
 #[test]
 fn source_labels_and_namespace_select_the_proxy() {
-    let h = http(json!({"match": [{"sourceLabels": {"app": "a"}, "sourceNamespace": "prod"}], "route": dest()}));
+    let h = http(
+        json!({"match": [{"sourceLabels": {"app": "a"}, "sourceNamespace": "prod"}], "route": dest()}),
+    );
     assert!(translate_http_route(&h, &ctx()).unwrap().is_empty());
-    let labels = BTreeMap::from([("app".to_string(), "a".to_string()), ("v".to_string(), "1".to_string())]);
-    let wrong_ns = RouteContext { proxy_labels: &labels, ..ctx() };
+    let labels = BTreeMap::from([
+        ("app".to_string(), "a".to_string()),
+        ("v".to_string(), "1".to_string()),
+    ]);
+    let wrong_ns = RouteContext {
+        proxy_labels: &labels,
+        ..ctx()
+    };
     assert!(translate_http_route(&h, &wrong_ns).unwrap().is_empty());
-    let right = RouteContext { proxy_labels: &labels, proxy_namespace: "prod", ..ctx() };
+    let right = RouteContext {
+        proxy_labels: &labels,
+        proxy_namespace: "prod",
+        ..ctx()
+    };
     assert_eq!(translate_http_route(&h, &right).unwrap().len(), 1);
 }
 
@@ -136,7 +165,8 @@ fn fault_and_cors_are_per_route_filter_configs() {
         "fault": {"abort": {"httpStatus": 418, "percentage": {"value": 50}}},
         "corsPolicy": {"allowOrigins": [{"exact": "https://x.example"}], "allowMethods": ["GET"]},
     }));
-    let fault = HttpFault::decode(r.typed_per_filter_config[FAULT_FILTER].value.as_slice()).unwrap();
+    let fault =
+        HttpFault::decode(r.typed_per_filter_config[FAULT_FILTER].value.as_slice()).unwrap();
     assert_eq!(fault.abort.unwrap().percentage.unwrap().numerator, 500_000);
     assert_eq!(
         r.typed_per_filter_config[FAULT_FILTER].type_url,
@@ -151,7 +181,10 @@ fn fault_and_cors_are_per_route_filter_configs() {
     assert_eq!(HttpFilterNeeds::of_routes([&r]), HttpFilterNeeds::ALL);
     let plain = one(json!({"route": dest()}));
     assert!(plain.typed_per_filter_config.is_empty());
-    assert_eq!(HttpFilterNeeds::of_routes([&plain]), HttpFilterNeeds::default());
+    assert_eq!(
+        HttpFilterNeeds::of_routes([&plain]),
+        HttpFilterNeeds::default()
+    );
 }
 
 #[test]
@@ -163,9 +196,15 @@ fn unsupported_fault_adds_no_filter_config() {
 #[test]
 fn delegate_and_empty_routes_are_errors() {
     let d = http(json!({"delegate": {"name": "child", "namespace": "ns"}}));
-    assert_eq!(translate_http_route(&d, &ctx()), Err(RouteError::Delegate("ns/child".into())));
+    assert_eq!(
+        translate_http_route(&d, &ctx()),
+        Err(RouteError::Delegate("ns/child".into()))
+    );
     let empty = http(json!({"name": "nothing"}));
-    assert_eq!(translate_http_route(&empty, &ctx()), Err(RouteError::NoDestination));
+    assert_eq!(
+        translate_http_route(&empty, &ctx()),
+        Err(RouteError::NoDestination)
+    );
 }
 
 /// Every message this module produces survives prost encode/decode unchanged.
@@ -191,7 +230,9 @@ fn everything_round_trips_through_prost() {
         "corsPolicy": {"allowOrigins": [{"prefix": "https://"}], "maxAge": "1h", "allowCredentials": false},
         "headers": {"request": {"add": {"x-r": "v"}, "remove": ["x-gone"]}, "response": {"set": {"x-s": "s"}}},
     }));
-    let redirect = http(json!({"redirect": {"uri": "/new", "authority": "b.example", "port": 8443, "scheme": "https", "redirectCode": 308}}));
+    let redirect = http(
+        json!({"redirect": {"uri": "/new", "authority": "b.example", "port": 8443, "scheme": "https", "redirectCode": 308}}),
+    );
     let direct = http(json!({"directResponse": {"status": 503, "body": {"bytes": "aGVsbG8="}}}));
     for h in [full, redirect, direct] {
         for r in translate_http_route(&h, &ctx()).unwrap() {
