@@ -63,6 +63,15 @@ def _headers(
     return problems
 
 
+def check_same_backend(expect: Expect, responses: Sequence[Response]) -> list[str]:
+    if not expect.same_backend:
+        return []
+    counts = Counter(r.backend or "no backend" for r in responses)
+    if len(counts) == 1 and "no backend" not in counts:
+        return []
+    return [f"want every response from one backend, got {dict(counts)}"]
+
+
 def check_distribution(expect: Expect, responses: Sequence[Response]) -> list[str]:
     if not expect.distribution:
         return []

@@ -9,7 +9,12 @@ from collections import Counter
 from dataclasses import dataclass
 
 from .client import Request, Response
-from .expect import check_backend_requests, check_distribution, check_response
+from .expect import (
+    check_backend_requests,
+    check_distribution,
+    check_response,
+    check_same_backend,
+)
 from .scenario import (
     BackendStep,
     RemoveStep,
@@ -111,6 +116,7 @@ class Runner:
             for p in check_response(step.expect, resp):
                 problems.append(f"request {i + 1}: {p}" if step.repeat > 1 else p)
         problems += check_distribution(step.expect, responses)
+        problems += check_same_backend(step.expect, responses)
         if step.expect.backend_requests:
             after = self._backend_counts()
             delta = {name: after[name] - before[name] for name in after}

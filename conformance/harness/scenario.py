@@ -54,6 +54,8 @@ class Expect:
     distribution: Mapping[str, float] = field(default_factory=dict)
     tolerance: float = 0.1
     backend_requests: Mapping[str, int] = field(default_factory=dict)
+    same_backend: bool = False
+    """Every response of the step comes from one backend (any one): session affinity."""
 
 
 @dataclass(frozen=True)
@@ -204,7 +206,7 @@ _EXPECT_KEYS = {
     "status", "backend", "backend_path", "backend_host", "backend_method", "backend_headers",
     "backend_headers_present", "backend_headers_absent", "headers", "headers_present",
     "headers_absent", "body_contains", "latency_at_least", "latency_at_most", "distribution",
-    "tolerance", "backend_requests",
+    "tolerance", "backend_requests", "same_backend",
 }
 
 
@@ -253,6 +255,7 @@ def _expect(where: str, raw: Any, backends: Mapping[str, Behaviour]) -> Expect:
             known(str(k), "backend_requests"): int(v)
             for k, v in (raw.get("backend_requests") or {}).items()
         },
+        same_backend=bool(raw.get("same_backend", False)),
     )
 
 

@@ -8,7 +8,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     route::Action, route_match::PathSpecifier, virtual_host::TlsRequirementType, DirectResponseAction, Route,
     RouteConfiguration, RouteMatch, VirtualHost,
 };
-use envoy_types::pb::google::protobuf::BoolValue;
+use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
 use super::listener::http_listener;
 use super::names;
@@ -124,6 +124,8 @@ fn http_route_config(index: &Index, proxy: &Proxy, port: u32, servers: &[(&Typed
         name: names::gateway_http_routes(port),
         virtual_hosts,
         validate_clusters: Some(BoolValue { value: false }),
+        // Envoy's default (4 KiB) would NACK larger `directResponse` bodies; istiod sets 1 MiB.
+        max_direct_response_body_size_bytes: Some(UInt32Value { value: 1024 * 1024 }),
         ..Default::default()
     }
 }
@@ -136,10 +138,15 @@ fn virtual_service_routes(index: &Index, proxy: &Proxy, vs: &Typed<VirtualServic
         let Some(dr) = index.destination_rule(&host) else { return Vec::new() };
         let spec = dr.spec();
         let subset = spec.subsets.iter().find(|s| s.name == dest.subset).and_then(|s| s.traffic_policy.as_ref());
-        let policy = traffic_policy::merge_subset_policy(spec.traffic_policy.as_ref(), subset);
-        policy.and_then(|p| p.load_balancer).map(|lb| traffic_policy::hash_policy(&lb)).unwrap_or_default()
+        traffic_policy::consistent_hash_lb(spec.traffic_policy.as_ref(), subset, dest.port.map(|p| p.number))
+            .map(traffic_policy::hash_policy)
+            .unwrap_or_default()
     };
-    let gateways = [gateway.to_string()];
+    // `match.gateways` may name the gateway as `ns/name` or, from its own namespace, `name`.
+    let mut gateways = vec![gateway.to_string()];
+    if let Some(short) = gateway.strip_prefix(&format!("{ns}/")) {
+        gateways.push(short.to_string());
+    }
     let ctx = RouteContext {
         cluster_for: &cluster_for,
         hash_policy_for: &hash_policy_for,

@@ -173,6 +173,9 @@ fn translate_one(
     } else {
         Action::Route(action::route_action(http, authority, ctx, &mut out)?)
     });
+    if http.fault.is_some() || http.cors_policy.is_some() {
+        out.typed_per_filter_config = filters::per_filter_config_map();
+    }
     if let Some(fault) = &http.fault
         && let Some(f) = filters::translate_fault(fault)?
     {

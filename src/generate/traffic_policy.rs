@@ -21,6 +21,8 @@ use crate::config::istio::destination_rule::{
 };
 use crate::model::Protocol;
 
+pub use pool::{HTTP_PROTOCOL_OPTIONS, default_thresholds};
+
 /// Applies `policy` for `port` to an outbound cluster, as istiod's `applyTrafficPolicy` plus its
 /// upstream-protocol choice.
 ///

@@ -252,3 +252,23 @@ fn everything_round_trips_through_prost() {
         assert_eq!(Message::decode(bytes.as_slice()).ok(), Some(f));
     }
 }
+
+#[test]
+fn equal_routes_encode_to_equal_bytes() {
+    // Fault and CORS both land in the per-filter map; its encoding order must not vary
+    // between two translations of the same route, or every push would look like a change.
+    let route = http(json!({
+        "route": [{"destination": {"host": "a"}}],
+        "fault": {"abort": {"httpStatus": 500, "percentage": {"value": 10}}},
+        "corsPolicy": {"allowOrigins": [{"exact": "https://a.example"}]}
+    }));
+    let encode = || {
+        let routes = translate_http_route(&route, &ctx()).unwrap();
+        assert_eq!(routes[0].typed_per_filter_config.len(), 2);
+        routes.iter().map(Message::encode_to_vec).collect::<Vec<_>>()
+    };
+    let first = encode();
+    for _ in 0..20 {
+        assert_eq!(encode(), first);
+    }
+}
