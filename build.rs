@@ -5,7 +5,6 @@
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
 
 /// Include roots inside envoy-types' `proto/` directory.
 const INCLUDES: &[&str] = &[
@@ -55,7 +54,6 @@ type BoxError = Box<dyn std::error::Error>;
 
 fn main() -> Result<(), BoxError> {
     println!("cargo:rerun-if-changed=build.rs");
-    let start = Instant::now();
 
     let proto_dir = envoy_types_dir()?.join("proto");
     let api = proto_dir.join("data-plane-api");
@@ -79,12 +77,6 @@ fn main() -> Result<(), BoxError> {
 
     let out = PathBuf::from(env::var("OUT_DIR")?).join("envoy_descriptors.bin");
     std::fs::write(&out, &encoded)?;
-    println!(
-        "cargo:warning=envoy descriptors: {} roots, {} bytes, {:?}",
-        roots.len(),
-        encoded.len(),
-        start.elapsed()
-    );
     Ok(())
 }
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 import pytest
 
@@ -29,11 +29,12 @@ def make_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeS
     def make(
         backends: Mapping[str, Behaviour] | None = None,
         gateway_labels: Mapping[str, str] | None = None,
+        extra_ports: Iterable[str] = (),
     ) -> Stack:
         work = tmp_path / f"stack{len(stacks)}"
         work.mkdir()
         kwargs = {} if gateway_labels is None else {"gateway_labels": gateway_labels}
-        stack = Stack(work, backends or {}, **kwargs)
+        stack = Stack(work, backends or {}, extra_ports=extra_ports, **kwargs)
         stacks.append(stack)
         return stack
 

@@ -6,11 +6,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from harness import envoy as envoy_mod
 from harness import pilotfish
-from harness.scenario import discover
+from harness.scenario import discover, load
 from harness.template import render
 
 CONFORMANCE = Path(__file__).resolve().parent
@@ -68,9 +67,10 @@ def test_envoy_connects_and_accepts_an_empty_config(make_stack) -> None:
 @pytest.mark.parametrize("scenario_dir", SCENARIOS, ids=[p.name for p in SCENARIOS])
 def test_scenario_config_passes_pilotfish_validate(scenario_dir: Path, tmp_path: Path) -> None:
     """`pilotfish validate` accepts each scenario's initial config (placeholders filled)."""
+    scenario = load(scenario_dir)
     values = {"gateway.port": "18080"}
-    scenario = yaml.safe_load((scenario_dir / "scenario.yaml").read_text())
-    for i, name in enumerate(scenario.get("backends") or {}):
+    values.update({f"port.{n}": str(18081 + i) for i, n in enumerate(scenario.extra_ports)})
+    for i, name in enumerate(scenario.backends):
         values[f"backend.{name}.address"] = f"127.0.1.{i + 2}"
         values[f"backend.{name}.port"] = str(20000 + i)
     paths = []

@@ -98,6 +98,7 @@ def test_scenario_files_parse_and_render(scenario_dir: Path) -> None:
     """scenario.yaml is well formed; every YAML file renders with the declared backends."""
     scenario = load(scenario_dir)
     values = {"gateway.port": "18080"}
+    values.update({f"port.{n}": str(18081 + i) for i, n in enumerate(scenario.extra_ports)})
     for i, name in enumerate(scenario.backends):
         values[f"backend.{name}.address"] = f"127.0.1.{i + 2}"
         values[f"backend.{name}.port"] = str(20000 + i)

@@ -14,7 +14,11 @@ SCENARIOS = discover(Path(__file__).resolve().parent / "scenarios")
 @pytest.mark.parametrize("scenario_dir", SCENARIOS, ids=[p.name for p in SCENARIOS])
 def test_scenario(scenario_dir: Path, make_stack) -> None:
     scenario = load(scenario_dir)
-    stack = make_stack(backends=scenario.backends, gateway_labels=scenario.gateway_labels)
+    stack = make_stack(
+        backends=scenario.backends,
+        gateway_labels=scenario.gateway_labels,
+        extra_ports=scenario.extra_ports,
+    )
     stack.load_config_dir(scenario.config_dir)
     stack.start(ready_timeout=scenario.ready_timeout)
     Runner(scenario, stack).run()

@@ -18,9 +18,12 @@ class Request:
     host: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     body: str | None = None
+    port: str | None = None
+    """Name of an extra listener port (`{{port.NAME}}`); None for the gateway port."""
 
     def describe(self) -> str:
-        return f"{self.method} {self.path} host={self.host!r} headers={dict(self.headers)}"
+        where = f" to port {self.port}" if self.port else ""
+        return f"{self.method} {self.path}{where} host={self.host!r} headers={dict(self.headers)}"
 
 
 @dataclass(frozen=True)

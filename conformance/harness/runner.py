@@ -110,7 +110,9 @@ class Runner:
 
     def _attempt(self, step: RequestStep) -> tuple[list[Response], list[str]]:
         before = self._backend_counts()
-        responses = [self.stack.send(step.request) for _ in range(step.repeat)]
+        responses = [
+            self.stack.send(step.request, port=step.request.port) for _ in range(step.repeat)
+        ]
         problems: list[str] = []
         for i, resp in enumerate(responses):
             for p in check_response(step.expect, resp):
@@ -118,10 +120,21 @@ class Runner:
         problems += check_distribution(step.expect, responses)
         problems += check_same_backend(step.expect, responses)
         if step.expect.backend_requests:
+            problems += self._check_backend_requests(step, before)
+        return responses, problems
+
+    def _check_backend_requests(self, step: RequestStep, before: dict[str, int]) -> list[str]:
+        """Counts may still be rising (mirrored requests are sent asynchronously): a count
+        below the expected one is re-read for up to a second; one above fails at once."""
+        deadline = time.monotonic() + 1.0
+        while True:
             after = self._backend_counts()
             delta = {name: after[name] - before[name] for name in after}
-            problems += check_backend_requests(step.expect, delta)
-        return responses, problems
+            problems = check_backend_requests(step.expect, delta)
+            short = any(delta.get(n, 0) < want for n, want in step.expect.backend_requests.items())
+            if not problems or not short or time.monotonic() >= deadline:
+                return problems
+            time.sleep(0.05)
 
     def _backend_counts(self) -> dict[str, int]:
         return {name: b.request_count() for name, b in self.stack.backends.items()}
@@ -199,7 +212,7 @@ class _Traffic:
     def _loop(self) -> None:
         while not self._stop.is_set():
             sent = time.monotonic()
-            resp = self._stack.send(self._request, timeout=5.0)
+            resp = self._stack.send(self._request, timeout=5.0, port=self._request.port)
             with self._lock:
                 self._samples.append(_Sample(sent, resp))
                 self._new_seen.notify_all()

@@ -1,6 +1,7 @@
 """`scenario.yaml`: what a scenario declares, parsed strictly (a typo'd key is an error).
 
     description: text
+    ready_timeout: 20s                                 # optional
     gateway: {labels: {istio: ingressgateway}}        # optional; these are the defaults
     backends:                                          # name -> behaviour ({} for defaults)
       reviews-v1: {}
@@ -20,6 +21,7 @@ from .backend import Behaviour
 from .client import Request
 from .durations import seconds
 from .pilotfish import GATEWAY_LABELS
+from .template import placeholders
 
 
 class ScenarioError(ValueError):
@@ -137,6 +139,8 @@ class Scenario:
     backends: Mapping[str, Behaviour]
     steps: tuple[Step, ...]
     ready_timeout: float = 20.0
+    extra_ports: tuple[str, ...] = ()
+    """Names NAME of the `{{port.NAME}}` placeholders its files use."""
 
     @property
     def config_dir(self) -> Path:
@@ -192,13 +196,14 @@ def _behaviour(where: str, raw: Any) -> Behaviour:
 
 
 def _request(where: str, raw: Any) -> Request:
-    raw = _keys(where, raw, {"method", "path", "host", "headers", "body"})
+    raw = _keys(where, raw, {"method", "path", "host", "headers", "body", "port"})
     return Request(
         method=str(raw.get("method", "GET")),
         path=str(raw.get("path", "/")),
         host=None if raw.get("host") is None else str(raw["host"]),
         headers=_str_map(f"{where}.headers", raw.get("headers")),
         body=None if raw.get("body") is None else str(raw["body"]),
+        port=None if raw.get("port") is None else str(raw["port"]),
     )
 
 
@@ -372,6 +377,18 @@ def load(scenario_dir: Path) -> Scenario:
     )
     if not (scenario_dir / "config").is_dir():
         raise ScenarioError(f"{scenario_dir}: no config/ directory")
+    extra_ports = sorted({
+        key.removeprefix("port.")
+        for f in scenario_dir.rglob("*.yaml")
+        for key in placeholders(f.read_text())
+        if key.startswith("port.")
+    })
+    for step in steps:
+        for request in _requests_of(step):
+            if request.port is not None and request.port not in extra_ports:
+                raise ScenarioError(
+                    f"{step.name}: request port {request.port!r} is no {{{{port.NAME}}}} of the config"
+                )
     return Scenario(
         name=scenario_dir.name,
         dir=scenario_dir,
@@ -380,7 +397,14 @@ def load(scenario_dir: Path) -> Scenario:
         backends=backends,
         steps=steps,
         ready_timeout=_duration(f"{path}: ready_timeout", raw.get("ready_timeout", "20s")),
+        extra_ports=tuple(extra_ports),
     )
+
+
+def _requests_of(step: Step) -> list[Request]:
+    if isinstance(step, (RequestStep, SwitchStep)):
+        return [step.request]
+    return []
 
 
 def discover(root: Path) -> list[Path]:

@@ -6,7 +6,7 @@ Everything is stopped by `close()`, which `with Stack(...)` calls even when a te
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from . import envoy as envoy_mod
 from . import pilotfish as pilotfish_mod
@@ -25,6 +25,7 @@ class Stack:
         backends: Mapping[str, Behaviour],
         gateway_labels: Mapping[str, str] = GATEWAY_LABELS,
         node_id: str = GATEWAY_NODE_ID,
+        extra_ports: Iterable[str] = (),
     ) -> None:
         self.work_dir = work_dir
         self.config_dir = work_dir / "config"
@@ -32,6 +33,8 @@ class Stack:
         self.gateway_labels = dict(gateway_labels)
         self.node_id = node_id
         self.gateway_port = free_listener_port()
+        # More listener ports, for `{{port.NAME}}` (a Gateway server added by an edit).
+        self.ports = {name: free_listener_port() for name in extra_ports}
         self.backends: dict[str, Backend] = {}
         for name, behaviour in backends.items():
             self.backends[name] = Backend(name, behaviour).start()
@@ -42,6 +45,8 @@ class Stack:
 
     def template_values(self) -> dict[str, str]:
         values = {"gateway.port": str(self.gateway_port)}
+        for name, port in self.ports.items():
+            values[f"port.{name}"] = str(port)
         for name, b in self.backends.items():
             values[f"backend.{name}.address"] = b.address
             values[f"backend.{name}.port"] = str(b.port)
@@ -87,8 +92,9 @@ class Stack:
         else:
             self.envoy.wait_ready(None, route_config, ready_timeout)
 
-    def send(self, request: Request, timeout: float = 10.0) -> Response:
-        return send(self.gateway_port, request, timeout=timeout)
+    def send(self, request: Request, timeout: float = 10.0, port: str | None = None) -> Response:
+        """Sends to the gateway port, or to the extra port named `port`."""
+        return send(self.gateway_port if port is None else self.ports[port], request, timeout=timeout)
 
     def close(self) -> None:
         """Stops everything; never raises."""

@@ -1,6 +1,7 @@
 //! Pure generators: the index and one proxy in, Envoy resources out.
 
 pub mod cluster;
+pub mod consistency;
 pub mod context;
 pub mod endpoint;
 pub mod gateway;

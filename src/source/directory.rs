@@ -234,4 +234,35 @@ mod tests {
         assert!(d.message.contains("duplicate object"), "{d}");
         assert!(d.origin.as_ref().unwrap().file.ends_with("b.yaml"));
     }
+
+    #[test]
+    fn an_invalid_update_keeps_the_previous_version() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("gw.yaml");
+        std::fs::write(&file, GW).unwrap();
+        let mut dir = Directory::new(tmp.path());
+        dir.rescan().unwrap();
+        // Port 0 is invalid: the Gateway is rejected and its last good version stays.
+        std::fs::write(&file, GW.replace("number: 80", "number: 0")).unwrap();
+        assert!(dir.reload(&file));
+        let (entries, diags) = dir.entries();
+        assert_eq!(entries.len(), 1);
+        let spec = entries[0].object.spec::<crate::config::istio::Gateway>().unwrap();
+        assert_eq!(spec.servers[0].port.number, 80);
+        let error = diags.iter().find(|d| d.is_error()).expect("an error names the field");
+        assert!(error.field.contains("servers[0].port"), "{error}");
+        assert!(error.to_string().contains("gw.yaml"), "{error}");
+        assert!(diags.iter().any(|d| d.message.contains("previous version keeps being served")));
+    }
+
+    #[test]
+    fn an_invalid_new_object_is_not_served() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("gw.yaml"), GW.replace("number: 80", "number: 70000")).unwrap();
+        let mut dir = Directory::new(tmp.path());
+        dir.rescan().unwrap();
+        let (entries, diags) = dir.entries();
+        assert!(entries.is_empty());
+        assert!(diags.iter().any(|d| d.is_error()));
+    }
 }
