@@ -43,10 +43,12 @@ def make_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeS
     problems: list[str] = []
     for stack in stacks:
         try:
-            if stack.envoy is not None and stack.envoy.process.running():
-                assert_no_rejected_updates(stack.envoy)
-        except AssertionError as e:
-            problems.append(str(e))
+            for envoy in stack.envoys:
+                if envoy.process.running():
+                    try:
+                        assert_no_rejected_updates(envoy)
+                    except AssertionError as e:
+                        problems.append(str(e))
         finally:
             stack.close()
     if problems:

@@ -63,3 +63,78 @@ fn push(
     publish.send_replace(context.clone());
     context
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::sync::watch;
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::config::{Meta, Object, Spec};
+    use crate::store::{Change, Entry, SourceId, Store};
+
+    fn namespace(store: &mut Store, name: &str) {
+        let object = Object { meta: Meta { name: name.into(), ..Default::default() }, spec: Spec::Namespace };
+        store.apply(Change::Upsert(Entry { object: Arc::new(object), origin: None, source: SourceId::Files }));
+        store.publish();
+    }
+
+    /// Records every revision the pipeline publishes, with when (in paused, virtual time).
+    fn record(mut rx: watch::Receiver<Arc<dyn Snapshot>>) -> Arc<std::sync::Mutex<Vec<(u64, Instant)>>> {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = seen.clone();
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let revision = rx.borrow_and_update().revision();
+                out.lock().unwrap().push((revision, Instant::now()));
+            }
+        });
+        seen
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_change_is_pushed_at_once_and_a_burst_is_coalesced() {
+        let mut store = Store::new();
+        let mesh = MeshConfig::default();
+        let initial = build(&store.snapshot(), &mesh, None);
+        let (tx, rx) = watch::channel::<Arc<dyn Snapshot>>(initial.clone());
+        let seen = record(rx);
+        tokio::spawn(run(store.subscribe(), mesh, Duration::from_millis(100), tx, initial));
+        tokio::task::yield_now().await;
+
+        let start = Instant::now();
+        namespace(&mut store, "a");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        {
+            let seen = seen.lock().unwrap();
+            assert_eq!(seen.len(), 1, "the first change is pushed without waiting for the window");
+            assert_eq!(seen[0].0, 1);
+            assert!(seen[0].1 - start < Duration::from_millis(1));
+        }
+
+        // A burst inside the window: one more push, at its end, with the last revision.
+        for name in ["b", "c", "d", "e"] {
+            namespace(&mut store, name);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        {
+            let seen = seen.lock().unwrap();
+            assert_eq!(seen.len(), 2, "{seen:?}");
+            assert_eq!(seen[1].0, 5);
+            assert!(seen[1].1 - start >= Duration::from_millis(100));
+        }
+
+        // Quiet again: the next lone change goes out at once too.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let later = Instant::now();
+        namespace(&mut store, "f");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 3);
+        assert!(seen[2].1 - later < Duration::from_millis(1));
+    }
+}

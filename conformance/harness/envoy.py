@@ -36,13 +36,16 @@ def binary() -> Path:
 class Envoy:
     """Envoy started from `bootstrap` with its admin API on a free loopback port."""
 
-    def __init__(self, bootstrap: dict[str, Any], admin_port: int, work_dir: Path) -> None:
+    def __init__(
+        self, bootstrap: dict[str, Any], admin_port: int, work_dir: Path, name: str = "envoy"
+    ) -> None:
+        self.name = name
         self.admin_port = admin_port
-        self.bootstrap_path = work_dir / "envoy-bootstrap.json"
+        self.bootstrap_path = work_dir / f"{name}-bootstrap.json"
         self.bootstrap_path.write_text(json.dumps(bootstrap, indent=2))
         log_level = os.environ.get("ENVOY_LOG_LEVEL", "info")
         self.process = ManagedProcess(
-            "envoy",
+            name,
             [
                 str(binary()),
                 "-c",
@@ -61,7 +64,7 @@ class Envoy:
                 "--parent-shutdown-time-s",
                 "2",
             ],
-            work_dir / "envoy.log",
+            work_dir / f"{name}.log",
         )
 
     # --- admin API -------------------------------------------------------------------------
@@ -180,5 +183,5 @@ def assert_no_rejected_updates(envoy: Envoy) -> None:
     if rejected:
         details = "\n".join(envoy.rejection_log_lines()) or envoy.process.log_tail(30)
         raise AssertionError(
-            f"Envoy rejected xDS updates: {rejected}\n--- Envoy log ---\n{details}"
+            f"{envoy.name} rejected xDS updates: {rejected}\n--- its log ---\n{details}"
         )

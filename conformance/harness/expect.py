@@ -11,6 +11,8 @@ from .scenario import UNSET, Expect
 
 def check_response(expect: Expect, resp: Response) -> list[str]:
     """Problems with one response (everything but distribution and backend_requests)."""
+    if expect.no_response:
+        return [] if resp.error else [f"want no response, got status {resp.status}"]
     if resp.error:
         return [f"no response: {resp.error}"]
     problems: list[str] = []

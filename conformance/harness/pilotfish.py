@@ -67,9 +67,11 @@ def bootstrap(
 class Pilotfish:
     """`pilotfish serve` on a free loopback port, serving `config_dir`."""
 
-    def __init__(self, config_dir: Path, work_dir: Path, debounce: str = "100ms") -> None:
+    def __init__(
+        self, config_dir: Path, work_dir: Path, debounce: str = "100ms", port: int | None = None
+    ) -> None:
         self.config_dir = config_dir
-        self.port = free_port()
+        self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
         log_level = os.environ.get("PILOTFISH_LOG", "info")
         self.process = ManagedProcess(

@@ -58,6 +58,8 @@ class Expect:
     backend_requests: Mapping[str, int] = field(default_factory=dict)
     same_backend: bool = False
     """Every response of the step comes from one backend (any one): session affinity."""
+    no_response: bool = False
+    """The request gets no HTTP response at all (connection refused: no listener)."""
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,7 @@ _EXPECT_KEYS = {
     "status", "backend", "backend_path", "backend_host", "backend_method", "backend_headers",
     "backend_headers_present", "backend_headers_absent", "headers", "headers_present",
     "headers_absent", "body_contains", "latency_at_least", "latency_at_most", "distribution",
-    "tolerance", "backend_requests", "same_backend",
+    "tolerance", "backend_requests", "same_backend", "no_response",
 }
 
 
@@ -261,6 +263,7 @@ def _expect(where: str, raw: Any, backends: Mapping[str, Behaviour]) -> Expect:
             for k, v in (raw.get("backend_requests") or {}).items()
         },
         same_backend=bool(raw.get("same_backend", False)),
+        no_response=bool(raw.get("no_response", False)),
     )
 
 

@@ -39,7 +39,7 @@ class Stack:
         for name, behaviour in backends.items():
             self.backends[name] = Backend(name, behaviour).start()
         self.pilotfish: Pilotfish | None = None
-        self.envoy: Envoy | None = None
+        self.envoys: list[Envoy] = []
 
     # --- config ----------------------------------------------------------------------------
 
@@ -74,23 +74,54 @@ class Stack:
 
     # --- processes -------------------------------------------------------------------------
 
+    @property
+    def envoy(self) -> Envoy | None:
+        """The gateway Envoy (the first one started)."""
+        return self.envoys[0] if self.envoys else None
+
     def start(self, ready_timeout: float = 20.0, route_config: str | None = "default") -> None:
-        """Starts pilotfish, then Envoy, and waits until the gateway listener serves.
+        """Starts pilotfish, then the gateway Envoy, and waits until the gateway listener serves.
 
         `route_config="default"` waits for the listener on the gateway port and its route config
         `http.<gateway port>`; None waits only for Envoy's `/ready` (a config with no Gateway).
         """
-        self.pilotfish = Pilotfish(self.config_dir, self.work_dir)
+        self.start_pilotfish()
+        envoy = self.start_envoy()
+        if route_config == "default":
+            envoy.wait_ready(self.gateway_port, f"http.{self.gateway_port}", ready_timeout)
+        else:
+            envoy.wait_ready(None, route_config, ready_timeout)
+
+    def start_pilotfish(self, port: int | None = None) -> Pilotfish:
+        """Starts `pilotfish serve` (on `port`, else the port it had, else a free one)."""
+        if port is None and self.pilotfish is not None:
+            port = self.pilotfish.port
+        self.pilotfish = Pilotfish(self.config_dir, self.work_dir, port=port)
         self.pilotfish.wait_serving()
+        return self.pilotfish
+
+    def xds_address(self) -> str:
+        assert self.pilotfish is not None, "start pilotfish first (or pass its address)"
+        return self.pilotfish.address
+
+    def start_envoy(
+        self,
+        labels: Mapping[str, str] | None = None,
+        node_id: str | None = None,
+        xds_address: str | None = None,
+    ) -> Envoy:
+        """Starts one more Envoy with a bootstrap from `pilotfish bootstrap`; does not wait."""
         admin_port = envoy_mod.new_admin_port()
         bootstrap = pilotfish_mod.bootstrap(
-            self.pilotfish.address, admin_port, self.node_id, self.gateway_labels
+            xds_address or self.xds_address(),
+            admin_port,
+            node_id or self.node_id,
+            self.gateway_labels if labels is None else labels,
         )
-        self.envoy = Envoy(bootstrap, admin_port, self.work_dir)
-        if route_config == "default":
-            self.envoy.wait_ready(self.gateway_port, f"http.{self.gateway_port}", ready_timeout)
-        else:
-            self.envoy.wait_ready(None, route_config, ready_timeout)
+        name = "envoy" if not self.envoys else f"envoy{len(self.envoys)}"
+        envoy = Envoy(bootstrap, admin_port, self.work_dir, name=name)
+        self.envoys.append(envoy)
+        return envoy
 
     def send(self, request: Request, timeout: float = 10.0, port: str | None = None) -> Response:
         """Sends to the gateway port, or to the extra port named `port`."""
@@ -99,7 +130,7 @@ class Stack:
     def close(self) -> None:
         """Stops everything; never raises."""
         for stop in (
-            self.envoy.stop if self.envoy else None,
+            *(e.stop for e in self.envoys),
             self.pilotfish.stop if self.pilotfish else None,
             *(b.stop for b in self.backends.values()),
         ):
@@ -126,19 +157,23 @@ class Stack:
                 (f"pilotfish log tail ({self.pilotfish.process.describe()})",
                  self.pilotfish.process.log_tail(log_lines))
             )
-        if self.envoy:
+        for envoy in self.envoys:
             sections.append(
-                (f"Envoy log since startup: info and up, plus xDS accept/reject "
-                 f"({self.envoy.process.describe()})",
-                 "\n".join(_envoy_report_lines(self.envoy.process.log_text())[-log_lines:]))
+                (f"{envoy.name} log since startup: info and up, plus xDS accept/reject "
+                 f"({envoy.process.describe()})",
+                 "\n".join(_envoy_report_lines(envoy.process.log_text())[-log_lines:]))
             )
-            if self.envoy.process.running():
-                status, body = self.envoy.admin_get("/config_dump?resource=dynamic_route_configs")
-                sections.append(("Envoy dynamic route configs", body[:6000]))
-                status, body = self.envoy.admin_get("/clusters")
-                interesting = [l for l in body.splitlines() if "outbound|" in l and
-                               ("::health_flags::" in l or "::rq_total::" in l)]
-                sections.append(("Envoy clusters (health, rq_total)", "\n".join(interesting[:60])))
+            if envoy.process.running():
+                _, body = envoy.admin_get("/config_dump?resource=dynamic_route_configs")
+                sections.append((f"{envoy.name} dynamic route configs", body[:6000]))
+                _, body = envoy.admin_get("/clusters")
+                interesting = [
+                    line for line in body.splitlines()
+                    if "outbound|" in line and ("::health_flags::" in line or "::rq_total::" in line)
+                ]
+                sections.append(
+                    (f"{envoy.name} clusters (health, rq_total)", "\n".join(interesting[:60]))
+                )
         traffic = "\n".join(
             f"{b!r}: {b.request_count()} requests; last: "
             + ", ".join(f"{r.method} {r.path} -> {r.answered}" for r in b.received()[-5:])

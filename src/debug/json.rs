@@ -42,8 +42,8 @@ pub fn any_to_json(any_bytes: &[u8]) -> Result<Value, JsonError> {
     DynamicMessage::decode(payload.clone(), any.value.as_slice())
         .map_err(|source| decode_error(payload.full_name(), source))?;
     let any_desc = message_by_name(pool, ANY)?;
-    let message = DynamicMessage::decode(any_desc, any_bytes)
-        .map_err(|source| decode_error(ANY, source))?;
+    let message =
+        DynamicMessage::decode(any_desc, any_bytes).map_err(|source| decode_error(ANY, source))?;
     // serde_json's map orders keys, and "@" sorts before every field name.
     serialize(&message, payload.full_name())
 }
@@ -52,8 +52,8 @@ pub fn any_to_json(any_bytes: &[u8]) -> Result<Value, JsonError> {
 /// as JSON.
 pub fn message_to_json(type_name: &str, bytes: &[u8]) -> Result<Value, JsonError> {
     let desc = message_by_name(pool()?, type_name)?;
-    let message = DynamicMessage::decode(desc, bytes)
-        .map_err(|source| decode_error(type_name, source))?;
+    let message =
+        DynamicMessage::decode(desc, bytes).map_err(|source| decode_error(type_name, source))?;
     serialize(&message, type_name)
 }
 
@@ -131,7 +131,9 @@ mod tests {
             })),
             http_filters: vec![HttpFilter {
                 name: "envoy.filters.http.router".into(),
-                config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(Router::default()))),
+                config_type: Some(http_filter::ConfigType::TypedConfig(
+                    pack_any(Router::default()),
+                )),
                 ..Default::default()
             }],
             stream_idle_timeout: secs(10, 0),
@@ -245,7 +247,8 @@ mod tests {
 
     #[test]
     fn unknown_nested_type_is_named() {
-        let nested = Any { type_url: "type.googleapis.com/istio.nope.v1.Thing".into(), value: vec![] };
+        let nested =
+            Any { type_url: "type.googleapis.com/istio.nope.v1.Thing".into(), value: vec![] };
         let listener = mk_listener("l", 80, nested);
         let err = any_to_json(&Resource::encode("l", &listener).any).unwrap_err();
         assert!(matches!(err, JsonError::Serialize { .. }), "{err:?}");
