@@ -38,6 +38,9 @@ const ROOT_DIRS: &[&str] = &[
     "envoy/extensions/filters/listener/http_inspector/v3",
     "envoy/extensions/access_loggers/file/v3",
     "envoy/extensions/access_loggers/stream/v3",
+    "envoy/extensions/retry/host/previous_hosts/v3",
+    "envoy/extensions/retry/priority/previous_priorities/v3",
+    "envoy/extensions/upstreams/http/v3",
 ];
 
 /// Single root files (imports are pulled in by protox).

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
+from harness import Behaviour, Envoy, Request
 from harness import envoy as envoy_mod
 from harness import pilotfish
+from harness.net import free_port
 from harness.scenario import discover, load
 from harness.template import render
 
@@ -31,7 +35,7 @@ def test_bootstrap_is_valid_envoy_config(tmp_path: Path) -> None:
     assert b["node"]["metadata"]["NAMESPACE"] == "istio-system"
     assert b["admin"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 15000}
     path = tmp_path / "bootstrap.json"
-    path.write_text(__import__("json").dumps(b))
+    path.write_text(json.dumps(b))
     _envoy_validate(path)
 
 
@@ -39,7 +43,7 @@ def test_bootstrap_with_a_hostname_is_valid(tmp_path: Path) -> None:
     b = pilotfish.bootstrap("localhost:15010", 15001)
     assert b["static_resources"]["clusters"][0]["type"] == "STRICT_DNS"
     path = tmp_path / "bootstrap.json"
-    path.write_text(__import__("json").dumps(b))
+    path.write_text(json.dumps(b))
     _envoy_validate(path)
 
 
@@ -83,3 +87,21 @@ def test_scenario_config_passes_pilotfish_validate(scenario_dir: Path, tmp_path:
         f"pilotfish validate {scenario_dir.name}/config exited {out.returncode}:\n"
         f"{out.stdout[-3000:]}{out.stderr[-3000:]}"
     )
+
+
+def test_example_bootstrap_drives_a_gateway(make_stack) -> None:
+    """examples/bootstrap/gateway.yaml, with its two ports moved to free ones, serves routes."""
+    stack = make_stack(backends={"reviews-v1": Behaviour(), "reviews-v2": Behaviour()})
+    stack.load_config_dir(CONFORMANCE / "scenarios" / "weighted-split" / "config")
+    stack.start_pilotfish()
+    assert stack.pilotfish is not None
+    example = yaml.safe_load((pilotfish.REPO_ROOT / "examples" / "bootstrap" / "gateway.yaml").read_text())
+    admin_port = free_port()
+    example["admin"]["address"]["socket_address"]["port_value"] = admin_port
+    xds = example["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]
+    xds["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"] = stack.pilotfish.port
+    envoy = Envoy(example, admin_port, stack.work_dir, name="envoy-example")
+    stack.envoys.append(envoy)
+    envoy.wait_ready(stack.gateway_port, f"http.{stack.gateway_port}", timeout=20.0)
+    resp = stack.send(Request(path="/"))
+    assert resp.status == 200 and resp.backend in ("reviews-v1", "reviews-v2"), resp.describe()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import Backend, Behaviour, Request, ScenarioError, discover, load, send
+from harness import Backend, Request, ScenarioError, discover, load, send
 from harness.durations import seconds
 from harness.template import TemplateError, placeholders, render
 

@@ -1,7 +1,7 @@
 //! Encoded Envoy resources as the JSON Envoy's own `/config_dump` prints: proto3 canonical
 //! JSON with the original (snake_case) field names, default values left out, enums by name,
-//! 64-bit integers as strings, durations as `"1.5s"`, and every `Any` — nested ones such as an
-//! HCM's `typed_config` included — expanded as `{"@type": ..., ...fields}`.
+//! 64-bit integers as strings, durations as `"10s"` or `"1.500s"`, and every `Any` (nested
+//! ones such as an HCM's `typed_config` too) expanded as `{"@type": ..., ...fields}`.
 //!
 //! The message types come from a `FileDescriptorSet` that `build.rs` compiles from the `.proto`
 //! files envoy-types ships; a type outside it (see the roots in `build.rs`) is an error that

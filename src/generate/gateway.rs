@@ -73,15 +73,21 @@ pub fn build(index: &Index, proxy: &Proxy, gateways: &[&Typed<Gateway>]) -> Gate
 /// `http.<port>`: a virtual host per host name served on the port, holding the routes of every
 /// VirtualService bound to a Gateway on the port for that host.
 fn http_route_config(index: &Index, proxy: &Proxy, port: u32, servers: &[(&Typed<Gateway>, &Server)]) -> RouteConfiguration {
-    struct Host<'a> {
-        https_redirect: bool,
-        services: Vec<(&'a Typed<VirtualService>, String)>,
+    /// A VirtualService bound through one Gateway, translated once however many hosts use it.
+    struct Bound<'a> {
+        vs: &'a Typed<VirtualService>,
+        gateway: String,
+        routes: Option<Vec<Route>>,
     }
-    let mut hosts: BTreeMap<String, Host> = BTreeMap::new();
+    let mut bound: Vec<Bound> = Vec::new();
+    // Host → (https redirect, indexes into `bound`).
+    let mut hosts: BTreeMap<String, (bool, Vec<usize>)> = BTreeMap::new();
     for (gw, server) in servers {
         let https_redirect = server.tls.as_ref().is_some_and(|t| t.https_redirect);
-        let bound = index.virtual_services_by_gateway.get(&gw.ns_name()).map(Vec::as_slice).unwrap_or_default();
-        for vs in bound {
+        let gateway = gw.ns_name();
+        let services = index.virtual_services_by_gateway.get(&gateway).map(Vec::as_slice).unwrap_or_default();
+        for vs in services {
+            let mut slot = None;
             for vs_host in &vs.spec().hosts {
                 let vs_host = index.mesh.fqdn(vs_host, vs.namespace());
                 for server_host in &server.hosts {
@@ -92,28 +98,38 @@ fn http_route_config(index: &Index, proxy: &Proxy, port: u32, servers: &[(&Typed
                         ns => vs.namespace() == ns,
                     };
                     let Some(host) = ns_ok.then(|| intersect(&vs_host, pattern)).flatten() else { continue };
-                    let entry = hosts.entry(host.to_string()).or_insert(Host { https_redirect, services: Vec::new() });
-                    entry.https_redirect |= https_redirect;
-                    if !entry.services.iter().any(|(v, _)| v.ns_name() == vs.ns_name()) {
-                        entry.services.push((vs, gw.ns_name()));
+                    let i = *slot.get_or_insert_with(|| {
+                        bound.push(Bound { vs, gateway: gateway.clone(), routes: None });
+                        bound.len() - 1
+                    });
+                    let entry = hosts.entry(host.to_string()).or_insert((https_redirect, Vec::new()));
+                    entry.0 |= https_redirect;
+                    // The same VirtualService through two Gateways on this port counts once.
+                    if !entry.1.iter().any(|&j| Arc::ptr_eq(&bound[j].vs.entry, &vs.entry)) {
+                        entry.1.push(i);
                     }
                 }
             }
         }
     }
 
-    let mut virtual_hosts = Vec::new();
-    for (host, mut entry) in hosts {
-        entry.services.sort_by_key(|(vs, _)| vs.ns_name());
+    let mut virtual_hosts = Vec::with_capacity(hosts.len());
+    for (host, (https_redirect, mut members)) in hosts {
+        members.sort_by(|&a, &b| {
+            let (a, b) = (&bound[a].vs, &bound[b].vs);
+            (a.namespace(), a.name()).cmp(&(b.namespace(), b.name()))
+        });
         let mut routes = Vec::new();
-        for (vs, gateway) in &entry.services {
-            routes.extend(virtual_service_routes(index, proxy, vs, port, gateway));
+        for i in members {
+            let b = &mut bound[i];
+            let translated = b.routes.get_or_insert_with(|| virtual_service_routes(index, proxy, b.vs, port, &b.gateway));
+            routes.extend(translated.iter().cloned());
         }
         virtual_hosts.push(VirtualHost {
             name: format!("{host}:{port}"),
             domains: domains(&host),
             routes,
-            require_tls: if entry.https_redirect { TlsRequirementType::All as i32 } else { 0 },
+            require_tls: if https_redirect { TlsRequirementType::All as i32 } else { 0 },
             ..Default::default()
         });
     }

@@ -95,12 +95,16 @@ impl Resource {
     /// Encodes a message once. Prost encodes maps in a deterministic order, so equal
     /// messages give equal hashes.
     pub fn encode<M: Message + Name>(name: impl Into<String>, message: &M) -> Resource {
-        let any = envoy_types::pb::google::protobuf::Any {
-            type_url: M::type_url(),
-            value: message.encode_to_vec(),
-        };
-        let bytes = any.encode_to_vec();
-        Resource { name: name.into(), hash: hash_bytes(&bytes), any: Bytes::from(bytes) }
+        // Write the `Any` envelope and the message into one buffer: no intermediate copy of
+        // what can be a megabyte-sized route configuration.
+        let type_url = M::type_url();
+        let len = message.encoded_len();
+        let mut buf = Vec::with_capacity(type_url.len() + len + 12);
+        prost::encoding::string::encode(1, &type_url, &mut buf);
+        prost::encoding::encode_key(2, prost::encoding::WireType::LengthDelimited, &mut buf);
+        prost::encoding::encode_varint(len as u64, &mut buf);
+        message.encode_raw(&mut buf);
+        Resource { name: name.into(), hash: hash_bytes(&buf), any: Bytes::from(buf) }
     }
 
     /// The version string of this resource (delta xDS, debug output).
@@ -174,6 +178,9 @@ mod tests {
         assert_ne!(r1.hash, other.hash);
         let back: Cluster = r1.decode().unwrap();
         assert_eq!(back, c);
+        // The envelope is exactly what prost writes for the same Any.
+        let any = envoy_types::util::pack_any(c.clone());
+        assert_eq!(r1.any.as_ref(), any.encode_to_vec().as_slice());
     }
 
     #[test]
