@@ -8,9 +8,13 @@
 //! cargo bench --bench xds_load -- [--clients N] [--services M] [--mode sotw|delta] [--changes K] [--timeout SECS]
 //! ```
 
+#[path = "xds_load/client.rs"]
 mod client;
+#[path = "xds_load/fixture.rs"]
 mod fixture;
+#[path = "xds_load/server.rs"]
 mod server;
+#[path = "xds_load/wire.rs"]
 mod wire;
 
 use std::sync::Arc;

@@ -148,7 +148,7 @@ fn http_route_config(index: &Index, proxy: &Proxy, port: u32, servers: &[(&Typed
 
 fn virtual_service_routes(index: &Index, proxy: &Proxy, vs: &Typed<VirtualService>, port: u32, gateway: &str) -> Vec<Route> {
     let ns = vs.namespace();
-    let cluster_for = |dest: &Destination| cluster_for(index, dest, ns);
+    let cluster_for = |dest: &Destination| cluster_for(index, dest, ns, port);
     let hash_policy_for = |dest: &Destination| {
         let host = index.mesh.fqdn(&dest.host, ns);
         let Some(dr) = index.destination_rule(&host) else { return Vec::new() };
@@ -183,18 +183,18 @@ fn virtual_service_routes(index: &Index, proxy: &Proxy, vs: &Typed<VirtualServic
 }
 
 /// The cluster a destination routes to: its host resolved in the VirtualService's namespace,
-/// and its port (or the service's only port).
-pub fn cluster_for(index: &Index, dest: &Destination, namespace: &str) -> Option<String> {
+/// and its port — the one named, else the service's only port, else the listener's port, as
+/// istiod's `GetDestinationCluster` does (a multi-port service without a port then gets a
+/// cluster name that exists only if the service has the listener's port).
+pub fn cluster_for(index: &Index, dest: &Destination, namespace: &str, listener_port: u32) -> Option<String> {
     let host = index.mesh.fqdn(&dest.host, namespace);
     let service = index.service(&host)?;
-    let port = match dest.port {
-        Some(p) => service.port(u16::try_from(p.number).ok()?)?.port,
-        None => match service.ports.as_slice() {
-            [only] => only.port,
-            _ => return None,
-        },
+    let port = match (dest.port, service.ports.as_slice()) {
+        (Some(p), _) => p.number,
+        (None, [only]) => u32::from(only.port),
+        (None, _) => listener_port,
     };
-    Some(names::outbound_cluster(port, &dest.subset, &service.hostname))
+    Some(names::outbound_cluster(u16::try_from(port).ok()?, &dest.subset, &service.hostname))
 }
 
 /// Splits a Gateway server host `ns/host` into its namespace filter and host pattern.

@@ -53,6 +53,12 @@ pub fn destination_problem(index: &Index, dest: &Destination, namespace: &str) -
     {
         return Some(format!("port {port} is not a port of {host}"));
     }
+    if dest.port.is_none() && service.ports.len() > 1 {
+        return Some(format!(
+            "{host} has {} ports and the destination names none; the listener's port is used, as istiod does",
+            service.ports.len()
+        ));
+    }
     if !dest.subset.is_empty() {
         let defined = index
             .destination_rule(&host)

@@ -216,7 +216,9 @@ fn slice_endpoints(svc: &kube::Service, slices: &[&kube::EndpointSlice], pods: &
                     ports: ports.clone(),
                     labels: pod.map(|(_, l, _)| l.clone()).unwrap_or_default(),
                     ready: ep.ready,
-                    locality: ep.zone.clone().unwrap_or_default(),
+                    // Kubernetes gives the zone; the region comes from Node labels, which
+                    // pilotfish does not read yet.
+                    locality: ep.zone.as_ref().map(|z| format!("/{z}")).unwrap_or_default(),
                     weight: 1,
                     service_account: pod.map(|(_, _, p)| p.service_account.clone()).unwrap_or_default(),
                 });

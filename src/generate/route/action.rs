@@ -140,9 +140,12 @@ pub(super) fn route_action(
                         .map(cluster_weight::HostRewriteSpecifier::HostRewriteLiteral);
                     ops.apply_to_cluster_weight(&mut cw);
                 }
-                action
-                    .hash_policy
-                    .extend((ctx.hash_policy_for)(&dst.destination));
+                // Destinations of one host share its DestinationRule's hash: add it once.
+                for hash in (ctx.hash_policy_for)(&dst.destination) {
+                    if !action.hash_policy.contains(&hash) {
+                        action.hash_policy.push(hash);
+                    }
+                }
                 clusters.push(cw);
             }
             if clusters.is_empty() {
