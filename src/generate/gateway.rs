@@ -5,14 +5,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::route::v3::{
-    route::Action, route_match::PathSpecifier, virtual_host::TlsRequirementType, DirectResponseAction, Route,
-    RouteConfiguration, RouteMatch, VirtualHost,
+    route::Action, route_match::PathSpecifier, virtual_host::TlsRequirementType, DirectResponseAction, Route, RouteMatch,
 };
-use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
 use super::listener::http_listener;
 use super::names;
 use super::route::{translate_http_route, RouteContext};
+use super::route_config::{self, EncodedRoutes, RouteConfigOptions, VirtualHostParts};
 use super::traffic_policy;
 use crate::config::istio::gateway::Server;
 use crate::config::istio::virtual_service::Destination;
@@ -60,11 +59,11 @@ pub fn build(index: &Index, proxy: &Proxy, gateways: &[&Typed<Gateway>]) -> Gate
             continue;
         }
         let routes = http_route_config(index, proxy, port, &http);
-        let route_name = names::gateway_http_routes(port);
+        let route_name = routes.name.clone();
         let bind = http.iter().map(|(_, s)| s.bind.as_str()).find(|b| !b.is_empty()).unwrap_or("0.0.0.0");
         let listener_name = names::listener(bind, port);
         let listener = http_listener(&listener_name, bind, port, &route_name, &format!("outbound_{bind}_{port}"));
-        out.routes.insert(route_name.clone(), Arc::new(Resource::encode(route_name, &routes)));
+        out.routes.insert(route_name, Arc::new(routes));
         out.listeners.insert(listener_name.clone(), Arc::new(Resource::encode(listener_name, &listener)));
     }
     out
@@ -72,12 +71,12 @@ pub fn build(index: &Index, proxy: &Proxy, gateways: &[&Typed<Gateway>]) -> Gate
 
 /// `http.<port>`: a virtual host per host name served on the port, holding the routes of every
 /// VirtualService bound to a Gateway on the port for that host.
-fn http_route_config(index: &Index, proxy: &Proxy, port: u32, servers: &[(&Typed<Gateway>, &Server)]) -> RouteConfiguration {
-    /// A VirtualService bound through one Gateway, translated once however many hosts use it.
+fn http_route_config(index: &Index, proxy: &Proxy, port: u32, servers: &[(&Typed<Gateway>, &Server)]) -> Resource {
+    /// A VirtualService bound through one Gateway, translated and encoded once however many
+    /// hosts use it.
     struct Bound<'a> {
         vs: &'a Typed<VirtualService>,
         gateway: String,
-        routes: Option<Vec<Route>>,
     }
     let mut bound: Vec<Bound> = Vec::new();
     // Host → (https redirect, indexes into `bound`).
@@ -99,7 +98,7 @@ fn http_route_config(index: &Index, proxy: &Proxy, port: u32, servers: &[(&Typed
                     };
                     let Some(host) = ns_ok.then(|| intersect(&vs_host, pattern)).flatten() else { continue };
                     let i = *slot.get_or_insert_with(|| {
-                        bound.push(Bound { vs, gateway: gateway.clone(), routes: None });
+                        bound.push(Bound { vs, gateway: gateway.clone() });
                         bound.len() - 1
                     });
                     let entry = hosts.entry(host.to_string()).or_insert((https_redirect, Vec::new()));
@@ -113,37 +112,39 @@ fn http_route_config(index: &Index, proxy: &Proxy, port: u32, servers: &[(&Typed
         }
     }
 
-    let mut virtual_hosts = Vec::with_capacity(hosts.len());
+    let encoded: Vec<EncodedRoutes> = bound
+        .iter()
+        .map(|b| EncodedRoutes::encode(&virtual_service_routes(index, proxy, b.vs, port, &b.gateway)))
+        .collect();
+    let blackhole = EncodedRoutes::encode(&[blackhole_route()]);
+    let mut virtual_hosts = Vec::with_capacity(hosts.len().max(1));
     for (host, (https_redirect, mut members)) in hosts {
         members.sort_by(|&a, &b| {
             let (a, b) = (&bound[a].vs, &bound[b].vs);
             (a.namespace(), a.name()).cmp(&(b.namespace(), b.name()))
         });
-        let mut routes = Vec::new();
-        for i in members {
-            let b = &mut bound[i];
-            let translated = b.routes.get_or_insert_with(|| virtual_service_routes(index, proxy, b.vs, port, &b.gateway));
-            routes.extend(translated.iter().cloned());
-        }
-        virtual_hosts.push(VirtualHost {
+        virtual_hosts.push(VirtualHostParts {
             name: format!("{host}:{port}"),
             domains: domains(&host),
-            routes,
+            routes: members.into_iter().map(|i| &encoded[i]).collect(),
             require_tls: if https_redirect { TlsRequirementType::All as i32 } else { 0 },
-            ..Default::default()
         });
     }
     if virtual_hosts.is_empty() {
-        virtual_hosts.push(blackhole_host(port));
+        // istiod's answer on a port with no routes: 404 for everything.
+        virtual_hosts.push(VirtualHostParts {
+            name: format!("blackhole:{port}"),
+            domains: vec!["*".into()],
+            routes: vec![&blackhole],
+            require_tls: 0,
+        });
     }
-    RouteConfiguration {
-        name: names::gateway_http_routes(port),
-        virtual_hosts,
-        validate_clusters: Some(BoolValue { value: false }),
+    let options = RouteConfigOptions {
+        validate_clusters: false,
         // Envoy's default (4 KiB) would NACK larger `directResponse` bodies; istiod sets 1 MiB.
-        max_direct_response_body_size_bytes: Some(UInt32Value { value: 1024 * 1024 }),
-        ..Default::default()
-    }
+        max_direct_response_body_size_bytes: 1024 * 1024,
+    };
+    route_config::encode(&names::gateway_http_routes(port), &virtual_hosts, &options)
 }
 
 fn virtual_service_routes(index: &Index, proxy: &Proxy, vs: &Typed<VirtualService>, port: u32, gateway: &str) -> Vec<Route> {
@@ -225,17 +226,11 @@ fn domains(host: &str) -> Vec<String> {
     if host.contains('*') { vec![host.to_string()] } else { vec![host.to_string(), format!("{host}:*")] }
 }
 
-/// istiod's answer on a port with no routes: 404 for everything.
-fn blackhole_host(port: u32) -> VirtualHost {
-    VirtualHost {
-        name: format!("blackhole:{port}"),
-        domains: vec!["*".into()],
-        routes: vec![Route {
-            name: "default".into(),
-            r#match: Some(RouteMatch { path_specifier: Some(PathSpecifier::Prefix("/".into())), ..Default::default() }),
-            action: Some(Action::DirectResponse(DirectResponseAction { status: 404, ..Default::default() })),
-            ..Default::default()
-        }],
+fn blackhole_route() -> Route {
+    Route {
+        name: "default".into(),
+        r#match: Some(RouteMatch { path_specifier: Some(PathSpecifier::Prefix("/".into())), ..Default::default() }),
+        action: Some(Action::DirectResponse(DirectResponseAction { status: 404, ..Default::default() })),
         ..Default::default()
     }
 }

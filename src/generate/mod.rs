@@ -7,6 +7,7 @@ pub mod endpoint;
 pub mod gateway;
 pub mod listener;
 pub mod names;
+pub mod route_config;
 pub mod route;
 pub mod traffic_policy;
 

@@ -95,15 +95,21 @@ impl Resource {
     /// Encodes a message once. Prost encodes maps in a deterministic order, so equal
     /// messages give equal hashes.
     pub fn encode<M: Message + Name>(name: impl Into<String>, message: &M) -> Resource {
-        // Write the `Any` envelope and the message into one buffer: no intermediate copy of
-        // what can be a megabyte-sized route configuration.
+        Resource::encode_with::<M>(name, message.encoded_len(), |buf| message.encode_raw(buf))
+    }
+
+    /// Builds a resource whose message body (`len` bytes) `write` appends, wrapped in its `Any`
+    /// envelope in one buffer: no intermediate copy of what can be a megabyte-sized route
+    /// configuration, and room for bodies spliced together from parts encoded earlier.
+    pub fn encode_with<M: Name>(name: impl Into<String>, len: usize, write: impl FnOnce(&mut Vec<u8>)) -> Resource {
         let type_url = M::type_url();
-        let len = message.encoded_len();
         let mut buf = Vec::with_capacity(type_url.len() + len + 12);
         prost::encoding::string::encode(1, &type_url, &mut buf);
         prost::encoding::encode_key(2, prost::encoding::WireType::LengthDelimited, &mut buf);
         prost::encoding::encode_varint(len as u64, &mut buf);
-        message.encode_raw(&mut buf);
+        let body_start = buf.len();
+        write(&mut buf);
+        debug_assert_eq!(buf.len() - body_start, len, "encode_with: body length mismatch");
         Resource { name: name.into(), hash: hash_bytes(&buf), any: Bytes::from(buf) }
     }
 
