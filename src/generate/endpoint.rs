@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::{
-    address, socket_address::PortSpecifier, Address, HealthStatus, Locality, SocketAddress,
+    address, socket_address::PortSpecifier, Address, HealthStatus, Locality, Pipe, SocketAddress,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint::HostIdentifier, ClusterLoadAssignment, Endpoint as EnvoyEndpoint, LbEndpoint, LocalityLbEndpoints,
@@ -14,7 +14,7 @@ use envoy_types::pb::google::protobuf::UInt32Value;
 
 use super::cluster::eds_clusters;
 use crate::index::services::{selects, Labels};
-use crate::index::{Index, Service};
+use crate::index::{Index, Resolution, Service};
 use crate::xds::{Resource, ResourceMap};
 
 /// The assignment of every EDS cluster of the index. Shared by every proxy of this revision.
@@ -42,9 +42,17 @@ pub fn assignment(cluster: &str, service: &Service, port: u16, subset: Option<&L
             continue;
         }
         let Some(target) = ep.ports.get(&port) else { continue };
+        let address = match endpoint_address(&ep.address, *target, service.resolution) {
+            Some(a) => a,
+            None => {
+                // index::references reports it once, naming the object.
+                tracing::debug!(service = %service.hostname, address = %ep.address, "endpoint skipped: EDS carries only IPs and unix:// paths");
+                continue;
+            }
+        };
         by_locality.entry(ep.locality.as_str()).or_default().push(LbEndpoint {
             host_identifier: Some(HostIdentifier::Endpoint(EnvoyEndpoint {
-                address: Some(socket_address(&ep.address, *target)),
+                address: Some(address),
                 ..Default::default()
             })),
             health_status: HealthStatus::Healthy as i32,
@@ -72,6 +80,17 @@ pub fn assignment(cluster: &str, service: &Service, port: u16, subset: Option<&L
     ClusterLoadAssignment { cluster_name: cluster.to_string(), endpoints, ..Default::default() }
 }
 
+/// An endpoint's address as Envoy takes it: `unix://` paths become pipes; an EDS cluster takes
+/// only IPs (Envoy rejects the whole EDS response over one host name), while DNS clusters
+/// resolve names themselves.
+fn endpoint_address(address: &str, port: u16, resolution: Resolution) -> Option<Address> {
+    if let Some(path) = address.strip_prefix("unix://") {
+        return Some(Address { address: Some(address::Address::Pipe(Pipe { path: path.to_string(), mode: 0 })) });
+    }
+    let is_ip = address.parse::<std::net::IpAddr>().is_ok();
+    (is_ip || resolution != Resolution::Eds).then(|| socket_address(address, port))
+}
+
 pub fn socket_address(address: &str, port: u16) -> Address {
     Address {
         address: Some(address::Address::SocketAddress(SocketAddress {
@@ -79,5 +98,20 @@ pub fn socket_address(address: &str, port: u16) -> Address {
             port_specifier: Some(PortSpecifier::PortValue(u32::from(port))),
             ..Default::default()
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_envoy_accepts() {
+        let pipe = endpoint_address("unix:///var/run/app.sock", 80, Resolution::Eds).unwrap();
+        assert!(matches!(pipe.address, Some(address::Address::Pipe(Pipe { ref path, .. })) if path == "/var/run/app.sock"));
+        assert!(endpoint_address("10.0.0.1", 80, Resolution::Eds).is_some());
+        assert!(endpoint_address("2001:db8::1", 80, Resolution::Eds).is_some());
+        assert!(endpoint_address("db.example.com", 80, Resolution::Eds).is_none(), "EDS cannot carry names");
+        assert!(endpoint_address("db.example.com", 80, Resolution::Dns).is_some());
     }
 }

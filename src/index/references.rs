@@ -4,12 +4,12 @@
 
 use std::collections::HashSet;
 
-use super::{gateway_ref, Index};
+use super::{gateway_ref, Index, Resolution};
 use crate::config::istio::virtual_service::Destination;
 use crate::diagnostic::Diagnostic;
 
 pub fn check(index: &Index) -> Vec<Diagnostic> {
-    let mut out = Vec::new();
+    let mut out = endpoint_addresses(index);
     let gateways: HashSet<String> = index.gateways.iter().map(|g| g.ns_name()).collect();
     let mut seen = HashSet::new();
     for vs in index.virtual_services_by_gateway.values().flatten() {
@@ -68,4 +68,25 @@ pub fn destination_problem(index: &Index, dest: &Destination, namespace: &str) -
         }
     }
     None
+}
+
+/// EDS carries IPs and `unix://` paths only: an endpoint named by host name is left out (Envoy
+/// would reject the whole EDS response over it), and said so once, here.
+fn endpoint_addresses(index: &Index) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for service in index.services.values().filter(|s| s.resolution == Resolution::Eds) {
+        for ep in &service.endpoints {
+            if ep.address.starts_with("unix://") || ep.address.parse::<std::net::IpAddr>().is_ok() {
+                continue;
+            }
+            out.push(
+                Diagnostic::warning(
+                    "",
+                    format!("endpoint {} of {} is not an IP; it is left out (use resolution DNS for host names)", ep.address, service.hostname),
+                )
+                .on(&service.origin),
+            );
+        }
+    }
+    out
 }
