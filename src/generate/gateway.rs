@@ -1,6 +1,7 @@
 //! Gateway proxies (node type `router`): listeners per Gateway server port, and the route
 //! configs `http.<port>` whose virtual hosts come from the VirtualServices bound to them.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -79,8 +80,8 @@ fn http_route_config(index: &Index, proxy: &Proxy, port: u32, servers: &[(&Typed
         gateway: String,
     }
     let mut bound: Vec<Bound> = Vec::new();
-    // Host → (https redirect, indexes into `bound`).
-    let mut hosts: BTreeMap<String, (bool, Vec<usize>)> = BTreeMap::new();
+    // Host → (https redirect, indexes into `bound`). Hosts borrow from the specs where they can.
+    let mut hosts: BTreeMap<Cow<str>, (bool, Vec<usize>)> = BTreeMap::new();
     for (gw, server) in servers {
         let https_redirect = server.tls.as_ref().is_some_and(|t| t.https_redirect);
         let gateway = gw.ns_name();
@@ -97,11 +98,14 @@ fn http_route_config(index: &Index, proxy: &Proxy, port: u32, servers: &[(&Typed
                         ns => vs.namespace() == ns,
                     };
                     let Some(host) = ns_ok.then(|| intersect(&vs_host, pattern)).flatten() else { continue };
+                    // `intersect` returns one of its arguments whole: borrow the server's pattern,
+                    // or keep the VirtualService host as it is (borrowed unless it was resolved).
+                    let host = if std::ptr::eq(host, pattern) { Cow::Borrowed(pattern) } else { vs_host.clone() };
                     let i = *slot.get_or_insert_with(|| {
                         bound.push(Bound { vs, gateway: gateway.clone() });
                         bound.len() - 1
                     });
-                    let entry = hosts.entry(host.to_string()).or_insert((https_redirect, Vec::new()));
+                    let entry = hosts.entry(host).or_insert((https_redirect, Vec::new()));
                     entry.0 |= https_redirect;
                     // The same VirtualService through two Gateways on this port counts once.
                     if !entry.1.iter().any(|&j| Arc::ptr_eq(&bound[j].vs.entry, &vs.entry)) {
@@ -124,7 +128,7 @@ fn http_route_config(index: &Index, proxy: &Proxy, port: u32, servers: &[(&Typed
             (a.namespace(), a.name()).cmp(&(b.namespace(), b.name()))
         });
         virtual_hosts.push(VirtualHostParts {
-            name: format!("{host}:{port}"),
+            name: host_port(&host, port),
             domains: domains(&host),
             routes: members.into_iter().map(|i| &encoded[i]).collect(),
             require_tls: if https_redirect { TlsRequirementType::All as i32 } else { 0 },
@@ -223,7 +227,17 @@ pub fn intersect<'a>(a: &'a str, b: &'a str) -> Option<&'a str> {
 /// Virtual host domains: the host, and the host with any port, except for wildcards (Envoy
 /// allows one `*` per domain).
 fn domains(host: &str) -> Vec<String> {
-    if host.contains('*') { vec![host.to_string()] } else { vec![host.to_string(), format!("{host}:*")] }
+    if host.contains('*') { vec![host.to_string()] } else { vec![host.to_string(), host_port(host, "*")] }
+}
+
+/// `host:port` without `format!`'s machinery: thousands of these per route config.
+fn host_port(host: &str, port: impl std::fmt::Display) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(host.len() + 6);
+    s.push_str(host);
+    s.push(':');
+    let _ = write!(s, "{port}");
+    s
 }
 
 fn blackhole_route() -> Route {

@@ -84,7 +84,7 @@ impl Index {
         // service's own namespace does (istiod's lookup order for a shared gateway's clusters).
         let mut destination_rules: HashMap<String, Vec<Typed<DestinationRule>>> = HashMap::new();
         for dr in snapshot.entries(DestinationRule::KIND).filter_map(Typed::<DestinationRule>::new) {
-            let host = mesh.fqdn(&dr.spec().host, dr.namespace());
+            let host = mesh.fqdn(&dr.spec().host, dr.namespace()).into_owned();
             destination_rules.entry(host).or_default().push(dr);
         }
         for (host, rules) in destination_rules.iter_mut() {

@@ -18,12 +18,12 @@ impl Default for MeshConfig {
 
 impl MeshConfig {
     /// Resolves a short host name (`reviews`) relative to a namespace, as istiod does; names
-    /// with a dot and wildcards are taken as written.
-    pub fn fqdn(&self, host: &str, namespace: &str) -> String {
+    /// with a dot and wildcards are taken as written (and borrowed: this is on the hot path).
+    pub fn fqdn<'a>(&self, host: &'a str, namespace: &str) -> std::borrow::Cow<'a, str> {
         if host.contains('.') || host == "*" {
-            host.to_string()
+            std::borrow::Cow::Borrowed(host)
         } else {
-            format!("{host}.{namespace}.svc.{}", self.domain_suffix)
+            std::borrow::Cow::Owned(format!("{host}.{namespace}.svc.{}", self.domain_suffix))
         }
     }
 }

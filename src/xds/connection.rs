@@ -26,6 +26,13 @@ pub struct Subscription {
     pub names: BTreeSet<String>,
 }
 
+impl Subscription {
+    /// Whether the proxy asked for `name`.
+    pub fn covers(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
+}
+
 /// Where the last response of a type stands.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

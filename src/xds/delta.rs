@@ -106,9 +106,10 @@ impl Protocol for Delta {
         &mut self,
         previous: &ProxyResources,
         resources: &ProxyResources,
+        types: &[TypeUrl],
         out: &mut Vec<DeltaResponse>,
     ) {
-        for ty in TypeUrl::ALL {
+        for &ty in types {
             let Some(state) = self.types.get_mut(ty.url()) else { continue };
             let map = resources.get(ty);
             if Arc::ptr_eq(previous.get(ty), map) {
@@ -116,6 +117,10 @@ impl Protocol for Delta {
             }
             out.extend(diff(state, map, &[], &mut self.nonces, &self.control_plane, false));
         }
+    }
+
+    fn type_state(&self, ty: TypeUrl) -> Option<&TypeState> {
+        self.types.get(ty.url())
     }
 
     fn status(&self) -> BTreeMap<String, TypeStatus> {

@@ -1,12 +1,14 @@
 //! The xDS server: ADS over gRPC, State-of-the-World and delta.
 //!
 //! `resource` and `snapshot` are the core (encoded resources, the watch interface); `state`,
-//! `sotw` and `delta` decide what to send with no transport in them; `codec`, `service`,
-//! `stream` and `server` put it on the wire; `connection` is what the outside world can see.
+//! `sotw` and `delta` decide what to send and `gate` when, with no transport in them; `codec`,
+//! `service`, `stream` and `server` put it on the wire; `connection` is what the outside world
+//! can see.
 
 pub mod codec;
 pub mod connection;
 mod delta;
+mod gate;
 pub mod resource;
 pub mod server;
 pub mod service;
@@ -15,6 +17,8 @@ mod sotw;
 mod state;
 mod stream;
 
+#[cfg(test)]
+mod gate_tests;
 #[cfg(test)]
 mod tests;
 

@@ -85,9 +85,10 @@ impl Protocol for Sotw {
         &mut self,
         previous: &ProxyResources,
         resources: &ProxyResources,
+        types: &[TypeUrl],
         out: &mut Vec<SotwResponse>,
     ) {
-        for ty in TypeUrl::ALL {
+        for &ty in types {
             let Some(state) = self.types.get_mut(ty.url()) else { continue };
             // Nothing sent yet means the proxy's first request is still to be answered.
             if state.status.sent_nonce.is_none() || Arc::ptr_eq(previous.get(ty), resources.get(ty))
@@ -123,6 +124,10 @@ impl Protocol for Sotw {
                 ));
             }
         }
+    }
+
+    fn type_state(&self, ty: TypeUrl) -> Option<&TypeState> {
+        self.types.get(ty.url())
     }
 
     fn status(&self) -> BTreeMap<String, TypeStatus> {

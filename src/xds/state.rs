@@ -69,7 +69,7 @@ impl TypeState {
     /// re-subscription must send them again.
     pub fn prune_unwanted(&mut self) {
         let sub = &self.subscription;
-        self.held.retain(|name, _| sub.wildcard || sub.names.contains(name));
+        self.held.retain(|name, _| sub.covers(name));
     }
 
     pub fn check_nonce(&self, nonce: &str) -> NonceCheck {

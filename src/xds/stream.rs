@@ -1,5 +1,6 @@
 //! One ADS stream, whatever its flavour: identify the proxy from the first request, then
-//! `select!` between its requests and new snapshots, letting a [`Protocol`] decide what to send.
+//! `select!` between its requests and new snapshots, letting a [`Protocol`] decide what to send
+//! and a [`Gate`] when the types of a push go out.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -8,12 +9,15 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep_until};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::connection::{Connections, TypeStatus, Variant};
-use super::{ProxyResources, SnapshotRx};
+use super::gate::Gate;
+use super::state::TypeState;
+use super::{ProxyResources, SnapshotRx, TypeUrl};
 use crate::model::Proxy;
 
 /// What SotW and delta differ in: how a request or a new snapshot turns into responses.
@@ -30,13 +34,17 @@ pub(crate) trait Protocol: Send + 'static {
         resources: &ProxyResources,
         out: &mut Vec<Self::Response>,
     );
-    /// The proxy's resources changed (`previous` is what it had).
+    /// The proxy's resources changed (`previous` is what it had): bring `types`, in that
+    /// order, up to date. [`Gate`] decides which types go when.
     fn on_push(
         &mut self,
         previous: &ProxyResources,
         resources: &ProxyResources,
+        types: &[TypeUrl],
         out: &mut Vec<Self::Response>,
     );
+    /// One type's bookkeeping, once the proxy has asked for it.
+    fn type_state(&self, ty: TypeUrl) -> Option<&TypeState>;
     fn status(&self) -> BTreeMap<String, TypeStatus>;
 }
 
@@ -104,13 +112,16 @@ async fn run<P, S>(
         let mut out = Vec::new();
         protocol.on_request(first, &resources, &mut out);
         let mut watching = true;
+        let mut gate = Gate::default();
         loop {
+            gate.poll(&mut protocol, &resources, Instant::now(), &mut out);
             for response in out.drain(..) {
                 if tx.send(Ok(response)).await.is_err() {
                     return info!("proxy disconnected");
                 }
             }
             registration.update(protocol.status());
+            let deadline = gate.deadline();
             tokio::select! {
                 request = requests.next() => match request {
                     Some(Ok(request)) => protocol.on_request(request, &resources, &mut out),
@@ -125,12 +136,14 @@ async fn run<P, S>(
                         let next = snapshot.resources_for(&proxy);
                         if !Arc::ptr_eq(&next, &resources) {
                             let previous = std::mem::replace(&mut resources, next);
-                            protocol.on_push(&previous, &resources, &mut out);
+                            gate.push(&mut protocol, &previous, &resources, Instant::now(), &mut out);
                         }
                     }
                     // The publisher is gone: keep serving what the proxy has.
                     Err(_) => watching = false,
                 },
+                // A held push gives up waiting; the `poll` at the top of the loop sends it.
+                () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
                 _ = shutdown.wait_for(|stop| *stop) => {
                     return info!("closing stream: server shutting down");
                 }

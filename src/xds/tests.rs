@@ -15,17 +15,17 @@ use super::sotw::Sotw;
 use super::stream::Protocol;
 use super::{AckState, DeltaResponse, ProxyResources, Resource, SotwResponse, TypeUrl};
 
-const CDS: TypeUrl = TypeUrl::Cluster;
-const EDS: TypeUrl = TypeUrl::ClusterLoadAssignment;
-const RDS: TypeUrl = TypeUrl::RouteConfiguration;
+pub(super) const CDS: TypeUrl = TypeUrl::Cluster;
+pub(super) const EDS: TypeUrl = TypeUrl::ClusterLoadAssignment;
+pub(super) const RDS: TypeUrl = TypeUrl::RouteConfiguration;
 
 /// A cluster whose content varies with `alt`.
-fn cluster(name: &str, alt: &str) -> Arc<Resource> {
+pub(super) fn cluster(name: &str, alt: &str) -> Arc<Resource> {
     let c = Cluster { name: name.into(), alt_stat_name: alt.into(), ..Default::default() };
     Arc::new(Resource::encode(name, &c))
 }
 
-fn cla(name: &str, localities: usize) -> Arc<Resource> {
+pub(super) fn cla(name: &str, localities: usize) -> Arc<Resource> {
     let c = ClusterLoadAssignment {
         cluster_name: name.into(),
         endpoints: vec![Default::default(); localities],
@@ -34,7 +34,7 @@ fn cla(name: &str, localities: usize) -> Arc<Resource> {
     Arc::new(Resource::encode(name, &c))
 }
 
-fn route(name: &str, vhosts: usize) -> Arc<Resource> {
+pub(super) fn route(name: &str, vhosts: usize) -> Arc<Resource> {
     let r = RouteConfiguration {
         name: name.into(),
         virtual_hosts: vec![Default::default(); vhosts],
@@ -43,7 +43,7 @@ fn route(name: &str, vhosts: usize) -> Arc<Resource> {
     Arc::new(Resource::encode(name, &r))
 }
 
-fn proxy_resources(by_type: &[(TypeUrl, Vec<Arc<Resource>>)]) -> ProxyResources {
+pub(super) fn proxy_resources(by_type: &[(TypeUrl, Vec<Arc<Resource>>)]) -> ProxyResources {
     let mut res = ProxyResources::default();
     for (ty, list) in by_type {
         res.set(*ty, list.iter().map(|r| (r.name.clone(), Arc::clone(r))).collect());
@@ -51,7 +51,7 @@ fn proxy_resources(by_type: &[(TypeUrl, Vec<Arc<Resource>>)]) -> ProxyResources 
     res
 }
 
-fn req(ty: TypeUrl, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
+pub(super) fn req(ty: TypeUrl, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
     DiscoveryRequest {
         type_url: ty.url().into(),
         resource_names: names.iter().map(|n| n.to_string()).collect(),
@@ -61,31 +61,35 @@ fn req(ty: TypeUrl, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequ
     }
 }
 
-fn sotw() -> Sotw {
+pub(super) fn sotw() -> Sotw {
     Sotw::new("sidecar~10.0.0.1~a.default~default.svc.cluster.local".into(), 1, "test".into())
 }
 
-fn delta() -> Delta {
+pub(super) fn delta() -> Delta {
     Delta::new("sidecar~10.0.0.1~a.default~default.svc.cluster.local".into(), 1, "test".into())
 }
 
-fn names(r: &SotwResponse) -> Vec<&str> {
+pub(super) fn names(r: &SotwResponse) -> Vec<&str> {
     r.resources.iter().map(|r| r.name.as_str()).collect()
 }
 
-fn on_request<P: Protocol>(p: &mut P, r: P::Request, res: &ProxyResources) -> Vec<P::Response> {
+pub(super) fn on_request<P: Protocol>(
+    p: &mut P,
+    r: P::Request,
+    res: &ProxyResources,
+) -> Vec<P::Response> {
     let mut out = Vec::new();
     p.on_request(r, res, &mut out);
     out
 }
 
-fn on_push<P: Protocol>(
+pub(super) fn on_push<P: Protocol>(
     p: &mut P,
     prev: &ProxyResources,
     res: &ProxyResources,
 ) -> Vec<P::Response> {
     let mut out = Vec::new();
-    p.on_push(prev, res, &mut out);
+    p.on_push(prev, res, &TypeUrl::ALL, &mut out);
     out
 }
 
@@ -189,7 +193,12 @@ fn sotw_unknown_type_gets_one_empty_response() {
     assert!(on_request(&mut s, ack, &ProxyResources::default()).is_empty());
 }
 
-fn dreq(ty: TypeUrl, sub: &[&str], unsub: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
+pub(super) fn dreq(
+    ty: TypeUrl,
+    sub: &[&str],
+    unsub: &[&str],
+    nonce: &str,
+) -> DeltaDiscoveryRequest {
     DeltaDiscoveryRequest {
         type_url: ty.url().into(),
         resource_names_subscribe: sub.iter().map(|n| n.to_string()).collect(),
@@ -199,7 +208,7 @@ fn dreq(ty: TypeUrl, sub: &[&str], unsub: &[&str], nonce: &str) -> DeltaDiscover
     }
 }
 
-fn dnames(r: &DeltaResponse) -> Vec<&str> {
+pub(super) fn dnames(r: &DeltaResponse) -> Vec<&str> {
     r.resources.iter().map(|r| r.name.as_str()).collect()
 }
 
