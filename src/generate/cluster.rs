@@ -5,13 +5,12 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::{
     cluster::{ClusterDiscoveryType, DiscoveryType, DnsLookupFamily, EdsClusterConfig, LbPolicy},
-    circuit_breakers::Thresholds,
     CircuitBreakers, Cluster,
 };
 use envoy_types::pb::envoy::config::core::v3::{
     config_source::ConfigSourceSpecifier, AggregatedConfigSource, ApiVersion, ConfigSource,
 };
-use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
+use envoy_types::pb::google::protobuf::Duration;
 
 use super::endpoint;
 use super::names::{outbound_cluster, BLACKHOLE_CLUSTER};
@@ -97,18 +96,7 @@ pub fn ads() -> ConfigSource {
 /// istiod lifts Envoy's default circuit-breaker limits (1024) to the maximum, so a mesh
 /// without DestinationRules is never throttled by the proxy.
 fn default_circuit_breakers() -> CircuitBreakers {
-    let max = Some(UInt32Value { value: u32::MAX });
-    CircuitBreakers {
-        thresholds: vec![Thresholds {
-            max_connections: max,
-            max_pending_requests: max,
-            max_requests: max,
-            max_retries: max,
-            track_remaining: true,
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
+    CircuitBreakers { thresholds: vec![traffic_policy::default_thresholds()], ..Default::default() }
 }
 
 /// Names of the clusters whose endpoints come over EDS, with the service and port behind them.

@@ -170,9 +170,12 @@ pub fn build(snapshot: &Snapshot, mesh: &MeshConfig, diagnostics: &mut Vec<Diagn
     services
 }
 
+/// A Pod's name, labels and spec.
+type PodRef<'a> = (&'a str, Arc<Labels>, &'a kube::Pod);
+
 /// Pods by namespace, for selectors and EndpointSlice `targetRef`s.
 struct PodIndex<'a> {
-    by_ns: HashMap<&'a str, Vec<(&'a str, Arc<Labels>, &'a kube::Pod)>>,
+    by_ns: HashMap<&'a str, Vec<PodRef<'a>>>,
 }
 
 impl<'a> PodIndex<'a> {
@@ -185,11 +188,11 @@ impl<'a> PodIndex<'a> {
         PodIndex { by_ns }
     }
 
-    fn get(&self, ns: &str, name: &str) -> Option<&(&'a str, Arc<Labels>, &'a kube::Pod)> {
+    fn get(&self, ns: &str, name: &str) -> Option<&PodRef<'a>> {
         self.by_ns.get(ns)?.iter().find(|(n, _, _)| *n == name)
     }
 
-    fn selected<'s>(&'s self, ns: &str, selector: &'s Labels) -> impl Iterator<Item = &'s (&'a str, Arc<Labels>, &'a kube::Pod)> {
+    fn selected<'s>(&'s self, ns: &str, selector: &'s Labels) -> impl Iterator<Item = &'s PodRef<'a>> {
         self.by_ns.get(ns).into_iter().flatten().filter(move |(_, labels, _)| selects(selector, labels))
     }
 }

@@ -7,10 +7,12 @@ use crate::config::istio::virtual_service::{
 use crate::config::istio::StringMatch;
 
 use super::common::{
-    is_dns1123_label, validate_duration, validate_gateway_names, validate_header_name, validate_labels,
+    is_dns1123_label, validate_duration, validate_header_name,
     validate_percent, validate_percentage, validate_port, validate_regex, validate_string_match, Diags,
 };
-use super::virtual_service::{is_authority_header, validate_destination, validate_header_operations, validate_weights};
+use super::virtual_service::{
+    is_authority_header, validate_destination, validate_header_operations, validate_source_match, validate_weights,
+};
 
 /// Policies Envoy's `x-envoy-retry-on` and `x-envoy-retry-grpc-on` understand.
 const RETRY_ON: &[&str] = &[
@@ -182,14 +184,7 @@ fn validate_match(at: &str, m: &HttpMatchRequest, out: &mut Diags) {
             out.check(string_match_field(&format!("{at}.{field}"), sm), validate_string_match(sm, field == "uri"));
         }
     }
-    if m.port != 0 {
-        out.check(format!("{at}.port"), validate_port(m.port.into()));
-    }
-    out.check(format!("{at}.sourceLabels"), validate_labels(&m.source_labels));
-    validate_gateway_names(out, &format!("{at}.gateways"), &m.gateways);
-    if !m.source_namespace.is_empty() && !is_dns1123_label(&m.source_namespace) {
-        out.error(format!("{at}.sourceNamespace"), format!("sourceNamespace match {} is invalid", m.source_namespace));
-    }
+    validate_source_match(at, m.port, &m.source_labels, &m.gateways, &m.source_namespace, out);
 }
 
 fn string_match_field(at: &str, sm: &StringMatch) -> String {

@@ -2,6 +2,7 @@
 //! destinations all routes share. HTTP routes are in [`super::http_route`], the unreachable-rule
 //! warnings in [`super::unreachable`].
 
+use std::collections::BTreeMap;
 use crate::config::istio::virtual_service::{
     Destination, HeaderOperations, Headers, L4MatchAttributes, RouteDestination, TlsMatchAttributes, TlsRoute,
     VirtualService,
@@ -141,27 +142,45 @@ fn validate_tls_match(at: &str, m: &TlsMatchAttributes, vs: &VirtualService, app
             );
         }
     }
-    let l4 = L4MatchAttributes {
-        destination_subnets: m.destination_subnets.clone(),
-        port: m.port,
-        source_labels: m.source_labels.clone(),
-        gateways: m.gateways.clone(),
-        source_namespace: m.source_namespace.clone(),
-    };
-    validate_l4_match(at, &l4, out);
+    validate_l4_fields(at, &m.destination_subnets, m.port, &m.source_labels, &m.gateways, &m.source_namespace, out);
 }
 
 fn validate_l4_match(at: &str, m: &L4MatchAttributes, out: &mut Diags) {
-    for (k, subnet) in m.destination_subnets.iter().enumerate() {
+    validate_l4_fields(at, &m.destination_subnets, m.port, &m.source_labels, &m.gateways, &m.source_namespace, out);
+}
+
+fn validate_l4_fields(
+    at: &str,
+    destination_subnets: &[String],
+    port: u32,
+    source_labels: &BTreeMap<String, String>,
+    gateways: &[String],
+    source_namespace: &str,
+    out: &mut Diags,
+) {
+    for (k, subnet) in destination_subnets.iter().enumerate() {
         out.check(format!("{at}.destinationSubnets[{k}]"), validate_ip_subnet(subnet));
     }
-    if m.port != 0 {
-        out.check(format!("{at}.port"), validate_port(m.port.into()));
+    validate_source_match(at, port, source_labels, gateways, source_namespace, out);
+}
+
+/// The fields every match kind (HTTP, TCP, TLS) shares: port, source labels, gateways and
+/// source namespace.
+pub fn validate_source_match(
+    at: &str,
+    port: u32,
+    source_labels: &BTreeMap<String, String>,
+    gateways: &[String],
+    source_namespace: &str,
+    out: &mut Diags,
+) {
+    if port != 0 {
+        out.check(format!("{at}.port"), validate_port(port.into()));
     }
-    out.check(format!("{at}.sourceLabels"), validate_labels(&m.source_labels));
-    validate_gateway_names(out, &format!("{at}.gateways"), &m.gateways);
-    if !m.source_namespace.is_empty() && !is_dns1123_label(&m.source_namespace) {
-        out.error(format!("{at}.sourceNamespace"), format!("sourceNamespace match {} is invalid", m.source_namespace));
+    out.check(format!("{at}.sourceLabels"), validate_labels(source_labels));
+    validate_gateway_names(out, &format!("{at}.gateways"), gateways);
+    if !source_namespace.is_empty() && !is_dns1123_label(source_namespace) {
+        out.error(format!("{at}.sourceNamespace"), format!("sourceNamespace match {source_namespace} is invalid"));
     }
 }
 
