@@ -6,10 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
-use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::config::route::v3::route::Action;
+use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
+use envoy_types::pb::envoy::config::route::v3::{
+    Route, RouteAction, RouteConfiguration, VirtualHost,
+};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
@@ -62,6 +67,13 @@ fn cluster(name: &str, alt: &str) -> Arc<Resource> {
         name,
         &Cluster { name: name.into(), alt_stat_name: alt.into(), ..Default::default() },
     ))
+}
+
+/// A cluster that warms only once Envoy has its endpoints (EDS, watching its own name).
+fn eds_cluster(name: &str) -> Arc<Resource> {
+    let ty = Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
+    let c = Cluster { name: name.into(), cluster_discovery_type: ty, ..Default::default() };
+    Arc::new(Resource::encode(name, &c))
 }
 
 fn cla(name: &str, localities: usize) -> Arc<Resource> {
@@ -492,4 +504,117 @@ async fn delta_initial_resource_versions_suppress_resends() {
     c.send(dreq(EDS, &[], &r.nonce)).await;
     h.wait_type(EDS, |t| t.state == AckState::Acked && t.resources == 2).await;
     c.silence().await;
+}
+
+/// Before: EDS cluster a, listener l1, route r1. After: cluster c2 is added and r1 changes (to
+/// route to it), as a new Service plus a VirtualService edit do.
+fn push_order_configs() -> (Config, Config) {
+    let before = HashMap::from([
+        (CDS, vec![eds_cluster("a")]),
+        (EDS, vec![cla("a", 1), cla("c2", 1)]),
+        (LDS, vec![listener("l1")]),
+        (RDS, vec![route("r1")]),
+    ]);
+    let mut after = before.clone();
+    after.insert(CDS, vec![eds_cluster("a"), eds_cluster("c2")]);
+    after.insert(RDS, vec![Arc::new(Resource::encode("r1", &route_to("c2")))]);
+    (before, after)
+}
+
+fn route_to(cluster: &str) -> RouteConfiguration {
+    let action = RouteAction {
+        cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.into())),
+        ..Default::default()
+    };
+    let route = Route { action: Some(Action::Route(action)), ..Default::default() };
+    let vhost = VirtualHost { name: "web".into(), routes: vec![route], ..Default::default() };
+    RouteConfiguration { name: "r1".into(), virtual_hosts: vec![vhost], ..Default::default() }
+}
+
+#[tokio::test]
+async fn sotw_route_to_a_new_cluster_waits_for_its_endpoints() {
+    let (before, after) = push_order_configs();
+    let mut h = Harness::start(&before).await;
+    let mut c = h.sotw().await;
+    for (ty, sub) in [(CDS, vec![]), (EDS, vec!["a"]), (LDS, vec![]), (RDS, vec!["r1"])] {
+        c.send(ty, &sub, "", "").await;
+        let r = c.recv().await;
+        c.ack(&sub, &r).await;
+    }
+    h.wait_type(RDS, |t| t.state == AckState::Acked).await;
+    let eds_nonce = h.connections.by_proxy(NODE_ID).unwrap().types[EDS.url()].sent_nonce.clone();
+
+    h.publish(&after);
+    let cds = c.recv().await;
+    assert_eq!((cds.type_url.as_str(), names(&cds)), (CDS.url(), vec!["a".into(), "c2".into()]));
+    c.silence().await;
+    c.ack(&[], &cds).await;
+    c.silence().await;
+    // Envoy asks for the new cluster's endpoints once it has applied CDS.
+    c.send(EDS, &["a", "c2"], "", eds_nonce.as_deref().unwrap_or_default()).await;
+    let eds = c.recv().await;
+    assert_eq!((eds.type_url.as_str(), names(&eds)), (EDS.url(), vec!["a".into(), "c2".into()]));
+    let rds = c.recv().await;
+    assert_eq!((rds.type_url.as_str(), names(&rds)), (RDS.url(), vec!["r1".into()]));
+    assert_eq!(
+        RouteConfiguration::decode(rds.resources[0].value.as_slice()).unwrap(),
+        route_to("c2")
+    );
+    c.silence().await;
+}
+
+#[tokio::test]
+async fn delta_route_to_a_new_cluster_waits_for_its_endpoints() {
+    let (before, after) = push_order_configs();
+    let mut h = Harness::start(&before).await;
+    let mut c = h.delta().await;
+    for (ty, sub) in [(CDS, vec![]), (EDS, vec!["a"]), (LDS, vec![]), (RDS, vec!["r1"])] {
+        c.send(dreq(ty, &sub, "")).await;
+        let r = c.recv().await;
+        c.send(dreq(ty, &[], &r.nonce)).await;
+    }
+    h.wait_type(RDS, |t| t.state == AckState::Acked).await;
+
+    h.publish(&after);
+    let cds = c.recv().await;
+    assert_eq!((cds.type_url.as_str(), delta_names(&cds)), (CDS.url(), vec!["c2"]));
+    c.silence().await;
+    // Subscribing first and ACKing after is fine too: both are needed.
+    c.send(dreq(EDS, &["c2"], "")).await;
+    let eds = c.recv().await;
+    assert_eq!((eds.type_url.as_str(), delta_names(&eds)), (EDS.url(), vec!["c2"]));
+    c.silence().await;
+    c.send(dreq(CDS, &[], &cds.nonce)).await;
+    let rds = c.recv().await;
+    assert_eq!((rds.type_url.as_str(), delta_names(&rds)), (RDS.url(), vec!["r1"]));
+    c.silence().await;
+}
+
+/// A proxy that never asks for the new cluster's endpoints (it rejected the cluster) still
+/// gets its routes, after the server's 5 s hold.
+#[tokio::test]
+async fn route_to_a_new_cluster_goes_out_after_the_hold_timeout() {
+    let (before, after) = push_order_configs();
+    let mut h = Harness::start(&before).await;
+    let mut c = h.sotw().await;
+    for (ty, sub) in [(CDS, vec![]), (EDS, vec!["a"]), (RDS, vec!["r1"])] {
+        c.send(ty, &sub, "", "").await;
+        let r = c.recv().await;
+        c.ack(&sub, &r).await;
+    }
+    h.wait_type(RDS, |t| t.state == AckState::Acked).await;
+    h.publish(&after);
+    let cds = c.recv().await;
+    let start = std::time::Instant::now();
+    let nack = DiscoveryRequest {
+        type_url: CDS.url().into(),
+        response_nonce: cds.nonce.clone(),
+        error_detail: Some(RpcStatus { code: 3, message: "c2: bad".into(), details: vec![] }),
+        ..Default::default()
+    };
+    c.tx.send(nack).await.unwrap();
+    let rds = timeout(Duration::from_secs(8), c.responses.message()).await.unwrap().unwrap();
+    let rds = rds.unwrap();
+    assert_eq!(rds.type_url, RDS.url());
+    assert!(start.elapsed() >= Duration::from_millis(4500), "{:?}", start.elapsed());
 }

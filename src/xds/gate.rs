@@ -148,17 +148,18 @@ fn sent_eds_clusters<P: Protocol>(
 /// The EDS resource an EDS cluster watches (`service_name`, else its own name); `None` for
 /// other discovery types, which warm without EDS.
 fn eds_name(cluster: &Resource) -> Option<String> {
-    let decoded = cluster.decode::<Cluster>();
-    let c =
-        decoded.inspect_err(|e| warn!(cluster = %cluster.name, error = %e, "undecodable")).ok()?;
-    let eds = DiscoveryType::Eds as i32;
-    if c.cluster_discovery_type != Some(ClusterDiscoveryType::Type(eds)) {
+    let c = match cluster.decode::<Cluster>() {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(cluster = %cluster.name, error = %e, "undecodable cluster; not waiting for it");
+            return None;
+        }
+    };
+    if c.cluster_discovery_type != Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)) {
         return None;
     }
-    match c.eds_cluster_config.map(|e| e.service_name).filter(|n| !n.is_empty()) {
-        Some(service) => Some(service),
-        None => Some(c.name),
-    }
+    let service = c.eds_cluster_config.map(|e| e.service_name).unwrap_or_default();
+    Some(if service.is_empty() { c.name } else { service })
 }
 
 /// What the held stage still waits for: the CDS answer, and each new cluster (still sent)

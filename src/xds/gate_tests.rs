@@ -25,7 +25,8 @@ use crate::model::Proxy;
 
 const LDS: TypeUrl = TypeUrl::Listener;
 
-/// An EDS cluster watching endpoints `<name>-eds`, as istiod names them differently at times.
+/// An EDS cluster whose endpoints go by another name (`service_name` `<name>-eds`), so the
+/// tests tell cluster and EDS names apart.
 fn eds_cluster(name: &str) -> Arc<Resource> {
     let c = Cluster {
         name: name.into(),
