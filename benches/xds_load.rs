@@ -132,8 +132,15 @@ async fn run(args: Args) -> Result<()> {
     let own_cpu = server::own_cpu_seconds() - own_cpu0;
     let after_connect = server::memory(&proc_pid)?;
     let at_connect: Vec<[[u64; 4]; 2]> = stats.iter().map(|s| s.counts()).collect();
-    let wanted: Vec<(usize, usize)> = stats.iter().map(|s| (s.progress().eds_wanted, s.progress().rds_wanted)).collect();
+    let wanted: Vec<(usize, usize)> = stats
+        .iter()
+        .map(|s| {
+            let p = s.progress();
+            (p.eds_wanted, p.rds_wanted)
+        })
+        .collect();
     let clusters = at_connect[0][1][CDS];
+    let retries: u64 = stats.iter().map(|s| s.retries.load(std::sync::atomic::Ordering::Relaxed)).sum();
 
     // A converged fleet should hear nothing more.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -154,7 +161,7 @@ async fn run(args: Args) -> Result<()> {
         task.abort();
     }
 
-    let report = Report { args: &args, fd_limit, load_time, baseline, after_connect, at_end, connect_all, converged, server_cpu, own_cpu, at_connect, wanted, clusters, idle, changes, log: srv.log() };
+    let report = Report { args: &args, fd_limit, load_time, baseline, after_connect, at_end, connect_all, converged, server_cpu, own_cpu, at_connect, wanted, clusters, retries, idle, changes, log: srv.log() };
     report.print();
     drop(srv);
     Ok(())
@@ -173,11 +180,14 @@ async fn wait_for(
     loop {
         let mut pending = Vec::new();
         for (i, s) in stats.iter().enumerate() {
-            let p = s.progress();
-            if let Some(error) = &p.error {
-                bail!("{what}: client {i} failed: {error}\n{}", diagnose(stats, &[i]));
+            let (failed, finished) = {
+                let p = s.progress();
+                (p.error.is_some(), done(i, &p))
+            };
+            if failed {
+                bail!("{what}: client {i} failed\n{}", diagnose(stats, &[i]));
             }
-            if !done(i, &p) {
+            if !finished {
                 pending.push(i);
             }
         }
@@ -302,6 +312,7 @@ struct Report<'a> {
     at_connect: Vec<[[u64; 4]; 2]>,
     wanted: Vec<(usize, usize)>,
     clusters: u64,
+    retries: u64,
     idle: [u64; 4],
     changes: Vec<Change>,
     log: Vec<String>,
@@ -362,6 +373,7 @@ impl Report<'_> {
         row("server VmRSS / VmHWM after connect-all", format!("{} / {}", mib(self.after_connect.rss_kib), mib(self.after_connect.hwm_kib)));
         row("server RSS per connection ((after − baseline) / N)", format!("{per_conn:.1} KiB"));
         row("server VmRSS / VmHWM at the end", format!("{} / {}", mib(self.at_end.rss_kib), mib(self.at_end.hwm_kib)));
+        row("connection attempts retried (failed before any response)", format!("{}", self.retries));
         row("responses per client at connect-all (CDS/EDS/LDS/RDS)", per_client.join(" / "));
         row("responses in 1 s idle after connect-all (CDS/EDS/LDS/RDS)", format!("{:?}", self.idle));
         row(&format!("**route change** → last ACK, median / max of {}", self.kind("route").len()), format!("{} / {}", ms(route_median), ms(route_max)));
@@ -370,12 +382,12 @@ impl Report<'_> {
         row("endpoint change sent only EDS, 1 response with 1 assignment per client", if eds_ok { "yes".into() } else { "**NO** (see below)".into() });
         row("server log lines at warn or above", format!("{warnings}"));
 
-        println!("\n| change | last ACK | median ACK | responses CDS/EDS/LDS/RDS (all clients) | resources of changed type per client | versions |\n|---|---|---|---|---|---|");
+        println!("\n| change | last ACK | median ACK | responses CDS/EDS/LDS/RDS (all clients) | resources CDS/EDS/LDS/RDS (all clients) | resources of changed type per client | versions |\n|---|---|---|---|---|---|---|");
         for c in &self.changes {
             let per = c.per_client_resources;
             println!(
-                "| {} | {} | {} | {:?} | {}–{} | {} |",
-                c.kind, ms(c.last), ms(c.median), c.responses, per.0, per.1, c.versions
+                "| {} | {} | {} | {:?} | {:?} | {}–{} | {} |",
+                c.kind, ms(c.last), ms(c.median), c.responses, c.resources, per.0, per.1, c.versions
             );
         }
         for line in self.log.iter().filter(|l| !l.contains("config loaded")).take(20) {
@@ -404,6 +416,7 @@ impl Report<'_> {
             "route_change_only_rds": route_ok,
             "endpoint_change_only_one_eds": eds_ok,
             "server_warnings": warnings,
+            "connect_retries": self.retries,
         });
         println!("\n{summary}");
     }

@@ -68,6 +68,8 @@ pub struct ClientStats {
     /// Responses and resources received, per type.
     pub responses: [AtomicU64; 4],
     pub resources: [AtomicU64; 4],
+    /// Connection attempts that failed before the first response and were retried.
+    pub retries: AtomicU64,
     progress: Mutex<Progress>,
 }
 
@@ -98,18 +100,33 @@ impl ClientStats {
     }
 }
 
-/// Runs one proxy until its stream ends; how it ended goes into `stats`.
+/// Runs one proxy until its stream ends; how it ended goes into `stats`. Like Envoy, a proxy
+/// whose connection fails before its first response tries again after a backoff (a burst of
+/// thousands of connects can overflow the server's listen backlog); each retry is counted.
 pub async fn run(index: usize, addr: SocketAddr, mode: Mode, stats: Arc<ClientStats>) {
-    let result = match mode {
-        Mode::Sotw => sotw(index, addr, &stats).await,
-        Mode::Delta => delta(index, addr, &stats).await,
-    };
-    let error = match result {
-        Ok(()) => "stream ended by the server".to_string(),
-        Err(e) => format!("{e:#}"),
+    let mut attempt = 0;
+    let error = loop {
+        let result = match mode {
+            Mode::Sotw => sotw(index, addr, &stats).await,
+            Mode::Delta => delta(index, addr, &stats).await,
+        };
+        let error = match result {
+            Ok(()) => "stream ended by the server".to_string(),
+            Err(e) => format!("{e:#}"),
+        };
+        let answered = stats.responses.iter().any(|r| r.load(Ordering::Relaxed) > 0);
+        if answered || attempt >= MAX_RETRIES {
+            break error;
+        }
+        attempt += 1;
+        stats.retries.fetch_add(1, Ordering::Relaxed);
+        let jitter = (index % 100) as u64;
+        tokio::time::sleep(Duration::from_millis(250 * attempt + jitter)).await;
     };
     stats.progress().error = Some(error);
 }
+
+const MAX_RETRIES: u64 = 5;
 
 fn node(i: usize) -> Node {
     let string = |s: &str| Value { kind: Some(Kind::StringValue(s.to_string())) };

@@ -125,7 +125,7 @@ spec:
         let suffix = if j == 0 && generation > 0 { format!("-g{generation}") } else { String::new() };
         let _ = write!(
             y,
-            "  - match: [{{uri: {{prefix: /svc-{j}{suffix}}}}}]\n    route: [{{destination: {{host: {host}, port: {{number: 80}}}}}}]\n",
+            "  - match: [{{uri: {{prefix: /svc-{j}{suffix}/}}}}]\n    route: [{{destination: {{host: {host}, port: {{number: 80}}}}}}]\n",
             host = host(j)
         );
     }

@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
@@ -33,7 +34,16 @@ impl Server {
     /// without a probe connection that would count in the baseline.
     pub fn spawn(config_dir: &Path, timeout: Duration) -> Result<Server> {
         let addr = free_port()?;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pilotfish"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pilotfish"));
+        // SAFETY: prctl is async-signal-safe. The kernel kills the server when the thread
+        // that spawned it (the bench's main thread) exits, even on a signal that skips Drop.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = command
             .arg("serve")
             .arg("--config-dir")
             .arg(config_dir)

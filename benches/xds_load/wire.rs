@@ -57,7 +57,7 @@ pub fn eds_service_name(mut buf: &[u8]) -> Result<Option<String>> {
             (tag, wire_type) => skip_field(wire_type, tag, &mut buf, DecodeContext::default())?,
         }
     }
-    Ok(eds.then(|| if service_name.is_empty() { name } else { service_name }))
+    Ok(eds.then_some(if service_name.is_empty() { name } else { service_name }))
 }
 
 /// The RDS route config names a Listener's HTTP connection managers point at. There is one
