@@ -13,15 +13,16 @@ use crate::model::MeshConfig;
 use crate::store;
 use crate::xds::Snapshot;
 
-/// Builds the context for a store snapshot, logging cross-object problems that are new.
-pub fn build(snapshot: &store::Snapshot, mesh: &MeshConfig, previous: Option<&Index>) -> Arc<PushContext> {
+/// Builds the context for a store snapshot, logging cross-object problems that are new. With
+/// the previous context, unchanged resources keep their `Arc`s (see `PushContext::after`).
+pub fn build(snapshot: &store::Snapshot, mesh: &MeshConfig, previous: Option<&Arc<PushContext>>) -> Arc<PushContext> {
     let index = Index::build(snapshot, mesh);
     for d in &index.diagnostics {
-        if previous.is_none_or(|p| !p.diagnostics.contains(d)) {
+        if previous.is_none_or(|p| !p.index().diagnostics.contains(d)) {
             tracing::warn!("{d}");
         }
     }
-    Arc::new(PushContext::new(Arc::new(index)))
+    Arc::new(PushContext::after(Arc::new(index), previous.cloned()))
 }
 
 /// Runs until the store goes away: every store revision becomes a published snapshot.
@@ -58,7 +59,7 @@ fn push(
 ) -> Arc<PushContext> {
     let snapshot = store.borrow_and_update().clone();
     let started = std::time::Instant::now();
-    let context = build(&snapshot, mesh, Some(previous.index()));
+    let context = build(&snapshot, mesh, Some(previous));
     tracing::info!(revision = snapshot.revision, objects = snapshot.len(), elapsed = ?started.elapsed(), "config indexed; pushing");
     publish.send_replace(context.clone());
     context

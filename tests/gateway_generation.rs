@@ -23,12 +23,16 @@ fn gateway_proxy() -> Proxy {
 }
 
 fn load(dir: &Path) -> Arc<pilotfish::generate::PushContext> {
+    load_after(dir, None)
+}
+
+fn load_after(dir: &Path, previous: Option<&Arc<pilotfish::generate::PushContext>>) -> Arc<pilotfish::generate::PushContext> {
     let store = Mutex::new(Store::new());
     let mut directory = Directory::new(dir);
     let diagnostics = watch::load(&mut directory, &store).unwrap();
     assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:?}");
     let snapshot = store.lock().unwrap().snapshot();
-    pilotfish::push::build(&snapshot, &MeshConfig::default(), None)
+    pilotfish::push::build(&snapshot, &MeshConfig::default(), previous)
 }
 
 fn bookinfo() -> Arc<pilotfish::generate::PushContext> {
@@ -131,11 +135,21 @@ fn an_endpoint_change_changes_only_endpoints() {
         let f = f.unwrap().path();
         std::fs::copy(&f, tmp.path().join(f.file_name().unwrap())).unwrap();
     }
-    let before = load(tmp.path()).resources_for(&gateway_proxy());
+    let first = load(tmp.path());
+    let before = first.resources_for(&gateway_proxy());
     let platform = tmp.path().join("platform.yaml");
     let text = std::fs::read_to_string(&platform).unwrap().replace("podIP: 127.0.10.4", "podIP: 127.0.10.44");
     std::fs::write(&platform, text).unwrap();
-    let after = load(tmp.path()).resources_for(&gateway_proxy());
+    let after = load_after(tmp.path(), Some(&first)).resources_for(&gateway_proxy());
+
+    // What did not change is the very same Arc, so the server can skip it by pointer.
+    for ty in [TypeUrl::Cluster, TypeUrl::Listener, TypeUrl::RouteConfiguration] {
+        assert!(Arc::ptr_eq(before.get(ty), after.get(ty)), "{ty} map was rebuilt");
+    }
+    let (eds_before, eds_after) = (before.get(TypeUrl::ClusterLoadAssignment), after.get(TypeUrl::ClusterLoadAssignment));
+    assert!(!Arc::ptr_eq(eds_before, eds_after));
+    let shared = eds_after.iter().filter(|(name, r)| Arc::ptr_eq(r, &eds_before[*name])).count();
+    assert_eq!(shared, eds_after.len() - 2, "all but the two changed assignments are shared");
 
     for ty in [TypeUrl::Cluster, TypeUrl::Listener, TypeUrl::RouteConfiguration] {
         assert_eq!(before.get(ty), after.get(ty), "{ty} changed");

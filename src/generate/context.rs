@@ -4,6 +4,10 @@
 //! routes are built once per proxy class (type, namespace, labels: all that generation reads of
 //! a proxy) and shared by every proxy of the class. A thousand replicas of a gateway cost one
 //! generation.
+//!
+//! A new revision keeps the previous revision's `Arc`s for whatever did not change — each
+//! unchanged resource, and a whole type's map when none of it changed — so the server finds
+//! what changed for a proxy by pointer, without comparing thousands of names per connection.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -26,11 +30,32 @@ pub struct PushContext {
     shared: OnceLock<(Arc<ResourceMap>, Arc<ResourceMap>)>,
     by_class: Mutex<HashMap<ProxyClass, Arc<OnceLock<Arc<ProxyResources>>>>>,
     sidecar: OnceLock<Arc<ProxyResources>>,
+    /// The revision before this one, whose `Arc`s unchanged resources keep. Only one level is
+    /// kept: creating a context takes its predecessor's own `previous` away.
+    previous: Mutex<Option<Arc<PushContext>>>,
 }
 
 impl PushContext {
     pub fn new(index: Arc<Index>) -> PushContext {
-        PushContext { index, shared: OnceLock::new(), by_class: Mutex::default(), sidecar: OnceLock::new() }
+        PushContext::after(index, None)
+    }
+
+    /// A context for a new revision that shares what did not change with `previous`.
+    pub fn after(index: Arc<Index>, previous: Option<Arc<PushContext>>) -> PushContext {
+        if let Some(p) = &previous {
+            lock(&p.previous).take();
+        }
+        PushContext {
+            index,
+            shared: OnceLock::new(),
+            by_class: Mutex::default(),
+            sidecar: OnceLock::new(),
+            previous: Mutex::new(previous),
+        }
+    }
+
+    fn previous(&self) -> Option<Arc<PushContext>> {
+        lock(&self.previous).clone()
     }
 
     pub fn index(&self) -> &Arc<Index> {
@@ -40,7 +65,12 @@ impl PushContext {
     /// Clusters and endpoints of this revision.
     fn shared(&self) -> &(Arc<ResourceMap>, Arc<ResourceMap>) {
         self.shared.get_or_init(|| {
-            (Arc::new(cluster::build_all(&self.index)), Arc::new(endpoint::build_all(&self.index)))
+            let before = self.previous();
+            let before = before.as_ref().and_then(|p| p.shared.get());
+            (
+                share_unchanged(cluster::build_all(&self.index), before.map(|b| &b.0)),
+                share_unchanged(endpoint::build_all(&self.index), before.map(|b| &b.1)),
+            )
         })
     }
 
@@ -58,20 +88,38 @@ impl PushContext {
             namespace: proxy.namespace.clone(),
             labels: proxy.labels.clone(),
         };
-        let cell = {
-            let mut cache = self.by_class.lock().unwrap_or_else(|p| p.into_inner());
-            cache.entry(class).or_default().clone()
-        };
+        let cell = lock(&self.by_class).entry(class.clone()).or_default().clone();
         cell.get_or_init(|| {
             let selected = gateway::select(&self.index, proxy);
             let built = gateway::build(&self.index, proxy, &selected);
+            let before = self.previous().and_then(|p| lock(&p.by_class).get(&class).and_then(|c| c.get().cloned()));
+            let before = |ty: TypeUrl| before.as_ref().map(|b| b.get(ty).clone());
             let mut r = self.with_shared();
-            r.set(TypeUrl::Listener, built.listeners);
-            r.set(TypeUrl::RouteConfiguration, built.routes);
+            r.by_type[TypeUrl::Listener.index()] = share_unchanged(built.listeners, before(TypeUrl::Listener).as_ref());
+            r.by_type[TypeUrl::RouteConfiguration.index()] =
+                share_unchanged(built.routes, before(TypeUrl::RouteConfiguration).as_ref());
             Arc::new(r)
         })
         .clone()
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `built` with every resource whose content did not change since `before` replaced by
+/// `before`'s `Arc`, or `before` itself when nothing changed at all.
+fn share_unchanged(mut built: ResourceMap, before: Option<&Arc<ResourceMap>>) -> Arc<ResourceMap> {
+    let Some(before) = before else { return Arc::new(built) };
+    let mut all_same = built.len() == before.len();
+    for (name, resource) in built.iter_mut() {
+        match before.get(name) {
+            Some(old) if old.hash == resource.hash => *resource = old.clone(),
+            _ => all_same = false,
+        }
+    }
+    if all_same { before.clone() } else { Arc::new(built) }
 }
 
 impl Snapshot for PushContext {
