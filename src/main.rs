@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -13,7 +12,6 @@ use pilotfish::config::istio::Duration;
 use pilotfish::model::{MeshConfig, Proxy};
 use pilotfish::serve::ServeOptions;
 use pilotfish::source::Directory;
-use pilotfish::store::Store;
 use pilotfish::xds;
 
 #[derive(Parser)]
@@ -150,26 +148,23 @@ fn validate(paths: &[PathBuf]) -> Result<ExitCode> {
     let mut warnings = 0;
     for path in paths {
         let diagnostics = if path.is_dir() {
-            let store = Mutex::new(Store::new());
-            let mut dir = Directory::new(path);
-            dir.rescan().with_context(|| format!("reading {}", path.display()))?;
-            let (entries, mut diagnostics) = dir.entries();
-            store.lock().unwrap_or_else(|p| p.into_inner()).replace_source(pilotfish::store::SourceId::Files, entries);
-            let mut store = store.into_inner().unwrap_or_else(|p| p.into_inner());
-            store.publish();
-            let index = pilotfish::index::Index::build(&store.snapshot(), &MeshConfig::default());
-            diagnostics.extend(index.diagnostics);
+            // A directory is a whole config: check references between its objects too.
+            let (snapshot, mut diagnostics) = pilotfish::source::watch::read_once(path)?;
+            diagnostics.extend(pilotfish::index::Index::build(&snapshot, &MeshConfig::default()).diagnostics);
             diagnostics
-        } else {
+        } else if pilotfish::source::directory::is_manifest(path) {
             let mut dir = Directory::new(path.parent().unwrap_or(path));
             dir.reload(path);
             dir.entries().1
+        } else {
+            anyhow::bail!("{}: not a .yaml, .yml or .json file", path.display());
         };
         for d in &diagnostics {
             println!("{d}");
         }
-        errors += diagnostics.iter().filter(|d| d.is_error()).count();
-        warnings += diagnostics.len() - diagnostics.iter().filter(|d| d.is_error()).count();
+        let e = diagnostics.iter().filter(|d| d.is_error()).count();
+        errors += e;
+        warnings += diagnostics.len() - e;
     }
     println!("{errors} error(s), {warnings} warning(s)");
     Ok(if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })

@@ -3,15 +3,13 @@
 //! golden tests.
 
 use std::path::Path;
-use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
 use crate::debug::json::{any_to_json, JsonError};
 use crate::diagnostic::Diagnostic;
 use crate::model::{MeshConfig, Proxy};
-use crate::source::{watch, Directory};
-use crate::store::Store;
+use crate::source::watch;
 use crate::xds::resource::version_of;
 use crate::xds::{ProxyResources, Snapshot, TypeUrl};
 
@@ -25,10 +23,7 @@ pub enum RenderError {
 
 /// Reads `dir` and renders the config of `proxy`, with the diagnostics of the directory.
 pub fn render_dir(dir: &Path, proxy: &Proxy, mesh: &MeshConfig) -> Result<(Value, Vec<Diagnostic>), RenderError> {
-    let store = Mutex::new(Store::new());
-    let mut directory = Directory::new(dir);
-    let mut diagnostics = watch::load(&mut directory, &store)?;
-    let snapshot = store.lock().unwrap_or_else(|p| p.into_inner()).snapshot();
+    let (snapshot, mut diagnostics) = watch::read_once(dir)?;
     let context = crate::push::build(&snapshot, mesh, None);
     diagnostics.extend(context.index().diagnostics.iter().cloned());
     let resources = context.resources_for(proxy);

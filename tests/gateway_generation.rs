@@ -3,15 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::{lb_endpoint::HostIdentifier, ClusterLoadAssignment};
 use envoy_types::pb::envoy::config::route::v3::{route::Action, route_action::ClusterSpecifier, RouteConfiguration};
 use pilotfish::generate::consistency;
 use pilotfish::model::{MeshConfig, Proxy};
-use pilotfish::source::{watch, Directory};
-use pilotfish::store::Store;
+use pilotfish::source::watch;
 use pilotfish::xds::{ProxyResources, Snapshot, TypeUrl};
 
 const GATEWAY_ID: &str = "router~10.0.0.1~istio-ingressgateway-7d8f.istio-system~istio-system.svc.cluster.local";
@@ -27,11 +26,8 @@ fn load(dir: &Path) -> Arc<pilotfish::generate::PushContext> {
 }
 
 fn load_after(dir: &Path, previous: Option<&Arc<pilotfish::generate::PushContext>>) -> Arc<pilotfish::generate::PushContext> {
-    let store = Mutex::new(Store::new());
-    let mut directory = Directory::new(dir);
-    let diagnostics = watch::load(&mut directory, &store).unwrap();
+    let (snapshot, diagnostics) = watch::read_once(dir).unwrap();
     assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:?}");
-    let snapshot = store.lock().unwrap().snapshot();
     pilotfish::push::build(&snapshot, &MeshConfig::default(), previous)
 }
 

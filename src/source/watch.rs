@@ -50,6 +50,18 @@ pub fn load(dir: &mut Directory, store: &Mutex<Store>) -> Result<Vec<Diagnostic>
     Ok(sync(dir, store, &[]))
 }
 
+/// Reads a directory once, for the commands that do not serve (`validate`, `render`): its
+/// objects as a store snapshot, and the diagnostics of its files.
+pub fn read_once(root: &std::path::Path) -> Result<(Arc<crate::store::Snapshot>, Vec<Diagnostic>), WatchError> {
+    let mut dir = Directory::new(root);
+    dir.rescan().map_err(|source| WatchError::Read { path: root.to_path_buf(), source })?;
+    let (entries, diagnostics) = dir.entries();
+    let mut store = Store::new();
+    store.replace_source(SourceId::Files, entries);
+    store.publish();
+    Ok((store.snapshot(), diagnostics))
+}
+
 /// Watches the directory until the process ends, keeping the store in sync. Diagnostics of the
 /// current state are published on `diagnostics` (debug output reads them).
 pub async fn run(
