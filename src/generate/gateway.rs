@@ -12,7 +12,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 use super::listener::http_listener;
 use super::names;
 use super::route::{translate_http_route, RouteContext};
-use super::route_config::{self, EncodedRoutes, RouteConfigOptions, VirtualHostParts};
+use super::route_config::{self, EncodedRoutes, Naming, RouteConfigOptions, VirtualHostParts};
 use super::traffic_policy;
 use crate::config::istio::gateway::Server;
 use crate::config::istio::virtual_service::Destination;
@@ -122,23 +122,23 @@ fn http_route_config(index: &Index, proxy: &Proxy, port: u32, servers: &[(&Typed
         .collect();
     let blackhole = EncodedRoutes::encode(&[blackhole_route()]);
     let mut virtual_hosts = Vec::with_capacity(hosts.len().max(1));
-    for (host, (https_redirect, mut members)) in hosts {
+    for (_, members) in hosts.values_mut() {
         members.sort_by(|&a, &b| {
             let (a, b) = (&bound[a].vs, &bound[b].vs);
             (a.namespace(), a.name()).cmp(&(b.namespace(), b.name()))
         });
+    }
+    for (host, (https_redirect, members)) in &hosts {
         virtual_hosts.push(VirtualHostParts {
-            name: host_port(&host, port),
-            domains: domains(&host),
-            routes: members.into_iter().map(|i| &encoded[i]).collect(),
-            require_tls: if https_redirect { TlsRequirementType::All as i32 } else { 0 },
+            naming: Naming::HostPort { host, port },
+            routes: members.iter().map(|&i| &encoded[i]).collect(),
+            require_tls: if *https_redirect { TlsRequirementType::All as i32 } else { 0 },
         });
     }
     if virtual_hosts.is_empty() {
         // istiod's answer on a port with no routes: 404 for everything.
         virtual_hosts.push(VirtualHostParts {
-            name: format!("blackhole:{port}"),
-            domains: vec!["*".into()],
+            naming: Naming::Explicit { name: format!("blackhole:{port}"), domains: vec!["*".into()] },
             routes: vec![&blackhole],
             require_tls: 0,
         });
@@ -224,22 +224,6 @@ pub fn intersect<'a>(a: &'a str, b: &'a str) -> Option<&'a str> {
     }
 }
 
-/// Virtual host domains: the host, and the host with any port, except for wildcards (Envoy
-/// allows one `*` per domain).
-fn domains(host: &str) -> Vec<String> {
-    if host.contains('*') { vec![host.to_string()] } else { vec![host.to_string(), host_port(host, "*")] }
-}
-
-/// `host:port` without `format!`'s machinery: thousands of these per route config.
-fn host_port(host: &str, port: impl std::fmt::Display) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(host.len() + 6);
-    s.push_str(host);
-    s.push(':');
-    let _ = write!(s, "{port}");
-    s
-}
-
 fn blackhole_route() -> Route {
     Route {
         name: "default".into(),
@@ -263,10 +247,4 @@ mod tests {
         assert_eq!(intersect("*.example.com", "example.com"), None);
     }
 
-    #[test]
-    fn wildcard_hosts_get_one_domain() {
-        assert_eq!(domains("bookinfo.com"), vec!["bookinfo.com", "bookinfo.com:*"]);
-        assert_eq!(domains("*.bookinfo.com"), vec!["*.bookinfo.com"]);
-        assert_eq!(domains("*"), vec!["*"]);
-    }
 }

@@ -29,10 +29,53 @@ impl EncodedRoutes {
     }
 }
 
+/// How a virtual host is named and which domains it matches.
+pub enum Naming<'a> {
+    /// A gateway's host: named `host:port`, matching `host` and `host:*` (a wildcard host only
+    /// itself: Envoy allows one `*` per domain). Written straight into the output, with no
+    /// strings built: a gateway can have thousands of these.
+    HostPort { host: &'a str, port: u32 },
+    Explicit { name: String, domains: Vec<String> },
+}
+
+impl Naming<'_> {
+    fn write(&self, buf: &mut Vec<u8>) {
+        match self {
+            Naming::HostPort { host, port } => {
+                let port = port.to_string();
+                write_str_parts(1, &[host, ":", &port], buf);
+                write_str_parts(2, &[host], buf);
+                if !host.contains('*') {
+                    write_str_parts(2, &[host, ":*"], buf);
+                }
+            }
+            Naming::Explicit { name, domains } => {
+                write_str_parts(1, &[name], buf);
+                for d in domains {
+                    write_str_parts(2, &[d], buf);
+                }
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Naming::HostPort { host, port } => {
+                let digits = port.checked_ilog10().unwrap_or(0) as usize + 1;
+                str_len(1, host.len() + 1 + digits)
+                    + str_len(2, host.len())
+                    + if host.contains('*') { 0 } else { str_len(2, host.len() + 2) }
+            }
+            Naming::Explicit { name, domains } => {
+                str_len(1, name.len()) + domains.iter().map(|d| str_len(2, d.len())).sum::<usize>()
+            }
+        }
+    }
+}
+
 /// One virtual host, its routes by reference.
 pub struct VirtualHostParts<'a> {
-    pub name: String,
-    pub domains: Vec<String>,
+    pub naming: Naming<'a>,
     pub routes: Vec<&'a EncodedRoutes>,
     /// `virtual_host::TlsRequirementType` as its number; 0 (NONE) is not written.
     pub require_tls: i32,
@@ -40,8 +83,7 @@ pub struct VirtualHostParts<'a> {
 
 impl VirtualHostParts<'_> {
     fn body_len(&self) -> usize {
-        str_len(1, &self.name)
-            + self.domains.iter().map(|d| str_len(2, d)).sum::<usize>()
+        self.naming.len()
             + self.routes.iter().map(|r| r.0.len()).sum::<usize>()
             + if self.require_tls != 0 { key_len(4) + encoded_len_varint(self.require_tls as u64) } else { 0 }
     }
@@ -62,7 +104,7 @@ pub fn encode(name: &str, virtual_hosts: &[VirtualHostParts], options: &RouteCon
     } else {
         0
     };
-    let len = str_len(1, name)
+    let len = str_len(1, name.len())
         + bodies.iter().map(|b| framed_len(2, *b)).sum::<usize>()
         + framed_len(7, bool_body)
         + framed_len(11, u32_body);
@@ -73,12 +115,7 @@ pub fn encode(name: &str, virtual_hosts: &[VirtualHostParts], options: &RouteCon
         for (vh, body) in virtual_hosts.iter().zip(&bodies) {
             encode_key(2, WireType::LengthDelimited, buf);
             encode_varint(*body as u64, buf);
-            if !vh.name.is_empty() {
-                prost::encoding::string::encode(1, &vh.name, buf);
-            }
-            for d in &vh.domains {
-                prost::encoding::string::encode(2, d, buf);
-            }
+            vh.naming.write(buf);
             for routes in &vh.routes {
                 buf.extend_from_slice(&routes.0);
             }
@@ -103,8 +140,22 @@ fn framed_len(tag: u32, body: usize) -> usize {
     key_len(tag) + encoded_len_varint(body as u64) + body
 }
 
-fn str_len(tag: u32, s: &str) -> usize {
-    if s.is_empty() { 0 } else { framed_len(tag, s.len()) }
+/// A string field of `len` bytes; empty strings are not written, as prost does.
+fn str_len(tag: u32, len: usize) -> usize {
+    if len == 0 { 0 } else { framed_len(tag, len) }
+}
+
+/// Writes a string field whose value is the concatenation of `parts`.
+fn write_str_parts(tag: u32, parts: &[&str], buf: &mut Vec<u8>) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if len == 0 {
+        return;
+    }
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
+    for p in parts {
+        buf.extend_from_slice(p.as_bytes());
+    }
 }
 
 #[cfg(test)]
@@ -128,9 +179,10 @@ mod tests {
         let b = vec![route("/b", 201)];
         let (ea, eb) = (EncodedRoutes::encode(&a), EncodedRoutes::encode(&b));
         let parts = vec![
-            VirtualHostParts { name: "x.example:80".into(), domains: vec!["x.example".into(), "x.example:*".into()], routes: vec![&ea, &eb], require_tls: 0 },
-            VirtualHostParts { name: "*:80".into(), domains: vec!["*".into()], routes: vec![&eb], require_tls: 1 },
-            VirtualHostParts { name: "empty:80".into(), domains: vec![], routes: vec![], require_tls: 0 },
+            VirtualHostParts { naming: Naming::HostPort { host: "x.example", port: 80 }, routes: vec![&ea, &eb], require_tls: 0 },
+            VirtualHostParts { naming: Naming::HostPort { host: "*", port: 80 }, routes: vec![&eb], require_tls: 1 },
+            VirtualHostParts { naming: Naming::HostPort { host: "*.y.example", port: 65535 }, routes: vec![], require_tls: 0 },
+            VirtualHostParts { naming: Naming::Explicit { name: "empty:8".into(), domains: vec![] }, routes: vec![], require_tls: 0 },
         ];
         for (validate, max) in [(false, 1024 * 1024), (true, 0), (false, 0)] {
             let options = RouteConfigOptions { validate_clusters: validate, max_direct_response_body_size_bytes: max };
@@ -145,7 +197,8 @@ mod tests {
                         ..Default::default()
                     },
                     VirtualHost { name: "*:80".into(), domains: vec!["*".into()], routes: b.clone(), require_tls: 1, ..Default::default() },
-                    VirtualHost { name: "empty:80".into(), ..Default::default() },
+                    VirtualHost { name: "*.y.example:65535".into(), domains: vec!["*.y.example".into()], ..Default::default() },
+                    VirtualHost { name: "empty:8".into(), ..Default::default() },
                 ],
                 validate_clusters: Some(BoolValue { value: validate }),
                 max_direct_response_body_size_bytes: Some(UInt32Value { value: max }),
