@@ -174,7 +174,6 @@ async fn serve(config_dir: PathBuf, address: SocketAddr, debounce: Duration, mes
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("binding the xDS address {address}"))?;
-    tracing::info!(%address, "serving ADS");
     let options = ServeOptions { config_dir, debounce: debounce.as_std(), mesh };
     pilotfish::serve::serve(options, listener, xds::Connections::new(), shutdown_signal()).await?;
     Ok(())

@@ -19,10 +19,12 @@ const SETTLE: Duration = Duration::from_millis(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
-    #[error("cannot read config directory {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("cannot watch config directory {path}: {source}")]
-    Watch { path: PathBuf, source: notify::Error },
+    // The cause is in the message (logs print only the message), so it is not also a `source`
+    // that anyhow's chain would print a second time.
+    #[error("cannot read config directory {path}: {cause}")]
+    Read { path: PathBuf, cause: std::io::Error },
+    #[error("cannot watch config directory {path}: {cause}")]
+    Watch { path: PathBuf, cause: notify::Error },
 }
 
 /// Pushes the directory's current objects into the store and publishes; logs diagnostics that
@@ -46,7 +48,7 @@ pub fn sync(dir: &Directory, store: &Mutex<Store>, previous: &[Diagnostic]) -> V
 
 /// Loads the directory once; the caller serves only after this.
 pub fn load(dir: &mut Directory, store: &Mutex<Store>) -> Result<Vec<Diagnostic>, WatchError> {
-    dir.rescan().map_err(|source| WatchError::Read { path: dir.root().to_path_buf(), source })?;
+    dir.rescan().map_err(|cause| WatchError::Read { path: dir.root().to_path_buf(), cause })?;
     Ok(sync(dir, store, &[]))
 }
 
@@ -54,7 +56,7 @@ pub fn load(dir: &mut Directory, store: &Mutex<Store>) -> Result<Vec<Diagnostic>
 /// objects as a store snapshot, and the diagnostics of its files.
 pub fn read_once(root: &std::path::Path) -> Result<(Arc<crate::store::Snapshot>, Vec<Diagnostic>), WatchError> {
     let mut dir = Directory::new(root);
-    dir.rescan().map_err(|source| WatchError::Read { path: root.to_path_buf(), source })?;
+    dir.rescan().map_err(|cause| WatchError::Read { path: root.to_path_buf(), cause })?;
     let (entries, diagnostics) = dir.entries();
     let mut store = Store::new();
     store.replace_source(SourceId::Files, entries);
@@ -75,10 +77,10 @@ pub async fn run(
         // The receiver is gone only at shutdown.
         let _ = tx.send(event);
     })
-    .map_err(|source| WatchError::Watch { path: root.clone(), source })?;
+    .map_err(|cause| WatchError::Watch { path: root.clone(), cause })?;
     watcher
         .watch(&root, RecursiveMode::Recursive)
-        .map_err(|source| WatchError::Watch { path: root.clone(), source })?;
+        .map_err(|cause| WatchError::Watch { path: root.clone(), cause })?;
 
     while let Some(first) = rx.recv().await {
         let mut events = vec![first];
