@@ -171,12 +171,27 @@ fn validate(paths: &[PathBuf]) -> Result<ExitCode> {
 }
 
 async fn serve(config_dir: PathBuf, address: SocketAddr, debounce: Duration, mesh: MeshConfig) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("binding the xDS address {address}"))?;
+    let listener = listen(address).with_context(|| format!("binding the xDS address {address}"))?;
     let options = ServeOptions { config_dir, debounce: debounce.as_std(), mesh };
     pilotfish::serve::serve(options, listener, xds::Connections::new(), shutdown_signal()).await?;
     Ok(())
+}
+
+/// Proxies reconnect all at once when pilotfish restarts or a fleet scales up; tokio's
+/// `TcpListener::bind` listens with a backlog of 1,024, which 5,000 simultaneous connects
+/// overflow (the kernel drops SYNs and clients retry after a second). The kernel caps this at
+/// `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As `TcpListener::bind` does: a restarted server can bind while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 async fn shutdown_signal() {

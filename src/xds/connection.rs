@@ -2,7 +2,7 @@
 //! rejected. It is the debug surface (`Serialize`) and what tests assert on; connection tasks
 //! publish a fresh copy of their state after every event, readers never touch a stream.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -18,19 +18,14 @@ pub enum Variant {
     Delta,
 }
 
-/// What a proxy asked for, for one type.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Subscription {
+/// What a proxy asked for, for one type, in brief: the registry keeps one copy per connection,
+/// so it holds counts, never the names (a gateway subscribes to every EDS cluster by name).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SubscriptionStatus {
     /// Every resource of the type, whatever `names` says.
     pub wildcard: bool,
-    pub names: BTreeSet<String>,
-}
-
-impl Subscription {
-    /// Whether the proxy asked for `name`.
-    pub fn covers(&self, name: &str) -> bool {
-        self.wildcard || self.names.contains(name)
-    }
+    /// How many resources the proxy asked for by name.
+    pub names: usize,
 }
 
 /// Where the last response of a type stands.
@@ -63,7 +58,7 @@ pub struct Nack {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TypeStatus {
     pub type_url: String,
-    pub subscription: Subscription,
+    pub subscription: SubscriptionStatus,
     pub sent_version: Option<String>,
     pub sent_nonce: Option<String>,
     pub acked_version: Option<String>,

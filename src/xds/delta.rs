@@ -10,12 +10,11 @@ use tracing::debug;
 
 use super::codec::DeltaResponse;
 use super::connection::{TypeStatus, Variant};
-use super::resource::version_of;
-use super::state::{NonceCheck, Nonces, TypeState, statuses};
+use super::held::Changes;
+use super::state::{Carried, NonceCheck, Nonces, TypeState, statuses};
 use super::stream::Protocol;
-use super::{ProxyResources, Resource, ResourceMap, TypeUrl};
-
-const WILDCARD: &str = "*";
+use super::subscription::Subscription;
+use super::{ProxyResources, ResourceMap, TypeUrl};
 
 pub(crate) struct Delta {
     proxy_id: String,
@@ -58,12 +57,13 @@ impl Protocol for Delta {
         let url = request.type_url;
         let first = !self.types.contains_key(&url);
         let state = self.types.entry(url.clone()).or_insert_with(|| TypeState::new(&url));
+        // What a reconnecting proxy says it holds stands in for what we sent, once.
+        let mut initial = None;
         if first {
             // An initial request naming nothing is a legacy wildcard subscription.
             state.subscription.wildcard = request.resource_names_subscribe.is_empty();
-            state.held.extend(
-                request.initial_resource_versions.iter().map(|(n, v)| (n.clone(), held_hash(v))),
-            );
+            let versions = request.initial_resource_versions.iter();
+            initial = Some(versions.map(|(n, v)| (n.clone(), held_hash(v))).collect());
         }
         match state.check_nonce(&request.response_nonce) {
             NonceCheck::Current => match request.error_detail {
@@ -81,25 +81,18 @@ impl Protocol for Delta {
             }
             NonceCheck::Fresh => {}
         }
-        let mut asked = Vec::new();
-        for name in request.resource_names_subscribe {
-            if name == WILDCARD {
-                state.subscription.wildcard = true;
-            } else if state.subscription.names.insert(name.clone()) {
-                asked.push(name);
-            }
-        }
-        for name in &request.resource_names_unsubscribe {
-            if name == WILDCARD {
-                state.subscription.wildcard = false;
-            } else {
-                state.subscription.names.remove(name);
-            }
-        }
-        state.prune_unwanted();
         let map = Arc::clone(state.map(resources));
-        let response = diff(state, &map, &asked, &mut self.nonces, &self.control_plane, first);
-        out.extend(response);
+        let resubscribes = !request.resource_names_subscribe.is_empty()
+            || !request.resource_names_unsubscribe.is_empty();
+        // What the proxy held is described by the subscription it held it under.
+        let old = resubscribes.then(|| state.subscription.clone());
+        let asked = state.subscription.subscribe(request.resource_names_subscribe, &map);
+        state.subscription.unsubscribe(&request.resource_names_unsubscribe, &map);
+        if resubscribes {
+            state.recount();
+        }
+        let ctx = Context { resources, nonces: &mut self.nonces, control_plane: &self.control_plane };
+        out.extend(diff(state, &map, old.as_ref(), &asked, initial, ctx, first));
     }
 
     fn on_push(
@@ -115,7 +108,9 @@ impl Protocol for Delta {
             if Arc::ptr_eq(previous.get(ty), map) {
                 continue;
             }
-            out.extend(diff(state, map, &[], &mut self.nonces, &self.control_plane, false));
+            let ctx =
+                Context { resources, nonces: &mut self.nonces, control_plane: &self.control_plane };
+            out.extend(diff(state, map, None, &[], None, ctx, false));
         }
     }
 
@@ -128,49 +123,80 @@ impl Protocol for Delta {
     }
 }
 
+/// What a response is built with besides the type's state.
+struct Context<'a> {
+    resources: &'a ProxyResources,
+    nonces: &'a mut Nonces,
+    control_plane: &'a Arc<str>,
+}
+
 /// Brings the proxy up to date for one type: what it wants and lacks (by hash), and the names
-/// it holds that no longer exist. `asked` are names just subscribed: one that does not exist is
-/// reported removed, so Envoy stops waiting for it. `always` answers even with nothing to say
-/// (a first request, so Envoy's initialization can complete).
+/// it holds that no longer exist. `old` is the subscription before this request changed it;
+/// `asked` are names just subscribed: one that does not exist is reported removed, so Envoy stops
+/// waiting for it. `initial` is what a proxy's first request says it holds. `always` answers
+/// even with nothing to say (a first request, so Envoy's initialization can complete).
 fn diff(
     state: &mut TypeState,
-    map: &ResourceMap,
+    map: &Arc<ResourceMap>,
+    old: Option<&Subscription>,
     asked: &[String],
-    nonces: &mut Nonces,
-    control_plane: &Arc<str>,
+    initial: Option<BTreeMap<String, u64>>,
+    ctx: Context<'_>,
     always: bool,
 ) -> Option<DeltaResponse> {
-    let selected = state.selected(map);
-    let send: Vec<Arc<Resource>> = selected
-        .iter()
-        .filter(|r| state.held.get(&r.name) != Some(&r.hash))
-        .map(|r| Arc::clone(r))
-        .collect();
-    let mut removed: Vec<String> =
-        state.held.keys().filter(|n| !map.contains_key(*n)).cloned().collect();
-    removed.extend(
-        asked.iter().filter(|n| !map.contains_key(*n) && !state.held.contains_key(*n)).cloned(),
-    );
-    if send.is_empty() && removed.is_empty() && !always {
+    if old.is_none() && initial.is_none() && !always && Arc::ptr_eq(state.sent_map(), map) {
         return None;
     }
-    for name in &removed {
-        state.held.remove(name);
+    let held_before: Box<dyn Fn(&str) -> bool + '_>;
+    let Changes { send, gone, same_names } = match &initial {
+        Some(initial) => {
+            held_before = Box::new(|n: &str| initial.contains_key(n));
+            from_initial(state, map, initial)
+        }
+        None => {
+            let changes = state.changes(map, old);
+            let (sent, held_by) = (state.sent_map(), old.unwrap_or(&state.subscription));
+            held_before = Box::new(move |n: &str| held_by.covers(n) && sent.contains_key(n));
+            changes
+        }
+    };
+    let mut removed = gone;
+    removed.extend(asked.iter().filter(|n| !map.contains_key(*n) && !held_before(n)).cloned());
+    drop(held_before);
+    if send.is_empty() && removed.is_empty() && !always {
+        state.hold(map, same_names);
+        return None;
     }
-    state.held.extend(send.iter().map(|r| (r.name.clone(), r.hash)));
-    let version = version_of(selected);
-    let nonce = nonces.next();
-    state.sent(nonce.clone(), version.clone(), send.iter().map(|r| r.name.clone()).collect());
+    if same_names {
+        let previous = Arc::clone(state.sent_map());
+        state.subscription.rebase(&previous, map);
+    }
+    let version = state.version_in(ctx.resources, map);
+    let nonce = ctx.nonces.next();
     debug!(
         type_url = %state.url, %version, count = send.len(), removed = removed.len(),
         "sending delta response"
     );
+    state.sent(nonce.clone(), version.clone(), map, Carried::These(send.clone()), false);
     Some(DeltaResponse {
         system_version_info: version,
         resources: send,
         type_url: state.url.clone(),
         nonce,
         removed_resources: removed,
-        control_plane: Some(Arc::clone(control_plane)),
+        control_plane: Some(Arc::clone(ctx.control_plane)),
     })
+}
+
+/// The first request's view: the proxy holds `initial` (name → hash), of which it keeps what it
+/// subscribes to.
+fn from_initial(state: &TypeState, map: &Arc<ResourceMap>, initial: &BTreeMap<String, u64>) -> Changes {
+    let held = |name: &str, hash: u64| initial.get(name) == Some(&hash);
+    let send = state.selected(map).into_iter().filter(|r| !held(&r.name, r.hash)).cloned().collect();
+    let gone = initial
+        .keys()
+        .filter(|n| state.subscription.covers(n) && !map.contains_key(*n))
+        .cloned()
+        .collect();
+    Changes { send, gone, same_names: false }
 }

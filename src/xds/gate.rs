@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::connection::AckState;
+use super::held;
 use super::stream::Protocol;
 use super::{ProxyResources, Resource, TypeUrl};
 
@@ -126,7 +127,7 @@ fn unheld_clusters<'a, P: Protocol>(
             if cds.status.sent_nonce.is_some()
                 && !Arc::ptr_eq(previous.get(TypeUrl::Cluster), map) =>
         {
-            cds.selected(map).into_iter().filter(|c| !cds.held.contains_key(&c.name)).collect()
+            held::added(cds.sent_map(), map, &cds.subscription)
         }
         _ => Vec::new(),
     }
@@ -140,7 +141,7 @@ fn sent_eds_clusters<P: Protocol>(
     let Some(cds) = protocol.type_state(TypeUrl::Cluster) else { return BTreeMap::new() };
     candidates
         .into_iter()
-        .filter(|c| cds.held.contains_key(&c.name))
+        .filter(|c| cds.holds(&c.name))
         .filter_map(|c| Some((c.name.clone(), eds_name(c)?)))
         .collect()
 }
@@ -177,13 +178,13 @@ fn waiting_for<P: Protocol>(
     let ready = |name: &str| {
         eds.is_some_and(|eds| {
             // A name missing from the snapshot has nothing to send: subscribing is all.
-            let sent = eds.held.contains_key(name) || !eds.map(resources).contains_key(name);
+            let sent = eds.holds(name) || !eds.map(resources).contains_key(name);
             eds.subscription.covers(name) && sent
         })
     };
     held.clusters
         .iter()
-        .filter(|(cluster, name)| cds.held.contains_key(*cluster) && !ready(name))
+        .filter(|(cluster, name)| cds.holds(cluster) && !ready(name))
         .map(|(_, name)| name.clone())
         .collect()
 }

@@ -9,12 +9,14 @@ pub mod codec;
 pub mod connection;
 mod delta;
 mod gate;
+mod held;
 pub mod resource;
 pub mod server;
 pub mod service;
 pub mod snapshot;
 mod sotw;
 mod state;
+mod subscription;
 mod stream;
 
 #[cfg(test)]
@@ -24,7 +26,7 @@ mod tests;
 
 pub use codec::{DeltaResponse, SotwResponse};
 pub use connection::{
-    AckState, ConnectionInfo, Connections, Nack, Subscription, TypeStatus, Variant,
+    AckState, ConnectionInfo, Connections, Nack, SubscriptionStatus, TypeStatus, Variant,
 };
 pub use resource::{ProxyResources, Resource, ResourceMap, TypeUrl};
 pub use server::{RunningServer, serve};

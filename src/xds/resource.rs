@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use prost::{Message, Name};
@@ -137,6 +137,10 @@ pub type ResourceMap = BTreeMap<String, Arc<Resource>>;
 #[derive(Debug, Clone, Default)]
 pub struct ProxyResources {
     pub by_type: [Arc<ResourceMap>; 5],
+    /// Each type's [`version_of`] its whole map, computed by the first connection that needs it:
+    /// every connection sharing this value would otherwise hash the same 1,000 names. The map
+    /// is kept with it, so a stale entry (`by_type` replaced after) is recognised, never used.
+    versions: [OnceLock<(Arc<ResourceMap>, String)>; 5],
 }
 
 impl ProxyResources {
@@ -146,6 +150,15 @@ impl ProxyResources {
 
     pub fn set(&mut self, ty: TypeUrl, map: ResourceMap) {
         self.by_type[ty.index()] = Arc::new(map);
+        self.versions[ty.index()] = OnceLock::new();
+    }
+
+    /// The version of every resource of `ty`, as [`version_of`] gives it, computed once.
+    pub fn version(&self, ty: TypeUrl) -> String {
+        let map = self.get(ty);
+        let (cached, version) = self.versions[ty.index()]
+            .get_or_init(|| (Arc::clone(map), version_of(map.values())));
+        if Arc::ptr_eq(cached, map) { version.clone() } else { version_of(map.values()) }
     }
 }
 
@@ -195,5 +208,15 @@ mod tests {
         let b = Arc::new(Resource::encode("b", &Cluster { name: "b".into(), ..Default::default() }));
         assert_eq!(version_of([&a, &b]), version_of([&a, &b]));
         assert_ne!(version_of([&a, &b]), version_of([&a]));
+    }
+
+    #[test]
+    fn cached_version_follows_the_map() {
+        let a = Arc::new(Resource::encode("a", &Cluster { name: "a".into(), ..Default::default() }));
+        let mut res = ProxyResources::default();
+        res.set(TypeUrl::Cluster, [("a".to_string(), Arc::clone(&a))].into_iter().collect());
+        assert_eq!(res.version(TypeUrl::Cluster), version_of([&a]));
+        res.by_type[TypeUrl::Cluster.index()] = Arc::default();
+        assert_eq!(res.version(TypeUrl::Cluster), version_of([]), "a replaced map is rehashed");
     }
 }

@@ -9,25 +9,16 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tracing::debug;
 
 use super::codec::SotwResponse;
-use super::connection::{Subscription, TypeStatus, Variant};
-use super::resource::version_of;
-use super::state::{NonceCheck, Nonces, TypeState, statuses};
+use super::connection::{TypeStatus, Variant};
+use super::state::{Carried, NonceCheck, Nonces, TypeState, statuses};
 use super::stream::Protocol;
-use super::{ProxyResources, Resource, TypeUrl};
+use super::{ProxyResources, Resource, ResourceMap, TypeUrl};
 
 pub(crate) struct Sotw {
     proxy_id: String,
     control_plane: Arc<str>,
     nonces: Nonces,
     types: BTreeMap<String, TypeState>,
-}
-
-/// SotW subscription semantics: for LDS and CDS no names (or `*`) means every resource;
-/// for the other types no names means none.
-fn subscription(type_url: &str, names: &[String]) -> Subscription {
-    let full_state = TypeUrl::from_url(type_url).is_some_and(TypeUrl::is_full_state);
-    let wildcard = (full_state && names.is_empty()) || names.iter().any(|n| n == "*");
-    Subscription { wildcard, names: names.iter().filter(|n| *n != "*").cloned().collect() }
 }
 
 impl Protocol for Sotw {
@@ -62,22 +53,22 @@ impl Protocol for Sotw {
                 None => state.ack(request.version_info),
             }
         }
-        let wanted = subscription(&url, &request.resource_names);
-        let added = match (&state.subscription, &wanted) {
-            (old, new) if new.wildcard && !old.wildcard => true,
-            (old, new) => !new.names.is_subset(&old.names),
-        };
-        let changed = wanted != state.subscription;
-        state.subscription = wanted;
-        state.prune_unwanted();
+        // SotW subscription semantics: for LDS and CDS no names (or `*`) means every resource;
+        // for the other types no names means none.
+        let full_state = state.ty.is_some_and(TypeUrl::is_full_state);
+        let names = request.resource_names;
+        let wildcard = (full_state && names.is_empty()) || names.iter().any(|n| n == "*");
+        let map = Arc::clone(state.map(resources));
+        let (changed, added) = state.subscription.replace(wildcard, names, &map);
+        if changed {
+            state.recount();
+        }
         // A fresh request (first on the stream, or a reconnect) always gets an answer, as does
         // a subscription that grew; an ACK or NACK of unchanged interest gets none.
-        let full_state = state.ty.is_some_and(TypeUrl::is_full_state);
         if check == NonceCheck::Fresh || (changed && (added || full_state)) {
-            let selected = state.selected(state.map(resources));
-            let version = version_of(selected.iter().copied());
-            let send = selected.into_iter().cloned().collect();
-            out.push(respond(state, &mut self.nonces, &self.control_plane, version, send, true));
+            let send = state.selected(&map).into_iter().cloned().collect();
+            let version = state.version_in(resources, &map);
+            out.push(respond(state, &mut self.nonces, &self.control_plane, version, &map, send, true));
         }
     }
 
@@ -90,39 +81,36 @@ impl Protocol for Sotw {
     ) {
         for &ty in types {
             let Some(state) = self.types.get_mut(ty.url()) else { continue };
-            // Nothing sent yet means the proxy's first request is still to be answered.
-            if state.status.sent_nonce.is_none() || Arc::ptr_eq(previous.get(ty), resources.get(ty))
+            let map = resources.get(ty);
+            // Nothing sent yet means the proxy's first request is still to be answered. The
+            // pointer checks are what make an unchanged type free for every connection.
+            if state.status.sent_nonce.is_none()
+                || Arc::ptr_eq(previous.get(ty), map)
+                || Arc::ptr_eq(state.sent_map(), map)
             {
                 continue;
             }
-            let map = resources.get(ty);
-            let selected = state.selected(map);
-            let version = version_of(selected.iter().copied());
-            let send: Vec<Arc<Resource>> = if ty.is_full_state() {
-                let same = selected.len() == state.held.len()
-                    && selected.iter().all(|r| state.held.get(&r.name) == Some(&r.hash));
-                if same {
-                    continue;
-                }
-                selected.into_iter().cloned().collect()
+            let changes = state.changes(map, None);
+            let full = ty.is_full_state();
+            let send: Vec<Arc<Resource>> = if !full {
+                // A vanished resource cannot be withdrawn in SotW; holding the new map forgets
+                // it, so that it is sent again if it comes back.
+                changes.send
+            } else if changes.send.is_empty() && changes.gone.is_empty() {
+                Vec::new()
             } else {
-                // A vanished resource cannot be withdrawn in SotW; forget it so that it is
-                // sent again if it comes back.
-                state.held.retain(|name, _| map.contains_key(name));
-                let changed = |r: &&Arc<Resource>| state.held.get(&r.name) != Some(&r.hash);
-                selected.into_iter().filter(changed).cloned().collect()
+                state.selected(map).into_iter().cloned().collect()
             };
-            if !send.is_empty() {
-                let full = ty.is_full_state();
-                out.push(respond(
-                    state,
-                    &mut self.nonces,
-                    &self.control_plane,
-                    version,
-                    send,
-                    full,
-                ));
+            if send.is_empty() {
+                state.hold(map, changes.same_names);
+                continue;
             }
+            if changes.same_names {
+                let old = Arc::clone(state.sent_map());
+                state.subscription.rebase(&old, map);
+            }
+            let version = state.version_in(resources, map);
+            out.push(respond(state, &mut self.nonces, &self.control_plane, version, map, send, full));
         }
     }
 
@@ -135,23 +123,21 @@ impl Protocol for Sotw {
     }
 }
 
-/// Builds a response and records what the proxy now holds: for a full set (`replace`),
-/// exactly `send`; otherwise `send` on top of what it had.
+/// Builds a response computed from `map` and records that the proxy now holds what the
+/// subscription selects of it: `send` if `full`, otherwise `send` on top of the unchanged rest.
 fn respond(
     state: &mut TypeState,
     nonces: &mut Nonces,
     control_plane: &Arc<str>,
     version: String,
+    map: &Arc<ResourceMap>,
     send: Vec<Arc<Resource>>,
-    replace: bool,
+    full: bool,
 ) -> SotwResponse {
-    if replace {
-        state.held.clear();
-    }
-    state.held.extend(send.iter().map(|r| (r.name.clone(), r.hash)));
     let nonce = nonces.next();
-    state.sent(nonce.clone(), version.clone(), send.iter().map(|r| r.name.clone()).collect());
     debug!(type_url = %state.url, %version, count = send.len(), "sending SotW response");
+    let carried = if full { Carried::All } else { Carried::These(send.clone()) };
+    state.sent(nonce.clone(), version.clone(), map, carried, false);
     SotwResponse {
         version_info: version,
         resources: send,

@@ -1,6 +1,10 @@
 //! Per-connection, per-type bookkeeping shared by SotW and delta: what the proxy asked for, what
-//! it holds from us (name → content hash), and where the last response stands. Everything a
-//! "should we send?" decision needs, with no transport in it.
+//! it holds from us, and where the last response stands. Everything a "should we send?"
+//! decision needs, with no transport in it.
+//!
+//! What the proxy holds is not a per-connection name → hash map: it is the shared map the last
+//! response was computed from (`sent`), restricted to the subscription (see `held.rs`). A
+//! thousand proxies holding the same clusters share one map instead of a thousand copies.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
@@ -8,7 +12,10 @@ use std::time::SystemTime;
 
 use tracing::warn;
 
-use super::connection::{AckState, Nack, Subscription, TypeStatus, unix_ms};
+use super::connection::{AckState, Nack, TypeStatus, unix_ms};
+use super::held::{self, Changes};
+use super::resource::version_of;
+use super::subscription::Subscription;
 use super::{ProxyResources, Resource, ResourceMap, TypeUrl};
 
 /// How a request's `response_nonce` relates to what we sent.
@@ -22,17 +29,29 @@ pub(crate) enum NonceCheck {
     Stale,
 }
 
+/// The resources the last response carried, for the record of a NACK of it.
+#[derive(Debug)]
+pub(crate) enum Carried {
+    /// Everything selected in `sent` (a full SotW response): not copied, it is `sent`.
+    All,
+    These(Vec<Arc<Resource>>),
+}
+
+static EMPTY: LazyLock<Arc<ResourceMap>> = LazyLock::new(Arc::default);
+
 #[derive(Debug)]
 pub(crate) struct TypeState {
     pub url: String,
     /// `None` for types we do not serve; they always get an empty response.
     pub ty: Option<TypeUrl>,
     pub subscription: Subscription,
-    /// What the proxy holds from us (or, in delta, told us it holds), name → hash.
-    pub held: BTreeMap<String, u64>,
+    /// The map the last response was computed from: the proxy holds each of its resources the
+    /// subscription covers (in delta, after its first request, what it told us it holds).
+    sent: Arc<ResourceMap>,
+    /// How many resources the proxy holds (the registry shows it).
+    held: usize,
     pub status: TypeStatus,
-    /// Names carried by the last response, recorded against a NACK of it.
-    last_names: Vec<String>,
+    carried: Carried,
 }
 
 impl TypeState {
@@ -41,35 +60,68 @@ impl TypeState {
             url: url.to_string(),
             ty: TypeUrl::from_url(url),
             subscription: Subscription::default(),
-            held: BTreeMap::new(),
+            sent: Arc::clone(&EMPTY),
+            held: 0,
             status: TypeStatus { type_url: url.to_string(), ..Default::default() },
-            last_names: Vec::new(),
+            carried: Carried::These(Vec::new()),
         }
     }
 
     /// The resources of this type in `resources` (empty for unknown types).
     pub fn map<'a>(&self, resources: &'a ProxyResources) -> &'a Arc<ResourceMap> {
-        static EMPTY: LazyLock<Arc<ResourceMap>> = LazyLock::new(Arc::default);
         match self.ty {
             Some(ty) => resources.get(ty),
             None => &EMPTY,
         }
     }
 
-    /// The resources the subscription selects, in name order.
-    pub fn selected<'a>(&self, map: &'a ResourceMap) -> Vec<&'a Arc<Resource>> {
-        if self.subscription.wildcard {
-            map.values().collect()
-        } else {
-            self.subscription.names.iter().filter_map(|n| map.get(n)).collect()
+    /// The map the proxy's holdings are described against.
+    pub fn sent_map(&self) -> &Arc<ResourceMap> {
+        &self.sent
+    }
+
+    /// Whether the proxy holds a resource of this name from us.
+    pub fn holds(&self, name: &str) -> bool {
+        self.subscription.covers(name) && self.sent.contains_key(name)
+    }
+
+    /// The resources the subscription selects in `map`, in name order.
+    pub fn selected<'a>(&self, map: &'a Arc<ResourceMap>) -> Vec<&'a Arc<Resource>> {
+        held::selected(map, &self.subscription)
+    }
+
+    /// What the proxy lacks of `map`; see [`held::changes`]. `old` is the subscription before
+    /// the request being handled changed it.
+    pub fn changes(&self, map: &ResourceMap, old: Option<&Subscription>) -> Changes {
+        held::changes(&self.sent, map, old.unwrap_or(&self.subscription), &self.subscription)
+    }
+
+    /// The version of what the subscription selects in `map`: the shared, cached one when it
+    /// selects the whole map.
+    pub fn version_in(&self, resources: &ProxyResources, map: &Arc<ResourceMap>) -> String {
+        match self.ty {
+            Some(ty) if self.subscription.is_all_of(map) && Arc::ptr_eq(map, resources.get(ty)) => {
+                resources.version(ty)
+            }
+            _ => version_of(self.selected(map)),
         }
     }
 
-    /// Forgets held resources the proxy no longer subscribes to: it dropped them, so a later
-    /// re-subscription must send them again.
-    pub fn prune_unwanted(&mut self) {
-        let sub = &self.subscription;
-        self.held.retain(|name, _| sub.covers(name));
+    /// The proxy now holds the selected resources of `map`: it was sent what it lacked, or
+    /// lacked nothing. When the names did not change, a subscription to all of them follows
+    /// the new map, so the old one is not kept alive.
+    pub fn hold(&mut self, map: &Arc<ResourceMap>, same_names: bool) {
+        if same_names {
+            self.subscription.rebase(&self.sent, map);
+        }
+        self.sent = Arc::clone(map);
+        self.recount();
+    }
+
+    /// After the subscription changed: the proxy dropped what it no longer asks for, so a later
+    /// re-subscription must send it again.
+    pub fn recount(&mut self) {
+        self.held = held::count_selected(&self.sent, &self.subscription);
     }
 
     pub fn check_nonce(&self, nonce: &str) -> NonceCheck {
@@ -87,7 +139,7 @@ impl TypeState {
         self.status.acks += 1;
     }
 
-    /// Records a rejection. Nothing is resent here: `held` keeps the rejected hashes, so the
+    /// Records a rejection. Nothing is resent here: `sent` keeps the rejected content, so the
     /// same config goes out again only when its content or the subscription changes.
     pub fn nack(&mut self, proxy_id: &str, error: String) {
         let version = self.status.sent_version.clone().unwrap_or_default();
@@ -98,13 +150,17 @@ impl TypeState {
             error = %error,
             "proxy rejected config (NACK)"
         );
+        let resources = match &self.carried {
+            Carried::All => self.selected(&self.sent).iter().map(|r| r.name.clone()).collect(),
+            Carried::These(sent) => sent.iter().map(|r| r.name.clone()).collect(),
+        };
         self.status.state = AckState::Nacked;
         self.status.nacks += 1;
         self.status.last_nack = Some(Nack {
             version,
             nonce: self.status.sent_nonce.clone().unwrap_or_default(),
             error,
-            resources: self.last_names.clone(),
+            resources,
             at_unix_ms: unix_ms(SystemTime::now()),
         });
     }
@@ -113,20 +169,28 @@ impl TypeState {
         self.status.stale += 1;
     }
 
-    /// Records a response about to go out.
-    pub fn sent(&mut self, nonce: String, version: String, names: Vec<String>) {
+    /// Records a response computed from `map` about to go out.
+    pub fn sent(
+        &mut self,
+        nonce: String,
+        version: String,
+        map: &Arc<ResourceMap>,
+        carried: Carried,
+        same_names: bool,
+    ) {
+        self.hold(map, same_names);
         self.status.sent_nonce = Some(nonce);
         self.status.sent_version = Some(version);
         self.status.state = AckState::Pending;
         self.status.responses += 1;
-        self.last_names = names;
+        self.carried = carried;
     }
 
     /// The status as the registry shows it.
     pub fn snapshot(&self) -> TypeStatus {
         TypeStatus {
-            subscription: self.subscription.clone(),
-            resources: self.held.len(),
+            subscription: self.subscription.status(),
+            resources: self.held,
             ..self.status.clone()
         }
     }
@@ -167,9 +231,10 @@ mod tests {
         let mut s = TypeState::new(TypeUrl::Cluster.url());
         assert_eq!(s.check_nonce(""), NonceCheck::Fresh);
         assert_eq!(s.check_nonce("1-1"), NonceCheck::Fresh, "nothing sent on this stream yet");
-        s.sent("1-1".into(), "v".into(), vec![]);
+        let none = Arc::default();
+        s.sent("1-1".into(), "v".into(), &none, Carried::These(vec![]), false);
         assert_eq!(s.check_nonce("1-1"), NonceCheck::Current);
-        s.sent("1-2".into(), "v2".into(), vec![]);
+        s.sent("1-2".into(), "v2".into(), &none, Carried::These(vec![]), false);
         assert_eq!(s.check_nonce("1-1"), NonceCheck::Stale);
         assert_eq!(s.check_nonce(""), NonceCheck::Fresh);
     }
@@ -177,7 +242,9 @@ mod tests {
     #[test]
     fn nack_keeps_rejected_version_and_names() {
         let mut s = TypeState::new(TypeUrl::Listener.url());
-        s.sent("1-1".into(), "abc".into(), vec!["l1".into()]);
+        let l1 = crate::xds::tests::route("l1", 1);
+        let map: Arc<ResourceMap> = Arc::new([("l1".to_string(), Arc::clone(&l1))].into());
+        s.sent("1-1".into(), "abc".into(), &map, Carried::These(vec![l1]), false);
         s.nack("p", "bad listener".into());
         let st = s.snapshot();
         assert_eq!(st.state, AckState::Nacked);

@@ -1,0 +1,195 @@
+//! What a proxy holds, compared with what it should have, without a per-connection copy of
+//! either. A connection remembers the shared map its last response of a type was computed from;
+//! the proxy holds each resource of that map its subscription covers. A new map is compared with
+//! that one in a single merge walk over both (they are sorted by name): resources the new
+//! revision reused are the same `Arc`, so their contents need no comparison, and only changed
+//! ones are collected.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use super::subscription::Subscription;
+use super::{Resource, ResourceMap};
+
+/// One name of the merge walk of an old and a new map.
+enum Step<'o, 'n> {
+    Both(&'o Arc<Resource>, &'n Arc<Resource>),
+    Old(&'o str),
+    New(&'n Arc<Resource>),
+}
+
+/// Calls `f` for every name of `old` and `new`, in name order.
+fn walk<'o, 'n>(old: &'o ResourceMap, new: &'n ResourceMap, mut f: impl FnMut(Step<'o, 'n>)) {
+    let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        let order = match (a.peek(), b.peek()) {
+            (None, None) => return,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((x, _)), Some((y, _))) => x.as_str().cmp(y.as_str()),
+        };
+        match order {
+            Ordering::Equal => {
+                if let (Some((_, x)), Some((_, y))) = (a.next(), b.next()) {
+                    f(Step::Both(x, y));
+                }
+            }
+            Ordering::Less => {
+                if let Some((name, _)) = a.next() {
+                    f(Step::Old(name));
+                }
+            }
+            Ordering::Greater => {
+                if let Some((_, r)) = b.next() {
+                    f(Step::New(r));
+                }
+            }
+        }
+    }
+}
+
+/// Same content: the same `Arc` (the common case, decided without reading either), else
+/// equal hashes.
+pub(crate) fn same(a: &Arc<Resource>, b: &Arc<Resource>) -> bool {
+    Arc::ptr_eq(a, b) || a.hash == b.hash
+}
+
+/// How a proxy's holdings differ from what it wants.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    /// Wanted resources not held at their current content, in name order.
+    pub send: Vec<Arc<Resource>>,
+    /// Held and still wanted, but gone from the new map.
+    pub gone: Vec<String>,
+    /// The two maps have the same names (contents may differ).
+    pub same_names: bool,
+}
+
+/// Compares what the proxy holds — the resources of `sent` that `held_by` covers — with what it
+/// wants: the resources of `map` that `wanted_by` covers. The two subscriptions differ only
+/// while a delta request changes it.
+pub(crate) fn changes(
+    sent: &ResourceMap,
+    map: &ResourceMap,
+    held_by: &Subscription,
+    wanted_by: &Subscription,
+) -> Changes {
+    let mut out = Changes { same_names: sent.len() == map.len(), ..Changes::default() };
+    // A few named resources of a large map: look them up rather than walk it.
+    let small = |s: &Subscription| !s.wildcard && s.name_count() * 8 < sent.len().max(map.len());
+    if small(held_by) && small(wanted_by) {
+        out.same_names = false;
+        let mut names: Vec<&str> = held_by.names().chain(wanted_by.names()).collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            let step = match (sent.get(name), map.get(name)) {
+                (Some(x), Some(y)) => Step::Both(x, y),
+                (Some(_), None) => Step::Old(name),
+                (None, Some(y)) => Step::New(y),
+                (None, None) => continue,
+            };
+            record(&mut out, step, held_by, wanted_by);
+        }
+        return out;
+    }
+    walk(sent, map, |step| record(&mut out, step, held_by, wanted_by));
+    out
+}
+
+fn record(out: &mut Changes, step: Step<'_, '_>, held_by: &Subscription, wanted_by: &Subscription) {
+    match step {
+        Step::Both(old, new) => {
+            if wanted_by.covers(&new.name) && !(held_by.covers(&new.name) && same(old, new)) {
+                out.send.push(Arc::clone(new));
+            }
+        }
+        Step::Old(name) => {
+            out.same_names = false;
+            if held_by.covers(name) && wanted_by.covers(name) {
+                out.gone.push(name.to_string());
+            }
+        }
+        Step::New(new) => {
+            out.same_names = false;
+            if wanted_by.covers(&new.name) {
+                out.send.push(Arc::clone(new));
+            }
+        }
+    }
+}
+
+/// The resources of `map` the subscription selects, in name order.
+pub(crate) fn selected<'a>(map: &'a Arc<ResourceMap>, sub: &Subscription) -> Vec<&'a Arc<Resource>> {
+    if sub.is_all_of(map) {
+        map.values().collect()
+    } else {
+        sub.names().filter_map(|n| map.get(n)).collect()
+    }
+}
+
+/// How many resources of `map` the subscription selects.
+pub(crate) fn count_selected(map: &Arc<ResourceMap>, sub: &Subscription) -> usize {
+    if sub.is_all_of(map) { map.len() } else { sub.names().filter(|n| map.contains_key(*n)).count() }
+}
+
+/// The resources of `map` the subscription selects that the proxy does not hold by name
+/// (new to it), in one walk.
+pub(crate) fn added<'a>(
+    sent: &ResourceMap,
+    map: &'a ResourceMap,
+    sub: &Subscription,
+) -> Vec<&'a Arc<Resource>> {
+    let mut out = Vec::new();
+    walk(sent, map, |step| {
+        if let Step::New(new) = step
+            && sub.covers(&new.name)
+        {
+            out.push(new);
+        }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xds::tests::cla;
+
+    fn map(items: &[(&str, usize)]) -> ResourceMap {
+        items.iter().map(|(n, v)| (n.to_string(), cla(n, *v))).collect()
+    }
+
+    fn names(rs: &[Arc<Resource>]) -> Vec<&str> {
+        rs.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    #[test]
+    fn walk_finds_changed_added_and_gone() {
+        let sent = map(&[("a", 1), ("b", 1), ("c", 1)]);
+        let new = map(&[("a", 1), ("b", 2), ("d", 1)]);
+        let mut all = Subscription::default();
+        all.wildcard = true;
+        let ch = changes(&sent, &new, &all, &all);
+        assert_eq!(names(&ch.send), ["b", "d"]);
+        assert_eq!(ch.gone, ["c"]);
+        assert!(!ch.same_names);
+        let ch = changes(&sent, &sent, &all, &all);
+        assert!(ch.send.is_empty() && ch.gone.is_empty() && ch.same_names);
+    }
+
+    #[test]
+    fn newly_wanted_names_are_sent_even_if_unchanged() {
+        let sent = Arc::new(map(&[("a", 1), ("b", 1)]));
+        let mut old = Subscription::default();
+        old.subscribe(vec!["a".into()], &sent);
+        let mut new = old.clone();
+        new.subscribe(vec!["b".into()], &sent);
+        let ch = changes(&sent, &sent, &old, &new);
+        assert_eq!(names(&ch.send), ["b"]);
+        let more = map(&[("a", 1), ("b", 1), ("c", 1)]);
+        let mut all = Subscription::default();
+        all.wildcard = true;
+        assert_eq!(added(&sent, &more, &all).iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["c"]);
+    }
+}
