@@ -45,7 +45,7 @@ fn snapshot(n: usize) -> Arc<pilotfish::store::Snapshot> {
         parsed
             .objects
             .into_iter()
-            .map(|l| Entry { object: Arc::new(l.object), origin: Some(l.origin), source: SourceId::Files })
+            .map(|l| Entry { object: l.object, origin: Some(l.origin), source: SourceId::Files })
             .collect(),
     );
     store.publish();

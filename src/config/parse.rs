@@ -10,10 +10,11 @@ use serde_json::Value;
 use super::{kube, Kind, Meta, Object, ObjectKey, Spec};
 use crate::diagnostic::{Diagnostic, Origin};
 
-/// An object read from a file, with where it came from.
+/// An object read from a file, with where it came from. Shared, so re-reading a directory
+/// hands the store the same `Arc` for every object of an unchanged file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Located {
-    pub object: Object,
+    pub object: std::sync::Arc<Object>,
     pub origin: Origin,
 }
 
@@ -131,7 +132,7 @@ fn parse_document(value: Value, origin: &Origin, out: &mut Parsed) {
         Ok(Some((object, warnings))) => {
             let key = object.key();
             out.diagnostics.extend(warnings.into_iter().map(|d| d.at(Some(origin)).on(&key)));
-            out.objects.push(Located { object, origin: origin.clone() });
+            out.objects.push(Located { object: std::sync::Arc::new(object), origin: origin.clone() });
         }
         Err(d) => out.diagnostics.push(d.at(Some(origin))),
     }

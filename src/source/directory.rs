@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use crate::config::parse::{self, Located};
 use crate::config::ObjectKey;
@@ -165,7 +164,7 @@ impl Directory {
                 }
                 seen.insert(key, located);
                 entries.push(Entry {
-                    object: Arc::new(located.object.clone()),
+                    object: located.object.clone(),
                     origin: Some(located.origin.clone()),
                     source: SourceId::Files,
                 });

@@ -102,7 +102,13 @@ impl Store {
                 let key = entry.object.key();
                 let map = &mut self.current.kinds[key.kind as usize];
                 let slot = (key.namespace, key.name);
-                if map.get(&slot).is_some_and(|old| **old == entry) {
+                // Unchanged files hand over the same object `Arc`: compare pointers first.
+                let same = |old: &Entry| {
+                    (Arc::ptr_eq(&old.object, &entry.object) || old.object == entry.object)
+                        && old.origin == entry.origin
+                        && old.source == entry.source
+                };
+                if map.get(&slot).is_some_and(|old| same(old)) {
                     false
                 } else {
                     Arc::make_mut(map).insert(slot, Arc::new(entry));
@@ -206,5 +212,19 @@ mod tests {
         let snap = store.snapshot();
         let names: Vec<_> = snap.entries(Kind::Namespace).map(|e| e.object.meta.name.clone()).collect();
         assert_eq!(names, vec!["k"]);
+    }
+
+    #[test]
+    fn an_unchanged_object_keeps_its_arc_and_publishes_nothing() {
+        let mut store = Store::new();
+        let entry = ns("a");
+        store.replace_source(SourceId::Files, vec![entry.clone()]);
+        store.publish();
+        // The same object again, as a fresh Arc with equal content: nothing changes either.
+        let fresh = Entry { object: Arc::new((*entry.object).clone()), ..entry.clone() };
+        assert!(!store.replace_source(SourceId::Files, vec![fresh]));
+        let snap = store.snapshot();
+        let kept = snap.entries(Kind::Namespace).next().unwrap();
+        assert!(Arc::ptr_eq(&kept.object, &entry.object), "the first Arc is kept");
     }
 }

@@ -17,7 +17,7 @@ pub fn object(yaml: &str) -> Object {
     let errors: Vec<_> = parsed.diagnostics.iter().filter(|d| d.is_error()).collect();
     assert!(errors.is_empty(), "fixture does not parse: {errors:?}");
     let [one] = &parsed.objects[..] else { panic!("expected one object, got {}", parsed.objects.len()) };
-    one.object.clone()
+    (*one.object).clone()
 }
 
 pub fn run(yaml: &str) -> Vec<Diagnostic> {
