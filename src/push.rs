@@ -17,10 +17,10 @@ use crate::xds::Snapshot;
 /// the previous context, unchanged resources keep their `Arc`s (see `PushContext::after`).
 pub fn build(snapshot: &store::Snapshot, mesh: &MeshConfig, previous: Option<&Arc<PushContext>>) -> Arc<PushContext> {
     let index = Index::build(snapshot, mesh);
-    for d in &index.diagnostics {
-        if previous.is_none_or(|p| !p.index().diagnostics.contains(d)) {
-            tracing::warn!("{d}");
-        }
+    let seen: std::collections::HashSet<&crate::diagnostic::Diagnostic> =
+        previous.map(|p| p.index().diagnostics.iter().collect()).unwrap_or_default();
+    for d in index.diagnostics.iter().filter(|d| !seen.contains(d)) {
+        tracing::warn!("{d}");
     }
     Arc::new(PushContext::after(Arc::new(index), previous.cloned()))
 }

@@ -36,6 +36,7 @@ pub fn sync(dir: &Directory, store: &Mutex<Store>, previous: &[Diagnostic]) -> V
         store.replace_source(SourceId::Files, entries);
         store.publish();
     }
+    let previous: std::collections::HashSet<&Diagnostic> = previous.iter().collect();
     for d in diagnostics.iter().filter(|d| !previous.contains(d)) {
         if d.is_error() {
             tracing::error!("{d}");
