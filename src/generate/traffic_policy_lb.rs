@@ -6,6 +6,7 @@ use envoy_types::pb::envoy::config::cluster::v3::cluster::{
     MaglevLbConfig, RingHashLbConfig, RoundRobinLbConfig, SlowStartConfig,
 };
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, OutlierDetection as EnvoyOutlier};
+use envoy_types::pb::envoy::config::core::v3::RuntimeDouble;
 use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::{UInt32Value, UInt64Value};
 
@@ -24,18 +25,27 @@ fn is_original_dst(c: &Cluster) -> bool {
         ))
 }
 
+/// istiod's slow start: `warmup` (its `setWarmup`: aggression 1 and a 10 % minimum weight
+/// unless set; the runtime key is never looked up but Envoy requires one) over the older
+/// `warmupDurationSecs`.
+fn slow_start(lb: &LoadBalancerSettings) -> Option<SlowStartConfig> {
+    if let Some(w) = &lb.warmup {
+        return Some(SlowStartConfig {
+            slow_start_window: w.duration.map(|d| d.to_proto()),
+            aggression: Some(RuntimeDouble { default_value: w.aggression.unwrap_or(1.0), runtime_key: "(".into() }),
+            min_weight_percent: Some(Percent { value: w.minimum_percent.unwrap_or(10.0) }),
+        });
+    }
+    lb.warmup_duration_secs.map(|d| SlowStartConfig { slow_start_window: Some(d.to_proto()), ..Default::default() })
+}
+
 pub(super) fn apply_load_balancer(c: &mut Cluster, lb: Option<&LoadBalancerSettings>) {
     // Original-destination clusters must use the cluster's own choice of host.
     if is_original_dst(c) {
         c.lb_policy = LbPolicy::ClusterProvided as i32;
         return;
     }
-    let slow_start = lb
-        .and_then(|lb| lb.warmup_duration_secs)
-        .map(|d| SlowStartConfig {
-            slow_start_window: Some(d.to_proto()),
-            ..Default::default()
-        });
+    let slow_start = lb.and_then(slow_start);
     match lb.and_then(|lb| lb.simple) {
         Some(SimpleLb::Random) => c.lb_policy = LbPolicy::Random as i32,
         Some(SimpleLb::RoundRobin) => {

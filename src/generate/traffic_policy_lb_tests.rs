@@ -209,3 +209,25 @@ fn outlier_detection_disables_panic_threshold_and_splits_local_origin() {
         Some(Percent { value: 0.0 })
     );
 }
+
+#[test]
+fn warmup_is_istiods_set_warmup() {
+    let c = applied(json!({"loadBalancer": {"simple": "ROUND_ROBIN", "warmup": {"duration": "30s"}}}), 80, Protocol::Http);
+    let Some(LbConfig::RoundRobinLbConfig(rr)) = c.lb_config else { panic!("{:?}", c.lb_config) };
+    let slow = rr.slow_start_config.unwrap();
+    assert_eq!(slow.slow_start_window.map(|d| d.seconds), Some(30));
+    assert_eq!(slow.aggression.map(|a| a.default_value), Some(1.0));
+    assert_eq!(slow.min_weight_percent.map(|p| p.value), Some(10.0));
+
+    // `warmup` wins over `warmupDurationSecs`; set values are kept.
+    let c = applied(
+        json!({"loadBalancer": {"warmupDurationSecs": "5s", "warmup": {"duration": "60s", "aggression": 2.5, "minimumPercent": 30}}}),
+        80,
+        Protocol::Http,
+    );
+    let Some(LbConfig::LeastRequestLbConfig(lr)) = c.lb_config else { panic!("{:?}", c.lb_config) };
+    let slow = lr.slow_start_config.unwrap();
+    assert_eq!(slow.slow_start_window.map(|d| d.seconds), Some(60));
+    assert_eq!(slow.aggression.map(|a| a.default_value), Some(2.5));
+    assert_eq!(slow.min_weight_percent.map(|p| p.value), Some(30.0));
+}

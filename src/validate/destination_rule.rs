@@ -244,6 +244,18 @@ fn validate_load_balancer(at: &str, lb: &LoadBalancerSettings, has_outlier: bool
     if let Some(d) = lb.warmup_duration_secs {
         out.check(format!("{at}.warmupDurationSecs"), validate_duration(d));
     }
+    if let Some(w) = &lb.warmup {
+        match w.duration {
+            None => out.error(format!("{at}.warmup.duration"), "is required"),
+            Some(d) => out.check(format!("{at}.warmup.duration"), validate_duration(d)),
+        }
+        if let Some(p) = w.minimum_percent.filter(|p| !(0.0..=100.0).contains(p)) {
+            out.error(format!("{at}.warmup.minimumPercent"), format!("{p} is not in 0..100"));
+        }
+        if let Some(a) = w.aggression.filter(|a| !(*a >= 0.0)) {
+            out.error(format!("{at}.warmup.aggression"), format!("{a} must not be negative"));
+        }
+    }
 }
 
 /// Envoy's own primality test for Maglev table sizes.

@@ -34,9 +34,10 @@ use crate::config::istio::virtual_service::{
 };
 use crate::generate::names::BLACKHOLE_CLUSTER;
 
-/// istiod's default `retryOn` when a route sets no `retries`.
-pub const DEFAULT_RETRY_ON: &str =
-    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+/// istiod's default `retryOn` when a route sets no `retries` (or no `retryOn`). Since Istio 1.24
+/// (`EXCLUDE_UNSAFE_503_FROM_DEFAULT_RETRY`, on by default) it no longer retries an
+/// application's 503, which may repeat a request that was not idempotent.
+pub const DEFAULT_RETRY_ON: &str = "connect-failure,refused-stream,unavailable,cancelled";
 
 pub(super) fn route_action(
     http: &HttpRoute,
@@ -208,7 +209,6 @@ pub fn retry_policy(retries: Option<&HttpRetry>, consistent_hash: bool) -> Optio
     let mut out = RetryPolicy {
         num_retries: Some(UInt32Value { value: 2 }),
         retry_on: DEFAULT_RETRY_ON.into(),
-        retriable_status_codes: vec![503],
         host_selection_retry_max_attempts: 5,
         retry_host_predicate: if consistent_hash {
             vec![]

@@ -237,11 +237,8 @@ fn default_retry_policy_is_istiods() {
         .clone()
         .unwrap();
     assert_eq!(p.num_retries, Some(UInt32Value { value: 2 }));
-    assert_eq!(
-        p.retry_on,
-        "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
-    );
-    assert_eq!(p.retriable_status_codes, [503]);
+    assert_eq!(p.retry_on, "connect-failure,refused-stream,unavailable,cancelled");
+    assert!(p.retriable_status_codes.is_empty(), "istiod >= 1.24 does not retry an app's 503");
     assert_eq!(p.host_selection_retry_max_attempts, 5);
     assert_eq!(p.retry_host_predicate.len(), 1);
     let pred = &p.retry_host_predicate[0];

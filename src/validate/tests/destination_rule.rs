@@ -115,3 +115,11 @@ fn export_to_and_selector() {
     assert_error(&dr("  workloadSelector: {matchLabels: {app: a}}\n  exportTo: [other]\n"), "spec.exportTo", "beyond current namespace");
     // `matchLabels` itself is not read yet: config's DestinationRule.workloadSelector has `labels`.
 }
+
+#[test]
+fn warmup_needs_a_duration_and_values_in_range() {
+    assert_error(&tp("{loadBalancer: {warmup: {minimumPercent: 5}}}"), "spec.trafficPolicy.loadBalancer.warmup.duration", "required");
+    assert_error(&tp("{loadBalancer: {warmup: {duration: 300s, minimumPercent: 150}}}"), "spec.trafficPolicy.loadBalancer.warmup.minimumPercent", "0..100");
+    assert_error(&tp("{loadBalancer: {warmup: {duration: 300s, aggression: -0.1}}}"), "spec.trafficPolicy.loadBalancer.warmup.aggression", "negative");
+    assert_valid(&tp("{loadBalancer: {warmup: {duration: 300s, minimumPercent: 5, aggression: 5}}}"));
+}
