@@ -91,6 +91,7 @@ impl Index {
             let svc_ns = services.get(host).map(|s| s.namespace.clone()).unwrap_or_default();
             let root = mesh.root_namespace.clone();
             rules.sort_by_key(|r| (r.namespace() != svc_ns, r.namespace() != root, r.ns_name()));
+            merge_same_namespace(rules);
         }
 
         let index = Index {
@@ -117,6 +118,36 @@ impl Index {
     }
 }
 
+/// istiod's `mergeDestinationRule`: rules for one host in the namespace of the rule that applies
+/// are merged into it — subsets it does not have are added, and its traffic policy stays (a later
+/// rule's fills it only when it has none). The merged rule takes the first one's place.
+fn merge_same_namespace(rules: &mut [Typed<DestinationRule>]) {
+    let Some((first, rest)) = rules.split_first() else { return };
+    let same: Vec<&Typed<DestinationRule>> = rest.iter().filter(|r| r.namespace() == first.namespace()).collect();
+    if same.is_empty() {
+        return;
+    }
+    let mut merged = first.spec().clone();
+    for rule in same {
+        let spec = rule.spec();
+        for subset in &spec.subsets {
+            if !merged.subsets.iter().any(|s| s.name == subset.name) {
+                merged.subsets.push(subset.clone());
+            }
+        }
+        if merged.traffic_policy.is_none() {
+            merged.traffic_policy = spec.traffic_policy.clone();
+        }
+    }
+    let entry = Entry {
+        object: Arc::new(crate::config::Object { meta: first.entry.object.meta.clone(), spec: crate::config::Spec::DestinationRule(merged) }),
+        ..(*first.entry).clone()
+    };
+    if let Some(typed) = Typed::new(&Arc::new(entry)) {
+        rules[0] = typed;
+    }
+}
+
 /// Resolves a VirtualService's `gateways` entry to `ns/name`: a bare name is in the
 /// VirtualService's own namespace.
 pub fn gateway_ref(gateway: &str, vs_namespace: &str) -> String {
@@ -124,3 +155,79 @@ pub fn gateway_ref(gateway: &str, vs_namespace: &str) -> String {
 }
 
 mod references;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::istio::destination_rule::SimpleLb;
+    use crate::config::parse::parse_text;
+    use crate::store::{SourceId, Store};
+
+    fn index(yaml: &str) -> Index {
+        let parsed = parse_text("test.yaml", yaml).unwrap();
+        let mut store = Store::new();
+        let entries = parsed
+            .objects
+            .into_iter()
+            .map(|l| Entry { object: l.object, origin: Some(l.origin), source: SourceId::Files })
+            .collect();
+        store.replace_source(SourceId::Files, entries);
+        store.publish();
+        Index::build(&store.snapshot(), &MeshConfig::default())
+    }
+
+    const RULES: &str = "
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: shop}
+spec: {ports: [{name: http, port: 9080}]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: a, namespace: shop}
+spec:
+  host: reviews
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+  subsets: [{name: v1, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: b, namespace: shop}
+spec:
+  host: reviews.shop.svc.cluster.local
+  trafficPolicy: {loadBalancer: {simple: RANDOM}}
+  subsets: [{name: v1, labels: {version: other}}, {name: v2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: c, namespace: istio-system}
+spec:
+  host: reviews.shop.svc.cluster.local
+  subsets: [{name: v3, labels: {version: v3}}]
+";
+
+    #[test]
+    fn rules_in_one_namespace_merge_as_istiod_merges_them() {
+        let index = index(RULES);
+        let dr = index.destination_rule("reviews.shop.svc.cluster.local").unwrap();
+        let spec = dr.spec();
+        let subsets: Vec<(&str, &str)> =
+            spec.subsets.iter().map(|s| (s.name.as_str(), s.labels["version"].as_str())).collect();
+        // The first rule's v1 wins over the second's; v2 is added; the other namespace's v3 is not.
+        assert_eq!(subsets, vec![("v1", "v1"), ("v2", "v2")]);
+        let lb = spec.traffic_policy.as_ref().and_then(|p| p.load_balancer.as_ref()).and_then(|l| l.simple);
+        assert_eq!(lb, Some(SimpleLb::RoundRobin), "the first rule's policy stays");
+        assert_eq!(dr.name(), "a");
+    }
+
+    #[test]
+    fn without_a_service_the_root_namespace_rule_applies_first() {
+        // No Service names the host, so no service namespace: the root namespace's rule comes
+        // first (what istiod picks for a gateway proxy in istio-system), and is not merged with
+        // rules of other namespaces.
+        let index = index(&RULES.replacen("kind: Service", "kind: ServiceAccount", 1));
+        let dr = index.destination_rule("reviews.shop.svc.cluster.local").unwrap();
+        assert_eq!(dr.name(), "c");
+        assert_eq!(dr.spec().subsets.len(), 1);
+    }
+}
