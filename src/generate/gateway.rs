@@ -19,7 +19,7 @@ use crate::config::istio::virtual_service::Destination;
 use crate::config::istio::{Gateway, VirtualService};
 use crate::index::services::selects;
 use crate::index::{Index, Typed};
-use crate::model::{Protocol, Proxy};
+use crate::model::Proxy;
 use crate::xds::{Resource, ResourceMap};
 
 /// The Gateways whose selector matches the proxy's labels (from any namespace, as istiod
@@ -47,14 +47,8 @@ pub fn build(index: &Index, proxy: &Proxy, gateways: &[&Typed<Gateway>]) -> Gate
     for (port, servers) in ports {
         let http: Vec<_> = servers
             .into_iter()
-            .filter(|(gw, s)| {
-                let protocol = Protocol::parse(&s.port.protocol);
-                let plain_http = protocol.is_http() && s.tls.as_ref().is_none_or(|t| t.https_redirect);
-                if !plain_http {
-                    tracing::debug!(gateway = %gw.ns_name(), port, protocol = %s.port.protocol, "non-HTTP gateway servers are not served yet; skipped");
-                }
-                plain_http
-            })
+            // Other servers are not served yet; index::references warns about them once.
+            .filter(|(_, s)| s.is_plain_http())
             .collect();
         if http.is_empty() {
             continue;
