@@ -230,4 +230,14 @@ spec:
         assert_eq!(dr.name(), "c");
         assert_eq!(dr.spec().subsets.len(), 1);
     }
+
+    #[test]
+    fn unserved_gateway_servers_are_named_once() {
+        let index = index(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: istio-system}\nspec:\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: ['*']\n    tls: {mode: SIMPLE, credentialName: cert}\n",
+        );
+        let found: Vec<String> = index.diagnostics.iter().map(|d| format!("{} {}", d.field, d.message)).collect();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("spec.servers[1] HTTPS servers are not served yet"), "{found:?}");
+    }
 }
