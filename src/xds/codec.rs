@@ -1,16 +1,11 @@
-//! A gRPC codec that writes discovery responses by hand, so a resource's `Any` bytes — encoded
-//! once per snapshot and shared by every proxy — are copied onto the wire, never decoded and
-//! re-encoded per client. Requests are small and arrive decoded with prost as usual.
+//! Discovery responses written by hand, so a resource's `Any` bytes — encoded once per snapshot
+//! and shared by every proxy — are copied onto the wire, never decoded and re-encoded per
+//! client ([`super::body::GrpcBody`] frames them). Requests arrive decoded with prost as usual.
 
-use std::marker::PhantomData;
 use std::sync::Arc;
 
 use bytes::BufMut;
-use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
-use tonic::Status;
-use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
-use tonic_prost::ProstDecoder;
 
 use super::Resource;
 
@@ -146,48 +141,6 @@ fn put_control_plane(tag: u32, identifier: Option<&str>, buf: &mut impl BufMut) 
     }
 }
 
-/// Requests decode with prost; responses are written by [`WireResponse`].
-pub struct AdsCodec<Req, Resp>(PhantomData<fn() -> (Req, Resp)>);
-
-impl<Req, Resp> Default for AdsCodec<Req, Resp> {
-    fn default() -> Self {
-        AdsCodec(PhantomData)
-    }
-}
-
-impl<Req, Resp> Codec for AdsCodec<Req, Resp>
-where
-    Req: Message + Default + Send + 'static,
-    Resp: WireResponse + Send + 'static,
-{
-    type Encode = Resp;
-    type Decode = Req;
-    type Encoder = ResponseEncoder<Resp>;
-    type Decoder = ProstDecoder<Req>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        ResponseEncoder(PhantomData)
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        ProstDecoder::new(BufferSettings::default())
-    }
-}
-
-pub struct ResponseEncoder<Resp>(PhantomData<fn(Resp)>);
-
-impl<Resp: WireResponse> Encoder for ResponseEncoder<Resp> {
-    type Item = Resp;
-    type Error = Status;
-
-    fn encode(&mut self, item: Resp, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        // One allocation for the whole response instead of growing in 8 KiB steps.
-        dst.reserve(item.encoded_len());
-        item.encode_raw(dst);
-        Ok(())
-    }
-}
-
 /// Encodes a response to bytes outside of gRPC (tests, debug endpoints).
 pub fn to_bytes(response: &impl WireResponse) -> Vec<u8> {
     let mut buf = Vec::with_capacity(response.encoded_len());
@@ -198,6 +151,7 @@ pub fn to_bytes(response: &impl WireResponse) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message;
     use envoy_types::pb::envoy::config::cluster::v3::Cluster;
     use envoy_types::pb::envoy::config::core::v3::ControlPlane;
     use envoy_types::pb::envoy::service::discovery::v3 as pb;

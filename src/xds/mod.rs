@@ -5,6 +5,7 @@
 //! `service`, `stream` and `server` put it on the wire; `connection` is what the outside world
 //! can see.
 
+mod body;
 pub mod codec;
 pub mod connection;
 mod delta;

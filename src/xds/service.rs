@@ -1,23 +1,26 @@
 //! `envoy.service.discovery.v3.AggregatedDiscoveryService` by hand. The generated server in
-//! envoy-types hardcodes the prost codec; this one routes the same two method paths through
-//! [`AdsCodec`], which copies each resource's shared bytes onto the wire.
+//! envoy-types hardcodes the prost codec and tonic's encoder keeps a per-stream buffer; this
+//! one decodes requests with tonic's `Streaming` and writes each response as one exact-size
+//! frame ([`GrpcBody`]) that copies each resource's shared bytes onto the wire.
 
 use std::convert::Infallible;
-use std::marker::PhantomData;
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use tokio::sync::watch;
 use tonic::codegen::{Body, BoxFuture, Context, Poll, Service, StdError, http};
-use tonic::server::{Grpc, NamedService, StreamingService};
+use tonic::codec::BufferSettings;
+use tonic::server::NamedService;
+use tonic::transport::server::TcpConnectInfo;
 use tonic::{Status, Streaming};
+use tonic_prost::ProstDecoder;
 
 use super::SnapshotRx;
-use super::codec::{AdsCodec, DeltaResponse, SotwResponse};
+use super::body::GrpcBody;
+use super::codec::WireResponse;
 use super::connection::Connections;
 use super::delta::Delta;
 use super::sotw::Sotw;
-use super::stream::{self, Protocol, ResponseStream, Shared};
+use super::stream::{self, Protocol, Shared};
 
 pub const SERVICE_NAME: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
 const SOTW_PATH: &str =
@@ -73,43 +76,29 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let shared = self.shared.clone();
         match req.uri().path() {
-            SOTW_PATH => Box::pin(async move {
-                let mut grpc = Grpc::new(AdsCodec::<DiscoveryRequest, SotwResponse>::default());
-                Ok(grpc.streaming(Method::<Sotw>::new(shared), req).await)
-            }),
-            DELTA_PATH => Box::pin(async move {
-                let mut grpc =
-                    Grpc::new(AdsCodec::<DeltaDiscoveryRequest, DeltaResponse>::default());
-                Ok(grpc.streaming(Method::<Delta>::new(shared), req).await)
-            }),
+            SOTW_PATH => Box::pin(async move { Ok(respond::<Sotw, B>(&shared, req)) }),
+            DELTA_PATH => Box::pin(async move { Ok(respond::<Delta, B>(&shared, req)) }),
             _ => Box::pin(async move { Ok(Status::unimplemented("").into_http()) }),
         }
     }
 }
 
-/// One ADS method: starts the stream task for protocol `P`.
-struct Method<P> {
-    shared: Shared,
-    _protocol: PhantomData<fn() -> P>,
-}
-
-impl<P> Method<P> {
-    fn new(shared: Shared) -> Self {
-        Method { shared, _protocol: PhantomData }
-    }
-}
-
-impl<P: Protocol> StreamingService<P::Request> for Method<P>
+/// Starts the stream task for protocol `P`: requests decode through tonic's `Streaming`,
+/// responses go out through [`GrpcBody`], one exact-size frame each.
+fn respond<P, B>(shared: &Shared, req: http::Request<B>) -> http::Response<tonic::body::Body>
 where
+    P: Protocol,
     P::Request: prost::Message + Default,
+    P::Response: WireResponse,
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
 {
-    type Response = P::Response;
-    type ResponseStream = ResponseStream<P>;
-    type Future = std::future::Ready<Result<tonic::Response<ResponseStream<P>>, Status>>;
-
-    fn call(&mut self, request: tonic::Request<Streaming<P::Request>>) -> Self::Future {
-        let peer = request.remote_addr();
-        let responses = stream::start::<P, _>(&self.shared, peer, request.into_inner());
-        std::future::ready(Ok(tonic::Response::new(responses)))
-    }
+    let peer = req.extensions().get::<TcpConnectInfo>().and_then(TcpConnectInfo::remote_addr);
+    let requests = Streaming::new_request(ProstDecoder::<P::Request>::new(BufferSettings::default()), req.into_body(), None, None);
+    let responses = stream::start::<P, _>(shared, peer, requests);
+    let mut response = http::Response::new(tonic::body::Body::new(GrpcBody::new(responses)));
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+    response
 }
