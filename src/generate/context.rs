@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use super::{cluster, endpoint, gateway};
+use super::{cluster, endpoint, gateway, sidecar};
 use crate::index::Index;
 use crate::model::{NodeType, Proxy};
 use crate::xds::{ProxyResources, ResourceMap, Snapshot, TypeUrl};
@@ -29,7 +29,9 @@ pub struct PushContext {
     index: Arc<Index>,
     shared: OnceLock<(Arc<ResourceMap>, Arc<ResourceMap>)>,
     by_class: Mutex<HashMap<ProxyClass, Arc<OnceLock<Arc<ProxyResources>>>>>,
-    sidecar: OnceLock<Arc<ProxyResources>>,
+    /// Sidecar config per [`sidecar::ProxyKey`] (class, DNS domain, interception mode, and IPs
+    /// when the inbound side is built).
+    sidecars: Mutex<HashMap<sidecar::ProxyKey, Arc<OnceLock<Arc<ProxyResources>>>>>,
     /// The revision before this one, whose `Arc`s unchanged resources keep. Only one level is
     /// kept: creating a context takes its predecessor's own `previous` away.
     previous: Mutex<Option<Arc<PushContext>>>,
@@ -49,7 +51,7 @@ impl PushContext {
             index,
             shared: OnceLock::new(),
             by_class: Mutex::default(),
-            sidecar: OnceLock::new(),
+            sidecars: Mutex::default(),
             previous: Mutex::new(previous),
         }
     }
@@ -104,6 +106,36 @@ impl PushContext {
     }
 }
 
+/// What sidecars are sent of [`sidecar::build`]; `Parts::All` adds the sidecar-only clusters.
+const SIDECAR_PARTS: sidecar::Parts = sidecar::Parts::SharedClustersOnly;
+
+impl PushContext {
+    /// Shared clusters and endpoints plus what [`sidecar::build`] makes for this proxy.
+    fn sidecar(&self, proxy: &Proxy) -> Arc<ProxyResources> {
+        let key = sidecar::ProxyKey::of(proxy, SIDECAR_PARTS);
+        let cell = lock(&self.sidecars).entry(key.clone()).or_default().clone();
+        cell.get_or_init(|| {
+            // Sidecars still share the revision's cluster map (a test holds that), so the parts
+            // that need sidecar-only clusters (virtual listeners, allow_any) wait for that to go.
+            let mesh_services = sidecar::mesh_virtual_services(&self.index, &self.index.virtual_services);
+            let built = sidecar::build(&self.index, proxy, &mesh_services, SIDECAR_PARTS);
+            let before = self.previous().and_then(|p| lock(&p.sidecars).get(&key).and_then(|c| c.get().cloned()));
+            let before = |ty: TypeUrl| before.as_ref().map(|b| b.get(ty).clone());
+            let mut r = self.with_shared();
+            if !built.clusters.is_empty() {
+                let mut clusters = (*r.by_type[TypeUrl::Cluster.index()]).clone();
+                clusters.extend(built.clusters);
+                r.by_type[TypeUrl::Cluster.index()] = share_unchanged(clusters, before(TypeUrl::Cluster).as_ref());
+            }
+            r.by_type[TypeUrl::Listener.index()] = share_unchanged(built.listeners, before(TypeUrl::Listener).as_ref());
+            r.by_type[TypeUrl::RouteConfiguration.index()] =
+                share_unchanged(built.routes, before(TypeUrl::RouteConfiguration).as_ref());
+            Arc::new(r)
+        })
+        .clone()
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -130,9 +162,7 @@ impl Snapshot for PushContext {
     fn resources_for(&self, proxy: &Proxy) -> Arc<ProxyResources> {
         match proxy.node_type {
             NodeType::Router => self.router(proxy),
-            // Sidecar listeners come with the sidecar generator; until then a sidecar gets the
-            // outbound clusters and their endpoints.
-            NodeType::Sidecar => self.sidecar.get_or_init(|| Arc::new(self.with_shared())).clone(),
+            NodeType::Sidecar => self.sidecar(proxy),
         }
     }
 }

@@ -17,3 +17,28 @@ pub fn listener(bind: &str, port: u32) -> String {
 pub fn gateway_http_routes(port: u32) -> String {
     format!("http.{port}")
 }
+
+/// Sidecar route config for the HTTP services of a port: just the port number, as istiod names it.
+pub fn sidecar_http_routes(port: u16) -> String {
+    port.to_string()
+}
+
+/// `inbound|<port>||`: the cluster to the workload's own port, behind the sidecar.
+pub fn inbound_cluster(port: u16) -> String {
+    format!("inbound|{port}||")
+}
+
+/// Where ALLOW_ANY sends traffic to unknown destinations (ORIGINAL_DST).
+pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
+
+/// Where inbound traffic to a port no service declares goes (ORIGINAL_DST, from 127.0.0.6).
+pub const INBOUND_PASSTHROUGH_CLUSTER: &str = "InboundPassthroughCluster";
+
+/// The outbound capture listener (iptables REDIRECT sends outbound traffic to 15001).
+pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
+
+/// The inbound capture listener (iptables REDIRECT sends inbound traffic to 15006).
+pub const VIRTUAL_INBOUND: &str = "virtualInbound";
+
+/// The catch-all virtual host of sidecar route configs under ALLOW_ANY.
+pub const ALLOW_ANY: &str = "allow_any";

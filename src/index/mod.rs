@@ -54,6 +54,8 @@ pub struct Index {
     /// Every service by hostname.
     pub services: BTreeMap<String, Arc<Service>>,
     pub gateways: Vec<Typed<Gateway>>,
+    /// Every VirtualService, in namespace/name order (sidecars pick the mesh ones).
+    pub virtual_services: Vec<Arc<Entry>>,
     /// VirtualServices bound to each Gateway (`ns/name`), in namespace/name order.
     pub virtual_services_by_gateway: HashMap<String, Vec<Typed<VirtualService>>>,
     /// DestinationRules by the FQDN of their host, the one that applies first.
@@ -99,6 +101,7 @@ impl Index {
             mesh: mesh.clone(),
             services,
             gateways,
+            virtual_services: snapshot.entries(VirtualService::KIND).cloned().collect(),
             virtual_services_by_gateway,
             destination_rules,
             diagnostics,

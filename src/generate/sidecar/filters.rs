@@ -1,0 +1,58 @@
+//! The network filters sidecar listeners carry: an HTTP connection manager (RDS or inline routes)
+//! and a TCP proxy. Only stock Envoy filters: no `istio.*` extension is ever sent here, so a plain
+//! Envoy accepts every listener.
+
+use envoy_types::pb::envoy::config::listener::v3::{filter::ConfigType, Filter};
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager::{CodecType, RouteSpecifier, UpgradeConfig},
+    HttpConnectionManager, Rds,
+};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{tcp_proxy::ClusterSpecifier, TcpProxy};
+use envoy_types::pb::google::protobuf::BoolValue;
+use envoy_types::util::pack_any;
+
+use super::super::cluster::ads;
+use super::super::route::{http_filters, HttpFilterNeeds};
+
+const HCM: &str = "envoy.filters.network.http_connection_manager";
+const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
+
+/// Where an HTTP connection manager takes its routes from.
+pub enum Routes {
+    /// Outbound: the shared route config of the port, over RDS.
+    Rds(String),
+    /// Inbound: one fixed route to the local workload, inline as istiod writes it.
+    Inline(Box<RouteConfiguration>),
+}
+
+/// An HTTP connection manager as istiod configures a sidecar's: fault, CORS and router always in
+/// the chain (a route edit then never changes the listener), and `use_remote_address` off, because
+/// inside the mesh the peer is another proxy or the app, not the client.
+pub fn http_connection_manager(stat_prefix: String, routes: Routes) -> Filter {
+    let route_specifier = match routes {
+        Routes::Rds(name) => RouteSpecifier::Rds(Rds { config_source: Some(ads()), route_config_name: name }),
+        Routes::Inline(config) => RouteSpecifier::RouteConfig(*config),
+    };
+    let hcm = HttpConnectionManager {
+        stat_prefix,
+        codec_type: CodecType::Auto as i32,
+        route_specifier: Some(route_specifier),
+        http_filters: http_filters(HttpFilterNeeds::ALL),
+        use_remote_address: Some(BoolValue { value: false }),
+        normalize_path: Some(BoolValue { value: true }),
+        upgrade_configs: vec![UpgradeConfig { upgrade_type: "websocket".into(), ..Default::default() }],
+        ..Default::default()
+    };
+    Filter { name: HCM.into(), config_type: Some(ConfigType::TypedConfig(pack_any(hcm))) }
+}
+
+/// A TCP proxy to one cluster; istiod uses the cluster name as the stat prefix.
+pub fn tcp_proxy(cluster: &str) -> Filter {
+    let proxy = TcpProxy {
+        stat_prefix: cluster.to_string(),
+        cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.to_string())),
+        ..Default::default()
+    };
+    Filter { name: TCP_PROXY.into(), config_type: Some(ConfigType::TypedConfig(pack_any(proxy))) }
+}

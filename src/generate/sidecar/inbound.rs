@@ -1,0 +1,181 @@
+//! Inbound: `virtualInbound` on 15006, where iptables sends every connection to the pod. A filter
+//! chain per port of the services this workload backs (its IP is one of their endpoints) goes to
+//! `inbound|<port>||`, a STATIC cluster to the app on 127.0.0.1 (istiod's REDIRECT-mode
+//! endpoint); anything else passes through to `InboundPassthroughCluster`. Also the sidecar's
+//! local clusters: those, and `PassthroughCluster` for ALLOW_ANY.
+//!
+//! Like istiod, inbound names use the endpoint (target) port: it is the port the connection was
+//! originally sent to, so the one the filter chain matches on.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::cluster::v3::{
+    cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy},
+    Cluster,
+};
+use envoy_types::pb::envoy::config::core::v3::{address, BindConfig, CidrRange, TrafficDirection};
+use envoy_types::pb::envoy::config::endpoint::v3::{lb_endpoint::HostIdentifier, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints};
+use envoy_types::pb::envoy::config::listener::v3::{listener_filter, FilterChain, FilterChainMatch, Listener, ListenerFilter};
+use envoy_types::pb::envoy::config::route::v3::{
+    route::Action, route_action::ClusterSpecifier, route_match::PathSpecifier, Route, RouteAction, RouteConfiguration, RouteMatch,
+    VirtualHost,
+};
+use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
+use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
+use envoy_types::util::pack_any;
+
+use super::super::endpoint::socket_address;
+use super::super::names;
+use super::filters::{http_connection_manager, tcp_proxy, Routes};
+use super::SidecarConfig;
+use crate::index::Index;
+use crate::model::{Protocol, Proxy};
+use crate::xds::Resource;
+
+pub const VIRTUAL_INBOUND_PORT: u16 = 15006;
+const CONNECT_TIMEOUT: Duration = Duration { seconds: 10, nanos: 0 };
+/// istiod's source address for inbound passthrough: the app then sees a local peer that is not
+/// 127.0.0.1, and iptables does not capture the connection again.
+const INBOUND_PASSTHROUGH_BIND: &str = "127.0.0.6";
+
+pub fn build(index: &Index, proxy: &Proxy, out: &mut SidecarConfig) {
+    // Target port → protocol of the first service port (hostname order) that uses it.
+    let mut ports: BTreeMap<u16, (Protocol, &str)> = BTreeMap::new();
+    for service in index.services.values() {
+        for ep in service.endpoints.iter().filter(|ep| proxy.ip_addresses.contains(&ep.address)) {
+            for port in &service.ports {
+                let Some(&target) = ep.ports.get(&port.port) else { continue };
+                if target == VIRTUAL_INBOUND_PORT || port.protocol == Protocol::Udp {
+                    continue;
+                }
+                let (protocol, first) = *ports.entry(target).or_insert((port.protocol, &service.hostname));
+                if protocol.is_http() != port.protocol.is_http() {
+                    tracing::debug!(port = target, first, other = %service.hostname, "workload port declared with different protocols; the first service's wins");
+                }
+            }
+        }
+    }
+
+    let mut chains = vec![FilterChain {
+        name: "virtualInbound-blackhole".into(),
+        filter_chain_match: Some(FilterChainMatch {
+            destination_port: Some(UInt32Value { value: u32::from(VIRTUAL_INBOUND_PORT) }),
+            ..Default::default()
+        }),
+        filters: vec![tcp_proxy(names::BLACKHOLE_CLUSTER)],
+        ..Default::default()
+    }];
+    for (&port, &(protocol, _)) in &ports {
+        let cluster = names::inbound_cluster(port);
+        let filter = if protocol.is_http() {
+            http_connection_manager(format!("inbound_0.0.0.0_{port}"), Routes::Inline(Box::new(inbound_routes(&cluster, port))))
+        } else {
+            tcp_proxy(&cluster)
+        };
+        chains.push(FilterChain {
+            name: names::listener("0.0.0.0", u32::from(port)),
+            filter_chain_match: Some(FilterChainMatch {
+                destination_port: Some(UInt32Value { value: u32::from(port) }),
+                ..Default::default()
+            }),
+            filters: vec![filter],
+            ..Default::default()
+        });
+        let c = static_local_cluster(&cluster, port);
+        out.clusters.insert(cluster.clone(), Arc::new(Resource::encode(cluster, &c)));
+    }
+    chains.push(FilterChain {
+        name: names::VIRTUAL_INBOUND.into(),
+        filter_chain_match: Some(FilterChainMatch {
+            prefix_ranges: ["0.0.0.0", "::"]
+                .map(|a| CidrRange { address_prefix: a.into(), prefix_len: Some(UInt32Value { value: 0 }) })
+                .to_vec(),
+            ..Default::default()
+        }),
+        filters: vec![tcp_proxy(names::INBOUND_PASSTHROUGH_CLUSTER)],
+        ..Default::default()
+    });
+    let listener = Listener {
+        name: names::VIRTUAL_INBOUND.into(),
+        address: Some(socket_address("0.0.0.0", VIRTUAL_INBOUND_PORT)),
+        filter_chains: chains,
+        listener_filters: vec![ListenerFilter {
+            name: "envoy.filters.listener.original_dst".into(),
+            config_type: Some(listener_filter::ConfigType::TypedConfig(pack_any(OriginalDst::default()))),
+            ..Default::default()
+        }],
+        traffic_direction: TrafficDirection::Inbound as i32,
+        ..Default::default()
+    };
+    out.listeners.insert(names::VIRTUAL_INBOUND.into(), Arc::new(Resource::encode(names::VIRTUAL_INBOUND, &listener)));
+
+    for (name, bind) in [(names::PASSTHROUGH_CLUSTER, None), (names::INBOUND_PASSTHROUGH_CLUSTER, Some(INBOUND_PASSTHROUGH_BIND))] {
+        let c = original_dst_cluster(name, bind);
+        out.clusters.insert(name.into(), Arc::new(Resource::encode(name, &c)));
+    }
+}
+
+/// istiod's inline inbound route config: everything to the local app, no timeout.
+fn inbound_routes(cluster: &str, port: u16) -> RouteConfiguration {
+    let no_timeout = Duration { seconds: 0, nanos: 0 };
+    #[allow(deprecated)]
+    let action = RouteAction {
+        cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.to_string())),
+        timeout: Some(no_timeout),
+        max_grpc_timeout: Some(no_timeout),
+        ..Default::default()
+    };
+    RouteConfiguration {
+        name: cluster.to_string(),
+        virtual_hosts: vec![VirtualHost {
+            name: format!("inbound|http|{port}"),
+            domains: vec!["*".into()],
+            routes: vec![Route {
+                name: "default".into(),
+                r#match: Some(RouteMatch { path_specifier: Some(PathSpecifier::Prefix("/".into())), ..Default::default() }),
+                action: Some(Action::Route(action)),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn static_local_cluster(name: &str, port: u16) -> Cluster {
+    let endpoint = LbEndpoint {
+        host_identifier: Some(HostIdentifier::Endpoint(Endpoint { address: Some(socket_address("127.0.0.1", port)), ..Default::default() })),
+        ..Default::default()
+    };
+    Cluster {
+        name: name.to_string(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+        connect_timeout: Some(CONNECT_TIMEOUT),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name.to_string(),
+            endpoints: vec![LocalityLbEndpoints { lb_endpoints: vec![endpoint], ..Default::default() }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A cluster that connects where the client meant to (ORIGINAL_DST needs the CLUSTER_PROVIDED
+/// load balancer, or Envoy rejects it).
+fn original_dst_cluster(name: &str, bind: Option<&str>) -> Cluster {
+    Cluster {
+        name: name.to_string(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::OriginalDst as i32)),
+        lb_policy: LbPolicy::ClusterProvided as i32,
+        connect_timeout: Some(CONNECT_TIMEOUT),
+        upstream_bind_config: bind.map(|a| BindConfig {
+            source_address: match socket_address(a, 0).address {
+                Some(address::Address::SocketAddress(s)) => Some(s),
+                _ => None,
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,116 @@
+//! Outbound listeners: `0.0.0.0_<port>` per HTTP service port (route config `"<port>"`),
+//! `<vip>_<port>` with a `tcp_proxy` per TCP service port, and `virtualOutbound` on 15001.
+//!
+//! Envoy rejects two listeners on one address:port, and istiod has conflict rules for it. This
+//! is their deterministic subset: HTTP wins a port it shares with a TCP service that has no VIP
+//! (the TCP service is then reachable only through its VIP listener, if any); between TCP
+//! services on the same address:port, the first hostname wins. Each loser is logged.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
+use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, FilterChainMatch, Listener};
+use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
+
+use super::super::endpoint::socket_address;
+use super::super::names;
+use super::filters::{http_connection_manager, tcp_proxy, Routes};
+use super::routes::port_route_config;
+use super::{Interception, MeshVirtualService, Parts, SidecarConfig};
+use crate::index::{Index, Service};
+use crate::model::{Protocol, Proxy};
+use crate::xds::Resource;
+
+const WILDCARD: &str = "0.0.0.0";
+const VIRTUAL_OUTBOUND_PORT: u16 = 15001;
+
+pub fn build(index: &Index, proxy: &Proxy, mesh_vs: &[MeshVirtualService], parts: Parts, out: &mut SidecarConfig) {
+    let bind = Interception::of(proxy) == Interception::None;
+    let mut http: BTreeMap<u16, Vec<&Service>> = BTreeMap::new();
+    let mut tcp: Vec<(&Service, u16)> = Vec::new();
+    for service in index.services.values() {
+        for port in &service.ports {
+            if port.port == VIRTUAL_OUTBOUND_PORT || port.port == super::inbound::VIRTUAL_INBOUND_PORT {
+                tracing::warn!(host = %service.hostname, port = port.port, "service port collides with the sidecar's capture port; skipped");
+            } else if port.protocol.is_http() {
+                http.entry(port.port).or_default().push(service);
+            } else if port.protocol != Protocol::Udp {
+                tcp.push((service, port.port));
+            }
+        }
+    }
+
+    for (&port, services) in &http {
+        let routes = port_route_config(index, proxy, port, services, mesh_vs, parts == Parts::All);
+        let listener_name = names::listener(WILDCARD, u32::from(port));
+        let hcm = http_connection_manager(format!("outbound_{WILDCARD}_{port}"), Routes::Rds(routes.name.clone()));
+        let listener = listener(&listener_name, WILDCARD, port, vec![chain(vec![hcm])], bind);
+        out.routes.insert(routes.name.clone(), Arc::new(routes));
+        out.listeners.insert(listener_name.clone(), Arc::new(Resource::encode(listener_name, &listener)));
+    }
+
+    for (service, port) in tcp {
+        let vip = service.addresses.iter().find(|a| a.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| !ip.is_unspecified()));
+        let address = vip.map(String::as_str).unwrap_or(WILDCARD);
+        let listener_name = names::listener(address, u32::from(port));
+        if out.listeners.contains_key(&listener_name) {
+            tracing::warn!(host = %service.hostname, port, listener = %listener_name, "TCP service port conflicts with another listener on the same address; skipped");
+            continue;
+        }
+        let cluster = names::outbound_cluster(port, "", &service.hostname);
+        // A VIP is not an address of this host: only capture reaches it, never a bind.
+        let listener = listener(&listener_name, address, port, vec![chain(vec![tcp_proxy(&cluster)])], bind && vip.is_none());
+        out.listeners.insert(listener_name.clone(), Arc::new(Resource::encode(listener_name, &listener)));
+    }
+
+    if parts == Parts::SharedClustersOnly {
+        return;
+    }
+    let virtual_outbound = virtual_outbound();
+    out.listeners.insert(names::VIRTUAL_OUTBOUND.into(), Arc::new(Resource::encode(names::VIRTUAL_OUTBOUND, &virtual_outbound)));
+}
+
+fn chain(filters: Vec<Filter>) -> FilterChain {
+    FilterChain { filters, ..Default::default() }
+}
+
+fn listener(name: &str, address: &str, port: u16, filter_chains: Vec<FilterChain>, bind: bool) -> Listener {
+    Listener {
+        name: name.to_string(),
+        address: Some(socket_address(address, port)),
+        filter_chains,
+        bind_to_port: Some(BoolValue { value: bind }),
+        traffic_direction: TrafficDirection::Outbound as i32,
+        ..Default::default()
+    }
+}
+
+/// `virtualOutbound`: iptables sends every outbound connection here; `use_original_dst` hands
+/// it to the listener for its original destination, and what has none goes to
+/// `PassthroughCluster` (ALLOW_ANY). A connection to 15001 itself is dropped, as istiod does,
+/// so that a direct connection does not loop back into the listener.
+fn virtual_outbound() -> Listener {
+    let blackhole = FilterChain {
+        name: "virtualOutbound-blackhole".into(),
+        filter_chain_match: Some(FilterChainMatch {
+            destination_port: Some(UInt32Value { value: u32::from(VIRTUAL_OUTBOUND_PORT) }),
+            ..Default::default()
+        }),
+        filters: vec![tcp_proxy(names::BLACKHOLE_CLUSTER)],
+        ..Default::default()
+    };
+    let passthrough = FilterChain {
+        name: "virtualOutbound-catchall-tcp".into(),
+        filters: vec![tcp_proxy(names::PASSTHROUGH_CLUSTER)],
+        ..Default::default()
+    };
+    Listener {
+        name: names::VIRTUAL_OUTBOUND.into(),
+        address: Some(socket_address(WILDCARD, VIRTUAL_OUTBOUND_PORT)),
+        filter_chains: vec![blackhole, passthrough],
+        use_original_dst: Some(BoolValue { value: true }),
+        traffic_direction: TrafficDirection::Outbound as i32,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,193 @@
+//! Sidecar route configs `"<port>"`: one virtual host per HTTP service on the port, named
+//! `<fqdn>:<port>` with istiod's domains, carrying the routes of the mesh VirtualService for the
+//! host or istiod's default route; then the `allow_any` catch-all to `PassthroughCluster`.
+
+use std::collections::{HashMap, HashSet};
+
+use envoy_types::pb::envoy::config::route::v3::{
+    route::Action, route_action::ClusterSpecifier, route_match::PathSpecifier, Route, RouteAction, RouteMatch,
+};
+use envoy_types::pb::google::protobuf::Duration;
+
+use super::super::gateway::{cluster_for, intersect};
+use super::super::names;
+use super::super::route::{retry_policy, translate_http_route, RouteContext, MESH_GATEWAY};
+use super::super::route_config::{self, EncodedRoutes, Naming, RouteConfigOptions, VirtualHostParts};
+use super::super::traffic_policy;
+use super::MeshVirtualService;
+use crate::config::istio::virtual_service::Destination;
+use crate::index::{Index, Service};
+use crate::model::Proxy;
+use crate::xds::Resource;
+
+/// The route config `"<port>"` for the HTTP services on `port` (in hostname order), ending
+/// with the `allow_any` catch-all when `allow_any` (it needs `PassthroughCluster`).
+pub fn port_route_config(
+    index: &Index,
+    proxy: &Proxy,
+    port: u16,
+    services: &[&Service],
+    mesh_vs: &[MeshVirtualService],
+    allow_any: bool,
+) -> Resource {
+    // Each VirtualService's routes are translated and encoded once per port, however many of its
+    // hosts are services on the port.
+    let mut encoded: Vec<EncodedRoutes> = Vec::new();
+    let mut by_vs: HashMap<usize, usize> = HashMap::new();
+    let mut used_domains: HashSet<String> = HashSet::new();
+    let mut hosts: Vec<(String, Vec<String>, usize)> = Vec::with_capacity(services.len());
+    for service in services {
+        let routes = match mesh_vs.iter().position(|vs| vs.applies_to(&service.hostname)) {
+            Some(i) => *by_vs.entry(i).or_insert_with(|| {
+                encoded.push(EncodedRoutes::encode(&virtual_service_routes(index, proxy, &mesh_vs[i], port)));
+                encoded.len() - 1
+            }),
+            None => {
+                let cluster = names::outbound_cluster(port, "", &service.hostname);
+                encoded.push(EncodedRoutes::encode(&[default_route(&cluster, "default")]));
+                encoded.len() - 1
+            }
+        };
+        // Envoy rejects a route config in which two virtual hosts share a domain: the first
+        // service (hostname order) keeps it, as istiod's dedup does.
+        let domains: Vec<String> =
+            virtual_host_domains(service, port, &proxy.dns_domain).into_iter().filter(|d| used_domains.insert(d.clone())).collect();
+        if domains.is_empty() {
+            tracing::warn!(host = %service.hostname, port, "every domain of the service is taken by another on this port; virtual host skipped");
+            continue;
+        }
+        hosts.push((format!("{}:{port}", service.hostname), domains, routes));
+    }
+    let catch_all = EncodedRoutes::encode(&[default_route(names::PASSTHROUGH_CLUSTER, names::ALLOW_ANY)]);
+    let mut virtual_hosts: Vec<VirtualHostParts> = hosts
+        .into_iter()
+        .map(|(name, domains, i)| VirtualHostParts { naming: Naming::Explicit { name, domains }, routes: vec![&encoded[i]], require_tls: 0 })
+        .collect();
+    // ALLOW_ANY (the mesh default; pilotfish has no outboundTrafficPolicy setting yet).
+    if allow_any {
+        virtual_hosts.push(VirtualHostParts {
+            naming: Naming::Explicit { name: names::ALLOW_ANY.into(), domains: vec!["*".into()] },
+            routes: vec![&catch_all],
+            require_tls: 0,
+        });
+    }
+    let options = RouteConfigOptions { validate_clusters: false, max_direct_response_body_size_bytes: 1024 * 1024 };
+    route_config::encode(&names::sidecar_http_routes(port), &virtual_hosts, &options)
+}
+
+/// istiod's `generateVirtualHostDomains`: the FQDN, the short forms a client in the proxy's
+/// DNS domain can use (`name`, `name.ns.svc`, `name.ns` in the same namespace; `name.ns`,
+/// `name.ns.svc` from another), the service's addresses — each also with `:<port>`.
+pub fn virtual_host_domains(service: &Service, port: u16, proxy_domain: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut add = |d: &str| {
+        out.push(d.to_string());
+        out.push(format!("{d}:{port}"));
+    };
+    let host = service.hostname.as_str();
+    add(host);
+    for alt in alt_hosts(host, proxy_domain) {
+        add(&alt);
+    }
+    for address in &service.addresses {
+        match address.parse::<std::net::IpAddr>() {
+            Ok(ip) if ip.is_unspecified() => {}
+            Ok(std::net::IpAddr::V6(ip)) => add(&format!("[{ip}]")),
+            Ok(std::net::IpAddr::V4(ip)) => add(&ip.to_string()),
+            // CIDR ranges of ServiceEntries are not Host headers.
+            Err(_) => {}
+        }
+    }
+    out
+}
+
+/// istiod's `GenerateAltVirtualHosts` for a proxy in a Kubernetes DNS domain (`<ns>.svc.<suffix>`);
+/// other proxy domains get the shared-suffix forms istiod derives.
+fn alt_hosts(host: &str, proxy_domain: &str) -> Vec<String> {
+    if let Some(id) = proxy_domain.find(".svc.") {
+        let suffix = &proxy_domain[id..];
+        let Some(ih) = host.find(".svc.").filter(|_| host.ends_with(suffix)) else { return Vec::new() };
+        let Some(ns) = host.find('.').filter(|ns| ns + 1 < ih) else { return Vec::new() };
+        let with_ns = &host[..ih];
+        return if host[ns + 1..ih] == proxy_domain[..id] {
+            vec![host[..ns].to_string(), format!("{with_ns}.svc"), with_ns.to_string()]
+        } else {
+            vec![with_ns.to_string(), format!("{with_ns}.svc")]
+        };
+    }
+    let host_parts: Vec<&str> = host.split('.').collect();
+    let domain_parts: Vec<&str> = proxy_domain.split('.').collect();
+    let shared = host_parts.iter().rev().zip(domain_parts.iter().rev()).take_while(|(a, b)| a == b).count();
+    if shared == 0 || proxy_domain.is_empty() || shared >= host_parts.len() {
+        return Vec::new();
+    }
+    let unique = host_parts[..host_parts.len() - shared].join(".");
+    let mut out = vec![unique.clone()];
+    if host_parts.len() - shared == 2 {
+        out.push(format!("{unique}.{}", host_parts[host_parts.len() - shared]));
+    }
+    out
+}
+
+/// A VirtualService's HTTP routes for a sidecar on `port`: `match.gateways` compares against
+/// `mesh`, `sourceLabels`/`sourceNamespace` against this proxy.
+fn virtual_service_routes(index: &Index, proxy: &Proxy, vs: &MeshVirtualService, port: u16) -> Vec<Route> {
+    let ns = vs.namespace;
+    let port = u32::from(port);
+    let cluster_for = |dest: &Destination| cluster_for(index, dest, ns, port);
+    let hash_policy_for = |dest: &Destination| {
+        let host = index.mesh.fqdn(&dest.host, ns);
+        let Some(dr) = index.destination_rule(&host) else { return Vec::new() };
+        let spec = dr.spec();
+        let subset = spec.subsets.iter().find(|s| s.name == dest.subset).and_then(|s| s.traffic_policy.as_ref());
+        traffic_policy::consistent_hash_lb(spec.traffic_policy.as_ref(), subset, dest.port.map(|p| p.number))
+            .map(traffic_policy::hash_policy)
+            .unwrap_or_default()
+    };
+    let gateways = [MESH_GATEWAY.to_string()];
+    let ctx = RouteContext {
+        cluster_for: &cluster_for,
+        hash_policy_for: &hash_policy_for,
+        port,
+        gateways: &gateways,
+        proxy_labels: &proxy.labels,
+        proxy_namespace: &proxy.namespace,
+        is_tls: false,
+    };
+    let mut routes = Vec::new();
+    for (i, http) in vs.spec.http.iter().enumerate() {
+        match translate_http_route(http, &ctx) {
+            Ok(translated) => routes.extend(translated),
+            Err(e) => tracing::warn!(object = %format!("VirtualService {ns}/{}", vs.name), field = %format!("spec.http[{i}]"), "route skipped: {e}"),
+        }
+    }
+    routes
+}
+
+/// istiod's default route (`BuildDefaultHTTPOutboundRoute`): everything to one cluster, no
+/// timeout, and the default retry policy.
+fn default_route(cluster: &str, name: &str) -> Route {
+    let no_timeout = Duration { seconds: 0, nanos: 0 };
+    let passthrough = cluster == names::PASSTHROUGH_CLUSTER;
+    // `max_grpc_timeout` is deprecated but istiod sets it (see `route::action`).
+    #[allow(deprecated)]
+    let action = RouteAction {
+        cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.to_string())),
+        timeout: Some(no_timeout),
+        max_grpc_timeout: Some(no_timeout),
+        // istiod's catch-all has no retries: the destination is unknown.
+        retry_policy: if passthrough { None } else { retry_policy(None, false) },
+        ..Default::default()
+    };
+    Route {
+        name: name.to_string(),
+        r#match: Some(RouteMatch { path_specifier: Some(PathSpecifier::Prefix("/".into())), ..Default::default() }),
+        action: Some(Action::Route(action)),
+        ..Default::default()
+    }
+}
+
+/// Whether a mesh VirtualService host pattern covers a service hostname.
+pub fn host_matches(vs_host: &str, service_host: &str) -> bool {
+    intersect(vs_host, service_host) == Some(service_host)
+}

@@ -1,0 +1,373 @@
+//! Sidecar generation from small YAML, checked with plain values: istiod's listener, route
+//! config, virtual host and cluster names, its domains, mesh VirtualServices, the conflict rules
+//! between listeners, and a consistent snapshot.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::cluster::v3::{cluster::ClusterDiscoveryType, cluster::DiscoveryType, Cluster};
+use envoy_types::pb::envoy::config::core::v3::{address, socket_address::PortSpecifier};
+use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+use envoy_types::pb::envoy::config::listener::v3::{filter::ConfigType, Listener};
+use envoy_types::pb::envoy::config::route::v3::{route::Action, route_action::ClusterSpecifier, RouteConfiguration, VirtualHost};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{tcp_proxy, TcpProxy};
+use pilotfish::generate::sidecar::{self, Parts};
+use pilotfish::generate::{cluster, consistency, endpoint};
+use pilotfish::index::Index;
+use pilotfish::model::{MeshConfig, Proxy};
+use pilotfish::source::watch;
+use pilotfish::store::Snapshot as StoreSnapshot;
+use pilotfish::xds::{ProxyResources, Snapshot, TypeUrl};
+use prost::Message;
+
+const PLATFORM: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec: {clusterIP: 10.0.0.31, selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: default}
+spec: {clusterIP: 10.0.0.32, selector: {app: ratings}, ports: [{name: http, port: 9080, targetPort: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: other}
+spec: {clusterIP: 10.0.0.33, selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: mongodb, namespace: default}
+spec: {clusterIP: 10.0.0.40, selector: {app: mongodb}, ports: [{name: tcp, port: 27017}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: legacy-db, namespace: default}
+spec: {clusterIP: None, selector: {app: legacy}, ports: [{name: tcp, port: 27017}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: tcp-echo, namespace: default}
+spec: {clusterIP: None, selector: {app: echo}, ports: [{name: tcp, port: 9080}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reviews-v1, namespace: default, labels: {app: reviews, version: v1}}
+spec: {containers: [{name: app, image: x}]}
+status: {phase: Running, podIP: 10.1.0.5}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reviews-v2, namespace: default, labels: {app: reviews, version: v2}}
+spec: {containers: [{name: app, image: x}]}
+status: {phase: Running, podIP: 10.1.0.6}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: ratings-v1, namespace: default, labels: {app: ratings, version: v1}}
+spec: {containers: [{name: app, image: x}]}
+status: {phase: Running, podIP: 10.1.0.7}
+"#;
+
+const ROUTING: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: default}
+spec:
+  host: ratings
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a-gateway-only, namespace: default}
+spec:
+  hosts: [reviews]
+  gateways: [some-gateway]
+  http: [{route: [{destination: {host: ratings}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{headers: {end-user: {exact: jason}}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - route: [{destination: {host: reviews, subset: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: default}
+spec:
+  hosts: [ratings.default.svc.cluster.local]
+  gateways: [mesh]
+  http:
+  - match: [{sourceLabels: {app: productpage}}]
+    route: [{destination: {host: ratings, subset: v2}}]
+  - route: [{destination: {host: ratings, subset: v1}}]
+"#;
+
+struct World {
+    snapshot: Arc<StoreSnapshot>,
+    index: Index,
+}
+
+fn world() -> World {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("platform.yaml"), PLATFORM).unwrap();
+    std::fs::write(tmp.path().join("routing.yaml"), ROUTING).unwrap();
+    let (snapshot, diagnostics) = watch::read_once(tmp.path()).unwrap();
+    assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:?}");
+    let index = Index::build(&snapshot, &MeshConfig::default());
+    World { snapshot, index }
+}
+
+fn proxy(ip: &str, pod: &str, labels: &[(&str, &str)]) -> Proxy {
+    Proxy::from_id(&format!("sidecar~{ip}~{pod}.default~default.svc.cluster.local"))
+        .unwrap()
+        .with_labels(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>())
+}
+
+fn reviews_proxy() -> Proxy {
+    proxy("10.1.0.5", "reviews-v1", &[("app", "reviews"), ("version", "v1")])
+}
+
+/// Everything a sidecar would be sent with `Parts::All`: shared clusters and endpoints too.
+fn resources(w: &World, p: &Proxy) -> ProxyResources {
+    let entries = sidecar::virtual_service_entries(&w.snapshot);
+    let vs = sidecar::mesh_virtual_services(&w.index, &entries);
+    let built = sidecar::build(&w.index, p, &vs, Parts::All);
+    let mut clusters = cluster::build_all(&w.index);
+    clusters.extend(built.clusters);
+    let mut r = ProxyResources::default();
+    r.by_type[TypeUrl::Cluster.index()] = Arc::new(clusters);
+    r.by_type[TypeUrl::ClusterLoadAssignment.index()] = Arc::new(endpoint::build_all(&w.index));
+    r.by_type[TypeUrl::Listener.index()] = Arc::new(built.listeners);
+    r.by_type[TypeUrl::RouteConfiguration.index()] = Arc::new(built.routes);
+    r
+}
+
+fn names(r: &ProxyResources, ty: TypeUrl) -> Vec<String> {
+    r.get(ty).keys().cloned().collect()
+}
+
+fn route_config(r: &ProxyResources, name: &str) -> RouteConfiguration {
+    r.get(TypeUrl::RouteConfiguration)[name].decode().unwrap()
+}
+
+fn listener(r: &ProxyResources, name: &str) -> Listener {
+    r.get(TypeUrl::Listener)[name].decode().unwrap()
+}
+
+fn vhost<'a>(rc: &'a RouteConfiguration, name: &str) -> &'a VirtualHost {
+    rc.virtual_hosts.iter().find(|v| v.name == name).unwrap_or_else(|| panic!("no virtual host {name} in {rc:?}"))
+}
+
+fn route_clusters(vh: &VirtualHost) -> Vec<String> {
+    vh.routes
+        .iter()
+        .filter_map(|r| match &r.action {
+            Some(Action::Route(a)) => match &a.cluster_specifier {
+                Some(ClusterSpecifier::Cluster(c)) => Some(c.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+fn tcp_proxy_clusters(l: &Listener) -> Vec<String> {
+    l.filter_chains
+        .iter()
+        .flat_map(|c| &c.filters)
+        .filter_map(|f| match &f.config_type {
+            Some(ConfigType::TypedConfig(any)) if any.type_url.ends_with("TcpProxy") => {
+                match TcpProxy::decode(any.value.as_slice()).ok()?.cluster_specifier {
+                    Some(tcp_proxy::ClusterSpecifier::Cluster(c)) => Some(c),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn listeners_and_route_configs_have_istiods_names() {
+    let r = resources(&world(), &reviews_proxy());
+    assert_eq!(
+        names(&r, TypeUrl::Listener),
+        vec!["0.0.0.0_27017", "0.0.0.0_9080", "10.0.0.40_27017", "virtualInbound", "virtualOutbound"]
+    );
+    assert_eq!(names(&r, TypeUrl::RouteConfiguration), vec!["9080"]);
+    // tcp-echo (TCP, no VIP) loses 0.0.0.0_9080 to the HTTP services; legacy-db has it on 27017.
+    assert_eq!(tcp_proxy_clusters(&listener(&r, "0.0.0.0_27017")), vec!["outbound|27017||legacy-db.default.svc.cluster.local"]);
+    assert_eq!(tcp_proxy_clusters(&listener(&r, "10.0.0.40_27017")), vec!["outbound|27017||mongodb.default.svc.cluster.local"]);
+    let vhosts: Vec<String> = route_config(&r, "9080").virtual_hosts.iter().map(|v| v.name.clone()).collect();
+    assert_eq!(
+        vhosts,
+        vec![
+            "ratings.default.svc.cluster.local:9080",
+            "reviews.default.svc.cluster.local:9080",
+            "reviews.other.svc.cluster.local:9080",
+            "allow_any",
+        ]
+    );
+}
+
+#[test]
+fn domains_are_istiods_for_same_and_other_namespace() {
+    let r = resources(&world(), &reviews_proxy());
+    let rc = route_config(&r, "9080");
+    assert_eq!(
+        vhost(&rc, "reviews.default.svc.cluster.local:9080").domains,
+        [
+            "reviews.default.svc.cluster.local",
+            "reviews.default.svc.cluster.local:9080",
+            "reviews",
+            "reviews:9080",
+            "reviews.default.svc",
+            "reviews.default.svc:9080",
+            "reviews.default",
+            "reviews.default:9080",
+            "10.0.0.31",
+            "10.0.0.31:9080",
+        ]
+    );
+    assert_eq!(
+        vhost(&rc, "reviews.other.svc.cluster.local:9080").domains,
+        [
+            "reviews.other.svc.cluster.local",
+            "reviews.other.svc.cluster.local:9080",
+            "reviews.other",
+            "reviews.other:9080",
+            "reviews.other.svc",
+            "reviews.other.svc:9080",
+            "10.0.0.33",
+            "10.0.0.33:9080",
+        ]
+    );
+    let allow_any = vhost(&rc, "allow_any");
+    assert_eq!(allow_any.domains, ["*"]);
+    assert_eq!(route_clusters(allow_any), ["PassthroughCluster"]);
+}
+
+#[test]
+fn mesh_virtual_services_route_and_others_get_the_default_route() {
+    let w = world();
+    let rc = route_config(&resources(&w, &reviews_proxy()), "9080");
+    // The gateway-only VirtualService for reviews (first by name) does not apply to sidecars.
+    let reviews = vhost(&rc, "reviews.default.svc.cluster.local:9080");
+    assert_eq!(
+        route_clusters(reviews),
+        ["outbound|9080|v2|reviews.default.svc.cluster.local", "outbound|9080|v1|reviews.default.svc.cluster.local"]
+    );
+    assert_eq!(reviews.routes[0].r#match.as_ref().unwrap().headers[0].name, "end-user");
+    // sourceLabels: the productpage-only route is not in the reviews proxy's config.
+    assert_eq!(route_clusters(vhost(&rc, "ratings.default.svc.cluster.local:9080")), ["outbound|9080|v1|ratings.default.svc.cluster.local"]);
+    let productpage = proxy("10.1.0.9", "productpage-v1", &[("app", "productpage")]);
+    let rc = route_config(&resources(&w, &productpage), "9080");
+    assert_eq!(
+        route_clusters(vhost(&rc, "ratings.default.svc.cluster.local:9080")),
+        ["outbound|9080|v2|ratings.default.svc.cluster.local", "outbound|9080|v1|ratings.default.svc.cluster.local"]
+    );
+    // No VirtualService: istiod's default route, named `default`, no timeout.
+    let other = vhost(&rc, "reviews.other.svc.cluster.local:9080");
+    assert_eq!(other.routes[0].name, "default");
+    let Some(Action::Route(action)) = &other.routes[0].action else { panic!("{other:?}") };
+    assert_eq!(action.cluster_specifier, Some(ClusterSpecifier::Cluster("outbound|9080||reviews.other.svc.cluster.local".into())));
+    assert_eq!(action.timeout.map(|t| (t.seconds, t.nanos)), Some((0, 0)));
+}
+
+#[test]
+fn virtual_inbound_has_a_chain_per_workload_port_to_a_local_cluster() {
+    let ratings = proxy("10.1.0.7", "ratings-v1", &[("app", "ratings"), ("version", "v1")]);
+    let r = resources(&world(), &ratings);
+    let inbound = listener(&r, "virtualInbound");
+    let chains: Vec<&str> = inbound.filter_chains.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(chains, ["virtualInbound-blackhole", "0.0.0.0_8080", "virtualInbound"]);
+    assert_eq!(inbound.listener_filters[0].name, "envoy.filters.listener.original_dst");
+    assert_eq!(tcp_proxy_clusters(&inbound), ["BlackHoleCluster", "InboundPassthroughCluster"]);
+    // The target port names the cluster, and the app is reached on 127.0.0.1.
+    let local: Cluster = r.get(TypeUrl::Cluster)["inbound|8080||"].decode().unwrap();
+    assert_eq!(local.cluster_discovery_type, Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)));
+    let ep = &local.load_assignment.unwrap().endpoints[0].lb_endpoints[0];
+    let Some(HostIdentifier::Endpoint(e)) = &ep.host_identifier else { panic!("{ep:?}") };
+    let Some(address::Address::SocketAddress(sa)) = e.address.as_ref().and_then(|a| a.address.clone()) else { panic!("{e:?}") };
+    assert_eq!((sa.address.as_str(), sa.port_specifier), ("127.0.0.1", Some(PortSpecifier::PortValue(8080))));
+    for name in ["PassthroughCluster", "InboundPassthroughCluster"] {
+        let c: Cluster = r.get(TypeUrl::Cluster)[name].decode().unwrap();
+        assert_eq!(c.cluster_discovery_type, Some(ClusterDiscoveryType::Type(DiscoveryType::OriginalDst as i32)), "{name}");
+    }
+    // A proxy that backs no service has only the passthrough chains.
+    let stranger = resources(&world(), &proxy("10.9.9.9", "x", &[]));
+    assert_eq!(listener(&stranger, "virtualInbound").filter_chains.len(), 2);
+    assert!(!names(&stranger, TypeUrl::Cluster).iter().any(|n| n.starts_with("inbound|")));
+}
+
+#[test]
+fn virtual_outbound_uses_the_original_destination() {
+    let outbound = listener(&resources(&world(), &reviews_proxy()), "virtualOutbound");
+    assert_eq!(outbound.use_original_dst.map(|b| b.value), Some(true));
+    assert_eq!(tcp_proxy_clusters(&outbound), ["BlackHoleCluster", "PassthroughCluster"]);
+}
+
+#[test]
+fn per_service_listeners_are_bound_only_without_capture() {
+    let w = world();
+    let bound = |p: &Proxy, name: &str| listener(&resources(&w, p), name).bind_to_port.map(|b| b.value);
+    let redirect = reviews_proxy();
+    assert_eq!(bound(&redirect, "0.0.0.0_9080"), Some(false));
+    let mut none = reviews_proxy();
+    none.metadata.interception_mode = "NONE".into();
+    assert_eq!(bound(&none, "0.0.0.0_9080"), Some(true));
+    assert_eq!(bound(&none, "10.0.0.40_27017"), Some(false), "a VIP is never bound");
+}
+
+#[test]
+fn the_snapshot_is_consistent_and_every_cluster_referenced_is_served() {
+    let w = world();
+    for p in [reviews_proxy(), proxy("10.1.0.7", "ratings-v1", &[("app", "ratings")])] {
+        let r = resources(&w, &p);
+        assert_eq!(consistency::check(&r), Vec::<String>::new());
+        let served: BTreeSet<String> = names(&r, TypeUrl::Cluster).into_iter().collect();
+        let mut referenced: Vec<String> = Vec::new();
+        for name in names(&r, TypeUrl::Listener) {
+            let l = listener(&r, &name);
+            referenced.extend(tcp_proxy_clusters(&l));
+            for f in l.filter_chains.iter().flat_map(|c| &c.filters) {
+                assert!(!f.name.starts_with("istio."), "{name} sends {}", f.name);
+            }
+        }
+        for vh in route_config(&r, "9080").virtual_hosts {
+            referenced.extend(route_clusters(&vh));
+        }
+        for c in referenced {
+            assert!(served.contains(&c), "{c} is referenced but not served");
+        }
+    }
+}
+
+#[test]
+fn push_context_serves_sidecars_a_consistent_config() {
+    let w = world();
+    let context = pilotfish::push::build(&w.snapshot, &MeshConfig::default(), None);
+    let p = reviews_proxy();
+    let r = context.resources_for(&p);
+    assert_eq!(consistency::check(&r), Vec::<String>::new());
+    assert!(names(&r, TypeUrl::Listener).contains(&"0.0.0.0_9080".to_string()));
+    assert_eq!(names(&r, TypeUrl::RouteConfiguration), ["9080"]);
+    // Equal proxies share one generation; a replica (another IP) gets the same outbound side.
+    assert!(Arc::ptr_eq(&r, &context.resources_for(&reviews_proxy())));
+    let replica = proxy("10.1.0.8", "reviews-v1-x", &[("app", "reviews"), ("version", "v1")]);
+    let hash = |r: &ProxyResources| r.get(TypeUrl::RouteConfiguration)["9080"].hash;
+    assert_eq!(hash(&r), hash(&context.resources_for(&replica)));
+}
