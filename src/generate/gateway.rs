@@ -11,11 +11,9 @@ use envoy_types::pb::envoy::config::route::v3::{
 
 use super::listener::http_listener;
 use super::names;
-use super::route::{translate_http_route, RouteContext};
 use super::route_config::{self, EncodedRoutes, Naming, RouteConfigOptions, VirtualHostParts};
-use super::traffic_policy;
+use super::virtual_service;
 use crate::config::istio::gateway::Server;
-use crate::config::istio::virtual_service::Destination;
 use crate::config::istio::{Gateway, VirtualService};
 use crate::index::services::selects;
 use crate::index::{Index, Typed};
@@ -146,54 +144,13 @@ fn http_route_config(index: &Index, proxy: &Proxy, port: u32, servers: &[(&Typed
 }
 
 fn virtual_service_routes(index: &Index, proxy: &Proxy, vs: &Typed<VirtualService>, port: u32, gateway: &str) -> Vec<Route> {
-    let ns = vs.namespace();
-    let cluster_for = |dest: &Destination| cluster_for(index, dest, ns, port);
-    let hash_policy_for = |dest: &Destination| {
-        let host = index.mesh.fqdn(&dest.host, ns);
-        let Some(dr) = index.destination_rule(&host) else { return Vec::new() };
-        let spec = dr.spec();
-        let subset = spec.subsets.iter().find(|s| s.name == dest.subset).and_then(|s| s.traffic_policy.as_ref());
-        traffic_policy::consistent_hash_lb(spec.traffic_policy.as_ref(), subset, dest.port.map(|p| p.number))
-            .map(traffic_policy::hash_policy)
-            .unwrap_or_default()
-    };
     // `match.gateways` may name the gateway as `ns/name` or, from its own namespace, `name`.
     let mut gateways = vec![gateway.to_string()];
-    if let Some(short) = gateway.strip_prefix(&format!("{ns}/")) {
+    if let Some(short) = gateway.strip_prefix(&format!("{}/", vs.namespace())) {
         gateways.push(short.to_string());
     }
-    let ctx = RouteContext {
-        cluster_for: &cluster_for,
-        hash_policy_for: &hash_policy_for,
-        port,
-        gateways: &gateways,
-        proxy_labels: &proxy.labels,
-        proxy_namespace: &proxy.namespace,
-        is_tls: false,
-    };
-    let mut routes = Vec::new();
-    for (i, http) in vs.spec().http.iter().enumerate() {
-        match translate_http_route(http, &ctx) {
-            Ok(translated) => routes.extend(translated),
-            Err(e) => tracing::warn!(object = %vs.entry.object.key(), field = %format!("spec.http[{i}]"), "route skipped: {e}"),
-        }
-    }
-    routes
-}
-
-/// The cluster a destination routes to: its host resolved in the VirtualService's namespace,
-/// and its port — the one named, else the service's only port, else the listener's port, as
-/// istiod's `GetDestinationCluster` does (a multi-port service without a port then gets a
-/// cluster name that exists only if the service has the listener's port).
-pub fn cluster_for(index: &Index, dest: &Destination, namespace: &str, listener_port: u32) -> Option<String> {
-    let host = index.mesh.fqdn(&dest.host, namespace);
-    let service = index.service(&host)?;
-    let port = match (dest.port, service.ports.as_slice()) {
-        (Some(p), _) => p.number,
-        (None, [only]) => u32::from(only.port),
-        (None, _) => listener_port,
-    };
-    Some(names::outbound_cluster(u16::try_from(port).ok()?, &dest.subset, &service.hostname))
+    let source = virtual_service::Source { namespace: vs.namespace(), name: vs.name(), spec: vs.spec() };
+    virtual_service::routes(index, proxy, &source, port, &gateways)
 }
 
 /// Splits a Gateway server host `ns/host` into its namespace filter and host pattern.

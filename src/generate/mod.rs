@@ -11,5 +11,6 @@ pub mod route_config;
 pub mod route;
 pub mod sidecar;
 pub mod traffic_policy;
+pub mod virtual_service;
 
 pub use context::PushContext;

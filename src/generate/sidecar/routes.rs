@@ -9,13 +9,12 @@ use envoy_types::pb::envoy::config::route::v3::{
 };
 use envoy_types::pb::google::protobuf::Duration;
 
-use super::super::gateway::{cluster_for, intersect};
+use super::super::gateway::intersect;
+use super::super::virtual_service;
 use super::super::names;
-use super::super::route::{retry_policy, translate_http_route, RouteContext, MESH_GATEWAY};
+use super::super::route::{retry_policy, MESH_GATEWAY};
 use super::super::route_config::{self, EncodedRoutes, Naming, RouteConfigOptions, VirtualHostParts};
-use super::super::traffic_policy;
 use super::MeshVirtualService;
-use crate::config::istio::virtual_service::Destination;
 use crate::index::{Index, Service};
 use crate::model::Proxy;
 use crate::xds::Resource;
@@ -132,36 +131,8 @@ fn alt_hosts(host: &str, proxy_domain: &str) -> Vec<String> {
 /// A VirtualService's HTTP routes for a sidecar on `port`: `match.gateways` compares against
 /// `mesh`, `sourceLabels`/`sourceNamespace` against this proxy.
 fn virtual_service_routes(index: &Index, proxy: &Proxy, vs: &MeshVirtualService, port: u16) -> Vec<Route> {
-    let ns = vs.namespace;
-    let port = u32::from(port);
-    let cluster_for = |dest: &Destination| cluster_for(index, dest, ns, port);
-    let hash_policy_for = |dest: &Destination| {
-        let host = index.mesh.fqdn(&dest.host, ns);
-        let Some(dr) = index.destination_rule(&host) else { return Vec::new() };
-        let spec = dr.spec();
-        let subset = spec.subsets.iter().find(|s| s.name == dest.subset).and_then(|s| s.traffic_policy.as_ref());
-        traffic_policy::consistent_hash_lb(spec.traffic_policy.as_ref(), subset, dest.port.map(|p| p.number))
-            .map(traffic_policy::hash_policy)
-            .unwrap_or_default()
-    };
-    let gateways = [MESH_GATEWAY.to_string()];
-    let ctx = RouteContext {
-        cluster_for: &cluster_for,
-        hash_policy_for: &hash_policy_for,
-        port,
-        gateways: &gateways,
-        proxy_labels: &proxy.labels,
-        proxy_namespace: &proxy.namespace,
-        is_tls: false,
-    };
-    let mut routes = Vec::new();
-    for (i, http) in vs.spec.http.iter().enumerate() {
-        match translate_http_route(http, &ctx) {
-            Ok(translated) => routes.extend(translated),
-            Err(e) => tracing::warn!(object = %format!("VirtualService {ns}/{}", vs.name), field = %format!("spec.http[{i}]"), "route skipped: {e}"),
-        }
-    }
-    routes
+    let source = virtual_service::Source { namespace: vs.namespace, name: vs.name, spec: vs.spec };
+    virtual_service::routes(index, proxy, &source, u32::from(port), &[MESH_GATEWAY.to_string()])
 }
 
 /// istiod's default route (`BuildDefaultHTTPOutboundRoute`): everything to one cluster, no
