@@ -15,7 +15,7 @@ use pilotfish::config::parse::parse_text;
 use pilotfish::generate::{cluster, endpoint, gateway, PushContext};
 use pilotfish::index::Index;
 use pilotfish::model::{MeshConfig, Proxy};
-use pilotfish::store::{Entry, SourceId, Store};
+use pilotfish::store::{self, Entry};
 use pilotfish::xds::Snapshot;
 
 /// istiod's gateways benchmark, rendered: per i, a ServiceEntry, a Gateway with an HTTP and an
@@ -36,20 +36,10 @@ fn gateways_config(n: usize) -> String {
     y
 }
 
-fn snapshot(n: usize) -> Arc<pilotfish::store::Snapshot> {
+fn snapshot(n: usize) -> Arc<store::Snapshot> {
     let parsed = parse_text("gateways.yaml", &gateways_config(n)).expect("fixture parses");
     assert!(parsed.diagnostics.iter().all(|d| !d.is_error()), "{:?}", parsed.diagnostics);
-    let mut store = Store::new();
-    store.replace_source(
-        SourceId::Files,
-        parsed
-            .objects
-            .into_iter()
-            .map(|l| Entry { object: l.object, origin: Some(l.origin), source: SourceId::Files })
-            .collect(),
-    );
-    store.publish();
-    store.snapshot()
+    store::Snapshot::of(parsed.objects.into_iter().map(Entry::from_file).collect())
 }
 
 fn proxy() -> Proxy {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use pilotfish::config::parse::{parse_object, parse_text};
 use pilotfish::generate::consistency;
 use pilotfish::model::{MeshConfig, Proxy};
-use pilotfish::store::{Entry, SourceId, Store};
+use pilotfish::store::{self, Entry, SourceId};
 use pilotfish::xds::{Snapshot, TypeUrl};
 use serde_json::{json, Value};
 
@@ -114,7 +114,6 @@ fn mutated_config_never_panics_and_never_generates_garbage() {
     let (mut accepted, mut rejected) = (0, 0);
     for round in 0..300 {
         // Each round: every fixture object, a few of them mutated a few times.
-        let mut store = Store::new();
         let mut entries = Vec::new();
         for original in &originals {
             let mut object = original.clone();
@@ -134,9 +133,7 @@ fn mutated_config_never_panics_and_never_generates_garbage() {
         // Duplicates lose to the first, as the directory source does.
         let mut seen = std::collections::HashSet::new();
         entries.retain(|e| seen.insert(e.object.key()));
-        store.replace_source(SourceId::Files, entries);
-        store.publish();
-        let context = pilotfish::push::build(&store.snapshot(), &mesh, None);
+        let context = pilotfish::push::build(&store::Snapshot::of(entries), &mesh, None);
         for proxy in proxies() {
             let resources = context.resources_for(&proxy);
             let problems = consistency::check(&resources);

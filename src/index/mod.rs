@@ -164,19 +164,11 @@ mod tests {
     use super::*;
     use crate::config::istio::destination_rule::SimpleLb;
     use crate::config::parse::parse_text;
-    use crate::store::{SourceId, Store};
 
     fn index(yaml: &str) -> Index {
         let parsed = parse_text("test.yaml", yaml).unwrap();
-        let mut store = Store::new();
-        let entries = parsed
-            .objects
-            .into_iter()
-            .map(|l| Entry { object: l.object, origin: Some(l.origin), source: SourceId::Files })
-            .collect();
-        store.replace_source(SourceId::Files, entries);
-        store.publish();
-        Index::build(&store.snapshot(), &MeshConfig::default())
+        let snapshot = Snapshot::of(parsed.objects.into_iter().map(Entry::from_file).collect());
+        Index::build(&snapshot, &MeshConfig::default())
     }
 
     const RULES: &str = "

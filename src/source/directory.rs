@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::config::parse::{self, Located};
 use crate::config::ObjectKey;
 use crate::diagnostic::Diagnostic;
-use crate::store::{Entry, SourceId};
+use crate::store::Entry;
 
 #[derive(Debug, Default)]
 struct FileState {
@@ -163,11 +163,7 @@ impl Directory {
                     continue;
                 }
                 seen.insert(key, located);
-                entries.push(Entry {
-                    object: located.object.clone(),
-                    origin: Some(located.origin.clone()),
-                    source: SourceId::Files,
-                });
+                entries.push(Entry::from_file(located.clone()));
             }
         }
         (entries, diagnostics)

@@ -59,10 +59,7 @@ pub fn read_once(root: &std::path::Path) -> Result<(Arc<crate::store::Snapshot>,
     let mut dir = Directory::new(root);
     dir.rescan().map_err(|cause| WatchError::Read { path: root.to_path_buf(), cause })?;
     let (entries, diagnostics) = dir.entries();
-    let mut store = Store::new();
-    store.replace_source(SourceId::Files, entries);
-    store.publish();
-    Ok((store.snapshot(), diagnostics))
+    Ok((crate::store::Snapshot::of(entries), diagnostics))
 }
 
 /// Watches the directory until the process ends, keeping the store in sync. Diagnostics of the

@@ -39,6 +39,17 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A snapshot of exactly these entries, for code that reads config once instead of
+    /// following a source (`validate`, `render`, tests, benchmarks).
+    pub fn of(entries: Vec<Entry>) -> Arc<Snapshot> {
+        let mut store = Store::new();
+        for entry in entries {
+            store.apply(Change::Upsert(entry));
+        }
+        store.publish();
+        store.snapshot()
+    }
+
     /// Every object of one kind, ordered by namespace then name.
     pub fn entries(&self, kind: Kind) -> impl Iterator<Item = &Arc<Entry>> {
         self.kinds[kind as usize].values()
@@ -59,6 +70,13 @@ impl Snapshot {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl Entry {
+    /// An object read from a file.
+    pub fn from_file(located: crate::config::parse::Located) -> Entry {
+        Entry { object: located.object, origin: Some(located.origin), source: SourceId::Files }
     }
 }
 
