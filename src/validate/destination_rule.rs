@@ -252,7 +252,7 @@ fn validate_load_balancer(at: &str, lb: &LoadBalancerSettings, has_outlier: bool
         if let Some(p) = w.minimum_percent.filter(|p| !(0.0..=100.0).contains(p)) {
             out.error(format!("{at}.warmup.minimumPercent"), format!("{p} is not in 0..100"));
         }
-        if let Some(a) = w.aggression.filter(|a| !(*a >= 0.0)) {
+        if let Some(a) = w.aggression.filter(|a| a.is_nan() || *a < 0.0) {
             out.error(format!("{at}.warmup.aggression"), format!("{a} must not be negative"));
         }
     }

@@ -46,11 +46,6 @@ pub fn validate(object: &Object) -> Vec<Diagnostic> {
     out.0.into_iter().map(|d| d.on(&key)).collect()
 }
 
-/// Whether any of `diagnostics` rejects the object.
-pub fn has_errors(diagnostics: &[Diagnostic]) -> bool {
-    diagnostics.iter().any(Diagnostic::is_error)
-}
-
 /// What the API server checks of every object's metadata, plus istiod's annotation checks.
 /// Names of the Kubernetes kinds are checked per kind in [`kube`].
 fn validate_meta(object: &Object, out: &mut Diags) {

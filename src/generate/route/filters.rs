@@ -2,7 +2,6 @@
 //! `TranslateFault`, `TranslateCORSPolicy` and its HTTP filter list.
 
 use envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent;
-use envoy_types::pb::envoy::config::route::v3::Route;
 use envoy_types::pb::envoy::extensions::filters::common::fault::v3::{FaultDelay, fault_delay};
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::{Cors, CorsPolicy as EnvoyCors};
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
@@ -28,7 +27,7 @@ pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
 ///
 /// istiod always puts fault and CORS in the chain ([`HttpFilterNeeds::ALL`]); pass that to match
 /// it and to keep a VirtualService gaining a fault from changing the listener (an LDS update
-/// drains connections). [`HttpFilterNeeds::of_routes`] gives the minimal chain instead.
+/// drains connections).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HttpFilterNeeds {
     pub fault: bool,
@@ -40,20 +39,6 @@ impl HttpFilterNeeds {
         fault: true,
         cors: true,
     };
-
-    pub fn of_routes<'a>(routes: impl IntoIterator<Item = &'a Route>) -> Self {
-        routes
-            .into_iter()
-            .fold(Self::default(), |n, r| HttpFilterNeeds {
-                fault: n.fault || r.typed_per_filter_config.contains_key(FAULT_FILTER),
-                cors: n.cors || r.typed_per_filter_config.contains_key(CORS_FILTER),
-            })
-    }
-
-    pub fn merge(&mut self, other: &Self) {
-        self.fault |= other.fault;
-        self.cors |= other.cors;
-    }
 }
 
 /// An empty `typed_per_filter_config`. prost encodes a map in iteration order, which for std's
@@ -427,26 +412,5 @@ mod tests {
                 .collect::<Vec<_>>(),
             [CORS_FILTER, ROUTER_FILTER]
         );
-    }
-
-    #[test]
-    fn needs_of_routes_reads_per_filter_config() {
-        let mut r = Route::default();
-        assert_eq!(HttpFilterNeeds::of_routes([&r]), HttpFilterNeeds::default());
-        r.typed_per_filter_config
-            .insert(CORS_FILTER.into(), pack_any(EnvoyCors::default()));
-        assert_eq!(
-            HttpFilterNeeds::of_routes([&r]),
-            HttpFilterNeeds {
-                fault: false,
-                cors: true
-            }
-        );
-        let mut needs = HttpFilterNeeds::of_routes([&r]);
-        needs.merge(&HttpFilterNeeds {
-            fault: true,
-            cors: false,
-        });
-        assert_eq!(needs, HttpFilterNeeds::ALL);
     }
 }
