@@ -67,8 +67,8 @@ def test_sidecar_routes_by_host_on_a_shared_port(make_stack) -> None:
         assert status == 200, r
         seen.add(backend)
     assert seen <= {"ratingsv1", "ratingsv2"} and seen, seen
-    # No request for an unknown host: once `allow_any` is sent it goes to PassthroughCluster,
-    # whose original destination, without iptables, is this very listener.
+    # No request for an unknown host: `allow_any` sends it to PassthroughCluster, whose original
+    # destination, without iptables, is this very listener.
 
 
 def test_mesh_virtual_service_routes_by_header(make_stack) -> None:

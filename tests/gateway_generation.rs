@@ -113,6 +113,8 @@ fn a_proxy_that_selects_no_gateway_gets_no_listeners() {
 
 #[test]
 fn replicas_share_one_generation_and_clusters_are_shared_by_all() {
+    // A sidecar's cluster map adds its local clusters, but the outbound clusters in it are the
+    // very resources every other proxy is sent, encoded once.
     let context = bookinfo();
     let a = context.resources_for(&gateway_proxy());
     let mut replica = gateway_proxy();
@@ -120,7 +122,12 @@ fn replicas_share_one_generation_and_clusters_are_shared_by_all() {
     assert!(Arc::ptr_eq(&a, &context.resources_for(&replica)));
     let sidecar = Proxy::from_id("sidecar~127.0.10.3~reviews-v1.default~default.svc.cluster.local").unwrap();
     let s = context.resources_for(&sidecar);
-    assert!(Arc::ptr_eq(a.get(TypeUrl::Cluster), s.get(TypeUrl::Cluster)));
+    for (name, cluster) in a.get(TypeUrl::Cluster).iter() {
+        assert!(Arc::ptr_eq(cluster, &s.get(TypeUrl::Cluster)[name]), "{name}");
+    }
+    assert!(s.get(TypeUrl::Cluster).contains_key("inbound|9080||"));
+    let replica = Proxy::from_id("sidecar~127.0.10.4~reviews-v2.default~default.svc.cluster.local").unwrap();
+    assert!(Arc::ptr_eq(s.get(TypeUrl::Cluster), context.resources_for(&replica).get(TypeUrl::Cluster)));
 }
 
 #[test]

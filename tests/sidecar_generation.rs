@@ -6,12 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::{cluster::ClusterDiscoveryType, cluster::DiscoveryType, Cluster};
-use envoy_types::pb::envoy::config::core::v3::{address, socket_address::PortSpecifier};
-use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
 use envoy_types::pb::envoy::config::listener::v3::{filter::ConfigType, Listener};
 use envoy_types::pb::envoy::config::route::v3::{route::Action, route_action::ClusterSpecifier, RouteConfiguration, VirtualHost};
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{tcp_proxy, TcpProxy};
-use pilotfish::generate::sidecar::{self, Parts};
+use pilotfish::generate::sidecar;
 use pilotfish::generate::{cluster, consistency, endpoint};
 use pilotfish::index::Index;
 use pilotfish::model::{MeshConfig, Proxy};
@@ -140,13 +138,14 @@ fn reviews_proxy() -> Proxy {
     proxy("10.1.0.5", "reviews-v1", &[("app", "reviews"), ("version", "v1")])
 }
 
-/// Everything a sidecar would be sent with `Parts::All`: shared clusters and endpoints too.
+/// Everything a sidecar is sent: shared clusters and endpoints too.
 fn resources(w: &World, p: &Proxy) -> ProxyResources {
     let entries = sidecar::virtual_service_entries(&w.snapshot);
     let vs = sidecar::mesh_virtual_services(&w.index, &entries);
-    let built = sidecar::build(&w.index, p, &vs, Parts::All);
+    let key = sidecar::ProxyKey::of(&w.index, p);
+    let built = sidecar::build(&w.index, p, &key, &vs);
     let mut clusters = cluster::build_all(&w.index);
-    clusters.extend(built.clusters);
+    clusters.extend(sidecar::local_clusters(&key.inbound));
     let mut r = ProxyResources::default();
     r.by_type[TypeUrl::Cluster.index()] = Arc::new(clusters);
     r.by_type[TypeUrl::ClusterLoadAssignment.index()] = Arc::new(endpoint::build_all(&w.index));
@@ -296,13 +295,12 @@ fn virtual_inbound_has_a_chain_per_workload_port_to_a_local_cluster() {
     assert_eq!(chains, ["virtualInbound-blackhole", "0.0.0.0_8080", "virtualInbound"]);
     assert_eq!(inbound.listener_filters[0].name, "envoy.filters.listener.original_dst");
     assert_eq!(tcp_proxy_clusters(&inbound), ["BlackHoleCluster", "InboundPassthroughCluster"]);
-    // The target port names the cluster, and the app is reached on 127.0.0.1.
+    // The target port names the cluster, which connects to the original destination (the pod's
+    // IP and that port) from 127.0.0.6, as istiod's does under REDIRECT.
     let local: Cluster = r.get(TypeUrl::Cluster)["inbound|8080||"].decode().unwrap();
-    assert_eq!(local.cluster_discovery_type, Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)));
-    let ep = &local.load_assignment.unwrap().endpoints[0].lb_endpoints[0];
-    let Some(HostIdentifier::Endpoint(e)) = &ep.host_identifier else { panic!("{ep:?}") };
-    let Some(address::Address::SocketAddress(sa)) = e.address.as_ref().and_then(|a| a.address.clone()) else { panic!("{e:?}") };
-    assert_eq!((sa.address.as_str(), sa.port_specifier), ("127.0.0.1", Some(PortSpecifier::PortValue(8080))));
+    assert_eq!(local.cluster_discovery_type, Some(ClusterDiscoveryType::Type(DiscoveryType::OriginalDst as i32)));
+    let bind = local.upstream_bind_config.and_then(|b| b.source_address).map(|a| a.address);
+    assert_eq!(bind.as_deref(), Some("127.0.0.6"));
     for name in ["PassthroughCluster", "InboundPassthroughCluster"] {
         let c: Cluster = r.get(TypeUrl::Cluster)[name].decode().unwrap();
         assert_eq!(c.cluster_discovery_type, Some(ClusterDiscoveryType::Type(DiscoveryType::OriginalDst as i32)), "{name}");
@@ -311,6 +309,11 @@ fn virtual_inbound_has_a_chain_per_workload_port_to_a_local_cluster() {
     let stranger = resources(&world(), &proxy("10.9.9.9", "x", &[]));
     assert_eq!(listener(&stranger, "virtualInbound").filter_chains.len(), 2);
     assert!(!names(&stranger, TypeUrl::Cluster).iter().any(|n| n.starts_with("inbound|")));
+    // Without capture there is nothing to receive: no virtual listeners at all.
+    let mut none = ratings.clone();
+    none.metadata.interception_mode = "NONE".into();
+    let listeners = names(&resources(&world(), &none), TypeUrl::Listener);
+    assert!(!listeners.iter().any(|n| n.starts_with("virtual")), "{listeners:?}");
 }
 
 #[test]

@@ -29,9 +29,11 @@ pub struct PushContext {
     index: Arc<Index>,
     shared: OnceLock<(Arc<ResourceMap>, Arc<ResourceMap>)>,
     by_class: Mutex<HashMap<ProxyClass, Arc<OnceLock<Arc<ProxyResources>>>>>,
-    /// Sidecar config per [`sidecar::ProxyKey`] (class, DNS domain, interception mode, and IPs
-    /// when the inbound side is built).
+    /// Sidecar config per [`sidecar::ProxyKey`] (class, DNS domain, interception mode, the
+    /// ports it serves).
     sidecars: Mutex<HashMap<sidecar::ProxyKey, Arc<OnceLock<Arc<ProxyResources>>>>>,
+    /// Sidecar cluster maps by the ports the workload serves.
+    sidecar_clusters: Mutex<HashMap<Vec<sidecar::InboundPort>, Arc<OnceLock<Arc<ResourceMap>>>>>,
     /// The revision before this one, whose `Arc`s unchanged resources keep. Only one level is
     /// kept: creating a context takes its predecessor's own `previous` away.
     previous: Mutex<Option<Arc<PushContext>>>,
@@ -52,6 +54,7 @@ impl PushContext {
             shared: OnceLock::new(),
             by_class: Mutex::default(),
             sidecars: Mutex::default(),
+            sidecar_clusters: Mutex::default(),
             previous: Mutex::new(previous),
         }
     }
@@ -106,31 +109,36 @@ impl PushContext {
     }
 }
 
-/// What sidecars are sent of [`sidecar::build`]; `Parts::All` adds the sidecar-only clusters.
-const SIDECAR_PARTS: sidecar::Parts = sidecar::Parts::SharedClustersOnly;
-
 impl PushContext {
-    /// Shared clusters and endpoints plus what [`sidecar::build`] makes for this proxy.
+    /// Shared endpoints, the shared clusters with this proxy's local ones, and what
+    /// [`sidecar::build`] makes for it.
     fn sidecar(&self, proxy: &Proxy) -> Arc<ProxyResources> {
-        let key = sidecar::ProxyKey::of(proxy, SIDECAR_PARTS);
+        let key = sidecar::ProxyKey::of(&self.index, proxy);
         let cell = lock(&self.sidecars).entry(key.clone()).or_default().clone();
         cell.get_or_init(|| {
-            // Sidecars still share the revision's cluster map (a test holds that), so the parts
-            // that need sidecar-only clusters (virtual listeners, allow_any) wait for that to go.
             let mesh_services = sidecar::mesh_virtual_services(&self.index, &self.index.virtual_services);
-            let built = sidecar::build(&self.index, proxy, &mesh_services, SIDECAR_PARTS);
+            let built = sidecar::build(&self.index, proxy, &key, &mesh_services);
             let before = self.previous().and_then(|p| lock(&p.sidecars).get(&key).and_then(|c| c.get().cloned()));
             let before = |ty: TypeUrl| before.as_ref().map(|b| b.get(ty).clone());
             let mut r = self.with_shared();
-            if !built.clusters.is_empty() {
-                let mut clusters = (*r.by_type[TypeUrl::Cluster.index()]).clone();
-                clusters.extend(built.clusters);
-                r.by_type[TypeUrl::Cluster.index()] = share_unchanged(clusters, before(TypeUrl::Cluster).as_ref());
-            }
+            r.by_type[TypeUrl::Cluster.index()] = self.sidecar_clusters(&key.inbound);
             r.by_type[TypeUrl::Listener.index()] = share_unchanged(built.listeners, before(TypeUrl::Listener).as_ref());
             r.by_type[TypeUrl::RouteConfiguration.index()] =
                 share_unchanged(built.routes, before(TypeUrl::RouteConfiguration).as_ref());
             Arc::new(r)
+        })
+        .clone()
+    }
+
+    /// The shared clusters plus [`sidecar::local_clusters`], one map per set of inbound ports:
+    /// workloads that serve the same ports share it, however many classes they fall into.
+    fn sidecar_clusters(&self, inbound: &[sidecar::InboundPort]) -> Arc<ResourceMap> {
+        let cell = lock(&self.sidecar_clusters).entry(inbound.to_vec()).or_default().clone();
+        cell.get_or_init(|| {
+            let mut clusters = (*self.shared().0).clone();
+            clusters.extend(sidecar::local_clusters(inbound));
+            let before = self.previous().and_then(|p| lock(&p.sidecar_clusters).get(inbound).and_then(|c| c.get().cloned()));
+            share_unchanged(clusters, before.as_ref())
         })
         .clone()
     }

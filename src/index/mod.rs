@@ -53,6 +53,8 @@ pub struct Index {
     pub mesh: MeshConfig,
     /// Every service by hostname.
     pub services: BTreeMap<String, Arc<Service>>,
+    /// The services each endpoint IP backs, in hostname order: what a sidecar at that IP serves.
+    pub services_by_ip: HashMap<String, Vec<Arc<Service>>>,
     pub gateways: Vec<Typed<Gateway>>,
     /// Every VirtualService, in namespace/name order (sidecars pick the mesh ones).
     pub virtual_services: Vec<Arc<Entry>>,
@@ -96,10 +98,21 @@ impl Index {
             merge_same_namespace(rules);
         }
 
+        let mut services_by_ip: HashMap<String, Vec<Arc<Service>>> = HashMap::new();
+        for service in services.values() {
+            for ep in &service.endpoints {
+                let backed = services_by_ip.entry(ep.address.clone()).or_default();
+                if !backed.last().is_some_and(|s| Arc::ptr_eq(s, service)) {
+                    backed.push(service.clone());
+                }
+            }
+        }
+
         let index = Index {
             revision: snapshot.revision,
             mesh: mesh.clone(),
             services,
+            services_by_ip,
             gateways,
             virtual_services: snapshot.entries(VirtualService::KIND).cloned().collect(),
             virtual_services_by_gateway,

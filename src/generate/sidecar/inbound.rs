@@ -1,8 +1,7 @@
 //! Inbound: `virtualInbound` on 15006, where iptables sends every connection to the pod. A filter
 //! chain per port of the services this workload backs (its IP is one of their endpoints) goes to
-//! `inbound|<port>||`, a STATIC cluster to the app on 127.0.0.1 (istiod's REDIRECT-mode
-//! endpoint); anything else passes through to `InboundPassthroughCluster`. Also the sidecar's
-//! local clusters: those, and `PassthroughCluster` for ALLOW_ANY.
+//! `inbound|<port>||`; anything else passes through to `InboundPassthroughCluster`. Also the
+//! sidecar's local clusters: those, and `PassthroughCluster` for ALLOW_ANY.
 //!
 //! Like istiod, inbound names use the endpoint (target) port: it is the port the connection was
 //! originally sent to, so the one the filter chain matches on.
@@ -15,7 +14,6 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     Cluster,
 };
 use envoy_types::pb::envoy::config::core::v3::{address, BindConfig, CidrRange, TrafficDirection};
-use envoy_types::pb::envoy::config::endpoint::v3::{lb_endpoint::HostIdentifier, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints};
 use envoy_types::pb::envoy::config::listener::v3::{listener_filter, FilterChain, FilterChainMatch, Listener, ListenerFilter};
 use envoy_types::pb::envoy::config::route::v3::{
     route::Action, route_action::ClusterSpecifier, route_match::PathSpecifier, Route, RouteAction, RouteConfiguration, RouteMatch,
@@ -28,10 +26,9 @@ use envoy_types::util::pack_any;
 use super::super::endpoint::socket_address;
 use super::super::names;
 use super::filters::{http_connection_manager, tcp_proxy, Routes};
-use super::SidecarConfig;
 use crate::index::Index;
 use crate::model::{Protocol, Proxy};
-use crate::xds::Resource;
+use crate::xds::{Resource, ResourceMap};
 
 pub const VIRTUAL_INBOUND_PORT: u16 = 15006;
 const CONNECT_TIMEOUT: Duration = Duration { seconds: 10, nanos: 0 };
@@ -39,24 +36,40 @@ const CONNECT_TIMEOUT: Duration = Duration { seconds: 10, nanos: 0 };
 /// 127.0.0.1, and iptables does not capture the connection again.
 const INBOUND_PASSTHROUGH_BIND: &str = "127.0.0.6";
 
-pub fn build(index: &Index, proxy: &Proxy, out: &mut SidecarConfig) {
-    // Target port → protocol of the first service port (hostname order) that uses it.
+/// A port this workload serves for some service: the endpoint (target) port, and the protocol
+/// of the first service port (hostname order) that uses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InboundPort {
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+/// The ports `proxy` serves: those of the services whose endpoints include one of its IPs.
+/// All that inbound generation reads of the proxy, so replicas of a workload share it.
+pub fn ports(index: &Index, proxy: &Proxy) -> Vec<InboundPort> {
     let mut ports: BTreeMap<u16, (Protocol, &str)> = BTreeMap::new();
-    for service in index.services.values() {
-        for ep in service.endpoints.iter().filter(|ep| proxy.ip_addresses.contains(&ep.address)) {
-            for port in &service.ports {
-                let Some(&target) = ep.ports.get(&port.port) else { continue };
-                if target == VIRTUAL_INBOUND_PORT || port.protocol == Protocol::Udp {
-                    continue;
-                }
-                let (protocol, first) = *ports.entry(target).or_insert((port.protocol, &service.hostname));
-                if protocol.is_http() != port.protocol.is_http() {
-                    tracing::debug!(port = target, first, other = %service.hostname, "workload port declared with different protocols; the first service's wins");
+    for ip in &proxy.ip_addresses {
+        for service in index.services_by_ip.get(ip).into_iter().flatten() {
+            for ep in service.endpoints.iter().filter(|ep| &ep.address == ip) {
+                for port in &service.ports {
+                    let Some(&target) = ep.ports.get(&port.port) else { continue };
+                    if target == VIRTUAL_INBOUND_PORT || port.protocol == Protocol::Udp {
+                        continue;
+                    }
+                    let (protocol, first) = *ports.entry(target).or_insert((port.protocol, &service.hostname));
+                    if protocol.is_http() != port.protocol.is_http() {
+                        tracing::debug!(port = target, first, other = %service.hostname, "workload port declared with different protocols; the first service's wins");
+                    }
                 }
             }
         }
     }
+    ports.into_iter().map(|(port, (protocol, _))| InboundPort { port, protocol }).collect()
+}
 
+/// `virtualInbound`: a chain per served port, connections to 15006 itself dropped, anything
+/// else passed through to `InboundPassthroughCluster`.
+pub fn virtual_inbound(ports: &[InboundPort]) -> Resource {
     let mut chains = vec![FilterChain {
         name: "virtualInbound-blackhole".into(),
         filter_chain_match: Some(FilterChainMatch {
@@ -66,7 +79,7 @@ pub fn build(index: &Index, proxy: &Proxy, out: &mut SidecarConfig) {
         filters: vec![tcp_proxy(names::BLACKHOLE_CLUSTER)],
         ..Default::default()
     }];
-    for (&port, &(protocol, _)) in &ports {
+    for &InboundPort { port, protocol } in ports {
         let cluster = names::inbound_cluster(port);
         let filter = if protocol.is_http() {
             http_connection_manager(format!("inbound_0.0.0.0_{port}"), Routes::Inline(Box::new(inbound_routes(&cluster, port))))
@@ -82,8 +95,6 @@ pub fn build(index: &Index, proxy: &Proxy, out: &mut SidecarConfig) {
             filters: vec![filter],
             ..Default::default()
         });
-        let c = static_local_cluster(&cluster, port);
-        out.clusters.insert(cluster.clone(), Arc::new(Resource::encode(cluster, &c)));
     }
     chains.push(FilterChain {
         name: names::VIRTUAL_INBOUND.into(),
@@ -108,12 +119,26 @@ pub fn build(index: &Index, proxy: &Proxy, out: &mut SidecarConfig) {
         traffic_direction: TrafficDirection::Inbound as i32,
         ..Default::default()
     };
-    out.listeners.insert(names::VIRTUAL_INBOUND.into(), Arc::new(Resource::encode(names::VIRTUAL_INBOUND, &listener)));
+    Resource::encode(names::VIRTUAL_INBOUND, &listener)
+}
 
-    for (name, bind) in [(names::PASSTHROUGH_CLUSTER, None), (names::INBOUND_PASSTHROUGH_CLUSTER, Some(INBOUND_PASSTHROUGH_BIND))] {
-        let c = original_dst_cluster(name, bind);
-        out.clusters.insert(name.into(), Arc::new(Resource::encode(name, &c)));
+/// The clusters only sidecars have: `PassthroughCluster`, `InboundPassthroughCluster`, and
+/// `inbound|<port>||` per served port. Like istiod's under REDIRECT, the inbound clusters
+/// connect to the connection's original destination (the pod's own IP and port) from
+/// 127.0.0.6, which the capture rules let through; they are equal for every proxy, so only the
+/// set of ports tells two proxies' local clusters apart.
+pub fn local_clusters(ports: &[InboundPort]) -> ResourceMap {
+    let mut out = ResourceMap::new();
+    let mut add = |name: String, bind: Option<&str>| {
+        let c = original_dst_cluster(&name, bind);
+        out.insert(name.clone(), Arc::new(Resource::encode(name, &c)));
+    };
+    add(names::PASSTHROUGH_CLUSTER.into(), None);
+    add(names::INBOUND_PASSTHROUGH_CLUSTER.into(), Some(INBOUND_PASSTHROUGH_BIND));
+    for p in ports {
+        add(names::inbound_cluster(p.port), Some(INBOUND_PASSTHROUGH_BIND));
     }
+    out
 }
 
 /// istiod's inline inbound route config: everything to the local app, no timeout.
@@ -139,24 +164,6 @@ fn inbound_routes(cluster: &str, port: u16) -> RouteConfiguration {
             }],
             ..Default::default()
         }],
-        ..Default::default()
-    }
-}
-
-fn static_local_cluster(name: &str, port: u16) -> Cluster {
-    let endpoint = LbEndpoint {
-        host_identifier: Some(HostIdentifier::Endpoint(Endpoint { address: Some(socket_address("127.0.0.1", port)), ..Default::default() })),
-        ..Default::default()
-    };
-    Cluster {
-        name: name.to_string(),
-        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
-        connect_timeout: Some(CONNECT_TIMEOUT),
-        load_assignment: Some(ClusterLoadAssignment {
-            cluster_name: name.to_string(),
-            endpoints: vec![LocalityLbEndpoints { lb_endpoints: vec![endpoint], ..Default::default() }],
-            ..Default::default()
-        }),
         ..Default::default()
     }
 }

@@ -9,8 +9,8 @@
 //!   passthrough chain to `InboundPassthroughCluster`.
 //!
 //! Outbound config depends on the proxy's namespace, labels (`sourceLabels`), DNS domain
-//! (short host names) and interception mode; inbound config on its IPs. [`ProxyKey`] holds all
-//! of it, so the caller can share one generation between equal proxies.
+//! (short host names) and interception mode; inbound config on the ports its IPs serve.
+//! [`ProxyKey`] holds all of it, so the caller can share one generation between equal proxies.
 
 mod filters;
 mod inbound;
@@ -26,6 +26,9 @@ use crate::index::Index;
 use crate::model::Proxy;
 use crate::store::{Entry, Snapshot};
 use crate::xds::ResourceMap;
+
+use super::names;
+pub use inbound::{local_clusters, InboundPort};
 
 pub use routes::{host_matches, virtual_host_domains};
 
@@ -53,19 +56,20 @@ pub struct ProxyKey {
     labels: BTreeMap<String, String>,
     dns_domain: String,
     interception: Interception,
-    ips: Vec<String>,
+    /// What the proxy's IPs serve, rather than the IPs: replicas of a workload share one key.
+    pub inbound: Vec<InboundPort>,
 }
 
 impl ProxyKey {
-    /// The key of `proxy` for building `parts`: the IPs count only for the inbound side, so
-    /// without it replicas of a workload share one generation.
-    pub fn of(proxy: &Proxy, parts: Parts) -> ProxyKey {
+    pub fn of(index: &Index, proxy: &Proxy) -> ProxyKey {
+        let interception = Interception::of(proxy);
         ProxyKey {
             namespace: proxy.namespace.clone(),
             labels: proxy.labels.clone(),
             dns_domain: proxy.dns_domain.clone(),
-            interception: Interception::of(proxy),
-            ips: if parts == Parts::All { proxy.ip_addresses.clone() } else { Vec::new() },
+            interception,
+            // Without capture nothing reaches `virtualInbound`, so it is not built.
+            inbound: if interception == Interception::Redirect { inbound::ports(index, proxy) } else { Vec::new() },
         }
     }
 }
@@ -110,32 +114,20 @@ pub fn virtual_service_entries(snapshot: &Snapshot) -> Vec<Arc<Entry>> {
     snapshot.entries(VirtualService::KIND).cloned().collect()
 }
 
-/// What a sidecar gets besides the shared outbound clusters and endpoints.
+/// A sidecar's listeners and route configs. Its clusters are the shared outbound ones plus
+/// [`local_clusters`].
 #[derive(Debug, Default)]
 pub struct SidecarConfig {
     pub listeners: ResourceMap,
     pub routes: ResourceMap,
-    /// `PassthroughCluster`, `InboundPassthroughCluster` and the `inbound|<port>||` clusters.
-    pub clusters: ResourceMap,
 }
 
-/// Which parts to build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Parts {
-    /// Everything: the per-port listeners and route configs, `virtualOutbound`,
-    /// `virtualInbound`, the `allow_any` virtual hosts and the local clusters they use.
-    All,
-    /// Only what refers to the shared outbound clusters: the per-port listeners and route
-    /// configs, without `allow_any` (an unknown host then gets 404). For a caller that serves
-    /// the shared cluster map unchanged, so nothing refers to a cluster it does not serve.
-    SharedClustersOnly,
-}
-
-pub fn build(index: &Index, proxy: &Proxy, mesh_vs: &[MeshVirtualService], parts: Parts) -> SidecarConfig {
+/// Listeners and route configs for the proxy `key` describes (`proxy` is one such proxy).
+pub fn build(index: &Index, proxy: &Proxy, key: &ProxyKey, mesh_vs: &[MeshVirtualService]) -> SidecarConfig {
     let mut out = SidecarConfig::default();
-    outbound::build(index, proxy, mesh_vs, parts, &mut out);
-    if parts == Parts::All {
-        inbound::build(index, proxy, &mut out);
+    outbound::build(index, proxy, mesh_vs, &mut out);
+    if key.interception == Interception::Redirect {
+        out.listeners.insert(names::VIRTUAL_INBOUND.into(), Arc::new(inbound::virtual_inbound(&key.inbound)));
     }
     out
 }

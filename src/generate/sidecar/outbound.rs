@@ -17,7 +17,7 @@ use super::super::endpoint::socket_address;
 use super::super::names;
 use super::filters::{http_connection_manager, tcp_proxy, Routes};
 use super::routes::port_route_config;
-use super::{Interception, MeshVirtualService, Parts, SidecarConfig};
+use super::{Interception, MeshVirtualService, SidecarConfig};
 use crate::index::{Index, Service};
 use crate::model::{Protocol, Proxy};
 use crate::xds::Resource;
@@ -25,7 +25,7 @@ use crate::xds::Resource;
 const WILDCARD: &str = "0.0.0.0";
 const VIRTUAL_OUTBOUND_PORT: u16 = 15001;
 
-pub fn build(index: &Index, proxy: &Proxy, mesh_vs: &[MeshVirtualService], parts: Parts, out: &mut SidecarConfig) {
+pub fn build(index: &Index, proxy: &Proxy, mesh_vs: &[MeshVirtualService], out: &mut SidecarConfig) {
     let bind = Interception::of(proxy) == Interception::None;
     let mut http: BTreeMap<u16, Vec<&Service>> = BTreeMap::new();
     let mut tcp: Vec<(&Service, u16)> = Vec::new();
@@ -42,7 +42,7 @@ pub fn build(index: &Index, proxy: &Proxy, mesh_vs: &[MeshVirtualService], parts
     }
 
     for (&port, services) in &http {
-        let routes = port_route_config(index, proxy, port, services, mesh_vs, parts == Parts::All);
+        let routes = port_route_config(index, proxy, port, services, mesh_vs);
         let listener_name = names::listener(WILDCARD, u32::from(port));
         let hcm = http_connection_manager(format!("outbound_{WILDCARD}_{port}"), Routes::Rds(routes.name.clone()));
         let listener = listener(&listener_name, WILDCARD, port, vec![chain(vec![hcm])], bind);
@@ -64,7 +64,8 @@ pub fn build(index: &Index, proxy: &Proxy, mesh_vs: &[MeshVirtualService], parts
         out.listeners.insert(listener_name.clone(), Arc::new(Resource::encode(listener_name, &listener)));
     }
 
-    if parts == Parts::SharedClustersOnly {
+    if bind {
+        // Without capture nothing reaches 15001.
         return;
     }
     let virtual_outbound = virtual_outbound();

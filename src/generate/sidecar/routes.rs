@@ -20,14 +20,13 @@ use crate::model::Proxy;
 use crate::xds::Resource;
 
 /// The route config `"<port>"` for the HTTP services on `port` (in hostname order), ending
-/// with the `allow_any` catch-all when `allow_any` (it needs `PassthroughCluster`).
+/// with the `allow_any` catch-all.
 pub fn port_route_config(
     index: &Index,
     proxy: &Proxy,
     port: u16,
     services: &[&Service],
     mesh_vs: &[MeshVirtualService],
-    allow_any: bool,
 ) -> Resource {
     // Each VirtualService's routes are translated and encoded once per port, however many of its
     // hosts are services on the port.
@@ -63,13 +62,11 @@ pub fn port_route_config(
         .map(|(name, domains, i)| VirtualHostParts { naming: Naming::Explicit { name, domains }, routes: vec![&encoded[i]], require_tls: 0 })
         .collect();
     // ALLOW_ANY (the mesh default; pilotfish has no outboundTrafficPolicy setting yet).
-    if allow_any {
-        virtual_hosts.push(VirtualHostParts {
-            naming: Naming::Explicit { name: names::ALLOW_ANY.into(), domains: vec!["*".into()] },
-            routes: vec![&catch_all],
-            require_tls: 0,
-        });
-    }
+    virtual_hosts.push(VirtualHostParts {
+        naming: Naming::Explicit { name: names::ALLOW_ANY.into(), domains: vec!["*".into()] },
+        routes: vec![&catch_all],
+        require_tls: 0,
+    });
     let options = RouteConfigOptions { validate_clusters: false, max_direct_response_body_size_bytes: 1024 * 1024 };
     route_config::encode(&names::sidecar_http_routes(port), &virtual_hosts, &options)
 }
