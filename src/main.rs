@@ -33,7 +33,11 @@ struct MeshArgs {
 
 impl MeshArgs {
     fn mesh(&self) -> MeshConfig {
-        MeshConfig { domain_suffix: self.domain_suffix.clone(), root_namespace: self.root_namespace.clone() }
+        MeshConfig {
+            domain_suffix: self.domain_suffix.clone(),
+            root_namespace: self.root_namespace.clone(),
+            ..MeshConfig::default()
+        }
     }
 }
 

@@ -101,6 +101,13 @@ pub struct ContainerPort {
     pub protocol: String,
 }
 
+/// A ConfigMap's string `data` (`binaryData` is not kept): istiod's mesh config is the `mesh`
+/// key of ConfigMap `istio` ([`super::mesh_config`]).
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct ConfigMap {
+    pub data: BTreeMap<String, String>,
+}
+
 /// Label carrying an EndpointSlice's Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -266,6 +273,17 @@ impl TryFrom<core::Pod> for Object {
                 terminating,
                 container_ports,
             }),
+        })
+    }
+}
+
+impl TryFrom<core::ConfigMap> for Object {
+    type Error = ConvertError;
+
+    fn try_from(cm: core::ConfigMap) -> Result<Self, ConvertError> {
+        Ok(Object {
+            meta: meta(cm.metadata),
+            spec: Spec::ConfigMap(ConfigMap { data: cm.data.unwrap_or_default() }),
         })
     }
 }

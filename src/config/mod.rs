@@ -5,6 +5,7 @@
 
 pub mod istio;
 pub mod kube;
+pub mod mesh_config;
 pub mod parse;
 
 use std::collections::BTreeMap;
@@ -20,23 +21,28 @@ pub enum Kind {
     DestinationRule,
     ServiceEntry,
     WorkloadEntry,
+    Sidecar,
     Service,
     EndpointSlice,
     Pod,
     Namespace,
+    ConfigMap,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    /// In declaration order: the store indexes by `kind as usize`.
+    pub const ALL: [Kind; 11] = [
         Kind::Gateway,
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::ServiceEntry,
         Kind::WorkloadEntry,
+        Kind::Sidecar,
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Pod,
         Kind::Namespace,
+        Kind::ConfigMap,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,10 +52,12 @@ impl Kind {
             Kind::DestinationRule => "DestinationRule",
             Kind::ServiceEntry => "ServiceEntry",
             Kind::WorkloadEntry => "WorkloadEntry",
+            Kind::Sidecar => "Sidecar",
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Pod => "Pod",
             Kind::Namespace => "Namespace",
+            Kind::ConfigMap => "ConfigMap",
         }
     }
 
@@ -60,8 +68,8 @@ impl Kind {
             Kind::Gateway | Kind::VirtualService | Kind::DestinationRule | Kind::ServiceEntry => {
                 ("networking.istio.io", ISTIO)
             }
-            Kind::WorkloadEntry => ("networking.istio.io", &["v1", "v1beta1", "v1alpha3"]),
-            Kind::Service | Kind::Pod | Kind::Namespace => ("", &["v1"]),
+            Kind::WorkloadEntry | Kind::Sidecar => ("networking.istio.io", ISTIO),
+            Kind::Service | Kind::Pod | Kind::Namespace | Kind::ConfigMap => ("", &["v1"]),
             Kind::EndpointSlice => ("discovery.k8s.io", &["v1"]),
         }
     }
@@ -129,10 +137,12 @@ pub enum Spec {
     DestinationRule(istio::DestinationRule),
     ServiceEntry(istio::ServiceEntry),
     WorkloadEntry(istio::WorkloadEntry),
+    Sidecar(istio::Sidecar),
     Service(kube::Service),
     EndpointSlice(kube::EndpointSlice),
     Pod(kube::Pod),
     Namespace,
+    ConfigMap(kube::ConfigMap),
 }
 
 impl Spec {
@@ -143,10 +153,12 @@ impl Spec {
             Spec::DestinationRule(_) => Kind::DestinationRule,
             Spec::ServiceEntry(_) => Kind::ServiceEntry,
             Spec::WorkloadEntry(_) => Kind::WorkloadEntry,
+            Spec::Sidecar(_) => Kind::Sidecar,
             Spec::Service(_) => Kind::Service,
             Spec::EndpointSlice(_) => Kind::EndpointSlice,
             Spec::Pod(_) => Kind::Pod,
             Spec::Namespace => Kind::Namespace,
+            Spec::ConfigMap(_) => Kind::ConfigMap,
         }
     }
 }
@@ -198,9 +210,11 @@ kind_spec! {
     istio::DestinationRule => DestinationRule,
     istio::ServiceEntry => ServiceEntry,
     istio::WorkloadEntry => WorkloadEntry,
+    istio::Sidecar => Sidecar,
     kube::Service => Service,
     kube::EndpointSlice => EndpointSlice,
     kube::Pod => Pod,
+    kube::ConfigMap => ConfigMap,
 }
 
 impl Object {
@@ -222,8 +236,17 @@ mod tests {
             );
         }
         assert_eq!(Kind::from_type_meta("v1", "Service"), Some(Kind::Service));
+        assert_eq!(Kind::from_type_meta("networking.istio.io/v1alpha3", "Sidecar"), Some(Kind::Sidecar));
+        assert_eq!(Kind::from_type_meta("v1", "ConfigMap"), Some(Kind::ConfigMap));
         assert_eq!(Kind::from_type_meta("discovery.k8s.io/v1", "EndpointSlice"), Some(Kind::EndpointSlice));
         assert_eq!(Kind::from_type_meta("networking.istio.io/v2", "VirtualService"), None);
         assert_eq!(Kind::from_type_meta("apps/v1", "Deployment"), None);
+    }
+
+    #[test]
+    fn all_is_in_declaration_order() {
+        for (i, kind) in Kind::ALL.iter().enumerate() {
+            assert_eq!(*kind as usize, i, "{kind}");
+        }
     }
 }

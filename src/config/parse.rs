@@ -37,14 +37,14 @@ pub struct SyntaxError {
 /// ServiceAccounts) and that pilotfish does not need: skipped without a word.
 const IGNORED_KINDS: &[&str] = &[
     "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "ServiceAccount",
-    "ConfigMap", "Secret", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding",
+    "Secret", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding",
     "CustomResourceDefinition", "HorizontalPodAutoscaler", "PodDisruptionBudget",
     "NetworkPolicy", "Endpoints",
 ];
 
 /// Istio kinds pilotfish reads but does not serve yet: a warning, not an error.
 const NOT_YET_SERVED: &[&str] = &[
-    "Sidecar", "EnvoyFilter", "WorkloadGroup", "ProxyConfig", "PeerAuthentication",
+    "EnvoyFilter", "WorkloadGroup", "ProxyConfig", "PeerAuthentication",
     "AuthorizationPolicy", "RequestAuthentication", "Telemetry", "WasmPlugin",
 ];
 
@@ -113,7 +113,7 @@ pub fn parse_text(file: &str, text: &str) -> Result<Parsed, SyntaxError> {
     Ok(parsed)
 }
 
-fn first_line(s: &str) -> String {
+pub(crate) fn first_line(s: &str) -> String {
     s.lines().find(|l| !l.trim().is_empty()).unwrap_or(s).trim().to_string()
 }
 
@@ -183,12 +183,14 @@ pub fn parse_object(value: Value) -> Result<Option<(Object, Vec<Diagnostic>)>, D
         Kind::DestinationRule => istio_spec(map, &mut warnings).map(Spec::DestinationRule),
         Kind::ServiceEntry => istio_spec(map, &mut warnings).map(Spec::ServiceEntry),
         Kind::WorkloadEntry => istio_spec(map, &mut warnings).map(Spec::WorkloadEntry),
+        Kind::Sidecar => istio_spec(map, &mut warnings).map(Spec::Sidecar),
         Kind::Service => kube_object::<k8s_openapi::api::core::v1::Service>(value.clone(), &mut warnings),
         Kind::EndpointSlice => {
             kube_object::<k8s_openapi::api::discovery::v1::EndpointSlice>(value.clone(), &mut warnings)
         }
         Kind::Pod => kube_object::<k8s_openapi::api::core::v1::Pod>(value.clone(), &mut warnings),
         Kind::Namespace => Ok(Spec::Namespace),
+        Kind::ConfigMap => kube_object::<k8s_openapi::api::core::v1::ConfigMap>(value.clone(), &mut warnings),
     };
     let spec = result.map_err(|d| d.on(&key))?;
     let mut meta = meta;

@@ -1,6 +1,12 @@
 //! Mesh-wide settings (a subset of Istio's MeshConfig).
+//!
+//! `domain_suffix` is a command-line setting; the rest can come from the `mesh` key of ConfigMap
+//! `istio` (see [`crate::config::mesh_config`]), falling back to istiod's defaults.
 
-use serde::Serialize;
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct MeshConfig {
@@ -8,11 +14,30 @@ pub struct MeshConfig {
     pub domain_suffix: String,
     /// Namespace whose config applies mesh-wide (`istio-system`).
     pub root_namespace: String,
+    /// The SPIFFE trust domain of workload identities (`cluster.local`).
+    pub trust_domain: String,
+    /// What a sidecar does with traffic to hosts it does not know, unless its Sidecar says.
+    pub outbound_traffic_policy: OutboundTrafficMode,
+    /// `exportTo` of Services and ServiceEntries that do not set one.
+    pub default_service_export_to: Vec<String>,
+    /// `exportTo` of VirtualServices that do not set one.
+    pub default_virtual_service_export_to: Vec<String>,
+    /// `exportTo` of DestinationRules that do not set one.
+    pub default_destination_rule_export_to: Vec<String>,
 }
 
 impl Default for MeshConfig {
+    /// istiod's defaults (`mesh.DefaultMeshConfig`).
     fn default() -> Self {
-        MeshConfig { domain_suffix: "cluster.local".into(), root_namespace: "istio-system".into() }
+        MeshConfig {
+            domain_suffix: "cluster.local".into(),
+            root_namespace: "istio-system".into(),
+            trust_domain: "cluster.local".into(),
+            outbound_traffic_policy: OutboundTrafficMode::AllowAny,
+            default_service_export_to: vec!["*".into()],
+            default_virtual_service_export_to: vec!["*".into()],
+            default_destination_rule_export_to: vec!["*".into()],
+        }
     }
 }
 
@@ -28,6 +53,70 @@ impl MeshConfig {
     }
 }
 
+/// `OutboundTrafficPolicy.Mode` of MeshConfig and of the Sidecar kind.
+///
+/// The default here is the mesh's (`ALLOW_ANY`); the protobuf zero value, which a Sidecar's
+/// `outboundTrafficPolicy: {}` gets, is `REGISTRY_ONLY`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OutboundTrafficMode {
+    /// Unknown hosts pass through to their original destination (`PassthroughCluster`).
+    #[default]
+    AllowAny,
+    /// Only hosts in the service registry are reachable (`BlackHoleCluster` otherwise).
+    RegistryOnly,
+}
+
+impl OutboundTrafficMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            OutboundTrafficMode::AllowAny => "ALLOW_ANY",
+            OutboundTrafficMode::RegistryOnly => "REGISTRY_ONLY",
+        }
+    }
+}
+
+/// By name, as the CRDs and YAML write it, and by number (`0`, `1`), as protobuf JSON also
+/// accepts in mesh config.
+impl<'de> Deserialize<'de> for OutboundTrafficMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ModeVisitor;
+
+        impl Visitor<'_> for ModeVisitor {
+            type Value = OutboundTrafficMode;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("ALLOW_ANY or REGISTRY_ONLY")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                match v {
+                    "ALLOW_ANY" => Ok(OutboundTrafficMode::AllowAny),
+                    "REGISTRY_ONLY" => Ok(OutboundTrafficMode::RegistryOnly),
+                    _ => Err(E::custom(format!("unknown variant {v:?}, expected ALLOW_ANY or REGISTRY_ONLY"))),
+                }
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                match v {
+                    0 => Ok(OutboundTrafficMode::RegistryOnly),
+                    1 => Ok(OutboundTrafficMode::AllowAny),
+                    _ => Err(E::custom(format!("unknown value {v}, expected ALLOW_ANY (1) or REGISTRY_ONLY (0)"))),
+                }
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::custom(format!("unknown value {v}, expected ALLOW_ANY (1) or REGISTRY_ONLY (0)"))),
+                }
+            }
+        }
+
+        d.deserialize_any(ModeVisitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,5 +128,18 @@ mod tests {
         assert_eq!(mesh.fqdn("reviews.bookinfo.svc.cluster.local", "x"), "reviews.bookinfo.svc.cluster.local");
         assert_eq!(mesh.fqdn("*.example.com", "x"), "*.example.com");
         assert_eq!(mesh.fqdn("*", "x"), "*");
+    }
+
+    #[test]
+    fn outbound_mode_by_name_or_number() {
+        let mode = |json: &str| serde_json::from_str::<OutboundTrafficMode>(json);
+        assert_eq!(mode("\"ALLOW_ANY\"").unwrap(), OutboundTrafficMode::AllowAny);
+        assert_eq!(mode("\"REGISTRY_ONLY\"").unwrap(), OutboundTrafficMode::RegistryOnly);
+        assert_eq!(mode("0").unwrap(), OutboundTrafficMode::RegistryOnly);
+        assert_eq!(mode("1").unwrap(), OutboundTrafficMode::AllowAny);
+        let err = mode("\"FOO\"").unwrap_err().to_string();
+        assert!(err.contains("unknown variant \"FOO\""), "{err}");
+        assert!(mode("2").is_err() && mode("-1").is_err() && mode("true").is_err());
+        assert_eq!(MeshConfig::default().outbound_traffic_policy, OutboundTrafficMode::AllowAny);
     }
 }

@@ -137,7 +137,7 @@ fn validate_outlier(at: &str, o: &OutlierDetection, out: &mut Diags) {
     }
 }
 
-fn validate_connection_pool(at: &str, p: &ConnectionPoolSettings, out: &mut Diags) {
+pub(super) fn validate_connection_pool(at: &str, p: &ConnectionPoolSettings, out: &mut Diags) {
     if p.http.is_none() && p.tcp.is_none() {
         out.error(at, "connection pool must have at least one field");
         return;
@@ -167,10 +167,12 @@ fn validate_connection_pool(at: &str, p: &ConnectionPoolSettings, out: &mut Diag
         if t.max_connections.is_some_and(|v| v < 0) {
             out.error(format!("{tat}.maxConnections"), "max connections must be non-negative");
         }
+        // A TCP idle timeout of 0s disables it (istiod skips the check).
+        let idle = t.idle_timeout.filter(|d| d.as_std().as_millis() != 0);
         for (field, d) in [
             ("connectTimeout", t.connect_timeout),
             ("maxConnectionDuration", t.max_connection_duration),
-            ("idleTimeout", t.idle_timeout),
+            ("idleTimeout", idle),
         ] {
             if let Some(d) = d {
                 out.check(format!("{tat}.{field}"), validate_duration(d));

@@ -136,7 +136,7 @@ fn validate_gateway_host(at: &str, host: &str, out: &mut Diags) {
     out.check(at, validate_partial_wildcard(dns_name));
 }
 
-fn validate_tls(at: &str, tls: &ServerTls, out: &mut Diags) {
+pub(super) fn validate_tls(at: &str, tls: &ServerTls, out: &mut Diags) {
     if matches!(tls.min_protocol_version.as_str(), "TLSV1_0" | "TLSV1_1") && tls.cipher_suites.is_empty() {
         out.warning(
             format!("{at}.minProtocolVersion"),
@@ -167,13 +167,30 @@ fn validate_tls(at: &str, tls: &ServerTls, out: &mut Diags) {
                 out.error(format!("{at}.{field}"), format!("ISTIO_MUTUAL TLS cannot have associated {field}"));
             }
         }
+        for (field, set) in [("tlsCertificates", !tls.tls_certificates.is_empty()), ("credentialNames", !tls.credential_names.is_empty())] {
+            if set {
+                out.error(format!("{at}.{field}"), format!("ISTIO_MUTUAL TLS cannot have associated {field}"));
+            }
+        }
         return;
     }
     if matches!(tls.mode, ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough)
         && (!tls.ca_crl.is_empty() || !tls.server_certificate.is_empty() || !tls.private_key.is_empty()
-            || !tls.ca_certificates.is_empty() || has_credential)
+            || !tls.ca_certificates.is_empty() || !tls.tls_certificates.is_empty() || has_credential)
     {
         out.warning(format!("{at}.mode"), format!("{:?} mode does not use certificates, they will be ignored", tls.mode));
+    }
+    let sources = [
+        !tls.server_certificate.is_empty() && !tls.private_key.is_empty(),
+        !tls.credential_name.is_empty(),
+        !tls.credential_names.is_empty(),
+        !tls.tls_certificates.is_empty(),
+    ];
+    if sources.iter().filter(|s| **s).count() > 1 {
+        out.error(
+            at,
+            "only one of credential_name, credential_names, server_certificate/private_key, tls_certificates should be specified",
+        );
     }
     let terminates = matches!(tls.mode, ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual);
     if terminates && has_credential {
@@ -185,11 +202,26 @@ fn validate_tls(at: &str, tls: &ServerTls, out: &mut Diags) {
     }
     let mode = if tls.mode == ServerTlsMode::Simple { "SIMPLE" } else { "MUTUAL" };
     if terminates {
-        if tls.server_certificate.is_empty() {
-            out.error(format!("{at}.serverCertificate"), format!("{mode} TLS requires a server certificate (or credentialName)"));
-        }
-        if tls.private_key.is_empty() {
-            out.error(format!("{at}.privateKey"), format!("{mode} TLS requires a private key (or credentialName)"));
+        // Each certificate of `tlsCertificates`, else the inline pair, needs both halves.
+        let pairs: Vec<(String, &str, &str)> = if tls.tls_certificates.is_empty() {
+            vec![(at.to_string(), tls.server_certificate.as_str(), tls.private_key.as_str())]
+        } else {
+            if tls.tls_certificates.len() > 2 {
+                out.warning(format!("{at}.tlsCertificates"), format!("{mode} TLS can support up to 2 server certificates"));
+            }
+            tls.tls_certificates
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (format!("{at}.tlsCertificates[{i}]"), c.server_certificate.as_str(), c.private_key.as_str()))
+                .collect()
+        };
+        for (pat, cert, key) in pairs {
+            if cert.is_empty() {
+                out.error(format!("{pat}.serverCertificate"), format!("{mode} TLS requires a server certificate (or credentialName)"));
+            }
+            if key.is_empty() {
+                out.error(format!("{pat}.privateKey"), format!("{mode} TLS requires a private key (or credentialName)"));
+            }
         }
     }
     if matches!(tls.mode, ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual) && tls.ca_certificates.is_empty() {

@@ -3,7 +3,10 @@
 
 use std::collections::BTreeSet;
 
+use crate::config::kube::ConfigMap;
+use crate::config::mesh_config::{self, CONFIG_MAP_NAME, MESH_KEY};
 use crate::config::{Object, Spec};
+use crate::model::MeshConfig;
 
 use super::common::{is_ip, is_k8s_dns1035_label, is_k8s_label, is_k8s_subdomain, Diags};
 
@@ -52,6 +55,7 @@ pub fn validate(object: &Object, out: &mut Diags) {
                 }
             }
         }
+        Spec::ConfigMap(cm) => validate_config_map(&object.meta.name, cm, out),
         Spec::Pod(pod) => {
             for (i, ip) in pod.ips.iter().enumerate() {
                 if !is_ip(ip) {
@@ -60,5 +64,22 @@ pub fn validate(object: &Object, out: &mut Diags) {
             }
         }
         _ => {}
+    }
+}
+
+/// Keys as the API server allows them; and for istiod's mesh ConfigMap, a `mesh` document that
+/// applies (a ConfigMap that fails keeps its previous version, so the mesh config stays good).
+fn validate_config_map(name: &str, cm: &ConfigMap, out: &mut Diags) {
+    for key in cm.data.keys() {
+        let chars_ok = key.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+        if key.is_empty() || key.len() > 253 || !chars_ok || key == "." || key.starts_with("..") {
+            out.error(format!("data.{key}"), format!("{key:?} is not a valid ConfigMap key: alphanumerics, '-', '_' or '.'"));
+        }
+    }
+    if name == CONFIG_MAP_NAME
+        && let Some(yaml) = cm.data.get(MESH_KEY)
+        && let Err(e) = mesh_config::apply_mesh_yaml(yaml, &MeshConfig::default())
+    {
+        out.error(format!("data.{MESH_KEY}"), e.to_string());
     }
 }

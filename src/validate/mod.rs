@@ -11,6 +11,7 @@ mod gateway;
 mod http_route;
 mod kube;
 mod service_entry;
+mod sidecar;
 mod unreachable;
 mod virtual_service;
 
@@ -38,7 +39,8 @@ pub fn validate(object: &Object) -> Vec<Diagnostic> {
         Spec::DestinationRule(dr) => destination_rule::validate(ns, dr, &mut out),
         Spec::ServiceEntry(se) => service_entry::validate(ns, se, &mut out),
         Spec::WorkloadEntry(we) => service_entry::validate_workload_entry(we, &mut out),
-        Spec::Service(_) | Spec::EndpointSlice(_) | Spec::Pod(_) | Spec::Namespace => {
+        Spec::Sidecar(sc) => sidecar::validate(ns, sc, &mut out),
+        Spec::Service(_) | Spec::EndpointSlice(_) | Spec::Pod(_) | Spec::Namespace | Spec::ConfigMap(_) => {
             kube::validate(object, &mut out)
         }
     }
@@ -50,7 +52,10 @@ pub fn validate(object: &Object) -> Vec<Diagnostic> {
 /// Names of the Kubernetes kinds are checked per kind in [`kube`].
 fn validate_meta(object: &Object, out: &mut Diags) {
     let meta = &object.meta;
-    let istio = !matches!(object.spec, Spec::Service(_) | Spec::EndpointSlice(_) | Spec::Pod(_) | Spec::Namespace);
+    let istio = !matches!(
+        object.spec,
+        Spec::Service(_) | Spec::EndpointSlice(_) | Spec::Pod(_) | Spec::Namespace | Spec::ConfigMap(_)
+    );
     if istio && !is_k8s_subdomain(&meta.name) {
         out.error(
             "metadata.name",

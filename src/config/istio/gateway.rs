@@ -54,6 +54,23 @@ pub struct ServerTls {
     pub min_protocol_version: String,
     pub max_protocol_version: String,
     pub cipher_suites: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ecdh_curves: Vec<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub ca_cert_credential_name: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tls_certificates: Vec<TlsCertificate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub insecure_skip_verify: Option<bool>,
+}
+
+/// One of `tlsCertificates` (at most two, e.g. an RSA and an ECDSA certificate).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct TlsCertificate {
+    pub server_certificate: String,
+    pub private_key: String,
+    pub ca_certificates: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]

@@ -89,3 +89,13 @@ fn https_redirect_only_on_http() {
     let tls = gw("  - port: {number: 443, name: tls, protocol: TLS}\n    hosts: [\"*\"]\n    tls: {httpsRedirect: true, mode: PASSTHROUGH}\n");
     assert_warning(&tls, "spec.servers[0].tls.httpsRedirect", "only be used with http");
 }
+
+#[test]
+fn tls_certificate_sources() {
+    let https = |tls: &str| gw(&format!("  - port: {{number: 443, name: https, protocol: HTTPS}}\n    hosts: [\"*\"]\n    tls: {tls}\n"));
+    assert_valid(&https("{mode: SIMPLE, tlsCertificates: [{serverCertificate: /rsa.pem, privateKey: /rsa.key}, {serverCertificate: /ec.pem, privateKey: /ec.key}]}"));
+    assert_error(&https("{mode: SIMPLE, tlsCertificates: [{serverCertificate: /c.pem}]}"), "spec.servers[0].tls.tlsCertificates[0].privateKey", "private key");
+    assert_error(&https("{mode: SIMPLE, credentialName: c, serverCertificate: /c.pem, privateKey: /k.pem}"), "spec.servers[0].tls", "only one of credential_name");
+    assert_error(&https("{mode: ISTIO_MUTUAL, credentialNames: [c]}"), "spec.servers[0].tls.credentialNames", "ISTIO_MUTUAL");
+    assert_warning(&https("{mode: PASSTHROUGH, tlsCertificates: [{serverCertificate: /c, privateKey: /k}]}"), "spec.servers[0].tls.mode", "does not use certificates");
+}

@@ -26,3 +26,16 @@ fn pods_and_slices() {
     assert!(run(&slice("10.0.0.1")).is_empty());
     assert_error(&slice("nope"), "endpoints[0].addresses[0]", "not a valid IPv4 address");
 }
+
+#[test]
+fn config_maps_and_the_mesh_config() {
+    let cm = |name: &str, data: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: istio-system}}\ndata:\n{data}");
+    let mesh = cm("istio", "  mesh: |\n    outboundTrafficPolicy:\n      mode: REGISTRY_ONLY\n    defaultConfig: {discoveryAddress: istiod:15012}\n  meshNetworks: 'networks: {}'\n");
+    assert!(run(&mesh).is_empty(), "{:?}", run(&mesh));
+    let broken = cm("istio", "  mesh: |\n    outboundTrafficPolicy:\n      mode: FOO\n");
+    assert_error(&broken, "data.mesh", "outboundTrafficPolicy.mode: unknown variant \"FOO\"");
+    // Only istiod's ConfigMap is read as mesh config.
+    assert!(run(&cm("app-config", "  mesh: 'not: [mesh'\n")).is_empty());
+    assert_error(&cm("a", "  \"bad key\": x\n"), "data.bad key", "not a valid ConfigMap key");
+    assert_error(&cm("A_b", "  k: v\n"), "metadata.name", "DNS-1123 subdomain");
+}

@@ -5,6 +5,7 @@ mod destination_rule;
 mod gateway;
 mod kube;
 mod service_entry;
+mod sidecar;
 mod virtual_service;
 
 use crate::config::parse::parse_text;

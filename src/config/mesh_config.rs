@@ -1,0 +1,240 @@
+//! Istio's mesh config as istiod reads it: the `mesh` key of ConfigMap `istio` in istiod's
+//! namespace, a YAML `MeshConfig` applied over istiod's defaults.
+//!
+//! Only the fields pilotfish uses are read. The hundreds of others are ignored silently, as
+//! istiod ignores fields it does not know. A field pilotfish reads that is malformed fails the
+//! whole document with an error naming the ConfigMap and the field, so the caller keeps the
+//! mesh config it had (istiod keeps its previous one too).
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::kube::ConfigMap;
+use super::parse::first_line;
+use super::{Kind, Meta, ObjectKey};
+use crate::model::mesh::{MeshConfig, OutboundTrafficMode};
+
+/// The ConfigMap istiod reads its mesh config from (revisioned installs use `istio-<rev>`,
+/// which pilotfish does not read).
+pub const CONFIG_MAP_NAME: &str = "istio";
+/// The ConfigMap key holding the MeshConfig YAML.
+pub const MESH_KEY: &str = "mesh";
+
+/// The key of the mesh ConfigMap in `namespace` (istiod's own, usually `istio-system`).
+pub fn config_map_key(namespace: &str) -> ObjectKey {
+    ObjectKey { kind: Kind::ConfigMap, namespace: namespace.to_string(), name: CONFIG_MAP_NAME.to_string() }
+}
+
+/// A mesh config that cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", Location(.config_map, .field))]
+pub struct MeshConfigError {
+    /// `namespace/name` of the ConfigMap; empty for YAML given directly.
+    pub config_map: String,
+    /// Path in the MeshConfig document (`outboundTrafficPolicy.mode`); empty when the document
+    /// as a whole is wrong.
+    pub field: String,
+    pub message: String,
+}
+
+/// Formats `ns/name: data.mesh: field: ` for what is known.
+struct Location<'a>(&'a String, &'a String);
+
+impl fmt::Display for Location<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.0.is_empty() {
+            write!(f, "{}: data.{MESH_KEY}: ", self.0)?;
+        }
+        if !self.1.is_empty() {
+            write!(f, "{}: ", self.1)?;
+        }
+        Ok(())
+    }
+}
+
+/// The MeshConfig fields pilotfish reads. Protobuf JSON accepts the proto field names too,
+/// hence the snake_case aliases.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct MeshDoc {
+    #[serde(alias = "root_namespace")]
+    root_namespace: Option<String>,
+    #[serde(alias = "trust_domain")]
+    trust_domain: Option<String>,
+    #[serde(alias = "outbound_traffic_policy")]
+    outbound_traffic_policy: Option<OutboundTrafficPolicyDoc>,
+    #[serde(alias = "default_service_export_to")]
+    default_service_export_to: Option<Vec<String>>,
+    #[serde(alias = "default_virtual_service_export_to")]
+    default_virtual_service_export_to: Option<Vec<String>>,
+    #[serde(alias = "default_destination_rule_export_to")]
+    default_destination_rule_export_to: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct OutboundTrafficPolicyDoc {
+    mode: Option<OutboundTrafficMode>,
+}
+
+/// The mesh config from ConfigMap `meta`/`cm` over `base`. `base` must be the config without
+/// any ConfigMap (command-line settings and defaults), not a previous result: a field removed
+/// from the ConfigMap goes back to its default, as in istiod. `domain_suffix` always comes from
+/// `base`. A ConfigMap without a `mesh` key gives `base`.
+pub fn from_config_map(meta: &Meta, cm: &ConfigMap, base: &MeshConfig) -> Result<MeshConfig, MeshConfigError> {
+    let Some(yaml) = cm.data.get(MESH_KEY) else {
+        return Ok(base.clone());
+    };
+    apply_mesh_yaml(yaml, base).map_err(|e| MeshConfigError { config_map: format!("{}/{}", meta.namespace, meta.name), ..e })
+}
+
+/// Applies a MeshConfig YAML document over `base`: the fields it sets replace `base`'s
+/// (a nested message such as `outboundTrafficPolicy` is replaced whole, as protobuf JSON does,
+/// so `outboundTrafficPolicy: {}` means `REGISTRY_ONLY`); `null` leaves a field as it was.
+pub fn apply_mesh_yaml(yaml: &str, base: &MeshConfig) -> Result<MeshConfig, MeshConfigError> {
+    let err = |field: &str, message: String| MeshConfigError { config_map: String::new(), field: field.to_string(), message };
+    let value: Value = if yaml.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+        Value::Null
+    } else {
+        serde_saphyr::from_str(yaml).map_err(|e| err("", format!("invalid YAML: {}", first_line(&e.to_string()))))?
+    };
+    let doc: MeshDoc = match value {
+        Value::Null => return Ok(base.clone()),
+        Value::Object(_) => serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            err(if path == "." { "" } else { &path }, e.inner().to_string())
+        })?,
+        _ => return Err(err("", "must be a mapping of MeshConfig fields".into())),
+    };
+
+    let mut mesh = base.clone();
+    if let Some(ns) = doc.root_namespace.filter(|ns| !ns.is_empty()) {
+        if !is_dns1123_label(&ns) {
+            return Err(err("rootNamespace", format!("{ns:?} is not a valid namespace name")));
+        }
+        mesh.root_namespace = ns;
+    }
+    if let Some(td) = doc.trust_domain {
+        validate_trust_domain(&td).map_err(|m| err("trustDomain", m))?;
+        mesh.trust_domain = td;
+    }
+    if let Some(policy) = doc.outbound_traffic_policy {
+        mesh.outbound_traffic_policy = policy.mode.unwrap_or(OutboundTrafficMode::RegistryOnly);
+    }
+    for (list, target) in [
+        (doc.default_service_export_to, &mut mesh.default_service_export_to),
+        (doc.default_virtual_service_export_to, &mut mesh.default_virtual_service_export_to),
+        (doc.default_destination_rule_export_to, &mut mesh.default_destination_rule_export_to),
+    ] {
+        // An empty list exports as no list does: to every namespace.
+        if let Some(list) = list {
+            *target = if list.is_empty() { vec!["*".to_string()] } else { list };
+        }
+    }
+    Ok(mesh)
+}
+
+/// istiod's `ValidateTrustDomain`: DNS-1123 labels joined by dots, a trailing dot allowed.
+fn validate_trust_domain(domain: &str) -> Result<(), String> {
+    if domain.is_empty() {
+        return Err("empty domain name not allowed".into());
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    let last = labels.len() - 1;
+    let ok = labels.iter().enumerate().all(|(i, l)| (i == last && l.is_empty()) || is_dns1123_label(l));
+    if ok { Ok(()) } else { Err(format!("trust domain name {domain:?} invalid")) }
+}
+
+/// 1-63 alphanumerics and dashes, alphanumeric at both ends (istiod accepts upper case).
+fn is_dns1123_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    matches!((b.first(), b.last()), (Some(f), Some(l)) if f.is_ascii_alphanumeric() && l.is_ascii_alphanumeric())
+        && b.len() <= 63
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(yaml: &str) -> Result<MeshConfig, MeshConfigError> {
+        apply_mesh_yaml(yaml, &MeshConfig::default())
+    }
+
+    #[test]
+    fn reads_the_fields_pilotfish_uses_and_ignores_the_rest() {
+        let mesh = apply(
+            "accessLogFile: /dev/stdout\ndefaultConfig:\n  discoveryAddress: istiod.istio-system.svc:15012\n  tracing: {zipkin: {address: z:9411}}\nenableAutoMtls: true\noutboundTrafficPolicy:\n  mode: REGISTRY_ONLY\nrootNamespace: mesh-root\ntrustDomain: example.org\ndefaultServiceExportTo: [\".\"]\ndefaultVirtualServiceExportTo: [\"*\"]\ndefaultDestinationRuleExportTo: [\".\", istio-system]\n",
+        )
+        .unwrap();
+        assert_eq!(mesh.outbound_traffic_policy, OutboundTrafficMode::RegistryOnly);
+        assert_eq!(mesh.root_namespace, "mesh-root");
+        assert_eq!(mesh.trust_domain, "example.org");
+        assert_eq!(mesh.default_service_export_to, vec!["."]);
+        assert_eq!(mesh.default_virtual_service_export_to, vec!["*"]);
+        assert_eq!(mesh.default_destination_rule_export_to, vec![".", "istio-system"]);
+        assert_eq!(mesh.domain_suffix, "cluster.local");
+    }
+
+    #[test]
+    fn absent_and_empty_documents_keep_the_defaults() {
+        let defaults = MeshConfig::default();
+        assert_eq!(apply("").unwrap(), defaults);
+        assert_eq!(apply("# nothing\n").unwrap(), defaults);
+        assert_eq!(apply("{}").unwrap(), defaults);
+        assert_eq!(apply("outboundTrafficPolicy: null\ntrustDomain: null\n").unwrap(), defaults);
+        assert_eq!(apply("defaultServiceExportTo: []\n").unwrap().default_service_export_to, vec!["*"]);
+        assert_eq!(apply("rootNamespace: \"\"\n").unwrap().root_namespace, "istio-system");
+    }
+
+    #[test]
+    fn a_nested_message_is_replaced_whole() {
+        // protobuf's zero value for the mode is REGISTRY_ONLY.
+        assert_eq!(apply("outboundTrafficPolicy: {}\n").unwrap().outbound_traffic_policy, OutboundTrafficMode::RegistryOnly);
+        let base = MeshConfig { outbound_traffic_policy: OutboundTrafficMode::RegistryOnly, ..MeshConfig::default() };
+        let mesh = apply_mesh_yaml("outboundTrafficPolicy: {mode: ALLOW_ANY}\n", &base).unwrap();
+        assert_eq!(mesh.outbound_traffic_policy, OutboundTrafficMode::AllowAny);
+    }
+
+    #[test]
+    fn proto_field_names_and_enum_numbers() {
+        let mesh = apply("outbound_traffic_policy: {mode: 0}\ntrust_domain: td.local\n").unwrap();
+        assert_eq!(mesh.outbound_traffic_policy, OutboundTrafficMode::RegistryOnly);
+        assert_eq!(mesh.trust_domain, "td.local");
+    }
+
+    #[test]
+    fn malformed_known_fields_name_the_field() {
+        let e = apply("outboundTrafficPolicy:\n  mode: FOO\n").unwrap_err();
+        assert_eq!(e.field, "outboundTrafficPolicy.mode");
+        assert_eq!(e.to_string(), "outboundTrafficPolicy.mode: unknown variant \"FOO\", expected ALLOW_ANY or REGISTRY_ONLY");
+        assert_eq!(apply("trustDomain: [a]\n").unwrap_err().field, "trustDomain");
+        assert_eq!(apply("trustDomain: \"\"\n").unwrap_err().field, "trustDomain");
+        assert_eq!(apply("trustDomain: bad_domain\n").unwrap_err().field, "trustDomain");
+        assert_eq!(apply("rootNamespace: Not_A_Namespace\n").unwrap_err().field, "rootNamespace");
+        assert_eq!(apply("defaultServiceExportTo: \"*\"\n").unwrap_err().field, "defaultServiceExportTo");
+        assert_eq!(apply("outboundTrafficPolicy: ALLOW_ANY\n").unwrap_err().field, "outboundTrafficPolicy");
+        let whole = apply("- a\n- b\n").unwrap_err();
+        assert!(whole.field.is_empty() && whole.message.contains("mapping"), "{whole}");
+        let syntax = apply("a: [unclosed\n").unwrap_err();
+        assert!(syntax.message.starts_with("invalid YAML"), "{syntax}");
+    }
+
+    #[test]
+    fn from_a_config_map() {
+        let meta = Meta { name: "istio".into(), namespace: "istio-system".into(), ..Meta::default() };
+        let cm = |mesh: &str| ConfigMap { data: [(MESH_KEY.to_string(), mesh.to_string())].into_iter().collect() };
+        let base = MeshConfig { domain_suffix: "corp.local".into(), ..MeshConfig::default() };
+        let mesh = from_config_map(&meta, &cm("trustDomain: corp.example\n"), &base).unwrap();
+        assert_eq!((mesh.trust_domain.as_str(), mesh.domain_suffix.as_str()), ("corp.example", "corp.local"));
+        assert_eq!(from_config_map(&meta, &ConfigMap::default(), &base).unwrap(), base);
+        let e = from_config_map(&meta, &cm("outboundTrafficPolicy: {mode: FOO}\n"), &base).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "istio-system/istio: data.mesh: outboundTrafficPolicy.mode: unknown variant \"FOO\", expected ALLOW_ANY or REGISTRY_ONLY"
+        );
+        assert_eq!(config_map_key("istio-system").to_string(), "ConfigMap istio-system/istio");
+    }
+}
