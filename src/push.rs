@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::config::{kube, mesh_config};
 use crate::generate::PushContext;
 use crate::index::Index;
 use crate::model::MeshConfig;
@@ -16,13 +17,25 @@ use crate::xds::Snapshot;
 /// Builds the context for a store snapshot, logging cross-object problems that are new. With
 /// the previous context, unchanged resources keep their `Arc`s (see `PushContext::after`).
 pub fn build(snapshot: &store::Snapshot, mesh: &MeshConfig, previous: Option<&Arc<PushContext>>) -> Arc<PushContext> {
-    let index = Index::build(snapshot, mesh);
+    let index = Index::build(snapshot, &effective_mesh(snapshot, mesh));
     let seen: std::collections::HashSet<&crate::diagnostic::Diagnostic> =
         previous.map(|p| p.index().diagnostics.iter().collect()).unwrap_or_default();
     for d in index.diagnostics.iter().filter(|d| !seen.contains(d)) {
         tracing::warn!("{d}");
     }
     Arc::new(PushContext::after(Arc::new(index), previous.cloned()))
+}
+
+/// `base` (the command line's settings and istiod's defaults) with the `mesh` of ConfigMap
+/// `istio` in the root namespace applied, when the store has one. Validation rejects a
+/// ConfigMap whose mesh does not apply, so the store keeps the last one that did.
+pub fn effective_mesh(snapshot: &store::Snapshot, base: &MeshConfig) -> MeshConfig {
+    let Some(entry) = snapshot.get(&mesh_config::config_map_key(&base.root_namespace)) else { return base.clone() };
+    let Some(config_map) = entry.object.spec::<kube::ConfigMap>() else { return base.clone() };
+    mesh_config::from_config_map(&entry.object.meta, config_map, base).unwrap_or_else(|e| {
+        tracing::warn!("{e}; using the defaults");
+        base.clone()
+    })
 }
 
 /// Runs until the store goes away: every store revision becomes a published snapshot.

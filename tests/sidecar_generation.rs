@@ -9,12 +9,10 @@ use envoy_types::pb::envoy::config::cluster::v3::{cluster::ClusterDiscoveryType,
 use envoy_types::pb::envoy::config::listener::v3::{filter::ConfigType, Listener};
 use envoy_types::pb::envoy::config::route::v3::{route::Action, route_action::ClusterSpecifier, RouteConfiguration, VirtualHost};
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{tcp_proxy, TcpProxy};
-use pilotfish::generate::sidecar;
-use pilotfish::generate::{cluster, consistency, endpoint};
-use pilotfish::index::Index;
+use pilotfish::generate::{consistency, PushContext};
+use pilotfish::model::mesh::OutboundTrafficMode;
 use pilotfish::model::{MeshConfig, Proxy};
 use pilotfish::source::watch;
-use pilotfish::store::Snapshot as StoreSnapshot;
 use pilotfish::xds::{ProxyResources, Snapshot, TypeUrl};
 use prost::Message;
 
@@ -114,18 +112,22 @@ spec:
 "#;
 
 struct World {
-    snapshot: Arc<StoreSnapshot>,
-    index: Index,
+    context: Arc<PushContext>,
 }
 
 fn world() -> World {
+    world_with("", MeshConfig::default())
+}
+
+/// The platform and routing above, plus `extra` YAML, under `mesh`.
+fn world_with(extra: &str, mesh: MeshConfig) -> World {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("platform.yaml"), PLATFORM).unwrap();
     std::fs::write(tmp.path().join("routing.yaml"), ROUTING).unwrap();
+    std::fs::write(tmp.path().join("extra.yaml"), extra).unwrap();
     let (snapshot, diagnostics) = watch::read_once(tmp.path()).unwrap();
     assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:?}");
-    let index = Index::build(&snapshot, &MeshConfig::default());
-    World { snapshot, index }
+    World { context: pilotfish::push::build(&snapshot, &mesh, None) }
 }
 
 fn proxy(ip: &str, pod: &str, labels: &[(&str, &str)]) -> Proxy {
@@ -138,20 +140,9 @@ fn reviews_proxy() -> Proxy {
     proxy("10.1.0.5", "reviews-v1", &[("app", "reviews"), ("version", "v1")])
 }
 
-/// Everything a sidecar is sent: shared clusters and endpoints too.
-fn resources(w: &World, p: &Proxy) -> ProxyResources {
-    let entries = sidecar::virtual_service_entries(&w.snapshot);
-    let vs = sidecar::mesh_virtual_services(&w.index, &entries);
-    let key = sidecar::ProxyKey::of(&w.index, p);
-    let built = sidecar::build(&w.index, p, &key, &vs);
-    let mut clusters = cluster::build_all(&w.index);
-    clusters.extend(sidecar::local_clusters(&key.inbound));
-    let mut r = ProxyResources::default();
-    r.by_type[TypeUrl::Cluster.index()] = Arc::new(clusters);
-    r.by_type[TypeUrl::ClusterLoadAssignment.index()] = Arc::new(endpoint::build_all(&w.index));
-    r.by_type[TypeUrl::Listener.index()] = Arc::new(built.listeners);
-    r.by_type[TypeUrl::RouteConfiguration.index()] = Arc::new(built.routes);
-    r
+/// Everything a sidecar is sent, as the xDS server gets it.
+fn resources(w: &World, p: &Proxy) -> Arc<ProxyResources> {
+    w.context.resources_for(p)
 }
 
 fn names(r: &ProxyResources, ty: TypeUrl) -> Vec<String> {
@@ -361,8 +352,7 @@ fn the_snapshot_is_consistent_and_every_cluster_referenced_is_served() {
 
 #[test]
 fn push_context_serves_sidecars_a_consistent_config() {
-    let w = world();
-    let context = pilotfish::push::build(&w.snapshot, &MeshConfig::default(), None);
+    let context = world().context;
     let p = reviews_proxy();
     let r = context.resources_for(&p);
     assert_eq!(consistency::check(&r), Vec::<String>::new());
@@ -373,4 +363,135 @@ fn push_context_serves_sidecars_a_consistent_config() {
     let replica = proxy("10.1.0.8", "reviews-v1-x", &[("app", "reviews"), ("version", "v1")]);
     let hash = |r: &ProxyResources| r.get(TypeUrl::RouteConfiguration)["9080"].hash;
     assert_eq!(hash(&r), hash(&context.resources_for(&replica)));
+}
+
+#[test]
+fn export_to_hides_services_and_virtual_services_from_other_namespaces() {
+    let private = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: secret, namespace: other, annotations: {networking.istio.io/exportTo: "."}}
+spec: {clusterIP: 10.0.0.50, ports: [{name: http, port: 9080}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: other-ratings, namespace: other}
+spec:
+  hosts: [ratings.default.svc.cluster.local]
+  exportTo: [other]
+  http: [{route: [{destination: {host: reviews.other.svc.cluster.local}}]}]
+"#;
+    let w = world_with(private, MeshConfig::default());
+    let r = resources(&w, &reviews_proxy());
+    let secret = "outbound|9080||secret.other.svc.cluster.local";
+    assert!(!r.get(TypeUrl::Cluster).contains_key(secret));
+    let rc = route_config(&r, "9080");
+    assert!(!rc.virtual_hosts.iter().any(|v| v.name.starts_with("secret.")));
+    assert_eq!(route_clusters(vhost(&rc, "ratings.default.svc.cluster.local:9080")), ["outbound|9080|v1|ratings.default.svc.cluster.local"]);
+    assert_eq!(consistency::check(&r), Vec::<String>::new());
+    // The namespace it is exported to sees both, and there the VirtualService private to it
+    // comes before the public `default/ratings`, as in istiod.
+    let there = Proxy::from_id("sidecar~10.1.0.20~x.other~other.svc.cluster.local").unwrap();
+    let r = resources(&w, &there);
+    assert!(r.get(TypeUrl::Cluster).contains_key(secret));
+    let rc = route_config(&r, "9080");
+    assert!(rc.virtual_hosts.iter().any(|v| v.name == "secret.other.svc.cluster.local:9080"));
+    assert_eq!(route_clusters(vhost(&rc, "ratings.default.svc.cluster.local:9080")), ["outbound|9080||reviews.other.svc.cluster.local"]);
+}
+
+#[test]
+fn registry_only_blocks_unknown_hosts() {
+    let mesh = MeshConfig { outbound_traffic_policy: OutboundTrafficMode::RegistryOnly, ..MeshConfig::default() };
+    let r = resources(&world_with("", mesh), &reviews_proxy());
+    let rc = route_config(&r, "9080");
+    assert!(!rc.virtual_hosts.iter().any(|v| v.name == "allow_any"));
+    let block = vhost(&rc, "block_all");
+    assert_eq!(block.domains, ["*"]);
+    let Some(Action::DirectResponse(d)) = &block.routes[0].action else { panic!("{block:?}") };
+    assert_eq!(d.status, 502);
+    assert_eq!(tcp_proxy_clusters(&listener(&r, "virtualOutbound")), ["BlackHoleCluster", "BlackHoleCluster"]);
+}
+
+const SCOPED: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: default}
+spec:
+  egress: [{hosts: ["./*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: ratings-only, namespace: default}
+spec:
+  workloadSelector: {labels: {app: ratings}}
+  egress: [{hosts: ["./ratings.default.svc.cluster.local"]}]
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: istio-system}
+spec:
+  egress: [{hosts: ["./*", "istio-system/*"]}]
+"#;
+
+fn cluster_hosts(r: &ProxyResources) -> BTreeSet<String> {
+    names(r, TypeUrl::Cluster)
+        .iter()
+        .filter_map(|n| n.strip_prefix("outbound|").and_then(|n| n.rsplit('|').next()).map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn a_sidecar_resource_limits_what_a_proxy_sees() {
+    let w = world_with(SCOPED, MeshConfig::default());
+    // The namespace-wide Sidecar of `default`: only `default`'s services.
+    let r = resources(&w, &reviews_proxy());
+    let expected = ["legacy-db", "mongodb", "ratings", "reviews", "tcp-echo"].map(|s| format!("{s}.default.svc.cluster.local"));
+    assert_eq!(cluster_hosts(&r), expected.into_iter().collect());
+    let rc = route_config(&r, "9080");
+    assert!(!rc.virtual_hosts.iter().any(|v| v.name.contains(".other.")), "{:?}", rc.virtual_hosts);
+    assert!(rc.virtual_hosts.iter().any(|v| v.name == "allow_any"));
+    assert_eq!(consistency::check(&r), Vec::<String>::new());
+
+    // A workload selector wins over the namespace-wide Sidecar, with its own policy.
+    let ratings = proxy("10.1.0.7", "ratings-v1", &[("app", "ratings"), ("version", "v1")]);
+    let r = resources(&w, &ratings);
+    assert_eq!(cluster_hosts(&r), BTreeSet::from(["ratings.default.svc.cluster.local".to_string()]));
+    assert!(route_config(&r, "9080").virtual_hosts.iter().any(|v| v.name == "block_all"));
+    assert!(r.get(TypeUrl::Cluster).contains_key("inbound|8080||"), "the inbound side is not scoped");
+
+    // The root namespace's Sidecar is the default elsewhere, `.` being the proxy's namespace.
+    let other = Proxy::from_id("sidecar~10.1.0.20~x.other~other.svc.cluster.local").unwrap();
+    assert_eq!(cluster_hosts(&resources(&w, &other)), BTreeSet::from(["reviews.other.svc.cluster.local".to_string()]));
+}
+
+#[test]
+fn a_scoped_proxy_imports_what_its_virtual_services_route_to() {
+    let extra = format!(
+        "{SCOPED}---\n{}",
+        r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: mongodb-elsewhere, namespace: default}
+spec:
+  hosts: [mongodb]
+  tcp: [{route: [{destination: {host: reviews.other.svc.cluster.local}}]}]
+"#
+    );
+    let r = resources(&world_with(&extra, MeshConfig::default()), &reviews_proxy());
+    assert!(cluster_hosts(&r).contains("reviews.other.svc.cluster.local"));
+}
+
+#[test]
+fn the_istio_config_map_sets_the_outbound_traffic_policy() {
+    let config_map = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |-
+    outboundTrafficPolicy:
+      mode: REGISTRY_ONLY
+"#;
+    let r = resources(&world_with(config_map, MeshConfig::default()), &reviews_proxy());
+    assert!(route_config(&r, "9080").virtual_hosts.iter().any(|v| v.name == "block_all"));
 }

@@ -12,7 +12,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use super::{cluster, endpoint, gateway, sidecar};
+use super::{cluster, endpoint, gateway, names, sidecar};
+use crate::index::scope::{Scope, ScopeId};
 use crate::index::Index;
 use crate::model::{NodeType, Proxy};
 use crate::xds::{ProxyResources, ResourceMap, Snapshot, TypeUrl};
@@ -32,8 +33,8 @@ pub struct PushContext {
     /// Sidecar config per [`sidecar::ProxyKey`] (class, DNS domain, interception mode, the
     /// ports it serves).
     sidecars: Mutex<HashMap<sidecar::ProxyKey, Arc<OnceLock<Arc<ProxyResources>>>>>,
-    /// Sidecar cluster maps by the ports the workload serves.
-    sidecar_clusters: Mutex<HashMap<Vec<sidecar::InboundPort>, Arc<OnceLock<Arc<ResourceMap>>>>>,
+    /// Sidecar cluster maps by scope and the ports the workload serves.
+    sidecar_clusters: Mutex<HashMap<(ScopeId, Vec<sidecar::InboundPort>), Arc<OnceLock<Arc<ResourceMap>>>>>,
     /// The revision before this one, whose `Arc`s unchanged resources keep. Only one level is
     /// kept: creating a context takes its predecessor's own `previous` away.
     previous: Mutex<Option<Arc<PushContext>>>,
@@ -116,12 +117,12 @@ impl PushContext {
         let key = sidecar::ProxyKey::of(&self.index, proxy);
         let cell = lock(&self.sidecars).entry(key.clone()).or_default().clone();
         cell.get_or_init(|| {
-            let mesh_services = sidecar::mesh_virtual_services(&self.index, &self.index.virtual_services);
-            let built = sidecar::build(&self.index, proxy, &key, &mesh_services);
+            let scope = Scope::of(&self.index, &proxy.namespace, &proxy.labels);
+            let built = sidecar::build(&self.index, proxy, &key, &scope);
             let before = self.previous().and_then(|p| lock(&p.sidecars).get(&key).and_then(|c| c.get().cloned()));
             let before = |ty: TypeUrl| before.as_ref().map(|b| b.get(ty).clone());
             let mut r = self.with_shared();
-            r.by_type[TypeUrl::Cluster.index()] = self.sidecar_clusters(&key.inbound);
+            r.by_type[TypeUrl::Cluster.index()] = self.sidecar_clusters(&scope, &key.inbound);
             r.by_type[TypeUrl::Listener.index()] = share_unchanged(built.listeners, before(TypeUrl::Listener).as_ref());
             r.by_type[TypeUrl::RouteConfiguration.index()] =
                 share_unchanged(built.routes, before(TypeUrl::RouteConfiguration).as_ref());
@@ -130,14 +131,24 @@ impl PushContext {
         .clone()
     }
 
-    /// The shared clusters plus [`sidecar::local_clusters`], one map per set of inbound ports:
-    /// workloads that serve the same ports share it, however many classes they fall into.
-    fn sidecar_clusters(&self, inbound: &[sidecar::InboundPort]) -> Arc<ResourceMap> {
-        let cell = lock(&self.sidecar_clusters).entry(inbound.to_vec()).or_default().clone();
+    /// The shared clusters the scope sees plus [`sidecar::local_clusters`], one map per scope
+    /// and set of inbound ports: a proxy that sees every service shares its map with every
+    /// such proxy serving the same ports, and each outbound cluster in it is the shared `Arc`.
+    fn sidecar_clusters(&self, scope: &Scope, inbound: &[sidecar::InboundPort]) -> Arc<ResourceMap> {
+        let key = (scope.id.clone(), inbound.to_vec());
+        let cell = lock(&self.sidecar_clusters).entry(key.clone()).or_default().clone();
         cell.get_or_init(|| {
-            let mut clusters = (*self.shared().0).clone();
+            let shared = &self.shared().0;
+            let mut clusters = match scope.id {
+                ScopeId::Everything => (**shared).clone(),
+                ScopeId::Scoped { .. } => shared
+                    .iter()
+                    .filter(|(name, _)| names::outbound_cluster_host(name).is_none_or(|host| scope.sees(host)))
+                    .map(|(name, c)| (name.clone(), c.clone()))
+                    .collect(),
+            };
             clusters.extend(sidecar::local_clusters(inbound));
-            let before = self.previous().and_then(|p| lock(&p.sidecar_clusters).get(inbound).and_then(|c| c.get().cloned()));
+            let before = self.previous().and_then(|p| lock(&p.sidecar_clusters).get(&key).and_then(|c| c.get().cloned()));
             share_unchanged(clusters, before.as_ref())
         })
         .clone()

@@ -17,6 +17,7 @@ use crate::config::istio::gateway::Server;
 use crate::config::istio::{Gateway, VirtualService};
 use crate::index::services::selects;
 use crate::index::{Index, Typed};
+use crate::model::host::intersect;
 use crate::model::Proxy;
 use crate::xds::{Resource, ResourceMap};
 
@@ -158,23 +159,6 @@ fn split_server_host(host: &str) -> (&str, &str) {
     host.split_once('/').unwrap_or(("*", host))
 }
 
-/// The host both patterns match, the more specific of the two (istiod's hostname intersection):
-/// `*` and `*.example.com` are wildcards, anything else an exact name.
-pub fn intersect<'a>(a: &'a str, b: &'a str) -> Option<&'a str> {
-    fn covers(wild: &str, host: &str) -> bool {
-        wild == "*" || wild.strip_prefix('*').is_some_and(|suffix| host.ends_with(suffix) && host.len() > suffix.len())
-    }
-    if a == b {
-        Some(a)
-    } else if a.starts_with('*') && covers(a, b) {
-        Some(b)
-    } else if b.starts_with('*') && covers(b, a) {
-        Some(a)
-    } else {
-        None
-    }
-}
-
 fn blackhole_route() -> Route {
     Route {
         name: "default".into(),
@@ -182,20 +166,4 @@ fn blackhole_route() -> Route {
         action: Some(Action::DirectResponse(DirectResponseAction { status: 404, ..Default::default() })),
         ..Default::default()
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_intersection_prefers_the_specific_name() {
-        assert_eq!(intersect("a.example.com", "*.example.com"), Some("a.example.com"));
-        assert_eq!(intersect("*.example.com", "a.example.com"), Some("a.example.com"));
-        assert_eq!(intersect("*", "bookinfo.com"), Some("bookinfo.com"));
-        assert_eq!(intersect("*.example.com", "*"), Some("*.example.com"));
-        assert_eq!(intersect("a.example.com", "b.example.com"), None);
-        assert_eq!(intersect("*.example.com", "example.com"), None);
-    }
-
 }

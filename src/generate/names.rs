@@ -5,6 +5,12 @@ pub fn outbound_cluster(port: u16, subset: &str, host: &str) -> String {
     format!("outbound|{port}|{subset}|{host}")
 }
 
+/// The host of an `outbound|<port>|<subset>|<host>` cluster name.
+pub fn outbound_cluster_host(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix("outbound|")?;
+    rest.splitn(3, '|').nth(2)
+}
+
 /// A cluster with no endpoints: requests to it fail with 503.
 pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
 
@@ -42,3 +48,6 @@ pub const VIRTUAL_INBOUND: &str = "virtualInbound";
 
 /// The catch-all virtual host of sidecar route configs under ALLOW_ANY.
 pub const ALLOW_ANY: &str = "allow_any";
+
+/// The catch-all virtual host of sidecar route configs under REGISTRY_ONLY.
+pub const BLOCK_ALL: &str = "block_all";

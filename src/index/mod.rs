@@ -3,12 +3,14 @@
 //! Building is pure and synchronous (a snapshot in, an immutable `Index` out), like istiod's
 //! PushContext; generators read it and never touch the store.
 
+pub mod scope;
 pub mod services;
+pub mod visibility;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::config::istio::{DestinationRule, Gateway, VirtualService};
+use crate::config::istio::{DestinationRule, Gateway, Sidecar, VirtualService};
 use crate::config::KindSpec;
 use crate::diagnostic::Diagnostic;
 use crate::model::MeshConfig;
@@ -56,8 +58,12 @@ pub struct Index {
     /// The services each endpoint IP backs, in hostname order: what a sidecar at that IP serves.
     pub services_by_ip: HashMap<String, Vec<Arc<Service>>>,
     pub gateways: Vec<Typed<Gateway>>,
-    /// Every VirtualService, in namespace/name order (sidecars pick the mesh ones).
+    /// Every VirtualService, in namespace/name order.
     pub virtual_services: Vec<Arc<Entry>>,
+    /// The VirtualServices for sidecars, in namespace/name order.
+    pub mesh_virtual_services: Vec<Arc<scope::MeshVirtualService>>,
+    /// Sidecar resources, in namespace/name order.
+    pub sidecars: Vec<Typed<Sidecar>>,
     /// VirtualServices bound to each Gateway (`ns/name`), in namespace/name order.
     pub virtual_services_by_gateway: HashMap<String, Vec<Typed<VirtualService>>>,
     /// DestinationRules by the FQDN of their host, the one that applies first.
@@ -108,13 +114,16 @@ impl Index {
             }
         }
 
+        let virtual_services: Vec<Arc<Entry>> = snapshot.entries(VirtualService::KIND).cloned().collect();
         let index = Index {
             revision: snapshot.revision,
+            mesh_virtual_services: scope::mesh_virtual_services(mesh, &virtual_services),
             mesh: mesh.clone(),
             services,
             services_by_ip,
             gateways,
-            virtual_services: snapshot.entries(VirtualService::KIND).cloned().collect(),
+            virtual_services,
+            sidecars: snapshot.entries(Sidecar::KIND).filter_map(Typed::new).collect(),
             virtual_services_by_gateway,
             destination_rules,
             diagnostics,
@@ -171,6 +180,7 @@ pub fn gateway_ref(gateway: &str, vs_namespace: &str) -> String {
 }
 
 mod references;
+mod sidecar_references;
 
 #[cfg(test)]
 mod tests {

@@ -1,22 +1,21 @@
-//! Checks between objects: what each VirtualService and DestinationRule refers to exists.
+//! Checks between objects: what each VirtualService and DestinationRule refers to exists;
+//! Sidecars in `sidecar_references`.
 //! Each finding is a warning (the object is still served, as istiod serves it) that names the
 //! object and the field.
 
 use std::collections::HashSet;
 
-use super::{gateway_ref, Index, Resolution};
+use super::{gateway_ref, Index, Resolution, Typed};
+use crate::config::istio::VirtualService;
 use crate::config::istio::virtual_service::Destination;
 use crate::diagnostic::Diagnostic;
 
 pub fn check(index: &Index) -> Vec<Diagnostic> {
     let mut out = endpoint_addresses(index);
     out.extend(unserved_gateway_servers(index));
+    out.extend(super::sidecar_references::check(index));
     let gateways: HashSet<String> = index.gateways.iter().map(|g| g.ns_name()).collect();
-    let mut seen = HashSet::new();
-    for vs in index.virtual_services_by_gateway.values().flatten() {
-        if !seen.insert(vs.ns_name()) {
-            continue;
-        }
+    for vs in index.virtual_services.iter().filter_map(Typed::<VirtualService>::new) {
         let key = vs.entry.object.key();
         let spec = vs.spec();
         for (i, gw) in spec.gateways.iter().enumerate() {
@@ -37,6 +36,15 @@ pub fn check(index: &Index) -> Vec<Diagnostic> {
                 && let Some(problem) = destination_problem(index, mirror, vs.namespace())
             {
                 out.push(Diagnostic::warning(format!("spec.http[{r}].mirror"), problem).on(&key));
+            }
+        }
+        for (kind, routes) in [("tcp", spec.tcp.iter().map(|r| &r.route).collect::<Vec<_>>()), ("tls", spec.tls.iter().map(|r| &r.route).collect())] {
+            for (r, route) in routes.iter().enumerate() {
+                for (d, dest) in route.iter().enumerate() {
+                    if let Some(problem) = destination_problem(index, &dest.destination, vs.namespace()) {
+                        out.push(Diagnostic::warning(format!("spec.{kind}[{r}].route[{d}].destination"), problem).on(&key));
+                    }
+                }
             }
         }
     }

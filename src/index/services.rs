@@ -16,6 +16,8 @@ use crate::diagnostic::Diagnostic;
 use crate::model::{MeshConfig, Protocol};
 use crate::store::Snapshot;
 
+use super::visibility::{ExportTo, SERVICE_EXPORT_TO_ANNOTATION};
+
 pub type Labels = BTreeMap<String, String>;
 
 /// How a proxy finds a service's endpoints.
@@ -64,6 +66,8 @@ pub struct Service {
     pub addresses: Vec<String>,
     pub mesh_external: bool,
     pub endpoints: Vec<Endpoint>,
+    /// Which namespaces' proxies see the service.
+    pub export_to: ExportTo,
 }
 
 impl Service {
@@ -126,6 +130,7 @@ pub fn build(snapshot: &Snapshot, mesh: &MeshConfig, diagnostics: &mut Vec<Diagn
                 addresses: svc.cluster_ip.iter().cloned().collect(),
                 mesh_external: false,
                 endpoints,
+                export_to: ExportTo::of_annotation(meta.annotations.get(SERVICE_EXPORT_TO_ANNOTATION), &meta.namespace, &mesh.default_service_export_to),
             },
             diagnostics,
         );
@@ -162,6 +167,7 @@ pub fn build(snapshot: &Snapshot, mesh: &MeshConfig, diagnostics: &mut Vec<Diagn
                     addresses: se.addresses.clone(),
                     mesh_external: se.location == Location::MeshExternal,
                     endpoints,
+                    export_to: ExportTo::parse(&se.export_to, ns, &mesh.default_service_export_to),
                 },
                 diagnostics,
             );

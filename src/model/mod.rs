@@ -1,5 +1,6 @@
 //! Domain values shared by the index, the generators and the server.
 
+pub mod host;
 pub mod mesh;
 pub mod protocol;
 pub mod proxy;

@@ -20,17 +20,15 @@ mod routes;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::config::istio::VirtualService;
-use crate::config::KindSpec;
+use crate::index::scope::Scope;
 use crate::index::Index;
 use crate::model::Proxy;
-use crate::store::{Entry, Snapshot};
 use crate::xds::ResourceMap;
 
 use super::names;
 pub use inbound::{local_clusters, InboundPort};
 
-pub use routes::{host_matches, virtual_host_domains};
+pub use routes::virtual_host_domains;
 
 /// How traffic reaches the sidecar (istio-agent's `INTERCEPTION_MODE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -74,46 +72,6 @@ impl ProxyKey {
     }
 }
 
-/// A VirtualService that applies to sidecars (`gateways` empty or naming `mesh`), its hosts
-/// resolved to FQDNs in its namespace.
-pub struct MeshVirtualService<'a> {
-    pub namespace: &'a str,
-    pub name: &'a str,
-    pub spec: &'a VirtualService,
-    hosts: Vec<String>,
-}
-
-impl MeshVirtualService<'_> {
-    fn applies_to(&self, service_host: &str) -> bool {
-        self.hosts.iter().any(|h| host_matches(h, service_host))
-    }
-}
-
-/// The mesh VirtualServices among `entries` (any kinds), in the order given (namespace/name
-/// when they come from a store snapshot). For the same host, the first wins: istiod picks the
-/// oldest, which files do not record.
-pub fn mesh_virtual_services<'a>(index: &Index, entries: &'a [Arc<Entry>]) -> Vec<MeshVirtualService<'a>> {
-    entries
-        .iter()
-        .filter_map(|e| {
-            let spec = e.object.spec::<VirtualService>()?;
-            let for_mesh = spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh");
-            let namespace = e.object.meta.namespace.as_str();
-            for_mesh.then(|| MeshVirtualService {
-                namespace,
-                name: &e.object.meta.name,
-                spec,
-                hosts: spec.hosts.iter().map(|h| index.mesh.fqdn(h, namespace).into_owned()).collect(),
-            })
-        })
-        .collect()
-}
-
-/// Every VirtualService of a store snapshot, for [`mesh_virtual_services`].
-pub fn virtual_service_entries(snapshot: &Snapshot) -> Vec<Arc<Entry>> {
-    snapshot.entries(VirtualService::KIND).cloned().collect()
-}
-
 /// A sidecar's listeners and route configs. Its clusters are the shared outbound ones plus
 /// [`local_clusters`].
 #[derive(Debug, Default)]
@@ -123,9 +81,9 @@ pub struct SidecarConfig {
 }
 
 /// Listeners and route configs for the proxy `key` describes (`proxy` is one such proxy).
-pub fn build(index: &Index, proxy: &Proxy, key: &ProxyKey, mesh_vs: &[MeshVirtualService]) -> SidecarConfig {
+pub fn build(index: &Index, proxy: &Proxy, key: &ProxyKey, scope: &Scope) -> SidecarConfig {
     let mut out = SidecarConfig::default();
-    outbound::build(index, proxy, mesh_vs, &mut out);
+    outbound::build(index, proxy, scope, &mut out);
     if key.interception == Interception::Redirect {
         out.listeners.insert(names::VIRTUAL_INBOUND.into(), Arc::new(inbound::virtual_inbound(&key.inbound)));
     }

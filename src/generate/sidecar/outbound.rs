@@ -17,7 +17,9 @@ use super::super::endpoint::socket_address;
 use super::super::names;
 use super::filters::{http_connection_manager, tcp_proxy, Routes};
 use super::routes::port_route_config;
-use super::{Interception, MeshVirtualService, SidecarConfig};
+use super::{Interception, SidecarConfig};
+use crate::index::scope::Scope;
+use crate::model::mesh::OutboundTrafficMode;
 use crate::index::{Index, Service};
 use crate::model::{Protocol, Proxy};
 use crate::xds::Resource;
@@ -25,11 +27,11 @@ use crate::xds::Resource;
 const WILDCARD: &str = "0.0.0.0";
 const VIRTUAL_OUTBOUND_PORT: u16 = 15001;
 
-pub fn build(index: &Index, proxy: &Proxy, mesh_vs: &[MeshVirtualService], out: &mut SidecarConfig) {
+pub fn build(index: &Index, proxy: &Proxy, scope: &Scope, out: &mut SidecarConfig) {
     let bind = Interception::of(proxy) == Interception::None;
     let mut http: BTreeMap<u16, Vec<&Service>> = BTreeMap::new();
     let mut tcp: Vec<(&Service, u16)> = Vec::new();
-    for service in index.services.values() {
+    for service in &scope.services {
         for port in &service.ports {
             if port.port == VIRTUAL_OUTBOUND_PORT || port.port == super::inbound::VIRTUAL_INBOUND_PORT {
                 tracing::warn!(host = %service.hostname, port = port.port, "service port collides with the sidecar's capture port; skipped");
@@ -42,7 +44,7 @@ pub fn build(index: &Index, proxy: &Proxy, mesh_vs: &[MeshVirtualService], out: 
     }
 
     for (&port, services) in &http {
-        let routes = port_route_config(index, proxy, port, services, mesh_vs);
+        let routes = port_route_config(index, proxy, port, services, scope);
         let listener_name = names::listener(WILDCARD, u32::from(port));
         let hcm = http_connection_manager(format!("outbound_{WILDCARD}_{port}"), Routes::Rds(routes.name.clone()));
         let listener = listener(&listener_name, WILDCARD, port, vec![chain(vec![hcm])], bind);
@@ -68,7 +70,7 @@ pub fn build(index: &Index, proxy: &Proxy, mesh_vs: &[MeshVirtualService], out: 
         // Without capture nothing reaches 15001.
         return;
     }
-    let virtual_outbound = virtual_outbound();
+    let virtual_outbound = virtual_outbound(scope.outbound_traffic_policy);
     out.listeners.insert(names::VIRTUAL_OUTBOUND.into(), Arc::new(Resource::encode(names::VIRTUAL_OUTBOUND, &virtual_outbound)));
 }
 
@@ -89,9 +91,14 @@ fn listener(name: &str, address: &str, port: u16, filter_chains: Vec<FilterChain
 
 /// `virtualOutbound`: iptables sends every outbound connection here; `use_original_dst` hands
 /// it to the listener for its original destination, and what has none goes to
-/// `PassthroughCluster` (ALLOW_ANY). A connection to 15001 itself is dropped, as istiod does,
-/// so that a direct connection does not loop back into the listener.
-fn virtual_outbound() -> Listener {
+/// `PassthroughCluster` (ALLOW_ANY) or `BlackHoleCluster` (REGISTRY_ONLY). A connection to
+/// 15001 itself is dropped, as istiod does, so that a direct connection does not loop back
+/// into the listener.
+fn virtual_outbound(policy: OutboundTrafficMode) -> Listener {
+    let catch_all = match policy {
+        OutboundTrafficMode::AllowAny => names::PASSTHROUGH_CLUSTER,
+        OutboundTrafficMode::RegistryOnly => names::BLACKHOLE_CLUSTER,
+    };
     let blackhole = FilterChain {
         name: "virtualOutbound-blackhole".into(),
         filter_chain_match: Some(FilterChainMatch {
@@ -103,7 +110,7 @@ fn virtual_outbound() -> Listener {
     };
     let passthrough = FilterChain {
         name: "virtualOutbound-catchall-tcp".into(),
-        filters: vec![tcp_proxy(names::PASSTHROUGH_CLUSTER)],
+        filters: vec![tcp_proxy(catch_all)],
         ..Default::default()
     };
     Listener {

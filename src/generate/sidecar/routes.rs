@@ -5,16 +5,16 @@
 use std::collections::{HashMap, HashSet};
 
 use envoy_types::pb::envoy::config::route::v3::{
-    route::Action, route_action::ClusterSpecifier, route_match::PathSpecifier, Route, RouteAction, RouteMatch,
+    route::Action, route_action::ClusterSpecifier, route_match::PathSpecifier, DirectResponseAction, Route, RouteAction, RouteMatch,
 };
 use envoy_types::pb::google::protobuf::Duration;
 
-use super::super::gateway::intersect;
 use super::super::virtual_service;
 use super::super::names;
 use super::super::route::{retry_policy, MESH_GATEWAY};
 use super::super::route_config::{self, EncodedRoutes, Naming, RouteConfigOptions, VirtualHostParts};
-use super::MeshVirtualService;
+use crate::index::scope::{MeshVirtualService, Scope};
+use crate::model::mesh::OutboundTrafficMode;
 use crate::index::{Index, Service};
 use crate::model::Proxy;
 use crate::xds::Resource;
@@ -26,8 +26,9 @@ pub fn port_route_config(
     proxy: &Proxy,
     port: u16,
     services: &[&Service],
-    mesh_vs: &[MeshVirtualService],
+    scope: &Scope,
 ) -> Resource {
+    let mesh_vs = &scope.virtual_services;
     // Each VirtualService's routes are translated and encoded once per port, however many of its
     // hosts are services on the port.
     let mut encoded: Vec<EncodedRoutes> = Vec::new();
@@ -56,14 +57,19 @@ pub fn port_route_config(
         }
         hosts.push((format!("{}:{port}", service.hostname), domains, routes));
     }
-    let catch_all = EncodedRoutes::encode(&[default_route(names::PASSTHROUGH_CLUSTER, names::ALLOW_ANY)]);
+    // Unknown hosts: passed through under ALLOW_ANY, answered 502 under REGISTRY_ONLY, as
+    // istiod's `allow_any` and `block_all` virtual hosts do.
+    let (catch_all_name, catch_all) = match scope.outbound_traffic_policy {
+        OutboundTrafficMode::AllowAny => (names::ALLOW_ANY, default_route(names::PASSTHROUGH_CLUSTER, names::ALLOW_ANY)),
+        OutboundTrafficMode::RegistryOnly => (names::BLOCK_ALL, block_all_route()),
+    };
+    let catch_all = EncodedRoutes::encode(&[catch_all]);
     let mut virtual_hosts: Vec<VirtualHostParts> = hosts
         .into_iter()
         .map(|(name, domains, i)| VirtualHostParts { naming: Naming::Explicit { name, domains }, routes: vec![&encoded[i]], require_tls: 0 })
         .collect();
-    // ALLOW_ANY (the mesh default; pilotfish has no outboundTrafficPolicy setting yet).
     virtual_hosts.push(VirtualHostParts {
-        naming: Naming::Explicit { name: names::ALLOW_ANY.into(), domains: vec!["*".into()] },
+        naming: Naming::Explicit { name: catch_all_name.into(), domains: vec!["*".into()] },
         routes: vec![&catch_all],
         require_tls: 0,
     });
@@ -128,8 +134,18 @@ fn alt_hosts(host: &str, proxy_domain: &str) -> Vec<String> {
 /// A VirtualService's HTTP routes for a sidecar on `port`: `match.gateways` compares against
 /// `mesh`, `sourceLabels`/`sourceNamespace` against this proxy.
 fn virtual_service_routes(index: &Index, proxy: &Proxy, vs: &MeshVirtualService, port: u16) -> Vec<Route> {
-    let source = virtual_service::Source { namespace: vs.namespace, name: vs.name, spec: vs.spec };
+    let source = virtual_service::Source { namespace: vs.namespace(), name: vs.name(), spec: vs.spec() };
     virtual_service::routes(index, proxy, &source, u32::from(port), &[MESH_GATEWAY.to_string()])
+}
+
+/// istiod's `block_all` route: a 502 for a host outside the registry.
+fn block_all_route() -> Route {
+    Route {
+        name: names::BLOCK_ALL.into(),
+        r#match: Some(RouteMatch { path_specifier: Some(PathSpecifier::Prefix("/".into())), ..Default::default() }),
+        action: Some(Action::DirectResponse(DirectResponseAction { status: 502, ..Default::default() })),
+        ..Default::default()
+    }
 }
 
 /// istiod's default route (`BuildDefaultHTTPOutboundRoute`): everything to one cluster, no
@@ -153,9 +169,4 @@ fn default_route(cluster: &str, name: &str) -> Route {
         action: Some(Action::Route(action)),
         ..Default::default()
     }
-}
-
-/// Whether a mesh VirtualService host pattern covers a service hostname.
-pub fn host_matches(vs_host: &str, service_host: &str) -> bool {
-    intersect(vs_host, service_host) == Some(service_host)
 }
