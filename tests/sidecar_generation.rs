@@ -182,7 +182,10 @@ fn tcp_proxy_clusters(l: &Listener) -> Vec<String> {
             Some(ConfigType::TypedConfig(any)) if any.type_url.ends_with("TcpProxy") => {
                 match TcpProxy::decode(any.value.as_slice()).ok()?.cluster_specifier {
                     Some(tcp_proxy::ClusterSpecifier::Cluster(c)) => Some(c),
-                    _ => None,
+                    Some(tcp_proxy::ClusterSpecifier::WeightedClusters(w)) => {
+                        Some(w.clusters.iter().map(|c| format!("{}*{}", c.name, c.weight)).collect::<Vec<_>>().join(" "))
+                    }
+                    None => None,
                 }
             }
             _ => None,
@@ -494,4 +497,62 @@ data:
 "#;
     let r = resources(&world_with(config_map, MeshConfig::default()), &reviews_proxy());
     assert!(route_config(&r, "9080").virtual_hosts.iter().any(|v| v.name == "block_all"));
+}
+
+#[test]
+fn tcp_and_tls_routes_of_mesh_virtual_services() {
+    let extra = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: edge, namespace: default}
+spec: {clusterIP: 10.0.0.60, ports: [{name: tls, port: 443}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: mongodb, namespace: default}
+spec:
+  hosts: [mongodb]
+  tcp:
+  - match: [{sourceLabels: {app: productpage}}]
+    route: [{destination: {host: reviews}}]
+  - match: [{destinationSubnets: [10.0.0.40/32]}]
+    route: [{destination: {host: ratings, port: {number: 9080}}}]
+  - route:
+    - {destination: {host: mongodb}, weight: 80}
+    - {destination: {host: legacy-db}, weight: 20}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge, namespace: default}
+spec:
+  hosts: [edge.default.svc.cluster.local, "*.example.com"]
+  tls:
+  - match: [{sniHosts: [a.example.com, edge.default.svc.cluster.local]}]
+    route: [{destination: {host: reviews, port: {number: 9080}}}]
+  - match: [{sniHosts: [edge.default.svc.cluster.local, a.example.com]}]
+    route: [{destination: {host: ratings}}]
+"#;
+    let w = world_with(extra, MeshConfig::default());
+    let r = resources(&w, &reviews_proxy());
+    let mongo = listener(&r, "10.0.0.40_27017");
+    // The subnet chain, then the weighted default.
+    assert_eq!(
+        tcp_proxy_clusters(&mongo),
+        [
+            "outbound|9080||ratings.default.svc.cluster.local",
+            "outbound|27017||mongodb.default.svc.cluster.local*80 outbound|27017||legacy-db.default.svc.cluster.local*20"
+        ]
+    );
+    assert_eq!(mongo.filter_chains[0].filter_chain_match.as_ref().unwrap().prefix_ranges[0].address_prefix, "10.0.0.40");
+    // sourceLabels: productpage's default chain is the first route.
+    let productpage = proxy("10.1.0.9", "productpage-v1", &[("app", "productpage")]);
+    assert_eq!(tcp_proxy_clusters(&listener(&resources(&w, &productpage), "10.0.0.40_27017")).last().unwrap(), "outbound|9080||reviews.default.svc.cluster.local");
+
+    // TLS: a chain per SNI set (the equal second one dropped, as Envoy would reject it), the
+    // service's own cluster as default, and the TLS inspector to read the SNI.
+    let edge = listener(&r, "10.0.0.60_443");
+    assert_eq!(tcp_proxy_clusters(&edge), ["outbound|9080||reviews.default.svc.cluster.local", "outbound|443||edge.default.svc.cluster.local"]);
+    assert_eq!(edge.filter_chains[0].filter_chain_match.as_ref().unwrap().server_names, ["a.example.com", "edge.default.svc.cluster.local"]);
+    assert_eq!(edge.listener_filters[0].name, "envoy.filters.listener.tls_inspector");
+    assert_eq!(consistency::check(&r), Vec::<String>::new());
 }

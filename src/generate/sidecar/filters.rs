@@ -8,7 +8,8 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     http_connection_manager::{CodecType, RouteSpecifier, UpgradeConfig},
     HttpConnectionManager, Rds,
 };
-use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{tcp_proxy::ClusterSpecifier, TcpProxy};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::{weighted_cluster::ClusterWeight, ClusterSpecifier, WeightedCluster};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
 use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::util::pack_any;
 
@@ -49,10 +50,18 @@ pub fn http_connection_manager(stat_prefix: String, routes: Routes) -> Filter {
 
 /// A TCP proxy to one cluster; istiod uses the cluster name as the stat prefix.
 pub fn tcp_proxy(cluster: &str) -> Filter {
-    let proxy = TcpProxy {
-        stat_prefix: cluster.to_string(),
-        cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.to_string())),
-        ..Default::default()
+    tcp_proxy_filter(cluster, ClusterSpecifier::Cluster(cluster.to_string()))
+}
+
+/// A TCP proxy splitting connections over `(cluster, weight)`s; the stat prefix is the first's.
+pub fn tcp_proxy_weighted(clusters: &[(String, u32)]) -> Filter {
+    let weighted = WeightedCluster {
+        clusters: clusters.iter().map(|(name, weight)| ClusterWeight { name: name.clone(), weight: *weight, ..Default::default() }).collect(),
     };
+    tcp_proxy_filter(clusters.first().map(|c| c.0.as_str()).unwrap_or_default(), ClusterSpecifier::WeightedClusters(weighted))
+}
+
+fn tcp_proxy_filter(stat_prefix: &str, cluster_specifier: ClusterSpecifier) -> Filter {
+    let proxy = TcpProxy { stat_prefix: stat_prefix.to_string(), cluster_specifier: Some(cluster_specifier), ..Default::default() };
     Filter { name: TCP_PROXY.into(), config_type: Some(ConfigType::TypedConfig(pack_any(proxy))) }
 }

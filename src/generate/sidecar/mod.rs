@@ -14,6 +14,7 @@
 
 mod filters;
 mod inbound;
+mod l4;
 mod outbound;
 mod routes;
 

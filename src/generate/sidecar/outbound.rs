@@ -10,12 +10,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
-use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, FilterChainMatch, Listener};
+use envoy_types::pb::envoy::config::listener::v3::{listener_filter, Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter};
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+use envoy_types::util::pack_any;
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
 use super::super::endpoint::socket_address;
 use super::super::names;
 use super::filters::{http_connection_manager, tcp_proxy, Routes};
+use super::l4;
 use super::routes::port_route_config;
 use super::{Interception, SidecarConfig};
 use crate::index::scope::Scope;
@@ -60,9 +63,12 @@ pub fn build(index: &Index, proxy: &Proxy, scope: &Scope, out: &mut SidecarConfi
             tracing::warn!(host = %service.hostname, port, listener = %listener_name, "TCP service port conflicts with another listener on the same address; skipped");
             continue;
         }
-        let cluster = names::outbound_cluster(port, "", &service.hostname);
+        let l4 = l4::chains(index, proxy, scope, service, port);
         // A VIP is not an address of this host: only capture reaches it, never a bind.
-        let listener = listener(&listener_name, address, port, vec![chain(vec![tcp_proxy(&cluster)])], bind && vip.is_none());
+        let mut listener = listener(&listener_name, address, port, l4.chains, bind && vip.is_none());
+        if l4.by_sni {
+            listener.listener_filters.push(tls_inspector());
+        }
         out.listeners.insert(listener_name.clone(), Arc::new(Resource::encode(listener_name, &listener)));
     }
 
@@ -72,6 +78,15 @@ pub fn build(index: &Index, proxy: &Proxy, scope: &Scope, out: &mut SidecarConfi
     }
     let virtual_outbound = virtual_outbound(scope.outbound_traffic_policy);
     out.listeners.insert(names::VIRTUAL_OUTBOUND.into(), Arc::new(Resource::encode(names::VIRTUAL_OUTBOUND, &virtual_outbound)));
+}
+
+/// Reads the SNI of a TLS client hello, for chains selected by `server_names`.
+fn tls_inspector() -> ListenerFilter {
+    ListenerFilter {
+        name: "envoy.filters.listener.tls_inspector".into(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(pack_any(TlsInspector::default()))),
+        ..Default::default()
+    }
 }
 
 fn chain(filters: Vec<Filter>) -> FilterChain {
