@@ -3,6 +3,7 @@
 //! Building is pure and synchronous (a snapshot in, an immutable `Index` out), like istiod's
 //! PushContext; generators read it and never touch the store.
 
+mod delegate;
 pub mod scope;
 pub mod services;
 pub mod visibility;
@@ -80,8 +81,9 @@ impl Index {
         let gateways: Vec<Typed<Gateway>> =
             snapshot.entries(Gateway::KIND).filter_map(Typed::new).collect();
 
+        let virtual_services = with_delegates_merged(snapshot, mesh, &mut diagnostics);
         let mut virtual_services_by_gateway: HashMap<String, Vec<Typed<VirtualService>>> = HashMap::new();
-        for vs in snapshot.entries(VirtualService::KIND).filter_map(Typed::<VirtualService>::new) {
+        for vs in virtual_services.iter().filter_map(Typed::<VirtualService>::new) {
             for gw in &vs.spec().gateways {
                 if gw == "mesh" {
                     continue;
@@ -114,7 +116,6 @@ impl Index {
             }
         }
 
-        let virtual_services: Vec<Arc<Entry>> = snapshot.entries(VirtualService::KIND).cloned().collect();
         let index = Index {
             revision: snapshot.revision,
             mesh_virtual_services: scope::mesh_virtual_services(mesh, &virtual_services),
@@ -141,6 +142,31 @@ impl Index {
     pub fn service(&self, host: &str) -> Option<&Arc<Service>> {
         self.services.get(host)
     }
+}
+
+/// Every VirtualService of the snapshot, in namespace/name order, a root one with its delegates'
+/// routes merged in (`delegate.rs`).
+fn with_delegates_merged(snapshot: &Snapshot, mesh: &MeshConfig, diagnostics: &mut Vec<Diagnostic>) -> Vec<Arc<Entry>> {
+    let find = |namespace: &str, name: &str| {
+        let key = crate::config::ObjectKey { kind: VirtualService::KIND, namespace: namespace.to_string(), name: name.to_string() };
+        let entry = snapshot.get(&key)?;
+        let spec = entry.object.spec::<VirtualService>()?;
+        let export_to = visibility::ExportTo::parse(&spec.export_to, namespace, &mesh.default_virtual_service_export_to);
+        Some(delegate::DelegateSource { spec, export_to })
+    };
+    snapshot
+        .entries(VirtualService::KIND)
+        .map(|entry| {
+            let Some(spec) = entry.object.spec::<VirtualService>() else { return entry.clone() };
+            match delegate::merge(spec, &entry.object.key(), mesh, find, diagnostics) {
+                Some(merged) => Arc::new(Entry {
+                    object: Arc::new(crate::config::Object { meta: entry.object.meta.clone(), spec: crate::config::Spec::VirtualService(merged) }),
+                    ..(**entry).clone()
+                }),
+                None => entry.clone(),
+            }
+        })
+        .collect()
 }
 
 /// istiod's `mergeDestinationRule`: rules for one host in the namespace of the rule that applies
