@@ -556,3 +556,43 @@ spec:
     assert_eq!(edge.listener_filters[0].name, "envoy.filters.listener.tls_inspector");
     assert_eq!(consistency::check(&r), Vec::<String>::new());
 }
+
+#[test]
+fn sidecar_ingress_listeners_define_the_inbound_side() {
+    let ingress = r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: ratings, namespace: default}
+spec:
+  workloadSelector: {labels: {app: ratings}}
+  ingress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    defaultEndpoint: 127.0.0.1:8080
+  - port: {number: 9443, protocol: TCP, name: tcp}
+    defaultEndpoint: 0.0.0.0:9443
+"#;
+    let w = world_with(ingress, MeshConfig::default());
+    let ratings = proxy("10.1.0.7", "ratings-v1", &[("app", "ratings"), ("version", "v1")]);
+    let r = resources(&w, &ratings);
+    // The ingress ports replace the service's 8080, each to its default endpoint.
+    let chains: Vec<String> = listener(&r, "virtualInbound").filter_chains.iter().map(|c| c.name.clone()).collect();
+    assert_eq!(chains, ["virtualInbound-blackhole", "0.0.0.0_9080", "0.0.0.0_9443", "virtualInbound"]);
+    let endpoint = |name: &str| {
+        let c: Cluster = r.get(TypeUrl::Cluster)[name].decode().unwrap();
+        assert_eq!(c.cluster_discovery_type, Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)));
+        let ep = &c.load_assignment.unwrap().endpoints[0].lb_endpoints[0];
+        format!("{ep:?}")
+    };
+    assert!(endpoint("inbound|9080||").contains("\"127.0.0.1\"") && endpoint("inbound|9080||").contains("PortValue(8080)"));
+    assert!(endpoint("inbound|9443||").contains("\"10.1.0.7\""), "0.0.0.0 is the pod's own address");
+    assert!(!r.get(TypeUrl::Cluster).contains_key("inbound|8080||"));
+
+    // Without capture they are listeners of their own, bound to the pod's IP.
+    let mut none = ratings.clone();
+    none.metadata.interception_mode = "NONE".into();
+    let r = resources(&w, &none);
+    let bound = listener(&r, "10.1.0.7_9080");
+    assert_eq!(bound.bind_to_port, None, "bound (Envoy's default)");
+    assert!(!names(&r, TypeUrl::Listener).contains(&"virtualInbound".to_string()));
+    assert_eq!(consistency::check(&r), Vec::<String>::new());
+}

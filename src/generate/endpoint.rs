@@ -85,10 +85,14 @@ pub fn assignment(cluster: &str, service: &Service, port: u16, subset: Option<&L
 /// resolve names themselves.
 fn endpoint_address(address: &str, port: u16, resolution: Resolution) -> Option<Address> {
     if let Some(path) = address.strip_prefix("unix://") {
-        return Some(Address { address: Some(address::Address::Pipe(Pipe { path: path.to_string(), mode: 0 })) });
+        return Some(pipe_address(path));
     }
     let is_ip = address.parse::<std::net::IpAddr>().is_ok();
     (is_ip || resolution != Resolution::Eds).then(|| socket_address(address, port))
+}
+
+pub fn pipe_address(path: &str) -> Address {
+    Address { address: Some(address::Address::Pipe(Pipe { path: path.to_string(), mode: 0 })) }
 }
 
 pub fn socket_address(address: &str, port: u16) -> Address {

@@ -14,6 +14,9 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     Cluster,
 };
 use envoy_types::pb::envoy::config::core::v3::{address, BindConfig, CidrRange, TrafficDirection};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    lb_endpoint::HostIdentifier, ClusterLoadAssignment, Endpoint as EnvoyEndpoint, LbEndpoint, LocalityLbEndpoints,
+};
 use envoy_types::pb::envoy::config::listener::v3::{listener_filter, FilterChain, FilterChainMatch, Listener, ListenerFilter};
 use envoy_types::pb::envoy::config::route::v3::{
     route::Action, route_action::ClusterSpecifier, route_match::PathSpecifier, Route, RouteAction, RouteConfiguration, RouteMatch,
@@ -23,9 +26,11 @@ use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::Ori
 use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
 use envoy_types::util::pack_any;
 
-use super::super::endpoint::socket_address;
+use super::super::endpoint::{pipe_address, socket_address};
 use super::super::names;
 use super::filters::{http_connection_manager, tcp_proxy, Routes};
+use crate::config::istio::sidecar::IngressListener;
+use crate::config::istio::Sidecar;
 use crate::index::Index;
 use crate::model::{Protocol, Proxy};
 use crate::xds::{Resource, ResourceMap};
@@ -36,17 +41,62 @@ const CONNECT_TIMEOUT: Duration = Duration { seconds: 10, nanos: 0 };
 /// 127.0.0.1, and iptables does not capture the connection again.
 const INBOUND_PASSTHROUGH_BIND: &str = "127.0.0.6";
 
-/// A port this workload serves for some service: the endpoint (target) port, and the protocol
-/// of the first service port (hostname order) that uses it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A port this workload serves: the endpoint (target) port and the protocol of the first
+/// service port (hostname order) that uses it, or a Sidecar `ingress` listener.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct InboundPort {
     pub port: u16,
     pub protocol: Protocol,
+    /// Where the app listens (`defaultEndpoint`, resolved): `None` forwards to the address
+    /// the connection was sent to (ORIGINAL_DST).
+    pub endpoint: Option<Endpoint>,
+    /// The address a listener for this port binds to without capture (`bind`, else the
+    /// proxy's IP).
+    pub bind: String,
 }
 
-/// The ports `proxy` serves: those of the services whose endpoints include one of its IPs.
-/// All that inbound generation reads of the proxy, so replicas of a workload share it.
-pub fn ports(index: &Index, proxy: &Proxy) -> Vec<InboundPort> {
+/// An app address from a Sidecar ingress `defaultEndpoint`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    Socket(String, u16),
+    Unix(String),
+}
+
+/// The ports `proxy` serves: the Sidecar's `ingress` listeners when it has any, else those of
+/// the services whose endpoints include one of its IPs. All that inbound generation reads of
+/// the proxy, so replicas of a workload share it (unless an ingress endpoint names their IP).
+pub fn ports(index: &Index, proxy: &Proxy, sidecar: Option<&Sidecar>) -> Vec<InboundPort> {
+    let ingress = sidecar.map(|s| s.ingress.as_slice()).unwrap_or_default();
+    if !ingress.is_empty() {
+        return ingress.iter().filter_map(|l| ingress_port(l, proxy)).collect();
+    }
+    service_ports(index, proxy)
+}
+
+fn ingress_port(listener: &IngressListener, proxy: &Proxy) -> Option<InboundPort> {
+    let port = listener.port.as_ref()?;
+    let number = u16::try_from(port.number).ok()?;
+    let own_ip = proxy.ip_addresses.first().cloned().unwrap_or_else(|| "0.0.0.0".into());
+    let endpoint = match listener.default_endpoint.as_str() {
+        "" => None,
+        e if e.starts_with("unix://") => Some(Endpoint::Unix(e.trim_start_matches("unix://").to_string())),
+        e => {
+            let (host, p) = e.rsplit_once(':')?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            // `0.0.0.0:PORT` (or `:PORT`) is the app on the pod's own address.
+            let host = if host.is_empty() || host == "0.0.0.0" || host == "::" { own_ip.clone() } else { host.to_string() };
+            Some(Endpoint::Socket(host, p.parse().ok()?))
+        }
+    };
+    Some(InboundPort {
+        port: number,
+        protocol: Protocol::parse(&port.protocol),
+        endpoint,
+        bind: if listener.bind.is_empty() { own_ip } else { listener.bind.clone() },
+    })
+}
+
+fn service_ports(index: &Index, proxy: &Proxy) -> Vec<InboundPort> {
     let mut ports: BTreeMap<u16, (Protocol, &str)> = BTreeMap::new();
     for ip in &proxy.ip_addresses {
         for service in index.services_by_ip.get(ip).into_iter().flatten() {
@@ -64,7 +114,7 @@ pub fn ports(index: &Index, proxy: &Proxy) -> Vec<InboundPort> {
             }
         }
     }
-    ports.into_iter().map(|(port, (protocol, _))| InboundPort { port, protocol }).collect()
+    ports.into_iter().map(|(port, (protocol, _))| InboundPort { port, protocol, endpoint: None, bind: String::new() }).collect()
 }
 
 /// `virtualInbound`: a chain per served port, connections to 15006 itself dropped, anything
@@ -79,20 +129,14 @@ pub fn virtual_inbound(ports: &[InboundPort]) -> Resource {
         filters: vec![tcp_proxy(names::BLACKHOLE_CLUSTER)],
         ..Default::default()
     }];
-    for &InboundPort { port, protocol } in ports {
-        let cluster = names::inbound_cluster(port);
-        let filter = if protocol.is_http() {
-            http_connection_manager(format!("inbound_0.0.0.0_{port}"), Routes::Inline(Box::new(inbound_routes(&cluster, port))))
-        } else {
-            tcp_proxy(&cluster)
-        };
+    for p in ports {
         chains.push(FilterChain {
-            name: names::listener("0.0.0.0", u32::from(port)),
+            name: names::listener("0.0.0.0", u32::from(p.port)),
             filter_chain_match: Some(FilterChainMatch {
-                destination_port: Some(UInt32Value { value: u32::from(port) }),
+                destination_port: Some(UInt32Value { value: u32::from(p.port) }),
                 ..Default::default()
             }),
-            filters: vec![filter],
+            filters: vec![to_app(p)],
             ..Default::default()
         });
     }
@@ -122,6 +166,36 @@ pub fn virtual_inbound(ports: &[InboundPort]) -> Resource {
     Resource::encode(names::VIRTUAL_INBOUND, &listener)
 }
 
+/// Without capture, a Sidecar's ingress ports are listeners of their own, bound to `bind` (or
+/// the proxy's IP), as istiod builds them for `INTERCEPTION_MODE=NONE`.
+pub fn bound_listeners(ports: &[InboundPort]) -> Vec<Resource> {
+    ports
+        .iter()
+        .map(|p| {
+            let name = names::listener(&p.bind, u32::from(p.port));
+            let listener = Listener {
+                name: name.clone(),
+                address: Some(socket_address(&p.bind, p.port)),
+                filter_chains: vec![FilterChain { filters: vec![to_app(p)], ..Default::default() }],
+                traffic_direction: TrafficDirection::Inbound as i32,
+                ..Default::default()
+            };
+            Resource::encode(name, &listener)
+        })
+        .collect()
+}
+
+/// The filter that hands a connection for `p` to the app: an HTTP connection manager with
+/// istiod's inline route, or a TCP proxy.
+fn to_app(p: &InboundPort) -> envoy_types::pb::envoy::config::listener::v3::Filter {
+    let cluster = names::inbound_cluster(p.port);
+    if p.protocol.is_http() {
+        http_connection_manager(format!("inbound_0.0.0.0_{}", p.port), Routes::Inline(Box::new(inbound_routes(&cluster, p.port))))
+    } else {
+        tcp_proxy(&cluster)
+    }
+}
+
 /// The clusters only sidecars have: `PassthroughCluster`, `InboundPassthroughCluster`, and
 /// `inbound|<port>||` per served port. Like istiod's under REDIRECT, the inbound clusters
 /// connect to the connection's original destination (the pod's own IP and port) from
@@ -136,7 +210,12 @@ pub fn local_clusters(ports: &[InboundPort]) -> ResourceMap {
     add(names::PASSTHROUGH_CLUSTER.into(), None);
     add(names::INBOUND_PASSTHROUGH_CLUSTER.into(), Some(INBOUND_PASSTHROUGH_BIND));
     for p in ports {
-        add(names::inbound_cluster(p.port), Some(INBOUND_PASSTHROUGH_BIND));
+        let name = names::inbound_cluster(p.port);
+        let c = match &p.endpoint {
+            None => original_dst_cluster(&name, Some(INBOUND_PASSTHROUGH_BIND)),
+            Some(endpoint) => static_cluster(&name, endpoint),
+        };
+        out.insert(name.clone(), Arc::new(Resource::encode(name, &c)));
     }
     out
 }
@@ -164,6 +243,29 @@ fn inbound_routes(cluster: &str, port: u16) -> RouteConfiguration {
             }],
             ..Default::default()
         }],
+        ..Default::default()
+    }
+}
+
+/// A cluster to the app at a Sidecar ingress `defaultEndpoint`.
+fn static_cluster(name: &str, endpoint: &Endpoint) -> Cluster {
+    let address = match endpoint {
+        Endpoint::Socket(host, port) => socket_address(host, *port),
+        Endpoint::Unix(path) => pipe_address(path),
+    };
+    let endpoint = LbEndpoint {
+        host_identifier: Some(HostIdentifier::Endpoint(EnvoyEndpoint { address: Some(address), ..Default::default() })),
+        ..Default::default()
+    };
+    Cluster {
+        name: name.to_string(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+        connect_timeout: Some(CONNECT_TIMEOUT),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name.to_string(),
+            endpoints: vec![LocalityLbEndpoints { lb_endpoints: vec![endpoint], ..Default::default() }],
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }

@@ -21,7 +21,7 @@ mod routes;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::index::scope::Scope;
+use crate::index::scope::{self, Scope};
 use crate::index::Index;
 use crate::model::Proxy;
 use crate::xds::ResourceMap;
@@ -62,13 +62,19 @@ pub struct ProxyKey {
 impl ProxyKey {
     pub fn of(index: &Index, proxy: &Proxy) -> ProxyKey {
         let interception = Interception::of(proxy);
+        let sidecar = scope::sidecar_for(index, &proxy.namespace, &proxy.labels).map(|s| s.spec());
+        let inbound = match interception {
+            Interception::Redirect => inbound::ports(index, proxy, sidecar),
+            // Without capture only a Sidecar's ingress listeners receive anything.
+            Interception::None if sidecar.is_some_and(|s| !s.ingress.is_empty()) => inbound::ports(index, proxy, sidecar),
+            Interception::None => Vec::new(),
+        };
         ProxyKey {
             namespace: proxy.namespace.clone(),
             labels: proxy.labels.clone(),
             dns_domain: proxy.dns_domain.clone(),
             interception,
-            // Without capture nothing reaches `virtualInbound`, so it is not built.
-            inbound: if interception == Interception::Redirect { inbound::ports(index, proxy) } else { Vec::new() },
+            inbound,
         }
     }
 }
@@ -85,8 +91,19 @@ pub struct SidecarConfig {
 pub fn build(index: &Index, proxy: &Proxy, key: &ProxyKey, scope: &Scope) -> SidecarConfig {
     let mut out = SidecarConfig::default();
     outbound::build(index, proxy, scope, &mut out);
-    if key.interception == Interception::Redirect {
-        out.listeners.insert(names::VIRTUAL_INBOUND.into(), Arc::new(inbound::virtual_inbound(&key.inbound)));
+    match key.interception {
+        Interception::Redirect => {
+            out.listeners.insert(names::VIRTUAL_INBOUND.into(), Arc::new(inbound::virtual_inbound(&key.inbound)));
+        }
+        Interception::None => {
+            for l in inbound::bound_listeners(&key.inbound) {
+                if out.listeners.contains_key(&l.name) {
+                    tracing::warn!(listener = %l.name, "Sidecar ingress listener has the address of an outbound one; skipped");
+                    continue;
+                }
+                out.listeners.insert(l.name.clone(), Arc::new(l));
+            }
+        }
     }
     out
 }
