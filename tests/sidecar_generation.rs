@@ -596,3 +596,45 @@ spec:
     assert!(!names(&r, TypeUrl::Listener).contains(&"virtualInbound".to_string()));
     assert_eq!(consistency::check(&r), Vec::<String>::new());
 }
+
+#[test]
+fn destination_rules_apply_by_the_proxy_namespace_and_export_to() {
+    // `other` has its own rule for default's ratings (a v3 subset, round robin); default's own
+    // rule is private to default.
+    let extra = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings-from-other, namespace: other}
+spec:
+  host: ratings.default.svc.cluster.local
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+  subsets: [{name: v3, labels: {version: v3}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews-private, namespace: default}
+spec:
+  host: mongodb
+  exportTo: ["."]
+  subsets: [{name: primary, labels: {role: primary}}]
+"#;
+    let w = world_with(extra, MeshConfig::default());
+    let mine = resources(&w, &reviews_proxy());
+    let other = resources(&w, &Proxy::from_id("sidecar~10.1.0.20~x.other~other.svc.cluster.local").unwrap());
+    let ratings = |r: &ProxyResources| {
+        let mut v: Vec<String> = names(r, TypeUrl::Cluster).into_iter().filter(|n| n.ends_with("|ratings.default.svc.cluster.local")).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ratings(&mine), ["outbound|9080|v1|ratings.default.svc.cluster.local", "outbound|9080|v2|ratings.default.svc.cluster.local", "outbound|9080||ratings.default.svc.cluster.local"]);
+    assert_eq!(ratings(&other), ["outbound|9080|v3|ratings.default.svc.cluster.local", "outbound|9080||ratings.default.svc.cluster.local"]);
+    let lb = |r: &ProxyResources| r.get(TypeUrl::Cluster)["outbound|9080||ratings.default.svc.cluster.local"].decode::<Cluster>().unwrap().lb_policy;
+    assert_ne!(lb(&mine), lb(&other));
+    // The private rule's subset exists for default's proxies only.
+    assert!(mine.get(TypeUrl::Cluster).contains_key("outbound|27017|primary|mongodb.default.svc.cluster.local"));
+    assert!(!other.get(TypeUrl::Cluster).contains_key("outbound|27017|primary|mongodb.default.svc.cluster.local"));
+    // Each gets the endpoints of its own subsets, consistently.
+    assert!(other.get(TypeUrl::ClusterLoadAssignment).contains_key("outbound|9080|v3|ratings.default.svc.cluster.local"));
+    assert_eq!(consistency::check(&other), Vec::<String>::new());
+    assert_eq!(consistency::check(&mine), Vec::<String>::new());
+}

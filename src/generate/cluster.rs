@@ -1,6 +1,5 @@
 //! Outbound clusters: one per service port, and one per DestinationRule subset of it.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::{
@@ -16,6 +15,8 @@ use super::endpoint;
 use super::names::{outbound_cluster, BLACKHOLE_CLUSTER};
 use super::traffic_policy;
 use crate::config::istio::destination_rule::TrafficPolicy;
+use crate::config::istio::DestinationRule;
+use crate::index::services::Labels;
 use crate::index::{Index, Resolution, Service, ServicePort};
 use crate::xds::{Resource, ResourceMap};
 
@@ -26,11 +27,8 @@ const CONNECT_TIMEOUT: Duration = Duration { seconds: 10, nanos: 0 };
 pub fn build_all(index: &Index) -> ResourceMap {
     let mut out = ResourceMap::new();
     for service in index.services.values() {
-        for port in &service.ports {
-            for cluster in service_port_clusters(index, service, port) {
-                out.insert(cluster.name.clone(), Arc::new(Resource::encode(cluster.name.clone(), &cluster)));
-            }
-        }
+        let dr = index.destination_rule(&service.hostname).map(|d| d.spec());
+        out.extend(service_clusters(service, dr));
     }
     let blackhole = Cluster {
         name: BLACKHOLE_CLUSTER.into(),
@@ -42,9 +40,19 @@ pub fn build_all(index: &Index) -> ResourceMap {
     out
 }
 
+/// Every cluster of `service` under the DestinationRule `dr`, encoded.
+pub fn service_clusters(service: &Service, dr: Option<&DestinationRule>) -> ResourceMap {
+    let mut out = ResourceMap::new();
+    for port in &service.ports {
+        for cluster in service_port_clusters(service, port, dr) {
+            out.insert(cluster.name.clone(), Arc::new(Resource::encode(cluster.name.clone(), &cluster)));
+        }
+    }
+    out
+}
+
 /// The default cluster and one per subset, with the DestinationRule's policy applied.
-fn service_port_clusters(index: &Index, service: &Service, port: &ServicePort) -> Vec<Cluster> {
-    let dr = index.destination_rule(&service.hostname).map(|d| d.spec());
+fn service_port_clusters(service: &Service, port: &ServicePort, dr: Option<&DestinationRule>) -> Vec<Cluster> {
     let top = dr.and_then(|d| d.traffic_policy.as_ref());
     let mut clusters = vec![cluster(service, port, "", top)];
     for subset in dr.map(|d| d.subsets.as_slice()).unwrap_or_default() {
@@ -99,18 +107,15 @@ fn default_circuit_breakers() -> CircuitBreakers {
     CircuitBreakers { thresholds: vec![traffic_policy::default_thresholds()], ..Default::default() }
 }
 
-/// Names of the clusters whose endpoints come over EDS, with the service and port behind them.
-pub fn eds_clusters(index: &Index) -> BTreeMap<String, (Arc<Service>, u16, Option<String>)> {
-    let mut out = BTreeMap::new();
-    for service in index.services.values().filter(|s| s.resolution == Resolution::Eds) {
-        let dr = index.destination_rule(&service.hostname).map(|d| d.spec());
+/// The clusters of `service` whose endpoints come over EDS under the DestinationRule `dr`: name,
+/// port, and the subset's labels.
+pub fn service_eds_clusters(service: &Service, dr: Option<&DestinationRule>) -> Vec<(String, u16, Option<Labels>)> {
+    let mut out = Vec::new();
+    if service.resolution == Resolution::Eds {
         for port in &service.ports {
-            out.insert(outbound_cluster(port.port, "", &service.hostname), (service.clone(), port.port, None));
+            out.push((outbound_cluster(port.port, "", &service.hostname), port.port, None));
             for subset in dr.map(|d| d.subsets.as_slice()).unwrap_or_default() {
-                out.insert(
-                    outbound_cluster(port.port, &subset.name, &service.hostname),
-                    (service.clone(), port.port, Some(subset.name.clone())),
-                );
+                out.push((outbound_cluster(port.port, &subset.name, &service.hostname), port.port, Some(subset.labels.clone())));
             }
         }
     }

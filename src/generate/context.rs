@@ -34,7 +34,7 @@ pub struct PushContext {
     /// ports it serves).
     sidecars: Mutex<HashMap<sidecar::ProxyKey, Arc<OnceLock<Arc<ProxyResources>>>>>,
     /// Sidecar cluster maps by scope and the ports the workload serves.
-    sidecar_clusters: Mutex<HashMap<(ScopeId, Vec<sidecar::InboundPort>), Arc<OnceLock<Arc<ResourceMap>>>>>,
+    sidecar_clusters: Mutex<HashMap<(ScopeId, Vec<sidecar::InboundPort>), Arc<OnceLock<(Arc<ResourceMap>, Arc<ResourceMap>)>>>>,
     /// The revision before this one, whose `Arc`s unchanged resources keep. Only one level is
     /// kept: creating a context takes its predecessor's own `previous` away.
     previous: Mutex<Option<Arc<PushContext>>>,
@@ -122,7 +122,9 @@ impl PushContext {
             let before = self.previous().and_then(|p| lock(&p.sidecars).get(&key).and_then(|c| c.get().cloned()));
             let before = |ty: TypeUrl| before.as_ref().map(|b| b.get(ty).clone());
             let mut r = self.with_shared();
-            r.by_type[TypeUrl::Cluster.index()] = self.sidecar_clusters(&scope, &key.inbound);
+            let (clusters, endpoints) = self.sidecar_clusters(&scope, &key.inbound);
+            r.by_type[TypeUrl::Cluster.index()] = clusters;
+            r.by_type[TypeUrl::ClusterLoadAssignment.index()] = endpoints;
             r.by_type[TypeUrl::Listener.index()] = share_unchanged(built.listeners, before(TypeUrl::Listener).as_ref());
             r.by_type[TypeUrl::RouteConfiguration.index()] =
                 share_unchanged(built.routes, before(TypeUrl::RouteConfiguration).as_ref());
@@ -131,25 +133,42 @@ impl PushContext {
         .clone()
     }
 
-    /// The shared clusters the scope sees plus [`sidecar::local_clusters`], one map per scope
-    /// and set of inbound ports: a proxy that sees every service shares its map with every
-    /// such proxy serving the same ports, and each outbound cluster in it is the shared `Arc`.
-    fn sidecar_clusters(&self, scope: &Scope, inbound: &[sidecar::InboundPort]) -> Arc<ResourceMap> {
+    /// Clusters and endpoints for a sidecar: the shared ones the scope sees, those of services
+    /// whose DestinationRule differs for it rebuilt, plus [`sidecar::local_clusters`]. One pair
+    /// per scope and set of inbound ports: proxies that see every service under the shared
+    /// rules and serve the same ports share it, each outbound cluster in it the shared `Arc`,
+    /// and the endpoint map the shared one.
+    fn sidecar_clusters(&self, scope: &Scope, inbound: &[sidecar::InboundPort]) -> (Arc<ResourceMap>, Arc<ResourceMap>) {
         let key = (scope.id.clone(), inbound.to_vec());
         let cell = lock(&self.sidecar_clusters).entry(key.clone()).or_default().clone();
         cell.get_or_init(|| {
-            let shared = &self.shared().0;
+            let (shared_clusters, shared_endpoints) = self.shared();
+            let before = self.previous().and_then(|p| lock(&p.sidecar_clusters).get(&key).and_then(|c| c.get().cloned()));
             let mut clusters = match scope.id {
-                ScopeId::Everything => (**shared).clone(),
-                ScopeId::Scoped { .. } => shared
+                ScopeId::Everything => (**shared_clusters).clone(),
+                ScopeId::Scoped { .. } => shared_clusters
                     .iter()
                     .filter(|(name, _)| names::outbound_cluster_host(name).is_none_or(|host| scope.sees(host)))
                     .map(|(name, c)| (name.clone(), c.clone()))
                     .collect(),
             };
+            let mut endpoints = shared_endpoints.clone();
+            if !scope.destination_rules.is_empty() {
+                let overridden = |name: &String| {
+                    names::outbound_cluster_host(name).is_some_and(|h| scope.destination_rules.iter().any(|(s, _)| s.hostname == h))
+                };
+                clusters.retain(|name, _| !overridden(name));
+                let mut own_endpoints = (**shared_endpoints).clone();
+                own_endpoints.retain(|name, _| !overridden(name));
+                for (service, dr) in &scope.destination_rules {
+                    let dr = dr.as_ref().map(|d| d.spec());
+                    clusters.extend(cluster::service_clusters(service, dr));
+                    own_endpoints.extend(endpoint::service_assignments(service, dr));
+                }
+                endpoints = share_unchanged(own_endpoints, before.as_ref().map(|b| &b.1));
+            }
             clusters.extend(sidecar::local_clusters(inbound));
-            let before = self.previous().and_then(|p| lock(&p.sidecar_clusters).get(&key).and_then(|c| c.get().cloned()));
-            share_unchanged(clusters, before.as_ref())
+            (share_unchanged(clusters, before.as_ref().map(|b| &b.0)), endpoints)
         })
         .clone()
     }

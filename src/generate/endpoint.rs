@@ -12,7 +12,8 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 use envoy_types::pb::google::protobuf::UInt32Value;
 
-use super::cluster::eds_clusters;
+use super::cluster::service_eds_clusters;
+use crate::config::istio::DestinationRule;
 use crate::index::services::{selects, Labels};
 use crate::index::{Index, Resolution, Service};
 use crate::xds::{Resource, ResourceMap};
@@ -20,17 +21,20 @@ use crate::xds::{Resource, ResourceMap};
 /// The assignment of every EDS cluster of the index. Shared by every proxy of this revision.
 pub fn build_all(index: &Index) -> ResourceMap {
     let mut out = ResourceMap::new();
-    for (name, (service, port, subset)) in eds_clusters(index) {
-        let labels = subset.as_deref().and_then(|s| subset_labels(index, &service, s));
-        let cla = assignment(&name, &service, port, labels.as_ref());
-        out.insert(name.clone(), Arc::new(Resource::encode(name, &cla)));
+    for service in index.services.values() {
+        out.extend(service_assignments(service, index.destination_rule(&service.hostname).map(|d| d.spec())));
     }
     out
 }
 
-fn subset_labels(index: &Index, service: &Service, subset: &str) -> Option<Labels> {
-    let dr = index.destination_rule(&service.hostname)?;
-    dr.spec().subsets.iter().find(|s| s.name == subset).map(|s| s.labels.clone())
+/// The assignments of `service`'s EDS clusters under the DestinationRule `dr`.
+pub fn service_assignments(service: &Service, dr: Option<&DestinationRule>) -> ResourceMap {
+    let mut out = ResourceMap::new();
+    for (name, port, labels) in service_eds_clusters(service, dr) {
+        let cla = assignment(&name, service, port, labels.as_ref());
+        out.insert(name.clone(), Arc::new(Resource::encode(name, &cla)));
+    }
+    out
 }
 
 /// The endpoints of one service port. Every locality carries a `load_balancing_weight`:

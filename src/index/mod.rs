@@ -92,8 +92,9 @@ impl Index {
             }
         }
 
-        // A DestinationRule in the root namespace applies to a host only where no rule in the
-        // service's own namespace does (istiod's lookup order for a shared gateway's clusters).
+        // Per host, one rule per namespace (istiod merges a namespace's rules for a host), in the
+        // order a shared gateway consults them: the service's namespace, the root namespace,
+        // then the rest by name.
         let mut destination_rules: HashMap<String, Vec<Typed<DestinationRule>>> = HashMap::new();
         for dr in snapshot.entries(DestinationRule::KIND).filter_map(Typed::<DestinationRule>::new) {
             let host = mesh.fqdn(&dr.spec().host, dr.namespace()).into_owned();
@@ -103,7 +104,7 @@ impl Index {
             let svc_ns = services.get(host).map(|s| s.namespace.clone()).unwrap_or_default();
             let root = mesh.root_namespace.clone();
             rules.sort_by_key(|r| (r.namespace() != svc_ns, r.namespace() != root, r.ns_name()));
-            merge_same_namespace(rules);
+            *rules = merge_same_namespace(std::mem::take(rules));
         }
 
         let mut services_by_ip: HashMap<String, Vec<Arc<Service>>> = HashMap::new();
@@ -134,9 +135,25 @@ impl Index {
         index
     }
 
-    /// The DestinationRule that applies to a host (the first by precedence).
+    /// The DestinationRule that applies to a host for a gateway (the first by precedence).
     pub fn destination_rule(&self, host: &str) -> Option<&Typed<DestinationRule>> {
         self.destination_rules.get(host).and_then(|rules| rules.first())
+    }
+
+    /// The DestinationRule that applies to a host for a sidecar in `namespace`, as istiod looks
+    /// it up: the proxy's namespace, then the service's, then the root namespace, each only if
+    /// exported to the proxy's namespace.
+    pub fn destination_rule_for(&self, namespace: &str, host: &str) -> Option<&Typed<DestinationRule>> {
+        let rules = self.destination_rules.get(host)?;
+        let service_ns = self.services.get(host).map(|s| s.namespace.as_str());
+        let visible = |r: &&Typed<DestinationRule>| {
+            visibility::ExportTo::parse(&r.spec().export_to, r.namespace(), &self.mesh.default_destination_rule_export_to)
+                .visible_to(namespace)
+        };
+        [Some(namespace), service_ns, Some(self.mesh.root_namespace.as_str())]
+            .into_iter()
+            .flatten()
+            .find_map(|ns| rules.iter().filter(|r| r.namespace() == ns).find(visible))
     }
 
     pub fn service(&self, host: &str) -> Option<&Arc<Service>> {
@@ -169,34 +186,40 @@ fn with_delegates_merged(snapshot: &Snapshot, mesh: &MeshConfig, diagnostics: &m
         .collect()
 }
 
-/// istiod's `mergeDestinationRule`: rules for one host in the namespace of the rule that applies
-/// are merged into it — subsets it does not have are added, and its traffic policy stays (a later
-/// rule's fills it only when it has none). The merged rule takes the first one's place.
-fn merge_same_namespace(rules: &mut [Typed<DestinationRule>]) {
-    let Some((first, rest)) = rules.split_first() else { return };
-    let same: Vec<&Typed<DestinationRule>> = rest.iter().filter(|r| r.namespace() == first.namespace()).collect();
-    if same.is_empty() {
-        return;
-    }
-    let mut merged = first.spec().clone();
-    for rule in same {
+/// istiod's `mergeDestinationRule`, per namespace: the rules for one host in one namespace
+/// become the first of them (in precedence order) with the others' subsets it does not have
+/// added, and its traffic policy kept (a later rule's fills it only when it has none).
+fn merge_same_namespace(rules: Vec<Typed<DestinationRule>>) -> Vec<Typed<DestinationRule>> {
+    let mut out: Vec<Typed<DestinationRule>> = Vec::new();
+    let mut merged: Vec<Option<DestinationRule>> = Vec::new();
+    for rule in rules {
+        let Some(i) = out.iter().position(|r| r.namespace() == rule.namespace()) else {
+            out.push(rule);
+            merged.push(None);
+            continue;
+        };
+        let into = merged[i].get_or_insert_with(|| out[i].spec().clone());
         let spec = rule.spec();
         for subset in &spec.subsets {
-            if !merged.subsets.iter().any(|s| s.name == subset.name) {
-                merged.subsets.push(subset.clone());
+            if !into.subsets.iter().any(|s| s.name == subset.name) {
+                into.subsets.push(subset.clone());
             }
         }
-        if merged.traffic_policy.is_none() {
-            merged.traffic_policy = spec.traffic_policy.clone();
+        if into.traffic_policy.is_none() {
+            into.traffic_policy = spec.traffic_policy.clone();
         }
     }
-    let entry = Entry {
-        object: Arc::new(crate::config::Object { meta: first.entry.object.meta.clone(), spec: crate::config::Spec::DestinationRule(merged) }),
-        ..(*first.entry).clone()
-    };
-    if let Some(typed) = Typed::new(&Arc::new(entry)) {
-        rules[0] = typed;
+    for (rule, spec) in out.iter_mut().zip(merged) {
+        let Some(spec) = spec else { continue };
+        let entry = Entry {
+            object: Arc::new(crate::config::Object { meta: rule.entry.object.meta.clone(), spec: crate::config::Spec::DestinationRule(spec) }),
+            ..(*rule.entry).clone()
+        };
+        if let Some(typed) = Typed::new(&Arc::new(entry)) {
+            *rule = typed;
+        }
     }
+    out
 }
 
 /// Resolves a VirtualService's `gateways` entry to `ns/name`: a bare name is in the

@@ -11,7 +11,7 @@ use super::services::{selects, Labels};
 use super::visibility::ExportTo;
 use super::{Index, Service, Typed};
 use crate::config::istio::sidecar::EgressHost;
-use crate::config::istio::{Sidecar, VirtualService};
+use crate::config::istio::{DestinationRule, Sidecar, VirtualService};
 use crate::model::host;
 use crate::model::mesh::OutboundTrafficMode;
 use crate::store::Entry;
@@ -70,8 +70,8 @@ pub fn mesh_virtual_services(index_mesh: &crate::model::MeshConfig, entries: &[A
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ScopeId {
     Everything,
-    /// The proxy namespace (exportTo and `.` are read against it) and the Sidecar that
-    /// applies, if any (`namespace/name`).
+    /// The proxy namespace (exportTo, `.` and DestinationRule precedence are read against
+    /// it) and the Sidecar that applies, if any (`namespace/name`).
     Scoped { namespace: String, sidecar: Option<String> },
 }
 
@@ -84,6 +84,9 @@ pub struct Scope {
     /// routes it).
     pub virtual_services: Vec<Arc<MeshVirtualService>>,
     pub outbound_traffic_policy: OutboundTrafficMode,
+    /// Visible services whose DestinationRule for this proxy is not the one the shared
+    /// clusters were built with (a rule in the proxy's namespace, or one not exported to it).
+    pub destination_rules: Vec<(Arc<Service>, Option<Typed<DestinationRule>>)>,
 }
 
 impl Scope {
@@ -132,14 +135,27 @@ impl Scope {
             .cloned()
             .collect();
 
-        let id = if services.len() == index.services.len() {
+        let destination_rules: Vec<(Arc<Service>, Option<Typed<DestinationRule>>)> = services
+            .iter()
+            .filter_map(|s| {
+                let mine = index.destination_rule_for(namespace, &s.hostname);
+                let shared = index.destination_rule(&s.hostname);
+                let same = match (mine, shared) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(&a.entry, &b.entry),
+                    (None, None) => true,
+                    _ => false,
+                };
+                (!same).then(|| (s.clone(), mine.cloned()))
+            })
+            .collect();
+        let id = if services.len() == index.services.len() && destination_rules.is_empty() {
             ScopeId::Everything
         } else {
             ScopeId::Scoped { namespace: namespace.to_string(), sidecar: sidecar.map(|s| s.ns_name()) }
         };
         let mesh_policy = index.mesh.outbound_traffic_policy;
         let outbound_traffic_policy = sidecar.map_or(mesh_policy, |s| s.spec().outbound_mode(mesh_policy));
-        Scope { id, services, virtual_services, outbound_traffic_policy }
+        Scope { id, services, virtual_services, outbound_traffic_policy, destination_rules }
     }
 
     pub fn sees(&self, hostname: &str) -> bool {
