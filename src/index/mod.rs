@@ -299,6 +299,22 @@ spec:
     }
 
     #[test]
+    fn conflicting_mesh_virtual_services_are_named() {
+        let vs = |name: &str, ns: &str, host: &str| {
+            format!("---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  hosts: [{host}]\n  http: [{{route: [{{destination: {{host: {host}}}}}]}}]\n")
+        };
+        let yaml = format!(
+            "{}{}{}{}",
+            vs("a", "shop", "reviews.shop.svc.cluster.local"),
+            vs("b", "shop", "reviews"),
+            vs("c", "other", "reviews"),
+            "---\napiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: shop}\nspec: {ports: [{name: http, port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: other}\nspec: {ports: [{name: http, port: 80}]}\n"
+        );
+        let found: Vec<String> = index(&yaml).diagnostics.iter().map(|d| format!("{} {} {}", d.object.as_ref().unwrap().name, d.field, d.message)).collect();
+        assert_eq!(found, ["b spec.hosts[0] host reviews.shop.svc.cluster.local is also routed for sidecars by VirtualService shop/a; sidecars that see both use only that one"]);
+    }
+
+    #[test]
     fn unserved_gateway_servers_are_named_once() {
         let index = index(
             "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: istio-system}\nspec:\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: ['*']\n    tls: {mode: SIMPLE, credentialName: cert}\n",

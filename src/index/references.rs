@@ -14,6 +14,7 @@ pub fn check(index: &Index) -> Vec<Diagnostic> {
     let mut out = endpoint_addresses(index);
     out.extend(unserved_gateway_servers(index));
     out.extend(super::sidecar_references::check(index));
+    out.extend(conflicting_mesh_virtual_services(index));
     let gateways: HashSet<String> = index.gateways.iter().map(|g| g.ns_name()).collect();
     for vs in index.virtual_services.iter().filter_map(Typed::<VirtualService>::new) {
         let key = vs.entry.object.key();
@@ -116,6 +117,36 @@ fn unserved_gateway_servers(index: &Index) -> Vec<Diagnostic> {
                     )
                     .on(&gw.entry.object.key()),
                 );
+            }
+        }
+    }
+    out
+}
+
+/// Two mesh VirtualServices for one host: sidecars get only the first (istiod does not merge
+/// VirtualServices for sidecars, and picks the oldest; pilotfish the first by namespace/name,
+/// after its exportTo order). Said on the later one, naming the earlier.
+fn conflicting_mesh_virtual_services(index: &Index) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let mut first_for: std::collections::HashMap<&str, &super::scope::MeshVirtualService> = std::collections::HashMap::new();
+    for vs in &index.mesh_virtual_services {
+        for (i, host) in vs.hosts.iter().enumerate() {
+            match first_for.get(host.as_str()) {
+                Some(first) if first.export_to == vs.export_to || first.namespace() == vs.namespace() => out.push(
+                    Diagnostic::warning(
+                        format!("spec.hosts[{i}]"),
+                        format!(
+                            "host {host} is also routed for sidecars by VirtualService {}/{}; sidecars that see both use only that one",
+                            first.namespace(),
+                            first.name()
+                        ),
+                    )
+                    .on(&vs.entry.object.key()),
+                ),
+                Some(_) => {}
+                None => {
+                    first_for.insert(host, vs);
+                }
             }
         }
     }
