@@ -19,6 +19,19 @@ pub fn matches(pattern: &str, host: &str) -> bool {
     intersect(pattern, host) == Some(host)
 }
 
+/// Whether two hosts (either may be a wildcard) can name the same host (istiod's
+/// bidirectional `host.Name.Matches`).
+pub fn overlap(a: &str, b: &str) -> bool {
+    match (a.strip_prefix('*'), b.strip_prefix('*')) {
+        (Some(sa), Some(sb)) => {
+            if sa.len() < sb.len() { sb.ends_with(sa) } else { sa.ends_with(sb) }
+        }
+        (Some(sa), None) => b.ends_with(sa),
+        (None, Some(sb)) => a.ends_with(sb),
+        (None, None) => a == b,
+    }
+}
+
 fn covers(wild: &str, host: &str) -> bool {
     wild == "*" || wild.strip_prefix('*').is_some_and(|suffix| host.ends_with(suffix) && host.len() > suffix.len())
 }
@@ -35,6 +48,12 @@ mod tests {
         assert_eq!(intersect("*.example.com", "*"), Some("*.example.com"));
         assert_eq!(intersect("a.example.com", "b.example.com"), None);
         assert_eq!(intersect("*.example.com", "example.com"), None);
+    }
+
+    #[test]
+    fn overlap_goes_both_ways() {
+        assert!(overlap("*.foo.com", "a.foo.com") && overlap("*.com", "*.foo.com") && overlap("a.foo.com", "*.foo.com"));
+        assert!(!overlap("a.foo.com", "b.foo.com"));
     }
 
     #[test]

@@ -125,28 +125,6 @@ pub fn validate_partial_wildcard(host: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether two host names (either may be a `*` wildcard) can name the same host.
-pub fn hosts_overlap(a: &str, b: &str) -> bool {
-    match (a.strip_prefix('*'), b.strip_prefix('*')) {
-        (Some(sa), Some(sb)) => {
-            if sa.len() < sb.len() { sb.ends_with(sa) } else { sa.ends_with(sb) }
-        }
-        (Some(sa), None) => b.ends_with(sa),
-        (None, Some(sb)) => a.ends_with(sb),
-        (None, None) => a == b,
-    }
-}
-
-/// Whether `host` names only hosts that `of` also names (istiod `host.Name.SubsetOf`).
-pub fn host_subset_of(host: &str, of: &str) -> bool {
-    match (host.strip_prefix('*'), of.strip_prefix('*')) {
-        (Some(sh), Some(so)) => sh.ends_with(so),
-        (None, Some(so)) => host.ends_with(so),
-        (Some(_), None) => false,
-        (None, None) => host == of,
-    }
-}
-
 pub fn validate_port(port: i64) -> Result<(), String> {
     if (1..=65535).contains(&port) {
         Ok(())

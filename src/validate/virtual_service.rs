@@ -8,8 +8,9 @@ use crate::config::istio::virtual_service::{
     VirtualService,
 };
 
+use crate::model::host;
 use super::common::{
-    host_subset_of, hosts_overlap, is_dns1123_label, is_ip, validate_export_to, validate_gateway_names,
+    is_dns1123_label, is_ip, validate_export_to, validate_gateway_names,
     validate_header_value, validate_ip_subnet, validate_labels, validate_port, validate_subset_name,
     validate_wildcard_domain, Diags,
 };
@@ -66,7 +67,7 @@ pub fn validate(namespace: &str, vs: &VirtualService, out: &mut Diags) {
     if all_hosts_valid {
         for (i, a) in vs.hosts.iter().enumerate() {
             for b in &vs.hosts[i + 1..] {
-                if hosts_overlap(a, b) {
+                if host::overlap(a, b) {
                     out.error(format!("spec.hosts[{i}]"), format!("duplicate hosts in virtual service: {a} & {b}"));
                 }
             }
@@ -135,7 +136,7 @@ fn validate_tls_match(at: &str, m: &TlsMatchAttributes, vs: &VirtualService, app
             }
             continue;
         }
-        if !vs.hosts.iter().any(|h| host_subset_of(sni, h)) {
+        if !vs.hosts.iter().any(|h| host::matches(h, sni)) {
             out.error(
                 field,
                 format!("SNI host {sni:?} is not a compatible subset of any of the virtual service hosts: [{}]", vs.hosts.join(", ")),

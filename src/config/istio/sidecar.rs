@@ -6,6 +6,7 @@ use super::common::{Port, WorkloadSelector};
 use super::destination_rule::ConnectionPoolSettings;
 use super::gateway::ServerTls;
 use super::virtual_service::Destination;
+use crate::model::host;
 use crate::model::mesh::OutboundTrafficMode;
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
@@ -192,21 +193,9 @@ impl EgressHost {
         let pattern = match &self.host {
             HostPattern::Any => return true,
             HostPattern::Exact(h) => h.as_str(),
-            HostPattern::Suffix(s) => return wildcards_overlap(&format!("*{s}"), vs_host),
+            HostPattern::Suffix(s) => return host::overlap(&format!("*{s}"), vs_host),
         };
-        wildcards_overlap(pattern, vs_host)
-    }
-}
-
-/// istiod's bidirectional `host.Name.Matches`.
-fn wildcards_overlap(a: &str, b: &str) -> bool {
-    match (a.strip_prefix('*'), b.strip_prefix('*')) {
-        (Some(sa), Some(sb)) => {
-            if sa.len() < sb.len() { sb.ends_with(sa) } else { sa.ends_with(sb) }
-        }
-        (Some(sa), None) => b.ends_with(sa),
-        (None, Some(sb)) => a.ends_with(sb),
-        (None, None) => a == b,
+        host::overlap(pattern, vs_host)
     }
 }
 

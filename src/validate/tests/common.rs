@@ -22,9 +22,6 @@ fn hosts_with_wildcards() {
     assert!(validate_fqdn("*.example.com").is_err());
     assert!(validate_partial_wildcard("*x").is_err());
     assert!(validate_partial_wildcard("*.x").is_ok() && validate_partial_wildcard("*").is_ok());
-    assert!(hosts_overlap("*.foo.com", "a.foo.com") && hosts_overlap("*.com", "*.foo.com"));
-    assert!(!hosts_overlap("a.foo.com", "b.foo.com"));
-    assert!(host_subset_of("a.foo.com", "*.foo.com") && !host_subset_of("*.foo.com", "a.foo.com"));
 }
 
 #[test]
