@@ -11,6 +11,7 @@ pub mod connection;
 mod delta;
 mod gate;
 mod held;
+mod requests;
 pub mod resource;
 pub mod server;
 pub mod service;

@@ -1,22 +1,22 @@
 //! `envoy.service.discovery.v3.AggregatedDiscoveryService` by hand. The generated server in
-//! envoy-types hardcodes the prost codec and tonic's encoder keeps a per-stream buffer; this
-//! one decodes requests with tonic's `Streaming` and writes each response as one exact-size
-//! frame ([`GrpcBody`]) that copies each resource's shared bytes onto the wire.
+//! envoy-types hardcodes the prost codec, and tonic's encoder and decoder keep per-stream
+//! buffers as large as the largest message; this one decodes requests with [`Requests`] and
+//! writes each response as one exact-size frame ([`GrpcBody`]) that copies each resource's
+//! shared bytes onto the wire.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use tokio::sync::watch;
 use tonic::codegen::{Body, BoxFuture, Context, Poll, Service, StdError, http};
-use tonic::codec::BufferSettings;
 use tonic::server::NamedService;
 use tonic::transport::server::TcpConnectInfo;
-use tonic::{Status, Streaming};
-use tonic_prost::ProstDecoder;
+use tonic::Status;
 
 use super::SnapshotRx;
 use super::body::GrpcBody;
 use super::codec::WireResponse;
+use super::requests::Requests;
 use super::connection::Connections;
 use super::delta::Delta;
 use super::sotw::Sotw;
@@ -62,7 +62,7 @@ impl NamedService for AdsService {
 
 impl<B> Service<http::Request<B>> for AdsService
 where
-    B: Body + Send + 'static,
+    B: Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
@@ -83,18 +83,18 @@ where
     }
 }
 
-/// Starts the stream task for protocol `P`: requests decode through tonic's `Streaming`,
+/// Starts the stream task for protocol `P`: requests decode through [`Requests`],
 /// responses go out through [`GrpcBody`], one exact-size frame each.
 fn respond<P, B>(shared: &Shared, req: http::Request<B>) -> http::Response<tonic::body::Body>
 where
     P: Protocol,
     P::Request: prost::Message + Default,
     P::Response: WireResponse,
-    B: Body + Send + 'static,
+    B: Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
 {
     let peer = req.extensions().get::<TcpConnectInfo>().and_then(TcpConnectInfo::remote_addr);
-    let requests = Streaming::new_request(ProstDecoder::<P::Request>::new(BufferSettings::default()), req.into_body(), None, None);
+    let requests = Requests::<_, P::Request>::new(Box::pin(req.into_body()));
     let responses = stream::start::<P, _>(shared, peer, requests);
     let mut response = http::Response::new(tonic::body::Body::new(GrpcBody::new(responses)));
     response
