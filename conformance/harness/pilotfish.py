@@ -65,14 +65,20 @@ def bootstrap(
 
 
 class Pilotfish:
-    """`pilotfish serve` on a free loopback port, serving `config_dir`."""
+    """`pilotfish serve` on a free port of `host` (loopback unless pods must reach it)."""
 
     def __init__(
-        self, config_dir: Path, work_dir: Path, debounce: str = "100ms", port: int | None = None
+        self,
+        config_dir: Path,
+        work_dir: Path,
+        debounce: str = "100ms",
+        port: int | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.config_dir = config_dir
-        self.port = port or free_port()
-        self.address = f"127.0.0.1:{self.port}"
+        self.host = host
+        self.port = port or free_port(host)
+        self.address = f"{host}:{self.port}"
         log_level = os.environ.get("PILOTFISH_LOG", "info")
         self.process = ManagedProcess(
             "pilotfish",
@@ -92,7 +98,7 @@ class Pilotfish:
 
     def wait_serving(self, timeout: float = 15.0) -> None:
         ok = wait_until(
-            lambda: not self.process.running() or accepts_connections("127.0.0.1", self.port),
+            lambda: not self.process.running() or accepts_connections(self.host, self.port),
             timeout,
         )
         if not self.process.running():

@@ -1,0 +1,145 @@
+"""Plays a mesh scenario's steps against a started `Mesh`; the first failing step raises."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Mapping
+from urllib.parse import quote
+
+from harness.client import Response
+from harness.net import wait_until
+from harness.pilotfish import HarnessError
+
+from .expect import describe, distribution_problems, outcome_problems, problems
+from .mesh import Mesh
+from .scenario import ApplyStep, AppStep, ProxyStep, RequestStep, Scenario, SleepStep, Step
+
+MIRROR_SETTLE = 3.0
+"""How long `app_requests` waits for requests that arrive after the response (mirrors)."""
+
+
+class StepFailed(AssertionError):
+    pass
+
+
+class Runner:
+    def __init__(self, scenario: Scenario, mesh: Mesh) -> None:
+        self.scenario = scenario
+        self.mesh = mesh
+
+    def run(self) -> None:
+        for step in self.scenario.steps:
+            self.run_step(step)
+
+    def run_step(self, step: Step) -> None:
+        if isinstance(step, RequestStep):
+            self._request(step)
+        elif isinstance(step, ApplyStep):
+            self.mesh.apply(step.source, delete=step.delete)
+        elif isinstance(step, AppStep):
+            app = self.mesh.pods[step.pod].app
+            if app is None:
+                raise StepFailed(f"{step.name}: pod {step.pod} runs no app")
+            app.configure(step.change)
+        elif isinstance(step, ProxyStep):
+            self._proxy(step)
+        elif isinstance(step, SleepStep):
+            time.sleep(step.seconds)
+        else:
+            raise TypeError(f"unknown step {step!r}")
+
+    # --- requests --------------------------------------------------------------------------
+
+    def _counts(self, pods: Mapping[str, int]) -> dict[str, int]:
+        out = {}
+        for name in pods:
+            app = self.mesh.pods[name].app
+            if app is None:
+                raise StepFailed(f"app_requests: pod {name} runs no app")
+            out[name] = len(app.received())
+        return out
+
+    def _check(self, step: RequestStep, responses: list[Response], before: Mapping[str, int]) -> list[str]:
+        found: list[str] = []
+        for i, r in enumerate(responses):
+            for p in problems(step.expect, r):
+                found.append(f"response {i + 1}/{len(responses)}: {p}")
+        if step.outcomes:
+            found += outcome_problems(step.outcomes, responses)
+        if step.distribution:
+            found += distribution_problems(step.distribution, responses)
+        if step.app_requests:
+            def delta() -> dict[str, int]:
+                now = self._counts(step.app_requests)
+                return {k: now[k] - before[k] for k in now}
+            # Counts only grow: wait while some are short, not when one is already over.
+            wait_until(lambda: all(n >= step.app_requests[k] for k, n in delta().items()), MIRROR_SETTLE)
+            got = delta()
+            found += [f"app {k} received {got[k]} requests during the step, want {v}"
+                      for k, v in step.app_requests.items() if got[k] != v]
+        return found
+
+    def _request(self, step: RequestStep) -> None:
+        deadline = time.monotonic() + (step.retry_until or 0)
+        attempts = 0
+        while True:
+            attempts += 1
+            before = self._counts(step.app_requests)
+            responses = self.mesh.send_many(step.request, step.repeat, step.concurrency)
+            found = self._check(step, responses, before)
+            if not found:
+                return
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.25)
+        shown = "\n  ".join(found[:12]) + (f"\n  … {len(found) - 12} more" if len(found) > 12 else "")
+        samples = "\n".join(f"[{i + 1}] {describe(r)}" for i, r in enumerate(responses[:3]))
+        raise StepFailed(
+            f"{step.name}: {step.request.method} {step.request.url} headers={dict(step.request.headers)} "
+            f"x{step.repeat} (concurrency {step.concurrency}), {attempts} attempt(s):\n  {shown}\n"
+            f"first responses:\n{samples}"
+        )
+
+    # --- proxy state -----------------------------------------------------------------------
+
+    def _proxy_problems(self, step: ProxyStep) -> list[str]:
+        sidecar = self.mesh.pods[step.pod].sidecar
+        if sidecar is None:
+            return [f"pod {step.pod} has no sidecar"]
+        found: list[str] = []
+        try:
+            if step.clusters_present or step.clusters_absent:
+                clusters = sidecar.cluster_names()
+                found += [f"cluster {c} missing" for c in step.clusters_present if c not in clusters]
+                found += [f"cluster {c} present" for c in step.clusters_absent if c in clusters]
+            if step.listeners_present or step.listeners_absent:
+                listeners = sidecar.listener_names()
+                found += [f"listener {x} missing" for x in step.listeners_present if x not in listeners]
+                found += [f"listener {x} present" for x in step.listeners_absent if x in listeners]
+            if step.routes_contain:
+                routes = json.dumps(sidecar.config_dump("dynamic_route_configs"), separators=(",", ":"))
+                found += [f"no route config holds {t}" for t in step.routes_contain if t not in routes]
+            for name, least in step.stats_at_least.items():
+                value = sidecar.stats(_exact(name)).get(name, 0)
+                if value < least:
+                    found.append(f"stat {name} = {value}, want >= {least}")
+        except HarnessError as e:
+            found.append(str(e))
+        return found
+
+    def _proxy(self, step: ProxyStep) -> None:
+        deadline = time.monotonic() + step.retry_until
+        while (found := self._proxy_problems(step)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if found:
+            sidecar = self.mesh.pods[step.pod].sidecar
+            held = sorted(sidecar.cluster_names()) if sidecar else []
+            raise StepFailed(f"{step.name}: envoy-{step.pod}: " + "; ".join(found)
+                             + f"\n  clusters it holds: {held}")
+
+
+def _exact(stat: str) -> str:
+    """A /stats filter matching exactly `stat`, URL-encoded (cluster names hold `|`)."""
+    return quote("^" + re.escape(stat) + "$", safe="")
