@@ -76,3 +76,29 @@ def test_mesh_virtual_service_routes_by_header(make_stack) -> None:
     for _ in range(5):
         assert _backend(stack, port, "ratings", {"end-user": "jason"})[:2] == (200, "ratingsv2")
         assert _backend(stack, port, "ratings")[:2] == (200, "ratingsv1")
+
+
+def test_a_sidecar_egress_listener_binds_its_own_port(make_stack) -> None:
+    """A Sidecar egress listener with a port, without capture: bound to 127.0.0.1 (istiod's
+    default for captureMode NONE) with only its hosts, in place of the catch-all's wildcard
+    listener, which could not bind beside it."""
+    stack, sidecar, port = _stack(make_stack)
+    sidecar_yaml = stack.work_dir / "sidecar.yaml"
+    sidecar_yaml.write_text(
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\n"
+        "metadata: {name: productpage, namespace: default}\n"
+        "spec:\n  workloadSelector: {labels: {app: productpage}}\n"
+        "  egress:\n  - port: {number: {{port.svc}}, protocol: HTTP, name: http}\n"
+        "    hosts: [./details.default.svc.cluster.local]\n"
+    )
+    stack.write_config(sidecar_yaml)
+    route = f"127.0.0.1_{port}"
+    assert wait_until(lambda: route in sidecar.route_config_names(), 20.0), sidecar.route_config_names()
+    def active() -> set[str]:
+        return set(sidecar.admin_get("/listeners")[1].split())
+
+    # The wildcard listener is gone from the active ones (it drains), the new one serves.
+    assert wait_until(lambda: f"127.0.0.1_{port}::127.0.0.1:{port}" in active(), 20.0), active()
+    assert not any(line.startswith(f"0.0.0.0_{port}::") for line in active()), active()
+    for _ in range(5):
+        assert _backend(stack, port, "details")[:2] == (200, "details")

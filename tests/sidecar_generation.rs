@@ -638,3 +638,41 @@ spec:
     assert_eq!(consistency::check(&other), Vec::<String>::new());
     assert_eq!(consistency::check(&mine), Vec::<String>::new());
 }
+
+#[test]
+fn sidecar_egress_listeners_with_a_port_are_their_own() {
+    let egress = r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: default}
+spec:
+  egress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    hosts: [./ratings.default.svc.cluster.local]
+  - port: {number: 27017, protocol: TCP, name: tcp}
+    bind: 127.0.0.2
+    hosts: [./mongodb.default.svc.cluster.local]
+  - hosts: ["./*"]
+"#;
+    let w = world_with(egress, MeshConfig::default());
+    let mut p = reviews_proxy();
+    p.metadata.interception_mode = "NONE".into();
+    let r = resources(&w, &p);
+    let listeners = names(&r, TypeUrl::Listener);
+    // Without capture the HTTP one binds 127.0.0.1 and routes only ratings; it replaces the
+    // catch-all's 0.0.0.0_9080, which could not bind beside it.
+    assert!(listeners.contains(&"127.0.0.1_9080".to_string()) && !listeners.contains(&"0.0.0.0_9080".to_string()), "{listeners:?}");
+    assert_eq!(listener(&r, "127.0.0.1_9080").bind_to_port.map(|b| b.value), Some(true));
+    let rc = route_config(&r, "127.0.0.1_9080");
+    let hosts: Vec<&str> = rc.virtual_hosts.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(hosts, ["ratings.default.svc.cluster.local:9080", "allow_any"]);
+    assert_eq!(names(&r, TypeUrl::RouteConfiguration), ["127.0.0.1_9080"]);
+    assert_eq!(tcp_proxy_clusters(&listener(&r, "127.0.0.2_27017")), ["outbound|27017||mongodb.default.svc.cluster.local"]);
+    assert_eq!(consistency::check(&r), Vec::<String>::new());
+
+    // Captured, the HTTP one is 0.0.0.0_9080 again, unbound, with route config "9080".
+    let r = resources(&w, &reviews_proxy());
+    assert_eq!(listener(&r, "0.0.0.0_9080").bind_to_port.map(|b| b.value), Some(false));
+    let hosts: Vec<String> = route_config(&r, "9080").virtual_hosts.iter().map(|v| v.name.clone()).collect();
+    assert_eq!(hosts, ["ratings.default.svc.cluster.local:9080", "allow_any"]);
+}

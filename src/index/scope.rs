@@ -10,9 +10,10 @@ use std::collections::BTreeSet;
 use super::services::{selects, Labels};
 use super::visibility::ExportTo;
 use super::{Index, Service, Typed};
-use crate::config::istio::sidecar::EgressHost;
+use crate::config::istio::sidecar::{CaptureMode, EgressHost, EgressListener};
 use crate::config::istio::{DestinationRule, Sidecar, VirtualService};
 use crate::model::host;
+use crate::model::Protocol;
 use crate::model::mesh::OutboundTrafficMode;
 use crate::store::Entry;
 
@@ -84,9 +85,27 @@ pub struct Scope {
     /// routes it).
     pub virtual_services: Vec<Arc<MeshVirtualService>>,
     pub outbound_traffic_policy: OutboundTrafficMode,
+    /// The services the catch-all outbound listeners serve: all of `services`, unless the
+    /// Sidecar has egress listeners with ports and no catch-all one.
+    pub outbound_services: Vec<Arc<Service>>,
+    /// The Sidecar's egress listeners with a `port`, each with its own services.
+    pub egress_ports: Vec<EgressPort>,
     /// Visible services whose DestinationRule for this proxy is not the one the shared
     /// clusters were built with (a rule in the proxy's namespace, or one not exported to it).
     pub destination_rules: Vec<(Arc<Service>, Option<Typed<DestinationRule>>)>,
+}
+
+/// A Sidecar egress listener with a `port`: a listener of its own for the services its hosts
+/// import (in hostname order) that have that port.
+#[derive(Debug)]
+pub struct EgressPort {
+    pub port: u16,
+    pub protocol: Protocol,
+    /// `bind`, empty when unset.
+    pub bind: String,
+    /// `captureMode: NONE`: the app connects to the listener itself.
+    pub uncaptured: bool,
+    pub services: Vec<Arc<Service>>,
 }
 
 impl Scope {
@@ -148,6 +167,39 @@ impl Scope {
                 (!same).then(|| (s.clone(), mine.cloned()))
             })
             .collect();
+        let egress_listeners = sidecar.map(|s| s.spec().egress.as_slice()).unwrap_or_default();
+        let imported = |l: &EgressListener| -> Vec<Arc<Service>> {
+            let hosts = l.egress_hosts(namespace);
+            services.iter().filter(|s| hosts.iter().any(|h| h.matches(&s.namespace, &s.hostname))).cloned().collect()
+        };
+        let egress_ports: Vec<EgressPort> = egress_listeners
+            .iter()
+            .filter_map(|l| {
+                let port = l.port.as_ref()?;
+                let number = u16::try_from(port.number).ok()?;
+                let services = imported(l).into_iter().filter(|s| s.port(number).is_some()).collect();
+                Some(EgressPort {
+                    port: number,
+                    protocol: Protocol::parse(&port.protocol),
+                    bind: l.bind.clone(),
+                    uncaptured: l.capture_mode == CaptureMode::None,
+                    services,
+                })
+            })
+            .collect();
+        let outbound_services = if egress_ports.is_empty() {
+            services.clone()
+        } else {
+            // The catch-all listener's hosts, and what its VirtualServices route to.
+            egress_listeners
+                .iter()
+                .find(|l| l.port.is_none())
+                .map(|l| {
+                    let own = imported(l);
+                    services.iter().filter(|s| own.iter().any(|o| Arc::ptr_eq(o, s)) || routed.contains(&s.hostname)).cloned().collect()
+                })
+                .unwrap_or_default()
+        };
         let id = if services.len() == index.services.len() && destination_rules.is_empty() {
             ScopeId::Everything
         } else {
@@ -155,7 +207,7 @@ impl Scope {
         };
         let mesh_policy = index.mesh.outbound_traffic_policy;
         let outbound_traffic_policy = sidecar.map_or(mesh_policy, |s| s.spec().outbound_mode(mesh_policy));
-        Scope { id, services, virtual_services, outbound_traffic_policy, destination_rules }
+        Scope { id, services, outbound_services, egress_ports, virtual_services, outbound_traffic_policy, destination_rules }
     }
 
     pub fn sees(&self, hostname: &str) -> bool {

@@ -34,7 +34,7 @@ pub fn build(index: &Index, proxy: &Proxy, scope: &Scope, out: &mut SidecarConfi
     let bind = Interception::of(proxy) == Interception::None;
     let mut http: BTreeMap<u16, Vec<&Service>> = BTreeMap::new();
     let mut tcp: Vec<(&Service, u16)> = Vec::new();
-    for service in &scope.services {
+    for service in &scope.outbound_services {
         for port in &service.ports {
             if port.port == VIRTUAL_OUTBOUND_PORT || port.port == super::inbound::VIRTUAL_INBOUND_PORT {
                 tracing::warn!(host = %service.hostname, port = port.port, "service port collides with the sidecar's capture port; skipped");
@@ -47,12 +47,7 @@ pub fn build(index: &Index, proxy: &Proxy, scope: &Scope, out: &mut SidecarConfi
     }
 
     for (&port, services) in &http {
-        let routes = port_route_config(index, proxy, port, services, scope);
-        let listener_name = names::listener(WILDCARD, u32::from(port));
-        let hcm = http_connection_manager(format!("outbound_{WILDCARD}_{port}"), Routes::Rds(routes.name.clone()));
-        let listener = listener(&listener_name, WILDCARD, port, vec![chain(vec![hcm])], bind);
-        out.routes.insert(routes.name.clone(), Arc::new(routes));
-        out.listeners.insert(listener_name.clone(), Arc::new(Resource::encode(listener_name, &listener)));
+        http_listener(index, proxy, scope, WILDCARD, port, services, bind, out);
     }
 
     for (service, port) in tcp {
@@ -72,12 +67,54 @@ pub fn build(index: &Index, proxy: &Proxy, scope: &Scope, out: &mut SidecarConfi
         out.listeners.insert(listener_name.clone(), Arc::new(Resource::encode(listener_name, &listener)));
     }
 
+    // A Sidecar's egress listeners with a port replace what the catch-all built on their
+    // address and port. Without capture (the proxy's or the listener's) they are bound, by
+    // default to 127.0.0.1, as istiod binds them.
+    for ep in &scope.egress_ports {
+        // Two listeners on one port, one of them on the wildcard address, cannot both bind.
+        let wildcard = names::listener(WILDCARD, u32::from(ep.port));
+        if out.listeners.remove(&wildcard).is_some() {
+            out.routes.remove(&names::sidecar_http_routes(ep.port));
+        }
+        let uncaptured = bind || ep.uncaptured;
+        let address = if !ep.bind.is_empty() { ep.bind.as_str() } else if uncaptured { "127.0.0.1" } else { WILDCARD };
+        if ep.protocol.is_http() {
+            let services: Vec<&Service> = ep.services.iter().map(|s| &**s).collect();
+            http_listener(index, proxy, scope, address, ep.port, &services, uncaptured, out);
+        } else {
+            let Some(first) = ep.services.first() else { continue };
+            if ep.services.len() > 1 {
+                tracing::warn!(port = ep.port, to = %first.hostname, "a TCP egress listener imports more than one service; the first is served");
+            }
+            let listener_name = names::listener(address, u32::from(ep.port));
+            let l4 = l4::chains(index, proxy, scope, first, ep.port);
+            let mut l = listener(&listener_name, address, ep.port, l4.chains, uncaptured);
+            if l4.by_sni {
+                l.listener_filters.push(tls_inspector());
+            }
+            out.listeners.insert(listener_name.clone(), Arc::new(Resource::encode(listener_name, &l)));
+        }
+    }
+
     if bind {
         // Without capture nothing reaches 15001.
         return;
     }
     let virtual_outbound = virtual_outbound(scope.outbound_traffic_policy);
     out.listeners.insert(names::VIRTUAL_OUTBOUND.into(), Arc::new(Resource::encode(names::VIRTUAL_OUTBOUND, &virtual_outbound)));
+}
+
+/// An HTTP listener `<address>_<port>` with its route config: `"<port>"` on the wildcard
+/// address, as istiod names it, else `"<address>_<port>"`.
+#[allow(clippy::too_many_arguments)]
+fn http_listener(index: &Index, proxy: &Proxy, scope: &Scope, address: &str, port: u16, services: &[&Service], bind: bool, out: &mut SidecarConfig) {
+    let route_name = if address == WILDCARD { names::sidecar_http_routes(port) } else { names::listener(address, u32::from(port)) };
+    let routes = port_route_config(&route_name, index, proxy, port, services, scope);
+    let listener_name = names::listener(address, u32::from(port));
+    let hcm = http_connection_manager(format!("outbound_{address}_{port}"), Routes::Rds(route_name));
+    let listener = listener(&listener_name, address, port, vec![chain(vec![hcm])], bind);
+    out.routes.insert(routes.name.clone(), Arc::new(routes));
+    out.listeners.insert(listener_name.clone(), Arc::new(Resource::encode(listener_name, &listener)));
 }
 
 /// Reads the SNI of a TLS client hello, for chains selected by `server_names`.

@@ -19,9 +19,10 @@ use crate::index::{Index, Service};
 use crate::model::Proxy;
 use crate::xds::Resource;
 
-/// The route config `"<port>"` for the HTTP services on `port` (in hostname order), ending
-/// with the `allow_any` catch-all.
+/// The route config `name` (istiod's `"<port>"`) for the HTTP services on `port` (in hostname
+/// order), ending with the `allow_any` or `block_all` catch-all.
 pub fn port_route_config(
+    name: &str,
     index: &Index,
     proxy: &Proxy,
     port: u16,
@@ -74,7 +75,7 @@ pub fn port_route_config(
         require_tls: 0,
     });
     let options = RouteConfigOptions { validate_clusters: false, max_direct_response_body_size_bytes: 1024 * 1024 };
-    route_config::encode(&names::sidecar_http_routes(port), &virtual_hosts, &options)
+    route_config::encode(name, &virtual_hosts, &options)
 }
 
 /// istiod's `generateVirtualHostDomains`: the FQDN, the short forms a client in the proxy's
