@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import Behaviour, Stack, assert_no_rejected_updates  # noqa: E402
+from harness import Behaviour, Stack, rejection_problems  # noqa: E402
 
 _STACKS = pytest.StashKey[list[Stack]]()
 
@@ -46,12 +46,7 @@ def make_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeS
     problems: list[str] = []
     for stack in stacks:
         try:
-            for envoy in stack.envoys:
-                if envoy.process.running():
-                    try:
-                        assert_no_rejected_updates(envoy)
-                    except AssertionError as e:
-                        problems.append(str(e))
+            problems += rejection_problems(stack.envoys)
         finally:
             stack.close()
     if problems:

@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Mapping
 
 import pytest
 
-from harness.envoy import assert_no_rejected_updates
+from harness.envoy import rejection_problems
 from harness import pilotfish as pilotfish_mod
 from harness.template import placeholders, render
 from mesh import Mesh, Runner, discover, failure_report, load
@@ -43,12 +43,7 @@ def make_mesh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeMe
     problems: list[str] = []
     try:
         for mesh in meshes:
-            for sidecar in mesh.sidecars:
-                if sidecar.process.running():
-                    try:
-                        assert_no_rejected_updates(sidecar)
-                    except AssertionError as e:
-                        problems.append(str(e))
+            problems += rejection_problems(mesh.sidecars)
             if problems:
                 for title, text in failure_report(mesh):
                     request.node.add_report_section("teardown", title, text)

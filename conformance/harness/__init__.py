@@ -6,11 +6,13 @@
 
 from .backend import Backend, Behaviour
 from .client import Request, Response, send
-from .envoy import Envoy, assert_no_rejected_updates
+from .envoy import Envoy, assert_no_rejected_updates, rejection_problems
 from .pilotfish import HarnessError, Pilotfish
-from .runner import Runner, StepFailed
-from .scenario import Scenario, ScenarioError, discover, load
+from .runner import Runner
+from .scenario import Scenario, discover, load
 from .stack import Stack
+from .steps import StepFailed
+from .strict import ScenarioError
 
 __all__ = [
     "Backend",
@@ -28,5 +30,6 @@ __all__ = [
     "assert_no_rejected_updates",
     "discover",
     "load",
+    "rejection_problems",
     "send",
 ]

@@ -9,7 +9,7 @@ import shutil
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from .net import free_port, wait_until
 from .pilotfish import HarnessError
@@ -170,6 +170,19 @@ class Envoy:
         ]
         return lines[-limit:]
 
+    def report_log_lines(self) -> list[str]:
+        """Its log for a failure report: without the startup banner and debug noise, but with
+        every xDS accept/reject line (those are logged at debug)."""
+        lines = self.process.log_text().splitlines()
+        for i, line in enumerate(lines):
+            if "starting main dispatch loop" in line:
+                lines = lines[i + 1:]
+                break
+        return [
+            line for line in lines
+            if ("][debug][" not in line and "][trace][" not in line) or "gRPC config for" in line
+        ]
+
 
 def new_admin_port() -> int:
     return free_port()
@@ -183,3 +196,16 @@ def assert_no_rejected_updates(envoy: Envoy) -> None:
         raise AssertionError(
             f"{envoy.name} rejected xDS updates: {rejected}\n--- its log ---\n{details}"
         )
+
+
+def rejection_problems(envoys: Iterable[Envoy]) -> list[str]:
+    """`assert_no_rejected_updates` for every running Envoy, collected: a test's teardown names
+    every proxy that rejected config, not just the first. (A stopped one has no admin API.)"""
+    problems: list[str] = []
+    for envoy in envoys:
+        if envoy.process.running():
+            try:
+                assert_no_rejected_updates(envoy)
+            except AssertionError as e:
+                problems.append(str(e))
+    return problems

@@ -27,23 +27,17 @@ from .scenario import (
     WaitLogStep,
 )
 from .stack import Stack
+from .steps import StepFailed, StepRunner, attempt_until
 from .template import render
 
 
-class StepFailed(AssertionError):
-    pass
-
-
-class Runner:
+class Runner(StepRunner[Step]):
     def __init__(self, scenario: Scenario, stack: Stack) -> None:
+        super().__init__(scenario.steps)
         self.scenario = scenario
         self.stack = stack
         # Log offsets at the last config change: `wait_log` looks only at what came after.
         self._log_marks = {"pilotfish": 0, "envoy": 0}
-
-    def run(self) -> None:
-        for step in self.scenario.steps:
-            self.run_step(step)
 
     def run_step(self, step: Step) -> None:
         if isinstance(step, RequestStep):
@@ -89,16 +83,11 @@ class Runner:
 
     def _request(self, step: RequestStep) -> None:
         step = dataclasses.replace(step, request=self._render(step.request))
-        deadline = time.monotonic() + (step.retry_until or 0)
-        attempts = 0
-        while True:
-            attempts += 1
-            responses, problems = self._attempt(step)
-            if not problems:
-                return
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(0.1)
+        responses, problems, attempts = attempt_until(
+            lambda: self._attempt(step), step.retry_until, pause=0.1
+        )
+        if not problems:
+            return
         sample = "\n".join(f"  - {r.describe()}" for r in responses[:3])
         listed = "\n".join(f"  * {p}" for p in problems[:12])
         more = f"\n  … and {len(problems) - 12} more" if len(problems) > 12 else ""

@@ -21,11 +21,8 @@ from .backend import Behaviour
 from .client import Request
 from .durations import seconds
 from .pilotfish import GATEWAY_LABELS
+from .strict import ScenarioError, keys, str_list, str_map
 from .template import placeholders
-
-
-class ScenarioError(ValueError):
-    pass
 
 
 class _Unset:
@@ -152,34 +149,6 @@ class Scenario:
 # --- parsing ---------------------------------------------------------------------------------
 
 
-def _keys(where: str, value: Any, allowed: set[str], required: set[str] = frozenset()) -> dict:
-    if not isinstance(value, dict):
-        raise ScenarioError(f"{where}: expected a mapping, got {value!r}")
-    unknown = set(value) - allowed
-    if unknown:
-        raise ScenarioError(f"{where}: unknown keys {sorted(unknown)} (allowed: {sorted(allowed)})")
-    missing = required - set(value)
-    if missing:
-        raise ScenarioError(f"{where}: missing keys {sorted(missing)}")
-    return value
-
-
-def _str_map(where: str, value: Any) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ScenarioError(f"{where}: expected a mapping of strings, got {value!r}")
-    return {str(k): str(v) for k, v in value.items()}
-
-
-def _str_list(where: str, value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        raise ScenarioError(f"{where}: expected a list of strings, got {value!r}")
-    return tuple(str(v) for v in value)
-
-
 def _duration(where: str, value: Any) -> float:
     try:
         return seconds(value)
@@ -188,7 +157,7 @@ def _duration(where: str, value: Any) -> float:
 
 
 def _behaviour(where: str, raw: Any) -> Behaviour:
-    raw = _keys(where, raw or {}, {"status", "delay", "fail_next", "fail_status"})
+    raw = keys(where, raw or {}, {"status", "delay", "fail_next", "fail_status"})
     return Behaviour(
         status=int(raw.get("status", 200)),
         delay=_duration(f"{where}.delay", raw.get("delay", 0)),
@@ -198,12 +167,12 @@ def _behaviour(where: str, raw: Any) -> Behaviour:
 
 
 def _request(where: str, raw: Any) -> Request:
-    raw = _keys(where, raw, {"method", "path", "host", "headers", "body", "port"})
+    raw = keys(where, raw, {"method", "path", "host", "headers", "body", "port"})
     return Request(
         method=str(raw.get("method", "GET")),
         path=str(raw.get("path", "/")),
         host=None if raw.get("host") is None else str(raw["host"]),
-        headers=_str_map(f"{where}.headers", raw.get("headers")),
+        headers=str_map(f"{where}.headers", raw.get("headers")),
         body=None if raw.get("body") is None else str(raw["body"]),
         port=None if raw.get("port") is None else str(raw["port"]),
     )
@@ -218,7 +187,7 @@ _EXPECT_KEYS = {
 
 
 def _expect(where: str, raw: Any, backends: Mapping[str, Behaviour]) -> Expect:
-    raw = _keys(where, raw or {}, _EXPECT_KEYS)
+    raw = keys(where, raw or {}, _EXPECT_KEYS)
 
     def known(name: str, key: str) -> str:
         if name not in backends:
@@ -239,16 +208,16 @@ def _expect(where: str, raw: Any, backends: Mapping[str, Behaviour]) -> Expect:
         backend_path=raw.get("backend_path"),
         backend_host=raw.get("backend_host"),
         backend_method=raw.get("backend_method"),
-        backend_headers=_str_map(f"{where}.backend_headers", raw.get("backend_headers")),
-        backend_headers_present=_str_list(
+        backend_headers=str_map(f"{where}.backend_headers", raw.get("backend_headers")),
+        backend_headers_present=str_list(
             f"{where}.backend_headers_present", raw.get("backend_headers_present")
         ),
-        backend_headers_absent=_str_list(
+        backend_headers_absent=str_list(
             f"{where}.backend_headers_absent", raw.get("backend_headers_absent")
         ),
-        headers=_str_map(f"{where}.headers", raw.get("headers")),
-        headers_present=_str_list(f"{where}.headers_present", raw.get("headers_present")),
-        headers_absent=_str_list(f"{where}.headers_absent", raw.get("headers_absent")),
+        headers=str_map(f"{where}.headers", raw.get("headers")),
+        headers_present=str_list(f"{where}.headers_present", raw.get("headers_present")),
+        headers_absent=str_list(f"{where}.headers_absent", raw.get("headers_absent")),
         body_contains=raw.get("body_contains"),
         latency_at_least=None
         if raw.get("latency_at_least") is None
@@ -268,7 +237,7 @@ def _expect(where: str, raw: Any, backends: Mapping[str, Behaviour]) -> Expect:
 
 
 def _replace(where: str, raw: Any, scenario_dir: Path) -> ReplaceStep:
-    raw = _keys(where, raw, {"file", "with"}, {"file", "with"})
+    raw = keys(where, raw, {"file", "with"}, {"file", "with"})
     source = scenario_dir / str(raw["with"])
     if not source.is_file():
         raise ScenarioError(f"{where}.with: {source} does not exist")
@@ -287,7 +256,7 @@ def _step(where: str, raw: Any, backends: Mapping[str, Behaviour], scenario_dir:
     kind = kinds.pop()
     name = f"{where} ({raw['name']})" if raw.get("name") else where
     if kind == "request":
-        _keys(where, raw, {"name", "request", "expect", "repeat", "retry_until"})
+        keys(where, raw, {"name", "request", "expect", "repeat", "retry_until"})
         repeat = int(raw.get("repeat", 1))
         expect = _expect(f"{where}.expect", raw.get("expect"), backends)
         if expect.distribution and repeat < 10:
@@ -302,8 +271,8 @@ def _step(where: str, raw: Any, backends: Mapping[str, Behaviour], scenario_dir:
             else _duration(f"{where}.retry_until", raw["retry_until"]),
         )
     if kind == "backend":
-        _keys(where, raw, {"name", "backend"})
-        b = _keys(f"{where}.backend", raw["backend"], {"name", "status", "delay", "fail_next", "fail_status"}, {"name"})
+        keys(where, raw, {"name", "backend"})
+        b = keys(f"{where}.backend", raw["backend"], {"name", "status", "delay", "fail_next", "fail_status"}, {"name"})
         if b["name"] not in backends:
             raise ScenarioError(f"{where}.backend.name: {b['name']!r} is not a declared backend")
         return BackendStep(
@@ -315,16 +284,16 @@ def _step(where: str, raw: Any, backends: Mapping[str, Behaviour], scenario_dir:
             fail_status=b.get("fail_status"),
         )
     if kind == "replace":
-        _keys(where, raw, {"name", "replace"})
+        keys(where, raw, {"name", "replace"})
         step = _replace(f"{where}.replace", raw["replace"], scenario_dir)
         return ReplaceStep(name=name, file=step.file, source=step.source)
     if kind == "remove":
-        _keys(where, raw, {"name", "remove"})
-        r = _keys(f"{where}.remove", raw["remove"], {"file"}, {"file"})
+        keys(where, raw, {"name", "remove"})
+        r = keys(f"{where}.remove", raw["remove"], {"file"}, {"file"})
         return RemoveStep(name=name, file=str(r["file"]))
     if kind == "wait_log":
-        _keys(where, raw, {"name", "wait_log"})
-        w = _keys(f"{where}.wait_log", raw["wait_log"], {"source", "contains", "timeout"}, {"source", "contains"})
+        keys(where, raw, {"name", "wait_log"})
+        w = keys(f"{where}.wait_log", raw["wait_log"], {"source", "contains", "timeout"}, {"source", "contains"})
         if w["source"] not in ("pilotfish", "envoy"):
             raise ScenarioError(f"{where}.wait_log.source: {w['source']!r} is not pilotfish or envoy")
         contains = w["contains"]
@@ -335,10 +304,10 @@ def _step(where: str, raw: Any, backends: Mapping[str, Behaviour], scenario_dir:
             timeout=_duration(f"{where}.wait_log.timeout", w.get("timeout", "5s")),
         )
     if kind == "sleep":
-        _keys(where, raw, {"name", "sleep"})
+        keys(where, raw, {"name", "sleep"})
         return SleepStep(name=name, seconds=_duration(f"{where}.sleep", raw["sleep"]))
-    _keys(where, raw, {"name", "switch"})
-    s = _keys(
+    keys(where, raw, {"name", "switch"})
+    s = keys(
         f"{where}.switch",
         raw["switch"],
         {"request", "replace", "from", "to", "within", "max_failed", "settle"},
@@ -365,8 +334,8 @@ def load(scenario_dir: Path) -> Scenario:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ScenarioError(f"{path}: not YAML: {e}") from None
-    raw = _keys(str(path), raw, {"description", "gateway", "backends", "steps", "ready_timeout"}, {"steps"})
-    gateway = _keys(f"{path}: gateway", raw.get("gateway") or {}, {"labels"})
+    raw = keys(str(path), raw, {"description", "gateway", "backends", "steps", "ready_timeout"}, {"steps"})
+    gateway = keys(f"{path}: gateway", raw.get("gateway") or {}, {"labels"})
     backends_raw = raw.get("backends") or {}
     if not isinstance(backends_raw, dict):
         raise ScenarioError(f"{path}: backends: expected a mapping of name to behaviour")
@@ -396,7 +365,7 @@ def load(scenario_dir: Path) -> Scenario:
         name=scenario_dir.name,
         dir=scenario_dir,
         description=str(raw.get("description", "")),
-        gateway_labels=_str_map(f"{path}: gateway.labels", gateway.get("labels")) or dict(GATEWAY_LABELS),
+        gateway_labels=str_map(f"{path}: gateway.labels", gateway.get("labels")) or dict(GATEWAY_LABELS),
         backends=backends,
         steps=steps,
         ready_timeout=_duration(f"{path}: ready_timeout", raw.get("ready_timeout", "20s")),

@@ -168,7 +168,7 @@ class Stack:
             sections.append(
                 (f"{envoy.name} log since startup: info and up, plus xDS accept/reject "
                  f"({envoy.process.describe()})",
-                 "\n".join(_envoy_report_lines(envoy.process.log_text())[-log_lines:]))
+                 "\n".join(envoy.report_log_lines()[-log_lines:]))
             )
             if envoy.process.running():
                 _, body = envoy.admin_get("/config_dump?resource=dynamic_route_configs")
@@ -192,15 +192,3 @@ class Stack:
         )[:6000]))
         return sections
 
-
-def _envoy_report_lines(log: str) -> list[str]:
-    """Envoy's log without the startup banner and debug noise, keeping xDS accept/reject lines."""
-    lines = log.splitlines()
-    for i, line in enumerate(lines):
-        if "starting main dispatch loop" in line:
-            lines = lines[i + 1:]
-            break
-    return [
-        line for line in lines
-        if ("][debug][" not in line and "][trace][" not in line) or "gRPC config for" in line
-    ]

@@ -13,8 +13,7 @@ from typing import Any, Iterable, Mapping
 
 from harness.client import Response
 from harness.durations import seconds
-
-from .util import ScenarioError, keys, str_list, str_map
+from harness.strict import ScenarioError, keys, str_list, str_map
 
 UNSET: Any = object()
 

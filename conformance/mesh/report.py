@@ -9,16 +9,6 @@ from .mesh import Mesh
 from .netns import sh
 
 
-def _envoy_lines(log: str) -> list[str]:
-    """Envoy's log after startup, info and up, plus each xDS accept/reject line."""
-    lines = log.splitlines()
-    for i, line in enumerate(lines):
-        if "starting main dispatch loop" in line:
-            lines = lines[i + 1:]
-            break
-    return [x for x in lines if ("][debug][" not in x and "][trace][" not in x) or "gRPC config for" in x]
-
-
 def _held(mesh: Mesh, pod: str) -> str:
     """Names of the listeners, clusters and route configs one sidecar holds."""
     sidecar = mesh.pods[pod].sidecar
@@ -46,7 +36,7 @@ def failure_report(mesh: Mesh, log_lines: int = 60) -> list[tuple[str, str]]:
         if pod.sidecar:
             s = pod.sidecar
             sections.append((f"{s.name} log ({s.process.describe()})",
-                             "\n".join(_envoy_lines(s.process.log_text())[-log_lines:])))
+                             "\n".join(s.report_log_lines()[-log_lines:])))
             sections.append((f"{s.name} holds", _held(mesh, name)))
         if pod.app:
             a = pod.app

@@ -11,6 +11,7 @@ from urllib.parse import quote
 from harness.client import Response
 from harness.net import wait_until
 from harness.pilotfish import HarnessError
+from harness.steps import StepFailed, StepRunner, attempt_until
 
 from .expect import describe, distribution_problems, outcome_problems, problems
 from .mesh import Mesh
@@ -20,18 +21,11 @@ MIRROR_SETTLE = 3.0
 """How long `app_requests` waits for requests that arrive after the response (mirrors)."""
 
 
-class StepFailed(AssertionError):
-    pass
-
-
-class Runner:
+class Runner(StepRunner[Step]):
     def __init__(self, scenario: Scenario, mesh: Mesh) -> None:
+        super().__init__(scenario.steps)
         self.scenario = scenario
         self.mesh = mesh
-
-    def run(self) -> None:
-        for step in self.scenario.steps:
-            self.run_step(step)
 
     def run_step(self, step: Step) -> None:
         if isinstance(step, RequestStep):
@@ -81,19 +75,15 @@ class Runner:
                       for k, v in step.app_requests.items() if got[k] != v]
         return found
 
+    def _attempt(self, step: RequestStep) -> tuple[list[Response], list[str]]:
+        before = self._counts(step.app_requests)
+        responses = self.mesh.send_many(step.request, step.repeat, step.concurrency)
+        return responses, self._check(step, responses, before)
+
     def _request(self, step: RequestStep) -> None:
-        deadline = time.monotonic() + (step.retry_until or 0)
-        attempts = 0
-        while True:
-            attempts += 1
-            before = self._counts(step.app_requests)
-            responses = self.mesh.send_many(step.request, step.repeat, step.concurrency)
-            found = self._check(step, responses, before)
-            if not found:
-                return
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(0.25)
+        responses, found, attempts = attempt_until(lambda: self._attempt(step), step.retry_until, pause=0.25)
+        if not found:
+            return
         shown = "\n  ".join(found[:12]) + (f"\n  … {len(found) - 12} more" if len(found) > 12 else "")
         samples = "\n".join(f"[{i + 1}] {describe(r)}" for i, r in enumerate(responses[:3]))
         raise StepFailed(

@@ -17,9 +17,9 @@ from typing import Any, Mapping, Union
 import yaml
 
 from harness.durations import seconds
+from harness.strict import ScenarioError, keys, str_list, str_map
 
 from .expect import Distribution, Expect, Outcome, parse_distribution, parse_expect, parse_outcome
-from .util import ScenarioError, keys, str_list, str_map
 
 SCENARIOS_ROOT = Path(__file__).resolve().parents[1] / "mesh_scenarios"
 PLATFORMS = SCENARIOS_ROOT / "_platforms"

@@ -1,4 +1,8 @@
-"""Strict parsing helpers for scenario files: unknown keys and wrong shapes are errors."""
+"""Strict parsing helpers for scenario files, shared by the gateway and mesh suites.
+
+A scenario that misspells a key must fail loudly instead of silently testing less, so unknown
+keys and wrong shapes are errors whose message names the file, step and key (`where`).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ class ScenarioError(ValueError):
 
 
 def keys(where: str, value: Any, allowed: set[str], required: set[str] = frozenset()) -> dict:
+    """`value` itself, once it is a mapping with only `allowed` keys and every `required` one."""
     if not isinstance(value, dict):
         raise ScenarioError(f"{where}: expected a mapping, got {value!r}")
     unknown = set(value) - allowed
@@ -22,6 +27,7 @@ def keys(where: str, value: Any, allowed: set[str], required: set[str] = frozens
 
 
 def str_map(where: str, value: Any) -> dict[str, str]:
+    """A mapping with keys and values as strings; absent (None) is empty."""
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -30,6 +36,7 @@ def str_map(where: str, value: Any) -> dict[str, str]:
 
 
 def str_list(where: str, value: Any) -> tuple[str, ...]:
+    """A list of strings, as a tuple (steps are frozen); absent (None) is empty."""
     if value is None:
         return ()
     if not isinstance(value, list):
