@@ -1,17 +1,33 @@
-//! ADS load: N simulated gateway proxies against the real `pilotfish` binary in its own
-//! process. Measures the time until every proxy has ACKed CDS, EDS, LDS and RDS, the server's
-//! memory and CPU for it, and how long a one-file route or endpoint change takes to reach the
-//! last proxy, checking that only the changed type (and, for EDS, the one changed assignment)
-//! is sent.
+//! ADS load: N simulated proxies against the real `pilotfish` binary in its own process.
+//! Measures the time until every proxy has ACKed CDS, EDS, LDS and RDS, the server's memory and
+//! CPU for it, and how long a one-file route or endpoint change takes to reach the last proxy
+//! it concerns, checking that only the changed type (and, for EDS, the one changed assignment)
+//! is sent, and only to the proxies that see the changed service.
+//!
+//! Gateways (default): M ServiceEntries behind one ingress Gateway ([`fixture`]). Sidecars
+//! (`--proxy sidecar`): M Kubernetes Services over K namespaces, each with its Deployment's
+//! Pods, one simulated sidecar per Pod ([`mesh`]); `--scoped` adds a Sidecar per namespace
+//! (egress `./*`, `istio-system/*`), `--scoped-root` one mesh-wide default in istio-system.
+//! `--shared-labels` is an experiment: every sidecar of a namespace reports the same labels,
+//! which shows what generating outbound config per namespace rather than per Deployment gives.
 //!
 //! ```text
 //! cargo bench --bench xds_load -- [--clients N] [--services M] [--mode sotw|delta] [--changes K] [--timeout SECS]
+//!     [--proxy gateway|sidecar] [--namespaces K] [--scoped | --scoped-root] [--shared-labels]
+//!     [--pause SECS]
 //! ```
+//!
+//! `--pause` waits after the server has loaded its config (and printed its pid) before the
+//! first client connects, so a profiler can attach to the server, e.g. `heaptrack -p PID`.
 
 #[path = "xds_load/client.rs"]
 mod client;
 #[path = "xds_load/fixture.rs"]
 mod fixture;
+#[path = "xds_load/mesh.rs"]
+mod mesh;
+#[path = "xds_load/report.rs"]
+mod report;
 #[path = "xds_load/server.rs"]
 mod server;
 #[path = "xds_load/wire.rs"]
@@ -21,16 +37,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use serde_json::json;
 
-use client::{CDS, ClientStats, EDS, LDS, Mode, Progress, RDS, TYPES};
+use client::{CDS, ClientStats, EDS, Mode, Progress, RDS, TYPES};
+use envoy_types::pb::envoy::config::core::v3::Node;
 use fixture::{Fixture, Pending};
-use server::{Memory, Server};
+use mesh::{Mesh, Scoping};
+use report::Report;
+use server::Server;
 
 /// Longer than the server's debounce (100 ms), so each change is the first after a quiet
 /// period and goes out at once; also how long we watch for stray responses after one.
 const QUIET: Duration = Duration::from_millis(300);
 const POLL: Duration = Duration::from_millis(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProxyKind {
+    Gateway,
+    Sidecar,
+}
 
 struct Args {
     clients: usize,
@@ -38,10 +62,30 @@ struct Args {
     mode: Mode,
     changes: usize,
     timeout: Duration,
+    proxy: ProxyKind,
+    namespaces: usize,
+    scoping: Scoping,
+    shared_labels: bool,
+    /// Seconds between the server being ready and the first connect: time to attach a
+    /// profiler (`heaptrack -p PID`, `perf record -p PID`) to the server.
+    pause: Duration,
 }
 
+const USAGE: &str = "usage: xds_load [--clients N] [--services M] [--mode sotw|delta] [--changes K] [--timeout SECS] [--proxy gateway|sidecar] [--namespaces K] [--scoped | --scoped-root] [--shared-labels] [--pause SECS]";
+
 fn parse_args() -> Result<Args> {
-    let mut args = Args { clients: 1000, services: 1000, mode: Mode::Sotw, changes: 5, timeout: Duration::from_secs(120) };
+    let mut args = Args {
+        clients: 1000,
+        services: 1000,
+        mode: Mode::Sotw,
+        changes: 5,
+        timeout: Duration::from_secs(120),
+        proxy: ProxyKind::Gateway,
+        namespaces: 10,
+        scoping: Scoping::None,
+        shared_labels: false,
+        pause: Duration::ZERO,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = || it.next().with_context(|| format!("{arg} needs a value"));
@@ -57,15 +101,28 @@ fn parse_args() -> Result<Args> {
                     other => bail!("--mode {other}: expected sotw or delta"),
                 }
             }
+            "--proxy" => {
+                args.proxy = match value()?.as_str() {
+                    "gateway" => ProxyKind::Gateway,
+                    "sidecar" => ProxyKind::Sidecar,
+                    other => bail!("--proxy {other}: expected gateway or sidecar"),
+                }
+            }
+            "--namespaces" => args.namespaces = value()?.parse()?,
+            "--scoped" => args.scoping = Scoping::Namespace,
+            "--scoped-root" => args.scoping = Scoping::Root,
+            "--shared-labels" => args.shared_labels = true,
+            "--pause" => args.pause = Duration::from_secs(value()?.parse()?),
             // cargo bench passes --bench to every harness = false target.
             "--bench" => {}
-            other => bail!(
-                "unknown argument {other}; usage: xds_load [--clients N] [--services M] [--mode sotw|delta] [--changes K] [--timeout SECS]"
-            ),
+            other => bail!("unknown argument {other}; {USAGE}"),
         }
     }
-    if args.clients == 0 || args.services == 0 {
-        bail!("--clients and --services must be positive");
+    if args.clients == 0 || args.services == 0 || args.namespaces == 0 {
+        bail!("--clients, --services and --namespaces must be positive");
+    }
+    if args.proxy == ProxyKind::Gateway && (args.scoping != Scoping::None || args.shared_labels) {
+        bail!("--scoped, --scoped-root and --shared-labels apply to --proxy sidecar");
     }
     Ok(args)
 }
@@ -76,14 +133,62 @@ fn main() -> Result<()> {
     runtime.block_on(run(args))
 }
 
+/// The config served and the proxies driven at it.
+enum Workload {
+    Gateways(Fixture),
+    Sidecars(Mesh),
+}
+
+impl Workload {
+    fn node(&self, client: usize) -> Node {
+        match self {
+            Workload::Gateways(_) => fixture::gateway_node(client),
+            Workload::Sidecars(mesh) => mesh.node(client),
+        }
+    }
+
+    /// Change `k` of the routes, and which clients it concerns.
+    fn route_change(&self, k: usize, clients: usize) -> Result<(Pending, String, Vec<bool>)> {
+        match self {
+            Workload::Gateways(f) => Ok((f.route_change(k)?, "ingress".into(), vec![true; clients])),
+            Workload::Sidecars(mesh) => {
+                let (pending, service) = mesh.route_change(k)?;
+                let target = format!("svc-{service}.ns-{}", mesh.namespace_of(service));
+                Ok((pending, target, (0..clients).map(|c| mesh.sees(c, service)).collect()))
+            }
+        }
+    }
+
+    /// Change `k` of one service's endpoints, and which clients it concerns.
+    fn endpoint_change(&self, k: usize, services: usize, clients: usize) -> Result<(Pending, String, Vec<bool>)> {
+        let service = (k * 37) % services;
+        match self {
+            Workload::Gateways(f) => Ok((f.endpoint_change(service, k)?, fixture::host(service), vec![true; clients])),
+            Workload::Sidecars(mesh) => {
+                let target = format!("svc-{service}.ns-{}", mesh.namespace_of(service));
+                Ok((mesh.endpoint_change(service, k)?, target, (0..clients).map(|c| mesh.sees(c, service)).collect()))
+            }
+        }
+    }
+}
+
 /// One file change and what followed it.
 struct Change {
     kind: &'static str,
+    /// The changed object's service, and how many clients see it (so should hear of it).
+    target: String,
+    expected_clients: usize,
+    /// Expected clients that received the changed type; other clients that received anything.
+    reached: usize,
+    stray_clients: usize,
+    stray_responses: [u64; 4],
+    /// Server CPU from the rename until the quiet period after the last ACK.
+    server_cpu: f64,
     /// From the rename to the last proxy's ACK of the new version, and to the median one's.
     last: Duration,
     median: Duration,
-    /// Responses and resources received in all, per type, from the rename until a quiet
-    /// period after the last ACK.
+    /// Responses and resources the expected clients received, per type, from the rename until
+    /// a quiet period after the last ACK.
     responses: [u64; 4],
     resources: [u64; 4],
     /// Per proxy, of the changed type: fewest and most responses, and resources.
@@ -94,12 +199,15 @@ struct Change {
 }
 
 impl Change {
-    /// Only the changed type was sent, one response per proxy, carrying `resources` each.
-    fn expected(&self, ty: usize, resources: Option<u64>) -> bool {
+    /// Only the changed type was sent, one response per concerned proxy, carrying `resources`
+    /// each, and nothing to the others. `one_version`: every concerned proxy subscribes to the
+    /// same names, so they must all agree on the new version.
+    fn expected(&self, ty: usize, resources: Option<u64>, one_version: bool) -> bool {
         let others_silent = (0..4).filter(|t| *t != ty).all(|t| self.responses[t] == 0);
         let one_each = self.per_client_responses == (1, 1);
         let sized = resources.is_none_or(|r| self.per_client_resources == (r, r));
-        others_silent && one_each && sized && self.versions == 1
+        let versions = !one_version || self.versions == 1;
+        others_silent && one_each && sized && versions && self.stray_clients == 0
     }
 }
 
@@ -107,23 +215,31 @@ async fn run(args: Args) -> Result<()> {
     let n = args.clients;
     let fd_limit = server::raise_fd_limit(n as u64 + 256)?;
     let dir = tempfile::Builder::new().prefix("xds-load-").tempdir()?;
-    let fixture = Fixture::write(dir.path(), args.services)?;
+    let workload = match args.proxy {
+        ProxyKind::Gateway => Workload::Gateways(Fixture::write(dir.path(), args.services)?),
+        ProxyKind::Sidecar => {
+            Workload::Sidecars(Mesh::write(dir.path(), args.services, args.namespaces, n, args.scoping, args.shared_labels)?)
+        }
+    };
     let spawned = Instant::now();
     let mut srv = Server::spawn(dir.path(), args.timeout)?;
     let load_time = spawned.elapsed();
     let pid = srv.pid();
     let proc_pid = pid.to_string();
-    tokio::time::sleep(QUIET).await;
+    eprintln!(
+        "xds_load: {n} {:?} {:?} clients, {} services, {:?} scoping, server pid {pid} on {}",
+        args.mode, args.proxy, args.services, args.scoping, srv.addr
+    );
+    tokio::time::sleep(QUIET + args.pause).await;
     let baseline = server::memory(&proc_pid)?;
     let (server_cpu0, own_cpu0) = (server::cpu_seconds(pid)?, server::own_cpu_seconds());
-    eprintln!("xds_load: {n} {:?} clients, {} services, server pid {pid} on {}", args.mode, args.services, srv.addr);
 
     let stats: Vec<Arc<ClientStats>> = (0..n).map(|_| Arc::default()).collect();
     let start = Instant::now();
     let tasks: Vec<_> = stats
         .iter()
         .enumerate()
-        .map(|(i, s)| tokio::spawn(client::run(i, srv.addr, args.mode, Arc::clone(s))))
+        .map(|(i, s)| tokio::spawn(client::run(i, srv.addr, args.mode, workload.node(i), Arc::clone(s))))
         .collect();
     wait_for(&stats, &mut srv, args.timeout, "connect-all", |_, p| p.converged_at.is_some()).await?;
     let converged = sorted(stats.iter().filter_map(|s| s.progress().converged_at.map(|t| t - start)));
@@ -145,15 +261,16 @@ async fn run(args: Args) -> Result<()> {
     // A converged fleet should hear nothing more.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = diff_totals(&at_connect, &stats.iter().map(|s| s.counts()).collect::<Vec<_>>());
+    let steady = server::memory(&proc_pid)?;
 
     let mut changes = Vec::new();
     for k in 1..=args.changes {
         tokio::time::sleep(QUIET).await;
-        let route = fixture.route_change(k)?;
-        changes.push(measure(&stats, &mut srv, args.timeout, "route", RDS, route).await?);
+        let (route, target, expect) = workload.route_change(k, n)?;
+        changes.push(measure(&stats, &mut srv, args.timeout, ("route", RDS), route, target, &expect).await?);
         tokio::time::sleep(QUIET).await;
-        let endpoint = fixture.endpoint_change((k * 37) % args.services, k)?;
-        changes.push(measure(&stats, &mut srv, args.timeout, "endpoint", EDS, endpoint).await?);
+        let (endpoint, target, expect) = workload.endpoint_change(k, args.services, n)?;
+        changes.push(measure(&stats, &mut srv, args.timeout, ("endpoint", EDS), endpoint, target, &expect).await?);
     }
     let at_end = server::memory(&proc_pid)?;
     srv.check_alive()?;
@@ -161,7 +278,7 @@ async fn run(args: Args) -> Result<()> {
         task.abort();
     }
 
-    let report = Report { args: &args, fd_limit, load_time, baseline, after_connect, at_end, connect_all, converged, server_cpu, own_cpu, at_connect, wanted, clusters, retries, idle, changes, log: srv.log() };
+    let report = Report { args: &args, fd_limit, load_time, baseline, after_connect, steady, at_end, connect_all, converged, server_cpu, own_cpu, at_connect, wanted, clusters, retries, idle, changes, log: srv.log() };
     report.print();
     drop(srv);
     Ok(())
@@ -233,43 +350,68 @@ async fn measure(
     stats: &[Arc<ClientStats>],
     srv: &mut Server,
     timeout: Duration,
-    kind: &'static str,
-    ty: usize,
+    (kind, ty): (&'static str, usize),
     change: Pending,
+    target: String,
+    expect: &[bool],
 ) -> Result<Change> {
     let before: Vec<([[u64; 4]; 2], Option<String>)> = stats
         .iter()
         .map(|s| (s.counts(), s.progress().acked[ty].as_ref().map(|a| a.version.clone())))
         .collect();
+    let cpu0 = server::cpu_seconds(srv.pid())?;
     let t0 = Instant::now();
     change.commit()?;
-    let label = format!("{kind} change");
-    wait_for(stats, srv, timeout, &label, |i, p| p.acked[ty].as_ref().map(|a| &a.version) != before[i].1.as_ref())
-        .await?;
+    let label = format!("{kind} change of {target}");
+    wait_for(stats, srv, timeout, &label, |i, p| {
+        !expect[i] || p.acked[ty].as_ref().map(|a| &a.version) != before[i].1.as_ref()
+    })
+    .await?;
     tokio::time::sleep(QUIET).await;
+    let server_cpu = server::cpu_seconds(srv.pid())? - cpu0;
     let mut acks = Vec::new();
     let mut versions = std::collections::BTreeSet::new();
-    let (mut responses, mut resources) = ([0u64; 4], [0u64; 4]);
+    let (mut responses, mut resources, mut stray_responses) = ([0u64; 4], [0u64; 4], [0u64; 4]);
     let (mut per_responses, mut per_resources) = ((u64::MAX, 0), (u64::MAX, 0));
-    for (s, (counts, _)) in stats.iter().zip(&before) {
+    let (mut reached, mut stray_clients) = (0, 0);
+    for ((s, (counts, _)), &expected) in stats.iter().zip(&before).zip(expect) {
+        let now = s.counts();
+        if !expected {
+            let heard: Vec<u64> = (0..4).map(|t| now[0][t] - counts[0][t]).collect();
+            if heard.iter().any(|&r| r > 0) {
+                stray_clients += 1;
+            }
+            for t in 0..4 {
+                stray_responses[t] += heard[t];
+            }
+            continue;
+        }
         let p = s.progress();
         let ack = p.acked[ty].as_ref().context("ACK vanished")?;
         acks.push(ack.at.saturating_duration_since(t0));
         versions.insert(ack.version.clone());
-        let now = s.counts();
         for t in 0..4 {
             responses[t] += now[0][t] - counts[0][t];
             resources[t] += now[1][t] - counts[1][t];
         }
         let (r, x) = (now[0][ty] - counts[0][ty], now[1][ty] - counts[1][ty]);
+        if r > 0 {
+            reached += 1;
+        }
         per_responses = (per_responses.0.min(r), per_responses.1.max(r));
         per_resources = (per_resources.0.min(x), per_resources.1.max(x));
     }
     let acks = sorted(acks);
     Ok(Change {
         kind,
+        target,
+        expected_clients: acks.len(),
+        reached,
+        stray_clients,
+        stray_responses,
+        server_cpu,
         last: acks.last().copied().unwrap_or_default(),
-        median: acks[acks.len() / 2],
+        median: acks.get(acks.len() / 2).copied().unwrap_or_default(),
         responses,
         resources,
         per_client_responses: per_responses,
@@ -284,10 +426,6 @@ fn sorted(items: impl IntoIterator<Item = Duration>) -> Vec<Duration> {
     v
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted.get(((sorted.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or_default()
-}
-
 fn diff_totals(before: &[[[u64; 4]; 2]], after: &[[[u64; 4]; 2]]) -> [u64; 4] {
     let mut out = [0; 4];
     for (b, a) in before.iter().zip(after) {
@@ -298,126 +436,3 @@ fn diff_totals(before: &[[[u64; 4]; 2]], after: &[[[u64; 4]; 2]]) -> [u64; 4] {
     out
 }
 
-struct Report<'a> {
-    args: &'a Args,
-    fd_limit: u64,
-    load_time: Duration,
-    baseline: Memory,
-    after_connect: Memory,
-    at_end: Memory,
-    connect_all: Duration,
-    converged: Vec<Duration>,
-    server_cpu: f64,
-    own_cpu: f64,
-    at_connect: Vec<[[u64; 4]; 2]>,
-    wanted: Vec<(usize, usize)>,
-    clusters: u64,
-    retries: u64,
-    idle: [u64; 4],
-    changes: Vec<Change>,
-    log: Vec<String>,
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
-}
-
-fn mib(kib: u64) -> String {
-    format!("{:.1} MiB", kib as f64 / 1024.0)
-}
-
-impl Report<'_> {
-    fn kind(&self, kind: &str) -> Vec<&Change> {
-        self.changes.iter().filter(|c| c.kind == kind).collect()
-    }
-
-    /// Median and worst of the last-proxy latencies of one kind of change.
-    fn latency(&self, kind: &str) -> (Duration, Duration) {
-        let lasts = sorted(self.kind(kind).iter().map(|c| c.last));
-        (lasts.get(lasts.len() / 2).copied().unwrap_or_default(), lasts.last().copied().unwrap_or_default())
-    }
-
-    fn print(&self) {
-        let a = self.args;
-        let n = a.clients as u64;
-        let range = |t: usize| {
-            let v = self.at_connect.iter().map(|c| c[0][t]);
-            (v.clone().min().unwrap_or(0), v.max().unwrap_or(0))
-        };
-        let per_client: Vec<String> = (0..4)
-            .map(|t| match range(t) {
-                (lo, hi) if lo == hi => format!("{lo}"),
-                (lo, hi) => format!("{lo}–{hi}"),
-            })
-            .collect();
-        let eds_wanted = self.wanted.iter().map(|w| w.0).min().unwrap_or(0);
-        let rds_wanted = self.wanted.iter().map(|w| w.1).min().unwrap_or(0);
-        let route_ok = self.kind("route").iter().all(|c| c.expected(RDS, None));
-        let eds_ok = self.kind("endpoint").iter().all(|c| c.expected(EDS, Some(1)));
-        let (route_median, route_max) = self.latency("route");
-        let (eds_median, eds_max) = self.latency("endpoint");
-        let per_conn = self.after_connect.rss_kib.saturating_sub(self.baseline.rss_kib) as f64 / n as f64;
-        let mode = format!("{:?}", a.mode).to_lowercase();
-        let warnings = self.log.iter().filter(|l| !l.contains("config loaded")).count();
-
-        println!("\n### xds_load: {mode}, {} clients, {} services\n", a.clients, a.services);
-        println!("| metric | value |\n|---|---|");
-        let row = |k: &str, v: String| println!("| {k} | {v} |");
-        row("resources per client (CDS / EDS names / LDS / RDS names)", format!("{} / {eds_wanted} / {} / {rds_wanted}", self.clusters, self.at_connect[0][1][LDS]));
-        row("config load (spawn → ready)", ms(self.load_time));
-        row("**connect-all** (start → last client ACKed all 4 types)", ms(self.connect_all));
-        row("per-client convergence p50 / p99", format!("{} / {}", ms(percentile(&self.converged, 0.5)), ms(percentile(&self.converged, 0.99))));
-        row("server CPU during connect-all (utime+stime)", format!("{:.2} s ({:.2} cores avg)", self.server_cpu, self.server_cpu / self.connect_all.as_secs_f64()));
-        row("client (bench process) CPU during connect-all", format!("{:.2} s", self.own_cpu));
-        row("server VmRSS / VmHWM, baseline (config loaded, no client)", format!("{} / {}", mib(self.baseline.rss_kib), mib(self.baseline.hwm_kib)));
-        row("server VmRSS / VmHWM after connect-all", format!("{} / {}", mib(self.after_connect.rss_kib), mib(self.after_connect.hwm_kib)));
-        row("server RSS per connection ((after − baseline) / N)", format!("{per_conn:.1} KiB"));
-        row("server VmRSS / VmHWM at the end", format!("{} / {}", mib(self.at_end.rss_kib), mib(self.at_end.hwm_kib)));
-        row("connection attempts retried (failed before any response)", format!("{}", self.retries));
-        row("responses per client at connect-all (CDS/EDS/LDS/RDS)", per_client.join(" / "));
-        row("responses in 1 s idle after connect-all (CDS/EDS/LDS/RDS)", format!("{:?}", self.idle));
-        row(&format!("**route change** → last ACK, median / max of {}", self.kind("route").len()), format!("{} / {}", ms(route_median), ms(route_max)));
-        row("route change sent only RDS, 1 response per client, 1 version", if route_ok { "yes".into() } else { "**NO** (see below)".into() });
-        row(&format!("**endpoint change** → last ACK, median / max of {}", self.kind("endpoint").len()), format!("{} / {}", ms(eds_median), ms(eds_max)));
-        row("endpoint change sent only EDS, 1 response with 1 assignment per client", if eds_ok { "yes".into() } else { "**NO** (see below)".into() });
-        row("server log lines at warn or above", format!("{warnings}"));
-
-        println!("\n| change | last ACK | median ACK | responses CDS/EDS/LDS/RDS (all clients) | resources CDS/EDS/LDS/RDS (all clients) | resources of changed type per client | versions |\n|---|---|---|---|---|---|---|");
-        for c in &self.changes {
-            let per = c.per_client_resources;
-            println!(
-                "| {} | {} | {} | {:?} | {:?} | {}–{} | {} |",
-                c.kind, ms(c.last), ms(c.median), c.responses, c.resources, per.0, per.1, c.versions
-            );
-        }
-        for line in self.log.iter().filter(|l| !l.contains("config loaded")).take(20) {
-            println!("server: {line}");
-        }
-        let summary = json!({
-            "bench": "xds_load",
-            "mode": mode,
-            "clients": a.clients,
-            "services": a.services,
-            "fd_limit": self.fd_limit,
-            "clusters_per_client": self.clusters,
-            "eds_names_per_client": eds_wanted,
-            "config_load_ms": self.load_time.as_secs_f64() * 1e3,
-            "connect_all_ms": self.connect_all.as_secs_f64() * 1e3,
-            "converge_p50_ms": percentile(&self.converged, 0.5).as_secs_f64() * 1e3,
-            "converge_p99_ms": percentile(&self.converged, 0.99).as_secs_f64() * 1e3,
-            "server_cpu_s": self.server_cpu,
-            "client_cpu_s": self.own_cpu,
-            "baseline": self.baseline,
-            "after_connect": self.after_connect,
-            "at_end": self.at_end,
-            "idle_responses": self.idle,
-            "route_change_last_ack_ms": self.kind("route").iter().map(|c| c.last.as_secs_f64() * 1e3).collect::<Vec<_>>(),
-            "endpoint_change_last_ack_ms": self.kind("endpoint").iter().map(|c| c.last.as_secs_f64() * 1e3).collect::<Vec<_>>(),
-            "route_change_only_rds": route_ok,
-            "endpoint_change_only_one_eds": eds_ok,
-            "server_warnings": warnings,
-            "connect_retries": self.retries,
-        });
-        println!("\n{summary}");
-    }
-}

@@ -14,7 +14,7 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
-use envoy_types::pb::google::protobuf::{Any, Struct, Value, value::Kind};
+use envoy_types::pb::google::protobuf::Any;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::{Channel, Endpoint};
@@ -103,12 +103,12 @@ impl ClientStats {
 /// Runs one proxy until its stream ends; how it ended goes into `stats`. Like Envoy, a proxy
 /// whose connection fails before its first response tries again after a backoff (a burst of
 /// thousands of connects can overflow the server's listen backlog); each retry is counted.
-pub async fn run(index: usize, addr: SocketAddr, mode: Mode, stats: Arc<ClientStats>) {
+pub async fn run(index: usize, addr: SocketAddr, mode: Mode, node: Node, stats: Arc<ClientStats>) {
     let mut attempt = 0;
     let error = loop {
         let result = match mode {
-            Mode::Sotw => sotw(index, addr, &stats).await,
-            Mode::Delta => delta(index, addr, &stats).await,
+            Mode::Sotw => sotw(&node, addr, &stats).await,
+            Mode::Delta => delta(&node, addr, &stats).await,
         };
         let error = match result {
             Ok(()) => "stream ended by the server".to_string(),
@@ -127,24 +127,6 @@ pub async fn run(index: usize, addr: SocketAddr, mode: Mode, stats: Arc<ClientSt
 }
 
 const MAX_RETRIES: u64 = 5;
-
-fn node(i: usize) -> Node {
-    let string = |s: &str| Value { kind: Some(Kind::StringValue(s.to_string())) };
-    let labels = Struct { fields: [("istio".to_string(), string("ingressgateway"))].into() };
-    let metadata = Struct {
-        fields: [
-            ("LABELS".to_string(), Value { kind: Some(Kind::StructValue(labels)) }),
-            ("NAMESPACE".to_string(), string("istio-system")),
-        ]
-        .into(),
-    };
-    Node {
-        id: format!("router~10.0.{}.{}~gw-{i}.istio-system~istio-system.svc.cluster.local", i / 250, i % 250),
-        cluster: "istio-ingressgateway".into(),
-        metadata: Some(metadata),
-        ..Default::default()
-    }
-}
 
 /// Each client its own `Channel`, so its own TCP connection and HTTP/2 session.
 async fn connect(addr: SocketAddr) -> Result<AggregatedDiscoveryServiceClient<Channel>> {
@@ -188,7 +170,7 @@ struct SotwType {
     nonce: String,
 }
 
-async fn sotw(index: usize, addr: SocketAddr, stats: &ClientStats) -> Result<()> {
+async fn sotw(node: &Node, addr: SocketAddr, stats: &ClientStats) -> Result<()> {
     let mut client = connect(addr).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let request = |ty: usize, t: &SotwType| DiscoveryRequest {
@@ -199,7 +181,7 @@ async fn sotw(index: usize, addr: SocketAddr, stats: &ClientStats) -> Result<()>
         ..Default::default()
     };
     let mut types: [SotwType; 4] = Default::default();
-    tx.send(DiscoveryRequest { node: Some(node(index)), ..request(CDS, &types[CDS]) })?;
+    tx.send(DiscoveryRequest { node: Some(node.clone()), ..request(CDS, &types[CDS]) })?;
     tx.send(request(LDS, &types[LDS]))?;
     let mut responses = client.stream_aggregated_resources(UnboundedReceiverStream::new(rx)).await?.into_inner();
     let mut eds_held = BTreeSet::new();
@@ -244,12 +226,12 @@ struct DeltaType {
     held: BTreeMap<String, BTreeSet<String>>,
 }
 
-async fn delta(index: usize, addr: SocketAddr, stats: &ClientStats) -> Result<()> {
+async fn delta(node: &Node, addr: SocketAddr, stats: &ClientStats) -> Result<()> {
     let mut client = connect(addr).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let request = |ty: usize| DeltaDiscoveryRequest { type_url: URLS[ty].to_string(), ..Default::default() };
     // An initial request naming nothing is a wildcard subscription, as Envoy sends it.
-    tx.send(DeltaDiscoveryRequest { node: Some(node(index)), ..request(CDS) })?;
+    tx.send(DeltaDiscoveryRequest { node: Some(node.clone()), ..request(CDS) })?;
     tx.send(request(LDS))?;
     let mut responses = client.delta_aggregated_resources(UnboundedReceiverStream::new(rx)).await?.into_inner();
     let mut types: [DeltaType; 4] = Default::default();

@@ -1,11 +1,14 @@
-//! The config the benchmark serves: M ServiceEntries (one file each, so that editing one is
-//! cheap), one ingress Gateway and one VirtualService routing prefixes to some of them.
+//! The config the benchmark serves to gateways: M ServiceEntries (one file each, so that editing
+//! one is cheap), one ingress Gateway and one VirtualService routing prefixes to some of them;
+//! and the gateway proxies' identity.
 
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 
 /// How many services the VirtualService routes to.
 const MAX_ROUTES: usize = 100;
@@ -28,8 +31,8 @@ pub struct Fixture {
 /// A file written next to its destination under a hidden name (which pilotfish ignores),
 /// waiting to be renamed over it.
 pub struct Pending {
-    tmp: PathBuf,
-    dest: PathBuf,
+    pub tmp: PathBuf,
+    pub dest: PathBuf,
 }
 
 impl Pending {
@@ -74,7 +77,28 @@ impl Fixture {
     }
 }
 
-fn write(path: &Path, content: &str) -> Result<()> {
+/// Gateway proxy `i`: a replica of `istio-ingressgateway` in `istio-system`.
+pub fn gateway_node(i: usize) -> Node {
+    let labels = [("istio", "ingressgateway")];
+    node(
+        format!("router~10.0.{}.{}~gw-{i}.istio-system~istio-system.svc.cluster.local", i / 250, i % 250),
+        "istio-ingressgateway",
+        &labels,
+        &[("NAMESPACE", "istio-system")],
+    )
+}
+
+/// A node as istio-agent sends it: the id, `node.cluster`, `LABELS` and other string metadata.
+pub fn node(id: String, cluster: &str, labels: &[(&str, &str)], metadata: &[(&str, &str)]) -> Node {
+    let string = |s: &str| Value { kind: Some(Kind::StringValue(s.to_string())) };
+    let labels = Struct { fields: labels.iter().map(|(k, v)| (k.to_string(), string(v))).collect() };
+    let mut fields: std::collections::HashMap<String, Value> =
+        metadata.iter().map(|(k, v)| (k.to_string(), string(v))).collect();
+    fields.insert("LABELS".into(), Value { kind: Some(Kind::StructValue(labels)) });
+    Node { id, cluster: cluster.into(), metadata: Some(Struct { fields }), ..Default::default() }
+}
+
+pub fn write(path: &Path, content: &str) -> Result<()> {
     fs::write(path, content).with_context(|| format!("writing {}", path.display()))
 }
 

@@ -60,8 +60,8 @@ pub fn eds_service_name(mut buf: &[u8]) -> Result<Option<String>> {
     Ok(eds.then_some(if service_name.is_empty() { name } else { service_name }))
 }
 
-/// The RDS route config names a Listener's HTTP connection managers point at. There is one
-/// listener per proxy here, so it is decoded in full.
+/// The RDS route config names a Listener's HTTP connection managers point at. A proxy here
+/// has few listeners (a gateway one, a sidecar three or four), so each is decoded in full.
 pub fn rds_names(any: &Any) -> Result<Vec<String>> {
     let listener = Listener::decode(any.value.as_slice())?;
     let mut names = Vec::new();
