@@ -676,3 +676,40 @@ spec:
     let hosts: Vec<String> = route_config(&r, "9080").virtual_hosts.iter().map(|v| v.name.clone()).collect();
     assert_eq!(hosts, ["ratings.default.svc.cluster.local:9080", "allow_any"]);
 }
+
+#[test]
+fn proxies_share_a_generation_unless_source_labels_tell_them_apart() {
+    let context = world().context;
+    // The ratings VirtualService matches `sourceLabels: {app: productpage}`: only `app` counts.
+    let a = proxy("10.1.0.30", "x-1", &[("app", "reviews"), ("version", "v1"), ("pod-template-hash", "abc")]);
+    let b = proxy("10.1.0.31", "y-1", &[("app", "reviews"), ("version", "v9"), ("pod-template-hash", "def")]);
+    let c = proxy("10.1.0.32", "z-1", &[("app", "productpage")]);
+    let (ra, rb, rc) = (context.resources_for(&a), context.resources_for(&b), context.resources_for(&c));
+    assert!(Arc::ptr_eq(&ra, &rb));
+    assert!(!Arc::ptr_eq(&ra, &rc));
+    assert_ne!(route_config(&ra, "9080"), route_config(&rc, "9080"));
+}
+
+#[test]
+fn an_endpoint_change_keeps_listeners_and_routes_and_changes_endpoints() {
+    let snapshot = |platform: &str| {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("platform.yaml"), platform).unwrap();
+        std::fs::write(tmp.path().join("routing.yaml"), ROUTING).unwrap();
+        watch::read_once(tmp.path()).unwrap().0
+    };
+    let mesh = MeshConfig::default();
+    let first = pilotfish::push::build(&snapshot(PLATFORM), &mesh, None);
+    let p = reviews_proxy();
+    let before = first.resources_for(&p);
+    let moved = PLATFORM.replace("podIP: 10.1.0.6", "podIP: 10.1.0.16");
+    let second = pilotfish::push::build(&snapshot(&moved), &mesh, Some(&first));
+    let after = second.resources_for(&p);
+    for ty in [TypeUrl::Listener, TypeUrl::RouteConfiguration, TypeUrl::Cluster] {
+        assert!(Arc::ptr_eq(before.get(ty), after.get(ty)), "{ty:?} rebuilt");
+    }
+    assert!(!Arc::ptr_eq(before.get(TypeUrl::ClusterLoadAssignment), after.get(TypeUrl::ClusterLoadAssignment)));
+    // A routing change is built anew.
+    let third = pilotfish::push::build(&snapshot(&moved.replace("port: 27017}]}", "port: 27018}]}")), &mesh, Some(&second));
+    assert!(!Arc::ptr_eq(after.get(TypeUrl::Listener), third.resources_for(&p).get(TypeUrl::Listener)));
+}

@@ -35,6 +35,8 @@ pub struct PushContext {
     sidecars: Mutex<HashMap<sidecar::ProxyKey, Arc<OnceLock<Arc<ProxyResources>>>>>,
     /// Sidecar cluster maps by scope and the ports the workload serves.
     sidecar_clusters: Mutex<HashMap<(ScopeId, Vec<sidecar::InboundPort>), Arc<OnceLock<(Arc<ResourceMap>, Arc<ResourceMap>)>>>>,
+    /// See [`PushContext::routing_unchanged`].
+    routing_unchanged: OnceLock<bool>,
     /// The revision before this one, whose `Arc`s unchanged resources keep. Only one level is
     /// kept: creating a context takes its predecessor's own `previous` away.
     previous: Mutex<Option<Arc<PushContext>>>,
@@ -56,6 +58,7 @@ impl PushContext {
             by_class: Mutex::default(),
             sidecars: Mutex::default(),
             sidecar_clusters: Mutex::default(),
+            routing_unchanged: OnceLock::new(),
             previous: Mutex::new(previous),
         }
     }
@@ -118,19 +121,35 @@ impl PushContext {
         let cell = lock(&self.sidecars).entry(key.clone()).or_default().clone();
         cell.get_or_init(|| {
             let scope = Scope::of(&self.index, &proxy.namespace, &proxy.labels);
-            let built = sidecar::build(&self.index, proxy, &key, &scope);
             let before = self.previous().and_then(|p| lock(&p.sidecars).get(&key).and_then(|c| c.get().cloned()));
-            let before = |ty: TypeUrl| before.as_ref().map(|b| b.get(ty).clone());
             let mut r = self.with_shared();
             let (clusters, endpoints) = self.sidecar_clusters(&scope, &key.inbound);
             r.by_type[TypeUrl::Cluster.index()] = clusters;
             r.by_type[TypeUrl::ClusterLoadAssignment.index()] = endpoints;
-            r.by_type[TypeUrl::Listener.index()] = share_unchanged(built.listeners, before(TypeUrl::Listener).as_ref());
-            r.by_type[TypeUrl::RouteConfiguration.index()] =
-                share_unchanged(built.routes, before(TypeUrl::RouteConfiguration).as_ref());
+            match before.clone().filter(|_| self.routing_unchanged()) {
+                // Nothing listeners and routes are built from changed: keep the previous ones.
+                Some(b) => {
+                    for ty in [TypeUrl::Listener, TypeUrl::RouteConfiguration] {
+                        r.by_type[ty.index()] = b.get(ty).clone();
+                    }
+                }
+                None => {
+                    let built = sidecar::build(&self.index, proxy, &key, &scope);
+                    let before = |ty: TypeUrl| before.as_ref().map(|b| b.get(ty).clone());
+                    r.by_type[TypeUrl::Listener.index()] = share_unchanged(built.listeners, before(TypeUrl::Listener).as_ref());
+                    r.by_type[TypeUrl::RouteConfiguration.index()] =
+                        share_unchanged(built.routes, before(TypeUrl::RouteConfiguration).as_ref());
+                }
+            }
             Arc::new(r)
         })
         .clone()
+    }
+
+    /// Whether this revision's sidecar listeners and routes equal the previous one's for every
+    /// proxy key (an endpoint-only change), decided once per revision.
+    fn routing_unchanged(&self) -> bool {
+        *self.routing_unchanged.get_or_init(|| self.previous().is_some_and(|p| self.index.same_routing_inputs(&p.index)))
     }
 
     /// Clusters and endpoints for a sidecar: the shared ones the scope sees, those of services

@@ -3,6 +3,7 @@
 //! Building is pure and synchronous (a snapshot in, an immutable `Index` out), like istiod's
 //! PushContext; generators read it and never touch the store.
 
+mod changes;
 mod delegate;
 pub mod scope;
 pub mod services;
@@ -63,6 +64,9 @@ pub struct Index {
     pub virtual_services: Vec<Arc<Entry>>,
     /// The VirtualServices for sidecars, in namespace/name order.
     pub mesh_virtual_services: Vec<Arc<scope::MeshVirtualService>>,
+    /// Every label key a mesh VirtualService's `sourceLabels` names: the only labels sidecar
+    /// routes depend on.
+    pub source_label_keys: std::collections::BTreeSet<String>,
     /// Sidecar resources, in namespace/name order.
     pub sidecars: Vec<Typed<Sidecar>>,
     /// VirtualServices bound to each Gateway (`ns/name`), in namespace/name order.
@@ -117,9 +121,11 @@ impl Index {
             }
         }
 
+        let mesh_virtual_services = scope::mesh_virtual_services(mesh, &virtual_services);
         let index = Index {
             revision: snapshot.revision,
-            mesh_virtual_services: scope::mesh_virtual_services(mesh, &virtual_services),
+            source_label_keys: mesh_virtual_services.iter().flat_map(|vs| scope::source_label_keys(vs.spec())).cloned().collect(),
+            mesh_virtual_services,
             mesh: mesh.clone(),
             services,
             services_by_ip,

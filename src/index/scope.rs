@@ -233,6 +233,14 @@ pub fn sidecar_selector(s: &Typed<Sidecar>) -> Option<&Labels> {
     s.spec().workload_selector.as_ref().filter(|w| !w.labels.is_empty()).map(|w| &w.labels)
 }
 
+/// The label keys of every `sourceLabels` in a VirtualService's matches.
+pub fn source_label_keys(vs: &VirtualService) -> impl Iterator<Item = &String> {
+    let http = vs.http.iter().flat_map(|r| &r.matches).flat_map(|m| m.source_labels.keys());
+    let tcp = vs.tcp.iter().flat_map(|r| &r.matches).flat_map(|m| m.source_labels.keys());
+    let tls = vs.tls.iter().flat_map(|r| &r.matches).flat_map(|m| m.source_labels.keys());
+    http.chain(tcp).chain(tls)
+}
+
 /// Every destination host a VirtualService routes or mirrors to, as written.
 fn destination_hosts(vs: &VirtualService) -> impl Iterator<Item = &str> {
     let http = vs.http.iter().flat_map(|r| {

@@ -52,6 +52,11 @@ impl Interception {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ProxyKey {
     namespace: String,
+    /// The Sidecar that applies (`namespace/name`): all that its workload selectors read of
+    /// the labels.
+    sidecar: Option<String>,
+    /// Only the labels some mesh VirtualService's `sourceLabels` name: proxies that differ in
+    /// others (every Deployment's `app`, `pod-template-hash`…) share one generation.
     labels: BTreeMap<String, String>,
     dns_domain: String,
     interception: Interception,
@@ -62,16 +67,23 @@ pub struct ProxyKey {
 impl ProxyKey {
     pub fn of(index: &Index, proxy: &Proxy) -> ProxyKey {
         let interception = Interception::of(proxy);
-        let sidecar = scope::sidecar_for(index, &proxy.namespace, &proxy.labels).map(|s| s.spec());
+        let applies = scope::sidecar_for(index, &proxy.namespace, &proxy.labels);
+        let sidecar = applies.map(|s| s.spec());
         let inbound = match interception {
             Interception::Redirect => inbound::ports(index, proxy, sidecar),
             // Without capture only a Sidecar's ingress listeners receive anything.
             Interception::None if sidecar.is_some_and(|s| !s.ingress.is_empty()) => inbound::ports(index, proxy, sidecar),
             Interception::None => Vec::new(),
         };
+        let labels = if index.source_label_keys.is_empty() {
+            BTreeMap::new()
+        } else {
+            proxy.labels.iter().filter(|(k, _)| index.source_label_keys.contains(*k)).map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
         ProxyKey {
             namespace: proxy.namespace.clone(),
-            labels: proxy.labels.clone(),
+            sidecar: applies.map(|s| s.ns_name()),
+            labels,
             dns_domain: proxy.dns_domain.clone(),
             interception,
             inbound,
