@@ -13,7 +13,7 @@ use prost::Message;
 use crate::xds::Resource;
 
 /// Routes encoded as a run of `VirtualHost.routes` (field 3) entries, ready to splice.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct EncodedRoutes(Vec<u8>);
 
 impl EncodedRoutes {
@@ -25,6 +25,15 @@ impl EncodedRoutes {
             encode_varint(route.encoded_len() as u64, &mut buf);
             route.encode_raw(&mut buf);
         }
+        EncodedRoutes(buf)
+    }
+
+    /// One route given as its encoded `Route` message.
+    pub fn from_encoded_route(route: &[u8]) -> EncodedRoutes {
+        let mut buf = Vec::with_capacity(framed_len(3, route.len()));
+        encode_key(3, WireType::LengthDelimited, &mut buf);
+        encode_varint(route.len() as u64, &mut buf);
+        buf.extend_from_slice(route);
         EncodedRoutes(buf)
     }
 }

@@ -18,6 +18,7 @@ use crate::model::mesh::OutboundTrafficMode;
 use crate::index::{Index, Service};
 use crate::model::Proxy;
 use crate::xds::Resource;
+use prost::Message;
 
 /// The route config `name` (istiod's `"<port>"`) for the HTTP services on `port` (in hostname
 /// order), ending with the `allow_any` or `block_all` catch-all.
@@ -34,9 +35,9 @@ pub fn port_route_config(
     // hosts are services on the port.
     let mut encoded: Vec<EncodedRoutes> = Vec::new();
     let mut by_vs: HashMap<usize, usize> = HashMap::new();
-    let mut used_domains: HashSet<String> = HashSet::new();
     let mut hosts: Vec<(String, Vec<String>, usize)> = Vec::with_capacity(services.len());
-    for service in services {
+    let domains = unique_domains(services, port, &proxy.dns_domain);
+    for (service, domains) in services.iter().zip(domains) {
         let routes = match mesh_vs.iter().position(|vs| vs.applies_to(&service.hostname)) {
             Some(i) => *by_vs.entry(i).or_insert_with(|| {
                 encoded.push(EncodedRoutes::encode(&virtual_service_routes(index, proxy, &mesh_vs[i], port)));
@@ -44,14 +45,10 @@ pub fn port_route_config(
             }),
             None => {
                 let cluster = names::outbound_cluster(port, "", &service.hostname);
-                encoded.push(EncodedRoutes::encode(&[default_route(&cluster, "default")]));
+                encoded.push(DEFAULT_ROUTE.to(&cluster));
                 encoded.len() - 1
             }
         };
-        // Envoy rejects a route config in which two virtual hosts share a domain: the first
-        // service (hostname order) keeps it, as istiod's dedup does.
-        let domains: Vec<String> =
-            virtual_host_domains(service, port, &proxy.dns_domain).into_iter().filter(|d| used_domains.insert(d.clone())).collect();
         if domains.is_empty() {
             tracing::warn!(host = %service.hostname, port, "every domain of the service is taken by another on this port; virtual host skipped");
             continue;
@@ -76,6 +73,21 @@ pub fn port_route_config(
     });
     let options = RouteConfigOptions { validate_clusters: false, max_direct_response_body_size_bytes: 1024 * 1024 };
     route_config::encode(name, &virtual_hosts, &options)
+}
+
+/// Each service's [`virtual_host_domains`], without those an earlier service (hostname order)
+/// has: Envoy rejects a route config in which two virtual hosts share a domain, and istiod's
+/// dedup keeps the first.
+fn unique_domains(services: &[&Service], port: u16, proxy_domain: &str) -> Vec<Vec<String>> {
+    let all: Vec<Vec<String>> = services.iter().map(|s| virtual_host_domains(s, port, proxy_domain)).collect();
+    let keep: Vec<Vec<bool>> = {
+        let mut seen: HashSet<&str> = HashSet::with_capacity(all.iter().map(Vec::len).sum());
+        all.iter().map(|domains| domains.iter().map(|d| seen.insert(d)).collect()).collect()
+    };
+    all.into_iter()
+        .zip(keep)
+        .map(|(domains, keep)| domains.into_iter().zip(keep).filter_map(|(d, k)| k.then_some(d)).collect())
+        .collect()
 }
 
 /// istiod's `generateVirtualHostDomains`: the FQDN, the short forms a client in the proxy's
@@ -139,6 +151,56 @@ fn virtual_service_routes(index: &Index, proxy: &Proxy, vs: &MeshVirtualService,
     virtual_service::routes(index, proxy, &source, u32::from(port), &[MESH_GATEWAY.to_string()])
 }
 
+/// istiod's default route to many clusters: encoded once, each cluster's name spliced into the
+/// bytes (a service without a VirtualService costs a copy, not a translation and an encoding).
+static DEFAULT_ROUTE: std::sync::LazyLock<DefaultRoute> = std::sync::LazyLock::new(DefaultRoute::new);
+
+struct DefaultRoute {
+    /// The encoded `Route` up to its action, the action up to the cluster name, and the rests.
+    route_head: Vec<u8>,
+    action_head: Vec<u8>,
+    action_tail: Vec<u8>,
+    route_tail: Vec<u8>,
+}
+
+impl DefaultRoute {
+    const MARK: &'static str = "\u{0}cluster\u{0}";
+
+    fn new() -> DefaultRoute {
+        let route = default_route(Self::MARK, "default");
+        let Some(Action::Route(action)) = &route.action else { unreachable!("default_route routes") };
+        let (route_bytes, action_bytes) = (route.encode_to_vec(), action.encode_to_vec());
+        let split = |whole: &[u8], part: &[u8]| {
+            let at = whole.windows(part.len()).position(|w| w == part).unwrap_or_else(|| unreachable!("a field is in its message"));
+            (whole[..at].to_vec(), whole[at + part.len()..].to_vec())
+        };
+        // The action as a field of the route (key, length, bytes), the name as a field of the action.
+        let mut action_field = Vec::new();
+        prost::encoding::message::encode(2, action, &mut action_field);
+        let mut cluster_field = Vec::new();
+        prost::encoding::string::encode(1, &Self::MARK.to_string(), &mut cluster_field);
+        let (route_head, route_tail) = split(&route_bytes, &action_field);
+        let (action_head, action_tail) = split(&action_bytes, &cluster_field);
+        DefaultRoute { route_head, action_head, action_tail, route_tail }
+    }
+
+    fn to(&self, cluster: &str) -> EncodedRoutes {
+        use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+        let action_len = self.action_head.len() + key_len(1) + encoded_len_varint(cluster.len() as u64) + cluster.len() + self.action_tail.len();
+        let mut route = Vec::with_capacity(self.route_head.len() + key_len(2) + 3 + action_len + self.route_tail.len());
+        route.extend_from_slice(&self.route_head);
+        encode_key(2, WireType::LengthDelimited, &mut route);
+        encode_varint(action_len as u64, &mut route);
+        route.extend_from_slice(&self.action_head);
+        encode_key(1, WireType::LengthDelimited, &mut route);
+        encode_varint(cluster.len() as u64, &mut route);
+        route.extend_from_slice(cluster.as_bytes());
+        route.extend_from_slice(&self.action_tail);
+        route.extend_from_slice(&self.route_tail);
+        EncodedRoutes::from_encoded_route(&route)
+    }
+}
+
 /// istiod's `block_all` route: a 502 for a host outside the registry.
 fn block_all_route() -> Route {
     Route {
@@ -169,5 +231,18 @@ fn default_route(cluster: &str, name: &str) -> Route {
         r#match: Some(RouteMatch { path_specifier: Some(PathSpecifier::Prefix("/".into())), ..Default::default() }),
         action: Some(Action::Route(action)),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spliced_default_route_is_prosts_encoding() {
+        let template = DefaultRoute::new();
+        for cluster in ["outbound|9080||reviews.default.svc.cluster.local", "", &"x".repeat(300)] {
+            assert_eq!(template.to(cluster), EncodedRoutes::encode(&[default_route(cluster, "default")]), "{cluster}");
+        }
     }
 }
