@@ -713,3 +713,24 @@ fn an_endpoint_change_keeps_listeners_and_routes_and_changes_endpoints() {
     let third = pilotfish::push::build(&snapshot(&moved.replace("port: 27017}]}", "port: 27018}]}")), &mesh, Some(&second));
     assert!(!Arc::ptr_eq(after.get(TypeUrl::Listener), third.resources_for(&p).get(TypeUrl::Listener)));
 }
+
+#[test]
+fn a_service_entry_for_address_ranges_takes_only_those_destinations() {
+    let extra = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: legacy-range, namespace: default}
+spec:
+  hosts: [legacy.internal]
+  addresses: [192.168.0.0/16]
+  ports: [{number: 5432, name: tcp, protocol: TCP}]
+  location: MESH_EXTERNAL
+  resolution: NONE
+"#;
+    let r = resources(&world_with(extra, MeshConfig::default()), &reviews_proxy());
+    let l = listener(&r, "0.0.0.0_5432");
+    assert_eq!(tcp_proxy_clusters(&l), ["outbound|5432||legacy.internal", "PassthroughCluster"]);
+    let range = &l.filter_chains[0].filter_chain_match.as_ref().unwrap().prefix_ranges[0];
+    assert_eq!((range.address_prefix.as_str(), range.prefix_len.map(|p| p.value)), ("192.168.0.0", Some(16)));
+    assert_eq!(l.filter_chains[1].filter_chain_match, None);
+}

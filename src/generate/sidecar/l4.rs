@@ -117,7 +117,7 @@ fn chain(m: Option<FilterChainMatch>, filter: envoy_types::pb::envoy::config::li
 }
 
 /// `10.0.0.0/16` or a bare IP as Envoy's CIDR ranges; validation has checked the syntax.
-fn cidrs(subnets: &[String]) -> Vec<CidrRange> {
+pub(super) fn cidrs(subnets: &[String]) -> Vec<CidrRange> {
     subnets
         .iter()
         .filter_map(|s| {

@@ -58,7 +58,23 @@ pub fn build(index: &Index, proxy: &Proxy, scope: &Scope, out: &mut SidecarConfi
             tracing::warn!(host = %service.hostname, port, listener = %listener_name, "TCP service port conflicts with another listener on the same address; skipped");
             continue;
         }
-        let l4 = l4::chains(index, proxy, scope, service, port);
+        let mut l4 = l4::chains(index, proxy, scope, service, port);
+        let cidrs: Vec<String> = service.addresses.iter().filter(|a| a.contains('/')).cloned().collect();
+        if vip.is_none() && !cidrs.is_empty() {
+            // A ServiceEntry for address ranges: its chains take only those destinations, and
+            // the rest of the port goes where unknown traffic goes (istiod's passthrough chain).
+            for c in &mut l4.chains {
+                let m = c.filter_chain_match.get_or_insert_with(Default::default);
+                if m.prefix_ranges.is_empty() {
+                    m.prefix_ranges = l4::cidrs(&cidrs);
+                }
+            }
+            let fallthrough = match scope.outbound_traffic_policy {
+                OutboundTrafficMode::AllowAny => names::PASSTHROUGH_CLUSTER,
+                OutboundTrafficMode::RegistryOnly => names::BLACKHOLE_CLUSTER,
+            };
+            l4.chains.push(chain(vec![tcp_proxy(fallthrough)]));
+        }
         // A VIP is not an address of this host: only capture reaches it, never a bind.
         let mut listener = listener(&listener_name, address, port, l4.chains, bind && vip.is_none());
         if l4.by_sni {
