@@ -3,9 +3,8 @@
 //! outbound traffic policy. The generator builds only what is in the scope, so a scoped proxy
 //! costs what it can reach, not what the mesh holds.
 
-use std::sync::Arc;
-
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use super::services::{selects, Labels};
 use super::visibility::ExportTo;
@@ -13,8 +12,8 @@ use super::{Index, Service, Typed};
 use crate::config::istio::sidecar::{CaptureMode, EgressHost, EgressListener};
 use crate::config::istio::{DestinationRule, Sidecar, VirtualService};
 use crate::model::host;
-use crate::model::Protocol;
 use crate::model::mesh::OutboundTrafficMode;
+use crate::model::Protocol;
 use crate::store::Entry;
 
 /// A VirtualService that applies to sidecars (`gateways` empty or naming `mesh`), its hosts
