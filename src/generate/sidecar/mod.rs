@@ -1,15 +1,16 @@
 //! Sidecar proxies (node type `sidecar`): istiod's listeners, route configs and local clusters.
 //!
-//! - outbound ([`outbound`]): a listener `0.0.0.0_<port>` per HTTP service port, sharing the
-//!   route config `"<port>"` ([`routes`]); a `tcp_proxy` listener `<vip>_<port>` per TCP
-//!   service port; `virtualOutbound` on 15001 hands captured connections to them and sends the
-//!   rest to `PassthroughCluster` (ALLOW_ANY);
-//! - inbound ([`inbound`]): `virtualInbound` on 15006 with a filter chain per port of the
-//!   services this workload backs, to `inbound|<port>||` clusters on 127.0.0.1, and the
-//!   passthrough chain to `InboundPassthroughCluster`.
+//! - outbound ([`outbound`]): a listener `0.0.0.0_<port>` per HTTP service port in the proxy's
+//!   scope, sharing the route config `"<port>"` ([`routes`]); a listener `<vip>_<port>` per TCP
+//!   or TLS service port ([`l4`]: `tcp`/`tls` routes); a Sidecar's egress listeners with a port;
+//!   `virtualOutbound` on 15001 hands captured connections to them and sends the rest to
+//!   `PassthroughCluster` (ALLOW_ANY) or `BlackHoleCluster` (REGISTRY_ONLY);
+//! - inbound ([`inbound`]): `virtualInbound` on 15006 with a filter chain per port the workload
+//!   serves (or per Sidecar ingress port), to `inbound|<port>||` clusters, and the passthrough
+//!   chain to `InboundPassthroughCluster`; without capture, Sidecar ingress listeners bound.
 //!
-//! Outbound config depends on the proxy's namespace, labels (`sourceLabels`), DNS domain
-//! (short host names) and interception mode; inbound config on the ports its IPs serve.
+//! Config depends on the proxy's namespace, the Sidecar that applies, the labels `sourceLabels`
+//! name, its DNS domain (short host names), interception mode, and the ports its IPs serve.
 //! [`ProxyKey`] holds all of it, so the caller can share one generation between equal proxies.
 
 mod filters;
@@ -28,7 +29,6 @@ use crate::xds::ResourceMap;
 
 use super::names;
 pub use inbound::{local_clusters, InboundPort};
-
 pub use routes::virtual_host_domains;
 
 /// How traffic reaches the sidecar (istio-agent's `INTERCEPTION_MODE`).
