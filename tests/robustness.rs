@@ -82,7 +82,7 @@ fn mutate(v: &mut Value, rng: &mut Rng, depth: usize) {
 fn fixture_objects() -> Vec<Value> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut out = Vec::new();
-    for dir in ["examples/bookinfo", "tests/fixtures/gateway-features"] {
+    for dir in ["examples/bookinfo", "tests/fixtures/gateway-features", "tests/fixtures/sidecar-features"] {
         for file in std::fs::read_dir(root.join(dir)).unwrap() {
             let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
             for doc in text.split("\n---\n") {
@@ -102,7 +102,11 @@ fn proxies() -> Vec<Proxy> {
         .unwrap()
         .with_labels(BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]));
     let sidecar = Proxy::from_id("sidecar~10.0.0.2~app.default~default.svc.cluster.local").unwrap();
-    vec![gateway, sidecar]
+    // The edge workload (10.0.0.2 is its pod): Sidecar ingress, `sourceLabels`; and without capture.
+    let edge = sidecar.clone().with_labels(BTreeMap::from([("app".to_string(), "edge".to_string())]));
+    let mut uncaptured = edge.clone();
+    uncaptured.metadata.interception_mode = "NONE".into();
+    vec![gateway, sidecar, edge, uncaptured]
 }
 
 #[test]
