@@ -11,7 +11,7 @@ use tracing::debug;
 use super::codec::DeltaResponse;
 use super::connection::{TypeStatus, Variant};
 use super::held::Changes;
-use super::state::{Carried, NonceCheck, Nonces, TypeState, statuses};
+use super::state::{Carried, NonceCheck, Nonces, TypeState, TypeStates};
 use super::stream::Protocol;
 use super::subscription::Subscription;
 use super::{ProxyResources, ResourceMap, TypeUrl};
@@ -20,7 +20,7 @@ pub(crate) struct Delta {
     proxy_id: String,
     control_plane: Arc<str>,
     nonces: Nonces,
-    types: BTreeMap<String, TypeState>,
+    types: TypeStates,
 }
 
 /// Parses a version the proxy says it holds. Ours are 16 hex digits; anything else is a
@@ -44,7 +44,7 @@ impl Protocol for Delta {
             proxy_id,
             control_plane,
             nonces: Nonces::new(connection_id),
-            types: BTreeMap::new(),
+            types: TypeStates::default(),
         }
     }
 
@@ -55,8 +55,7 @@ impl Protocol for Delta {
         out: &mut Vec<DeltaResponse>,
     ) {
         let url = request.type_url;
-        let first = !self.types.contains_key(&url);
-        let state = self.types.entry(url.clone()).or_insert_with(|| TypeState::new(&url));
+        let (state, first) = self.types.entry(&url);
         // What a reconnecting proxy says it holds stands in for what we sent, once.
         let mut initial = None;
         if first {
@@ -119,7 +118,7 @@ impl Protocol for Delta {
     }
 
     fn status(&self) -> BTreeMap<String, TypeStatus> {
-        statuses(self.types.values())
+        self.types.statuses()
     }
 }
 

@@ -10,7 +10,7 @@ use tracing::debug;
 
 use super::codec::SotwResponse;
 use super::connection::{TypeStatus, Variant};
-use super::state::{Carried, NonceCheck, Nonces, TypeState, statuses};
+use super::state::{Carried, NonceCheck, Nonces, TypeState, TypeStates};
 use super::stream::Protocol;
 use super::{ProxyResources, Resource, ResourceMap, TypeUrl};
 
@@ -18,7 +18,7 @@ pub(crate) struct Sotw {
     proxy_id: String,
     control_plane: Arc<str>,
     nonces: Nonces,
-    types: BTreeMap<String, TypeState>,
+    types: TypeStates,
 }
 
 impl Protocol for Sotw {
@@ -31,7 +31,7 @@ impl Protocol for Sotw {
     }
 
     fn new(proxy_id: String, connection_id: u64, control_plane: Arc<str>) -> Self {
-        Sotw { proxy_id, control_plane, nonces: Nonces::new(connection_id), types: BTreeMap::new() }
+        Sotw { proxy_id, control_plane, nonces: Nonces::new(connection_id), types: TypeStates::default() }
     }
 
     fn on_request(
@@ -41,7 +41,7 @@ impl Protocol for Sotw {
         out: &mut Vec<SotwResponse>,
     ) {
         let url = request.type_url;
-        let state = self.types.entry(url.clone()).or_insert_with(|| TypeState::new(&url));
+        let (state, _) = self.types.entry(&url);
         let check = state.check_nonce(&request.response_nonce);
         if check == NonceCheck::Stale {
             debug!(type_url = %url, nonce = %request.response_nonce, "ignoring stale request");
@@ -119,7 +119,7 @@ impl Protocol for Sotw {
     }
 
     fn status(&self) -> BTreeMap<String, TypeStatus> {
-        statuses(self.types.values())
+        self.types.statuses()
     }
 }
 

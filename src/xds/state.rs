@@ -215,11 +215,43 @@ impl Nonces {
     }
 }
 
-/// The registry view of a connection's types.
-pub(crate) fn statuses<'a>(
-    types: impl IntoIterator<Item = &'a TypeState>,
-) -> BTreeMap<String, TypeStatus> {
-    types.into_iter().map(|t| (t.url.clone(), t.snapshot())).collect()
+/// A connection's per-type state. A proxy asks for a handful of types, so they sit in a small
+/// vector found by URL: a `BTreeMap` would allocate a node for eleven of them per connection.
+#[derive(Debug)]
+pub(crate) struct TypeStates(Vec<TypeState>);
+
+impl Default for TypeStates {
+    fn default() -> Self {
+        // CDS, EDS, LDS, RDS.
+        TypeStates(Vec::with_capacity(4))
+    }
+}
+
+impl TypeStates {
+    pub fn get(&self, url: &str) -> Option<&TypeState> {
+        self.0.iter().find(|t| t.url == url)
+    }
+
+    pub fn get_mut(&mut self, url: &str) -> Option<&mut TypeState> {
+        self.0.iter_mut().find(|t| t.url == url)
+    }
+
+    /// The state of `url`, created if this is its first request; and whether it was.
+    pub fn entry(&mut self, url: &str) -> (&mut TypeState, bool) {
+        match self.0.iter().position(|t| t.url == url) {
+            Some(i) => (&mut self.0[i], false),
+            None => {
+                self.0.push(TypeState::new(url));
+                let last = self.0.len() - 1;
+                (&mut self.0[last], true)
+            }
+        }
+    }
+
+    /// The registry view of a connection's types.
+    pub fn statuses(&self) -> BTreeMap<String, TypeStatus> {
+        self.0.iter().map(|t| (t.url.clone(), t.snapshot())).collect()
+    }
 }
 
 #[cfg(test)]
