@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::kube::ConfigMap;
 use super::parse::first_line;
 use super::{Kind, Meta, ObjectKey};
+use crate::model::host::is_dns1123_label;
 use crate::model::mesh::{MeshConfig, OutboundTrafficMode};
 
 /// The ConfigMap istiod reads its mesh config from (revisioned installs use `istio-<rev>`,
@@ -145,14 +146,6 @@ fn validate_trust_domain(domain: &str) -> Result<(), String> {
     let last = labels.len() - 1;
     let ok = labels.iter().enumerate().all(|(i, l)| (i == last && l.is_empty()) || is_dns1123_label(l));
     if ok { Ok(()) } else { Err(format!("trust domain name {domain:?} invalid")) }
-}
-
-/// 1-63 alphanumerics and dashes, alphanumeric at both ends (istiod accepts upper case).
-fn is_dns1123_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    matches!((b.first(), b.last()), (Some(f), Some(l)) if f.is_ascii_alphanumeric() && l.is_ascii_alphanumeric())
-        && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
 }
 
 #[cfg(test)]

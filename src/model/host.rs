@@ -32,6 +32,17 @@ pub fn overlap(a: &str, b: &str) -> bool {
     }
 }
 
+/// A DNS-1123 label as istiod checks it (`labels.IsDNS1123Label`): 1-63 alphanumerics and
+/// dashes, no dash at either end. Istiod accepts upper case here; Kubernetes names do not.
+pub fn is_dns1123_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+}
+
 fn covers(wild: &str, host: &str) -> bool {
     wild == "*" || wild.strip_prefix('*').is_some_and(|suffix| host.ends_with(suffix) && host.len() > suffix.len())
 }

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use crate::config::istio::{Duration, StringMatch};
 use crate::diagnostic::Diagnostic;
+pub use crate::model::host::is_dns1123_label;
 
 /// Errors and warnings of one object, in the order found.
 #[derive(Debug, Default)]
@@ -28,17 +29,6 @@ impl Diags {
             self.error(field, message);
         }
     }
-}
-
-/// A DNS-1123 label as istiod checks it (`labels.IsDNS1123Label`): 1-63 alphanumerics and
-/// dashes, no dash at either end. Istiod accepts upper case here; Kubernetes names do not.
-pub fn is_dns1123_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
 }
 
 /// A Kubernetes DNS-1123 label (`metadata.name` of a Namespace): lower case only.
