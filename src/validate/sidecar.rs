@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::istio::common::Port;
 use crate::config::istio::gateway::{ServerTls, ServerTlsMode};
-use crate::config::istio::sidecar::{CaptureMode, EgressListener, IngressListener, OutboundTrafficPolicy, Sidecar};
+use crate::config::istio::sidecar::{split_host_port, CaptureMode, EgressListener, IngressListener, OutboundTrafficPolicy, Sidecar};
 use crate::model::mesh::OutboundTrafficMode;
 use crate::model::Protocol;
 
@@ -148,36 +148,6 @@ fn validate_default_endpoint(at: &str, endpoint: &str, out: &mut Diags) {
     }
 }
 
-/// Go's `net.SplitHostPort`, whose rules istiod applies to `defaultEndpoint`: `host:port`,
-/// `[ipv6]:port` or `:port`.
-fn split_host_port(addr: &str) -> Result<(&str, &str), String> {
-    let fail = |why: &str| Err(format!("address {addr}: {why}"));
-    let Some(colon) = addr.rfind(':') else { return fail("missing port in address") };
-    let (host, j, k) = if addr.starts_with('[') {
-        let Some(end) = addr.find(']') else { return fail("missing ']' in address") };
-        if end + 1 == addr.len() {
-            return fail("missing port in address");
-        }
-        if end + 1 != colon {
-            return if addr.as_bytes()[end + 1] == b':' { fail("too many colons in address") } else { fail("missing port in address") };
-        }
-        (&addr[1..end], 1, end + 1)
-    } else {
-        let host = &addr[..colon];
-        if host.contains(':') {
-            return fail("too many colons in address");
-        }
-        (host, 0, 0)
-    };
-    if addr[j..].contains('[') {
-        return fail("unexpected '[' in address");
-    }
-    if addr[k..].contains(']') {
-        return fail("unexpected ']' in address");
-    }
-    Ok((host, &addr[colon + 1..]))
-}
-
 /// TLS terminated by the sidecar for callers outside the mesh: file certificates only, and
 /// only on TLS/HTTPS ports.
 fn validate_ingress_tls(at: &str, tls: &ServerTls, port: &Port, out: &mut Diags) {
@@ -302,30 +272,4 @@ fn validate_outbound_policy(at: &str, policy: &OutboundTrafficPolicy, out: &mut 
     validate_destination(&pat, proxy, &mut destination);
     let host_field = format!("{pat}.host");
     out.0.extend(destination.0.into_iter().filter(|d| host_ok || d.field != host_field));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_host_port;
-
-    #[test]
-    fn splits_host_and_port_as_go_does() {
-        assert_eq!(split_host_port("127.0.0.1:8080"), Ok(("127.0.0.1", "8080")));
-        assert_eq!(split_host_port(":8080"), Ok(("", "8080")));
-        assert_eq!(split_host_port("[::1]:8080"), Ok(("::1", "8080")));
-        assert_eq!(split_host_port("127.0.0.1:"), Ok(("127.0.0.1", "")));
-        for (bad, why) in [
-            ("127.0.0.1", "missing port"),
-            ("::1:8080", "too many colons"),
-            ("[::1]", "missing port"),
-            ("[::1", "missing ']'"),
-            ("[::1]x:80", "missing port"),
-            ("[::1]:80:90", "too many colons"),
-            ("a]:80", "unexpected ']'"),
-            ("", "missing port"),
-        ] {
-            let err = split_host_port(bad).unwrap_err();
-            assert!(err.contains(why), "{bad}: {err}");
-        }
-    }
 }

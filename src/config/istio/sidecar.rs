@@ -199,6 +199,37 @@ impl EgressHost {
     }
 }
 
+/// Go's `net.SplitHostPort`, whose rules istiod applies to an ingress `defaultEndpoint`:
+/// `host:port`, `[ipv6]:port` or `:port`. Validation reports its errors; the generator reads
+/// endpoints that passed.
+pub fn split_host_port(addr: &str) -> Result<(&str, &str), String> {
+    let fail = |why: &str| Err(format!("address {addr}: {why}"));
+    let Some(colon) = addr.rfind(':') else { return fail("missing port in address") };
+    let (host, j, k) = if addr.starts_with('[') {
+        let Some(end) = addr.find(']') else { return fail("missing ']' in address") };
+        if end + 1 == addr.len() {
+            return fail("missing port in address");
+        }
+        if end + 1 != colon {
+            return if addr.as_bytes()[end + 1] == b':' { fail("too many colons in address") } else { fail("missing port in address") };
+        }
+        (&addr[1..end], 1, end + 1)
+    } else {
+        let host = &addr[..colon];
+        if host.contains(':') {
+            return fail("too many colons in address");
+        }
+        (host, 0, 0)
+    };
+    if addr[j..].contains('[') {
+        return fail("unexpected '[' in address");
+    }
+    if addr[k..].contains(']') {
+        return fail("unexpected ']' in address");
+    }
+    Ok((host, &addr[colon + 1..]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,5 +299,26 @@ mod tests {
     fn parsed_listener_hosts_skip_invalid_entries() {
         let l = EgressListener { hosts: vec!["./*".into(), "bad".into()], ..Default::default() };
         assert_eq!(l.egress_hosts("ns").len(), 1);
+    }
+
+    #[test]
+    fn splits_host_and_port_as_go_does() {
+        assert_eq!(split_host_port("127.0.0.1:8080"), Ok(("127.0.0.1", "8080")));
+        assert_eq!(split_host_port(":8080"), Ok(("", "8080")));
+        assert_eq!(split_host_port("[::1]:8080"), Ok(("::1", "8080")));
+        assert_eq!(split_host_port("127.0.0.1:"), Ok(("127.0.0.1", "")));
+        for (bad, why) in [
+            ("127.0.0.1", "missing port"),
+            ("::1:8080", "too many colons"),
+            ("[::1]", "missing port"),
+            ("[::1", "missing ']'"),
+            ("[::1]x:80", "missing port"),
+            ("[::1]:80:90", "too many colons"),
+            ("a]:80", "unexpected ']'"),
+            ("", "missing port"),
+        ] {
+            let err = split_host_port(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 }

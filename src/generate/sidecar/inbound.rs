@@ -29,7 +29,7 @@ use envoy_types::util::pack_any;
 use super::super::endpoint::{pipe_address, socket_address};
 use super::super::names;
 use super::filters::{http_connection_manager, tcp_proxy, Routes};
-use crate::config::istio::sidecar::IngressListener;
+use crate::config::istio::sidecar::{split_host_port, IngressListener};
 use crate::config::istio::Sidecar;
 use crate::index::Index;
 use crate::model::{Protocol, Proxy};
@@ -81,8 +81,7 @@ fn ingress_port(listener: &IngressListener, proxy: &Proxy) -> Option<InboundPort
         "" => None,
         e if e.starts_with("unix://") => Some(Endpoint::Unix(e.trim_start_matches("unix://").to_string())),
         e => {
-            let (host, p) = e.rsplit_once(':')?;
-            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let (host, p) = split_host_port(e).ok()?;
             // `0.0.0.0:PORT` (or `:PORT`) is the app on the pod's own address.
             let host = if host.is_empty() || host == "0.0.0.0" || host == "::" { own_ip.clone() } else { host.to_string() };
             Some(Endpoint::Socket(host, p.parse().ok()?))
