@@ -69,17 +69,10 @@ pub fn build(index: &Index, proxy: &Proxy, scope: &Scope, out: &mut SidecarConfi
                     m.prefix_ranges = l4::cidrs(&cidrs);
                 }
             }
-            let fallthrough = match scope.outbound_traffic_policy {
-                OutboundTrafficMode::AllowAny => names::PASSTHROUGH_CLUSTER,
-                OutboundTrafficMode::RegistryOnly => names::BLACKHOLE_CLUSTER,
-            };
-            l4.chains.push(chain(vec![tcp_proxy(fallthrough)]));
+            l4.chains.push(chain(vec![tcp_proxy(unknown_traffic_cluster(scope.outbound_traffic_policy))]));
         }
         // A VIP is not an address of this host: only capture reaches it, never a bind.
-        let mut listener = listener(&listener_name, address, port, l4.chains, bind && vip.is_none());
-        if l4.by_sni {
-            listener.listener_filters.push(tls_inspector());
-        }
+        let listener = l4_listener(&listener_name, address, port, l4, bind && vip.is_none());
         out.listeners.insert(listener_name.clone(), Arc::new(Resource::encode(listener_name, &listener)));
     }
 
@@ -104,10 +97,7 @@ pub fn build(index: &Index, proxy: &Proxy, scope: &Scope, out: &mut SidecarConfi
             }
             let listener_name = names::listener(address, u32::from(ep.port));
             let l4 = l4::chains(index, proxy, scope, first, ep.port);
-            let mut l = listener(&listener_name, address, ep.port, l4.chains, uncaptured);
-            if l4.by_sni {
-                l.listener_filters.push(tls_inspector());
-            }
+            let l = l4_listener(&listener_name, address, ep.port, l4, uncaptured);
             out.listeners.insert(listener_name.clone(), Arc::new(Resource::encode(listener_name, &l)));
         }
     }
@@ -131,6 +121,24 @@ fn http_listener(index: &Index, proxy: &Proxy, scope: &Scope, address: &str, por
     let listener = listener(&listener_name, address, port, vec![chain(vec![hcm])], bind);
     out.routes.insert(routes.name.clone(), Arc::new(routes));
     out.listeners.insert(listener_name.clone(), Arc::new(Resource::encode(listener_name, &listener)));
+}
+
+/// Where traffic to a destination outside the registry goes: its original destination under
+/// ALLOW_ANY, nowhere under REGISTRY_ONLY.
+fn unknown_traffic_cluster(policy: OutboundTrafficMode) -> &'static str {
+    match policy {
+        OutboundTrafficMode::AllowAny => names::PASSTHROUGH_CLUSTER,
+        OutboundTrafficMode::RegistryOnly => names::BLACKHOLE_CLUSTER,
+    }
+}
+
+/// A TCP/TLS listener from its [`l4::chains`], with the TLS inspector when a chain selects by SNI.
+fn l4_listener(name: &str, address: &str, port: u16, l4: l4::Chains, bind: bool) -> Listener {
+    let mut l = listener(name, address, port, l4.chains, bind);
+    if l4.by_sni {
+        l.listener_filters.push(tls_inspector());
+    }
+    l
 }
 
 /// Reads the SNI of a TLS client hello, for chains selected by `server_names`.
@@ -163,10 +171,7 @@ fn listener(name: &str, address: &str, port: u16, filter_chains: Vec<FilterChain
 /// 15001 itself is dropped, as istiod does, so that a direct connection does not loop back
 /// into the listener.
 fn virtual_outbound(policy: OutboundTrafficMode) -> Listener {
-    let catch_all = match policy {
-        OutboundTrafficMode::AllowAny => names::PASSTHROUGH_CLUSTER,
-        OutboundTrafficMode::RegistryOnly => names::BLACKHOLE_CLUSTER,
-    };
+    let catch_all = unknown_traffic_cluster(policy);
     let blackhole = FilterChain {
         name: "virtualOutbound-blackhole".into(),
         filter_chain_match: Some(FilterChainMatch {
