@@ -182,10 +182,7 @@ fn with_delegates_merged(snapshot: &Snapshot, mesh: &MeshConfig, diagnostics: &m
         .map(|entry| {
             let Some(spec) = entry.object.spec::<VirtualService>() else { return entry.clone() };
             match delegate::merge(spec, &entry.object.key(), mesh, find, diagnostics) {
-                Some(merged) => Arc::new(Entry {
-                    object: Arc::new(crate::config::Object { meta: entry.object.meta.clone(), spec: crate::config::Spec::VirtualService(merged) }),
-                    ..(**entry).clone()
-                }),
+                Some(merged) => entry.with_spec(crate::config::Spec::VirtualService(merged)),
                 None => entry.clone(),
             }
         })
@@ -217,11 +214,7 @@ fn merge_same_namespace(rules: Vec<Typed<DestinationRule>>) -> Vec<Typed<Destina
     }
     for (rule, spec) in out.iter_mut().zip(merged) {
         let Some(spec) = spec else { continue };
-        let entry = Entry {
-            object: Arc::new(crate::config::Object { meta: rule.entry.object.meta.clone(), spec: crate::config::Spec::DestinationRule(spec) }),
-            ..(*rule.entry).clone()
-        };
-        if let Some(typed) = Typed::new(&Arc::new(entry)) {
+        if let Some(typed) = Typed::new(&rule.entry.with_spec(crate::config::Spec::DestinationRule(spec))) {
             *rule = typed;
         }
     }

@@ -78,6 +78,13 @@ impl Entry {
     pub fn from_file(located: crate::config::parse::Located) -> Entry {
         Entry { object: located.object, origin: Some(located.origin), source: SourceId::Files }
     }
+
+    /// This object with another spec, same metadata, origin and source: what the index makes of
+    /// it (merged DestinationRules, VirtualServices with their delegates), so diagnostics still
+    /// name the file it came from.
+    pub fn with_spec(&self, spec: crate::config::Spec) -> Arc<Entry> {
+        Arc::new(Entry { object: Arc::new(crate::config::Object { meta: self.object.meta.clone(), spec }), ..self.clone() })
+    }
 }
 
 /// A change from a watch-style source.
