@@ -114,10 +114,13 @@ impl Scope {
     /// a cluster the proxy lacks.
     pub fn of(index: &Index, namespace: &str, labels: &Labels) -> Scope {
         let sidecar = sidecar_for(index, namespace, labels);
-        // `.` in a root-namespace default means the proxy's namespace, as istiod reads it.
-        let egress: Option<Vec<EgressHost>> = sidecar
-            .filter(|s| !s.spec().egress.is_empty())
-            .map(|s| s.spec().egress.iter().flat_map(|l| l.egress_hosts(namespace)).collect());
+        // Each egress listener's hosts, parsed once; `.` in a root-namespace default means the
+        // proxy's namespace, as istiod reads it.
+        let listeners: Vec<(&EgressListener, Vec<EgressHost>)> = sidecar
+            .map(|s| s.spec().egress.iter().map(|l| (l, l.egress_hosts(namespace))).collect())
+            .unwrap_or_default();
+        let egress: Option<Vec<&EgressHost>> =
+            (!listeners.is_empty()).then(|| listeners.iter().flat_map(|(_, hosts)| hosts).collect());
 
         let mut virtual_services: Vec<Arc<MeshVirtualService>> = index
             .mesh_virtual_services
@@ -166,17 +169,15 @@ impl Scope {
                 (!same).then(|| (s.clone(), mine.cloned()))
             })
             .collect();
-        let egress_listeners = sidecar.map(|s| s.spec().egress.as_slice()).unwrap_or_default();
-        let imported = |l: &EgressListener| -> Vec<Arc<Service>> {
-            let hosts = l.egress_hosts(namespace);
+        let imported = |hosts: &[EgressHost]| -> Vec<Arc<Service>> {
             services.iter().filter(|s| hosts.iter().any(|h| h.matches(&s.namespace, &s.hostname))).cloned().collect()
         };
-        let egress_ports: Vec<EgressPort> = egress_listeners
+        let egress_ports: Vec<EgressPort> = listeners
             .iter()
-            .filter_map(|l| {
+            .filter_map(|(l, hosts)| {
                 let port = l.port.as_ref()?;
                 let number = u16::try_from(port.number).ok()?;
-                let services = imported(l).into_iter().filter(|s| s.port(number).is_some()).collect();
+                let services = imported(hosts).into_iter().filter(|s| s.port(number).is_some()).collect();
                 Some(EgressPort {
                     port: number,
                     protocol: Protocol::parse(&port.protocol),
@@ -190,11 +191,11 @@ impl Scope {
             services.clone()
         } else {
             // The catch-all listener's hosts, and what its VirtualServices route to.
-            egress_listeners
+            listeners
                 .iter()
-                .find(|l| l.port.is_none())
-                .map(|l| {
-                    let own = imported(l);
+                .find(|(l, _)| l.port.is_none())
+                .map(|(_, hosts)| {
+                    let own = imported(hosts);
                     services.iter().filter(|s| own.iter().any(|o| Arc::ptr_eq(o, s)) || routed.contains(&s.hostname)).cloned().collect()
                 })
                 .unwrap_or_default()
