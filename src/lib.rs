@@ -15,6 +15,7 @@ pub mod push;
 pub mod render;
 pub mod serve;
 pub mod source;
+pub mod status;
 pub mod store;
 pub mod validate;
 pub mod xds;

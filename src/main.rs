@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand};
 
 use pilotfish::config::istio::Duration;
 use pilotfish::model::{MeshConfig, Proxy};
-use pilotfish::serve::ServeOptions;
+use pilotfish::serve::{ConfigSource, Listeners, ServeOptions};
+use pilotfish::source::kubernetes::KubeOptions;
 use pilotfish::source::Directory;
 use pilotfish::xds;
 
@@ -43,13 +44,21 @@ impl MeshArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve xDS for the Istio and Kubernetes YAML in a directory, following its changes.
+    /// Serve xDS for the config of a Kubernetes cluster (in-cluster, `--kubeconfig`, or the
+    /// KUBECONFIG environment), or of a directory of YAML (`--config-dir`), following changes.
     Serve {
+        /// Read config from this directory instead of the Kubernetes API.
+        #[arg(long, conflicts_with = "kubeconfig")]
+        config_dir: Option<PathBuf>,
+        /// Kubeconfig file to reach the API server with (default: in-cluster, then KUBECONFIG).
         #[arg(long)]
-        config_dir: PathBuf,
+        kubeconfig: Option<PathBuf>,
         /// Plaintext ADS address (istiod's 15010).
         #[arg(long, default_value = "127.0.0.1:15010")]
         xds_address: SocketAddr,
+        /// Address of `/ready` and `/version` (istiod's 8080); not served when unset.
+        #[arg(long)]
+        http_address: Option<SocketAddr>,
         /// Changes that follow a push within this window are coalesced into one push.
         #[arg(long, default_value = "100ms", value_parser = parse_duration)]
         debounce: Duration,
@@ -119,9 +128,19 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Serve { config_dir, xds_address, debounce, mesh } => {
+        Command::Serve { config_dir, kubeconfig, xds_address, http_address, debounce, mesh } => {
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-            runtime.block_on(serve(config_dir, xds_address, debounce, mesh.mesh()))?;
+            runtime.block_on(async {
+                let source = match config_dir {
+                    Some(dir) => ConfigSource::Directory(dir),
+                    None => ConfigSource::Kubernetes {
+                        client: kube_client(kubeconfig.as_deref()).await?,
+                        options: KubeOptions { mesh_namespace: mesh.root_namespace.clone(), ..KubeOptions::default() },
+                    },
+                };
+                let options = ServeOptions { source, debounce: debounce.as_std(), mesh: mesh.mesh() };
+                serve(options, xds_address, http_address).await
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { paths } => validate(&paths),
@@ -174,11 +193,27 @@ fn validate(paths: &[PathBuf]) -> Result<ExitCode> {
     Ok(if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
-async fn serve(config_dir: PathBuf, address: SocketAddr, debounce: Duration, mesh: MeshConfig) -> Result<()> {
-    let listener = listen(address).with_context(|| format!("binding the xDS address {address}"))?;
-    let options = ServeOptions { config_dir, debounce: debounce.as_std(), mesh };
-    pilotfish::serve::serve(options, listener, xds::Connections::new(), shutdown_signal()).await?;
+async fn serve(options: ServeOptions, xds_address: SocketAddr, http_address: Option<SocketAddr>) -> Result<()> {
+    let xds = listen(xds_address).with_context(|| format!("binding the xDS address {xds_address}"))?;
+    let status = match http_address {
+        Some(address) => Some(listen(address).with_context(|| format!("binding the HTTP address {address}"))?),
+        None => None,
+    };
+    let listeners = Listeners { xds, status };
+    pilotfish::serve::serve(options, listeners, xds::Connections::new(), shutdown_signal()).await?;
     Ok(())
+}
+
+/// A client for `--kubeconfig`, else in-cluster config, else `KUBECONFIG`/`~/.kube/config`.
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default()).await.with_context(|| format!("using {}", path.display()))?
+        }
+        None => kube::Config::infer().await.context("finding the Kubernetes API (in-cluster, KUBECONFIG or ~/.kube/config); use --config-dir to serve a directory instead")?,
+    };
+    kube::Client::try_from(config).context("creating the Kubernetes client")
 }
 
 /// Proxies reconnect all at once when pilotfish restarts or a fleet scales up; tokio's

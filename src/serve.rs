@@ -1,5 +1,6 @@
-//! `pilotfish serve`: a directory source, the store, the push pipeline and the xDS server,
-//! wired together. The binary, the benchmarks and the end-to-end tests all run this.
+//! `pilotfish serve`: a config source (a directory, or the Kubernetes API), the store, the push
+//! pipeline, the xDS server and the status endpoints, wired together. The binary, the
+//! benchmarks and the end-to-end tests all run this.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -10,15 +11,33 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::model::MeshConfig;
+use crate::source::kubernetes::{KubeOptions, KubeSource};
 use crate::source::{self, Directory};
 use crate::store::Store;
 use crate::xds::{self, Connections, Snapshot};
 
-#[derive(Debug, Clone)]
+/// Where config comes from.
+#[derive(Clone)]
+pub enum ConfigSource {
+    /// A directory of YAML, followed with inotify.
+    Directory(PathBuf),
+    /// The Kubernetes API.
+    Kubernetes { client: kube::Client, options: KubeOptions },
+}
+
+#[derive(Clone)]
 pub struct ServeOptions {
-    pub config_dir: PathBuf,
+    pub source: ConfigSource,
     pub debounce: Duration,
     pub mesh: MeshConfig,
+}
+
+/// The sockets `serve` answers on, bound by the caller (so tests can bind port 0).
+pub struct Listeners {
+    /// Plaintext ADS (istiod's 15010).
+    pub xds: TcpListener,
+    /// `/ready` and `/version` (istiod's 8080).
+    pub status: Option<TcpListener>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -29,34 +48,92 @@ pub enum ServeError {
     Xds(#[from] xds::XdsError),
 }
 
-/// Loads the directory, then serves ADS on `listener` until `shutdown` completes. The
-/// directory is read fully before the first proxy is answered.
+/// The running source; dropping it stops following changes.
+enum Following {
+    Directory(tokio::task::JoinHandle<()>),
+    /// Held for its `Drop`, which stops the watchers.
+    Kubernetes(#[allow(dead_code)] KubeSource),
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        if let Following::Directory(task) = self {
+            task.abort();
+        }
+    }
+}
+
+/// Loads the config, then serves ADS until `shutdown` completes, then drains: `/ready` turns
+/// false and every stream ends, so proxies reconnect to another replica. No proxy is answered
+/// before the whole config has been read (the directory, or every kind listed from the API);
+/// until then connections wait in the listener's backlog.
 pub async fn serve(
     options: ServeOptions,
-    listener: TcpListener,
+    listeners: Listeners,
     connections: Arc<Connections>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let (ready, ready_rx) = watch::channel(false);
+    let (stop, mut stop_rx) = watch::channel(false);
+    let status = listeners.status.map(|listener| {
+        let stopped = async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        };
+        tokio::spawn(crate::status::serve(listener, ready_rx, stopped))
+    });
+    let drain = async {
+        shutdown.await;
+        tracing::info!("draining: not ready, closing every xDS stream");
+        ready.send_replace(false);
+        stop.send_replace(true);
+    };
+    tokio::pin!(drain);
+
     let store = Arc::new(Mutex::new(Store::new()));
-    let mut directory = Directory::new(&options.config_dir);
-    let diagnostics = source::watch::load(&mut directory, &store)?;
+    let following = tokio::select! {
+        following = load(options.source, &store) => following?,
+        () = &mut drain => return Ok(()),
+    };
     let (store_rx, snapshot) = {
         let store = store.lock().unwrap_or_else(|p| p.into_inner());
         (store.subscribe(), store.snapshot())
     };
     let context = crate::push::build(&snapshot, &options.mesh, None);
-    tracing::info!(dir = %options.config_dir.display(), objects = snapshot.len(), "config loaded");
+    tracing::info!(objects = snapshot.len(), "config loaded");
 
     let (snapshot_tx, snapshot_rx) = watch::channel::<Arc<dyn Snapshot>>(context.clone());
     let pipeline = tokio::spawn(crate::push::run(store_rx, options.mesh.clone(), options.debounce, snapshot_tx, context));
-    let (diag_tx, _diag_rx) = watch::channel(Arc::new(diagnostics));
-    let watcher = tokio::spawn(async move {
-        if let Err(e) = source::watch::run(directory, store, diag_tx).await {
-            tracing::error!("{e}; config changes are no longer followed");
-        }
-    });
-    let result = xds::serve(listener, snapshot_rx, connections, shutdown).await;
-    watcher.abort();
+    ready.send_replace(true);
+    let result = xds::serve(listeners.xds, snapshot_rx, connections, drain).await;
+    stop.send_replace(true);
     pipeline.abort();
+    drop(following);
+    if let Some(status) = status {
+        let _ = status.await;
+    }
     Ok(result?)
+}
+
+/// Reads the whole config into the store, then keeps following it.
+async fn load(source: ConfigSource, store: &Arc<Mutex<Store>>) -> Result<Following, ServeError> {
+    match source {
+        ConfigSource::Directory(path) => {
+            let mut directory = Directory::new(&path);
+            let diagnostics = source::watch::load(&mut directory, store)?;
+            tracing::info!(dir = %path.display(), "config directory read");
+            let (diagnostics_tx, _) = watch::channel(Arc::new(diagnostics));
+            let store = store.clone();
+            Ok(Following::Directory(tokio::spawn(async move {
+                if let Err(e) = source::watch::run(directory, store, diagnostics_tx).await {
+                    tracing::error!("{e}; config changes are no longer followed");
+                }
+            })))
+        }
+        ConfigSource::Kubernetes { client, options } => {
+            let mut kube = KubeSource::start(client, store.clone(), options);
+            tracing::info!("listing config from the Kubernetes API");
+            kube.synced().await;
+            Ok(Following::Kubernetes(kube))
+        }
+    }
 }

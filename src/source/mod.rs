@@ -1,7 +1,8 @@
-//! Sources of config: a directory of YAML (later, the Kubernetes API). Each turns what it
-//! reads into store entries; neither the store nor anything after it knows which source spoke.
+//! Sources of config: a directory of YAML, or the Kubernetes API. Each turns what it reads into
+//! store entries; neither the store nor anything after it knows which source spoke.
 
 pub mod directory;
+pub mod kubernetes;
 pub mod watch;
 
 pub use directory::Directory;

@@ -153,17 +153,26 @@ impl Store {
     /// Makes `entries` the complete set of objects from `source`: adds and updates them, and
     /// deletes that source's objects that are not among them. Returns whether anything changed.
     pub fn replace_source(&mut self, source: SourceId, entries: Vec<Entry>) -> bool {
+        self.replace(source, entries, |_| true)
+    }
+
+    /// As [`Store::replace_source`], for one kind only: a watch source re-lists kind by kind.
+    pub fn replace_kind(&mut self, source: SourceId, kind: Kind, entries: Vec<Entry>) -> bool {
+        debug_assert!(entries.iter().all(|e| e.object.kind() == kind));
+        self.replace(source, entries, |k| k == kind)
+    }
+
+    fn replace(&mut self, source: SourceId, entries: Vec<Entry>, replaced: impl Fn(Kind) -> bool) -> bool {
         let mut keep: std::collections::HashSet<ObjectKey> = std::collections::HashSet::new();
         let mut changed = false;
         for entry in entries {
             keep.insert(entry.object.key());
             changed |= self.apply(Change::Upsert(Entry { source, ..entry }));
         }
-        let stale: Vec<ObjectKey> = self
-            .current
-            .kinds
-            .iter()
-            .flat_map(|m| m.values())
+        let stale: Vec<ObjectKey> = Kind::ALL
+            .into_iter()
+            .filter(|k| replaced(*k))
+            .flat_map(|k| self.current.kinds[k as usize].values())
             .filter(|e| e.source == source)
             .map(|e| e.object.key())
             .filter(|k| !keep.contains(k))
@@ -172,6 +181,11 @@ impl Store {
             changed |= self.apply(Change::Delete(key));
         }
         changed
+    }
+
+    /// The object as it stands, published or not.
+    pub fn get(&self, key: &ObjectKey) -> Option<&Arc<Entry>> {
+        self.current.get(key)
     }
 
     /// Publishes the pending changes as a new revision; a no-op when nothing changed.
@@ -237,6 +251,28 @@ mod tests {
         let snap = store.snapshot();
         let names: Vec<_> = snap.entries(Kind::Namespace).map(|e| e.object.meta.name.clone()).collect();
         assert_eq!(names, vec!["k"]);
+    }
+
+    #[test]
+    fn replacing_one_kind_leaves_the_others() {
+        let mut store = Store::new();
+        let kube = |e: Entry| Entry { source: SourceId::Kubernetes, ..e };
+        store.apply(Change::Upsert(kube(ns("a"))));
+        let config_map = Entry {
+            object: Arc::new(Object {
+                meta: Meta { name: "istio".into(), namespace: "istio-system".into(), ..Default::default() },
+                spec: Spec::ConfigMap(Default::default()),
+            }),
+            ..kube(ns("unused"))
+        };
+        store.apply(Change::Upsert(config_map));
+        assert!(store.replace_kind(SourceId::Kubernetes, Kind::Namespace, vec![kube(ns("b"))]));
+        store.publish();
+        let snap = store.snapshot();
+        let names: Vec<_> = snap.entries(Kind::Namespace).map(|e| e.object.meta.name.clone()).collect();
+        assert_eq!(names, vec!["b"]);
+        assert_eq!(snap.entries(Kind::ConfigMap).count(), 1);
+        assert!(!store.replace_kind(SourceId::Kubernetes, Kind::Namespace, vec![kube(ns("b"))]), "a re-list of the same set changes nothing");
     }
 
     #[test]

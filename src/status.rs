@@ -1,0 +1,68 @@
+//! istiod's plain-HTTP status endpoints (its port 8080): `/ready` for the readiness probe and
+//! `/version`.
+//!
+//! Ready means config is being served: the config directory has been read, or every kind has
+//! been listed from the Kubernetes API and the first push context built. It turns false again
+//! when a drain starts, so Kubernetes takes the replica out of the `istiod` Service before its
+//! streams close.
+
+use std::future::Future;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// The routes, over the readiness flag `serve` keeps.
+pub fn router(ready: watch::Receiver<bool>) -> Router {
+    Router::new().route("/ready", get(ready_handler)).route("/version", get(version)).with_state(ready)
+}
+
+async fn ready_handler(State(ready): State<watch::Receiver<bool>>) -> (StatusCode, &'static str) {
+    if *ready.borrow() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: config not yet loaded, or draining\n")
+    }
+}
+
+async fn version() -> String {
+    format!("pilotfish {}\n", env!("CARGO_PKG_VERSION"))
+}
+
+/// Serves the status endpoints on `listener` until `shutdown` completes.
+pub async fn serve(listener: TcpListener, ready: watch::Receiver<bool>, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    tracing::info!(addr = ?listener.local_addr().ok(), "serving /ready and /version");
+    axum::serve(listener, router(ready)).with_graceful_shutdown(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn get_status(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let code = response[9..12].parse().unwrap();
+        (code, response)
+    }
+
+    #[tokio::test]
+    async fn ready_follows_the_flag() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(serve(listener, rx, std::future::pending()));
+        assert_eq!(get_status(addr, "/ready").await.0, 503);
+        tx.send_replace(true);
+        assert_eq!(get_status(addr, "/ready").await.0, 200);
+        let (code, body) = get_status(addr, "/version").await;
+        assert_eq!(code, 200);
+        assert!(body.contains(env!("CARGO_PKG_VERSION")), "{body}");
+    }
+}
