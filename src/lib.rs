@@ -6,10 +6,12 @@
 
 pub mod bootstrap;
 pub mod config;
+pub mod crd;
 pub mod debug;
 pub mod diagnostic;
 pub mod generate;
 pub mod index;
+pub mod leader;
 pub mod model;
 pub mod push;
 pub mod render;

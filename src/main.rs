@@ -1,4 +1,4 @@
-//! The `pilotfish` command: serve, validate, render, bootstrap.
+//! The `pilotfish` command: serve, validate, render, bootstrap, crds.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -100,6 +100,12 @@ enum Command {
         #[arg(long, default_value_t = 15000)]
         admin_port: u16,
     },
+    /// Print Istio-compatible CustomResourceDefinitions for the kinds pilotfish serves.
+    Crds {
+        /// Write one `<group>_<plural>.yaml` per kind into this directory instead.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -161,6 +167,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             options.cluster = cluster.unwrap_or(options.cluster);
             let bootstrap = pilotfish::bootstrap::bootstrap(&options)?;
             println!("{}", serde_json::to_string_pretty(&bootstrap)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Crds { out } => {
+            let crds = pilotfish::crd::generate()?;
+            match out {
+                Some(dir) => pilotfish::crd::write_dir(&dir, &crds)?.iter().for_each(|p| eprintln!("wrote {}", p.display())),
+                None => print!("{}", pilotfish::crd::to_multi_document(&crds)?),
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

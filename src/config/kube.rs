@@ -5,12 +5,13 @@
 //! `k8s-openapi`'s shapes.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use super::{Meta, Object, Spec};
 
@@ -106,6 +107,44 @@ pub struct ContainerPort {
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct ConfigMap {
     pub data: BTreeMap<String, String>,
+}
+
+/// A Secret reduced to the keys gateway credentials (`credentialName`) read, so the store does not
+/// hold every secret of the cluster. Its `Debug` and `Serialize` show key names and sizes only:
+/// key material must never reach logs or debug dumps.
+#[derive(Clone, PartialEq, Default)]
+pub struct Secret {
+    /// `kubernetes.io/tls`, `Opaque`, …
+    pub secret_type: String,
+    pub data: BTreeMap<String, Vec<u8>>,
+}
+
+/// The keys istiod's credential controller reads: `tls.*` (kubernetes.io/tls) and the generic
+/// `cert`/`key`/`cacert` form, each with its CA, CRL and OCSP companions.
+pub const CREDENTIAL_KEYS: &[&str] = &["tls.crt", "tls.key", "ca.crt", "cert", "key", "cacert", "tls.ocsp-staple", "ca.crl"];
+
+impl Secret {
+    /// Each kept key with its size, the only view of the data that may be shown.
+    fn sizes(&self) -> BTreeMap<&str, String> {
+        self.data.iter().map(|(k, v)| (k.as_str(), format!("<{} bytes>", v.len()))).collect()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Secret").field("secret_type", &self.secret_type).field("data", &self.sizes()).finish()
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Redacted<'a> {
+            secret_type: &'a str,
+            data: BTreeMap<&'a str, String>,
+        }
+        Redacted { secret_type: &self.secret_type, data: self.sizes() }.serialize(s)
+    }
 }
 
 /// Label carrying an EndpointSlice's Service.
@@ -288,6 +327,31 @@ impl TryFrom<core::ConfigMap> for Object {
     }
 }
 
+impl TryFrom<core::Secret> for Object {
+    type Error = ConvertError;
+
+    fn try_from(secret: core::Secret) -> Result<Self, ConvertError> {
+        let mut data: BTreeMap<String, Vec<u8>> = secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| CREDENTIAL_KEYS.contains(&k.as_str()))
+            .map(|(k, v)| (k, v.0))
+            .collect();
+        // The API server folds `stringData` into `data` on write (so a watch never sees it);
+        // a manifest read from a file gets the same treatment.
+        for (k, v) in secret.string_data.unwrap_or_default() {
+            if CREDENTIAL_KEYS.contains(&k.as_str()) {
+                data.insert(k, v.into_bytes());
+            }
+        }
+        Ok(Object {
+            meta: meta(secret.metadata),
+            spec: Spec::Secret(Secret { secret_type: secret.type_.unwrap_or_else(|| "Opaque".into()), data }),
+        })
+    }
+}
+
 impl From<core::Namespace> for Object {
     fn from(ns: core::Namespace) -> Self {
         Object { meta: meta(ns.metadata), spec: Spec::Namespace }
@@ -329,5 +393,45 @@ mod tests {
         assert_eq!(port_protocol("http-web", Some("tcp"), "TCP"), Protocol::Tcp);
         assert_eq!(port_protocol("web", None, "TCP"), Protocol::Tcp);
         assert_eq!(port_protocol("dns", None, "UDP"), Protocol::Udp);
+    }
+
+    fn secret(data: &[(&str, &str)], string_data: &[(&str, &str)]) -> core::Secret {
+        let bytes = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), k8s_openapi::ByteString(v.as_bytes().to_vec()))).collect();
+        let strings = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        core::Secret {
+            metadata: ObjectMeta { name: Some("cert".into()), namespace: Some("istio-system".into()), ..Default::default() },
+            type_: Some("kubernetes.io/tls".into()),
+            data: Some(bytes(data)),
+            string_data: Some(strings(string_data)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn secrets_keep_only_credential_keys() {
+        let object = Object::try_from(secret(
+            &[("tls.crt", "CERT"), ("tls.key", "KEY"), ("password", "hunter2"), ("ca.crl", "CRL")],
+            &[("cacert", "CA"), ("token", "t")],
+        ))
+        .unwrap();
+        let Spec::Secret(s) = &object.spec else { panic!("{:?}", object.spec) };
+        assert_eq!(s.secret_type, "kubernetes.io/tls");
+        let keys: Vec<&str> = s.data.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["ca.crl", "cacert", "tls.crt", "tls.key"]);
+        assert_eq!(s.data["cacert"], b"CA");
+        assert_eq!(object.meta.namespace, "istio-system");
+    }
+
+    #[test]
+    fn secret_debug_and_json_show_no_key_material() {
+        let object = Object::try_from(secret(&[("tls.key", "PRIVATE-KEY-MATERIAL")], &[])).unwrap();
+        let debug = format!("{object:?}");
+        let json = serde_json::to_string(&object).unwrap();
+        for shown in [&debug, &json] {
+            assert!(!shown.contains("PRIVATE-KEY-MATERIAL"), "{shown}");
+            // Nor as bytes: the key's first byte, 'P' = 80, would show in a Vec<u8> dump.
+            assert!(!shown.contains("80, 82"), "{shown}");
+            assert!(shown.contains("tls.key") && shown.contains("<20 bytes>"), "{shown}");
+        }
     }
 }

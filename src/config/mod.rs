@@ -27,11 +27,16 @@ pub enum Kind {
     Pod,
     Namespace,
     ConfigMap,
+    PeerAuthentication,
+    AuthorizationPolicy,
+    RequestAuthentication,
+    Telemetry,
+    Secret,
 }
 
 impl Kind {
     /// In declaration order: the store indexes by `kind as usize`.
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 16] = [
         Kind::Gateway,
         Kind::VirtualService,
         Kind::DestinationRule,
@@ -43,6 +48,11 @@ impl Kind {
         Kind::Pod,
         Kind::Namespace,
         Kind::ConfigMap,
+        Kind::PeerAuthentication,
+        Kind::AuthorizationPolicy,
+        Kind::RequestAuthentication,
+        Kind::Telemetry,
+        Kind::Secret,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +68,11 @@ impl Kind {
             Kind::Pod => "Pod",
             Kind::Namespace => "Namespace",
             Kind::ConfigMap => "ConfigMap",
+            Kind::PeerAuthentication => "PeerAuthentication",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
+            Kind::RequestAuthentication => "RequestAuthentication",
+            Kind::Telemetry => "Telemetry",
+            Kind::Secret => "Secret",
         }
     }
 
@@ -69,7 +84,11 @@ impl Kind {
                 ("networking.istio.io", ISTIO)
             }
             Kind::WorkloadEntry | Kind::Sidecar => ("networking.istio.io", ISTIO),
-            Kind::Service | Kind::Pod | Kind::Namespace | Kind::ConfigMap => ("", &["v1"]),
+            Kind::PeerAuthentication | Kind::AuthorizationPolicy | Kind::RequestAuthentication => {
+                ("security.istio.io", &["v1", "v1beta1"])
+            }
+            Kind::Telemetry => ("telemetry.istio.io", &["v1", "v1alpha1"]),
+            Kind::Service | Kind::Pod | Kind::Namespace | Kind::ConfigMap | Kind::Secret => ("", &["v1"]),
             Kind::EndpointSlice => ("discovery.k8s.io", &["v1"]),
         }
     }
@@ -143,6 +162,11 @@ pub enum Spec {
     Pod(kube::Pod),
     Namespace,
     ConfigMap(kube::ConfigMap),
+    PeerAuthentication(istio::PeerAuthentication),
+    AuthorizationPolicy(istio::AuthorizationPolicy),
+    RequestAuthentication(istio::RequestAuthentication),
+    Telemetry(istio::Telemetry),
+    Secret(kube::Secret),
 }
 
 impl Spec {
@@ -159,6 +183,11 @@ impl Spec {
             Spec::Pod(_) => Kind::Pod,
             Spec::Namespace => Kind::Namespace,
             Spec::ConfigMap(_) => Kind::ConfigMap,
+            Spec::PeerAuthentication(_) => Kind::PeerAuthentication,
+            Spec::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
+            Spec::RequestAuthentication(_) => Kind::RequestAuthentication,
+            Spec::Telemetry(_) => Kind::Telemetry,
+            Spec::Secret(_) => Kind::Secret,
         }
     }
 }
@@ -215,6 +244,11 @@ kind_spec! {
     kube::EndpointSlice => EndpointSlice,
     kube::Pod => Pod,
     kube::ConfigMap => ConfigMap,
+    istio::PeerAuthentication => PeerAuthentication,
+    istio::AuthorizationPolicy => AuthorizationPolicy,
+    istio::RequestAuthentication => RequestAuthentication,
+    istio::Telemetry => Telemetry,
+    kube::Secret => Secret,
 }
 
 impl Object {
@@ -239,6 +273,18 @@ mod tests {
         assert_eq!(Kind::from_type_meta("networking.istio.io/v1alpha3", "Sidecar"), Some(Kind::Sidecar));
         assert_eq!(Kind::from_type_meta("v1", "ConfigMap"), Some(Kind::ConfigMap));
         assert_eq!(Kind::from_type_meta("discovery.k8s.io/v1", "EndpointSlice"), Some(Kind::EndpointSlice));
+        for v in ["v1", "v1beta1"] {
+            let api = format!("security.istio.io/{v}");
+            assert_eq!(Kind::from_type_meta(&api, "PeerAuthentication"), Some(Kind::PeerAuthentication));
+            assert_eq!(Kind::from_type_meta(&api, "AuthorizationPolicy"), Some(Kind::AuthorizationPolicy));
+            assert_eq!(Kind::from_type_meta(&api, "RequestAuthentication"), Some(Kind::RequestAuthentication));
+        }
+        assert_eq!(Kind::from_type_meta("security.istio.io/v1alpha3", "AuthorizationPolicy"), None);
+        assert_eq!(Kind::from_type_meta("networking.istio.io/v1", "PeerAuthentication"), None);
+        assert_eq!(Kind::from_type_meta("telemetry.istio.io/v1alpha1", "Telemetry"), Some(Kind::Telemetry));
+        assert_eq!(Kind::from_type_meta("telemetry.istio.io/v1", "Telemetry"), Some(Kind::Telemetry));
+        assert_eq!(Kind::from_type_meta("telemetry.istio.io/v1beta1", "Telemetry"), None);
+        assert_eq!(Kind::from_type_meta("v1", "Secret"), Some(Kind::Secret));
         assert_eq!(Kind::from_type_meta("networking.istio.io/v2", "VirtualService"), None);
         assert_eq!(Kind::from_type_meta("apps/v1", "Deployment"), None);
     }

@@ -37,16 +37,13 @@ pub struct SyntaxError {
 /// ServiceAccounts) and that pilotfish does not need: skipped without a word.
 const IGNORED_KINDS: &[&str] = &[
     "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "ServiceAccount",
-    "Secret", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding",
+    "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding",
     "CustomResourceDefinition", "HorizontalPodAutoscaler", "PodDisruptionBudget",
     "NetworkPolicy", "Endpoints",
 ];
 
 /// Istio kinds pilotfish reads but does not serve yet: a warning, not an error.
-const NOT_YET_SERVED: &[&str] = &[
-    "EnvoyFilter", "WorkloadGroup", "ProxyConfig", "PeerAuthentication",
-    "AuthorizationPolicy", "RequestAuthentication", "Telemetry", "WasmPlugin",
-];
+const NOT_YET_SERVED: &[&str] = &["EnvoyFilter", "WorkloadGroup", "ProxyConfig", "WasmPlugin"];
 
 /// Splits a stream into YAML documents at `---` lines, returning each with its first line.
 /// A `---` at column 0 always ends a document in YAML, even inside a block scalar.
@@ -191,6 +188,11 @@ pub fn parse_object(value: Value) -> Result<Option<(Object, Vec<Diagnostic>)>, D
         Kind::Pod => kube_object::<k8s_openapi::api::core::v1::Pod>(value.clone(), &mut warnings),
         Kind::Namespace => Ok(Spec::Namespace),
         Kind::ConfigMap => kube_object::<k8s_openapi::api::core::v1::ConfigMap>(value.clone(), &mut warnings),
+        Kind::PeerAuthentication => istio_spec(map, &mut warnings).map(Spec::PeerAuthentication),
+        Kind::AuthorizationPolicy => istio_spec(map, &mut warnings).map(Spec::AuthorizationPolicy),
+        Kind::RequestAuthentication => istio_spec(map, &mut warnings).map(Spec::RequestAuthentication),
+        Kind::Telemetry => istio_spec(map, &mut warnings).map(Spec::Telemetry),
+        Kind::Secret => kube_object::<k8s_openapi::api::core::v1::Secret>(value.clone(), &mut warnings),
     };
     let spec = result.map_err(|d| d.on(&key))?;
     let mut meta = meta;
@@ -368,6 +370,33 @@ metadata: {name: reviews-v1}
         assert_eq!(parsed.diagnostics.len(), 2);
         assert!(parsed.diagnostics[0].message.contains("unknown kind \"Widget\""));
         assert!(parsed.diagnostics[1].message.contains("networking.istio.io/v1"));
+    }
+
+    #[test]
+    fn security_and_telemetry_kinds_and_secrets_are_typed() {
+        let text = concat!(
+            "apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n---\n",
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-all}\nspec: {}\n---\n",
+            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt}\nspec: {jwtRules: [{issuer: a}]}\n---\n",
+            "apiVersion: telemetry.istio.io/v1alpha1\nkind: Telemetry\nmetadata: {name: mesh}\nspec: {accessLogging: [{providers: [{name: envoy}]}]}\n---\n",
+            // "CERT" and "KEY" in base64; `password` is not a credential key and is dropped.
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: cert}\ntype: kubernetes.io/tls\n",
+            "data: {tls.crt: Q0VSVA==, password: aHVudGVyMg==}\nstringData: {tls.key: KEY}\n",
+        );
+        let parsed = parse_text("f.yaml", text).unwrap();
+        assert!(parsed.diagnostics.is_empty(), "{:#?}", parsed.diagnostics);
+        let kinds: Vec<Kind> = parsed.objects.iter().map(|o| o.object.kind()).collect();
+        assert_eq!(
+            kinds,
+            [Kind::PeerAuthentication, Kind::AuthorizationPolicy, Kind::RequestAuthentication, Kind::Telemetry, Kind::Secret]
+        );
+        let Some(secret) = parsed.objects[4].object.spec::<kube::Secret>() else { panic!("not a Secret") };
+        assert_eq!(secret.data.get("tls.crt").map(Vec::as_slice), Some(&b"CERT"[..]));
+        assert_eq!(secret.data.get("tls.key").map(Vec::as_slice), Some(&b"KEY"[..]));
+        assert!(!secret.data.contains_key("password"));
+        let bad = parse_text("f.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: c}\ndata: {tls.crt: \"not base64!\"}\n").unwrap();
+        assert!(bad.objects.is_empty());
+        assert_eq!(bad.diagnostics[0].field, "data.tls.crt");
     }
 
     #[test]

@@ -5,13 +5,17 @@
 //! warnings are served. Semantics follow istiod's `pkg/config/validation` and the CEL rules of
 //! Istio's CRDs; field paths are exact (`spec.http[2].match[0].uri.regex`).
 
+mod authorization_policy;
 mod common;
 mod destination_rule;
 mod gateway;
 mod http_route;
 mod kube;
+mod policy_target;
+mod security;
 mod service_entry;
 mod sidecar;
+mod telemetry;
 mod unreachable;
 mod virtual_service;
 
@@ -40,9 +44,16 @@ pub fn validate(object: &Object) -> Vec<Diagnostic> {
         Spec::ServiceEntry(se) => service_entry::validate(ns, se, &mut out),
         Spec::WorkloadEntry(we) => service_entry::validate_workload_entry(we, &mut out),
         Spec::Sidecar(sc) => sidecar::validate(ns, sc, &mut out),
-        Spec::Service(_) | Spec::EndpointSlice(_) | Spec::Pod(_) | Spec::Namespace | Spec::ConfigMap(_) => {
-            kube::validate(object, &mut out)
-        }
+        Spec::PeerAuthentication(pa) => security::validate_peer_authentication(pa, &mut out),
+        Spec::AuthorizationPolicy(ap) => authorization_policy::validate(ap, &mut out),
+        Spec::RequestAuthentication(ra) => security::validate_request_authentication(ra, &mut out),
+        Spec::Telemetry(t) => telemetry::validate(t, &mut out),
+        Spec::Service(_)
+        | Spec::EndpointSlice(_)
+        | Spec::Pod(_)
+        | Spec::Namespace
+        | Spec::ConfigMap(_)
+        | Spec::Secret(_) => kube::validate(object, &mut out),
     }
     let key = object.key();
     out.0.into_iter().map(|d| d.on(&key)).collect()
@@ -52,10 +63,7 @@ pub fn validate(object: &Object) -> Vec<Diagnostic> {
 /// Names of the Kubernetes kinds are checked per kind in [`kube`].
 fn validate_meta(object: &Object, out: &mut Diags) {
     let meta = &object.meta;
-    let istio = !matches!(
-        object.spec,
-        Spec::Service(_) | Spec::EndpointSlice(_) | Spec::Pod(_) | Spec::Namespace | Spec::ConfigMap(_)
-    );
+    let istio = object.kind().group_versions().0.ends_with(".istio.io");
     if istio && !is_k8s_subdomain(&meta.name) {
         out.error(
             "metadata.name",
@@ -68,10 +76,15 @@ fn validate_meta(object: &Object, out: &mut Diags) {
     if meta.annotations.contains_key(ALWAYS_REJECT) {
         out.error(format!("metadata.annotations.{ALWAYS_REJECT}"), format!("{ALWAYS_REJECT:?} annotation found, rejecting"));
     }
-    if istio && meta.annotations.contains_key(DRY_RUN) {
-        out.error(
-            format!("metadata.annotations.{DRY_RUN}"),
-            format!("unsupported annotation {DRY_RUN} (only AuthorizationPolicy supports it), please remove the annotation"),
-        );
+    if let Some(value) = meta.annotations.get(DRY_RUN) {
+        let at = format!("metadata.annotations.{DRY_RUN}");
+        match &object.spec {
+            Spec::AuthorizationPolicy(ap) => out.check(at, authorization_policy::validate_dry_run(value, ap.action)),
+            _ if istio => out.error(
+                at,
+                format!("unsupported annotation {DRY_RUN} (only AuthorizationPolicy supports it), please remove the annotation"),
+            ),
+            _ => {}
+        }
     }
 }

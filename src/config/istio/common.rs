@@ -1,12 +1,14 @@
 //! Value types shared by several Istio kinds: string matches, durations, percentages, ports.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration as StdDuration;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Istio's `StringMatch`: exactly one of `exact`, `prefix` or `regex`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum StringMatch {
     Exact(String),
@@ -105,22 +107,37 @@ impl Serialize for Duration {
     }
 }
 
+/// Serde reads a `Duration` from a string, so the schema says string (as Istio's CRDs do).
+impl JsonSchema for Duration {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string" })
+    }
+}
+
 /// Istio's `Percent` (`{value: 12.5}`), a double between 0 and 100.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default)]
 pub struct Percent {
     pub value: f64,
 }
 
 /// `PortSelector`: a destination port number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default)]
 pub struct PortSelector {
     pub number: u32,
 }
 
 /// A port exposed by a Gateway server or a ServiceEntry.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Port {
     pub number: u32,
@@ -131,7 +148,7 @@ pub struct Port {
 }
 
 /// `WorkloadSelector`: labels a workload must carry.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default)]
 pub struct WorkloadSelector {
     pub labels: std::collections::BTreeMap<String, String>,

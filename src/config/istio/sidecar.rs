@@ -1,5 +1,6 @@
 //! `networking.istio.io` Sidecar: what a workload's proxy listens on and which services it sees.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Port, WorkloadSelector};
@@ -9,7 +10,7 @@ use super::virtual_service::Destination;
 use crate::model::host;
 use crate::model::mesh::OutboundTrafficMode;
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Sidecar {
     /// `None` (or no labels): the Sidecar applies to every workload of its namespace.
@@ -30,7 +31,7 @@ impl Sidecar {
 }
 
 /// `IstioIngressListener`: a port of the workload the proxy accepts traffic on.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct IngressListener {
     /// Required; `None` only so that its absence is reported as istiod words it.
@@ -47,7 +48,7 @@ pub struct IngressListener {
 }
 
 /// `IstioEgressListener`: a listener for outbound traffic and the hosts it imports.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct EgressListener {
     /// `None`: the catch-all listener (it must come last).
@@ -67,7 +68,7 @@ impl EgressListener {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CaptureMode {
     /// The proxy's own interception mode decides.
@@ -78,13 +79,19 @@ pub enum CaptureMode {
     None,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct OutboundTrafficPolicy {
     /// Unset is the protobuf zero value, `REGISTRY_ONLY` (not the mesh's default).
+    #[schemars(schema_with = "outbound_mode_schema")]
     pub mode: Option<OutboundTrafficMode>,
     /// Where ALLOW_ANY sends unknown traffic instead of its original destination.
     pub egress_proxy: Option<Destination>,
+}
+
+/// The CRD spells the mode by name (numbers are for mesh config only).
+fn outbound_mode_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "string", "enum": ["REGISTRY_ONLY", "ALLOW_ANY"] })
 }
 
 impl OutboundTrafficPolicy {

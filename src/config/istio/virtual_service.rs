@@ -2,11 +2,12 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Duration, Percent, PortSelector, StringMatch};
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct VirtualService {
     pub hosts: Vec<String>,
@@ -17,8 +18,9 @@ pub struct VirtualService {
     pub export_to: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
+#[schemars(transform = mirror_percent_alias)]
 pub struct HttpRoute {
     pub name: String,
     #[serde(rename = "match")]
@@ -34,13 +36,22 @@ pub struct HttpRoute {
     pub mirror: Option<Destination>,
     pub mirrors: Vec<HttpMirrorPolicy>,
     pub mirror_percentage: Option<Percent>,
-    /// Deprecated integer form of `mirrorPercentage`.
+    /// Deprecated integer form of `mirrorPercentage`; protobuf JSON also reads the proto name.
+    #[serde(alias = "mirror_percent")]
     pub mirror_percent: Option<u32>,
     pub cors_policy: Option<CorsPolicy>,
     pub headers: Option<Headers>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+/// schemars leaves serde aliases out; the CRD must name `mirror_percent` or the API server prunes it.
+fn mirror_percent_alias(schema: &mut schemars::Schema) {
+    let alias = schema.get("properties").and_then(|p| p.get("mirrorPercent")).cloned();
+    if let (Some(alias), Some(properties)) = (alias, schema.get_mut("properties").and_then(|p| p.as_object_mut())) {
+        properties.insert("mirror_percent".into(), alias);
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct HttpMatchRequest {
     pub name: String,
@@ -61,7 +72,7 @@ pub struct HttpMatchRequest {
 
 /// A header or query-parameter match. Istio accepts an empty object (`{}`), meaning
 /// "present with any value", besides the three `StringMatch` forms.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct HeaderMatch {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -90,7 +101,7 @@ impl HeaderMatch {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Destination {
     pub host: String,
@@ -100,7 +111,7 @@ pub struct Destination {
     pub port: Option<PortSelector>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct HttpRouteDestination {
     pub destination: Destination,
@@ -108,21 +119,21 @@ pub struct HttpRouteDestination {
     pub headers: Option<Headers>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct RouteDestination {
     pub destination: Destination,
     pub weight: i32,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default)]
 pub struct Headers {
     pub request: Option<HeaderOperations>,
     pub response: Option<HeaderOperations>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default)]
 pub struct HeaderOperations {
     pub set: BTreeMap<String, String>,
@@ -130,7 +141,7 @@ pub struct HeaderOperations {
     pub remove: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct HttpRedirect {
     pub uri: String,
@@ -139,16 +150,19 @@ pub struct HttpRedirect {
     pub derive_port: Option<RedirectPortSelection>,
     pub scheme: String,
     pub redirect_code: u32,
+    /// Replaces the matched prefix on a redirect (Envoy's `prefix_rewrite`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub prefix_rewrite: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RedirectPortSelection {
     FromProtocolDefault,
     FromRequestPort,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default)]
 pub struct HttpDirectResponse {
     pub status: u32,
@@ -156,21 +170,21 @@ pub struct HttpDirectResponse {
 }
 
 /// `HTTPBody`: a string, or base64 `bytes`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum HttpBody {
     String(String),
-    Bytes(String),
+    Bytes(#[schemars(extend("format" = "byte"))] String),
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default)]
 pub struct Delegate {
     pub name: String,
     pub namespace: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct HttpRewrite {
     pub uri: String,
@@ -178,7 +192,7 @@ pub struct HttpRewrite {
     pub uri_regex_rewrite: Option<RegexRewrite>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct RegexRewrite {
     #[serde(rename = "match")]
@@ -186,7 +200,7 @@ pub struct RegexRewrite {
     pub rewrite: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct HttpRetry {
     pub attempts: i32,
@@ -197,14 +211,14 @@ pub struct HttpRetry {
     pub backoff: Option<Duration>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default)]
 pub struct HttpFaultInjection {
     pub delay: Option<FaultDelay>,
     pub abort: Option<FaultAbort>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct FaultDelay {
     pub fixed_delay: Option<Duration>,
@@ -214,7 +228,7 @@ pub struct FaultDelay {
     pub percent: Option<i32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct FaultAbort {
     pub http_status: Option<i32>,
@@ -223,14 +237,14 @@ pub struct FaultAbort {
     pub percentage: Option<Percent>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default)]
 pub struct HttpMirrorPolicy {
     pub destination: Destination,
     pub percentage: Option<Percent>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct CorsPolicy {
     pub allow_origins: Vec<StringMatch>,
@@ -244,7 +258,7 @@ pub struct CorsPolicy {
     pub unmatched_preflights: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct TlsRoute {
     #[serde(rename = "match")]
@@ -252,7 +266,7 @@ pub struct TlsRoute {
     pub route: Vec<RouteDestination>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct TlsMatchAttributes {
     pub sni_hosts: Vec<String>,
@@ -263,7 +277,7 @@ pub struct TlsMatchAttributes {
     pub source_namespace: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct TcpRoute {
     #[serde(rename = "match")]
@@ -271,10 +285,13 @@ pub struct TcpRoute {
     pub route: Vec<RouteDestination>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct L4MatchAttributes {
     pub destination_subnets: Vec<String>,
+    /// Deprecated upstream (no longer honoured by istiod), kept so that objects round-trip.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub source_subnet: String,
     pub port: u32,
     pub source_labels: BTreeMap<String, String>,
     pub gateways: Vec<String>,

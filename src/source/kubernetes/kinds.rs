@@ -33,7 +33,7 @@ pub async fn watch(kind: Kind, client: Client, options: KubeOptions, tx: mpsc::S
             let name = format!("metadata.name={}", crate::config::mesh_config::CONFIG_MAP_NAME);
             follow(kind, api, all.fields(&name), &tx, typed(kind)).await
         }
-        // (Secret arrives with its Kind) Kind::Secret => follow(kind, Api::<core::Secret>::all(client), all.fields(SECRET_FIELDS), &tx, typed(kind)).await,
+        Kind::Secret => follow(kind, Api::<core::Secret>::all(client), all.fields(SECRET_FIELDS), &tx, typed(kind)).await,
         istio => {
             watch_custom(istio, client, options, &tx).await;
             Ended::Closed

@@ -1,11 +1,14 @@
 //! Tests per kind, each with its own inline fixtures.
 
+mod authorization_policy;
 mod common;
 mod destination_rule;
 mod gateway;
 mod kube;
+mod security;
 mod service_entry;
 mod sidecar;
+mod telemetry;
 mod virtual_service;
 
 use crate::config::parse::parse_text;
