@@ -1,0 +1,3 @@
+//! Shared support for the integration tests.
+
+pub mod fake_apiserver;
