@@ -85,14 +85,16 @@ pub async fn serve(
         shutdown.await;
         tracing::info!("draining: not ready, closing every xDS stream");
         ready.send_replace(false);
-        stop.send_replace(true);
     };
     tokio::pin!(drain);
 
     let store = Arc::new(Mutex::new(Store::new()));
     let following = tokio::select! {
         following = load(options.source, &store) => following?,
-        () = &mut drain => return Ok(()),
+        () = &mut drain => {
+            stop.send_replace(true);
+            return Ok(());
+        }
     };
     let (store_rx, snapshot) = {
         let store = store.lock().unwrap_or_else(|p| p.into_inner());
