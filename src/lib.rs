@@ -5,6 +5,7 @@
 //! `validate` the checks istiod's webhook makes, and `model` the shared domain values.
 
 pub mod bootstrap;
+pub mod ca;
 pub mod config;
 pub mod crd;
 pub mod debug;
@@ -13,11 +14,14 @@ pub mod generate;
 pub mod index;
 pub mod leader;
 pub mod model;
+pub mod operator;
 pub mod push;
+pub mod rbac;
 pub mod render;
 pub mod serve;
 pub mod source;
 pub mod status;
 pub mod store;
 pub mod validate;
+pub mod webhook;
 pub mod xds;

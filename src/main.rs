@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use pilotfish::config::istio::Duration;
 use pilotfish::model::{MeshConfig, Proxy};
 use pilotfish::serve::{ConfigSource, Listeners, ServeOptions};
+use pilotfish::operator::OperatorOptions;
 use pilotfish::source::kubernetes::KubeOptions;
 use pilotfish::source::Directory;
 use pilotfish::xds;
@@ -59,6 +60,15 @@ enum Command {
         /// Address of `/ready` and `/version` (istiod's 8080); not served when unset.
         #[arg(long)]
         http_address: Option<SocketAddr>,
+        /// Address of the validating admission webhook (istiod's 15017; Kubernetes only).
+        #[arg(long, conflicts_with = "config_dir")]
+        webhook_address: Option<SocketAddr>,
+        /// The control plane's namespace: Lease, CA Secret, the `istiod` Service.
+        #[arg(long, env = "POD_NAMESPACE", default_value = "istio-system")]
+        namespace: String,
+        /// This replica's identity in leader election (default: the host name).
+        #[arg(long, env = "POD_NAME")]
+        pod_name: Option<String>,
         /// Changes that follow a push within this window are coalesced into one push.
         #[arg(long, default_value = "100ms", value_parser = parse_duration)]
         debounce: Duration,
@@ -134,7 +144,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Serve { config_dir, kubeconfig, xds_address, http_address, debounce, mesh } => {
+        Command::Serve { config_dir, kubeconfig, xds_address, http_address, webhook_address, namespace, pod_name, debounce, mesh } => {
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
             runtime.block_on(async {
                 let source = match config_dir {
@@ -142,10 +152,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     None => ConfigSource::Kubernetes {
                         client: kube_client(kubeconfig.as_deref()).await?,
                         options: KubeOptions { mesh_namespace: mesh.root_namespace.clone(), ..KubeOptions::default() },
+                        operator: OperatorOptions {
+                            namespace,
+                            identity: pod_name.unwrap_or_else(host_name),
+                            domain_suffix: mesh.domain_suffix.clone(),
+                            ..OperatorOptions::default()
+                        },
                     },
                 };
                 let options = ServeOptions { source, debounce: debounce.as_std(), mesh: mesh.mesh() };
-                serve(options, xds_address, http_address).await
+                serve(options, xds_address, http_address, webhook_address).await
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -207,15 +223,20 @@ fn validate(paths: &[PathBuf]) -> Result<ExitCode> {
     Ok(if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
-async fn serve(options: ServeOptions, xds_address: SocketAddr, http_address: Option<SocketAddr>) -> Result<()> {
-    let xds = listen(xds_address).with_context(|| format!("binding the xDS address {xds_address}"))?;
-    let status = match http_address {
-        Some(address) => Some(listen(address).with_context(|| format!("binding the HTTP address {address}"))?),
-        None => None,
+async fn serve(options: ServeOptions, xds: SocketAddr, http: Option<SocketAddr>, webhook: Option<SocketAddr>) -> Result<()> {
+    let bind = |address: SocketAddr, what: &str| listen(address).with_context(|| format!("binding the {what} address {address}"));
+    let listeners = Listeners {
+        xds: bind(xds, "xDS")?,
+        status: http.map(|a| bind(a, "HTTP")).transpose()?,
+        webhook: webhook.map(|a| bind(a, "webhook")).transpose()?,
     };
-    let listeners = Listeners { xds, status };
     pilotfish::serve::serve(options, listeners, xds::Connections::new(), shutdown_signal()).await?;
     Ok(())
+}
+
+/// The host name, the election identity outside a pod (inside one, POD_NAME is set).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "pilotfish".into())
 }
 
 /// A client for `--kubeconfig`, else in-cluster config, else `KUBECONFIG`/`~/.kube/config`.

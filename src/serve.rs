@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::model::MeshConfig;
+use crate::operator::{Operator, OperatorOptions};
 use crate::source::kubernetes::{KubeOptions, KubeSource};
 use crate::source::{self, Directory};
 use crate::store::Store;
@@ -21,8 +22,9 @@ use crate::xds::{self, Connections, Snapshot};
 pub enum ConfigSource {
     /// A directory of YAML, followed with inotify.
     Directory(PathBuf),
-    /// The Kubernetes API.
-    Kubernetes { client: kube::Client, options: KubeOptions },
+    /// The Kubernetes API; the replica also takes part in leader election and serves the
+    /// validating webhook (`operator.rs`).
+    Kubernetes { client: kube::Client, options: KubeOptions, operator: OperatorOptions },
 }
 
 #[derive(Clone)]
@@ -38,6 +40,8 @@ pub struct Listeners {
     pub xds: TcpListener,
     /// `/ready` and `/version` (istiod's 8080).
     pub status: Option<TcpListener>,
+    /// The validating webhook (istiod's 15017); Kubernetes only.
+    pub webhook: Option<TcpListener>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,17 +52,21 @@ pub enum ServeError {
     Xds(#[from] xds::XdsError),
 }
 
-/// The running source; dropping it stops following changes.
+/// The running source, and in a cluster the election and webhook.
 enum Following {
     Directory(tokio::task::JoinHandle<()>),
-    /// Held for its `Drop`, which stops the watchers.
-    Kubernetes(#[allow(dead_code)] KubeSource),
+    Kubernetes(KubeSource, Operator),
 }
 
-impl Drop for Following {
-    fn drop(&mut self) {
-        if let Following::Directory(task) = self {
-            task.abort();
+impl Following {
+    /// Stops following; in a cluster, lets the leader hand its Lease over first.
+    async fn stop(self) {
+        match self {
+            Following::Directory(task) => task.abort(),
+            Following::Kubernetes(source, operator) => {
+                drop(source);
+                operator.finish().await;
+            }
         }
     }
 }
@@ -75,6 +83,7 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let (ready, ready_rx) = watch::channel(false);
     let (stop, mut stop_rx) = watch::channel(false);
+    let (draining, draining_rx) = watch::channel(false);
     let status = listeners.status.map(|listener| {
         let stopped = async move {
             let _ = stop_rx.wait_for(|stop| *stop).await;
@@ -85,12 +94,13 @@ pub async fn serve(
         shutdown.await;
         tracing::info!("draining: not ready, closing every xDS stream");
         ready.send_replace(false);
+        draining.send_replace(true);
     };
     tokio::pin!(drain);
 
     let store = Arc::new(Mutex::new(Store::new()));
     let following = tokio::select! {
-        following = load(options.source, &store) => following?,
+        following = load(options.source, &store, listeners.webhook, draining_rx) => following?,
         () = &mut drain => {
             stop.send_replace(true);
             return Ok(());
@@ -109,7 +119,7 @@ pub async fn serve(
     let result = xds::serve(listeners.xds, snapshot_rx, connections, drain).await;
     stop.send_replace(true);
     pipeline.abort();
-    drop(following);
+    following.stop().await;
     if let Some(status) = status {
         let _ = status.await;
     }
@@ -117,7 +127,12 @@ pub async fn serve(
 }
 
 /// Reads the whole config into the store, then keeps following it.
-async fn load(source: ConfigSource, store: &Arc<Mutex<Store>>) -> Result<Following, ServeError> {
+async fn load(
+    source: ConfigSource,
+    store: &Arc<Mutex<Store>>,
+    webhook: Option<TcpListener>,
+    draining: watch::Receiver<bool>,
+) -> Result<Following, ServeError> {
     match source {
         ConfigSource::Directory(path) => {
             let mut directory = Directory::new(&path);
@@ -131,11 +146,13 @@ async fn load(source: ConfigSource, store: &Arc<Mutex<Store>>) -> Result<Followi
                 }
             })))
         }
-        ConfigSource::Kubernetes { client, options } => {
+        ConfigSource::Kubernetes { client, options, operator } => {
+            // The election and the webhook need no config: they start while the cluster is listed.
+            let operator = Operator::start(client.clone(), operator, webhook, draining);
             let mut kube = KubeSource::start(client, store.clone(), options);
             tracing::info!("listing config from the Kubernetes API");
             kube.synced().await;
-            Ok(Following::Kubernetes(kube))
+            Ok(Following::Kubernetes(kube, operator))
         }
     }
 }
