@@ -3,7 +3,8 @@
 //! `validateOneOfSelectorType`, `validateWorkloadSelector`, `validatePolicyTargetReference`, and
 //! the limits of the CRDs' schema).
 
-use crate::config::istio::security::{PolicySelector, PolicyTargetReference};
+use crate::config::istio::common::MatchLabels;
+use crate::config::istio::security::PolicyTargetReference;
 
 use super::common::{is_k8s_subdomain, validate_selector_labels, Diags};
 
@@ -23,7 +24,7 @@ const ALLOWED_TARGETS: &[(&str, &str)] = &[
 /// Checks `spec.selector`, `spec.targetRef` and `spec.targetRefs` of a policy.
 pub fn validate(
     out: &mut Diags,
-    selector: Option<&PolicySelector>,
+    selector: Option<&MatchLabels>,
     target_ref: Option<&PolicyTargetReference>,
     target_refs: &[PolicyTargetReference],
 ) {
@@ -59,7 +60,7 @@ pub fn validate(
 
 /// `spec.selector`: labels as a workload carries them; none at all is suspicious (the policy then
 /// applies to the whole namespace) but allowed.
-pub fn validate_selector(out: &mut Diags, selector: &PolicySelector) {
+pub fn validate_selector(out: &mut Diags, selector: &MatchLabels) {
     let at = "spec.selector.matchLabels";
     let labels = &selector.match_labels;
     validate_selector_labels(out, at, labels);

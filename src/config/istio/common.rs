@@ -1,6 +1,7 @@
 //! Value types shared by several Istio kinds: string matches, durations, percentages, ports.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration as StdDuration;
 
@@ -187,4 +188,12 @@ mod tests {
         assert_eq!(m, StringMatch::Prefix("/a".into()));
         assert!(serde_json::from_str::<StringMatch>(r#"{"prefix":"/a","exact":"/b"}"#).is_err());
     }
+}
+
+/// `istio.type.v1beta1.WorkloadSelector` (`matchLabels`): how DestinationRules and the security
+/// and telemetry kinds select workloads (ServiceEntry, Sidecar and Gateway use `labels`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase")]
+pub struct MatchLabels {
+    pub match_labels: BTreeMap<String, String>,
 }

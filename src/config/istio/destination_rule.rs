@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Duration, PortSelector};
+use super::common::{Duration, MatchLabels, PortSelector};
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
@@ -14,14 +14,7 @@ pub struct DestinationRule {
     pub traffic_policy: Option<TrafficPolicy>,
     pub subsets: Vec<Subset>,
     pub export_to: Vec<String>,
-    pub workload_selector: Option<DrWorkloadSelector>,
-}
-
-/// A DestinationRule's `workloadSelector` (unlike ServiceEntry's, it is `matchLabels`).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(default, rename_all = "camelCase")]
-pub struct DrWorkloadSelector {
-    pub match_labels: BTreeMap<String, String>,
+    pub workload_selector: Option<MatchLabels>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]

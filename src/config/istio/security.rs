@@ -7,10 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::Duration;
-use super::destination_rule::DrWorkloadSelector;
-
-/// `istio.type.v1beta1.WorkloadSelector` (`matchLabels`), the selector of every policy kind.
-pub type PolicySelector = DrWorkloadSelector;
+use super::common::MatchLabels;
 
 /// `PolicyTargetReference`: the Service, ServiceEntry or Gateway a policy attaches to, instead of
 /// a workload selector.
@@ -30,7 +27,7 @@ pub struct PolicyTargetReference {
 #[serde(default, rename_all = "camelCase")]
 pub struct PeerAuthentication {
     /// `None`: the policy applies to the namespace (or the mesh, in the root namespace).
-    pub selector: Option<PolicySelector>,
+    pub selector: Option<MatchLabels>,
     pub mtls: Option<MutualTls>,
     /// Per workload port; `Some` but empty is invalid, so presence is kept.
     pub port_level_mtls: Option<BTreeMap<u32, MutualTls>>,
@@ -56,7 +53,7 @@ pub enum MtlsMode {
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct AuthorizationPolicy {
-    pub selector: Option<PolicySelector>,
+    pub selector: Option<MatchLabels>,
     pub target_ref: Option<PolicyTargetReference>,
     pub target_refs: Vec<PolicyTargetReference>,
     /// `None` and `Some(empty)` differ: DENY and CUSTOM without rules are rejected, while an
@@ -159,7 +156,7 @@ pub struct Condition {
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct RequestAuthentication {
-    pub selector: Option<PolicySelector>,
+    pub selector: Option<MatchLabels>,
     pub target_ref: Option<PolicyTargetReference>,
     pub target_refs: Vec<PolicyTargetReference>,
     pub jwt_rules: Vec<JwtRule>,

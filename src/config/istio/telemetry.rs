@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::Duration;
-use super::security::{PolicySelector, PolicyTargetReference};
+use super::common::{Duration, MatchLabels};
+use super::security::PolicyTargetReference;
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Telemetry {
-    pub selector: Option<PolicySelector>,
+    pub selector: Option<MatchLabels>,
     pub target_ref: Option<PolicyTargetReference>,
     pub target_refs: Vec<PolicyTargetReference>,
     pub tracing: Vec<Tracing>,
