@@ -6,18 +6,20 @@
 //! (`O=<trust domain>`, CA, 10 years) and is persisted where istiod keeps it ([`secret`]), so
 //! pilotfish and istiod can take over from each other without re-rooting the mesh.
 
-mod der;
 pub mod secret;
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, PublicKeyData,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PublicKeyData,
 };
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use x509_parser::asn1_rs::{self, FromDer, Null, OctetString, Oid, Sequence, TaggedExplicit, ToDer};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::oid_registry::{OID_KEY_TYPE_EC_PUBLIC_KEY, OID_PKCS1_RSAENCRYPTION};
 
 pub use secret::{load_or_create, LoadOptions};
 
@@ -114,36 +116,46 @@ impl Authority {
             .next()
             .ok_or_else(|| CaError::Certificate("no CERTIFICATE block".into()))?
             .map_err(|e| CaError::Certificate(format!("not PEM: {e}")))?;
-        let info = der::certificate(&cert).map_err(|e| CaError::Certificate(e.to_string()))?;
-        if !info.is_ca {
+        let (_, x509) = X509Certificate::from_der(&cert)
+            .map_err(|e| CaError::Certificate(format!("not an X.509 certificate: {e}")))?;
+        if !x509.is_ca() {
             return Err(CaError::Certificate("not a CA certificate (basicConstraints CA:TRUE is missing)".into()));
         }
-        if info.issuer_raw != info.subject_raw {
+        let subject = x509.subject().as_raw();
+        if x509.issuer().as_raw() != subject {
             return Err(CaError::Certificate(
                 "not self-signed; a CA under another root (istiod's `cacerts`) is not supported yet".into(),
             ));
         }
-        if info.not_after <= SystemTime::now() {
-            return Err(CaError::Certificate(format!("expired at {}", der::format_time(info.not_after))));
+        let not_after = x509.validity().not_after;
+        if not_after.timestamp() <= unix_seconds(SystemTime::now()) {
+            return Err(CaError::Certificate(format!("expired at {}", format_time(&not_after))));
         }
+        let not_after = u64::try_from(not_after.timestamp())
+            .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
+            .map_err(|_| CaError::Certificate("notAfter is before 1970".into()))?;
         let key = key_pair(key_pem)?;
-        if key.der_bytes() != info.public_key.as_slice() {
+        if key.der_bytes() != &*x509.public_key().subject_public_key.data {
             return Err(CaError::KeyMismatch);
         }
-        let params = issuer_params(&info)?;
+        let key_pem = key.serialize_pem();
+        // rcgen takes the subject, key usages and key identifier from the certificate itself.
+        let issuer = Issuer::from_ca_cert_der(&cert, key)
+            .map_err(|e| CaError::Certificate(format!("rcgen cannot sign as this root: {e}")))?;
         // The issuer name of every certificate issued must equal the root's subject byte for
-        // byte, or chains do not verify: check the re-encoding once, here.
-        let probe = params.self_signed(&key)?;
-        if der::issuer_raw(probe.der()).ok().as_deref() != Some(info.subject_raw.as_slice()) {
+        // byte, or chains do not verify; rcgen re-encodes it (one attribute per type, its own
+        // order): check that once, here.
+        let probe = CertificateParams::default().signed_by(issuer.key(), &issuer)?;
+        let probe_issuer = X509Certificate::from_der(probe.der()).map(|(_, probe)| probe.issuer().as_raw().to_vec());
+        if probe_issuer.ok().as_deref() != Some(subject) {
             return Err(CaError::Certificate("the subject uses an encoding pilotfish cannot reproduce".into()));
         }
-        let key_pem = key.serialize_pem();
         Ok(Authority {
-            issuer: Issuer::new(params, key),
+            issuer,
             root_pem: first_pem_block(cert_pem).unwrap_or_default(),
             root_der: cert.to_vec(),
             key_pem,
-            not_after: info.not_after,
+            not_after,
         })
     }
 
@@ -188,52 +200,61 @@ impl Authority {
     }
 }
 
-/// The key in any of the PEM forms istiod writes, as the PKCS#8 rcgen reads.
+/// The key in any of the PEM forms istiod writes, as the PKCS#8 rcgen reads: rcgen on ring
+/// takes only PKCS#8, so PKCS#1 and SEC1 keys are put in its envelope.
 fn key_pair(key_pem: &str) -> Result<KeyPair, CaError> {
     // The parser's own errors may quote a line of the input: only say which kind of failure.
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
         .map_err(|_| CaError::Key("no PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block".into()))?;
+    let wrap_err = |e: asn1_rs::SerializeError| CaError::Key(format!("cannot wrap the key as PKCS#8: {e}"));
     let pkcs8 = match &key {
         PrivateKeyDer::Pkcs8(k) => k.secret_pkcs8_der().to_vec(),
-        PrivateKeyDer::Pkcs1(k) => der::pkcs8_from_pkcs1(k.secret_pkcs1_der()),
-        PrivateKeyDer::Sec1(k) => der::pkcs8_from_sec1(k.secret_sec1_der()).map_err(|e| CaError::Key(e.to_string()))?,
+        PrivateKeyDer::Pkcs1(k) => {
+            pkcs8(&OID_PKCS1_RSAENCRYPTION, Null {}.to_der_vec().map_err(wrap_err)?, k.secret_pkcs1_der())
+                .map_err(wrap_err)?
+        }
+        PrivateKeyDer::Sec1(k) => {
+            let curve = sec1_curve(k.secret_sec1_der())?;
+            pkcs8(&OID_KEY_TYPE_EC_PUBLIC_KEY, curve.to_der_vec().map_err(wrap_err)?, k.secret_sec1_der())
+                .map_err(wrap_err)?
+        }
         _ => return Err(CaError::Key("unsupported key format".into())),
     };
-    KeyPair::try_from(pkcs8.as_slice()).map_err(|e| CaError::Key(format!("unsupported or malformed key: {e}")))
+    KeyPair::try_from(&PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8)))
+        .map_err(|e| CaError::Key(format!("unsupported or malformed key: {e}")))
 }
 
-/// What rcgen needs to sign as this root: its subject, attribute by attribute, in the string
-/// types it was written with.
-fn issuer_params(info: &der::CertInfo) -> Result<CertificateParams, CaError> {
-    let mut name = DistinguishedName::new();
-    let mut seen = Vec::new();
-    for attribute in &info.subject {
-        let ty = DnType::from_oid(&attribute.oid);
-        if seen.contains(&ty) {
-            return Err(CaError::Certificate(format!("subject repeats attribute {:?}, which is not supported", attribute.oid)));
-        }
-        seen.push(ty.clone());
-        let text = String::from_utf8(attribute.value.clone())
-            .map_err(|_| CaError::Certificate(format!("subject attribute {:?} is not text", attribute.oid)))?;
-        let unsupported = |_| CaError::Certificate(format!("subject attribute {:?} is malformed", attribute.oid));
-        let value = match attribute.tag {
-            0x0c => DnValue::Utf8String(text),
-            0x13 => DnValue::PrintableString(text.as_str().try_into().map_err(unsupported)?),
-            0x16 => DnValue::Ia5String(text.as_str().try_into().map_err(unsupported)?),
-            tag => {
-                return Err(CaError::Certificate(format!(
-                    "subject attribute {:?} uses string type 0x{tag:02x}, which is not supported",
-                    attribute.oid
-                )));
-            }
-        };
-        name.push(ty, value);
-    }
-    let mut params = CertificateParams::default();
-    params.distinguished_name = name;
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    Ok(params)
+/// A PKCS#8 `PrivateKeyInfo`: version 0, the algorithm and its parameters, the key.
+fn pkcs8(algorithm: &Oid<'_>, parameters: Vec<u8>, key: &[u8]) -> Result<Vec<u8>, asn1_rs::SerializeError> {
+    let algorithm = Sequence::new([algorithm.to_der_vec()?, parameters].concat().into());
+    let info = [0u32.to_der_vec()?, algorithm.to_der_vec()?, OctetString::new(key).to_der_vec()?].concat();
+    Sequence::new(info.into()).to_der_vec()
+}
+
+/// The named curve of a SEC1 `ECPrivateKey` (RFC 5915), from its `[0] parameters`: PKCS#8
+/// names the curve in the algorithm instead.
+fn sec1_curve(sec1: &[u8]) -> Result<Oid<'_>, CaError> {
+    Sequence::from_der_and_then(sec1, |fields| {
+        let (fields, _version) = u32::from_der(fields)?;
+        let (fields, _private_key) = OctetString::from_der(fields)?;
+        let (fields, curve) = TaggedExplicit::<Oid, asn1_rs::Error, 0>::from_der(fields)?;
+        Ok((fields, curve.into_inner()))
+    })
+    .map(|(_, curve)| curve)
+    // The parser's errors carry no key bytes, but say only what was expected anyway.
+    .map_err(|_| CaError::Key("EC PRIVATE KEY: expected version, key and the [0] named curve".into()))
+}
+
+/// Whole seconds since 1970 (0 before), to compare with a certificate's times.
+fn unix_seconds(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// A certificate time as `2035-01-01T00:00:00Z`, for messages.
+fn format_time(t: &x509_parser::time::ASN1Time) -> String {
+    let t = t.to_datetime();
+    let (month, day, hour, minute, second) = (u8::from(t.month()), t.day(), t.hour(), t.minute(), t.second());
+    format!("{:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z", t.year())
 }
 
 /// The text of the first `CERTIFICATE` block, markers included.

@@ -6,6 +6,7 @@ use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::RootCertStore;
+use x509_parser::oid_registry::OID_X509_ORGANIZATION_NAME;
 
 use super::*;
 
@@ -15,6 +16,9 @@ const RSA_ROOT: &str = include_str!("testdata/istiod-rsa-root.pem");
 const RSA_KEY: &str = include_str!("testdata/istiod-rsa-root-key.pem");
 const EC_ROOT: &str = include_str!("testdata/ec-root.pem");
 const EC_KEY: &str = include_str!("testdata/ec-root-key.pem");
+// `O=cluster.local, O=second.org`: a subject rcgen cannot write back (one attribute per type).
+const TWO_ORGS_ROOT: &str = include_str!("testdata/two-orgs-root.pem");
+const TWO_ORGS_KEY: &str = include_str!("testdata/two-orgs-root-key.pem");
 
 fn names() -> Vec<String> {
     ["istiod", "istiod.istio-system", "istiod.istio-system.svc"].map(String::from).to_vec()
@@ -51,11 +55,12 @@ fn a_generated_root_issues_server_certificates_for_exactly_its_names() {
 #[test]
 fn generated_roots_are_istiods_shape() {
     let ca = Authority::generate("example.org").unwrap();
-    let info = der::certificate(ca.root_der()).unwrap();
-    assert!(info.is_ca);
-    assert_eq!(info.subject.len(), 1);
-    assert_eq!(info.subject[0].oid, vec![2, 5, 4, 10]);
-    assert_eq!(info.subject[0].value, b"example.org");
+    let (_, root) = X509Certificate::from_der(ca.root_der()).unwrap();
+    assert!(root.is_ca());
+    let subject: Vec<_> = root.subject().iter_attributes().collect();
+    assert_eq!(subject.len(), 1);
+    assert_eq!(subject[0].attr_type(), &OID_X509_ORGANIZATION_NAME);
+    assert_eq!(subject[0].as_str().unwrap(), "example.org");
     let years = ca.not_after().duration_since(SystemTime::now()).unwrap().as_secs() / (365 * 24 * 3600);
     assert_eq!(years, 9, "ten years, minus the part of a year already begun");
 }
@@ -67,7 +72,8 @@ fn lifetimes_are_capped_by_the_root_and_reported_exactly() {
     let left = issued.not_after.duration_since(SystemTime::now()).unwrap();
     assert!(left <= Duration::from_secs(600) && left > Duration::from_secs(590), "{left:?}");
     let chain: Vec<_> = CertificateDer::pem_slice_iter(issued.cert_chain_pem.as_bytes()).collect::<Result<_, _>>().unwrap();
-    assert_eq!(der::certificate(&chain[0]).unwrap().not_after, issued.not_after);
+    let (_, leaf) = X509Certificate::from_der(&chain[0]).unwrap();
+    assert_eq!(leaf.validity().not_after.timestamp(), unix_seconds(issued.not_after));
     let forever = ca.issue_server_cert(&names(), Duration::from_secs(100 * 365 * 24 * 3600)).unwrap();
     assert_eq!(forever.not_after, ca.not_after());
 }
@@ -94,6 +100,21 @@ fn an_ec_root_with_a_sec1_key_signs_verifiable_chains() {
     let ca = Authority::from_pem(EC_ROOT, EC_KEY).unwrap();
     let issued = ca.issue_server_cert(&names(), Duration::from_secs(60)).unwrap();
     verify(&ca, &issued, "istiod").unwrap();
+    assert!(ca.key_pem().starts_with("-----BEGIN PRIVATE KEY-----"), "persisted as PKCS#8");
+    let again = Authority::from_pem(ca.root_pem(), ca.key_pem()).unwrap();
+    assert_eq!(again.root_der(), ca.root_der());
+}
+
+#[test]
+fn an_expired_root_is_refused_with_its_date() {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = CertificateParams::default();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2024, 2, 29);
+    let cert = params.self_signed(&key).unwrap();
+    let err = Authority::from_pem(&cert.pem(), &key.serialize_pem()).unwrap_err().to_string();
+    assert_eq!(err, "ca-cert.pem: expired at 2024-02-29T00:00:00Z");
 }
 
 #[test]
@@ -105,6 +126,8 @@ fn bad_input_is_named_and_keys_never_appear() {
         (ca.root_pem().into(), "garbage".into(), "ca-key.pem: no PRIVATE KEY"),
         (ca.root_pem().into(), other.key_pem().into(), "public keys differ"),
         (RSA_ROOT.into(), EC_KEY.into(), "public keys differ"),
+        (EC_ROOT.into(), RSA_KEY.into(), "public keys differ"),
+        (TWO_ORGS_ROOT.into(), TWO_ORGS_KEY.into(), "the subject uses an encoding pilotfish cannot reproduce"),
     ];
     // A line of base64 from the middle of a key: none of it may leak into messages.
     let secret = |pem: &str| pem.lines().nth(1).unwrap().to_string();
@@ -126,4 +149,21 @@ fn a_server_certificate_needs_names_and_time() {
     let ca = Authority::generate("cluster.local").unwrap();
     assert!(ca.issue_server_cert(&[], Duration::from_secs(60)).unwrap_err().to_string().contains("at least one DNS name"));
     assert!(ca.issue_server_cert(&names(), Duration::ZERO).unwrap_err().to_string().contains("positive"));
+}
+
+#[test]
+fn a_sec1_key_names_its_curve_or_is_refused() {
+    use rustls::pki_types::PrivateSec1KeyDer;
+    use x509_parser::oid_registry::OID_EC_P256;
+    let key = PrivateSec1KeyDer::from_pem_slice(EC_KEY.as_bytes()).unwrap();
+    let der = key.secret_sec1_der();
+    assert_eq!(sec1_curve(der).unwrap(), OID_EC_P256);
+    // SEQUENCE { INTEGER 1, OCTET STRING (32 bytes), [0] { OID prime256v1 }, [1] { point } }:
+    // without the optional [0], the curve is unknown.
+    let curve_at = 2 + 3 + 2 + 32;
+    assert_eq!(&der[curve_at..curve_at + 2], &[0xa0, 0x0a]);
+    let mut cut = [&der[..curve_at], &der[curve_at + 12..]].concat();
+    cut[1] -= 12;
+    let err = sec1_curve(&cut).unwrap_err().to_string();
+    assert_eq!(err, "ca-key.pem: EC PRIVATE KEY: expected version, key and the [0] named curve");
 }
