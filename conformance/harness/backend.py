@@ -119,9 +119,12 @@ class _Server(ThreadingHTTPServer):
 class Backend:
     """One backend server; `start()` binds it, `stop()` closes it."""
 
-    def __init__(self, name: str, behaviour: Behaviour | None = None) -> None:
+    def __init__(self, name: str, behaviour: Behaviour | None = None, port: int = 0) -> None:
+        """`port` 0 lets the kernel pick one; replicas of one workload share a fixed port, as
+        the endpoints of one EndpointSlice do."""
         self.name = name
         self.address = next_loopback_address()
+        self._requested_port = port
         self._state = _State(name=name, behaviour=behaviour or Behaviour())
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -133,7 +136,7 @@ class Backend:
         return int(self._server.server_address[1])
 
     def start(self) -> "Backend":
-        self._server = _Server((self.address, 0), self._state)
+        self._server = _Server((self.address, self._requested_port), self._state)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},

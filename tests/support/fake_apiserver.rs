@@ -8,8 +8,12 @@
 //! pilotfish's Cargo.toml, and its submodules are named by explicit paths.
 #![allow(dead_code)]
 
+#[path = "fake_apiserver/crds.rs"]
+mod crds;
 #[path = "fake_apiserver/objects.rs"]
 mod objects;
+#[path = "fake_apiserver/openapi.rs"]
+mod openapi;
 #[path = "fake_apiserver/patch.rs"]
 mod patch;
 #[path = "fake_apiserver/resources.rs"]
@@ -163,14 +167,19 @@ impl Endpoint {
     /// Writes a kubeconfig for this endpoint to `dir/kubeconfig` and returns its path.
     pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
         let path = dir.join("kubeconfig");
+        self.write_kubeconfig(&path).expect("writing the fake API server's kubeconfig");
+        path
+    }
+
+    /// Writes a kubeconfig for this endpoint (context `fake`, namespace `default`) to `path`.
+    pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
              users:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    \
              user: fake\n    namespace: default\ncurrent-context: fake\n",
             self.url()
         );
-        std::fs::write(&path, text).expect("writing the fake API server's kubeconfig");
-        path
+        std::fs::write(path, text)
     }
 
     /// The next `n` requests to this endpoint fail with `code` (e.g. 500).
@@ -210,8 +219,13 @@ fn split_api_version(api_version: &str) -> (&str, &str) {
 
 impl FakeApiServer {
     pub async fn start() -> FakeApiServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding the fake API server to 127.0.0.1:0");
-        let address = listener.local_addr().expect("the fake API server's listener has an address");
+        Self::start_on(0).await.expect("binding the fake API server to 127.0.0.1:0")
+    }
+
+    /// Starts on `127.0.0.1:port` (0: a free port).
+    pub async fn start_on(port: u16) -> std::io::Result<FakeApiServer> {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+        let address = listener.local_addr()?;
         let shared = Arc::new(Shared {
             registry: Mutex::new(Registry::builtin()),
             store: Arc::new(Mutex::new(Store::new(HISTORY))),
@@ -221,7 +235,7 @@ impl FakeApiServer {
             address,
         });
         let main = Endpoint::serve(shared.clone(), listener);
-        FakeApiServer { shared, main }
+        Ok(FakeApiServer { shared, main })
     }
 
     /// Another address onto this server, with faults of its own.
@@ -242,6 +256,15 @@ impl FakeApiServer {
         self.main.kubeconfig(dir)
     }
 
+    pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
+        self.main.write_kubeconfig(path)
+    }
+
+    /// The main endpoint, to inject faults on it alone.
+    pub fn main_endpoint(&self) -> &Endpoint {
+        &self.main
+    }
+
     /// Serves a custom resource from now on (replacing its definition if installed).
     pub fn install_crd(&self, group: &str, versions: &[&str], kind: &str, plural: &str, namespaced: bool) {
         let mut versions: Vec<String> = versions.iter().map(|v| v.to_string()).collect();
@@ -253,18 +276,15 @@ impl FakeApiServer {
             plural: plural.into(),
             namespaced,
             custom: true,
+            short_names: Vec::new(),
+            categories: Vec::new(),
         });
     }
 
     /// Removes a custom resource as deleting its CRD does: every object is deleted (watches
     /// see the deletions), open watches end, and the API answers 404 from then on.
     pub fn uninstall_crd(&self, group: &str, plural: &str) {
-        let Some(resource) = lock(&self.shared.registry).remove(group, plural) else { return };
-        let mut store = lock(&self.shared.store);
-        for (key, _) in store.all(&resource.key()) {
-            store.write(&resource, key, None);
-        }
-        store.close_watches(Some(&resource.key()), || WatchMessage::End);
+        crds::uninstall(&self.shared, group, plural);
     }
 
     fn resource(&self, api_version: &str, kind: &str) -> Result<(ResourceType, String), ApiError> {
@@ -292,7 +312,7 @@ impl FakeApiServer {
         let place =
             Place { resource: &resource, version: &version, namespace: resource.namespaced.then_some(namespace.as_str()) };
         let mut store = lock(&self.shared.store);
-        if store.get(&resource.key(), &place.key(&name)).is_some() {
+        let written = if store.get(&resource.key(), &place.key(&name)).is_some() {
             let mut object = object;
             if let Some(metadata) = object["metadata"].as_object_mut() {
                 metadata.remove("resourceVersion");
@@ -300,7 +320,12 @@ impl FakeApiServer {
             objects::update(&mut store, place, &name, object, objects::Part::Main, false)
         } else {
             objects::create(&mut store, place, object)
+        }?;
+        drop(store);
+        if crds::is_crd(&resource) {
+            crds::installed(&self.shared, &written);
         }
+        Ok(written)
     }
 
     /// Writes only `status` of an existing object, as a controller's status update does.
@@ -316,7 +341,11 @@ impl FakeApiServer {
     pub fn delete(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Result<Value, ApiError> {
         let (resource, version) = self.resource(api_version, kind)?;
         let place = Place { resource: &resource, version: &version, namespace: namespace.filter(|_| resource.namespaced) };
-        objects::delete(&mut lock(&self.shared.store), place, name, None)
+        let deleted = objects::delete(&mut lock(&self.shared.store), place, name, None)?;
+        if crds::is_crd(&resource) {
+            crds::deleted(&self.shared, &deleted);
+        }
+        Ok(deleted)
     }
 
     pub fn get(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Option<Value> {

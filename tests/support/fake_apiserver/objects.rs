@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 
+use super::crds;
 use super::patch;
 use super::resources::ResourceType;
 use super::status::ApiError;
@@ -54,6 +55,9 @@ fn conform(place: Place, object: &mut Value) -> Result<(), ApiError> {
     object["kind"] = Value::String(resource.kind.clone());
     if !object.get("metadata").is_some_and(Value::is_object) {
         object["metadata"] = json!({});
+    }
+    if crds::is_crd(resource) {
+        crds::conform(object)?;
     }
     match place.namespace {
         Some(namespace) => {
@@ -196,8 +200,17 @@ pub fn patch(
         (None, _) => return Err(place.not_found(name)),
     };
     match media {
-        "application/merge-patch+json" | "application/strategic-merge-patch+json" | "application/apply-patch+yaml" => {
-            patch::merge(&mut object, &patch)
+        "application/merge-patch+json" | "application/apply-patch+yaml" => patch::merge(&mut object, &patch),
+        // As on a real server: custom resources have no Go types to take merge keys from.
+        "application/strategic-merge-patch+json" if place.resource.custom => {
+            return Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!("strategic merge patch is not supported for {}", place.resource.qualified()),
+            ));
+        }
+        "application/strategic-merge-patch+json" => {
+            patch::strategic_merge(&mut object, &patch).map_err(|e| ApiError::bad_request(format!("strategic merge patch: {e}")))?
         }
         "application/json-patch+json" => patch::json_patch(&mut object, &patch).map_err(ApiError::invalid)?,
         other => {

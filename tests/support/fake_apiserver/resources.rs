@@ -24,6 +24,10 @@ pub struct ResourceType {
     /// A custom resource: has a generation and a status subresource, and lists carry
     /// apiVersion and kind on every item (built-in lists do not, as on a real server).
     pub custom: bool,
+    /// What kubectl also accepts as the resource's name (`svc`, `vs`).
+    pub short_names: Vec<String>,
+    /// Groups of resources kubectl gets together (`kubectl get istio-io`).
+    pub categories: Vec<String>,
 }
 
 impl ResourceType {
@@ -35,7 +39,14 @@ impl ResourceType {
             plural: plural.into(),
             namespaced,
             custom: false,
+            short_names: Vec::new(),
+            categories: Vec::new(),
         }
+    }
+
+    fn with_short_names(mut self, names: &[&str]) -> Self {
+        self.short_names = names.iter().map(|n| n.to_string()).collect();
+        self
     }
 
     pub fn key(&self) -> ResourceKey {
@@ -91,10 +102,10 @@ impl Registry {
     /// The built-in kinds pilotfish reads or writes.
     pub fn builtin() -> Self {
         let types = vec![
-            ResourceType::builtin("", "Namespace", "namespaces", false),
-            ResourceType::builtin("", "Pod", "pods", true),
-            ResourceType::builtin("", "Service", "services", true),
-            ResourceType::builtin("", "ConfigMap", "configmaps", true),
+            ResourceType::builtin("", "Namespace", "namespaces", false).with_short_names(&["ns"]),
+            ResourceType::builtin("", "Pod", "pods", true).with_short_names(&["po"]),
+            ResourceType::builtin("", "Service", "services", true).with_short_names(&["svc"]),
+            ResourceType::builtin("", "ConfigMap", "configmaps", true).with_short_names(&["cm"]),
             ResourceType::builtin("", "Secret", "secrets", true),
             ResourceType::builtin("discovery.k8s.io", "EndpointSlice", "endpointslices", true),
             ResourceType::builtin("coordination.k8s.io", "Lease", "leases", true),
@@ -110,6 +121,8 @@ impl Registry {
                 "mutatingwebhookconfigurations",
                 false,
             ),
+            ResourceType::builtin(super::crds::GROUP, super::crds::KIND, super::crds::PLURAL, false)
+                .with_short_names(&["crd", "crds"]),
         ];
         Registry { types }
     }
@@ -137,6 +150,16 @@ impl Registry {
 
     pub fn by_key(&self, key: &ResourceKey) -> Option<&ResourceType> {
         self.types.iter().find(|t| t.group == key.0 && t.plural == key.1)
+    }
+
+    pub fn types(&self) -> &[ResourceType] {
+        &self.types
+    }
+
+    /// Every served (group, version), the core group's first.
+    pub fn group_versions(&self) -> Vec<(String, String)> {
+        let named = self.groups().into_iter().flat_map(|(group, versions)| versions.into_iter().map(move |v| (group.clone(), v)));
+        std::iter::once((String::new(), "v1".to_string())).chain(named).collect()
     }
 
     /// Named groups in first-installed order, each with its versions, most preferred first.
@@ -219,6 +242,8 @@ impl Registry {
                 "namespaced": t.namespaced,
                 "kind": t.kind,
                 "verbs": VERBS,
+                "shortNames": t.short_names,
+                "categories": t.categories,
             }));
             resources.push(json!({
                 "name": format!("{}/status", t.plural),
@@ -252,6 +277,8 @@ impl Registry {
                                     "scope": if t.namespaced { "Namespaced" } else { "Cluster" },
                                     "singularResource": t.singular(),
                                     "verbs": VERBS,
+                                    "shortNames": t.short_names,
+                                    "categories": t.categories,
                                     "subresources": [{
                                         "subresource": "status",
                                         "responseKind": {"group": t.group, "version": version, "kind": t.kind},

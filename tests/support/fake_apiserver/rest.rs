@@ -9,7 +9,9 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::crds;
 use super::objects::{self, Part, Place};
+use super::openapi;
 use super::resources::ResourceType;
 use super::select::{FieldSelector, LabelSelector};
 use super::status::ApiError;
@@ -97,6 +99,10 @@ pub fn respond(shared: &Shared, request: Request) -> Response {
         ["apis"] => discovery(Some(registry.group_list())),
         ["apis", group] => discovery(registry.group(group)),
         ["apis", group, version] => discovery(registry.resource_list(group, version)),
+        ["version"] => discovery(Some(openapi::version())),
+        ["openapi", "v3"] => discovery(Some(openapi::root(&registry))),
+        ["openapi", "v3", "api", version] => discovery(openapi::group_version(&registry, "", version)),
+        ["openapi", "v3", "apis", group, version] => discovery(openapi::group_version(&registry, group, version)),
         ["api", version, rest @ ..] => {
             resolve(&registry, "", version, rest).map_or_else(|e| error_response(&e), |t| serve(shared, &request, t))
         }
@@ -138,6 +144,16 @@ fn resolve(registry: &super::resources::Registry, group: &str, version: &str, re
 fn serve(shared: &Shared, request: &Request, target: Target) -> Response {
     let query: HashMap<String, String> = axum::extract::Query::try_from_uri(request.uri).map(|q| q.0).unwrap_or_default();
     let name = target.name.clone();
+    let is_crd = crds::is_crd(&target.resource);
+    // A CRD written is served at once; one deleted takes its kind with it.
+    let installed = |written: Result<Value, ApiError>| {
+        if let Ok(crd) = &written
+            && is_crd
+        {
+            crds::installed(shared, crd);
+        }
+        written
+    };
     match (request.method, name) {
         (&Method::GET, None) if matches!(query.get("watch").map(String::as_str), Some("1" | "true")) => {
             start_watch(shared, &target, &query)
@@ -146,7 +162,7 @@ fn serve(shared: &Shared, request: &Request, target: Target) -> Response {
         (&Method::POST, None) => {
             let result =
                 parse_body(request.body).and_then(|body| objects::create(&mut lock(&shared.store), target.place(), body));
-            ok(result, StatusCode::CREATED)
+            ok(installed(result), StatusCode::CREATED)
         }
         (&Method::GET, Some(name)) => {
             let result = target.part().and_then(|_| {
@@ -161,7 +177,7 @@ fn serve(shared: &Shared, request: &Request, target: Target) -> Response {
                 let body = parse_body(request.body)?;
                 objects::update(&mut lock(&shared.store), target.place(), &name, body, part, true).map(|o| present(&target, &o))
             });
-            ok(result, StatusCode::OK)
+            ok(installed(result), StatusCode::OK)
         }
         (&Method::PATCH, Some(name)) => {
             let content_type = request.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
@@ -169,12 +185,17 @@ fn serve(shared: &Shared, request: &Request, target: Target) -> Response {
                 objects::patch(&mut lock(&shared.store), target.place(), &name, content_type, request.body, part)
                     .map(|o| present(&target, &o))
             });
-            ok(result, StatusCode::OK)
+            ok(installed(result), StatusCode::OK)
         }
         (&Method::DELETE, Some(name)) if target.subresource.is_none() => {
             let options: Option<Value> = serde_json::from_slice(request.body).ok();
             let preconditions = options.as_ref().and_then(|o| o.get("preconditions"));
             let result = objects::delete(&mut lock(&shared.store), target.place(), &name, preconditions);
+            if let Ok(crd) = &result
+                && is_crd
+            {
+                crds::deleted(shared, crd);
+            }
             ok(result.map(|o| present(&target, &o)), StatusCode::OK)
         }
         (method, _) => error_response(&ApiError::new(405, "MethodNotAllowed", format!("{method} is not supported on this path"))),
