@@ -1,8 +1,8 @@
 //! The Kubernetes kinds pilotfish reads, reduced to what service discovery needs.
 //!
-//! Manifests and API objects are read as `k8s-openapi` types and converted here, at the
-//! boundary, so the store holds small values and no code past this point depends on
-//! `k8s-openapi`'s shapes.
+//! Manifests and API objects are read as `k8s-openapi` types (Pods as the slimmer
+//! [`SlimPod`]) and converted here, at the boundary, so the store holds small values and no
+//! code past this point depends on `k8s-openapi`'s shapes.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,6 +14,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Serialize, Serializer};
 
 use super::{Meta, Object, Spec};
+
+mod pod;
+pub use pod::{ContainerPort, Pod, SlimPod};
 
 /// A field that is wrong in a Kubernetes object; `field` is the path (`spec.ports[0].port`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -82,24 +85,6 @@ pub struct SliceEndpoint {
     pub pod: Option<String>,
     pub zone: Option<String>,
     pub node_name: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
-pub struct Pod {
-    pub ips: Vec<String>,
-    pub service_account: String,
-    pub node_name: String,
-    pub phase: String,
-    pub ready: bool,
-    pub terminating: bool,
-    pub container_ports: Vec<ContainerPort>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ContainerPort {
-    pub name: String,
-    pub port: u16,
-    pub protocol: String,
 }
 
 /// A ConfigMap's string `data` (`binaryData` is not kept): istiod's mesh config is the `mesh`
@@ -256,61 +241,6 @@ impl TryFrom<discovery::EndpointSlice> for Object {
                 address_type: slice.address_type,
                 ports,
                 endpoints,
-            }),
-        })
-    }
-}
-
-impl TryFrom<core::Pod> for Object {
-    type Error = ConvertError;
-
-    fn try_from(pod: core::Pod) -> Result<Self, ConvertError> {
-        let terminating = pod.metadata.deletion_timestamp.is_some();
-        let spec = pod.spec.unwrap_or_default();
-        let status = pod.status.unwrap_or_default();
-        let mut ips: Vec<String> = status
-            .pod_ips
-            .unwrap_or_default()
-            .into_iter()
-            .map(|ip| ip.ip)
-            .collect();
-        if ips.is_empty() {
-            ips.extend(status.pod_ip.filter(|ip| !ip.is_empty()));
-        }
-        // A Pod written by hand for file mode often has no conditions: count it ready when it
-        // has an IP and is not known to be in another phase.
-        let ready = match &status.conditions {
-            Some(conditions) if !conditions.is_empty() => {
-                conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-            }
-            _ => status.phase.as_deref().is_none_or(|p| p == "Running"),
-        };
-        let mut container_ports = Vec::new();
-        for (ci, c) in spec.containers.iter().enumerate() {
-            for (pi, p) in c.ports.iter().flatten().enumerate() {
-                container_ports.push(ContainerPort {
-                    name: p.name.clone().unwrap_or_default(),
-                    port: port16(
-                        p.container_port,
-                        format!("spec.containers[{ci}].ports[{pi}].containerPort"),
-                    )?,
-                    protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
-                });
-            }
-        }
-        Ok(Object {
-            meta: meta(pod.metadata),
-            spec: Spec::Pod(Pod {
-                ips,
-                service_account: spec
-                    .service_account_name
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or_else(|| "default".into()),
-                node_name: spec.node_name.unwrap_or_default(),
-                phase: status.phase.unwrap_or_default(),
-                ready,
-                terminating,
-                container_ports,
             }),
         })
     }

@@ -185,7 +185,7 @@ pub fn parse_object(value: Value) -> Result<Option<(Object, Vec<Diagnostic>)>, D
         Kind::EndpointSlice => {
             kube_object::<k8s_openapi::api::discovery::v1::EndpointSlice>(value.clone(), &mut warnings)
         }
-        Kind::Pod => kube_object::<k8s_openapi::api::core::v1::Pod>(value.clone(), &mut warnings),
+        Kind::Pod => pod(value.clone(), &mut warnings),
         Kind::Namespace => Ok(Spec::Namespace),
         Kind::ConfigMap => kube_object::<k8s_openapi::api::core::v1::ConfigMap>(value.clone(), &mut warnings),
         Kind::PeerAuthentication => istio_spec(map, &mut warnings).map(Spec::PeerAuthentication),
@@ -270,21 +270,34 @@ fn istio_spec<T: DeserializeOwned>(
     typed(spec, "spec", warnings)
 }
 
+/// Without the envelope fields that the typed structs do not carry.
+fn without_envelope(mut value: Value) -> Value {
+    if let Value::Object(m) = &mut value {
+        m.remove("apiVersion");
+        m.remove("kind");
+    }
+    value
+}
+
 fn kube_object<T>(value: Value, warnings: &mut Vec<Diagnostic>) -> Result<Spec, Diagnostic>
 where
     T: DeserializeOwned,
     Object: TryFrom<T, Error = kube::ConvertError>,
 {
-    let mut value = value;
-    if let Value::Object(m) = &mut value {
-        // Fields of the envelope that the typed structs do not carry.
-        m.remove("apiVersion");
-        m.remove("kind");
-    }
-    let typed_obj: T = typed(value, "", warnings)?;
+    let typed_obj: T = typed(without_envelope(value), "", warnings)?;
     Object::try_from(typed_obj)
         .map(|o| o.spec)
         .map_err(|e| Diagnostic::error(e.field, e.message))
+}
+
+/// A Pod is checked against the full `k8s-openapi` Pod, so unknown and mistyped fields are
+/// reported as kubectl reports them, then read as the watcher reads Pods ([`kube::SlimPod`]):
+/// one conversion for both sources. The fields the slim type skips are not news, so its own
+/// ignored-field warnings are dropped.
+fn pod(value: Value, warnings: &mut Vec<Diagnostic>) -> Result<Spec, Diagnostic> {
+    let value = without_envelope(value);
+    typed::<k8s_openapi::api::core::v1::Pod>(value.clone(), "", warnings)?;
+    kube_object::<kube::SlimPod>(value, &mut Vec::new())
 }
 
 #[cfg(test)]
@@ -397,6 +410,30 @@ metadata: {name: reviews-v1}
         let bad = parse_text("f.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: c}\ndata: {tls.crt: \"not base64!\"}\n").unwrap();
         assert!(bad.objects.is_empty());
         assert_eq!(bad.diagnostics[0].field, "data.tls.crt");
+    }
+
+    #[test]
+    fn pods_are_checked_in_full_and_read_slim() {
+        let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: ns}\nspec:\n  containers:\n  - {name: c, image: i, env: [{name: A, value: b}], prots: []}\n  - name: d\n    ports: [{containerPort: 8080, name: http}]\nstatus: {podIP: 10.0.0.1}\n";
+        let parsed = parse_text("pod.yaml", text).unwrap();
+        // Only the misspelt field is news: what the slim Pod skips (image, env) is not.
+        let [warning] = &parsed.diagnostics[..] else { panic!("{:#?}", parsed.diagnostics) };
+        assert_eq!((warning.severity, warning.field.as_str()), (Severity::Warning, "spec.containers[0].prots"));
+        let Some(pod) = parsed.objects[0].object.spec::<kube::Pod>() else { panic!("not a Pod") };
+        assert_eq!(pod.ips, ["10.0.0.1"]);
+        assert_eq!(pod.container_ports, [kube::ContainerPort { name: "http".into(), port: 8080, protocol: "TCP".into() }]);
+
+        // A field pilotfish does not read is still type-checked, and a bad port still names its field.
+        for (spec, field) in [
+            ("{containers: [{name: c, image: [i]}]}", "spec.containers[0].image"),
+            ("{containers: [{name: c, ports: [{containerPort: 0}]}]}", "spec.containers[0].ports[0].containerPort"),
+        ] {
+            let bad = parse_text("pod.yaml", &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec: {spec}\n")).unwrap();
+            assert!(bad.objects.is_empty());
+            let [err] = &bad.diagnostics[..] else { panic!("{:#?}", bad.diagnostics) };
+            assert!(err.is_error());
+            assert_eq!(err.field, field);
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use super::KubeOptions;
 use super::apply::Event;
 use super::convert::{self, Converted, key_of};
 use crate::config::Kind;
+use crate::config::kube::SlimPod;
 
 /// Secrets that can never be gateway credentials, left on the API server as istiod leaves
 /// them: Helm's release records (large, and one per release revision) and service-account
@@ -25,7 +26,8 @@ pub async fn watch(kind: Kind, client: Client, options: KubeOptions, tx: mpsc::S
     match kind {
         Kind::Service => follow(kind, Api::<core::Service>::all(client), all, &tx, typed(kind)).await,
         Kind::EndpointSlice => follow(kind, Api::<discovery::EndpointSlice>::all(client), all, &tx, typed(kind)).await,
-        Kind::Pod => follow(kind, Api::<core::Pod>::all(client), all, &tx, typed(kind)).await,
+        // Pods dominate a large cluster's sync: decoded into only the fields pilotfish reads.
+        Kind::Pod => follow(kind, Api::<SlimPod>::all(client), all, &tx, typed(kind)).await,
         Kind::Namespace => follow(kind, Api::<core::Namespace>::all(client), all, &tx, typed(kind)).await,
         Kind::ConfigMap => {
             // Only istiod's mesh config: every other ConfigMap of the cluster is of no use here.
