@@ -17,7 +17,11 @@ use crate::xds::Snapshot;
 /// Builds the context for a store snapshot, logging cross-object problems that are new. With
 /// the previous context, unchanged resources keep their `Arc`s (see `PushContext::after`).
 pub fn build(snapshot: &store::Snapshot, mesh: &MeshConfig, previous: Option<&Arc<PushContext>>) -> Arc<PushContext> {
-    let index = Index::build(snapshot, &effective_mesh(snapshot, mesh));
+    let mesh = effective_mesh(snapshot, mesh);
+    let index = match previous {
+        Some(p) => Index::build_after(snapshot, &mesh, p.index()),
+        None => Index::build(snapshot, &mesh),
+    };
     let seen: std::collections::HashSet<&crate::diagnostic::Diagnostic> =
         previous.map(|p| p.index().diagnostics.iter().collect()).unwrap_or_default();
     for d in index.diagnostics.iter().filter(|d| !seen.contains(d)) {

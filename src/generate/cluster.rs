@@ -30,14 +30,20 @@ pub fn build_all(index: &Index) -> ResourceMap {
         let dr = index.destination_rule(&service.hostname).map(|d| d.spec());
         out.extend(service_clusters(service, dr));
     }
+    out.extend(always());
+    out
+}
+
+/// The clusters every proxy gets whatever the services: `BlackHoleCluster`, where routes to
+/// unknown hosts go.
+pub fn always() -> ResourceMap {
     let blackhole = Cluster {
         name: BLACKHOLE_CLUSTER.into(),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
         connect_timeout: Some(CONNECT_TIMEOUT),
         ..Default::default()
     };
-    out.insert(BLACKHOLE_CLUSTER.into(), Arc::new(Resource::encode(BLACKHOLE_CLUSTER, &blackhole)));
-    out
+    ResourceMap::from([(BLACKHOLE_CLUSTER.to_string(), Arc::new(Resource::encode(BLACKHOLE_CLUSTER, &blackhole)))])
 }
 
 /// Every cluster of `service` under the DestinationRule `dr`, encoded.

@@ -14,9 +14,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use super::{cluster, endpoint, gateway, names, sidecar};
 use crate::index::scope::{Scope, ScopeId};
-use crate::index::Index;
+use crate::config::istio::DestinationRule;
+use crate::index::{Index, Service};
+use crate::store::Entry;
 use crate::model::{NodeType, Proxy};
-use crate::xds::{ProxyResources, ResourceMap, Snapshot, TypeUrl};
+use crate::xds::resource::MapChange;
+use crate::xds::{ProxyResources, Resource, ResourceMap, Snapshot, TypeUrl};
 
 /// What generation reads of a proxy: proxies equal in these get equal config.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -28,7 +31,7 @@ struct ProxyClass {
 
 pub struct PushContext {
     index: Arc<Index>,
-    shared: OnceLock<(Arc<ResourceMap>, Arc<ResourceMap>)>,
+    shared: OnceLock<Shared>,
     by_class: Mutex<HashMap<ProxyClass, Arc<OnceLock<Arc<ProxyResources>>>>>,
     /// Sidecar config per [`sidecar::ProxyKey`] (class, DNS domain, interception mode, the
     /// ports it serves).
@@ -72,22 +75,19 @@ impl PushContext {
     }
 
     /// Clusters and endpoints of this revision.
-    fn shared(&self) -> &(Arc<ResourceMap>, Arc<ResourceMap>) {
+    fn shared(&self) -> &Shared {
         self.shared.get_or_init(|| {
-            let before = self.previous();
-            let before = before.as_ref().and_then(|p| p.shared.get());
-            (
-                share_unchanged(cluster::build_all(&self.index), before.map(|b| &b.0)),
-                share_unchanged(endpoint::build_all(&self.index), before.map(|b| &b.1)),
-            )
+            let previous = self.previous();
+            Shared::build(&self.index, previous.as_ref().and_then(|p| p.shared.get()))
         })
     }
 
     fn with_shared(&self) -> ProxyResources {
-        let (clusters, endpoints) = self.shared();
+        let shared = self.shared();
         let mut r = ProxyResources::default();
-        r.by_type[TypeUrl::Cluster.index()] = clusters.clone();
-        r.by_type[TypeUrl::ClusterLoadAssignment.index()] = endpoints.clone();
+        r.by_type[TypeUrl::Cluster.index()] = shared.clusters.clone();
+        r.by_type[TypeUrl::ClusterLoadAssignment.index()] = shared.endpoints.clone();
+        r.changes[TypeUrl::ClusterLoadAssignment.index()] = shared.endpoints_change.clone();
         r
     }
 
@@ -120,8 +120,14 @@ impl PushContext {
         let key = sidecar::ProxyKey::of(&self.index, proxy);
         let cell = lock(&self.sidecars).entry(key.clone()).or_default().clone();
         cell.get_or_init(|| {
+            let previous = self.previous();
+            let before = previous.as_ref().and_then(|p| lock(&p.sidecars).get(&key).and_then(|c| c.get().cloned()));
+            if let (Some(p), Some(b)) = (&previous, &before)
+                && let Some(kept) = self.endpoints_changed_only(p, b)
+            {
+                return kept;
+            }
             let scope = Scope::of(&self.index, &proxy.namespace, &proxy.labels);
-            let before = self.previous().and_then(|p| lock(&p.sidecars).get(&key).and_then(|c| c.get().cloned()));
             let mut r = self.with_shared();
             let (clusters, endpoints) = self.sidecar_clusters(&scope, &key.inbound);
             r.by_type[TypeUrl::Cluster.index()] = clusters;
@@ -146,6 +152,24 @@ impl PushContext {
         .clone()
     }
 
+    /// `before` (what `previous` built for a sidecar) with this revision's endpoints, when
+    /// nothing else it holds can differ: its listeners and routes (`routing_unchanged`), and its
+    /// clusters, built from the shared clusters, which did not change. Only for sidecars that
+    /// are sent the shared endpoint map (no DestinationRule of their own differs), which is
+    /// most: their config is then had without working out their scope again.
+    fn endpoints_changed_only(&self, previous: &PushContext, before: &Arc<ProxyResources>) -> Option<Arc<ProxyResources>> {
+        let (now, then) = (self.shared(), previous.shared.get()?);
+        let shared_endpoints = Arc::ptr_eq(before.get(TypeUrl::ClusterLoadAssignment), &then.endpoints);
+        if !(shared_endpoints && Arc::ptr_eq(&now.clusters, &then.clusters) && self.routing_unchanged()) {
+            return None;
+        }
+        let mut r = (**before).clone();
+        r.by_type[TypeUrl::ClusterLoadAssignment.index()] = now.endpoints.clone();
+        r.changes = Default::default();
+        r.changes[TypeUrl::ClusterLoadAssignment.index()] = now.endpoints_change.clone();
+        Some(Arc::new(r))
+    }
+
     /// Whether this revision's sidecar listeners and routes equal the previous one's for every
     /// proxy key (an endpoint-only change), decided once per revision.
     fn routing_unchanged(&self) -> bool {
@@ -161,7 +185,7 @@ impl PushContext {
         let key = (scope.id.clone(), inbound.to_vec());
         let cell = lock(&self.sidecar_clusters).entry(key.clone()).or_default().clone();
         cell.get_or_init(|| {
-            let (shared_clusters, shared_endpoints) = self.shared();
+            let Shared { clusters: shared_clusters, endpoints: shared_endpoints, .. } = self.shared();
             let before = self.previous().and_then(|p| lock(&p.sidecar_clusters).get(&key).and_then(|c| c.get().cloned()));
             let mut clusters = match scope.id {
                 ScopeId::Everything => (**shared_clusters).clone(),
@@ -193,6 +217,110 @@ impl PushContext {
     }
 }
 
+/// Clusters and endpoints of one revision, shared by every proxy, and per service what they
+/// were built from, so that the next revision builds again only the services that changed.
+struct Shared {
+    clusters: Arc<ResourceMap>,
+    endpoints: Arc<ResourceMap>,
+    /// How `endpoints` differs from the previous revision's, for the xDS server.
+    endpoints_change: Option<Arc<MapChange>>,
+    by_service: HashMap<String, Arc<ServiceResources>>,
+}
+
+/// One service's clusters and endpoints, and what they were built from.
+struct ServiceResources {
+    service: Arc<Service>,
+    /// The DestinationRule that applied to it.
+    rule: Option<Arc<Entry>>,
+    clusters: Vec<Arc<Resource>>,
+    endpoints: Vec<Arc<Resource>>,
+}
+
+impl Shared {
+    /// This revision's, keeping from `before` every service whose service and DestinationRule
+    /// are the same, and the maps themselves when nothing in them changed.
+    fn build(index: &Index, before: Option<&Shared>) -> Shared {
+        let mut by_service = HashMap::with_capacity(index.services.len());
+        let (mut stale, mut fresh) = (Vec::new(), Vec::new());
+        for (host, service) in &index.services {
+            let rule = index.destination_rule(host).map(|r| r.entry.clone());
+            let old = before.and_then(|b| b.by_service.get(host));
+            let resources = match old {
+                Some(old) if old.built_from(service, rule.as_ref()) => old.clone(),
+                _ => {
+                    let new = Arc::new(ServiceResources::build(service, rule, old.map(|o| &**o)));
+                    stale.extend(old);
+                    fresh.push(new.clone());
+                    new
+                }
+            };
+            by_service.insert(host.clone(), resources);
+        }
+        let Some(before) = before else {
+            let all = |f: fn(&ServiceResources) -> &Vec<Arc<Resource>>| -> ResourceMap {
+                fresh.iter().flat_map(|s| f(s)).map(|r| (r.name.clone(), r.clone())).collect()
+            };
+            let mut clusters = all(|s| &s.clusters);
+            clusters.extend(cluster::always());
+            return Shared { clusters: Arc::new(clusters), endpoints: Arc::new(all(|s| &s.endpoints)), endpoints_change: None, by_service };
+        };
+        stale.extend(before.by_service.iter().filter(|(host, _)| !index.services.contains_key(*host)).map(|(_, s)| s));
+        let patch = |map: &Arc<ResourceMap>, f: fn(&ServiceResources) -> &Vec<Arc<Resource>>| {
+            if stale.is_empty() && fresh.is_empty() {
+                return map.clone();
+            }
+            let mut patched = (**map).clone();
+            for r in stale.iter().flat_map(|s| f(s)) {
+                patched.remove(&r.name);
+            }
+            patched.extend(fresh.iter().flat_map(|s| f(s)).map(|r| (r.name.clone(), r.clone())));
+            let same = patched.len() == map.len() && patched.values().zip(map.values()).all(|(a, b)| Arc::ptr_eq(a, b));
+            if same { map.clone() } else { Arc::new(patched) }
+        };
+        let endpoints = patch(&before.endpoints, |s| &s.endpoints);
+        let endpoints_change = (!Arc::ptr_eq(&endpoints, &before.endpoints)).then(|| {
+            let stale_names = stale.iter().flat_map(|s| &s.endpoints);
+            let mut names: Vec<String> = stale_names.chain(fresh.iter().flat_map(|s| &s.endpoints)).map(|r| r.name.clone()).collect();
+            names.sort_unstable();
+            names.dedup();
+            Arc::new(MapChange { from: before.endpoints.clone(), to: endpoints.clone(), names })
+        });
+        Shared { clusters: patch(&before.clusters, |s| &s.clusters), endpoints, endpoints_change, by_service }
+    }
+}
+
+impl ServiceResources {
+    /// Encodes `service`'s clusters and endpoints, keeping `old`'s `Arc` of each that came out
+    /// the same.
+    fn build(service: &Arc<Service>, rule: Option<Arc<Entry>>, old: Option<&ServiceResources>) -> ServiceResources {
+        let dr = rule.as_ref().and_then(|r| r.object.spec::<DestinationRule>());
+        let keep = |built: ResourceMap, old: Option<&Vec<Arc<Resource>>>| -> Vec<Arc<Resource>> {
+            built
+                .into_values()
+                .map(|r| old.and_then(|o| o.iter().find(|o| o.name == r.name && o.hash == r.hash)).cloned().unwrap_or(r))
+                .collect()
+        };
+        ServiceResources {
+            clusters: keep(cluster::service_clusters(service, dr), old.map(|o| &o.clusters)),
+            endpoints: keep(endpoint::service_assignments(service, dr), old.map(|o| &o.endpoints)),
+            service: service.clone(),
+            rule,
+        }
+    }
+
+    /// Whether these are what `service` under `rule` gives: the same service and rule, or
+    /// equal ones (a rebuilt index makes new `Arc`s of the same content).
+    fn built_from(&self, service: &Arc<Service>, rule: Option<&Arc<Entry>>) -> bool {
+        let same_service = Arc::ptr_eq(&self.service, service) || self.service == *service;
+        let same_rule = match (&self.rule, rule) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a.object == b.object,
+            _ => false,
+        };
+        same_service && same_rule
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -221,5 +349,56 @@ impl Snapshot for PushContext {
             NodeType::Router => self.router(proxy),
             NodeType::Sidecar => self.sidecar(proxy),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::update_tests::{revisions, BASE};
+    use crate::model::MeshConfig;
+
+    fn names_and_hashes(map: &ResourceMap) -> Vec<(String, u64)> {
+        map.values().map(|r| (r.name.clone(), r.hash)).collect()
+    }
+
+    /// The previous revision's context with its shared resources built, and the next one's
+    /// built after it; checked equal to the next one built from scratch.
+    fn next(upsert: &str) -> (Arc<PushContext>, Arc<PushContext>) {
+        let (before, after) = revisions(upsert, &[]);
+        let mesh = MeshConfig::default();
+        let previous = Arc::new(PushContext::new(Arc::new(Index::build(&before, &mesh))));
+        previous.shared();
+        let index = Index::build_after(&after, &mesh, previous.index());
+        let current = Arc::new(PushContext::after(Arc::new(index), Some(previous.clone())));
+        let scratch = PushContext::new(Arc::new(Index::build(&after, &mesh)));
+        assert_eq!(names_and_hashes(&current.shared().clusters), names_and_hashes(&scratch.shared().clusters));
+        assert_eq!(names_and_hashes(&current.shared().endpoints), names_and_hashes(&scratch.shared().endpoints));
+        (previous, current)
+    }
+
+    #[test]
+    fn an_endpoint_change_encodes_only_its_assignment() {
+        let grown = BASE.split("---").nth(1).unwrap().replace("endpoints:\n", "endpoints:\n- addresses: [10.1.0.9]\n  conditions: {ready: true}\n");
+        let (previous, current) = next(&grown);
+        let (then, now) = (previous.shared(), current.shared());
+        assert!(Arc::ptr_eq(&then.clusters, &now.clusters), "no cluster changed");
+        let changed: Vec<&String> = now.endpoints.iter().filter(|(name, r)| !Arc::ptr_eq(r, &then.endpoints[*name])).map(|(n, _)| n).collect();
+        assert_eq!(changed, ["outbound|9080||reviews.shop.svc.cluster.local"]);
+        let hint = now.endpoints_change.as_ref().expect("the server is told what changed");
+        assert!(Arc::ptr_eq(&hint.from, &then.endpoints) && Arc::ptr_eq(&hint.to, &now.endpoints));
+        assert_eq!(hint.names, ["outbound|9080||reviews.shop.svc.cluster.local"]);
+    }
+
+    #[test]
+    fn a_service_change_keeps_the_others_resources() {
+        let moved = BASE.split("---").nth(3).unwrap().replace("port: 9080", "port: 9081");
+        let (previous, current) = next(&moved);
+        let (then, now) = (previous.shared(), current.shared());
+        assert!(now.clusters.contains_key("outbound|9081||ratings.shop.svc.cluster.local"));
+        assert!(!now.clusters.contains_key("outbound|9080||ratings.shop.svc.cluster.local"));
+        assert!(!now.endpoints.contains_key("outbound|9080||ratings.shop.svc.cluster.local"));
+        let reviews = "outbound|9080||reviews.shop.svc.cluster.local";
+        assert!(Arc::ptr_eq(&then.clusters[reviews], &now.clusters[reviews]), "an unchanged service keeps its encoded cluster");
     }
 }

@@ -7,18 +7,20 @@ mod changes;
 mod delegate;
 pub mod scope;
 pub mod services;
+mod services_by_ip;
 pub mod visibility;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::config::istio::{DestinationRule, Gateway, Sidecar, VirtualService};
-use crate::config::KindSpec;
+use crate::config::{Kind, KindSpec};
 use crate::diagnostic::Diagnostic;
 use crate::model::MeshConfig;
 use crate::store::{Entry, Snapshot};
 
 pub use services::{Endpoint, Resolution, Service, ServicePort};
+pub use services_by_ip::ServicesByIp;
 
 /// An object of a known kind, with typed access to its spec.
 #[derive(Debug, Clone)]
@@ -58,7 +60,7 @@ pub struct Index {
     /// Every service by hostname.
     pub services: BTreeMap<String, Arc<Service>>,
     /// The services each endpoint IP backs, in hostname order: what a sidecar at that IP serves.
-    pub services_by_ip: HashMap<String, Vec<Arc<Service>>>,
+    pub services_by_ip: ServicesByIp,
     pub gateways: Vec<Typed<Gateway>>,
     /// Every VirtualService, in namespace/name order.
     pub virtual_services: Vec<Arc<Entry>>,
@@ -75,6 +77,11 @@ pub struct Index {
     pub destination_rules: HashMap<String, Vec<Typed<DestinationRule>>>,
     /// Problems between objects (missing hosts, subsets, gateways); each object alone was valid.
     pub diagnostics: Vec<Diagnostic>,
+    /// Where the diagnostics of `references::check_endpoints` start: the last, and the only
+    /// ones an endpoint change can change.
+    endpoint_diagnostics_from: usize,
+    /// The snapshot this was built from, for [`Index::build_after`] to see what changed.
+    snapshot: Snapshot,
 }
 
 impl Index {
@@ -111,15 +118,7 @@ impl Index {
             *rules = merge_same_namespace(std::mem::take(rules));
         }
 
-        let mut services_by_ip: HashMap<String, Vec<Arc<Service>>> = HashMap::new();
-        for service in services.values() {
-            for ep in &service.endpoints {
-                let backed = services_by_ip.entry(ep.address.clone()).or_default();
-                if !backed.last().is_some_and(|s| Arc::ptr_eq(s, service)) {
-                    backed.push(service.clone());
-                }
-            }
-        }
+        let services_by_ip = ServicesByIp::build(services.values());
 
         let mesh_virtual_services = scope::mesh_virtual_services(mesh, &virtual_services);
         let index = Index {
@@ -133,11 +132,53 @@ impl Index {
             virtual_services,
             sidecars: snapshot.entries(Sidecar::KIND).filter_map(Typed::new).collect(),
             virtual_services_by_gateway,
+            endpoint_diagnostics_from: 0,
             destination_rules,
             diagnostics,
+            snapshot: snapshot.clone(),
         };
         let mut index = index;
-        index.diagnostics.extend(references::check(&index));
+        let routing = references::check_routing(&index);
+        index.diagnostics.extend(routing);
+        index.endpoint_diagnostics_from = index.diagnostics.len();
+        index.diagnostics.extend(references::check_endpoints(&index));
+        index
+    }
+
+    /// The index of `snapshot`, from `previous` when only Pods and EndpointSlices changed since
+    /// it was built (most revisions of a cluster: pods come and go): then only the services
+    /// those changes touch are built again, and everything else is `previous`'s, `Arc`s
+    /// included. Anything else changed, it is [`Index::build`].
+    pub fn build_after(snapshot: &Snapshot, mesh: &MeshConfig, previous: &Index) -> Index {
+        let endpoints_only = Kind::ALL
+            .into_iter()
+            .filter(|k| !matches!(k, Kind::Pod | Kind::EndpointSlice))
+            .all(|k| snapshot.same_kind(&previous.snapshot, k));
+        if !endpoints_only || *mesh != previous.mesh {
+            return Index::build(snapshot, mesh);
+        }
+        let (services, changed) = services::update(&previous.services, &previous.snapshot, snapshot, mesh);
+        let mut services_by_ip = previous.services_by_ip.clone();
+        for host in &changed {
+            services_by_ip.replace(previous.services.get(host), services.get(host));
+        }
+        let mut index = Index {
+            revision: snapshot.revision,
+            mesh: previous.mesh.clone(),
+            services,
+            services_by_ip,
+            gateways: previous.gateways.clone(),
+            virtual_services: previous.virtual_services.clone(),
+            mesh_virtual_services: previous.mesh_virtual_services.clone(),
+            source_label_keys: previous.source_label_keys.clone(),
+            sidecars: previous.sidecars.clone(),
+            virtual_services_by_gateway: previous.virtual_services_by_gateway.clone(),
+            destination_rules: previous.destination_rules.clone(),
+            diagnostics: previous.diagnostics[..previous.endpoint_diagnostics_from].to_vec(),
+            endpoint_diagnostics_from: previous.endpoint_diagnostics_from,
+            snapshot: snapshot.clone(),
+        };
+        index.diagnostics.extend(references::check_endpoints(&index));
         index
     }
 
@@ -229,6 +270,8 @@ pub fn gateway_ref(gateway: &str, vs_namespace: &str) -> String {
 
 mod references;
 mod sidecar_references;
+#[cfg(test)]
+pub(crate) mod update_tests;
 
 #[cfg(test)]
 mod tests {

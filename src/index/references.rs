@@ -10,10 +10,19 @@ use crate::config::istio::VirtualService;
 use crate::config::istio::virtual_service::Destination;
 use crate::diagnostic::Diagnostic;
 
-pub fn check(index: &Index) -> Vec<Diagnostic> {
+/// The checks that read endpoints: made again for every revision, when the others
+/// ([`check_routing`]) are kept for one that changed endpoints only.
+pub fn check_endpoints(index: &Index) -> Vec<Diagnostic> {
     let mut out = endpoint_addresses(index);
-    out.extend(unserved_gateway_servers(index));
-    out.extend(super::sidecar_references::check(index));
+    out.extend(super::sidecar_references::check_overlaps(index));
+    out
+}
+
+/// The checks of what routing config refers to: hosts, ports, subsets, gateways, Sidecars'
+/// egress hosts. They read services but not their endpoints.
+pub fn check_routing(index: &Index) -> Vec<Diagnostic> {
+    let mut out = unserved_gateway_servers(index);
+    out.extend(super::sidecar_references::check_egress(index));
     out.extend(conflicting_mesh_virtual_services(index));
     let gateways: HashSet<String> = index.gateways.iter().map(|g| g.ns_name()).collect();
     for vs in index.virtual_services.iter().filter_map(Typed::<VirtualService>::new) {

@@ -3,7 +3,7 @@
 //! selects when it has no EndpointSlice, as the endpoint controller would) and ServiceEntries
 //! (inline endpoints, or WorkloadEntries and Pods their `workloadSelector` picks).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -11,10 +11,10 @@ use serde::Serialize;
 use crate::config::istio::service_entry::{Location, Resolution as SeResolution};
 use crate::config::istio::{ServiceEntry, WorkloadEntry};
 use crate::config::kube::{self, TargetPort};
-use crate::config::ObjectKey;
+use crate::config::{KindSpec, ObjectKey};
 use crate::diagnostic::Diagnostic;
 use crate::model::{MeshConfig, Protocol};
-use crate::store::Snapshot;
+use crate::store::{Entry, Snapshot};
 
 use super::visibility::{ExportTo, SERVICE_EXPORT_TO_ANNOTATION};
 
@@ -84,7 +84,6 @@ pub fn selects(selector: &Labels, labels: &Labels) -> bool {
 /// Builds every service, keyed by hostname. A hostname defined twice keeps the first
 /// (Kubernetes Services before ServiceEntries, then by namespace/name) with a warning.
 pub fn build(snapshot: &Snapshot, mesh: &MeshConfig, diagnostics: &mut Vec<Diagnostic>) -> BTreeMap<String, Arc<Service>> {
-    let pods = PodIndex::new(snapshot);
     let mut services: BTreeMap<String, Arc<Service>> = BTreeMap::new();
     let mut add = |svc: Service, diagnostics: &mut Vec<Diagnostic>| {
         if let Some(first) = services.get(&svc.hostname) {
@@ -103,107 +102,222 @@ pub fn build(snapshot: &Snapshot, mesh: &MeshConfig, diagnostics: &mut Vec<Diagn
     }
     for (entry, svc) in snapshot.typed::<kube::Service>() {
         let meta = &entry.object.meta;
-        let ports: Vec<ServicePort> = svc
-            .ports
-            .iter()
-            .map(|p| ServicePort {
-                name: p.name.clone(),
-                port: p.port,
-                protocol: kube::port_protocol(&p.name, p.app_protocol.as_deref(), &p.protocol),
-            })
-            .collect();
-        let endpoints = match slices.get(&(meta.namespace.as_str(), meta.name.as_str())) {
-            Some(found) => slice_endpoints(svc, found, &pods, &meta.namespace),
-            None => svc.selector.as_ref().map(|sel| pod_endpoints(svc, sel, &pods, &meta.namespace)).unwrap_or_default(),
-        };
-        let (resolution, endpoints) = match (&svc.external_name, svc.service_type.as_str()) {
-            (Some(name), "ExternalName") => (Resolution::Dns, dns_endpoints(name, &ports)),
-            _ => (Resolution::Eds, endpoints),
-        };
-        add(
-            Service {
-                hostname: format!("{}.{}.svc.{}", meta.name, meta.namespace, mesh.domain_suffix),
-                namespace: meta.namespace.clone(),
-                origin: entry.object.key(),
-                ports,
-                resolution,
-                addresses: svc.cluster_ip.iter().cloned().collect(),
-                mesh_external: false,
-                endpoints,
-                export_to: ExportTo::of_annotation(meta.annotations.get(SERVICE_EXPORT_TO_ANNOTATION), &meta.namespace, &mesh.default_service_export_to),
-            },
-            diagnostics,
-        );
+        let found = slices.get(&(meta.namespace.as_str(), meta.name.as_str())).map(Vec::as_slice);
+        add(kube_service(snapshot, mesh, entry, svc, found), diagnostics);
     }
-
-    let workload_entries: Vec<(&str, &WorkloadEntry)> = snapshot
-        .typed::<WorkloadEntry>()
-        .map(|(e, we)| (e.object.meta.namespace.as_str(), we))
-        .collect();
+    let workload_entries = workload_entries(snapshot);
     for (entry, se) in snapshot.typed::<ServiceEntry>() {
-        let ns = &entry.object.meta.namespace;
-        let ports: Vec<ServicePort> = se
-            .ports
-            .iter()
-            .filter_map(|p| {
-                Some(ServicePort { name: p.name.clone(), port: u16::try_from(p.number).ok()?, protocol: Protocol::parse(&p.protocol) })
-            })
-            .collect();
-        let resolution = match se.resolution {
-            SeResolution::Static => Resolution::Eds,
-            SeResolution::Dns => Resolution::Dns,
-            SeResolution::DnsRoundRobin => Resolution::DnsRoundRobin,
-            SeResolution::None => Resolution::Passthrough,
-        };
-        for host in &se.hosts {
-            let endpoints = se_endpoints(se, host, &ports, ns, &workload_entries, &pods, resolution);
-            add(
-                Service {
-                    hostname: host.clone(),
-                    namespace: ns.clone(),
-                    origin: entry.object.key(),
-                    ports: ports.clone(),
-                    resolution,
-                    addresses: se.addresses.clone(),
-                    mesh_external: se.location == Location::MeshExternal,
-                    endpoints,
-                    export_to: ExportTo::parse(&se.export_to, ns, &mesh.default_service_export_to),
-                },
-                diagnostics,
-            );
+        for svc in service_entry_services(snapshot, mesh, entry, se, &workload_entries) {
+            add(svc, diagnostics);
         }
     }
     services
 }
 
-/// A Pod's name, labels and spec.
-type PodRef<'a> = (&'a str, Arc<Labels>, &'a kube::Pod);
-
-/// Pods by namespace, for selectors and EndpointSlice `targetRef`s.
-struct PodIndex<'a> {
-    by_ns: HashMap<&'a str, Vec<PodRef<'a>>>,
-}
-
-impl<'a> PodIndex<'a> {
-    fn new(snapshot: &'a Snapshot) -> Self {
-        let mut by_ns: HashMap<&str, Vec<_>> = HashMap::new();
-        for (entry, pod) in snapshot.typed::<kube::Pod>() {
-            let meta = &entry.object.meta;
-            by_ns.entry(meta.namespace.as_str()).or_default().push((meta.name.as_str(), Arc::new(meta.labels.clone()), pod));
+/// `previous`, built from `before`, brought up to `snapshot` when only Pods and EndpointSlices
+/// changed between them (the caller checks): the services whose endpoints those changes can
+/// touch are built again, and every other keeps its `Arc`, so what is generated from it can be
+/// kept too. Returns the services and the hostnames whose service changed.
+pub fn update(
+    previous: &BTreeMap<String, Arc<Service>>,
+    before: &Snapshot,
+    snapshot: &Snapshot,
+    mesh: &MeshConfig,
+) -> (BTreeMap<String, Arc<Service>>, Vec<String>) {
+    let touched = Touched::between(before, snapshot);
+    let mut services = previous.clone();
+    let mut changed = Vec::new();
+    let mut replace = |svc: Service, changed: &mut Vec<String>| {
+        // Only the service that won its hostname is replaced (see `build`).
+        let Some(old) = services.get_mut(&svc.hostname).filter(|old| old.origin == svc.origin) else { return };
+        if **old != svc {
+            changed.push(svc.hostname.clone());
+            *old = Arc::new(svc);
         }
-        PodIndex { by_ns }
+    };
+    for (namespace, name) in &touched.kube_services {
+        let key = ObjectKey { kind: kube::Service::KIND, namespace: namespace.clone(), name: name.clone() };
+        let Some(entry) = snapshot.get(&key) else { continue };
+        let Some(svc) = entry.object.spec::<kube::Service>() else { continue };
+        let slices: Vec<&kube::EndpointSlice> = snapshot
+            .in_namespace(kube::EndpointSlice::KIND, namespace)
+            .filter_map(|e| e.object.spec::<kube::EndpointSlice>())
+            .filter(|slice| slice.service_name == *name)
+            .collect();
+        let slices = (!slices.is_empty()).then_some(slices.as_slice());
+        replace(kube_service(snapshot, mesh, entry, svc, slices), &mut changed);
     }
-
-    fn get(&self, ns: &str, name: &str) -> Option<&PodRef<'a>> {
-        self.by_ns.get(ns)?.iter().find(|(n, _, _)| *n == name)
+    let workload_entries = workload_entries(snapshot);
+    for key in &touched.service_entries {
+        let Some(entry) = snapshot.get(key) else { continue };
+        let Some(se) = entry.object.spec::<ServiceEntry>() else { continue };
+        for svc in service_entry_services(snapshot, mesh, entry, se, &workload_entries) {
+            replace(svc, &mut changed);
+        }
     }
+    (services, changed)
+}
 
-    fn selected<'s>(&'s self, ns: &str, selector: &'s Labels) -> impl Iterator<Item = &'s PodRef<'a>> {
-        self.by_ns.get(ns).into_iter().flatten().filter(move |(_, labels, _)| selects(selector, labels))
+/// The Services and ServiceEntries whose endpoints Pod and EndpointSlice changes can touch.
+#[derive(Default)]
+struct Touched {
+    /// Kubernetes Services by (namespace, name).
+    kube_services: BTreeSet<(String, String)>,
+    service_entries: BTreeSet<ObjectKey>,
+}
+
+impl Touched {
+    fn between(before: &Snapshot, snapshot: &Snapshot) -> Touched {
+        let mut touched = Touched::default();
+        for (old, new) in snapshot.changes(before, kube::EndpointSlice::KIND) {
+            for entry in [old, new].into_iter().flatten() {
+                if let Some(slice) = entry.object.spec::<kube::EndpointSlice>() {
+                    touched.kube_services.insert((entry.object.meta.namespace.clone(), slice.service_name.clone()));
+                }
+            }
+        }
+        // A Pod reaches a service through a slice naming it (its labels and service account),
+        // or through a selector matching its labels before or after the change.
+        let mut pods: BTreeMap<&str, (HashSet<&str>, Vec<&Labels>)> = BTreeMap::new();
+        for (old, new) in snapshot.changes(before, kube::Pod::KIND) {
+            for entry in [old, new].into_iter().flatten() {
+                let (names, labels) = pods.entry(entry.object.meta.namespace.as_str()).or_default();
+                names.insert(entry.object.meta.name.as_str());
+                labels.push(&entry.object.meta.labels);
+            }
+        }
+        for (namespace, (names, labels)) in pods {
+            let selected = |selector: &Labels| labels.iter().any(|l| selects(selector, l));
+            for (entry, slice) in snapshot.in_namespace(kube::EndpointSlice::KIND, namespace).filter_map(typed::<kube::EndpointSlice>) {
+                if slice.endpoints.iter().any(|ep| ep.pod.as_deref().is_some_and(|p| names.contains(p))) {
+                    touched.kube_services.insert((entry.object.meta.namespace.clone(), slice.service_name.clone()));
+                }
+            }
+            for (entry, svc) in snapshot.in_namespace(kube::Service::KIND, namespace).filter_map(typed::<kube::Service>) {
+                if svc.selector.as_ref().is_some_and(selected) {
+                    touched.kube_services.insert((entry.object.meta.namespace.clone(), entry.object.meta.name.clone()));
+                }
+            }
+            for (entry, se) in snapshot.in_namespace(ServiceEntry::KIND, namespace).filter_map(typed::<ServiceEntry>) {
+                if se.workload_selector.as_ref().is_some_and(|s| selected(&s.labels)) {
+                    touched.service_entries.insert(entry.object.key());
+                }
+            }
+        }
+        touched
     }
 }
 
-fn slice_endpoints(svc: &kube::Service, slices: &[&kube::EndpointSlice], pods: &PodIndex<'_>, ns: &str) -> Vec<Endpoint> {
+fn typed<T: KindSpec + 'static>(entry: &Arc<Entry>) -> Option<(&Arc<Entry>, &T)> {
+    entry.object.spec::<T>().map(|spec| (entry, spec))
+}
+
+/// A Kubernetes Service: endpoints from its EndpointSlices, or without any, from the Pods its
+/// selector picks, as the endpoint controller would (file mode has no controller).
+fn kube_service(
+    snapshot: &Snapshot,
+    mesh: &MeshConfig,
+    entry: &Arc<Entry>,
+    svc: &kube::Service,
+    slices: Option<&[&kube::EndpointSlice]>,
+) -> Service {
+    let meta = &entry.object.meta;
+    let ports: Vec<ServicePort> = svc
+        .ports
+        .iter()
+        .map(|p| ServicePort {
+            name: p.name.clone(),
+            port: p.port,
+            protocol: kube::port_protocol(&p.name, p.app_protocol.as_deref(), &p.protocol),
+        })
+        .collect();
+    let pods = Pods { snapshot, namespace: &meta.namespace };
+    let endpoints = match slices {
+        Some(found) => slice_endpoints(svc, found, &pods),
+        None => svc.selector.as_ref().map(|sel| pod_endpoints(svc, sel, &pods)).unwrap_or_default(),
+    };
+    let (resolution, endpoints) = match (&svc.external_name, svc.service_type.as_str()) {
+        (Some(name), "ExternalName") => (Resolution::Dns, dns_endpoints(name, &ports)),
+        _ => (Resolution::Eds, endpoints),
+    };
+    Service {
+        hostname: format!("{}.{}.svc.{}", meta.name, meta.namespace, mesh.domain_suffix),
+        namespace: meta.namespace.clone(),
+        origin: entry.object.key(),
+        ports,
+        resolution,
+        addresses: svc.cluster_ip.iter().cloned().collect(),
+        mesh_external: false,
+        endpoints,
+        export_to: ExportTo::of_annotation(meta.annotations.get(SERVICE_EXPORT_TO_ANNOTATION), &meta.namespace, &mesh.default_service_export_to),
+    }
+}
+
+fn workload_entries(snapshot: &Snapshot) -> Vec<(&str, &WorkloadEntry)> {
+    snapshot.typed::<WorkloadEntry>().map(|(e, we)| (e.object.meta.namespace.as_str(), we)).collect()
+}
+
+/// A ServiceEntry's services, one per host.
+fn service_entry_services(
+    snapshot: &Snapshot,
+    mesh: &MeshConfig,
+    entry: &Arc<Entry>,
+    se: &ServiceEntry,
+    workload_entries: &[(&str, &WorkloadEntry)],
+) -> Vec<Service> {
+    let ns = &entry.object.meta.namespace;
+    let ports: Vec<ServicePort> = se
+        .ports
+        .iter()
+        .filter_map(|p| {
+            Some(ServicePort { name: p.name.clone(), port: u16::try_from(p.number).ok()?, protocol: Protocol::parse(&p.protocol) })
+        })
+        .collect();
+    let resolution = match se.resolution {
+        SeResolution::Static => Resolution::Eds,
+        SeResolution::Dns => Resolution::Dns,
+        SeResolution::DnsRoundRobin => Resolution::DnsRoundRobin,
+        SeResolution::None => Resolution::Passthrough,
+    };
+    let pods = Pods { snapshot, namespace: ns };
+    se.hosts
+        .iter()
+        .map(|host| Service {
+            hostname: host.clone(),
+            namespace: ns.clone(),
+            origin: entry.object.key(),
+            ports: ports.clone(),
+            resolution,
+            addresses: se.addresses.clone(),
+            mesh_external: se.location == Location::MeshExternal,
+            endpoints: se_endpoints(se, host, &ports, ns, workload_entries, &pods, resolution),
+            export_to: ExportTo::parse(&se.export_to, ns, &mesh.default_service_export_to),
+        })
+        .collect()
+}
+
+/// The Pods of one namespace, read from the snapshot where they are (ordered by name).
+struct Pods<'a> {
+    snapshot: &'a Snapshot,
+    namespace: &'a str,
+}
+
+impl<'a> Pods<'a> {
+    fn get(&self, name: &str) -> Option<(&'a Labels, &'a kube::Pod)> {
+        let key = ObjectKey { kind: kube::Pod::KIND, namespace: self.namespace.to_string(), name: name.to_string() };
+        let entry = self.snapshot.get(&key)?;
+        Some((&entry.object.meta.labels, entry.object.spec::<kube::Pod>()?))
+    }
+
+    fn selected<'s>(&'s self, selector: &'s Labels) -> impl Iterator<Item = (&'a Labels, &'a kube::Pod)> + 's {
+        self.snapshot
+            .in_namespace(kube::Pod::KIND, self.namespace)
+            .filter_map(|e| Some((&e.object.meta.labels, e.object.spec::<kube::Pod>()?)))
+            .filter(move |(labels, _)| selects(selector, labels))
+    }
+}
+
+fn slice_endpoints(svc: &kube::Service, slices: &[&kube::EndpointSlice], pods: &Pods<'_>) -> Vec<Endpoint> {
     let mut out = Vec::new();
     for slice in slices {
         let mut ports = BTreeMap::new();
@@ -218,18 +332,20 @@ fn slice_endpoints(svc: &kube::Service, slices: &[&kube::EndpointSlice], pods: &
             }
         }
         for ep in &slice.endpoints {
-            let pod = ep.pod.as_deref().and_then(|name| pods.get(ns, name));
+            let pod = ep.pod.as_deref().and_then(|name| pods.get(name));
+            // One copy of the Pod's labels for all its addresses.
+            let labels: Arc<Labels> = pod.map(|(l, _)| Arc::new(l.clone())).unwrap_or_default();
             for address in &ep.addresses {
                 out.push(Endpoint {
                     address: address.clone(),
                     ports: ports.clone(),
-                    labels: pod.map(|(_, l, _)| l.clone()).unwrap_or_default(),
+                    labels: labels.clone(),
                     ready: ep.ready,
                     // Kubernetes gives the zone; the region comes from Node labels, which
                     // pilotfish does not read yet.
                     locality: ep.zone.as_ref().map(|z| format!("/{z}")).unwrap_or_default(),
                     weight: 1,
-                    service_account: pod.map(|(_, _, p)| p.service_account.clone()).unwrap_or_default(),
+                    service_account: pod.map(|(_, p)| p.service_account.clone()).unwrap_or_default(),
                 });
             }
         }
@@ -237,9 +353,10 @@ fn slice_endpoints(svc: &kube::Service, slices: &[&kube::EndpointSlice], pods: &
     out
 }
 
-fn pod_endpoints(svc: &kube::Service, selector: &Labels, pods: &PodIndex<'_>, ns: &str) -> Vec<Endpoint> {
+fn pod_endpoints(svc: &kube::Service, selector: &Labels, pods: &Pods<'_>) -> Vec<Endpoint> {
     let mut out = Vec::new();
-    for (_, labels, pod) in pods.selected(ns, selector) {
+    for (labels, pod) in pods.selected(selector) {
+        let labels = Arc::new(labels.clone());
         if pod.terminating {
             continue;
         }
@@ -301,7 +418,7 @@ fn se_endpoints(
     ports: &[ServicePort],
     ns: &str,
     workload_entries: &[(&str, &WorkloadEntry)],
-    pods: &PodIndex<'_>,
+    pods: &Pods<'_>,
     resolution: Resolution,
 ) -> Vec<Endpoint> {
     if let Some(selector) = &se.workload_selector {
@@ -310,7 +427,8 @@ fn se_endpoints(
             .filter(|(we_ns, we)| *we_ns == ns && selects(&selector.labels, &we.labels))
             .map(|(_, we)| workload_endpoint(we, Arc::new(we.labels.clone()), ports))
             .collect();
-        for (_, labels, pod) in pods.selected(ns, &selector.labels) {
+        for (labels, pod) in pods.selected(&selector.labels) {
+            let labels = Arc::new(labels.clone());
             for ip in &pod.ips {
                 out.push(Endpoint {
                     address: ip.clone(),

@@ -8,7 +8,8 @@ use super::{Index, Typed};
 use crate::config::istio::Sidecar;
 use crate::diagnostic::Diagnostic;
 
-pub fn check(index: &Index) -> Vec<Diagnostic> {
+/// Sidecars that apply to the same workload (found by its endpoints' labels).
+pub fn check_overlaps(index: &Index) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for (i, a) in index.sidecars.iter().enumerate() {
         for b in index.sidecars[i + 1..].iter().filter(|b| b.namespace() == a.namespace()) {
@@ -16,9 +17,13 @@ pub fn check(index: &Index) -> Vec<Diagnostic> {
                 out.push(Diagnostic::warning("spec.workloadSelector", format!("{problem}; {} applies", a.ns_name())).on(&b.entry.object.key()));
             }
         }
-        out.extend(unmatched_egress_hosts(index, a));
     }
     out
+}
+
+/// Egress hosts that import nothing.
+pub fn check_egress(index: &Index) -> Vec<Diagnostic> {
+    index.sidecars.iter().flat_map(|s| unmatched_egress_hosts(index, s)).collect()
 }
 
 /// Why `b` (after `a` in name order) never applies where `a` does, if it does not.

@@ -64,6 +64,51 @@ impl Snapshot {
         self.kinds[key.kind as usize].get(&(key.namespace.clone(), key.name.clone()))
     }
 
+    /// Every object of one kind in one namespace, by name.
+    pub fn in_namespace<'a>(&'a self, kind: Kind, namespace: &'a str) -> impl Iterator<Item = &'a Arc<Entry>> {
+        self.kinds[kind as usize]
+            .range((namespace.to_string(), String::new())..)
+            .take_while(move |((ns, _), _)| ns == namespace)
+            .map(|(_, entry)| entry)
+    }
+
+    /// Whether one kind is the same in both snapshots: a kind's map is shared until it
+    /// changes, so this is a pointer comparison.
+    pub fn same_kind(&self, other: &Snapshot, kind: Kind) -> bool {
+        Arc::ptr_eq(&self.kinds[kind as usize], &other.kinds[kind as usize])
+    }
+
+    /// The objects of one kind that differ from `before`: (before, now) per key, `None` where
+    /// absent. One ordered pass over both maps, and nothing for an unchanged kind.
+    pub fn changes<'a>(&'a self, before: &'a Snapshot, kind: Kind) -> Vec<(Option<&'a Arc<Entry>>, Option<&'a Arc<Entry>>)> {
+        if self.same_kind(before, kind) {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let (mut old, mut new) = (before.kinds[kind as usize].iter().peekable(), self.kinds[kind as usize].iter().peekable());
+        loop {
+            let order = match (old.peek(), new.peek()) {
+                (None, None) => return out,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some((a, _)), Some((b, _))) => a.cmp(b),
+            };
+            match order {
+                std::cmp::Ordering::Less => out.push((old.next().map(|(_, e)| e), None)),
+                std::cmp::Ordering::Greater => out.push((None, new.next().map(|(_, e)| e))),
+                std::cmp::Ordering::Equal => {
+                    let (a, b) = (old.next().map(|(_, e)| e), new.next().map(|(_, e)| e));
+                    if let (Some(x), Some(y)) = (a, b)
+                        && !Arc::ptr_eq(x, y)
+                        && x != y
+                    {
+                        out.push((a, b));
+                    }
+                }
+            }
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.kinds.iter().map(|m| m.len()).sum()
     }
@@ -239,6 +284,47 @@ mod tests {
         assert_eq!(after.len(), 1);
         assert!(Arc::ptr_eq(&before.kinds[Kind::Service as usize], &after.kinds[Kind::Service as usize]));
         assert_eq!(before.len(), 2, "old snapshots never change");
+    }
+
+    #[test]
+    fn changes_between_snapshots_and_objects_by_namespace() {
+        let pod = |ns: &str, name: &str, ip: &str| Entry {
+            object: Arc::new(Object {
+                meta: Meta { name: name.into(), namespace: ns.into(), ..Default::default() },
+                spec: Spec::Pod(crate::config::kube::Pod { ips: vec![ip.into()], ..Default::default() }),
+            }),
+            origin: None,
+            source: SourceId::Kubernetes,
+        };
+        let mut store = Store::new();
+        for (ns, name, ip) in [("a", "p1", "10.0.0.1"), ("b", "p1", "10.0.0.2"), ("b", "p2", "10.0.0.3"), ("c", "p1", "10.0.0.4")] {
+            store.apply(Change::Upsert(pod(ns, name, ip)));
+        }
+        store.publish();
+        let before = store.snapshot();
+        let names = |s: &Snapshot, ns: &str| s.in_namespace(Kind::Pod, ns).map(|e| e.object.meta.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&before, "b"), ["p1", "p2"]);
+        assert!(names(&before, "bb").is_empty());
+        assert!(before.changes(&before, Kind::Pod).is_empty());
+
+        store.apply(Change::Delete(pod("a", "p1", "").object.key()));
+        store.apply(Change::Upsert(pod("b", "p2", "10.0.0.9")));
+        store.apply(Change::Upsert(pod("b", "p3", "10.0.0.5")));
+        store.apply(Change::Upsert(pod("c", "p1", "10.0.0.4")));
+        store.publish();
+        let after = store.snapshot();
+        let seen: Vec<(Option<String>, Option<String>)> = after
+            .changes(&before, Kind::Pod)
+            .into_iter()
+            .map(|(old, new)| {
+                let ip = |e: &Arc<Entry>| e.object.spec::<crate::config::kube::Pod>().unwrap().ips[0].clone();
+                (old.map(ip), new.map(ip))
+            })
+            .collect();
+        let some = |s: &str| Some(s.to_string());
+        assert_eq!(seen, [(some("10.0.0.1"), None), (some("10.0.0.3"), some("10.0.0.9")), (None, some("10.0.0.5"))]);
+        assert!(after.same_kind(&before, Kind::Service));
+        assert!(!after.same_kind(&before, Kind::Pod));
     }
 
     #[test]

@@ -153,7 +153,8 @@ fn diff(
             from_initial(state, map, initial)
         }
         None => {
-            let changes = state.changes(map, old);
+            let hint = state.ty.and_then(|ty| ctx.resources.change(ty));
+            let changes = state.changes(map, old, hint);
             let (sent, held_by) = (state.sent_map(), old.unwrap_or(&state.subscription));
             held_before = Box::new(move |n: &str| held_by.covers(n) && sent.contains_key(n));
             changes

@@ -9,6 +9,7 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 
 use super::subscription::Subscription;
+use super::resource::MapChange;
 use super::{Resource, ResourceMap};
 
 /// One name of the merge walk of an old and a new map.
@@ -73,8 +74,28 @@ pub(crate) fn changes(
     map: &ResourceMap,
     held_by: &Subscription,
     wanted_by: &Subscription,
+    hint: Option<&MapChange>,
 ) -> Changes {
     let mut out = Changes { same_names: sent.len() == map.len(), ..Changes::default() };
+    // The builder of `map` says which names differ from `sent`: every other is the same `Arc`
+    // in both, and, the subscription being unchanged, needs nothing.
+    if let Some(hint) = hint
+        && std::ptr::eq(&*hint.from, sent)
+        && std::ptr::eq(&*hint.to, map)
+        && std::ptr::eq(held_by, wanted_by)
+    {
+        out.same_names = true;
+        for name in &hint.names {
+            let step = match (sent.get(name), map.get(name)) {
+                (Some(x), Some(y)) => Step::Both(x, y),
+                (Some(_), None) => Step::Old(name),
+                (None, Some(y)) => Step::New(y),
+                (None, None) => continue,
+            };
+            record(&mut out, step, held_by, wanted_by);
+        }
+        return out;
+    }
     // A few named resources of a large map: look them up rather than walk it.
     let small = |s: &Subscription| !s.wildcard && s.name_count() * 8 < sent.len().max(map.len());
     if small(held_by) && small(wanted_by) {
@@ -170,12 +191,35 @@ mod tests {
         let new = map(&[("a", 1), ("b", 2), ("d", 1)]);
         let mut all = Subscription::default();
         all.wildcard = true;
-        let ch = changes(&sent, &new, &all, &all);
+        let ch = changes(&sent, &new, &all, &all, None);
         assert_eq!(names(&ch.send), ["b", "d"]);
         assert_eq!(ch.gone, ["c"]);
         assert!(!ch.same_names);
-        let ch = changes(&sent, &sent, &all, &all);
+        let ch = changes(&sent, &sent, &all, &all, None);
         assert!(ch.send.is_empty() && ch.gone.is_empty() && ch.same_names);
+    }
+
+    #[test]
+    fn a_hint_names_what_changed_and_is_used_only_for_its_maps() {
+        let sent = Arc::new(map(&[("a", 1), ("b", 1), ("c", 1), ("e", 1)]));
+        let mut next = (*sent).clone();
+        next.insert("b".into(), cla("b", 2));
+        next.remove("c");
+        next.insert("d".into(), cla("d", 1));
+        let next = Arc::new(next);
+        let mut some = Subscription::default();
+        some.subscribe(vec!["b".into(), "c".into(), "d".into(), "e".into()], &sent);
+        let hint = MapChange { from: sent.clone(), to: next.clone(), names: vec!["b".into(), "c".into(), "d".into()] };
+        let hinted = changes(&sent, &next, &some, &some, Some(&hint));
+        let walked = changes(&sent, &next, &some, &some, None);
+        assert_eq!(names(&hinted.send), ["b", "d"]);
+        assert_eq!((names(&hinted.send), &hinted.gone, hinted.same_names), (names(&walked.send), &walked.gone, walked.same_names));
+
+        // A hint about other maps is not believed: "e" changed too.
+        let mut other = (*next).clone();
+        other.insert("e".into(), cla("e", 2));
+        let ch = changes(&sent, &other, &some, &some, Some(&hint));
+        assert_eq!(names(&ch.send), ["b", "d", "e"]);
     }
 
     #[test]
@@ -185,7 +229,7 @@ mod tests {
         old.subscribe(vec!["a".into()], &sent);
         let mut new = old.clone();
         new.subscribe(vec!["b".into()], &sent);
-        let ch = changes(&sent, &sent, &old, &new);
+        let ch = changes(&sent, &sent, &old, &new, None);
         assert_eq!(names(&ch.send), ["b"]);
         let more = map(&[("a", 1), ("b", 1), ("c", 1)]);
         let mut all = Subscription::default();

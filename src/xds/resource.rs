@@ -141,6 +141,19 @@ pub struct ProxyResources {
     /// every connection sharing this value would otherwise hash the same 1,000 names. The map
     /// is kept with it, so a stale entry (`by_type` replaced after) is recognised, never used.
     versions: [OnceLock<(Arc<ResourceMap>, String)>; 5],
+    /// Per type, how its map differs from the previous revision's, when the generator knows.
+    pub changes: [Option<Arc<MapChange>>; 5],
+}
+
+/// The names whose resource differs between two maps (added, changed or removed), as
+/// whoever built `to` from `from` knows them. A connection holding `from` finds what changed
+/// for it from these few names, instead of looking up each of the hundreds it subscribes to
+/// in both maps — for every connection, on every endpoint change.
+#[derive(Debug)]
+pub struct MapChange {
+    pub from: Arc<ResourceMap>,
+    pub to: Arc<ResourceMap>,
+    pub names: Vec<String>,
 }
 
 impl ProxyResources {
@@ -151,6 +164,12 @@ impl ProxyResources {
     pub fn set(&mut self, ty: TypeUrl, map: ResourceMap) {
         self.by_type[ty.index()] = Arc::new(map);
         self.versions[ty.index()] = OnceLock::new();
+        self.changes[ty.index()] = None;
+    }
+
+    /// How `ty`'s map differs from the one before it, if known.
+    pub fn change(&self, ty: TypeUrl) -> Option<&MapChange> {
+        self.changes[ty.index()].as_deref()
     }
 
     /// The version of every resource of `ty`, as [`version_of`] gives it, computed once.

@@ -90,7 +90,7 @@ impl Protocol for Sotw {
             {
                 continue;
             }
-            let changes = state.changes(map, None);
+            let changes = state.changes(map, None, resources.change(ty));
             let full = ty.is_full_state();
             let send: Vec<Arc<Resource>> = if !full {
                 // A vanished resource cannot be withdrawn in SotW; holding the new map forgets

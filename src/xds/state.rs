@@ -14,7 +14,7 @@ use tracing::warn;
 
 use super::connection::{AckState, Nack, TypeStatus, unix_ms};
 use super::held::{self, Changes};
-use super::resource::version_of;
+use super::resource::{MapChange, version_of};
 use super::subscription::Subscription;
 use super::{ProxyResources, Resource, ResourceMap, TypeUrl};
 
@@ -91,9 +91,9 @@ impl TypeState {
     }
 
     /// What the proxy lacks of `map`; see [`held::changes`]. `old` is the subscription before
-    /// the request being handled changed it.
-    pub fn changes(&self, map: &ResourceMap, old: Option<&Subscription>) -> Changes {
-        held::changes(&self.sent, map, old.unwrap_or(&self.subscription), &self.subscription)
+    /// the request being handled changed it; `hint`, how `map` differs from its predecessor.
+    pub fn changes(&self, map: &ResourceMap, old: Option<&Subscription>, hint: Option<&MapChange>) -> Changes {
+        held::changes(&self.sent, map, old.unwrap_or(&self.subscription), &self.subscription, hint)
     }
 
     /// The version of what the subscription selects in `map`: the shared, cached one when it

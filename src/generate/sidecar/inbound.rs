@@ -98,7 +98,7 @@ fn ingress_port(listener: &IngressListener, proxy: &Proxy) -> Option<InboundPort
 fn service_ports(index: &Index, proxy: &Proxy) -> Vec<InboundPort> {
     let mut ports: BTreeMap<u16, (Protocol, &str)> = BTreeMap::new();
     for ip in &proxy.ip_addresses {
-        for service in index.services_by_ip.get(ip).into_iter().flatten() {
+        for service in index.services_by_ip.get(ip) {
             for ep in service.endpoints.iter().filter(|ep| &ep.address == ip) {
                 for port in &service.ports {
                     let Some(&target) = ep.ports.get(&port.port) else { continue };
