@@ -158,7 +158,10 @@ fn serve(shared: &Shared, request: &Request, target: Target) -> Response {
         (&Method::GET, None) if matches!(query.get("watch").map(String::as_str), Some("1" | "true")) => {
             start_watch(shared, &target, &query)
         }
-        (&Method::GET, None) => ok(list(shared, &target, &query), StatusCode::OK),
+        (&Method::GET, None) => match list(shared, &target, &query) {
+            Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+            Err(e) => error_response(&e),
+        },
         (&Method::POST, None) => {
             let result =
                 parse_body(request.body).and_then(|body| objects::create(&mut lock(&shared.store), target.place(), body));
@@ -235,7 +238,8 @@ fn parse_continue(token: &str) -> Result<(u64, ObjectKey), ApiError> {
     Ok((rv.parse().map_err(|_| invalid())?, (namespace.to_string(), name.to_string())))
 }
 
-fn list(shared: &Shared, target: &Target, query: &HashMap<String, String>) -> Result<Value, ApiError> {
+/// A list response, written around the page's pre-serialized items.
+fn list(shared: &Shared, target: &Target, query: &HashMap<String, String>) -> Result<Vec<u8>, ApiError> {
     target.part()?;
     let filter = filter(target, query)?;
     let limit = match query.get("limit") {
@@ -263,7 +267,7 @@ fn list(shared: &Shared, target: &Target, query: &HashMap<String, String>) -> Re
             (at, None)
         }
     };
-    let page = store.list(&filter, at, after.as_ref(), limit).map_err(|e| {
+    let page = store.list(&filter, at, after.as_ref(), limit, !target.resource.custom).map_err(|e| {
         if e.code == 410 && after.is_some() {
             ApiError::expired(
                 "The provided continue parameter is too old to display a consistent list result. \
@@ -278,26 +282,19 @@ fn list(shared: &Shared, target: &Target, query: &HashMap<String, String>) -> Re
         metadata["continue"] = Value::String(format!("{}/{namespace}/{name}", page.rv));
         metadata["remainingItemCount"] = json!(page.remaining);
     }
-    let items: Vec<Value> = page
-        .items
-        .into_iter()
-        .map(|mut item| {
-            // Built-in lists carry apiVersion and kind on the list only, as on a real server.
-            if !target.resource.custom
-                && let Some(o) = item.as_object_mut()
-            {
-                o.remove("apiVersion");
-                o.remove("kind");
-            }
-            item
-        })
-        .collect();
-    Ok(json!({
+    let head = json!({
         "kind": format!("{}List", target.resource.kind),
         "apiVersion": target.resource.api_version(&target.version),
         "metadata": metadata,
-        "items": items,
-    }))
+    })
+    .to_string();
+    // `head` is an object: reopen it to append the items.
+    let mut body = Vec::with_capacity(head.len() + page.items.len() + 16);
+    body.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+    body.extend_from_slice(b",\"items\":");
+    body.extend_from_slice(&page.items);
+    body.push(b'}');
+    Ok(body)
 }
 
 fn start_watch(shared: &Shared, target: &Target, query: &HashMap<String, String>) -> Response {

@@ -37,6 +37,30 @@ struct Change {
 }
 
 /// What a watch stream is sent.
+/// A stored object as a list item (see [`Filter::presented`]).
+struct Presented<'a> {
+    object: &'a Value,
+    /// `None`: leave out apiVersion and kind.
+    api_version: Option<&'a str>,
+}
+
+impl serde::Serialize for Presented<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Some(fields) = self.object.as_object() else { return self.object.serialize(serializer) };
+        let mut map = serializer.serialize_map(None)?;
+        if let Some(api_version) = self.api_version {
+            map.serialize_entry("apiVersion", api_version)?;
+        }
+        for (key, value) in fields {
+            if key != "apiVersion" && (self.api_version.is_some() || key != "kind") {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
+}
+
 #[derive(Debug)]
 pub enum WatchMessage {
     /// One event, already a JSON line.
@@ -64,6 +88,12 @@ pub struct Filter {
 impl Filter {
     pub fn matches(&self, key: &ObjectKey, object: &Value) -> bool {
         self.namespace.as_ref().is_none_or(|ns| *ns == key.0) && self.labels.matches(object) && self.fields.matches(object)
+    }
+
+    /// `object` as a list item for this client, serialized without a copy: in the apiVersion
+    /// it asked for, or without apiVersion and kind for a built-in kind.
+    fn presented<'a>(&'a self, object: &'a Value, builtin: bool) -> Presented<'a> {
+        Presented { object, api_version: (!builtin).then_some(self.api_version.as_str()) }
     }
 
     /// `object` as this client reads it: in the apiVersion it asked for.
@@ -125,7 +155,10 @@ pub enum ReadAt {
 
 pub struct Page {
     pub rv: u64,
-    pub items: Vec<Value>,
+    /// The items as a JSON array, each in the apiVersion the client asked for; serialized
+    /// straight from the stored objects, as copying them made the fake slower than the
+    /// client it serves at 50,000 Pods.
+    pub items: Vec<u8>,
     pub continue_after: Option<ObjectKey>,
     pub remaining: usize,
 }
@@ -229,7 +262,15 @@ impl Store {
     }
 
     /// A page of the objects `filter` selects at `at`, after `after`, at most `limit`.
-    pub fn list(&self, filter: &Filter, at: ReadAt, after: Option<&ObjectKey>, limit: Option<usize>) -> Result<Page, ApiError> {
+    /// Built-in kinds' items carry no apiVersion and kind (`builtin`), as on a real server.
+    pub fn list(
+        &self,
+        filter: &Filter,
+        at: ReadAt,
+        after: Option<&ObjectKey>,
+        limit: Option<usize>,
+        builtin: bool,
+    ) -> Result<Page, ApiError> {
         let objects = self.snapshot(&filter.resource, at)?;
         let rv = match at {
             ReadAt::Latest => self.rv,
@@ -241,7 +282,9 @@ impl Store {
         let page: Vec<(&ObjectKey, &Value)> = matching.by_ref().take(limit).collect();
         let remaining = matching.count();
         let continue_after = if remaining > 0 { page.last().map(|(k, _)| (*k).clone()) } else { None };
-        Ok(Page { rv, items: page.into_iter().map(|(_, o)| filter.present(o)).collect(), continue_after, remaining })
+        let presented: Vec<Presented<'_>> = page.into_iter().map(|(_, object)| filter.presented(object, builtin)).collect();
+        let items = serde_json::to_vec(&presented).map_err(|e| ApiError::new(500, "InternalError", e.to_string()))?;
+        Ok(Page { rv, items, continue_after, remaining })
     }
 
     /// Opens a watch from `since` (`None`: the current objects as `ADDED` events first).
