@@ -16,21 +16,13 @@ use pilotfish::serve::{ConfigSource, Listeners, ServeOptions};
 use pilotfish::source::kubernetes::{KubeOptions, KubeSource};
 use pilotfish::store::{Snapshot, Store};
 use serde_json::{Value, json};
-use support::fake_apiserver::FakeApiServer;
+use support::fake_apiserver::{FakeApiServer, ISTIO_NETWORKING};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
-const NETWORKING: [(&str, &str); 6] = [
-    ("Gateway", "gateways"),
-    ("VirtualService", "virtualservices"),
-    ("DestinationRule", "destinationrules"),
-    ("ServiceEntry", "serviceentries"),
-    ("WorkloadEntry", "workloadentries"),
-    ("Sidecar", "sidecars"),
-];
 
 fn install_networking(fake: &FakeApiServer, except: &[&str]) {
-    for (kind, plural) in NETWORKING.iter().filter(|(k, _)| !except.contains(k)) {
+    for (kind, plural) in ISTIO_NETWORKING.iter().filter(|(k, _)| !except.contains(k)) {
         fake.install_crd("networking.istio.io", &["v1alpha3", "v1beta1", "v1"], kind, plural, true);
     }
 }

@@ -11,19 +11,12 @@ use anyhow::{Result, bail};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use serde_json::{Value, json};
 
-use super::fake_apiserver::FakeApiServer;
+use super::fake_apiserver::{FakeApiServer, ISTIO_NETWORKING};
 use super::fixture;
 
 const HTTP_PORT: u16 = 9080;
-/// The Istio CRDs a cluster with Istio installed serves (pilotfish watches all of them).
-const NETWORKING: [(&str, &str); 6] = [
-    ("Gateway", "gateways"),
-    ("VirtualService", "virtualservices"),
-    ("DestinationRule", "destinationrules"),
-    ("ServiceEntry", "serviceentries"),
-    ("WorkloadEntry", "workloadentries"),
-    ("Sidecar", "sidecars"),
-];
+/// The Istio CRDs a cluster with Istio installed serves beside `ISTIO_NETWORKING` (pilotfish
+/// watches all of them).
 const SECURITY: [(&str, &str); 3] = [
     ("PeerAuthentication", "peerauthentications"),
     ("AuthorizationPolicy", "authorizationpolicies"),
@@ -112,7 +105,7 @@ impl Shape {
 
     /// Installs the Istio CRDs and writes every object.
     pub fn populate(&self, fake: &FakeApiServer) -> Result<Populated> {
-        for (kind, plural) in NETWORKING {
+        for (kind, plural) in ISTIO_NETWORKING {
             fake.install_crd("networking.istio.io", &["v1", "v1beta1", "v1alpha3"], kind, plural, true);
         }
         for (kind, plural) in SECURITY {

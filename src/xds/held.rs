@@ -85,13 +85,7 @@ pub(crate) fn changes(
         && std::ptr::eq(held_by, wanted_by)
     {
         out.same_names = true;
-        for name in &hint.names {
-            let step = match (sent.get(name), map.get(name)) {
-                (Some(x), Some(y)) => Step::Both(x, y),
-                (Some(_), None) => Step::Old(name),
-                (None, Some(y)) => Step::New(y),
-                (None, None) => continue,
-            };
+        for step in looked_up(sent, map, hint.names.iter().map(String::as_str)) {
             record(&mut out, step, held_by, wanted_by);
         }
         return out;
@@ -103,19 +97,27 @@ pub(crate) fn changes(
         let mut names: Vec<&str> = held_by.names().chain(wanted_by.names()).collect();
         names.sort_unstable();
         names.dedup();
-        for name in names {
-            let step = match (sent.get(name), map.get(name)) {
-                (Some(x), Some(y)) => Step::Both(x, y),
-                (Some(_), None) => Step::Old(name),
-                (None, Some(y)) => Step::New(y),
-                (None, None) => continue,
-            };
+        for step in looked_up(sent, map, names) {
             record(&mut out, step, held_by, wanted_by);
         }
         return out;
     }
     walk(sent, map, |step| record(&mut out, step, held_by, wanted_by));
     out
+}
+
+/// The steps of [`walk`] for these names only, found by lookup.
+fn looked_up<'o, 'n, 'a>(
+    old: &'o ResourceMap,
+    new: &'n ResourceMap,
+    names: impl IntoIterator<Item = &'a str>,
+) -> impl Iterator<Item = Step<'o, 'n>> {
+    names.into_iter().filter_map(move |name| match (old.get_key_value(name), new.get(name)) {
+        (Some((_, x)), Some(y)) => Some(Step::Both(x, y)),
+        (Some((name, _)), None) => Some(Step::Old(name)),
+        (None, Some(y)) => Some(Step::New(y)),
+        (None, None) => None,
+    })
 }
 
 fn record(out: &mut Changes, step: Step<'_, '_>, held_by: &Subscription, wanted_by: &Subscription) {

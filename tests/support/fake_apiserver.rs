@@ -213,6 +213,16 @@ pub struct FakeApiServer {
 }
 
 /// `apiVersion` as (group, version).
+/// Istio's networking kinds and their plurals, as its CRDs declare them.
+pub const ISTIO_NETWORKING: [(&str, &str); 6] = [
+    ("Gateway", "gateways"),
+    ("VirtualService", "virtualservices"),
+    ("DestinationRule", "destinationrules"),
+    ("ServiceEntry", "serviceentries"),
+    ("WorkloadEntry", "workloadentries"),
+    ("Sidecar", "sidecars"),
+];
+
 fn split_api_version(api_version: &str) -> (&str, &str) {
     api_version.split_once('/').unwrap_or(("", api_version))
 }
