@@ -23,7 +23,8 @@ use crate::xds::{Resource, ResourceMap};
 /// istiod's default connect timeout.
 const CONNECT_TIMEOUT: Duration = Duration { seconds: 10, nanos: 0 };
 
-/// Every outbound cluster of the index. Shared by every proxy of this revision.
+/// Every outbound cluster of the index at once: what the push context builds service by
+/// service (`context.rs`), for the generation benchmark.
 pub fn build_all(index: &Index) -> ResourceMap {
     let mut out = ResourceMap::new();
     for service in index.services.values() {

@@ -18,7 +18,8 @@ use crate::index::services::{selects, Labels};
 use crate::index::{Index, Resolution, Service};
 use crate::xds::{Resource, ResourceMap};
 
-/// The assignment of every EDS cluster of the index. Shared by every proxy of this revision.
+/// The assignment of every EDS cluster of the index at once: what the push context builds
+/// service by service (`context.rs`), for the generation benchmark.
 pub fn build_all(index: &Index) -> ResourceMap {
     let mut out = ResourceMap::new();
     for service in index.services.values() {
