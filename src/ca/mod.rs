@@ -1,12 +1,15 @@
 //! The certificate authority: istiod's self-signed root, kept in the cluster, issuing the
 //! certificates pilotfish serves with.
 //!
-//! Today it issues server certificates (the webhook's); the workload CA of the next step issues
-//! SPIFFE certificates from the same [`Authority`]. The root is what istiod generates
+//! It issues server certificates (the webhook's) and signs workloads' CSRs with their SPIFFE
+//! identity ([`workload`]), from the same [`Authority`]. The root is what istiod generates
 //! (`O=<trust domain>`, CA, 10 years) and is persisted where istiod keeps it ([`secret`]), so
 //! pilotfish and istiod can take over from each other without re-rooting the mesh.
 
+mod csr;
 pub mod secret;
+pub mod spiffe;
+pub mod workload;
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,6 +25,8 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::oid_registry::{OID_KEY_TYPE_EC_PUBLIC_KEY, OID_PKCS1_RSAENCRYPTION};
 
 pub use secret::{load_or_create, LoadOptions};
+pub use spiffe::{SpiffeId, SpiffeIdError};
+pub use workload::{WorkloadCert, DEFAULT_WORKLOAD_CERT_TTL, MAX_WORKLOAD_CERT_TTL};
 
 /// istiod's default trust domain, written as the root's organization.
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
@@ -44,6 +49,8 @@ pub enum CaError {
     Signing(#[from] rcgen::Error),
     #[error("issuing a certificate: {0}")]
     Request(String),
+    #[error("workload CSR: {0}")]
+    Csr(String),
 }
 
 /// A root certificate and its key.
@@ -54,6 +61,8 @@ pub struct Authority {
     /// PKCS#8 PEM of the key, kept only to persist it.
     key_pem: String,
     not_after: SystemTime,
+    /// Longest workload certificate signed, whatever the request.
+    max_workload_ttl: Duration,
 }
 
 /// A certificate issued by the authority, with its fresh key.
@@ -156,6 +165,7 @@ impl Authority {
             root_der: cert.to_vec(),
             key_pem,
             not_after,
+            max_workload_ttl: MAX_WORKLOAD_CERT_TTL,
         })
     }
 
