@@ -4,9 +4,13 @@
 //! It issues server certificates (the webhook's) and signs workloads' CSRs with their SPIFFE
 //! identity ([`workload`]), from the same [`Authority`]. The root is what istiod generates
 //! (`O=<trust domain>`, CA, 10 years) and is persisted where istiod keeps it ([`secret`]), so
-//! pilotfish and istiod can take over from each other without re-rooting the mesh.
+//! pilotfish and istiod can take over from each other without re-rooting the mesh. An operator
+//! may instead plug in an intermediate under their own root ([`plugged`]), and without a
+//! cluster the root is kept in files ([`file`]).
 
 mod csr;
+pub mod file;
+pub mod plugged;
 pub mod secret;
 pub mod spiffe;
 pub mod workload;
@@ -45,6 +49,10 @@ pub enum CaError {
     Key(String),
     #[error("ca-key.pem does not belong to the certificate in ca-cert.pem (their public keys differ)")]
     KeyMismatch,
+    #[error("cert-chain.pem: {0}")]
+    Chain(String),
+    #[error("root-cert.pem: {0}")]
+    Root(String),
     #[error("signing a certificate: {0}")]
     Signing(#[from] rcgen::Error),
     #[error("issuing a certificate: {0}")]
@@ -53,10 +61,16 @@ pub enum CaError {
     Csr(String),
 }
 
-/// A root certificate and its key.
+/// A signing certificate and its key: a self-signed root, or an intermediate under a mesh root.
 pub struct Authority {
     issuer: Issuer<'static, KeyPair>,
+    /// `ca-cert.pem`: the certificate signed with (the root itself when self-signed).
+    cert_pem: String,
+    /// What follows a leaf: the signing certificate, its issuers, the root last.
+    chain: Vec<String>,
+    /// Every root proxies trust (`root-cert.pem` may hold more than one during a rotation).
     root_pem: String,
+    /// The root the chain ends at.
     root_der: Vec<u8>,
     /// PKCS#8 PEM of the key, kept only to persist it.
     key_pem: String,
@@ -68,7 +82,7 @@ pub struct Authority {
 /// A certificate issued by the authority, with its fresh key.
 #[derive(Clone)]
 pub struct Issued {
-    /// The leaf first, then the root: what a TLS server sends.
+    /// The leaf first, then any intermediates, the root last: what a TLS server sends.
     pub cert_chain_pem: String,
     pub key_pem: String,
     pub not_after: SystemTime,
@@ -121,52 +135,15 @@ impl Authority {
     /// A root read back from PEM (istiod's `ca-cert.pem` and `ca-key.pem`): the certificate must
     /// be a self-signed, unexpired CA, and the key (PKCS#8, PKCS#1 RSA or SEC1 EC) its own.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Authority, CaError> {
-        let cert = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-            .next()
-            .ok_or_else(|| CaError::Certificate("no CERTIFICATE block".into()))?
-            .map_err(|e| CaError::Certificate(format!("not PEM: {e}")))?;
-        let (_, x509) = X509Certificate::from_der(&cert)
-            .map_err(|e| CaError::Certificate(format!("not an X.509 certificate: {e}")))?;
-        if !x509.is_ca() {
-            return Err(CaError::Certificate("not a CA certificate (basicConstraints CA:TRUE is missing)".into()));
-        }
-        let subject = x509.subject().as_raw();
-        if x509.issuer().as_raw() != subject {
+        let signer = Signer::new(cert_pem, key_pem)?;
+        if !signer.self_signed {
             return Err(CaError::Certificate(
-                "not self-signed; a CA under another root (istiod's `cacerts`) is not supported yet".into(),
+                "not self-signed; an intermediate CA is plugged in with its chain (`cacerts`, see ca::plugged)".into(),
             ));
         }
-        let not_after = x509.validity().not_after;
-        if not_after.timestamp() <= unix_seconds(SystemTime::now()) {
-            return Err(CaError::Certificate(format!("expired at {}", format_time(&not_after))));
-        }
-        let not_after = u64::try_from(not_after.timestamp())
-            .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
-            .map_err(|_| CaError::Certificate("notAfter is before 1970".into()))?;
-        let key = key_pair(key_pem)?;
-        if key.der_bytes() != &*x509.public_key().subject_public_key.data {
-            return Err(CaError::KeyMismatch);
-        }
-        let key_pem = key.serialize_pem();
-        // rcgen takes the subject, key usages and key identifier from the certificate itself.
-        let issuer = Issuer::from_ca_cert_der(&cert, key)
-            .map_err(|e| CaError::Certificate(format!("rcgen cannot sign as this root: {e}")))?;
-        // The issuer name of every certificate issued must equal the root's subject byte for
-        // byte, or chains do not verify; rcgen re-encodes it (one attribute per type, its own
-        // order): check that once, here.
-        let probe = CertificateParams::default().signed_by(issuer.key(), &issuer)?;
-        let probe_issuer = X509Certificate::from_der(probe.der()).map(|(_, probe)| probe.issuer().as_raw().to_vec());
-        if probe_issuer.ok().as_deref() != Some(subject) {
-            return Err(CaError::Certificate("the subject uses an encoding pilotfish cannot reproduce".into()));
-        }
-        Ok(Authority {
-            issuer,
-            root_pem: first_pem_block(cert_pem).unwrap_or_default(),
-            root_der: cert.to_vec(),
-            key_pem,
-            not_after,
-            max_workload_ttl: MAX_WORKLOAD_CERT_TTL,
-        })
+        let root = signer.cert.clone();
+        let not_after = signer.not_after;
+        Ok(signer.into_authority(vec![root.clone()], root.pem.clone(), root.der, not_after))
     }
 
     /// The root certificate, PEM: what clients trust (the webhook's `caBundle`).
@@ -180,6 +157,11 @@ impl Authority {
 
     pub fn not_after(&self) -> SystemTime {
         self.not_after
+    }
+
+    /// The certificate signed with (`ca-cert.pem`), PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
     }
 
     /// The key as PKCS#8 PEM, to persist the authority.
@@ -206,8 +188,104 @@ impl Authority {
         let now = SystemTime::now();
         let not_after = set_validity(&mut params, now - BACKDATE, (now + ttl).min(self.not_after))?;
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(Issued { cert_chain_pem: format!("{}{}", cert.pem(), self.root_pem), key_pem: key.serialize_pem(), not_after })
+        let cert_chain_pem = format!("{}{}", cert.pem(), self.chain.concat());
+        Ok(Issued { cert_chain_pem, key_pem: key.serialize_pem(), not_after })
     }
+}
+
+/// One certificate, as DER and as the PEM block it was read from.
+#[derive(Clone)]
+struct PemCert {
+    der: Vec<u8>,
+    pem: String,
+}
+
+/// Every `CERTIFICATE` block of `pem`, in order; `err` names the file in the error.
+fn certificates(pem: &str, err: fn(String) -> CaError) -> Result<Vec<PemCert>, CaError> {
+    let ders: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| err(format!("not PEM: {e}")))?;
+    let blocks = pem_blocks(pem);
+    if blocks.len() != ders.len() {
+        return Err(err("a CERTIFICATE block is not terminated".into()));
+    }
+    Ok(ders.into_iter().zip(blocks).map(|(der, pem)| PemCert { der: der.to_vec(), pem }).collect())
+}
+
+/// `ca-cert.pem` and `ca-key.pem` checked as a pair that can sign, whoever issued the certificate.
+struct Signer {
+    issuer: Issuer<'static, KeyPair>,
+    cert: PemCert,
+    key_pem: String,
+    not_after: SystemTime,
+    self_signed: bool,
+}
+
+impl Signer {
+    /// The first certificate of `cert_pem` must be an unexpired CA whose subject rcgen can write
+    /// back, and the key (PKCS#8, PKCS#1 RSA or SEC1 EC) its own.
+    fn new(cert_pem: &str, key_pem: &str) -> Result<Signer, CaError> {
+        let cert = certificates(cert_pem, CaError::Certificate)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| CaError::Certificate("no CERTIFICATE block".into()))?;
+        let (_, x509) = X509Certificate::from_der(&cert.der)
+            .map_err(|e| CaError::Certificate(format!("not an X.509 certificate: {e}")))?;
+        if !x509.is_ca() {
+            return Err(CaError::Certificate("not a CA certificate (basicConstraints CA:TRUE is missing)".into()));
+        }
+        let not_after = unexpired(&x509).map_err(CaError::Certificate)?;
+        let key = key_pair(key_pem)?;
+        if key.der_bytes() != &*x509.public_key().subject_public_key.data {
+            return Err(CaError::KeyMismatch);
+        }
+        let key_pem = key.serialize_pem();
+        // rcgen takes the subject, key usages and key identifier from the certificate itself.
+        let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(cert.der.as_slice()), key)
+            .map_err(|e| CaError::Certificate(format!("rcgen cannot sign as this CA: {e}")))?;
+        // The issuer name of every certificate issued must equal the CA's subject byte for
+        // byte, or chains do not verify; rcgen re-encodes it (one attribute per type, its own
+        // order): check that once, here.
+        let subject = x509.subject().as_raw();
+        let probe = CertificateParams::default().signed_by(issuer.key(), &issuer)?;
+        let probe_issuer = X509Certificate::from_der(probe.der()).map(|(_, probe)| probe.issuer().as_raw().to_vec());
+        if probe_issuer.ok().as_deref() != Some(subject) {
+            return Err(CaError::Certificate("the subject uses an encoding pilotfish cannot reproduce".into()));
+        }
+        let self_signed = x509.issuer().as_raw() == subject;
+        Ok(Signer { issuer, cert, key_pem, not_after, self_signed })
+    }
+
+    /// `chain` follows every leaf; `root_pem` is what proxies trust, `root_der` the chain's end.
+    fn into_authority(
+        self,
+        chain: Vec<PemCert>,
+        root_pem: String,
+        root_der: Vec<u8>,
+        not_after: SystemTime,
+    ) -> Authority {
+        Authority {
+            issuer: self.issuer,
+            cert_pem: self.cert.pem,
+            chain: chain.into_iter().map(|c| c.pem).collect(),
+            root_pem,
+            root_der,
+            key_pem: self.key_pem,
+            not_after,
+            max_workload_ttl: MAX_WORKLOAD_CERT_TTL,
+        }
+    }
+}
+
+/// The certificate's notAfter, if it is still ahead.
+fn unexpired(x509: &X509Certificate<'_>) -> Result<SystemTime, String> {
+    let not_after = x509.validity().not_after;
+    if not_after.timestamp() <= unix_seconds(SystemTime::now()) {
+        return Err(format!("expired at {}", format_time(&not_after)));
+    }
+    u64::try_from(not_after.timestamp())
+        .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
+        .map_err(|_| "notAfter is before 1970".into())
 }
 
 /// The key in any of the PEM forms istiod writes, as the PKCS#8 rcgen reads: rcgen on ring
@@ -267,13 +345,19 @@ fn format_time(t: &x509_parser::time::ASN1Time) -> String {
     format!("{:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z", t.year())
 }
 
-/// The text of the first `CERTIFICATE` block, markers included.
-fn first_pem_block(pem: &str) -> Option<String> {
+/// The text of each `CERTIFICATE` block, markers included, each ending in a newline.
+fn pem_blocks(pem: &str) -> Vec<String> {
     const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
     const END: &str = "-----END CERTIFICATE-----";
-    let start = pem.find(BEGIN)?;
-    let end = start + pem[start..].find(END)? + END.len();
-    Some(format!("{}\n", &pem[start..end]))
+    let mut blocks = Vec::new();
+    let mut rest = pem;
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(len) = rest[start..].find(END) else { break };
+        let end = start + len + END.len();
+        blocks.push(format!("{}\n", &rest[start..end]));
+        rest = &rest[end..];
+    }
+    blocks
 }
 
 #[cfg(test)]

@@ -103,23 +103,26 @@ pub async fn load_or_create(
 
 /// Reads the authority out of istiod's Secret layout.
 pub fn from_secret(secret: &Secret, namespace: &str) -> Result<Authority, SecretError> {
-    let data = secret.data.as_ref();
     let text = |key: &'static str| -> Result<String, SecretError> {
-        let bytes = data
-            .and_then(|d| d.get(key))
-            .filter(|b| !b.0.is_empty())
-            .ok_or(SecretError::Missing { namespace: namespace.to_string(), key })?;
-        Ok(String::from_utf8_lossy(&bytes.0).into_owned())
+        data_text(secret, key)
+            .filter(|text| !text.is_empty())
+            .ok_or(SecretError::Missing { namespace: namespace.to_string(), key })
     };
     Authority::from_pem(&text(CA_CERT)?, &text(CA_KEY)?)
         .map_err(|source| SecretError::Invalid { namespace: namespace.to_string(), source })
+}
+
+/// `data.<key>` of a Secret as text (PEM is ASCII), `None` when the key is absent.
+pub(crate) fn data_text(secret: &Secret, key: &str) -> Option<String> {
+    let bytes = secret.data.as_ref()?.get(key)?;
+    Some(String::from_utf8_lossy(&bytes.0).into_owned())
 }
 
 /// The Secret istiod would write for this authority.
 pub fn to_secret(authority: &Authority, namespace: &str) -> Secret {
     let bytes = |s: &str| ByteString(s.as_bytes().to_vec());
     let data = BTreeMap::from([
-        (CA_CERT.to_string(), bytes(authority.root_pem())),
+        (CA_CERT.to_string(), bytes(authority.cert_pem())),
         (CA_KEY.to_string(), bytes(authority.key_pem())),
         (ROOT_CERT.to_string(), bytes(authority.root_pem())),
         (CERT_CHAIN.to_string(), bytes("")),

@@ -16,7 +16,8 @@ pub const DEFAULT_WORKLOAD_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
 /// A signed workload certificate. No key: it never left the workload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkloadCert {
-    /// PEM certificates, the leaf first, the root last: what the workload presents.
+    /// PEM certificates, the leaf first, then any intermediates, the root last: what the workload
+    /// presents.
     pub cert_chain: Vec<String>,
     pub not_after: SystemTime,
 }
@@ -49,7 +50,7 @@ impl Authority {
         let now = SystemTime::now();
         let until = (now + ttl).min(self.not_after);
         if until <= now {
-            return Err(CaError::Request("the root has expired or the maximum lifetime is zero".into()));
+            return Err(CaError::Request("the CA has expired or the maximum lifetime is zero".into()));
         }
         let mut params = CertificateParams::default();
         // As istiod: no subject; the identity is the only SAN (then critical).
@@ -64,7 +65,8 @@ impl Authority {
         params.serial_number = Some(random_serial()?);
         let not_after = set_validity(&mut params, now - BACKDATE, until)?;
         let leaf = params.signed_by(&key, &self.issuer)?;
-        Ok(WorkloadCert { cert_chain: vec![leaf.pem(), self.root_pem.clone()], not_after })
+        let cert_chain = std::iter::once(leaf.pem()).chain(self.chain.iter().cloned()).collect();
+        Ok(WorkloadCert { cert_chain, not_after })
     }
 }
 
