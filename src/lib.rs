@@ -19,6 +19,7 @@ pub mod push;
 pub mod rbac;
 pub mod render;
 pub mod serve;
+pub mod sorted;
 pub mod source;
 pub mod status;
 pub mod store;

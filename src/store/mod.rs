@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::config::{Kind, KindSpec, Object, ObjectKey};
 use crate::diagnostic::Origin;
+use crate::sorted::{Side, merge_join};
 
 /// Which source an object came from, so one source's reload never removes another's objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -85,28 +86,13 @@ impl Snapshot {
             return Vec::new();
         }
         let mut out = Vec::new();
-        let (mut old, mut new) = (before.kinds[kind as usize].iter().peekable(), self.kinds[kind as usize].iter().peekable());
-        loop {
-            let order = match (old.peek(), new.peek()) {
-                (None, None) => return out,
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (Some((a, _)), Some((b, _))) => a.cmp(b),
-            };
-            match order {
-                std::cmp::Ordering::Less => out.push((old.next().map(|(_, e)| e), None)),
-                std::cmp::Ordering::Greater => out.push((None, new.next().map(|(_, e)| e))),
-                std::cmp::Ordering::Equal => {
-                    let (a, b) = (old.next().map(|(_, e)| e), new.next().map(|(_, e)| e));
-                    if let (Some(x), Some(y)) = (a, b)
-                        && !Arc::ptr_eq(x, y)
-                        && x != y
-                    {
-                        out.push((a, b));
-                    }
-                }
-            }
-        }
+        merge_join(&before.kinds[kind as usize], &self.kinds[kind as usize], |side| match side {
+            Side::Both(x, y) if Arc::ptr_eq(x, y) || x == y => {}
+            Side::Both(x, y) => out.push((Some(x), Some(y))),
+            Side::Old(_, x) => out.push((Some(x), None)),
+            Side::New(_, y) => out.push((None, Some(y))),
+        });
+        out
     }
 
     pub fn len(&self) -> usize {

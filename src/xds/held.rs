@@ -5,11 +5,11 @@
 //! revision reused are the same `Arc`, so their contents need no comparison, and only changed
 //! ones are collected.
 
-use std::cmp::Ordering;
 use std::sync::Arc;
 
 use super::subscription::Subscription;
 use super::resource::MapChange;
+use crate::sorted::{Side, merge_join};
 use super::{Resource, ResourceMap};
 
 /// One name of the merge walk of an old and a new map.
@@ -21,32 +21,13 @@ enum Step<'o, 'n> {
 
 /// Calls `f` for every name of `old` and `new`, in name order.
 fn walk<'o, 'n>(old: &'o ResourceMap, new: &'n ResourceMap, mut f: impl FnMut(Step<'o, 'n>)) {
-    let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
-    loop {
-        let order = match (a.peek(), b.peek()) {
-            (None, None) => return,
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (Some((x, _)), Some((y, _))) => x.as_str().cmp(y.as_str()),
-        };
-        match order {
-            Ordering::Equal => {
-                if let (Some((_, x)), Some((_, y))) = (a.next(), b.next()) {
-                    f(Step::Both(x, y));
-                }
-            }
-            Ordering::Less => {
-                if let Some((name, _)) = a.next() {
-                    f(Step::Old(name));
-                }
-            }
-            Ordering::Greater => {
-                if let Some((_, r)) = b.next() {
-                    f(Step::New(r));
-                }
-            }
-        }
-    }
+    merge_join(old, new, |side| {
+        f(match side {
+            Side::Both(x, y) => Step::Both(x, y),
+            Side::Old(name, _) => Step::Old(name),
+            Side::New(_, r) => Step::New(r),
+        })
+    });
 }
 
 /// Same content: the same `Arc` (the common case, decided without reading either), else
