@@ -19,7 +19,7 @@ use crate::index::{Index, Service};
 use crate::store::Entry;
 use crate::model::{NodeType, Proxy};
 use crate::xds::resource::MapChange;
-use crate::xds::{ProxyResources, Resource, ResourceMap, Snapshot, TypeUrl};
+use crate::xds::{ProxyResources, ResourceMap, Snapshot, TypeUrl};
 
 /// What generation reads of a proxy: proxies equal in these get equal config.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -232,8 +232,8 @@ struct ServiceResources {
     service: Arc<Service>,
     /// The DestinationRule that applied to it.
     rule: Option<Arc<Entry>>,
-    clusters: Vec<Arc<Resource>>,
-    endpoints: Vec<Arc<Resource>>,
+    clusters: Arc<ResourceMap>,
+    endpoints: Arc<ResourceMap>,
 }
 
 impl Shared {
@@ -257,30 +257,30 @@ impl Shared {
             by_service.insert(host.clone(), resources);
         }
         let Some(before) = before else {
-            let all = |f: fn(&ServiceResources) -> &Vec<Arc<Resource>>| -> ResourceMap {
-                fresh.iter().flat_map(|s| f(s)).map(|r| (r.name.clone(), r.clone())).collect()
+            let all = |f: fn(&ServiceResources) -> &Arc<ResourceMap>| -> ResourceMap {
+                fresh.iter().flat_map(|s| f(s).iter()).map(|(name, r)| (name.clone(), r.clone())).collect()
             };
             let mut clusters = all(|s| &s.clusters);
             clusters.extend(cluster::always());
             return Shared { clusters: Arc::new(clusters), endpoints: Arc::new(all(|s| &s.endpoints)), endpoints_change: None, by_service };
         };
         stale.extend(before.by_service.iter().filter(|(host, _)| !index.services.contains_key(*host)).map(|(_, s)| s));
-        let patch = |map: &Arc<ResourceMap>, f: fn(&ServiceResources) -> &Vec<Arc<Resource>>| {
+        let patch = |map: &Arc<ResourceMap>, f: fn(&ServiceResources) -> &Arc<ResourceMap>| {
             if stale.is_empty() && fresh.is_empty() {
                 return map.clone();
             }
             let mut patched = (**map).clone();
-            for r in stale.iter().flat_map(|s| f(s)) {
-                patched.remove(&r.name);
+            for name in stale.iter().flat_map(|s| f(s).keys()) {
+                patched.remove(name);
             }
-            patched.extend(fresh.iter().flat_map(|s| f(s)).map(|r| (r.name.clone(), r.clone())));
+            patched.extend(fresh.iter().flat_map(|s| f(s).iter()).map(|(name, r)| (name.clone(), r.clone())));
             let same = patched.len() == map.len() && patched.values().zip(map.values()).all(|(a, b)| Arc::ptr_eq(a, b));
             if same { map.clone() } else { Arc::new(patched) }
         };
         let endpoints = patch(&before.endpoints, |s| &s.endpoints);
         let endpoints_change = (!Arc::ptr_eq(&endpoints, &before.endpoints)).then(|| {
-            let stale_names = stale.iter().flat_map(|s| &s.endpoints);
-            let mut names: Vec<String> = stale_names.chain(fresh.iter().flat_map(|s| &s.endpoints)).map(|r| r.name.clone()).collect();
+            let stale_names = stale.iter().flat_map(|s| s.endpoints.keys());
+            let mut names: Vec<String> = stale_names.chain(fresh.iter().flat_map(|s| s.endpoints.keys())).cloned().collect();
             names.sort_unstable();
             names.dedup();
             Arc::new(MapChange { from: before.endpoints.clone(), to: endpoints.clone(), names })
@@ -294,15 +294,9 @@ impl ServiceResources {
     /// the same.
     fn build(service: &Arc<Service>, rule: Option<Arc<Entry>>, old: Option<&ServiceResources>) -> ServiceResources {
         let dr = rule.as_ref().and_then(|r| r.object.spec::<DestinationRule>());
-        let keep = |built: ResourceMap, old: Option<&Vec<Arc<Resource>>>| -> Vec<Arc<Resource>> {
-            built
-                .into_values()
-                .map(|r| old.and_then(|o| o.iter().find(|o| o.name == r.name && o.hash == r.hash)).cloned().unwrap_or(r))
-                .collect()
-        };
         ServiceResources {
-            clusters: keep(cluster::service_clusters(service, dr), old.map(|o| &o.clusters)),
-            endpoints: keep(endpoint::service_assignments(service, dr), old.map(|o| &o.endpoints)),
+            clusters: share_unchanged(cluster::service_clusters(service, dr), old.map(|o| &o.clusters)),
+            endpoints: share_unchanged(endpoint::service_assignments(service, dr), old.map(|o| &o.endpoints)),
             service: service.clone(),
             rule,
         }
