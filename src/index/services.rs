@@ -147,7 +147,7 @@ pub fn update(
         let slices = (!slices.is_empty()).then_some(slices.as_slice());
         replace(kube_service(snapshot, mesh, entry, svc, slices), &mut changed);
     }
-    let workload_entries = workload_entries(snapshot);
+    let workload_entries = if touched.service_entries.is_empty() { Vec::new() } else { workload_entries(snapshot) };
     for key in &touched.service_entries {
         let Some(entry) = snapshot.get(key) else { continue };
         let Some(se) = entry.object.spec::<ServiceEntry>() else { continue };
