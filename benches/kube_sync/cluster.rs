@@ -189,23 +189,9 @@ impl Shape {
         let ns = format!("ns-{}", self.namespace_of(s));
         let ip = pod_ip(s * self.replicas + replica);
         let pod = pod_name(s, replica);
-        let workload = format!("svc-{s}");
         let labels = pod_labels(s, version(replica, self.replicas));
         let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        fixture::node(
-            format!("sidecar~{ip}~{pod}.{ns}~{ns}.svc.cluster.local"),
-            &format!("{workload}.{ns}"),
-            &labels,
-            &[
-                ("NAMESPACE", &ns),
-                ("INSTANCE_IPS", &ip),
-                ("INTERCEPTION_MODE", "REDIRECT"),
-                ("CLUSTER_ID", "Kubernetes"),
-                ("ISTIO_VERSION", "1.27.0"),
-                ("WORKLOAD_NAME", &workload),
-                ("SERVICE_ACCOUNT", "default"),
-            ],
-        )
+        fixture::sidecar_node(&ip, &pod, &ns, &format!("svc-{s}"), &labels)
     }
 
     fn service(&self, s: usize) -> Value {

@@ -88,6 +88,25 @@ pub fn gateway_node(i: usize) -> Node {
     )
 }
 
+/// The sidecar of a Kubernetes Pod as istio-agent introduces it: IP, pod and namespace in the
+/// node id, the workload's labels, `INSTANCE_IPS`, capture by iptables (REDIRECT).
+pub fn sidecar_node(ip: &str, pod: &str, ns: &str, workload: &str, labels: &[(&str, &str)]) -> Node {
+    node(
+        format!("sidecar~{ip}~{pod}.{ns}~{ns}.svc.cluster.local"),
+        &format!("{workload}.{ns}"),
+        labels,
+        &[
+            ("NAMESPACE", ns),
+            ("INSTANCE_IPS", ip),
+            ("INTERCEPTION_MODE", "REDIRECT"),
+            ("CLUSTER_ID", "Kubernetes"),
+            ("ISTIO_VERSION", "1.27.0"),
+            ("WORKLOAD_NAME", workload),
+            ("SERVICE_ACCOUNT", "default"),
+        ],
+    )
+}
+
 /// A node as istio-agent sends it: the id, `node.cluster`, `LABELS` and other string metadata.
 pub fn node(id: String, cluster: &str, labels: &[(&str, &str)], metadata: &[(&str, &str)]) -> Node {
     let string = |s: &str| Value { kind: Some(Kind::StringValue(s.to_string())) };

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use envoy_types::pb::envoy::config::core::v3::Node;
 
-use super::fixture::{Pending, node, write};
+use super::fixture::{Pending, sidecar_node, write};
 
 /// Which Sidecar resources narrow what each proxy sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,21 +100,7 @@ impl Mesh {
         let labelled = if self.shared_labels { self.first_service(self.namespace_of(service)) } else { service };
         let labels = pod_labels(labelled);
         let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let workload = format!("svc-{service}");
-        node(
-            format!("sidecar~{ip}~{pod}.{ns}~{ns}.svc.cluster.local"),
-            &format!("{workload}.{ns}"),
-            &labels,
-            &[
-                ("NAMESPACE", &ns),
-                ("INSTANCE_IPS", &ip),
-                ("INTERCEPTION_MODE", "REDIRECT"),
-                ("CLUSTER_ID", "Kubernetes"),
-                ("ISTIO_VERSION", "1.27.0"),
-                ("WORKLOAD_NAME", &workload),
-                ("SERVICE_ACCOUNT", "default"),
-            ],
-        )
+        sidecar_node(&ip, &pod, &ns, &format!("svc-{service}"), &labels)
     }
 
     /// A changed route: the first route's prefix of the VirtualService in namespace
