@@ -9,6 +9,7 @@ pub mod listener;
 pub mod names;
 pub mod route_config;
 pub mod route;
+pub mod security;
 pub mod sidecar;
 pub mod traffic_policy;
 pub mod virtual_service;

@@ -6,6 +6,7 @@
 mod changes;
 mod delegate;
 pub mod scope;
+pub mod security;
 pub mod services;
 mod services_by_ip;
 pub mod visibility;
