@@ -1,6 +1,7 @@
 //! Compiles the Envoy `.proto` files that envoy-types ships into one encoded
 //! `FileDescriptorSet` (`$OUT_DIR/envoy_descriptors.bin`), which `src/debug/json.rs` embeds to
-//! print resources as Envoy's `/config_dump` does.
+//! print resources as Envoy's `/config_dump` does, and generates the gRPC code of the extra
+//! protos in `proto/` (Istio's certificate service).
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -80,6 +81,20 @@ fn main() -> Result<(), BoxError> {
 
     let out = PathBuf::from(env::var("OUT_DIR")?).join("envoy_descriptors.bin");
     std::fs::write(&out, &encoded)?;
+    compile_extra_protos()
+}
+
+/// `proto/`: Istio's CA service, its well-known types mapped onto envoy-types' own.
+fn compile_extra_protos() -> Result<(), BoxError> {
+    println!("cargo:rerun-if-changed=proto");
+    let files = protox::compile(["istio/security/v1alpha1/ca.proto"], ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        // Without this, prost-build maps the well-known types onto prost-types itself.
+        .compile_well_known_types(true)
+        .extern_path(".google.protobuf", "::envoy_types::pb::google::protobuf")
+        .compile_fds(files)?;
     Ok(())
 }
 

@@ -12,6 +12,7 @@ mod csr;
 pub mod file;
 pub mod plugged;
 pub mod secret;
+pub mod serving;
 pub mod spiffe;
 pub mod workload;
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use rcgen::{CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType, SerialNumber};
+use rcgen::{PublicKeyData, CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType, SerialNumber};
 
 use super::spiffe::SpiffeId;
 use super::{csr, set_validity, Authority, CaError, BACKDATE};
@@ -38,7 +38,12 @@ impl Authority {
     /// [`DEFAULT_WORKLOAD_CERT_TTL`], and one over [`Authority::max_workload_ttl`] is refused
     /// rather than shortened, so a client learns why it got less than it asked.
     pub fn sign_workload(&self, csr_pem: &[u8], id: &SpiffeId, ttl: Duration) -> Result<WorkloadCert, CaError> {
-        let key = csr::from_pem(csr_pem)?;
+        self.sign_workload_key(&csr::from_pem(csr_pem)?, id, ttl)
+    }
+
+    /// [`Authority::sign_workload`] for a key already checked: one pilotfish generated for a
+    /// proxy that cannot make a CSR itself (stock Envoy over SDS).
+    pub fn sign_workload_key(&self, key: &impl PublicKeyData, id: &SpiffeId, ttl: Duration) -> Result<WorkloadCert, CaError> {
         let ttl = if ttl.is_zero() { DEFAULT_WORKLOAD_CERT_TTL } else { ttl };
         if ttl > self.max_workload_ttl {
             return Err(CaError::Request(format!(
@@ -64,7 +69,7 @@ impl Authority {
         // certificates with one serial. istiod uses 128 random bits.
         params.serial_number = Some(random_serial()?);
         let not_after = set_validity(&mut params, now - BACKDATE, until)?;
-        let leaf = params.signed_by(&key, &self.issuer)?;
+        let leaf = params.signed_by(key, &self.issuer)?;
         let cert_chain = std::iter::once(leaf.pem()).chain(self.chain.iter().cloned()).collect();
         Ok(WorkloadCert { cert_chain, not_after })
     }

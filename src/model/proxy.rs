@@ -10,6 +10,8 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{value::Kind as ValueKind, Struct, Value};
 use serde::Serialize;
 
+use crate::ca::SpiffeId;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeType {
@@ -72,6 +74,18 @@ pub struct Proxy {
     /// Extension names the proxy says it has (`node.extensions`); `istio.*` filters are
     /// sent only when listed here.
     pub extensions: Vec<String>,
+    /// Who the proxy proved to be on the TLS xDS port (client certificate or service-account
+    /// token), its metadata checked against it. Only such a proxy is sent certificates, so only
+    /// its config refers to them (mutual TLS); `None` on the plaintext port.
+    #[serde(serialize_with = "display_opt")]
+    pub identity: Option<SpiffeId>,
+}
+
+fn display_opt<S: serde::Serializer, T: std::fmt::Display>(value: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
 }
 
 impl Proxy {
@@ -101,6 +115,7 @@ impl Proxy {
             labels: BTreeMap::new(),
             metadata: ProxyMetadata::default(),
             extensions: Vec::new(),
+            identity: None,
         })
     }
 

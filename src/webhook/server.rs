@@ -7,8 +7,8 @@
 //! an unauthenticated client can make pilotfish buffer.
 
 use std::future::Future;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Request;
@@ -17,17 +17,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::admission::{self, Outcome};
-use crate::ca::{Authority, CaError, Issued};
+use crate::ca::serving::{self, ServingError};
+use crate::ca::Authority;
 
 /// Largest request body read.
 pub const MAX_BODY: usize = 6 << 20;
@@ -37,14 +33,12 @@ pub const CERT_TTL: Duration = Duration::from_secs(24 * 3600);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight requests get to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// Wait before retrying a failed renewal (the current certificate stays in use meanwhile).
-const RENEW_RETRY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("issuing the webhook certificate: {0}")]
-    Certificate(#[from] CaError),
-    #[error("loading the webhook certificate into TLS: {0}")]
+    #[error(transparent)]
+    Certificate(#[from] ServingError),
+    #[error("webhook TLS: {0}")]
     Tls(#[from] rustls::Error),
 }
 
@@ -92,41 +86,6 @@ async fn validate(request: Request) -> Response {
     }
 }
 
-/// The serving certificate, swapped in place when renewed: handshakes after the swap get the
-/// new one, connections already open keep theirs.
-#[derive(Debug)]
-struct RotatingCert {
-    current: RwLock<Arc<CertifiedKey>>,
-}
-
-impl ResolvesServerCert for RotatingCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        // A poisoned lock still holds a complete certificate: keep serving it.
-        Some(self.current.read().unwrap_or_else(|e| e.into_inner()).clone())
-    }
-}
-
-impl RotatingCert {
-    fn replace(&self, key: CertifiedKey) {
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(key);
-    }
-}
-
-fn certified_key(issued: &Issued, provider: &CryptoProvider) -> Result<CertifiedKey, ServeError> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(issued.cert_chain_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| rustls::Error::General(format!("certificate chain: {e}")))?;
-    let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes())
-        .map_err(|_| rustls::Error::General("the issued key is not PEM".into()))?;
-    Ok(CertifiedKey::from_der(chain, key, provider)?)
-}
-
-/// How long until a certificate should be replaced: two thirds of its remaining life.
-fn renew_after(issued: &Issued) -> Duration {
-    let left = issued.not_after.duration_since(SystemTime::now()).unwrap_or_default();
-    (left * 2 / 3).max(Duration::from_secs(1))
-}
-
 /// Serves the webhook on `listener` until `shutdown` completes, with a certificate for
 /// `dns_names` issued by `authority` and renewed before it expires.
 pub async fn serve(
@@ -146,18 +105,15 @@ pub async fn serve_with_ttl(
     cert_ttl: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let issued = authority.issue_server_cert(&dns_names, cert_ttl)?;
-    let cert = Arc::new(RotatingCert { current: RwLock::new(Arc::new(certified_key(&issued, &provider)?)) });
-    let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
+    let (stop_tx, stop) = watch::channel(false);
+    let (cert, renewal) = serving::start(authority, dns_names, cert_ttl, "webhook", stop.clone())?;
+    let mut config = rustls::ServerConfig::builder_with_provider(serving::provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_cert_resolver(cert.clone());
+        .with_cert_resolver(cert);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
 
-    let (stop_tx, stop) = watch::channel(false);
-    let renewal = tokio::spawn(renew(authority, dns_names, cert_ttl, issued, cert, provider, stop.clone()));
     tracing::info!(addr = ?listener.local_addr().ok(), "serving the validating webhook (HTTPS)");
     let router = router();
     let mut connections = JoinSet::new();
@@ -185,42 +141,6 @@ pub async fn serve_with_ttl(
         tracing::debug!("webhook connections still open after {DRAIN_TIMEOUT:?}; closing them");
     }
     Ok(())
-}
-
-async fn renew(
-    authority: Arc<Authority>,
-    dns_names: Vec<String>,
-    ttl: Duration,
-    mut issued: Issued,
-    cert: Arc<RotatingCert>,
-    provider: Arc<CryptoProvider>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let wait = renew_after(&issued);
-        tokio::select! {
-            () = stopped(&mut stop) => return,
-            () = tokio::time::sleep(wait) => {}
-        }
-        let renewed = authority
-            .issue_server_cert(&dns_names, ttl)
-            .map_err(ServeError::from)
-            .and_then(|next| Ok((certified_key(&next, &provider)?, next)));
-        match renewed {
-            Ok((key, next)) => {
-                cert.replace(key);
-                issued = next;
-                tracing::debug!("renewed the webhook certificate");
-            }
-            Err(e) => {
-                tracing::warn!("renewing the webhook certificate: {e}; retrying in {RENEW_RETRY:?}");
-                tokio::select! {
-                    () = stopped(&mut stop) => return,
-                    () = tokio::time::sleep(RENEW_RETRY) => {}
-                }
-            }
-        }
-    }
 }
 
 /// Completes once shutdown has begun (or the server is gone).

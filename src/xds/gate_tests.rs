@@ -205,10 +205,10 @@ async fn stream_releases_a_held_push_on_its_timer() {
     let (publish, snapshots) = watch::channel::<Arc<dyn Snapshot>>(Arc::new(Fixed(before())));
     let (_stop, shutdown) = watch::channel(false);
     let connections = Connections::new();
-    let shared = Shared { snapshots, connections, shutdown, control_plane: "test".into() };
+    let shared = Shared { snapshots, connections, shutdown, control_plane: "test".into(), security: None };
     let (tx, rx) = mpsc::channel(16);
     let mut responses =
-        stream::start::<super::sotw::Sotw, _>(&shared, None, ReceiverStream::new(rx).map(Ok));
+        stream::start::<super::sotw::Sotw, _>(&shared, None, None, ReceiverStream::new(rx).map(Ok));
     let mut recv = async || responses.next().await.expect("stream open").expect("response");
 
     let mut first = req(CDS, &[], "", "");

@@ -13,6 +13,7 @@ mod gate;
 mod held;
 mod requests;
 pub mod resource;
+pub mod security;
 pub mod server;
 pub mod service;
 pub mod snapshot;
@@ -31,6 +32,7 @@ pub use connection::{
     AckState, ConnectionInfo, Connections, Nack, SubscriptionStatus, TypeStatus, Variant,
 };
 pub use resource::{ProxyResources, Resource, ResourceMap, TypeUrl};
+pub use security::{Authenticate, IdentitySecrets, IssueSecrets, Peer, Security};
 pub use server::{RunningServer, serve};
 pub use service::AdsService;
 pub use snapshot::{Snapshot, SnapshotRx};

@@ -14,6 +14,9 @@ use tonic::transport::server::TcpConnectInfo;
 use tonic::Status;
 
 use super::SnapshotRx;
+use super::security::{Peer, Security};
+use crate::ca::SpiffeId;
+use std::net::SocketAddr;
 use super::body::GrpcBody;
 use super::codec::WireResponse;
 use super::requests::Requests;
@@ -51,8 +54,15 @@ impl AdsService {
                 connections,
                 shutdown,
                 control_plane: Arc::from(CONTROL_PLANE_ID),
+                security: None,
             },
         }
+    }
+
+    /// On the TLS port: every stream authenticates first, and is sent its identity's secrets.
+    pub fn with_security(mut self, security: Security) -> AdsService {
+        self.shared.security = Some(security);
+        self
     }
 }
 
@@ -75,17 +85,33 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let shared = self.shared.clone();
-        match req.uri().path() {
-            SOTW_PATH => Box::pin(async move { Ok(respond::<Sotw, B>(&shared, req)) }),
-            DELTA_PATH => Box::pin(async move { Ok(respond::<Delta, B>(&shared, req)) }),
-            _ => Box::pin(async move { Ok(Status::unimplemented("").into_http()) }),
-        }
+        let start = match req.uri().path() {
+            SOTW_PATH => respond::<Sotw, B>,
+            DELTA_PATH => respond::<Delta, B>,
+            _ => return Box::pin(async move { Ok(Status::unimplemented("").into_http()) }),
+        };
+        Box::pin(async move {
+            let caller = match &shared.security {
+                None => None,
+                Some(security) => {
+                    let cert = req.extensions().get::<Peer>().and_then(|p| p.identity.clone());
+                    match security.authenticate.authenticate(cert, bearer_token(req.headers())).await {
+                        Ok(identity) => Some(identity),
+                        Err(status) => {
+                            tracing::info!(peer = ?peer_addr(&req), error = status.message(), "refusing an unauthenticated xDS stream");
+                            return Ok(status.into_http());
+                        }
+                    }
+                }
+            };
+            Ok(start(&shared, req, caller))
+        })
     }
 }
 
 /// Starts the stream task for protocol `P`: requests decode through [`Requests`],
 /// responses go out through [`GrpcBody`], one exact-size frame each.
-fn respond<P, B>(shared: &Shared, req: http::Request<B>) -> http::Response<tonic::body::Body>
+fn respond<P, B>(shared: &Shared, req: http::Request<B>, caller: Option<SpiffeId>) -> http::Response<tonic::body::Body>
 where
     P: Protocol,
     P::Request: prost::Message + Default,
@@ -93,12 +119,28 @@ where
     B: Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
 {
-    let peer = req.extensions().get::<TcpConnectInfo>().and_then(TcpConnectInfo::remote_addr);
+    let peer = peer_addr(&req);
     let requests = Requests::<_, P::Request>::new(Box::pin(req.into_body()));
-    let responses = stream::start::<P, _>(shared, peer, requests);
+    let responses = stream::start::<P, _>(shared, peer, caller, requests);
     let mut response = http::Response::new(tonic::body::Body::new(GrpcBody::new(responses)));
     response
         .headers_mut()
         .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
     response
+}
+
+/// The client's address, on the plaintext port or the TLS one.
+fn peer_addr<B>(req: &http::Request<B>) -> Option<SocketAddr> {
+    let extensions = req.extensions();
+    extensions
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .or_else(|| extensions.get::<Peer>().and_then(|p| p.addr))
+}
+
+/// The bearer token of gRPC's `authorization` metadata, as istio-agent sends it.
+pub fn bearer_token(headers: &http::HeaderMap) -> Option<String> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim();
+    (!token.is_empty()).then(|| token.to_string())
 }

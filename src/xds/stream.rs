@@ -17,7 +17,9 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::connection::{Connections, TypeStatus, Variant};
 use super::gate::Gate;
 use super::state::TypeState;
+use super::security::{self, Security};
 use super::{ProxyResources, SnapshotRx, TypeUrl};
+use crate::ca::SpiffeId;
 use crate::model::Proxy;
 
 /// What SotW and delta differ in: how a request or a new snapshot turns into responses.
@@ -56,17 +58,29 @@ pub(crate) struct Shared {
     /// Turns true when the server shuts down, ending every stream so connections can close.
     pub shutdown: watch::Receiver<bool>,
     pub control_plane: Arc<str>,
+    /// On the TLS port: how callers are authenticated and secrets issued.
+    pub security: Option<Security>,
 }
 
 pub(crate) type ResponseStream<P> = ReceiverStream<Result<<P as Protocol>::Response, Status>>;
+
+/// Wait before retrying a failed certificate renewal (the current one stays in use).
+const RENEW_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A wall-clock time as a timer deadline (now, if it has passed).
+fn refresh_instant(at: std::time::SystemTime) -> Instant {
+    Instant::now() + at.duration_since(std::time::SystemTime::now()).unwrap_or_default()
+}
 
 /// Responses queued per stream before the task waits for the client to read.
 const RESPONSE_BUFFER: usize = 8;
 
 /// Starts the task serving one stream and returns the stream of its responses.
+/// `caller` is the identity the TLS port authenticated; `None` on the plaintext port.
 pub(crate) fn start<P, S>(
     shared: &Shared,
     peer: Option<SocketAddr>,
+    caller: Option<SpiffeId>,
     requests: S,
 ) -> ResponseStream<P>
 where
@@ -74,13 +88,14 @@ where
     S: Stream<Item = Result<P::Request, Status>> + Unpin + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
-    tokio::spawn(run::<P, S>(shared.clone(), peer, requests, tx));
+    tokio::spawn(run::<P, S>(shared.clone(), peer, caller, requests, tx));
     ReceiverStream::new(rx)
 }
 
 async fn run<P, S>(
     shared: Shared,
     peer: Option<SocketAddr>,
+    caller: Option<SpiffeId>,
     mut requests: S,
     tx: mpsc::Sender<Result<P::Response, Status>>,
 ) where
@@ -92,13 +107,32 @@ async fn run<P, S>(
         Some(Err(status)) => return debug!(%status, "xDS stream failed before its first request"),
         None => return,
     };
-    let proxy = match Proxy::from_node(P::node(&first)) {
+    let mut proxy = match Proxy::from_node(P::node(&first)) {
         Ok(proxy) => proxy,
         Err(e) => {
             warn!(peer = ?peer, error = %e, "rejecting xDS stream");
             let _ = tx.send(Err(Status::invalid_argument(e.to_string()))).await;
             return;
         }
+    };
+    let mut own = match (caller, &shared.security) {
+        (Some(identity), Some(security)) => {
+            let issued = security::check_identity(&proxy, &identity)
+                .map_err(Status::permission_denied)
+                .and_then(|()| security.secrets.issue(&identity));
+            match issued {
+                Ok(issued) => {
+                    proxy.identity = Some(identity);
+                    Some(issued)
+                }
+                Err(status) => {
+                    warn!(peer = ?peer, proxy = %proxy.id, %identity, error = status.message(), "rejecting xDS stream");
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+            }
+        }
+        _ => None,
     };
     let registration =
         shared.connections.register(&proxy.id, peer.map(|p| p.to_string()), P::VARIANT);
@@ -107,7 +141,8 @@ async fn run<P, S>(
         info!(variant = ?P::VARIANT, peer = ?peer, "proxy connected");
         let Shared { mut snapshots, mut shutdown, .. } = shared;
         let snapshot = snapshots.borrow_and_update().clone();
-        let mut resources = snapshot.resources_for(&proxy);
+        let mut config = snapshot.resources_for(&proxy);
+        let mut resources = security::with_secrets(&config, own.as_ref());
         let mut protocol = P::new(proxy.id.clone(), registration.id(), shared.control_plane);
         let mut out = Vec::new();
         protocol.on_request(first, &resources, &mut out);
@@ -122,6 +157,7 @@ async fn run<P, S>(
             }
             registration.update(protocol.status());
             let deadline = gate.deadline();
+            let refresh = own.as_ref().map(|o| refresh_instant(o.refresh_at));
             tokio::select! {
                 request = requests.next() => match request {
                     Some(Ok(request)) => protocol.on_request(request, &resources, &mut out),
@@ -134,14 +170,35 @@ async fn run<P, S>(
                         let snapshot = snapshots.borrow_and_update().clone();
                         debug!(revision = snapshot.revision(), "new snapshot");
                         let next = snapshot.resources_for(&proxy);
-                        if !Arc::ptr_eq(&next, &resources) {
-                            let previous = std::mem::replace(&mut resources, next);
+                        if !Arc::ptr_eq(&next, &config) {
+                            config = next;
+                            let previous = std::mem::replace(&mut resources, security::with_secrets(&config, own.as_ref()));
                             gate.push(&mut protocol, &previous, &resources, Instant::now(), &mut out);
                         }
                     }
                     // The publisher is gone: keep serving what the proxy has.
                     Err(_) => watching = false,
                 },
+                // The certificate is due for renewal: a new one goes out well before the old
+                // expires, and connections using the old one keep it (Envoy drains nothing).
+                () = sleep_until(refresh.unwrap_or_else(Instant::now)), if refresh.is_some() => {
+                    if let (Some(security), Some(identity)) = (&shared.security, &proxy.identity) {
+                        match security.secrets.issue(identity) {
+                            Ok(issued) => {
+                                debug!("renewing the proxy's certificate");
+                                own = Some(issued);
+                                let previous = std::mem::replace(&mut resources, security::with_secrets(&config, own.as_ref()));
+                                gate.push(&mut protocol, &previous, &resources, Instant::now(), &mut out);
+                            }
+                            Err(status) => {
+                                warn!(error = status.message(), "renewing the proxy's certificate failed; retrying in {RENEW_RETRY:?}");
+                                if let Some(o) = own.as_mut() {
+                                    o.refresh_at = std::time::SystemTime::now() + RENEW_RETRY;
+                                }
+                            }
+                        }
+                    }
+                }
                 // A held push gives up waiting; the `poll` at the top of the loop sends it.
                 () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
                 _ = shutdown.wait_for(|stop| *stop) => {
