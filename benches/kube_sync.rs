@@ -249,13 +249,14 @@ async fn initial_sync(
         source: ConfigSource::Kubernetes { client: fake.client(), options: KubeOptions::default(), operator: Default::default() },
         debounce: args.debounce,
         mesh: Default::default(),
+        ca: Default::default(),
     };
 
     let cpu0 = Cpu::now()?;
     let started = Instant::now();
     let server = tokio::spawn(pilotfish::serve::serve(
         options,
-        Listeners { xds, status: Some(status), webhook: None },
+        Listeners { xds, secure_xds: None, status: Some(status), webhook: None },
         pilotfish::xds::Connections::new(),
         std::future::pending(),
     ));

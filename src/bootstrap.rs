@@ -45,6 +45,24 @@ pub struct BootstrapOptions {
     /// `HOST:PORT` of pilotfish's ADS server; `[ADDR]:PORT` for IPv6.
     pub xds_address: String,
     pub admin_port: u16,
+    /// TLS to the xDS server (its 15012): only then is the proxy sent certificates.
+    pub tls: Option<XdsTls>,
+}
+
+/// How a stock Envoy proves who it is on the TLS xDS port. There is no istio-agent beside it,
+/// so the credential is in the bootstrap: a client certificate the mesh CA issued
+/// (`pilotfish ca issue`), or a service-account token sent as gRPC initial metadata (in a pod,
+/// the projected token for audience `istio-ca`, read when the bootstrap is written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XdsTls {
+    /// The mesh root the server's certificate is checked against.
+    pub root_cert: String,
+    /// The name checked on the server's certificate (`istiod.istio-system.svc`).
+    pub server_name: String,
+    /// `(cert-chain.pem, key.pem)` paths of a client certificate.
+    pub client_cert: Option<(String, String)>,
+    /// A bearer token for `authorization` metadata.
+    pub token: Option<String>,
 }
 
 impl BootstrapOptions {
@@ -71,6 +89,7 @@ impl BootstrapOptions {
             labels: BTreeMap::new(),
             xds_address: xds_address.to_string(),
             admin_port: DEFAULT_ADMIN_PORT,
+            tls: None,
         }
     }
 }
@@ -129,13 +148,13 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<Value, BootstrapError> {
                 "api_type": "GRPC",
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": true,
-                "grpc_services": [{ "envoy_grpc": { "cluster_name": XDS_CLUSTER } }],
+                "grpc_services": [grpc_service(opts.tls.as_ref())],
             },
             "cds_config": ads_source(),
             "lds_config": ads_source(),
         },
         "static_resources": {
-            "clusters": [xds_cluster(&host, port)],
+            "clusters": [xds_cluster(&host, port, opts.tls.as_ref())],
         },
         "layered_runtime": {
             "layers": [
@@ -171,7 +190,38 @@ fn socket_address(address: &str, port: u16) -> Value {
     json!({ "socket_address": { "address": address, "port_value": port } })
 }
 
-fn xds_cluster(host: &str, port: u16) -> Value {
+fn grpc_service(tls: Option<&XdsTls>) -> Value {
+    let mut service = json!({ "envoy_grpc": { "cluster_name": XDS_CLUSTER } });
+    if let Some(token) = tls.and_then(|t| t.token.as_ref()) {
+        service["initial_metadata"] = json!([{ "key": "authorization", "value": format!("Bearer {token}") }]);
+    }
+    service
+}
+
+/// Envoy's upstream TLS to the xDS server: the mesh root, the server's name, h2 by ALPN, and
+/// the client certificate if there is one.
+fn xds_transport_socket(tls: &XdsTls) -> Value {
+    let mut common = json!({
+        "alpn_protocols": ["h2"],
+        "validation_context": {
+            "trusted_ca": { "filename": tls.root_cert },
+            "match_typed_subject_alt_names": [{ "san_type": "DNS", "matcher": { "exact": tls.server_name } }],
+        },
+    });
+    if let Some((chain, key)) = &tls.client_cert {
+        common["tls_certificates"] = json!([{ "certificate_chain": { "filename": chain }, "private_key": { "filename": key } }]);
+    }
+    json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": tls.server_name,
+            "common_tls_context": common,
+        },
+    })
+}
+
+fn xds_cluster(host: &str, port: u16, tls: Option<&XdsTls>) -> Value {
     // An IP needs no resolver; a name is re-resolved so a moved control plane is found.
     let is_ip = host.parse::<IpAddr>().is_ok();
     let mut cluster = json!({
@@ -199,6 +249,9 @@ fn xds_cluster(host: &str, port: u16) -> Value {
     });
     if !is_ip {
         cluster["dns_lookup_family"] = json!("V4_PREFERRED");
+    }
+    if let Some(tls) = tls {
+        cluster["transport_socket"] = xds_transport_socket(tls);
     }
     cluster
 }

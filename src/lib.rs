@@ -17,6 +17,7 @@ pub mod model;
 pub mod operator;
 pub mod push;
 pub mod rbac;
+pub mod security;
 pub mod render;
 pub mod serve;
 pub mod sorted;

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use pilotfish::config::istio::Duration;
 use pilotfish::model::{MeshConfig, Proxy};
-use pilotfish::serve::{ConfigSource, Listeners, ServeOptions};
+use pilotfish::serve::{CaOptions, ConfigSource, Listeners, ServeOptions};
 use pilotfish::operator::OperatorOptions;
 use pilotfish::source::kubernetes::KubeOptions;
 use pilotfish::source::Directory;
@@ -31,6 +31,26 @@ struct MeshArgs {
     /// Namespace whose config applies mesh-wide.
     #[arg(long, default_value = "istio-system")]
     root_namespace: String,
+    /// The mesh's trust domain: the `spiffe://<trust-domain>/…` of every workload identity.
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
+}
+
+#[derive(clap::Args, Clone)]
+struct CaArgs {
+    /// istiod's plugged-in CA (`ca-cert.pem`, `ca-key.pem`, `cert-chain.pem`, `root-cert.pem`),
+    /// used when present.
+    #[arg(long, default_value = pilotfish::ca::plugged::DEFAULT_DIR)]
+    cacerts_dir: PathBuf,
+    /// Without a cluster: where the self-signed CA root is kept (created on first use).
+    #[arg(long)]
+    ca_dir: Option<PathBuf>,
+    /// Lifetime of the certificates proxies get over SDS (istiod's DEFAULT_WORKLOAD_CERT_TTL).
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    workload_cert_ttl: Duration,
+    /// The longest certificate the CA API signs (istiod's MAX_WORKLOAD_CERT_TTL).
+    #[arg(long, default_value = "2160h", value_parser = parse_duration)]
+    max_workload_cert_ttl: Duration,
 }
 
 impl MeshArgs {
@@ -38,6 +58,7 @@ impl MeshArgs {
         MeshConfig {
             domain_suffix: self.domain_suffix.clone(),
             root_namespace: self.root_namespace.clone(),
+            trust_domain: self.trust_domain.clone(),
             ..MeshConfig::default()
         }
     }
@@ -54,9 +75,13 @@ enum Command {
         /// Kubeconfig file to reach the API server with (default: in-cluster, then KUBECONFIG).
         #[arg(long)]
         kubeconfig: Option<PathBuf>,
-        /// Plaintext ADS address (istiod's 15010).
+        /// Plaintext ADS address (istiod's 15010). Proxies here are never sent secrets.
         #[arg(long, default_value = "127.0.0.1:15010")]
         xds_address: SocketAddr,
+        /// TLS address of ADS for authenticated proxies, with their certificates over SDS, and
+        /// of Istio's CA API (istiod's 15012); not served when unset.
+        #[arg(long)]
+        secure_xds_address: Option<SocketAddr>,
         /// Address of `/ready` and `/version` (istiod's 8080); not served when unset.
         #[arg(long)]
         http_address: Option<SocketAddr>,
@@ -74,7 +99,13 @@ enum Command {
         debounce: Duration,
         #[command(flatten)]
         mesh: MeshArgs,
+        #[command(flatten)]
+        ca: CaArgs,
     },
+    /// The CA without a cluster: issue a workload certificate from `--ca-dir`, e.g. the client
+    /// certificate a stock Envoy presents on the TLS xDS port.
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Check files or directories as istiod's validating webhook would; exits non-zero on errors.
     Validate {
         #[arg(required = true)]
@@ -109,12 +140,45 @@ enum Command {
         cluster: Option<String>,
         #[arg(long, default_value_t = 15000)]
         admin_port: u16,
+        /// Connect over TLS (pilotfish's TLS xDS port), trusting this mesh root.
+        #[arg(long)]
+        xds_root_cert: Option<String>,
+        /// The name on the xDS server's certificate.
+        #[arg(long, default_value = "istiod.istio-system.svc")]
+        xds_server_name: String,
+        /// A directory with `cert-chain.pem` and `key.pem` (from `pilotfish ca issue`): the
+        /// proxy's client certificate on the TLS port.
+        #[arg(long, requires = "xds_root_cert")]
+        xds_client_cert_dir: Option<PathBuf>,
+        /// A file holding a service-account token for audience `istio-ca`, sent as
+        /// `authorization` metadata on the TLS port.
+        #[arg(long, requires = "xds_root_cert")]
+        xds_token_file: Option<PathBuf>,
     },
     /// Print Istio-compatible CustomResourceDefinitions for the kinds pilotfish serves.
     Crds {
         /// Write one `<group>_<plural>.yaml` per kind into this directory instead.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Write `cert-chain.pem`, `key.pem` and `root-cert.pem` for one identity into `--out`.
+    Issue {
+        #[arg(long)]
+        ca_dir: PathBuf,
+        #[arg(long)]
+        namespace: String,
+        #[arg(long)]
+        service_account: String,
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        ttl: Duration,
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -144,7 +208,14 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Serve { config_dir, kubeconfig, xds_address, http_address, webhook_address, namespace, pod_name, debounce, mesh } => {
+        Command::Serve { config_dir, kubeconfig, xds_address, secure_xds_address, http_address, webhook_address, namespace, pod_name, debounce, mesh, ca } => {
+            let ca = CaOptions {
+                cacerts_dir: ca.cacerts_dir,
+                root_dir: ca.ca_dir,
+                workload_ttl: ca.workload_cert_ttl.as_std(),
+                max_workload_ttl: ca.max_workload_cert_ttl.as_std(),
+                dns_names: pilotfish::security::tls_port::dns_names("istiod", &namespace, &mesh.domain_suffix),
+            };
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
             runtime.block_on(async {
                 let source = match config_dir {
@@ -156,12 +227,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                             namespace,
                             identity: pod_name.unwrap_or_else(host_name),
                             domain_suffix: mesh.domain_suffix.clone(),
+                            trust_domain: mesh.trust_domain.clone(),
                             ..OperatorOptions::default()
                         },
                     },
                 };
-                let options = ServeOptions { source, debounce: debounce.as_std(), mesh: mesh.mesh() };
-                serve(options, xds_address, http_address, webhook_address).await
+                let options = ServeOptions { source, debounce: debounce.as_std(), mesh: mesh.mesh(), ca };
+                let addresses = Addresses { xds: xds_address, secure_xds: secure_xds_address, http: http_address, webhook: webhook_address };
+                serve(options, addresses).await
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -175,14 +248,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&dump)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bootstrap { node_id, xds_address, labels, namespace, cluster, admin_port } => {
+        Command::Bootstrap { node_id, xds_address, labels, namespace, cluster, admin_port, xds_root_cert, xds_server_name, xds_client_cert_dir, xds_token_file } => {
             let mut options = pilotfish::bootstrap::BootstrapOptions::for_node(&node_id, &xds_address);
+            if let Some(root_cert) = xds_root_cert {
+                let token = match xds_token_file {
+                    Some(path) => Some(std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?.trim().to_string()),
+                    None => None,
+                };
+                let file = |dir: &std::path::Path, name: &str| dir.join(name).display().to_string();
+                options.tls = Some(pilotfish::bootstrap::XdsTls {
+                    root_cert,
+                    server_name: xds_server_name,
+                    client_cert: xds_client_cert_dir.map(|d| (file(&d, "cert-chain.pem"), file(&d, "key.pem"))),
+                    token,
+                });
+            }
             options.labels = labels;
             options.admin_port = admin_port;
             options.namespace = namespace.unwrap_or(options.namespace);
             options.cluster = cluster.unwrap_or(options.cluster);
             let bootstrap = pilotfish::bootstrap::bootstrap(&options)?;
             println!("{}", serde_json::to_string_pretty(&bootstrap)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ca(CaCommand::Issue { ca_dir, namespace, service_account, trust_domain, ttl, out }) => {
+            ca_issue(&ca_dir, &namespace, &service_account, &trust_domain, ttl.as_std(), &out)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Crds { out } => {
@@ -223,14 +313,44 @@ fn validate(paths: &[PathBuf]) -> Result<ExitCode> {
     Ok(if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
-async fn serve(options: ServeOptions, xds: SocketAddr, http: Option<SocketAddr>, webhook: Option<SocketAddr>) -> Result<()> {
+struct Addresses {
+    xds: SocketAddr,
+    secure_xds: Option<SocketAddr>,
+    http: Option<SocketAddr>,
+    webhook: Option<SocketAddr>,
+}
+
+async fn serve(options: ServeOptions, addresses: Addresses) -> Result<()> {
     let bind = |address: SocketAddr, what: &str| listen(address).with_context(|| format!("binding the {what} address {address}"));
     let listeners = Listeners {
-        xds: bind(xds, "xDS")?,
-        status: http.map(|a| bind(a, "HTTP")).transpose()?,
-        webhook: webhook.map(|a| bind(a, "webhook")).transpose()?,
+        xds: bind(addresses.xds, "xDS")?,
+        secure_xds: addresses.secure_xds.map(|a| bind(a, "TLS xDS")).transpose()?,
+        status: addresses.http.map(|a| bind(a, "HTTP")).transpose()?,
+        webhook: addresses.webhook.map(|a| bind(a, "webhook")).transpose()?,
     };
     pilotfish::serve::serve(options, listeners, xds::Connections::new(), shutdown_signal()).await?;
+    Ok(())
+}
+
+/// A workload certificate and key from the file-mode CA, for a proxy's client certificate.
+fn ca_issue(ca_dir: &std::path::Path, namespace: &str, account: &str, trust_domain: &str, ttl: std::time::Duration, out: &std::path::Path) -> Result<()> {
+    let authority = pilotfish::ca::file::load_or_create(ca_dir, trust_domain)?;
+    let id = pilotfish::ca::SpiffeId::new(trust_domain, namespace, account)?;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let cert = authority.sign_workload_key(&key, &id, ttl)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let write = |name: &str, contents: &str| std::fs::write(out.join(name), contents).with_context(|| format!("writing {}", out.join(name).display()));
+    write("cert-chain.pem", &cert.cert_chain.concat())?;
+    write("root-cert.pem", authority.root_pem())?;
+    // The key is written readable by its owner only; Envoy reads it as the same user.
+    let key_path = out.join("key.pem");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&key_path).with_context(|| format!("writing {}", key_path.display()))?;
+        f.write_all(key.serialize_pem().as_bytes())?;
+    }
+    eprintln!("issued {id} into {}", out.display());
     Ok(())
 }
 

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::ca::secret::{self, LoadOptions};
+use crate::ca::{plugged, Authority};
 use crate::leader::{self, Candidate, Leadership, LeaseTimings};
 use crate::webhook::{self, ca_bundle};
 
@@ -50,6 +51,7 @@ impl Default for OperatorOptions {
 /// hands its Lease over at once).
 pub struct Operator {
     pub leadership: Leadership,
+    authority: watch::Receiver<Option<Arc<Authority>>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -68,10 +70,41 @@ impl Operator {
                 tracing::error!("{e}; this replica will never write to the cluster");
             }
         })];
+        let (authority_tx, authority) = watch::channel(None);
+        tasks.push(tokio::spawn(load_authority(client.clone(), options.clone(), leadership.clone(), authority_tx)));
         if let Some(listener) = webhook {
-            tasks.push(tokio::spawn(run_webhook(client, options, listener, leadership.clone(), stopping)));
+            tasks.push(tokio::spawn(run_webhook(client, options, listener, leadership.clone(), authority.clone(), stopping)));
         }
-        Operator { leadership, tasks }
+        Operator { leadership, authority, tasks }
+    }
+
+    /// The CA once loaded: `cacerts` if the cluster has it, else `istio-ca-secret` (the leader
+    /// creates it; the others wait for it).
+    pub fn authority(&self) -> watch::Receiver<Option<Arc<Authority>>> {
+        self.authority.clone()
+    }
+}
+
+async fn load_authority(client: kube::Client, options: OperatorOptions, leadership: Leadership, loaded: watch::Sender<Option<Arc<Authority>>>) {
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(client.clone(), &options.namespace);
+    match secrets.get_opt(plugged::SECRET_NAME).await {
+        Ok(Some(secret)) => match plugged::from_secret(&secret, &options.namespace) {
+            Ok(authority) => {
+                tracing::info!("signing with the plugged-in CA from Secret {}", plugged::SECRET_NAME);
+                loaded.send_replace(Some(Arc::new(authority)));
+                return;
+            }
+            Err(e) => tracing::error!("{e}; falling back to {}", secret::SECRET_NAME),
+        },
+        Ok(None) => {}
+        Err(e) => tracing::warn!("reading Secret {}: {e}; using {}", plugged::SECRET_NAME, secret::SECRET_NAME),
+    }
+    let load = LoadOptions { namespace: options.namespace.clone(), trust_domain: options.trust_domain.clone(), ..LoadOptions::default() };
+    match secret::load_or_create(client, &load, move || leadership.is_leader()).await {
+        Ok(authority) => {
+            loaded.send_replace(Some(Arc::new(authority)));
+        }
+        Err(e) => tracing::error!("{e}; the webhook and the TLS xDS port are not served"),
     }
 }
 
@@ -110,16 +143,16 @@ fn stopped(mut stopping: watch::Receiver<bool>) -> impl Future<Output = ()> + Se
 
 /// Waits for the CA root (a follower waits for the leader to create it), then serves the
 /// webhook and keeps its configuration's caBundle.
-async fn run_webhook(client: kube::Client, options: OperatorOptions, listener: TcpListener, leadership: Leadership, stopping: watch::Receiver<bool>) {
-    let load = LoadOptions { namespace: options.namespace.clone(), trust_domain: options.trust_domain.clone(), ..LoadOptions::default() };
-    let is_leader = leadership.clone();
-    let authority = match secret::load_or_create(client.clone(), &load, move || is_leader.is_leader()).await {
-        Ok(authority) => Arc::new(authority),
-        Err(e) => {
-            tracing::error!("{e}; the validating webhook is not served");
-            return;
-        }
-    };
+async fn run_webhook(
+    client: kube::Client,
+    options: OperatorOptions,
+    listener: TcpListener,
+    leadership: Leadership,
+    mut authority: watch::Receiver<Option<Arc<Authority>>>,
+    stopping: watch::Receiver<bool>,
+) {
+    let found = authority.wait_for(Option::is_some).await.ok().and_then(|a| a.clone());
+    let Some(authority) = found else { return };
     let dns_names = webhook::service_dns_names(&options.service, &options.namespace, &options.domain_suffix);
     let root_pem = authority.root_pem().to_string();
     let server = tokio::spawn(webhook::server::serve(listener, authority, dns_names, stopped(stopping.clone())));

@@ -10,7 +10,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::ca::{file, plugged, Authority};
 use crate::model::MeshConfig;
+use crate::security::tls_port::{self, TlsPort};
+use crate::security::token_review::TokenReviewer;
+use crate::security::Authenticator;
 use crate::operator::{Operator, OperatorOptions};
 use crate::source::kubernetes::{KubeOptions, KubeSource};
 use crate::source::{self, Directory};
@@ -32,12 +36,43 @@ pub struct ServeOptions {
     pub source: ConfigSource,
     pub debounce: Duration,
     pub mesh: MeshConfig,
+    pub ca: CaOptions,
+}
+
+/// Where the CA's signing certificate comes from and what it signs, for the TLS port.
+#[derive(Clone, Debug)]
+pub struct CaOptions {
+    /// istiod's plugged-in intermediate (`cacerts`: `ca-cert.pem`, `ca-key.pem`,
+    /// `cert-chain.pem`, `root-cert.pem`); used when present, in either mode.
+    pub cacerts_dir: PathBuf,
+    /// Without a cluster: where the self-signed root is kept (generated on first use).
+    pub root_dir: Option<PathBuf>,
+    /// Lifetime of the certificates proxies get over SDS.
+    pub workload_ttl: Duration,
+    /// The longest certificate the CA API signs.
+    pub max_workload_ttl: Duration,
+    /// The names of the TLS port's certificate.
+    pub dns_names: Vec<String>,
+}
+
+impl Default for CaOptions {
+    fn default() -> Self {
+        CaOptions {
+            cacerts_dir: PathBuf::from(crate::ca::plugged::DEFAULT_DIR),
+            root_dir: None,
+            workload_ttl: crate::ca::DEFAULT_WORKLOAD_CERT_TTL,
+            max_workload_ttl: crate::ca::MAX_WORKLOAD_CERT_TTL,
+            dns_names: crate::security::tls_port::dns_names("istiod", "istio-system", "cluster.local"),
+        }
+    }
 }
 
 /// The sockets `serve` answers on, bound by the caller (so tests can bind port 0).
 pub struct Listeners {
     /// Plaintext ADS (istiod's 15010).
     pub xds: TcpListener,
+    /// ADS for authenticated proxies, with their certificates, and the CA API (istiod's 15012).
+    pub secure_xds: Option<TcpListener>,
     /// `/ready` and `/version` (istiod's 8080).
     pub status: Option<TcpListener>,
     /// The validating webhook (istiod's 15017); Kubernetes only.
@@ -50,6 +85,8 @@ pub enum ServeError {
     Source(#[from] source::watch::WatchError),
     #[error(transparent)]
     Xds(#[from] xds::XdsError),
+    #[error("the CA for the TLS xDS port: {0}")]
+    Ca(String),
 }
 
 /// The running source, and in a cluster the election and webhook.
@@ -59,6 +96,14 @@ enum Following {
 }
 
 impl Following {
+    /// The CA, as the operator loads it; never known in file mode (the CA is local there).
+    fn authority(&self) -> Result<Arc<Authority>, watch::Receiver<Option<Arc<Authority>>>> {
+        match self {
+            Following::Directory(_) => Err(watch::channel(None).1),
+            Following::Kubernetes(_, operator) => Err(operator.authority()),
+        }
+    }
+
     /// Stops following; in a cluster, lets the leader hand its Lease over first.
     async fn stop(self) {
         match self {
@@ -99,6 +144,16 @@ pub async fn serve(
     tokio::pin!(drain);
 
     let store = Arc::new(Mutex::new(Store::new()));
+    let tokens = match &options.source {
+        ConfigSource::Kubernetes { client, .. } => Some(Arc::new(TokenReviewer::new(client.clone()))),
+        ConfigSource::Directory(_) => None,
+    };
+    // Without a cluster the CA is local and known before anything is served.
+    let local_ca = match (&listeners.secure_xds, &options.source) {
+        (Some(_), ConfigSource::Directory(_)) => Some(local_authority(&options.ca, &options.mesh.trust_domain)?),
+        _ => None,
+    };
+    let stopping = draining_rx.clone();
     let following = tokio::select! {
         following = load(options.source, &store, listeners.webhook, draining_rx) => following?,
         () = &mut drain => {
@@ -115,15 +170,78 @@ pub async fn serve(
 
     let (snapshot_tx, snapshot_rx) = watch::channel::<Arc<dyn Snapshot>>(context.clone());
     let pipeline = tokio::spawn(crate::push::run(store_rx, options.mesh.clone(), options.debounce, snapshot_tx, context));
+    let secure = listeners.secure_xds.map(|listener| {
+        let authority = local_ca.map(Ok).unwrap_or_else(|| following.authority());
+        let port = SecurePort { ca: options.ca.clone(), trust_domain: options.mesh.trust_domain.clone(), tokens };
+        tokio::spawn(serve_secure(listener, authority, port, snapshot_rx.clone(), connections.clone(), stopping))
+    });
     ready.send_replace(true);
     let result = xds::serve(listeners.xds, snapshot_rx, connections, drain).await;
     stop.send_replace(true);
+    if let Some(secure) = secure {
+        let _ = secure.await;
+    }
     pipeline.abort();
     following.stop().await;
     if let Some(status) = status {
         let _ = status.await;
     }
     Ok(result?)
+}
+
+/// What the TLS port needs beside its listener and CA.
+struct SecurePort {
+    ca: CaOptions,
+    trust_domain: String,
+    tokens: Option<Arc<TokenReviewer>>,
+}
+
+/// Serves the TLS port once the CA is known (in a cluster, once the leader has created or
+/// loaded it), until draining begins.
+async fn serve_secure(
+    listener: TcpListener,
+    authority: Result<Arc<Authority>, watch::Receiver<Option<Arc<Authority>>>>,
+    port: SecurePort,
+    snapshots: xds::SnapshotRx,
+    connections: Arc<Connections>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let authority = match authority {
+        Ok(authority) => authority,
+        Err(mut loaded) => {
+            let found = tokio::select! {
+                found = async { loaded.wait_for(Option::is_some).await.ok().and_then(|a| a.clone()) } => found,
+                _ = stopping.wait_for(|s| *s) => None,
+            };
+            let Some(authority) = found else { return };
+            authority
+        }
+    };
+    let authenticator = Arc::new(Authenticator::new(port.trust_domain, port.tokens));
+    let tls = TlsPort { authority, authenticator, dns_names: port.ca.dns_names, workload_ttl: port.ca.workload_ttl };
+    let shutdown = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+    };
+    if let Err(e) = tls_port::serve(listener, tls, snapshots, connections, shutdown).await {
+        tracing::error!("{e}; proxies cannot connect over TLS");
+    }
+}
+
+/// The CA without a cluster: `cacerts` if present, else the root kept in `root_dir`.
+fn local_authority(ca: &CaOptions, trust_domain: &str) -> Result<Arc<Authority>, ServeError> {
+    let authority = match plugged::from_dir(&ca.cacerts_dir).map_err(|e| ServeError::Ca(e.to_string()))? {
+        Some(plugged) => plugged,
+        None => {
+            let dir = ca.root_dir.as_ref().ok_or_else(|| {
+                ServeError::Ca(format!(
+                    "no {} and no CA directory: the TLS xDS port needs --ca-dir (where the root is kept) without a cluster",
+                    ca.cacerts_dir.display()
+                ))
+            })?;
+            file::load_or_create(dir, trust_domain).map_err(|e| ServeError::Ca(e.to_string()))?
+        }
+    };
+    Ok(Arc::new(authority.with_max_workload_ttl(ca.max_workload_ttl)))
 }
 
 /// Reads the whole config into the store, then keeps following it.

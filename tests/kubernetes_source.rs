@@ -244,11 +244,12 @@ async fn serve_answers_only_after_the_cluster_is_listed_and_follows_it() {
         source: ConfigSource::Kubernetes { client: fake.client(), options: KubeOptions::default(), operator: Default::default() },
         debounce: Duration::from_millis(10),
         mesh: Default::default(),
+        ca: Default::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(pilotfish::serve::serve(
         options,
-        Listeners { xds, status: Some(status), webhook: None },
+        Listeners { xds, secure_xds: None, status: Some(status), webhook: None },
         pilotfish::xds::Connections::new(),
         async move {
             let _ = stopped.await;

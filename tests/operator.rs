@@ -41,9 +41,10 @@ async fn replica(fake: &FakeApiServer, name: &str) -> Replica {
         source: ConfigSource::Kubernetes { client: fake.client(), options: KubeOptions::default(), operator },
         debounce: Duration::from_millis(10),
         mesh: Default::default(),
+        ca: Default::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let listeners = Listeners { xds, status: None, webhook: Some(webhook) };
+    let listeners = Listeners { xds, secure_xds: None, status: None, webhook: Some(webhook) };
     let task = tokio::spawn(pilotfish::serve::serve(options, listeners, pilotfish::xds::Connections::new(), async move {
         let _ = stopped.await;
     }));
