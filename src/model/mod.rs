@@ -1,6 +1,7 @@
 //! Domain values shared by the index, the generators and the server.
 
 pub mod host;
+pub mod jwks;
 pub mod mesh;
 pub mod protocol;
 pub mod proxy;

@@ -2,6 +2,7 @@
 //! store entries; neither the store nor anything after it knows which source spoke.
 
 pub mod directory;
+pub mod jwks;
 pub mod kubernetes;
 pub mod watch;
 

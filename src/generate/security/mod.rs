@@ -11,6 +11,10 @@ pub const JWT_PAYLOAD_NAMESPACE: &str = "envoy.filters.http.jwt_authn";
 /// The key every `jwt_authn` provider writes the payload under (`payload_in_metadata`).
 pub const JWT_PAYLOAD_KEY: &str = "payload";
 
+pub mod jwt;
+
+pub mod authz;
+
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::SdsSecretConfig;
 
 use super::cluster::ads;
