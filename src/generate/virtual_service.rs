@@ -23,6 +23,12 @@ pub struct Source<'a> {
 /// use for this listener (`mesh` for sidecars). A route that cannot be translated is skipped
 /// with a warning naming the object and field; the others are served.
 pub fn routes(index: &Index, proxy: &Proxy, vs: &Source, port: u32, gateways: &[String]) -> Vec<Route> {
+    routes_for_listener(index, proxy, vs, port, gateways, false)
+}
+
+/// [`routes`] for a listener that terminates TLS (`is_tls`) or not: redirects to a port
+/// without a scheme then keep `https`, as istiod's `IsTLS` route option does.
+pub fn routes_for_listener(index: &Index, proxy: &Proxy, vs: &Source, port: u32, gateways: &[String], is_tls: bool) -> Vec<Route> {
     let ns = vs.namespace;
     let cluster_for = |dest: &Destination| cluster_for(index, dest, ns, port);
     let hash_policy_for = |dest: &Destination| {
@@ -41,7 +47,7 @@ pub fn routes(index: &Index, proxy: &Proxy, vs: &Source, port: u32, gateways: &[
         gateways,
         proxy_labels: &proxy.labels,
         proxy_namespace: &proxy.namespace,
-        is_tls: false,
+        is_tls,
     };
     let mut routes = Vec::new();
     for (i, http) in vs.spec.http.iter().enumerate() {

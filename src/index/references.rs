@@ -6,9 +6,11 @@
 use std::collections::HashSet;
 
 use super::{gateway_ref, Index, Resolution, Typed};
+use crate::config::istio::gateway::{Server, ServerTlsMode};
 use crate::config::istio::VirtualService;
 use crate::config::istio::virtual_service::Destination;
 use crate::diagnostic::Diagnostic;
+use crate::model::Protocol;
 
 /// The checks that read endpoints: made again for every revision, when the others
 /// ([`check_routing`]) are kept for one that changed endpoints only.
@@ -115,14 +117,11 @@ fn unserved_gateway_servers(index: &Index) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for gw in &index.gateways {
         for (i, server) in gw.spec().servers.iter().enumerate() {
-            if !server.is_plain_http() {
+            if let Some((field, why)) = unserved_gateway_server(server) {
                 out.push(
                     Diagnostic::warning(
-                        format!("spec.servers[{i}]"),
-                        format!(
-                            "{} servers are not served yet (TLS and TCP gateway servers come with gateway TLS); port {} gets no listener",
-                            server.port.protocol, server.port.number
-                        ),
+                        format!("spec.servers[{i}]{field}"),
+                        format!("{why}; the server on port {} is not served", server.port.number),
                     )
                     .on(&gw.entry.object.key()),
                 );
@@ -130,6 +129,29 @@ fn unserved_gateway_servers(index: &Index) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+/// Why pilotfish does not serve a Gateway server, with the field (relative to the server) that
+/// says so; `None` for the servers it serves: plain HTTP (with `httpsRedirect`), TCP, HTTPS and
+/// TLS terminated with `credentialName(s)` or `ISTIO_MUTUAL`, and TLS `PASSTHROUGH`.
+pub fn unserved_gateway_server(server: &Server) -> Option<(&'static str, &'static str)> {
+    let tls = server.tls.as_ref()?;
+    if Protocol::parse(&server.port.protocol).is_http() {
+        return None;
+    }
+    match tls.mode {
+        ServerTlsMode::Passthrough | ServerTlsMode::IstioMutual => None,
+        ServerTlsMode::AutoPassthrough => Some((".tls.mode", "AUTO_PASSTHROUGH is not served yet")),
+        ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual => {
+            if tls.credential_name.is_empty() && tls.credential_names.is_empty() {
+                Some((".tls", "certificates from files (serverCertificate/privateKey, tlsCertificates) are not served: use credentialName"))
+            } else if !tls.ca_cert_credential_name.is_empty() {
+                Some((".tls.caCertCredentialName", "caCertCredentialName is not served yet: put the CA in <credentialName>-cacert"))
+            } else {
+                None
+            }
+        }
+    }
 }
 
 /// Two mesh VirtualServices for one host: sidecars get only the first (istiod does not merge

@@ -13,7 +13,7 @@ use super::common::{
 const UNIX_PREFIX: &str = "unix://";
 
 /// Cipher suites Envoy's BoringSSL accepts (istiod `security.IsValidCipherSuite`).
-const CIPHER_SUITES: &[&str] = &[
+pub(crate) const CIPHER_SUITES: &[&str] = &[
     "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
     "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
     "ECDHE-PSK-CHACHA20-POLY1305", "ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA", "ECDHE-PSK-AES128-CBC-SHA",

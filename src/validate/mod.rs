@@ -26,6 +26,8 @@ use crate::config::{Object, Spec};
 use crate::diagnostic::Diagnostic;
 
 use common::{is_k8s_label, is_k8s_subdomain, Diags};
+/// Cipher suites Envoy accepts: generation drops the others, as istiod's `FilterCipherSuites`.
+pub(crate) use gateway::CIPHER_SUITES;
 
 /// Rejects any object carrying it; istiod's switch for testing the webhook path.
 const ALWAYS_REJECT: &str = "istio.io/alwaysReject";
