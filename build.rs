@@ -42,6 +42,8 @@ const ROOT_DIRS: &[&str] = &[
     "envoy/extensions/retry/host/previous_hosts/v3",
     "envoy/extensions/retry/priority/previous_priorities/v3",
     "envoy/extensions/upstreams/http/v3",
+    "envoy/extensions/path/match/uri_template/v3",
+    "envoy/extensions/transport_sockets/raw_buffer/v3",
 ];
 
 /// Single root files (imports are pulled in by protox).

@@ -158,6 +158,9 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<Value, BootstrapError> {
         },
         "layered_runtime": {
             "layers": [
+                // As Istio's bootstrap: RBAC matches service accounts and namespaces by regex,
+                // and Envoy's default program-size limit (100) refuses the longer ones.
+                { "name": "global config", "static_layer": { "re2.max_program_size.error_level": 32768 } },
                 // Lets `POST /runtime_modify` on the admin port change runtime keys.
                 { "name": "admin", "admin_layer": {} },
             ],

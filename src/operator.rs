@@ -71,7 +71,15 @@ impl Operator {
             }
         })];
         let (authority_tx, authority) = watch::channel(None);
-        tasks.push(tokio::spawn(load_authority(client.clone(), options.clone(), leadership.clone(), authority_tx)));
+        let loading = load_authority(client.clone(), options.clone(), leadership.clone(), authority_tx);
+        let stop_loading = stopped(stopping.clone());
+        tasks.push(tokio::spawn(async move {
+            // A follower waits for the leader's Secret: a drain must not wait for it.
+            tokio::select! {
+                () = loading => {}
+                () = stop_loading => {}
+            }
+        }));
         if let Some(listener) = webhook {
             tasks.push(tokio::spawn(run_webhook(client, options, listener, leadership.clone(), authority.clone(), stopping)));
         }

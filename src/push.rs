@@ -7,7 +7,13 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use std::collections::BTreeMap;
+
+use crate::config::istio::RequestAuthentication;
 use crate::config::{kube, mesh_config};
+use crate::generate::security::jwt;
+use crate::model::jwks::{JwksKeys, JwksSource};
+use crate::source::jwks::Jwks;
 use crate::generate::PushContext;
 use crate::index::Index;
 use crate::model::MeshConfig;
@@ -17,10 +23,22 @@ use crate::xds::Snapshot;
 /// Builds the context for a store snapshot, logging cross-object problems that are new. With
 /// the previous context, unchanged resources keep their `Arc`s (see `PushContext::after`).
 pub fn build(snapshot: &store::Snapshot, mesh: &MeshConfig, previous: Option<&Arc<PushContext>>) -> Arc<PushContext> {
+    build_with(snapshot, mesh, previous, None)
+}
+
+/// [`build`] with the JWKS fetched so far (`None`: the previous revision's).
+fn build_with(snapshot: &store::Snapshot, mesh: &MeshConfig, previous: Option<&Arc<PushContext>>, jwks: Option<JwksKeys>) -> Arc<PushContext> {
     let mesh = effective_mesh(snapshot, mesh);
-    let index = match previous {
+    let mut index = match previous {
         Some(p) => Index::build_after(snapshot, &mesh, p.index()),
         None => Index::build(snapshot, &mesh),
+    };
+    // Kept as the previous `Arc` when equal: generation compares it by pointer.
+    index.jwks = match (jwks, previous) {
+        (Some(keys), Some(p)) if *p.index().jwks == keys => p.index().jwks.clone(),
+        (Some(keys), _) => Arc::new(keys),
+        (None, Some(p)) => p.index().jwks.clone(),
+        (None, None) => Arc::default(),
     };
     let seen: std::collections::HashSet<&crate::diagnostic::Diagnostic> =
         previous.map(|p| p.index().diagnostics.iter().collect()).unwrap_or_default();
@@ -42,44 +60,76 @@ pub fn effective_mesh(snapshot: &store::Snapshot, base: &MeshConfig) -> MeshConf
     })
 }
 
-/// Runs until the store goes away: every store revision becomes a published snapshot.
+/// Runs until the store goes away: every store revision becomes a published snapshot, and so
+/// does every change of the JWKS fetched for RequestAuthentications.
 pub async fn run(
     mut store: watch::Receiver<Arc<store::Snapshot>>,
     mesh: MeshConfig,
     debounce: Duration,
     publish: watch::Sender<Arc<dyn Snapshot>>,
     mut current: Arc<PushContext>,
+    jwks: Arc<Jwks>,
 ) {
+    let mut keys = jwks.subscribe();
+    let mut pipeline = Pipeline { mesh, publish, jwks, wanted: BTreeMap::new() };
+    pipeline.fetch(&store.borrow().clone());
     loop {
         // Quiet: wait for a change and push it at once.
-        if store.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = store.changed() => if changed.is_err() { return },
+            changed = keys.changed() => if changed.is_err() { return },
         }
-        current = push(&mut store, &mesh, &publish, &current);
+        keys.borrow_and_update();
+        current = pipeline.push(&mut store, &current);
         // A burst may follow: coalesce whatever arrives within each window.
         loop {
             tokio::time::sleep(debounce).await;
-            match store.has_changed() {
-                Ok(true) => current = push(&mut store, &mesh, &publish, &current),
-                Ok(false) => break,
-                Err(_) => return,
+            match (store.has_changed(), keys.has_changed()) {
+                (Err(_), _) | (_, Err(_)) => return,
+                (Ok(false), Ok(false)) => break,
+                _ => {
+                    keys.borrow_and_update();
+                    current = pipeline.push(&mut store, &current);
+                }
             }
         }
     }
 }
 
-fn push(
-    store: &mut watch::Receiver<Arc<store::Snapshot>>,
-    mesh: &MeshConfig,
-    publish: &watch::Sender<Arc<dyn Snapshot>>,
-    previous: &Arc<PushContext>,
-) -> Arc<PushContext> {
-    let snapshot = store.borrow_and_update().clone();
-    let started = std::time::Instant::now();
-    let context = build(&snapshot, mesh, Some(previous));
-    tracing::info!(revision = snapshot.revision, objects = snapshot.len(), elapsed = ?started.elapsed(), "config indexed; pushing");
-    publish.send_replace(context.clone());
-    context
+struct Pipeline {
+    mesh: MeshConfig,
+    publish: watch::Sender<Arc<dyn Snapshot>>,
+    jwks: Arc<Jwks>,
+    /// The JWKS sources last asked for.
+    wanted: BTreeMap<JwksSource, Duration>,
+}
+
+impl Pipeline {
+    fn push(&mut self, store: &mut watch::Receiver<Arc<store::Snapshot>>, previous: &Arc<PushContext>) -> Arc<PushContext> {
+        let snapshot = store.borrow_and_update().clone();
+        let started = std::time::Instant::now();
+        let context = build_with(&snapshot, &self.mesh, Some(previous), Some(self.jwks.keys()));
+        tracing::info!(revision = snapshot.revision, objects = snapshot.len(), elapsed = ?started.elapsed(), "config indexed; pushing");
+        self.publish.send_replace(context.clone());
+        self.fetch(&snapshot);
+        context
+    }
+
+    /// Starts fetching the keys of `jwksUri`s that appeared; a fetch that changes keys wakes
+    /// [`run`], which pushes them.
+    fn fetch(&mut self, snapshot: &store::Snapshot) {
+        let wanted = jwt::jwks_sources(snapshot.typed::<RequestAuthentication>().flat_map(|(_, ra)| &ra.jwt_rules));
+        if wanted == self.wanted {
+            return;
+        }
+        self.wanted = wanted.clone();
+        let jwks = self.jwks.clone();
+        tokio::spawn(async move {
+            for e in jwks.refresh(wanted).await {
+                tracing::warn!("{e}");
+            }
+        });
+    }
 }
 
 #[cfg(test)]
@@ -120,7 +170,7 @@ mod tests {
         let initial = build(&store.snapshot(), &mesh, None);
         let (tx, rx) = watch::channel::<Arc<dyn Snapshot>>(initial.clone());
         let seen = record(rx);
-        tokio::spawn(run(store.subscribe(), mesh, Duration::from_millis(100), tx, initial));
+        tokio::spawn(run(store.subscribe(), mesh, Duration::from_millis(100), tx, initial, Arc::new(Jwks::new(Default::default()))));
         tokio::task::yield_now().await;
 
         let start = Instant::now();

@@ -17,6 +17,7 @@ use crate::security::token_review::TokenReviewer;
 use crate::security::Authenticator;
 use crate::operator::{Operator, OperatorOptions};
 use crate::source::kubernetes::{KubeOptions, KubeSource};
+use crate::source::jwks::{Jwks, Settings as JwksSettings};
 use crate::source::{self, Directory};
 use crate::store::Store;
 use crate::xds::{self, Connections, Snapshot};
@@ -169,7 +170,9 @@ pub async fn serve(
     tracing::info!(objects = snapshot.len(), "config loaded");
 
     let (snapshot_tx, snapshot_rx) = watch::channel::<Arc<dyn Snapshot>>(context.clone());
-    let pipeline = tokio::spawn(crate::push::run(store_rx, options.mesh.clone(), options.debounce, snapshot_tx, context));
+    let jwks = Arc::new(Jwks::new(JwksSettings::default()));
+    let refresher = jwks.spawn_refresher();
+    let pipeline = tokio::spawn(crate::push::run(store_rx, options.mesh.clone(), options.debounce, snapshot_tx, context, jwks));
     let secure = listeners.secure_xds.map(|listener| {
         let authority = local_ca.map(Ok).unwrap_or_else(|| following.authority());
         let port = SecurePort { ca: options.ca.clone(), trust_domain: options.mesh.trust_domain.clone(), tokens };
@@ -182,6 +185,7 @@ pub async fn serve(
         let _ = secure.await;
     }
     pipeline.abort();
+    refresher.abort();
     following.stop().await;
     if let Some(status) = status {
         let _ = status.await;

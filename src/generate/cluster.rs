@@ -12,6 +12,7 @@ use envoy_types::pb::envoy::config::core::v3::{
 use envoy_types::pb::google::protobuf::Duration;
 
 use super::endpoint;
+use super::mtls::{self, Secure};
 use super::names::{outbound_cluster, BLACKHOLE_CLUSTER};
 use super::traffic_policy;
 use crate::config::istio::destination_rule::TrafficPolicy;
@@ -29,7 +30,7 @@ pub fn build_all(index: &Index) -> ResourceMap {
     let mut out = ResourceMap::new();
     for service in index.services.values() {
         let dr = index.destination_rule(&service.hostname).map(|d| d.spec());
-        out.extend(service_clusters(service, dr));
+        out.extend(service_clusters(service, dr, None));
     }
     out.extend(always());
     out
@@ -47,11 +48,12 @@ pub fn always() -> ResourceMap {
     ResourceMap::from([(BLACKHOLE_CLUSTER.to_string(), Arc::new(Resource::encode(BLACKHOLE_CLUSTER, &blackhole)))])
 }
 
-/// Every cluster of `service` under the DestinationRule `dr`, encoded.
-pub fn service_clusters(service: &Service, dr: Option<&DestinationRule>) -> ResourceMap {
+/// Every cluster of `service` under the DestinationRule `dr`, encoded; with in-mesh mTLS for a
+/// `secure` proxy (one sent its certificate).
+pub fn service_clusters(service: &Service, dr: Option<&DestinationRule>, secure: Option<Secure<'_>>) -> ResourceMap {
     let mut out = ResourceMap::new();
     for port in &service.ports {
-        for cluster in service_port_clusters(service, port, dr) {
+        for cluster in service_port_clusters(service, port, dr, secure) {
             out.insert(cluster.name.clone(), Arc::new(Resource::encode(cluster.name.clone(), &cluster)));
         }
     }
@@ -59,17 +61,17 @@ pub fn service_clusters(service: &Service, dr: Option<&DestinationRule>) -> Reso
 }
 
 /// The default cluster and one per subset, with the DestinationRule's policy applied.
-fn service_port_clusters(service: &Service, port: &ServicePort, dr: Option<&DestinationRule>) -> Vec<Cluster> {
+fn service_port_clusters(service: &Service, port: &ServicePort, dr: Option<&DestinationRule>, secure: Option<Secure<'_>>) -> Vec<Cluster> {
     let top = dr.and_then(|d| d.traffic_policy.as_ref());
-    let mut clusters = vec![cluster(service, port, "", top)];
+    let mut clusters = vec![cluster(service, port, "", top, secure)];
     for subset in dr.map(|d| d.subsets.as_slice()).unwrap_or_default() {
         let merged = traffic_policy::merge_subset_policy(top, subset.traffic_policy.as_ref());
-        clusters.push(cluster(service, port, &subset.name, merged.as_ref()));
+        clusters.push(cluster(service, port, &subset.name, merged.as_ref(), secure));
     }
     clusters
 }
 
-fn cluster(service: &Service, port: &ServicePort, subset: &str, policy: Option<&TrafficPolicy>) -> Cluster {
+fn cluster(service: &Service, port: &ServicePort, subset: &str, policy: Option<&TrafficPolicy>, secure: Option<Secure<'_>>) -> Cluster {
     let name = outbound_cluster(port.port, subset, &service.hostname);
     let mut c = Cluster {
         name: name.clone(),
@@ -96,6 +98,7 @@ fn cluster(service: &Service, port: &ServicePort, subset: &str, policy: Option<&
     }
     let default_policy = TrafficPolicy::default();
     traffic_policy::apply_traffic_policy(&mut c, policy.unwrap_or(&default_policy), u32::from(port.port), port.protocol);
+    mtls::apply_upstream(&mut c, service, port.port, subset, policy.and_then(|p| p.tls.as_ref()), secure);
     c
 }
 

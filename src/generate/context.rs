@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use super::mtls::{self, Secure};
 use super::{cluster, endpoint, gateway, names, sidecar};
 use crate::index::scope::{Scope, ScopeId};
 use crate::config::istio::DestinationRule;
@@ -27,6 +28,8 @@ struct ProxyClass {
     node_type: NodeType,
     namespace: String,
     labels: BTreeMap<String, String>,
+    /// Sent its certificate (authenticated on the TLS port): its clusters may use mTLS.
+    secure: bool,
 }
 
 pub struct PushContext {
@@ -37,7 +40,7 @@ pub struct PushContext {
     /// ports it serves).
     sidecars: Mutex<HashMap<sidecar::ProxyKey, Arc<OnceLock<Arc<ProxyResources>>>>>,
     /// Sidecar cluster maps by scope and the ports the workload serves.
-    sidecar_clusters: Mutex<HashMap<(ScopeId, Vec<sidecar::InboundPort>), Arc<OnceLock<(Arc<ResourceMap>, Arc<ResourceMap>)>>>>,
+    sidecar_clusters: Mutex<HashMap<(ScopeId, Vec<sidecar::InboundPort>, bool), Arc<OnceLock<(Arc<ResourceMap>, Arc<ResourceMap>)>>>>,
     /// See [`PushContext::routing_unchanged`].
     routing_unchanged: OnceLock<bool>,
     /// The revision before this one, whose `Arc`s unchanged resources keep. Only one level is
@@ -82,10 +85,11 @@ impl PushContext {
         })
     }
 
-    fn with_shared(&self) -> ProxyResources {
+    /// The shared clusters (their mTLS variant for a `secure` proxy) and endpoints.
+    fn with_shared(&self, secure: bool) -> ProxyResources {
         let shared = self.shared();
         let mut r = ProxyResources::default();
-        r.by_type[TypeUrl::Cluster.index()] = shared.clusters.clone();
+        r.by_type[TypeUrl::Cluster.index()] = shared.clusters(secure).clone();
         r.by_type[TypeUrl::ClusterLoadAssignment.index()] = shared.endpoints.clone();
         r.changes[TypeUrl::ClusterLoadAssignment.index()] = shared.endpoints_change.clone();
         r
@@ -96,6 +100,7 @@ impl PushContext {
             node_type: proxy.node_type,
             namespace: proxy.namespace.clone(),
             labels: proxy.labels.clone(),
+            secure: proxy.identity.is_some(),
         };
         let cell = lock(&self.by_class).entry(class.clone()).or_default().clone();
         cell.get_or_init(|| {
@@ -103,10 +108,13 @@ impl PushContext {
             let built = gateway::build(&self.index, proxy, &selected);
             let before = self.previous().and_then(|p| lock(&p.by_class).get(&class).and_then(|c| c.get().cloned()));
             let before = |ty: TypeUrl| before.as_ref().map(|b| b.get(ty).clone());
-            let mut r = self.with_shared();
+            let mut r = self.with_shared(class.secure);
             r.by_type[TypeUrl::Listener.index()] = share_unchanged(built.listeners, before(TypeUrl::Listener).as_ref());
             r.by_type[TypeUrl::RouteConfiguration.index()] =
                 share_unchanged(built.routes, before(TypeUrl::RouteConfiguration).as_ref());
+            // Gateway credentials; the server sends them only to a proxy authenticated in the
+            // proxy's namespace (`xds::security`).
+            r.by_type[TypeUrl::Secret.index()] = share_unchanged(built.secrets, before(TypeUrl::Secret).as_ref());
             Arc::new(r)
         })
         .clone()
@@ -128,8 +136,8 @@ impl PushContext {
                 return kept;
             }
             let scope = Scope::of(&self.index, &proxy.namespace, &proxy.labels);
-            let mut r = self.with_shared();
-            let (clusters, endpoints) = self.sidecar_clusters(&scope, &key.inbound);
+            let mut r = self.with_shared(key.secure);
+            let (clusters, endpoints) = self.sidecar_clusters(&scope, &key.inbound, key.secure);
             r.by_type[TypeUrl::Cluster.index()] = clusters;
             r.by_type[TypeUrl::ClusterLoadAssignment.index()] = endpoints;
             match before.clone().filter(|_| self.routing_unchanged()) {
@@ -160,7 +168,8 @@ impl PushContext {
     fn endpoints_changed_only(&self, previous: &PushContext, before: &Arc<ProxyResources>) -> Option<Arc<ProxyResources>> {
         let (now, then) = (self.shared(), previous.shared.get()?);
         let shared_endpoints = Arc::ptr_eq(before.get(TypeUrl::ClusterLoadAssignment), &then.endpoints);
-        if !(shared_endpoints && Arc::ptr_eq(&now.clusters, &then.clusters) && self.routing_unchanged()) {
+        let same_clusters = Arc::ptr_eq(&now.clusters, &then.clusters) && Arc::ptr_eq(&now.secure_clusters, &then.secure_clusters);
+        if !(shared_endpoints && same_clusters && self.routing_unchanged()) {
             return None;
         }
         let mut r = (**before).clone();
@@ -181,11 +190,13 @@ impl PushContext {
     /// per scope and set of inbound ports: proxies that see every service under the shared
     /// rules and serve the same ports share it, each outbound cluster in it the shared `Arc`,
     /// and the endpoint map the shared one.
-    fn sidecar_clusters(&self, scope: &Scope, inbound: &[sidecar::InboundPort]) -> (Arc<ResourceMap>, Arc<ResourceMap>) {
-        let key = (scope.id.clone(), inbound.to_vec());
+    fn sidecar_clusters(&self, scope: &Scope, inbound: &[sidecar::InboundPort], secure: bool) -> (Arc<ResourceMap>, Arc<ResourceMap>) {
+        let key = (scope.id.clone(), inbound.to_vec(), secure);
         let cell = lock(&self.sidecar_clusters).entry(key.clone()).or_default().clone();
         cell.get_or_init(|| {
-            let Shared { clusters: shared_clusters, endpoints: shared_endpoints, .. } = self.shared();
+            let shared = self.shared();
+            let (shared_clusters, shared_endpoints) = (shared.clusters(secure), &shared.endpoints);
+            let mtls = secure.then_some(Secure { trust_domain: &self.index.mesh.trust_domain });
             let before = self.previous().and_then(|p| lock(&p.sidecar_clusters).get(&key).and_then(|c| c.get().cloned()));
             let mut clusters = match scope.id {
                 ScopeId::Everything => (**shared_clusters).clone(),
@@ -205,7 +216,7 @@ impl PushContext {
                 own_endpoints.retain(|name, _| !overridden(name));
                 for (service, dr) in &scope.destination_rules {
                     let dr = dr.as_ref().map(|d| d.spec());
-                    clusters.extend(cluster::service_clusters(service, dr));
+                    clusters.extend(cluster::service_clusters(service, dr, mtls));
                     own_endpoints.extend(endpoint::service_assignments(service, dr));
                 }
                 endpoints = share_unchanged(own_endpoints, before.as_ref().map(|b| &b.1));
@@ -221,6 +232,9 @@ impl PushContext {
 /// were built from, so that the next revision builds again only the services that changed.
 struct Shared {
     clusters: Arc<ResourceMap>,
+    /// `clusters` with in-mesh mTLS, for proxies sent their certificate: the same `Arc`s but
+    /// for the clusters of services that have sidecars or ISTIO_MUTUAL rules.
+    secure_clusters: Arc<ResourceMap>,
     endpoints: Arc<ResourceMap>,
     /// How `endpoints` differs from the previous revision's, for the xDS server.
     endpoints_change: Option<Arc<MapChange>>,
@@ -233,10 +247,15 @@ struct ServiceResources {
     /// The DestinationRule that applied to it.
     rule: Option<Arc<Entry>>,
     clusters: Arc<ResourceMap>,
+    secure_clusters: Arc<ResourceMap>,
     endpoints: Arc<ResourceMap>,
 }
 
 impl Shared {
+    fn clusters(&self, secure: bool) -> &Arc<ResourceMap> {
+        if secure { &self.secure_clusters } else { &self.clusters }
+    }
+
     /// This revision's, keeping from `before` every service whose service and DestinationRule
     /// are the same, and the maps themselves when nothing in them changed.
     fn build(index: &Index, before: Option<&Shared>) -> Shared {
@@ -248,7 +267,7 @@ impl Shared {
             let resources = match old {
                 Some(old) if old.built_from(service, rule.as_ref()) => old.clone(),
                 _ => {
-                    let new = Arc::new(ServiceResources::build(service, rule, old.map(|o| &**o)));
+                    let new = Arc::new(ServiceResources::build(service, rule, old.map(|o| &**o), &index.mesh.trust_domain));
                     stale.extend(old);
                     fresh.push(new.clone());
                     new
@@ -262,7 +281,15 @@ impl Shared {
             };
             let mut clusters = all(|s| &s.clusters);
             clusters.extend(cluster::always());
-            return Shared { clusters: Arc::new(clusters), endpoints: Arc::new(all(|s| &s.endpoints)), endpoints_change: None, by_service };
+            let mut secure_clusters = all(|s| &s.secure_clusters);
+            secure_clusters.extend(cluster::always());
+            return Shared {
+                clusters: Arc::new(clusters),
+                secure_clusters: Arc::new(secure_clusters),
+                endpoints: Arc::new(all(|s| &s.endpoints)),
+                endpoints_change: None,
+                by_service,
+            };
         };
         stale.extend(before.by_service.iter().filter(|(host, _)| !index.services.contains_key(*host)).map(|(_, s)| s));
         let patch = |map: &Arc<ResourceMap>, f: fn(&ServiceResources) -> &Arc<ResourceMap>| {
@@ -285,17 +312,33 @@ impl Shared {
             names.dedup();
             Arc::new(MapChange { from: before.endpoints.clone(), to: endpoints.clone(), names })
         });
-        Shared { clusters: patch(&before.clusters, |s| &s.clusters), endpoints, endpoints_change, by_service }
+        Shared {
+            clusters: patch(&before.clusters, |s| &s.clusters),
+            secure_clusters: patch(&before.secure_clusters, |s| &s.secure_clusters),
+            endpoints,
+            endpoints_change,
+            by_service,
+        }
     }
 }
 
 impl ServiceResources {
     /// Encodes `service`'s clusters and endpoints, keeping `old`'s `Arc` of each that came out
     /// the same.
-    fn build(service: &Arc<Service>, rule: Option<Arc<Entry>>, old: Option<&ServiceResources>) -> ServiceResources {
+    fn build(service: &Arc<Service>, rule: Option<Arc<Entry>>, old: Option<&ServiceResources>, trust_domain: &str) -> ServiceResources {
         let dr = rule.as_ref().and_then(|r| r.object.spec::<DestinationRule>());
+        let clusters = share_unchanged(cluster::service_clusters(service, dr, None), old.map(|o| &o.clusters));
+        // Most services have neither sidecars nor ISTIO_MUTUAL rules: their secure clusters
+        // are the plain ones, not encoded twice.
+        let secure_clusters = if mtls::may_differ(service, dr) {
+            let secure = cluster::service_clusters(service, dr, Some(Secure { trust_domain }));
+            share_unchanged(secure, old.map(|o| &o.secure_clusters))
+        } else {
+            clusters.clone()
+        };
         ServiceResources {
-            clusters: share_unchanged(cluster::service_clusters(service, dr), old.map(|o| &o.clusters)),
+            clusters,
+            secure_clusters,
             endpoints: share_unchanged(endpoint::service_assignments(service, dr), old.map(|o| &o.endpoints)),
             service: service.clone(),
             rule,

@@ -3,9 +3,11 @@
 pub mod cluster;
 pub mod consistency;
 pub mod context;
+pub mod credentials;
 pub mod endpoint;
 pub mod gateway;
 pub mod listener;
+pub mod mtls;
 pub mod names;
 pub mod route_config;
 pub mod route;

@@ -7,15 +7,20 @@
 use std::sync::Arc;
 
 use super::{Index, Service, Typed};
-use crate::config::KindSpec;
+use crate::config::{Kind, KindSpec};
 
 impl Index {
     /// Whether sidecar listeners and route configs built from `self` equal those built from
     /// `previous` for the same proxy key: the same mesh config, VirtualServices,
-    /// DestinationRules and Sidecars, and services equal but for their endpoints. (Which
+    /// DestinationRules, Sidecars, security policies and fetched JWKS, and services equal but
+    /// for their endpoints. (Which
     /// ports a workload serves is part of the proxy key, not compared here.)
     pub fn same_routing_inputs(&self, previous: &Index) -> bool {
         self.mesh == previous.mesh
+            && (Arc::ptr_eq(&self.jwks, &previous.jwks) || self.jwks == previous.jwks)
+            && [Kind::PeerAuthentication, Kind::AuthorizationPolicy, Kind::RequestAuthentication]
+                .into_iter()
+                .all(|k| same_kind(self.snapshot(), previous.snapshot(), k))
             && same_entries(&self.virtual_services, &previous.virtual_services)
             && same_typed(&self.sidecars, &previous.sidecars)
             && self.destination_rules.len() == previous.destination_rules.len()
@@ -23,6 +28,12 @@ impl Index {
             && self.services.len() == previous.services.len()
             && self.services.values().zip(previous.services.values()).all(|(a, b)| same_shape(a, b))
     }
+}
+
+/// The same objects of `kind`, by pointer (a snapshot shares a kind's map until it changes) or
+/// by content.
+fn same_kind(a: &crate::store::Snapshot, b: &crate::store::Snapshot, kind: Kind) -> bool {
+    a.same_kind(b, kind) || a.entries(kind).map(|e| &e.object).eq(b.entries(kind).map(|e| &e.object))
 }
 
 fn same_entries(a: &[Arc<crate::store::Entry>], b: &[Arc<crate::store::Entry>]) -> bool {

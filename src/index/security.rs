@@ -12,6 +12,9 @@ use crate::store::Snapshot;
 
 use super::services::{selects, Labels};
 
+/// Marks an AuthorizationPolicy to be tried out without being enforced.
+pub const DRY_RUN_ANNOTATION: &str = "istio.io/dry-run";
+
 /// One policy that applies, with its name for diagnostics and Envoy policy names.
 #[derive(Debug)]
 pub struct Applied<'a, T> {
@@ -58,6 +61,11 @@ where
         for entry in snapshot.entries(T::KIND).filter(|e| e.object.meta.namespace == ns) {
             let Some(spec) = T::from_spec(&entry.object.spec) else { continue };
             if !spec.targets_workloads() {
+                continue;
+            }
+            // istiod evaluates a dry-run policy only into logs and stats (shadow rules);
+            // pilotfish does not enforce it.
+            if entry.object.meta.annotations.get(DRY_RUN_ANNOTATION).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
                 continue;
             }
             if spec.selector().is_some_and(|s| !selects(&s.match_labels, workload.labels)) {
@@ -167,6 +175,11 @@ apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: gateway-bound, namespace: foo}
 spec: {targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: gw}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: trial, namespace: foo, annotations: {istio.io/dry-run: "true"}}
+spec: {}
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy

@@ -6,7 +6,7 @@ use envoy_types::pb::envoy::config::listener::v3::{filter::ConfigType, Filter};
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::{CodecType, RouteSpecifier, UpgradeConfig},
-    HttpConnectionManager, Rds,
+    HttpConnectionManager, HttpFilter, Rds,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::{weighted_cluster::ClusterWeight, ClusterSpecifier, WeightedCluster};
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
@@ -31,6 +31,12 @@ pub enum Routes {
 /// the chain (a route edit then never changes the listener), and `use_remote_address` off, because
 /// inside the mesh the peer is another proxy or the app, not the client.
 pub fn http_connection_manager(stat_prefix: String, routes: Routes) -> Filter {
+    http_connection_manager_with(stat_prefix, routes, Vec::new())
+}
+
+/// [`http_connection_manager`] with `policy` filters (JWT authentication, RBAC) first, as
+/// istiod orders an inbound chain.
+pub fn http_connection_manager_with(stat_prefix: String, routes: Routes, policy: Vec<HttpFilter>) -> Filter {
     let route_specifier = match routes {
         Routes::Rds(name) => RouteSpecifier::Rds(Rds { config_source: Some(ads()), route_config_name: name }),
         Routes::Inline(config) => RouteSpecifier::RouteConfig(*config),
@@ -39,7 +45,7 @@ pub fn http_connection_manager(stat_prefix: String, routes: Routes) -> Filter {
         stat_prefix,
         codec_type: CodecType::Auto as i32,
         route_specifier: Some(route_specifier),
-        http_filters: http_filters(HttpFilterNeeds::ALL),
+        http_filters: policy.into_iter().chain(http_filters(HttpFilterNeeds::ALL)).collect(),
         use_remote_address: Some(BoolValue { value: false }),
         normalize_path: Some(BoolValue { value: true }),
         upgrade_configs: vec![UpgradeConfig { upgrade_type: "websocket".into(), ..Default::default() }],

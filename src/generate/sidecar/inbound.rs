@@ -28,7 +28,17 @@ use envoy_types::util::pack_any;
 
 use super::super::endpoint::{pipe_address, socket_address};
 use super::super::names;
-use super::filters::{http_connection_manager, tcp_proxy, Routes};
+use super::super::mtls;
+use super::super::security::{authz, jwt};
+use crate::model::NodeType;
+use super::filters::{http_connection_manager_with, tcp_proxy, Routes};
+use crate::config::istio::security::MtlsMode;
+use crate::config::istio::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
+use crate::config::{Kind, ObjectKey};
+use crate::index::security::{self, Applied, PeerScope, Workload};
+use envoy_types::pb::envoy::config::listener::v3::Filter;
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 use crate::config::istio::sidecar::{split_host_port, IngressListener};
 use crate::config::istio::Sidecar;
 use crate::index::Index;
@@ -116,9 +126,57 @@ fn service_ports(index: &Index, proxy: &Proxy) -> Vec<InboundPort> {
     ports.into_iter().map(|(port, (protocol, _))| InboundPort { port, protocol, endpoint: None, bind: String::new() }).collect()
 }
 
-/// `virtualInbound`: a chain per served port, connections to 15006 itself dropped, anything
-/// else passed through to `InboundPassthroughCluster`.
-pub fn virtual_inbound(ports: &[InboundPort]) -> Resource {
+/// The security policies that shape a workload's inbound side: each served port's mTLS mode
+/// (PeerAuthentication), and the AuthorizationPolicies and RequestAuthentications that select
+/// it. Names only, so that proxies under the same policies share one generation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct InboundPolicies {
+    /// Per inbound port, in the same order.
+    pub mtls: Vec<MtlsMode>,
+    pub authorization: Vec<ObjectKey>,
+    pub authentication: Vec<ObjectKey>,
+}
+
+impl InboundPolicies {
+    pub fn of(index: &Index, proxy: &Proxy, ports: &[InboundPort]) -> InboundPolicies {
+        let snapshot = index.snapshot();
+        let root = index.mesh.root_namespace.as_str();
+        let workload = Workload { namespace: &proxy.namespace, labels: &proxy.labels };
+        let peer = security::peer_authentications(snapshot, root, workload);
+        let keys = |kind: Kind, found: Vec<(&str, &str)>| -> Vec<ObjectKey> {
+            found.into_iter().map(|(ns, name)| ObjectKey { kind, namespace: ns.to_string(), name: name.to_string() }).collect()
+        };
+        let authz: Vec<Applied<'_, AuthorizationPolicy>> = security::applying(snapshot, root, workload);
+        let authn: Vec<Applied<'_, RequestAuthentication>> = security::applying(snapshot, root, workload);
+        InboundPolicies {
+            mtls: ports.iter().map(|p| mtls_mode(&peer, p.port)).collect(),
+            authorization: keys(Kind::AuthorizationPolicy, authz.iter().map(|a| (a.namespace, a.name)).collect()),
+            authentication: keys(Kind::RequestAuthentication, authn.iter().map(|a| (a.namespace, a.name)).collect()),
+        }
+    }
+}
+
+/// istiod's resolution: the workload policy's `portLevelMtls` for the port, then its `mtls`,
+/// then the namespace's, then the mesh's; each UNSET inherits; PERMISSIVE at the top.
+fn mtls_mode(policies: &[(PeerScope, Applied<'_, PeerAuthentication>)], port: u16) -> MtlsMode {
+    for (scope, policy) in policies.iter().rev() {
+        if *scope == PeerScope::Workload
+            && let Some(m) = policy.spec.port_level_mtls.as_ref().and_then(|ports| ports.get(&u32::from(port)))
+            && m.mode != MtlsMode::Unset
+        {
+            return m.mode;
+        }
+        if let Some(m) = policy.spec.mtls.filter(|m| m.mode != MtlsMode::Unset) {
+            return m.mode;
+        }
+    }
+    MtlsMode::Permissive
+}
+
+/// `virtualInbound`: chains per served port (mTLS as PeerAuthentication asks, for a proxy
+/// that has its certificate), connections to 15006 itself dropped, anything else passed
+/// through to `InboundPassthroughCluster`.
+pub fn virtual_inbound(index: &Index, ports: &[InboundPort], policies: &InboundPolicies, secure: bool) -> Resource {
     let mut chains = vec![FilterChain {
         name: "virtualInbound-blackhole".into(),
         filter_chain_match: Some(FilterChainMatch {
@@ -128,16 +186,38 @@ pub fn virtual_inbound(ports: &[InboundPort]) -> Resource {
         filters: vec![tcp_proxy(names::BLACKHOLE_CLUSTER)],
         ..Default::default()
     }];
-    for p in ports {
-        chains.push(FilterChain {
-            name: names::listener("0.0.0.0", u32::from(p.port)),
-            filter_chain_match: Some(FilterChainMatch {
-                destination_port: Some(UInt32Value { value: u32::from(p.port) }),
+    let filters = AppFilters::of(index, policies);
+    for (i, p) in ports.iter().enumerate() {
+        let mode = if secure { policies.mtls.get(i).copied().unwrap_or(MtlsMode::Permissive) } else { MtlsMode::Disable };
+        let port_match = || FilterChainMatch { destination_port: Some(UInt32Value { value: u32::from(p.port) }), ..Default::default() };
+        let name = names::listener("0.0.0.0", u32::from(p.port));
+        if mode != MtlsMode::Strict {
+            chains.push(FilterChain { name: name.clone(), filter_chain_match: Some(port_match()), filters: to_app(p, &filters), ..Default::default() });
+        }
+        if mode == MtlsMode::Permissive {
+            // Only in-mesh TLS (an istio ALPN) is terminated; an app's own TLS passes as is.
+            chains.push(FilterChain {
+                name: format!("{name}_mtls"),
+                filter_chain_match: Some(FilterChainMatch {
+                    transport_protocol: "tls".into(),
+                    application_protocols: mtls::INBOUND_MTLS_ALPNS.iter().map(|s| s.to_string()).collect(),
+                    ..port_match()
+                }),
+                filters: to_app(p, &filters),
+                transport_socket: Some(mtls::inbound_tls_socket()),
                 ..Default::default()
-            }),
-            filters: vec![to_app(p)],
-            ..Default::default()
-        });
+            });
+        }
+        if mode == MtlsMode::Strict {
+            // Everything must be mTLS: a plaintext client fails the handshake.
+            chains.push(FilterChain {
+                name: format!("{name}_mtls"),
+                filter_chain_match: Some(port_match()),
+                filters: to_app(p, &filters),
+                transport_socket: Some(mtls::inbound_tls_socket()),
+                ..Default::default()
+            });
+        }
     }
     chains.push(FilterChain {
         name: names::VIRTUAL_INBOUND.into(),
@@ -150,15 +230,24 @@ pub fn virtual_inbound(ports: &[InboundPort]) -> Resource {
         filters: vec![tcp_proxy(names::INBOUND_PASSTHROUGH_CLUSTER)],
         ..Default::default()
     });
+    let mut listener_filters = vec![ListenerFilter {
+        name: "envoy.filters.listener.original_dst".into(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(pack_any(OriginalDst::default()))),
+        ..Default::default()
+    }];
+    if secure {
+        // Sets the transport protocol and ALPN the PERMISSIVE chains match on.
+        listener_filters.push(ListenerFilter {
+            name: "envoy.filters.listener.tls_inspector".into(),
+            config_type: Some(listener_filter::ConfigType::TypedConfig(pack_any(TlsInspector::default()))),
+            ..Default::default()
+        });
+    }
     let listener = Listener {
         name: names::VIRTUAL_INBOUND.into(),
         address: Some(socket_address("0.0.0.0", VIRTUAL_INBOUND_PORT)),
         filter_chains: chains,
-        listener_filters: vec![ListenerFilter {
-            name: "envoy.filters.listener.original_dst".into(),
-            config_type: Some(listener_filter::ConfigType::TypedConfig(pack_any(OriginalDst::default()))),
-            ..Default::default()
-        }],
+        listener_filters,
         traffic_direction: TrafficDirection::Inbound as i32,
         ..Default::default()
     };
@@ -167,7 +256,10 @@ pub fn virtual_inbound(ports: &[InboundPort]) -> Resource {
 
 /// Without capture, a Sidecar's ingress ports are listeners of their own, bound to `bind` (or
 /// the proxy's IP), as istiod builds them for `INTERCEPTION_MODE=NONE`.
-pub fn bound_listeners(ports: &[InboundPort]) -> Vec<Resource> {
+/// They carry the authorization and authentication filters, not mTLS: a workload without capture
+/// is reached on these ports directly, by peers that cannot know to use TLS.
+pub fn bound_listeners(index: &Index, ports: &[InboundPort], policies: &InboundPolicies, _secure: bool) -> Vec<Resource> {
+    let filters = AppFilters::of(index, policies);
     ports
         .iter()
         .map(|p| {
@@ -175,7 +267,7 @@ pub fn bound_listeners(ports: &[InboundPort]) -> Vec<Resource> {
             let listener = Listener {
                 name: name.clone(),
                 address: Some(socket_address(&p.bind, p.port)),
-                filter_chains: vec![FilterChain { filters: vec![to_app(p)], ..Default::default() }],
+                filter_chains: vec![FilterChain { filters: to_app(p, &filters), ..Default::default() }],
                 traffic_direction: TrafficDirection::Inbound as i32,
                 ..Default::default()
             };
@@ -184,14 +276,48 @@ pub fn bound_listeners(ports: &[InboundPort]) -> Vec<Resource> {
         .collect()
 }
 
-/// The filter that hands a connection for `p` to the app: an HTTP connection manager with
-/// istiod's inline route, or a TCP proxy.
-fn to_app(p: &InboundPort) -> envoy_types::pb::envoy::config::listener::v3::Filter {
+/// The policy filters of an inbound chain: for HTTP, JWT authentication then authorization
+/// ahead of the usual chain; for TCP, network authorization ahead of the proxy.
+#[derive(Default)]
+struct AppFilters {
+    http: Vec<HttpFilter>,
+    network: Vec<Filter>,
+}
+
+impl AppFilters {
+    fn of(index: &Index, policies: &InboundPolicies) -> AppFilters {
+        let snapshot = index.snapshot();
+        let lookup = |key: &ObjectKey| snapshot.get(key).map(|e| (e.object.meta.namespace.as_str(), e.object.meta.name.as_str(), &e.object));
+        let authz: Vec<Applied<'_, AuthorizationPolicy>> = policies
+            .authorization
+            .iter()
+            .filter_map(lookup)
+            .filter_map(|(namespace, name, o)| Some(Applied { namespace, name, spec: o.spec::<AuthorizationPolicy>()? }))
+            .collect();
+        let authn: Vec<Applied<'_, RequestAuthentication>> = policies
+            .authentication
+            .iter()
+            .filter_map(lookup)
+            .filter_map(|(namespace, name, o)| Some(Applied { namespace, name, spec: o.spec::<RequestAuthentication>()? }))
+            .collect();
+        let trust_domain = &index.mesh.trust_domain;
+        let jwt = jwt::http_filter(&authn, &*index.jwks, NodeType::Sidecar);
+        AppFilters {
+            http: jwt.into_iter().chain(authz::http_filters(&authz, trust_domain)).collect(),
+            network: authz::network_filters(&authz, trust_domain),
+        }
+    }
+}
+
+/// The filters that hand a connection for `p` to the app: an HTTP connection manager with
+/// istiod's inline route, or a TCP proxy, each behind the policy filters.
+fn to_app(p: &InboundPort, filters: &AppFilters) -> Vec<Filter> {
     let cluster = names::inbound_cluster(p.port);
     if p.protocol.is_http() {
-        http_connection_manager(format!("inbound_0.0.0.0_{}", p.port), Routes::Inline(Box::new(inbound_routes(&cluster, p.port))))
+        let routes = Routes::Inline(Box::new(inbound_routes(&cluster, p.port)));
+        vec![http_connection_manager_with(format!("inbound_0.0.0.0_{}", p.port), routes, filters.http.clone())]
     } else {
-        tcp_proxy(&cluster)
+        filters.network.iter().cloned().chain([tcp_proxy(&cluster)]).collect()
     }
 }
 

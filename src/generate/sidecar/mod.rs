@@ -28,7 +28,7 @@ use crate::model::Proxy;
 use crate::xds::ResourceMap;
 
 use super::names;
-pub use inbound::{local_clusters, InboundPort};
+pub use inbound::{local_clusters, InboundPolicies, InboundPort};
 pub use routes::virtual_host_domains;
 
 /// How traffic reaches the sidecar (istio-agent's `INTERCEPTION_MODE`).
@@ -62,6 +62,10 @@ pub struct ProxyKey {
     interception: Interception,
     /// What the proxy's IPs serve, rather than the IPs: replicas of a workload share one key.
     pub inbound: Vec<InboundPort>,
+    /// Sent its certificate (authenticated on the TLS port): it can take part in mTLS.
+    pub secure: bool,
+    /// The security policies that select it, by name: all its inbound side reads of them.
+    pub policies: InboundPolicies,
 }
 
 impl ProxyKey {
@@ -80,7 +84,10 @@ impl ProxyKey {
         } else {
             proxy.labels.iter().filter(|(k, _)| index.source_label_keys.contains(*k)).map(|(k, v)| (k.clone(), v.clone())).collect()
         };
+        let policies = InboundPolicies::of(index, proxy, &inbound);
         ProxyKey {
+            secure: proxy.identity.is_some(),
+            policies,
             namespace: proxy.namespace.clone(),
             sidecar: applies.map(|s| s.ns_name()),
             labels,
@@ -105,10 +112,11 @@ pub fn build(index: &Index, proxy: &Proxy, key: &ProxyKey, scope: &Scope) -> Sid
     outbound::build(index, proxy, scope, &mut out);
     match key.interception {
         Interception::Redirect => {
-            out.listeners.insert(names::VIRTUAL_INBOUND.into(), Arc::new(inbound::virtual_inbound(&key.inbound)));
+            let listener = inbound::virtual_inbound(index, &key.inbound, &key.policies, key.secure);
+            out.listeners.insert(names::VIRTUAL_INBOUND.into(), Arc::new(listener));
         }
         Interception::None => {
-            for l in inbound::bound_listeners(&key.inbound) {
+            for l in inbound::bound_listeners(index, &key.inbound, &key.policies, key.secure) {
                 if out.listeners.contains_key(&l.name) {
                     tracing::warn!(listener = %l.name, "Sidecar ingress listener has the address of an outbound one; skipped");
                     continue;
