@@ -5,7 +5,7 @@
 use envoy_types::pb::envoy::config::listener::v3::{filter::ConfigType, Filter};
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    http_connection_manager::{CodecType, RouteSpecifier, UpgradeConfig},
+    http_connection_manager::{CodecType, ForwardClientCertDetails, RouteSpecifier, SetCurrentClientCertDetails, UpgradeConfig},
     HttpConnectionManager, HttpFilter, Rds,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::{weighted_cluster::ClusterWeight, ClusterSpecifier, WeightedCluster};
@@ -31,17 +31,25 @@ pub enum Routes {
 /// the chain (a route edit then never changes the listener), and `use_remote_address` off, because
 /// inside the mesh the peer is another proxy or the app, not the client.
 pub fn http_connection_manager(stat_prefix: String, routes: Routes) -> Filter {
-    http_connection_manager_with(stat_prefix, routes, Vec::new())
+    Filter { name: HCM.into(), config_type: Some(ConfigType::TypedConfig(pack_any(hcm(stat_prefix, routes, Vec::new())))) }
 }
 
-/// [`http_connection_manager`] with `policy` filters (JWT authentication, RBAC) first, as
-/// istiod orders an inbound chain.
-pub fn http_connection_manager_with(stat_prefix: String, routes: Routes, policy: Vec<HttpFilter>) -> Filter {
+/// An inbound chain's: `policy` filters (JWT authentication, RBAC) first, and, as istiod sets
+/// it, the peer's identity from its mTLS certificate passed to the app in
+/// `x-forwarded-client-cert` (`By=<own id>;URI=<peer id>`).
+pub fn inbound_http_connection_manager(stat_prefix: String, routes: Routes, policy: Vec<HttpFilter>) -> Filter {
+    let mut hcm = hcm(stat_prefix, routes, policy);
+    hcm.forward_client_cert_details = ForwardClientCertDetails::AppendForward as i32;
+    hcm.set_current_client_cert_details = Some(SetCurrentClientCertDetails { subject: Some(BoolValue { value: true }), dns: true, uri: true, ..Default::default() });
+    Filter { name: HCM.into(), config_type: Some(ConfigType::TypedConfig(pack_any(hcm))) }
+}
+
+fn hcm(stat_prefix: String, routes: Routes, policy: Vec<HttpFilter>) -> HttpConnectionManager {
     let route_specifier = match routes {
         Routes::Rds(name) => RouteSpecifier::Rds(Rds { config_source: Some(ads()), route_config_name: name }),
         Routes::Inline(config) => RouteSpecifier::RouteConfig(*config),
     };
-    let hcm = HttpConnectionManager {
+    HttpConnectionManager {
         stat_prefix,
         codec_type: CodecType::Auto as i32,
         route_specifier: Some(route_specifier),
@@ -50,8 +58,7 @@ pub fn http_connection_manager_with(stat_prefix: String, routes: Routes, policy:
         normalize_path: Some(BoolValue { value: true }),
         upgrade_configs: vec![UpgradeConfig { upgrade_type: "websocket".into(), ..Default::default() }],
         ..Default::default()
-    };
-    Filter { name: HCM.into(), config_type: Some(ConfigType::TypedConfig(pack_any(hcm))) }
+    }
 }
 
 /// A TCP proxy to one cluster; istiod uses the cluster name as the stat prefix.

@@ -31,7 +31,7 @@ use super::super::names;
 use super::super::mtls;
 use super::super::security::{authz, jwt};
 use crate::model::NodeType;
-use super::filters::{http_connection_manager_with, tcp_proxy, Routes};
+use super::filters::{inbound_http_connection_manager, tcp_proxy, Routes};
 use crate::config::istio::security::MtlsMode;
 use crate::config::istio::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
 use crate::config::{Kind, ObjectKey};
@@ -315,7 +315,7 @@ fn to_app(p: &InboundPort, filters: &AppFilters) -> Vec<Filter> {
     let cluster = names::inbound_cluster(p.port);
     if p.protocol.is_http() {
         let routes = Routes::Inline(Box::new(inbound_routes(&cluster, p.port)));
-        vec![http_connection_manager_with(format!("inbound_0.0.0.0_{}", p.port), routes, filters.http.clone())]
+        vec![inbound_http_connection_manager(format!("inbound_0.0.0.0_{}", p.port), routes, filters.http.clone())]
     } else {
         filters.network.iter().cloned().chain([tcp_proxy(&cluster)]).collect()
     }
