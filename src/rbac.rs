@@ -71,8 +71,16 @@ pub fn api_uses() -> Vec<ApiUse> {
             resource: "secrets".into(),
             verbs: &["get"],
             scope: Scope::ControlPlane,
-            names: &[crate::ca::secret::SECRET_NAME],
-            by: "ca::secret::load_or_create (reads the root)",
+            names: &[crate::ca::secret::SECRET_NAME, crate::ca::plugged::SECRET_NAME],
+            by: "operator (the plugged-in CA `cacerts`, else the root `istio-ca-secret`)",
+        },
+        ApiUse {
+            group: "authentication.k8s.io",
+            resource: "tokenreviews".into(),
+            verbs: &["create"],
+            scope: Scope::Cluster,
+            names: &[],
+            by: "security::token_review (service-account tokens on the TLS xDS port)",
         },
         ApiUse {
             group: "",
