@@ -1,6 +1,8 @@
 //! The TLS xDS port end to end over real TLS: who a caller is comes only from its client
 //! certificate (or token), never from what it asks for.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -208,4 +210,22 @@ fn the_ca_key_is_never_in_debug_output() {
     assert!(!debug.contains("PRIVATE KEY") && debug.contains("redacted"), "{debug}");
     let issued = authority.issue_server_cert(&["localhost".into()], Duration::from_secs(60)).unwrap();
     assert!(!format!("{issued:?}").contains("PRIVATE KEY"));
+}
+
+/// In a cluster: a service-account token, checked with a TokenReview against the (fake) API
+/// server through the real `kube::Client`, is the caller's identity.
+#[tokio::test]
+async fn a_service_account_token_is_checked_with_a_token_review() {
+    let fake = support::fake_apiserver::FakeApiServer::start().await;
+    fake.add_token("good-token", "system:serviceaccount:foo:sleep", &["istio-ca"]);
+    fake.add_token("api-token", "system:serviceaccount:foo:sleep", &["https://kubernetes.default.svc"]);
+    let reviewer = Arc::new(pilotfish::security::token_review::TokenReviewer::new(fake.client()));
+    let auth = Authenticator::new("cluster.local", Some(reviewer));
+    let id = auth.caller(None, Some("good-token".into())).await.unwrap();
+    assert_eq!(id.to_string(), "spiffe://cluster.local/ns/foo/sa/sleep");
+    let wrong_audience = auth.caller(None, Some("api-token".into())).await.unwrap_err();
+    assert_eq!(wrong_audience.code(), tonic::Code::Unauthenticated);
+    assert!(wrong_audience.message().contains("audiences"), "{}", wrong_audience.message());
+    let unknown = auth.caller(None, Some("forged".into())).await.unwrap_err();
+    assert!(unknown.message().contains("invalid bearer token"), "{}", unknown.message());
 }

@@ -29,7 +29,7 @@ mod store;
 #[path = "fake_apiserver/watch.rs"]
 mod watch;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -113,6 +113,8 @@ struct Shared {
     /// Faults of every endpoint.
     faults: Faults,
     address: SocketAddr,
+    /// Service-account tokens TokenReviews know: token → (user, audiences).
+    tokens: Mutex<HashMap<String, (String, Vec<String>)>>,
 }
 
 #[derive(Clone)]
@@ -243,6 +245,7 @@ impl FakeApiServer {
             requests: Mutex::default(),
             faults: Faults::new(),
             address,
+            tokens: Mutex::default(),
         });
         let main = Endpoint::serve(shared.clone(), listener);
         Ok(FakeApiServer { shared, main })
@@ -420,6 +423,13 @@ impl FakeApiServer {
     /// The next `n` requests, to any endpoint, fail with `code`.
     pub fn fail_next(&self, n: usize, code: u16) {
         self.shared.faults.fail_next(n, code);
+    }
+
+    /// A token TokenReviews accept, as `user` (`system:serviceaccount:<ns>:<name>`), valid
+    /// for `audiences`.
+    pub fn add_token(&self, token: &str, user: &str, audiences: &[&str]) {
+        let entry = (user.to_string(), audiences.iter().map(|a| a.to_string()).collect());
+        self.shared.tokens.lock().unwrap_or_else(|e| e.into_inner()).insert(token.to_string(), entry);
     }
 
     pub fn set_latency(&self, latency: Duration) {

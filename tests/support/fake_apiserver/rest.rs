@@ -106,6 +106,9 @@ pub fn respond(shared: &Shared, request: Request) -> Response {
         ["api", version, rest @ ..] => {
             resolve(&registry, "", version, rest).map_or_else(|e| error_response(&e), |t| serve(shared, &request, t))
         }
+        ["apis", "authentication.k8s.io", "v1", "tokenreviews"] if request.method == Method::POST => {
+            ok(parse_body(request.body).map(|review| token_review(shared, review)), StatusCode::CREATED)
+        }
         ["apis", group, version, rest @ ..] => {
             resolve(&registry, group, version, rest).map_or_else(|e| error_response(&e), |t| serve(shared, &request, t))
         }
@@ -335,4 +338,24 @@ fn start_watch(shared: &Shared, target: &Target, query: &HashMap<String, String>
         .header(header::CONTENT_TYPE, "application/json")
         .body(watch::body(stream, tx))
         .unwrap_or_else(|_| error_response(&ApiError::new(500, "InternalError", "building the watch response")))
+}
+
+/// A TokenReview answered from the tokens the test registered (`FakeApiServer::add_token`): the
+/// user and audiences of a known token, for the audiences asked if it has them all.
+fn token_review(shared: &Shared, mut review: Value) -> Value {
+    let token = review.pointer("/spec/token").and_then(Value::as_str).unwrap_or_default().to_string();
+    let asked: Vec<String> = review
+        .pointer("/spec/audiences")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    let known = lock(&shared.tokens).get(&token).cloned();
+    review["status"] = match known {
+        Some((user, audiences)) if asked.iter().all(|a| audiences.contains(a)) => {
+            serde_json::json!({"authenticated": true, "user": {"username": user}, "audiences": asked})
+        }
+        Some(_) => serde_json::json!({"authenticated": false, "error": "token audiences do not match"}),
+        None => serde_json::json!({"authenticated": false, "error": "invalid bearer token"}),
+    };
+    review
 }
