@@ -29,15 +29,6 @@ pub struct Server {
     pub name: String,
 }
 
-impl Server {
-    /// Whether the server takes plain HTTP (or HTTP that it redirects to HTTPS): the servers a
-    /// gateway's `http.<port>` route config is for.
-    pub fn is_plain_http(&self) -> bool {
-        crate::model::Protocol::parse(&self.port.protocol).is_http()
-            && self.tls.as_ref().is_none_or(|t| t.https_redirect)
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ServerTls {
