@@ -31,12 +31,14 @@ def make_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeS
         gateway_labels: Mapping[str, str] | None = None,
         extra_ports: Iterable[str] = (),
         xds_variant: str = "sotw",
+        secure_xds: bool = False,
     ) -> Stack:
         work = tmp_path / f"stack{len(stacks)}"
         work.mkdir()
         kwargs = {} if gateway_labels is None else {"gateway_labels": gateway_labels}
         stack = Stack(
-            work, backends or {}, extra_ports=extra_ports, xds_variant=xds_variant, **kwargs
+            work, backends or {}, extra_ports=extra_ports, xds_variant=xds_variant,
+            secure_xds=secure_xds, **kwargs
         )
         stacks.append(stack)
         return stack

@@ -24,7 +24,10 @@ fn fixture() -> PathBuf {
 }
 
 fn gateway_proxy() -> Proxy {
-    Proxy::from_id(GATEWAY_ID).unwrap().with_labels(BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]))
+    // As on the TLS xDS port: only such a proxy is given servers that need certificates.
+    let mut proxy = Proxy::from_id(GATEWAY_ID).unwrap().with_labels(BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]));
+    proxy.identity = Some(format!("spiffe://cluster.local/ns/{}/sa/ingress", proxy.namespace).parse().unwrap());
+    proxy
 }
 
 fn config_dump() -> Value {

@@ -5,7 +5,7 @@
 """
 
 from .backend import Backend, Behaviour
-from .client import Request, Response, send
+from .client import Request, Response, Tls, send
 from .envoy import Envoy, assert_no_rejected_updates, rejection_problems
 from .pilotfish import HarnessError, Pilotfish
 from .runner import Runner
@@ -27,6 +27,7 @@ __all__ = [
     "ScenarioError",
     "Stack",
     "StepFailed",
+    "Tls",
     "assert_no_rejected_updates",
     "discover",
     "load",

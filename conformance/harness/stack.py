@@ -14,7 +14,13 @@ from .backend import Backend, Behaviour
 from .client import Request, Response, send
 from .envoy import Envoy
 from .net import free_listener_port
-from .pilotfish import GATEWAY_LABELS, GATEWAY_NODE_ID, Pilotfish
+from .pilotfish import (
+    GATEWAY_LABELS,
+    GATEWAY_NAMESPACE,
+    GATEWAY_NODE_ID,
+    GATEWAY_SERVICE_ACCOUNT,
+    Pilotfish,
+)
 from .template import render
 
 
@@ -27,6 +33,7 @@ class Stack:
         node_id: str = GATEWAY_NODE_ID,
         extra_ports: Iterable[str] = (),
         xds_variant: str = "sotw",
+        secure_xds: bool = False,
     ) -> None:
         self.work_dir = work_dir
         self.config_dir = work_dir / "config"
@@ -36,6 +43,9 @@ class Stack:
             raise ValueError(f"xds_variant {xds_variant!r} is not sotw or delta")
         self.xds_variant = xds_variant
         self.node_id = node_id
+        # pilotfish also serves its TLS xDS port, with its CA here; `start()` then connects the
+        # gateway Envoy there with a client certificate (see `identity`).
+        self.ca_dir = work_dir / "ca" if secure_xds else None
         self.gateway_port = free_listener_port()
         # More listener ports, for `{{port.NAME}}` (a Gateway server added by an edit).
         self.ports = {name: free_listener_port() for name in extra_ports}
@@ -90,7 +100,10 @@ class Stack:
         `http.<gateway port>`; None waits only for Envoy's `/ready` (a config with no Gateway).
         """
         self.start_pilotfish()
-        envoy = self.start_envoy()
+        identity = None
+        if self.ca_dir is not None:
+            identity = self.identity(GATEWAY_NAMESPACE, GATEWAY_SERVICE_ACCOUNT)
+        envoy = self.start_envoy(identity=identity)
         if route_config == "default":
             envoy.wait_ready(self.gateway_port, f"http.{self.gateway_port}", ready_timeout)
         else:
@@ -98,29 +111,50 @@ class Stack:
 
     def start_pilotfish(self, port: int | None = None) -> Pilotfish:
         """Starts `pilotfish serve` (on `port`, else the port it had, else a free one)."""
-        if port is None and self.pilotfish is not None:
-            port = self.pilotfish.port
-        self.pilotfish = Pilotfish(self.config_dir, self.work_dir, port=port)
+        secure_port = None
+        if self.pilotfish is not None:
+            port = port or self.pilotfish.port
+            secure_port = self.pilotfish.secure_port
+        self.pilotfish = Pilotfish(
+            self.config_dir, self.work_dir, port=port, ca_dir=self.ca_dir, secure_port=secure_port
+        )
         self.pilotfish.wait_serving()
         return self.pilotfish
 
-    def xds_address(self) -> str:
+    def xds_address(self, secure: bool = False) -> str:
         assert self.pilotfish is not None, "start pilotfish first (or pass its address)"
-        return self.pilotfish.address
+        if not secure:
+            return self.pilotfish.address
+        assert self.pilotfish.secure_address, "make the Stack with secure_xds=True"
+        return self.pilotfish.secure_address
+
+    def identity(self, namespace: str, service_account: str) -> Path:
+        """A dir with a client certificate for `spiffe://cluster.local/ns/NS/sa/SA` from the
+        stack's CA (`pilotfish ca issue`), for `start_envoy(identity=...)`."""
+        assert self.ca_dir is not None, "make the Stack with secure_xds=True"
+        out = self.work_dir / f"identity-{namespace}-{service_account}"
+        out.mkdir(exist_ok=True)
+        return pilotfish_mod.ca_issue(self.ca_dir, namespace, service_account, out)
 
     def start_envoy(
         self,
         labels: Mapping[str, str] | None = None,
         node_id: str | None = None,
         xds_address: str | None = None,
+        identity: Path | None = None,
     ) -> Envoy:
-        """Starts one more Envoy with a bootstrap from `pilotfish bootstrap`; does not wait."""
+        """Starts one more Envoy with a bootstrap from `pilotfish bootstrap`; does not wait.
+
+        With `identity` (from `identity()`) it connects to the TLS xDS port with that client
+        certificate; without, to the plaintext port, where no secret is ever sent.
+        """
         admin_port = envoy_mod.new_admin_port()
         bootstrap = pilotfish_mod.bootstrap(
-            xds_address or self.xds_address(),
+            xds_address or self.xds_address(secure=identity is not None),
             admin_port,
             node_id or self.node_id,
             self.gateway_labels if labels is None else labels,
+            identity=identity,
         )
         if self.xds_variant == "delta":
             # Same bootstrap, incremental ADS: Envoy then speaks DeltaAggregatedResources.

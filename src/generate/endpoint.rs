@@ -63,7 +63,6 @@ pub fn assignment(cluster: &str, service: &Service, port: u16, subset: Option<&L
             health_status: HealthStatus::Healthy as i32,
             load_balancing_weight: Some(UInt32Value { value: ep.weight.max(1) }),
             metadata: super::mtls::endpoint_metadata(&ep.labels),
-            ..Default::default()
         });
     }
     let endpoints = by_locality

@@ -139,6 +139,12 @@ fn tls_chains(index: &Index, proxy: &Proxy, merged: &PortServers, stat_prefix: &
                 }
             }
         };
+        // Certificates go only to proxies that authenticated on the TLS port: a listener naming
+        // a secret that never comes would wait out SDS's fetch timeout, then fail every handshake.
+        if proxy.identity.is_none() {
+            warn_skipped(bound, ".tls", "this gateway is on the plaintext xDS port and is never sent certificates; connect it to the TLS port (15012)");
+            continue;
+        }
         let termination = match tls::terminate(index, &proxy.namespace, tls, alpn) {
             Ok(t) => t,
             Err(e) => {

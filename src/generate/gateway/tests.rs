@@ -19,7 +19,10 @@ use crate::generate::credentials::tests::{index_of, secret_yaml, test_cert, Test
 const PROXY: &str = "router~10.0.0.1~ingress-7d8f.edge~edge.svc.cluster.local";
 
 fn proxy() -> Proxy {
-    Proxy::from_id(PROXY).unwrap().with_labels(BTreeMap::from([("istio".to_string(), "ingress".to_string())]))
+    // As on the TLS xDS port: only such a proxy is given servers that need certificates.
+    let mut proxy = Proxy::from_id(PROXY).unwrap().with_labels(BTreeMap::from([("istio".to_string(), "ingress".to_string())]));
+    proxy.identity = Some(format!("spiffe://cluster.local/ns/{}/sa/ingress", proxy.namespace).parse().unwrap());
+    proxy
 }
 
 fn gateway(namespace: &str, servers: &str) -> String {
@@ -101,6 +104,19 @@ fn sds_names(ctx: &DownstreamTlsContext) -> (Vec<String>, Option<String>) {
 
 fn keys(map: &ResourceMap) -> Vec<&str> {
     map.keys().map(String::as_str).collect()
+}
+
+#[test]
+fn a_proxy_on_the_plaintext_port_gets_no_server_that_needs_certificates() {
+    let pki = test_cert("web.example.com");
+    let servers = "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [web.example.com]\n    tls: {mode: SIMPLE, credentialName: web}\n";
+    let objects = vec![gateway("edge", servers), tls_secret("web", &pki, None)];
+    let mut plaintext = proxy();
+    plaintext.identity = None;
+    let index = index_of(&[backends(), objects].concat());
+    let config = build(&index, &plaintext, &select(&index, &plaintext));
+    assert_eq!(keys(&config.listeners), ["0.0.0.0_80"]);
+    assert!(config.secrets.is_empty());
 }
 
 #[test]
