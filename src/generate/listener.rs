@@ -1,6 +1,7 @@
 //! Gateway listeners and the pieces they are made of: the HTTP connection manager taking its
 //! routes over RDS, TCP proxies, downstream TLS and the TLS inspector.
 
+use crate::config::istio::virtual_service::RouteDestination;
 use envoy_types::pb::envoy::config::core::v3::{transport_socket, TransportSocket};
 use envoy_types::pb::envoy::config::listener::v3::{filter::ConfigType, listener_filter, Filter, FilterChain, Listener, ListenerFilter};
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
@@ -83,6 +84,21 @@ pub fn tcp_proxy_weighted(clusters: &[(String, u32)]) -> Filter {
         clusters: clusters.iter().map(|(name, weight)| ClusterWeight { name: name.clone(), weight: *weight, ..Default::default() }).collect(),
     };
     tcp_proxy_filter(clusters.first().map(|c| c.0.as_str()).unwrap_or_default(), ClusterSpecifier::WeightedClusters(weighted))
+}
+
+/// A TCP proxy to a `tcp`/`tls` route's destinations (`cluster` names each one's cluster): one
+/// cluster, or those with a weight, as istiod builds it for sidecars and gateways alike.
+pub fn tcp_route(route: &[RouteDestination], cluster: impl Fn(&RouteDestination) -> String) -> Filter {
+    if let [only] = route {
+        return tcp_proxy(&cluster(only));
+    }
+    let weighted: Vec<(String, u32)> =
+        route.iter().filter(|d| d.weight > 0).map(|d| (cluster(d), u32::try_from(d.weight).unwrap_or(0))).collect();
+    match weighted.as_slice() {
+        [] => tcp_proxy(&route.first().map(&cluster).unwrap_or_else(|| super::names::BLACKHOLE_CLUSTER.into())),
+        [(only, _)] => tcp_proxy(only),
+        _ => tcp_proxy_weighted(&weighted),
+    }
 }
 
 fn tcp_proxy_filter(stat_prefix: &str, cluster_specifier: ClusterSpecifier) -> Filter {

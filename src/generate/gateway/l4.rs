@@ -13,7 +13,6 @@ use super::servers::Bound;
 use super::split_server_host;
 use crate::config::istio::virtual_service::RouteDestination;
 use crate::config::istio::VirtualService;
-use crate::generate::listener::{tcp_proxy, tcp_proxy_weighted};
 use crate::generate::names;
 use crate::generate::virtual_service::cluster_for;
 use crate::index::{gateway_ref, Index, Typed};
@@ -90,16 +89,5 @@ fn l4_match(vs: &Typed<VirtualService>, bound: &Bound, port: u32, gateways: &[St
 /// A TCP proxy to the route's destinations: one cluster, or weighted clusters. Unknown hosts go
 /// to `BlackHoleCluster` (index::references names them).
 fn proxy_to(index: &Index, vs: &Typed<VirtualService>, route: &[RouteDestination], port: u32) -> Filter {
-    let cluster =
-        |d: &RouteDestination| cluster_for(index, &d.destination, vs.namespace(), port).unwrap_or_else(|| names::BLACKHOLE_CLUSTER.into());
-    if let [only] = route {
-        return tcp_proxy(&cluster(only));
-    }
-    let weighted: Vec<(String, u32)> =
-        route.iter().filter(|d| d.weight > 0).map(|d| (cluster(d), u32::try_from(d.weight).unwrap_or(0))).collect();
-    match weighted.as_slice() {
-        [] => tcp_proxy(&route.first().map(cluster).unwrap_or_else(|| names::BLACKHOLE_CLUSTER.into())),
-        [(only, _)] => tcp_proxy(only),
-        _ => tcp_proxy_weighted(&weighted),
-    }
+    crate::generate::listener::tcp_route(route, |d| cluster_for(index, &d.destination, vs.namespace(), port).unwrap_or_else(|| names::BLACKHOLE_CLUSTER.into()))
 }

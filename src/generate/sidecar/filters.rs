@@ -8,16 +8,14 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     http_connection_manager::{CodecType, ForwardClientCertDetails, RouteSpecifier, SetCurrentClientCertDetails, UpgradeConfig},
     HttpConnectionManager, HttpFilter, Rds,
 };
-use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::{weighted_cluster::ClusterWeight, ClusterSpecifier, WeightedCluster};
-use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
 use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::util::pack_any;
 
+pub use super::super::listener::tcp_proxy;
 use super::super::cluster::ads;
 use super::super::route::{http_filters, HttpFilterNeeds};
 
 const HCM: &str = "envoy.filters.network.http_connection_manager";
-const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
 
 /// Where an HTTP connection manager takes its routes from.
 pub enum Routes {
@@ -59,22 +57,4 @@ fn hcm(stat_prefix: String, routes: Routes, policy: Vec<HttpFilter>) -> HttpConn
         upgrade_configs: vec![UpgradeConfig { upgrade_type: "websocket".into(), ..Default::default() }],
         ..Default::default()
     }
-}
-
-/// A TCP proxy to one cluster; istiod uses the cluster name as the stat prefix.
-pub fn tcp_proxy(cluster: &str) -> Filter {
-    tcp_proxy_filter(cluster, ClusterSpecifier::Cluster(cluster.to_string()))
-}
-
-/// A TCP proxy splitting connections over `(cluster, weight)`s; the stat prefix is the first's.
-pub fn tcp_proxy_weighted(clusters: &[(String, u32)]) -> Filter {
-    let weighted = WeightedCluster {
-        clusters: clusters.iter().map(|(name, weight)| ClusterWeight { name: name.clone(), weight: *weight, ..Default::default() }).collect(),
-    };
-    tcp_proxy_filter(clusters.first().map(|c| c.0.as_str()).unwrap_or_default(), ClusterSpecifier::WeightedClusters(weighted))
-}
-
-fn tcp_proxy_filter(stat_prefix: &str, cluster_specifier: ClusterSpecifier) -> Filter {
-    let proxy = TcpProxy { stat_prefix: stat_prefix.to_string(), cluster_specifier: Some(cluster_specifier), ..Default::default() };
-    Filter { name: TCP_PROXY.into(), config_type: Some(ConfigType::TypedConfig(pack_any(proxy))) }
 }

@@ -19,7 +19,7 @@ use envoy_types::pb::google::protobuf::UInt32Value;
 use super::super::names;
 use super::super::route::MESH_GATEWAY;
 use super::super::virtual_service::cluster_for;
-use super::filters::{tcp_proxy, tcp_proxy_weighted};
+use super::filters::tcp_proxy;
 use crate::config::istio::virtual_service::RouteDestination;
 use crate::index::scope::{MeshVirtualService, Scope};
 use crate::index::services::selects;
@@ -95,21 +95,7 @@ fn applies(
 /// A TCP proxy to the route's destinations: one cluster, or weighted clusters. Unknown hosts go
 /// to `BlackHoleCluster` (index::references names them).
 fn proxy_to(index: &Index, vs: &MeshVirtualService, route: &[RouteDestination], port: u16) -> envoy_types::pb::envoy::config::listener::v3::Filter {
-    let cluster = |d: &RouteDestination| {
-        cluster_for(index, &d.destination, vs.namespace(), u32::from(port)).unwrap_or_else(|| names::BLACKHOLE_CLUSTER.into())
-    };
-    match route {
-        [only] => tcp_proxy(&cluster(only)),
-        _ => {
-            let weighted: Vec<(String, u32)> =
-                route.iter().filter(|d| d.weight > 0).map(|d| (cluster(d), u32::try_from(d.weight).unwrap_or(0))).collect();
-            match weighted.as_slice() {
-                [] => tcp_proxy(&route.first().map(cluster).unwrap_or_else(|| names::BLACKHOLE_CLUSTER.into())),
-                [(only, _)] => tcp_proxy(only),
-                _ => tcp_proxy_weighted(&weighted),
-            }
-        }
-    }
+    crate::generate::listener::tcp_route(route, |d| cluster_for(index, &d.destination, vs.namespace(), u32::from(port)).unwrap_or_else(|| names::BLACKHOLE_CLUSTER.into()))
 }
 
 fn chain(m: Option<FilterChainMatch>, filter: envoy_types::pb::envoy::config::listener::v3::Filter) -> FilterChain {
