@@ -34,7 +34,7 @@ use crate::model::NodeType;
 use super::filters::{inbound_http_connection_manager, tcp_proxy, Routes};
 use crate::config::istio::security::MtlsMode;
 use crate::config::istio::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
-use crate::config::{Kind, ObjectKey};
+use crate::config::{Kind, KindSpec, ObjectKey};
 use crate::index::security::{self, Applied, PeerScope, Workload};
 use envoy_types::pb::envoy::config::listener::v3::Filter;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
@@ -286,20 +286,8 @@ struct AppFilters {
 
 impl AppFilters {
     fn of(index: &Index, policies: &InboundPolicies) -> AppFilters {
-        let snapshot = index.snapshot();
-        let lookup = |key: &ObjectKey| snapshot.get(key).map(|e| (e.object.meta.namespace.as_str(), e.object.meta.name.as_str(), &e.object));
-        let authz: Vec<Applied<'_, AuthorizationPolicy>> = policies
-            .authorization
-            .iter()
-            .filter_map(lookup)
-            .filter_map(|(namespace, name, o)| Some(Applied { namespace, name, spec: o.spec::<AuthorizationPolicy>()? }))
-            .collect();
-        let authn: Vec<Applied<'_, RequestAuthentication>> = policies
-            .authentication
-            .iter()
-            .filter_map(lookup)
-            .filter_map(|(namespace, name, o)| Some(Applied { namespace, name, spec: o.spec::<RequestAuthentication>()? }))
-            .collect();
+        let authz: Vec<Applied<'_, AuthorizationPolicy>> = resolve(index, &policies.authorization);
+        let authn: Vec<Applied<'_, RequestAuthentication>> = resolve(index, &policies.authentication);
         let trust_domain = &index.mesh.trust_domain;
         let jwt = jwt::http_filter(&authn, &*index.jwks, NodeType::Sidecar);
         AppFilters {
@@ -307,6 +295,15 @@ impl AppFilters {
             network: authz::network_filters(&authz, trust_domain),
         }
     }
+}
+
+/// The policies `keys` name, as they are in this revision.
+fn resolve<'a, T: KindSpec>(index: &'a Index, keys: &[ObjectKey]) -> Vec<Applied<'a, T>> {
+    let snapshot = index.snapshot();
+    keys.iter()
+        .filter_map(|key| snapshot.get(key))
+        .filter_map(|e| Some(Applied { namespace: &e.object.meta.namespace, name: &e.object.meta.name, spec: e.object.spec::<T>()? }))
+        .collect()
 }
 
 /// The filters that hand a connection for `p` to the app: an HTTP connection manager with
