@@ -11,7 +11,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::ca::secret::{self, LoadOptions};
-use crate::ca::{plugged, Authority};
+use crate::ca::{plugged, root_cert, Authority};
+use crate::store::Snapshot;
 use crate::leader::{self, Candidate, Leadership, LeaseTimings};
 use crate::webhook::{self, ca_bundle};
 
@@ -56,7 +57,14 @@ pub struct Operator {
 }
 
 impl Operator {
-    pub fn start(client: kube::Client, options: OperatorOptions, webhook: Option<TcpListener>, stopping: watch::Receiver<bool>) -> Operator {
+    /// `config` is the store's snapshots: the namespaces the root is distributed to.
+    pub fn start(
+        client: kube::Client,
+        options: OperatorOptions,
+        webhook: Option<TcpListener>,
+        config: watch::Receiver<Arc<Snapshot>>,
+        stopping: watch::Receiver<bool>,
+    ) -> Operator {
         let leadership = Leadership::new();
         let candidate = Candidate {
             namespace: options.namespace.clone(),
@@ -80,6 +88,7 @@ impl Operator {
                 () = stop_loading => {}
             }
         }));
+        tasks.push(tokio::spawn(distribute_root(client.clone(), authority.clone(), config, leadership.clone(), stopping.clone())));
         if let Some(listener) = webhook {
             tasks.push(tokio::spawn(run_webhook(client, options, listener, leadership.clone(), authority.clone(), stopping)));
         }
@@ -146,6 +155,23 @@ impl Drop for Operator {
 fn stopped(mut stopping: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
     async move {
         let _ = stopping.wait_for(|stop| *stop).await;
+    }
+}
+
+/// Once the CA is loaded, the leader keeps its root in every namespace's `istio-ca-root-cert`.
+async fn distribute_root(
+    client: kube::Client,
+    mut authority: watch::Receiver<Option<Arc<Authority>>>,
+    config: watch::Receiver<Arc<Snapshot>>,
+    leadership: Leadership,
+    stopping: watch::Receiver<bool>,
+) {
+    let found = authority.wait_for(Option::is_some).await.ok().and_then(|a| a.clone());
+    let Some(authority) = found else { return };
+    let distributing = root_cert::distribute(client, authority.root_pem().to_string(), config, move || leadership.is_leader());
+    tokio::select! {
+        () = distributing => {}
+        () = stopped(stopping) => {}
     }
 }
 

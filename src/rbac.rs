@@ -75,6 +75,14 @@ pub fn api_uses() -> Vec<ApiUse> {
             by: "operator (the plugged-in CA `cacerts`, else the root `istio-ca-secret`)",
         },
         ApiUse {
+            group: "",
+            resource: "configmaps".into(),
+            verbs: &["get", "create", "update"],
+            scope: Scope::Cluster,
+            names: &[],
+            by: "ca::root_cert (the leader keeps istio-ca-root-cert in every namespace)",
+        },
+        ApiUse {
             group: "authentication.k8s.io",
             resource: "tokenreviews".into(),
             verbs: &["create"],

@@ -270,7 +270,8 @@ async fn load(
         }
         ConfigSource::Kubernetes { client, options, operator } => {
             // The election and the webhook need no config: they start while the cluster is listed.
-            let operator = Operator::start(client.clone(), operator, webhook, draining);
+            let config = store.lock().unwrap_or_else(|p| p.into_inner()).subscribe();
+            let operator = Operator::start(client.clone(), operator, webhook, config, draining);
             let mut kube = KubeSource::start(client, store.clone(), options);
             tracing::info!("listing config from the Kubernetes API");
             kube.synced().await;

@@ -136,3 +136,36 @@ async fn one_leader_one_root_both_replicas_serve_the_webhook_and_the_lease_moves
     staying.stop.send(()).unwrap();
     staying.task.await.unwrap().unwrap();
 }
+
+/// The ConfigMap `istio-ca-root-cert` of `namespace`, as DER.
+fn config_map_root(fake: &FakeApiServer, namespace: &str) -> Option<Vec<u8>> {
+    let map = fake.get("v1", "ConfigMap", Some(namespace), "istio-ca-root-cert")?;
+    let pem = map.pointer("/data/root-cert.pem")?.as_str()?.to_string();
+    rustls::pki_types::pem::PemObject::from_pem_slice(pem.as_bytes()).ok().map(|c: CertificateDer<'static>| c.to_vec())
+}
+
+#[tokio::test]
+async fn the_leader_puts_the_root_in_every_namespace_and_corrects_a_wrong_one() {
+    let fake = FakeApiServer::start().await;
+    for ns in ["istio-system", "shop"] {
+        fake.apply(serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).unwrap();
+    }
+    // A stale root left behind by an earlier CA: replaced.
+    fake.apply(serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "istio-ca-root-cert", "namespace": "shop"},
+        "data": {"root-cert.pem": "stale"},
+    }))
+    .unwrap();
+    let a = replica(&fake, "istiod-a").await;
+    let root = eventually("the CA root", || secret_root(&fake)).await;
+    for ns in ["istio-system", "shop"] {
+        let found = eventually(&format!("the root in {ns}"), || config_map_root(&fake, ns).filter(|r| *r == root)).await;
+        assert_eq!(found, root);
+    }
+    // A namespace created later gets it too.
+    fake.apply(serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "late"}})).unwrap();
+    eventually("the root in a new namespace", || config_map_root(&fake, "late").filter(|r| *r == root)).await;
+    let _ = a.stop.send(());
+    let _ = a.task.await;
+}

@@ -11,6 +11,7 @@
 mod csr;
 pub mod file;
 pub mod plugged;
+pub mod root_cert;
 pub mod secret;
 pub mod serving;
 pub mod spiffe;
