@@ -308,6 +308,28 @@ mod tests {
     }
 
     #[test]
+    fn over_tls_the_proxy_checks_the_server_and_proves_who_it_is() {
+        let mut opts = gateway_opts();
+        assert!(bootstrap(&opts).unwrap()["static_resources"]["clusters"][0].get("transport_socket").is_none());
+        opts.tls = Some(XdsTls {
+            root_cert: "/etc/mesh/root-cert.pem".into(),
+            server_name: "istiod.istio-system.svc".into(),
+            client_cert: Some(("/etc/mesh/cert-chain.pem".into(), "/etc/mesh/key.pem".into())),
+            token: Some("eyJ.token".into()),
+        });
+        let b = bootstrap(&opts).unwrap();
+        let tls = &b["static_resources"]["clusters"][0]["transport_socket"]["typed_config"];
+        assert_eq!(tls["sni"], "istiod.istio-system.svc");
+        let common = &tls["common_tls_context"];
+        assert_eq!(common["alpn_protocols"], json!(["h2"]));
+        assert_eq!(common["validation_context"]["trusted_ca"]["filename"], "/etc/mesh/root-cert.pem");
+        assert_eq!(common["validation_context"]["match_typed_subject_alt_names"][0]["matcher"]["exact"], "istiod.istio-system.svc");
+        assert_eq!(common["tls_certificates"][0]["private_key"]["filename"], "/etc/mesh/key.pem");
+        let service = &b["dynamic_resources"]["ads_config"]["grpc_services"][0];
+        assert_eq!(service["initial_metadata"], json!([{"key": "authorization", "value": "Bearer eyJ.token"}]));
+    }
+
+    #[test]
     fn xds_cluster_is_static_http2_for_an_ip() {
         let b = bootstrap(&gateway_opts()).unwrap();
         let clusters = b["static_resources"]["clusters"].as_array().unwrap();
