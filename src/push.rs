@@ -124,10 +124,9 @@ impl Pipeline {
         }
         self.wanted = wanted.clone();
         let jwks = self.jwks.clone();
+        // Failures are logged by the fetcher, which keeps retrying them.
         tokio::spawn(async move {
-            for e in jwks.refresh(wanted).await {
-                tracing::warn!("{e}");
-            }
+            jwks.refresh(wanted).await;
         });
     }
 }
