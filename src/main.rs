@@ -121,6 +121,10 @@ enum Command {
         /// The proxy's labels, k=v,k2=v2 (what istio-agent sends as LABELS).
         #[arg(long, value_parser = parse_labels, default_value = "")]
         labels: BTreeMap<String, String>,
+        /// Render as for a proxy authenticated on the TLS port as this service account of its
+        /// namespace (mTLS, gateway certificates); without it, as on the plaintext port.
+        #[arg(long)]
+        service_account: Option<String>,
         #[command(flatten)]
         mesh: MeshArgs,
     },
@@ -239,8 +243,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { paths } => validate(&paths),
-        Command::Render { config_dir, node_id, labels, mesh } => {
-            let proxy = Proxy::from_id(&node_id)?.with_labels(labels);
+        Command::Render { config_dir, node_id, labels, service_account, mesh } => {
+            let mut proxy = Proxy::from_id(&node_id)?.with_labels(labels);
+            if let Some(account) = service_account {
+                proxy.identity = Some(pilotfish::ca::SpiffeId::new(&mesh.trust_domain, &proxy.namespace, account)?);
+            }
             let (dump, diagnostics) = pilotfish::render::render_dir(&config_dir, &proxy, &mesh.mesh())?;
             for d in &diagnostics {
                 eprintln!("{d}");
