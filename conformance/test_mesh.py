@@ -18,7 +18,9 @@ from harness.envoy import rejection_problems
 from harness import pilotfish as pilotfish_mod
 from harness.template import placeholders, render
 from mesh import Mesh, Runner, discover, failure_report, load
+from mesh.jwt import JwtIssuers
 from mesh.scenario import PodSpec
+from mesh.security import Security, config_placeholder_known
 
 SCENARIOS = discover()
 needs_root = pytest.mark.skipif(
@@ -26,7 +28,7 @@ needs_root = pytest.mark.skipif(
     reason="the mesh suite needs root and iptables (scripts/test installs it)",
 )
 VARIANTS = ("sotw", "delta")
-MakeMesh = Callable[[Mapping[str, PodSpec], str, str], Mesh]
+MakeMesh = Callable[[Mapping[str, PodSpec], str, str, Security], Mesh]
 
 
 @pytest.fixture
@@ -34,8 +36,8 @@ def make_mesh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeMe
     """Meshes built here are torn down after the test, after checking no Envoy rejected config."""
     meshes: list[Mesh] = []
 
-    def make(pods: Mapping[str, PodSpec], client: str, xds_variant: str) -> Mesh:
-        mesh = Mesh(tmp_path / f"mesh{len(meshes)}", pods, client, xds_variant)
+    def make(pods: Mapping[str, PodSpec], client: str, xds_variant: str, security: Security) -> Mesh:
+        mesh = Mesh(tmp_path / f"mesh{len(meshes)}", pods, client, xds_variant, security)
         meshes.append(mesh)
         return mesh
 
@@ -61,7 +63,7 @@ def test_mesh_scenario(scenario_dir: Path, xds_variant: str, make_mesh: MakeMesh
                        request: pytest.FixtureRequest) -> None:
     """Sidecars on State-of-the-World ADS, and on delta ADS (istio-agent's default since 1.22)."""
     scenario = load(scenario_dir)
-    mesh = make_mesh(scenario.pods, scenario.client, xds_variant)
+    mesh = make_mesh(scenario.pods, scenario.client, xds_variant, scenario.security)
     try:
         mesh.start(scenario.config_dirs)
         Runner(scenario, mesh).run()
@@ -79,13 +81,22 @@ def test_mesh_scenario_parses(scenario_dir: Path, tmp_path: Path) -> None:
     files = [f for d in scenario.config_dirs for f in sorted(d.glob("*.yaml"))]
     files += [s.source for s in scenario.steps if hasattr(s, "source")]
     rendered = []
+    issuers = JwtIssuers(scenario.security)  # real keys: pilotfish validate parses the JWKS
+    try:
+        jwks = issuers.config_values()
+    finally:
+        issuers.close()
     for i, f in enumerate(files):
         text = f.read_text()
         values = {}
         for key in placeholders(text):
             kind, _, name = key.partition(".")
+            if config_placeholder_known(key, scenario.security):
+                values[key] = jwks[key]
+                continue
             assert kind == "vip" or (kind == "pod" and name.removesuffix(".ip") in scenario.pods), \
-                f"{f}: placeholder {{{{{key}}}}} is neither vip.NAME nor pod.<a pod>.ip"
+                f"{f}: placeholder {{{{{key}}}}} is neither vip.NAME, pod.<a pod>.ip, nor " \
+                f"jwks.KEY / jwks_uri.KEY of security.jwt_keys"
             values[key] = "10.252.0.10" if kind == "vip" else "10.251.0.10"
         out = tmp_path / f"{i:02}-{f.name}"
         out.write_text(render(text, values, str(f)))

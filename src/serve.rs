@@ -97,11 +97,11 @@ enum Following {
 }
 
 impl Following {
-    /// The CA, as the operator loads it; never known in file mode (the CA is local there).
-    fn authority(&self) -> Result<Arc<Authority>, watch::Receiver<Option<Arc<Authority>>>> {
+    /// The CA once the operator has loaded it; never in file mode, where the CA is local.
+    fn authority(&self) -> watch::Receiver<Option<Arc<Authority>>> {
         match self {
-            Following::Directory(_) => Err(watch::channel(None).1),
-            Following::Kubernetes(_, operator) => Err(operator.authority()),
+            Following::Directory(_) => watch::channel(None).1,
+            Following::Kubernetes(_, operator) => operator.authority(),
         }
     }
 
@@ -174,7 +174,10 @@ pub async fn serve(
     let refresher = jwks.spawn_refresher();
     let pipeline = tokio::spawn(crate::push::run(store_rx, options.mesh.clone(), options.debounce, snapshot_tx, context, jwks));
     let secure = listeners.secure_xds.map(|listener| {
-        let authority = local_ca.map(Ok).unwrap_or_else(|| following.authority());
+        let authority = match local_ca {
+            Some(local) => watch::channel(Some(local)).1,
+            None => following.authority(),
+        };
         let port = SecurePort { ca: options.ca.clone(), trust_domain: options.mesh.trust_domain.clone(), tokens };
         tokio::spawn(serve_secure(listener, authority, port, snapshot_rx.clone(), connections.clone(), stopping))
     });
@@ -204,23 +207,17 @@ struct SecurePort {
 /// loaded it), until draining begins.
 async fn serve_secure(
     listener: TcpListener,
-    authority: Result<Arc<Authority>, watch::Receiver<Option<Arc<Authority>>>>,
+    mut authority: watch::Receiver<Option<Arc<Authority>>>,
     port: SecurePort,
     snapshots: xds::SnapshotRx,
     connections: Arc<Connections>,
     mut stopping: watch::Receiver<bool>,
 ) {
-    let authority = match authority {
-        Ok(authority) => authority,
-        Err(mut loaded) => {
-            let found = tokio::select! {
-                found = async { loaded.wait_for(Option::is_some).await.ok().and_then(|a| a.clone()) } => found,
-                _ = stopping.wait_for(|s| *s) => None,
-            };
-            let Some(authority) = found else { return };
-            authority
-        }
+    let found = tokio::select! {
+        found = async { authority.wait_for(Option::is_some).await.ok().and_then(|a| a.clone()) } => found,
+        _ = stopping.wait_for(|s| *s) => None,
     };
+    let Some(authority) = found else { return };
     let authenticator = Arc::new(Authenticator::new(port.trust_domain, port.tokens));
     let tls = TlsPort { authority, authenticator, dns_names: port.ca.dns_names, workload_ttl: port.ca.workload_ttl };
     let shutdown = async move {

@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .net import accepts_connections, free_port, wait_until
 from .process import ManagedProcess
@@ -108,6 +108,7 @@ class Pilotfish:
         host: str = "127.0.0.1",
         ca_dir: Path | None = None,
         secure_port: int | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.config_dir = config_dir
         self.host = host
@@ -130,6 +131,7 @@ class Pilotfish:
             self.secure_port = secure_port or free_port(host)
             self.secure_address = f"{host}:{self.secure_port}"
             args += ["--secure-xds-address", self.secure_address, "--ca-dir", str(ca_dir)]
+        args += extra_args
         log_level = os.environ.get("PILOTFISH_LOG", "info")
         self.process = ManagedProcess(
             "pilotfish",

@@ -27,6 +27,8 @@ class CallExpect:
     latency_at_most: float | None = None
     headers_seen: Mapping[str, str] = field(default_factory=dict)
     """Headers the callee received (propagation)."""
+    headers_seen_contain: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Texts within headers the callee received."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,14 @@ class Expect:
     latency_at_most: float | None = None
     calls: Mapping[str, CallExpect] = field(default_factory=dict)
     not_called: tuple[str, ...] = ()
+    headers_seen: Mapping[str, str] = field(default_factory=dict)
+    """Headers the app that answered received (what its sidecar passed on)."""
+    headers_seen_contain: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Texts within headers that app received: `x-forwarded-client-cert: URI=spiffe://…` (one
+    text or a list, each of which must be in the header)."""
+    headers_seen_absent: tuple[str, ...] = ()
+    body_contains: str | None = None
+    """Text in the response body (a proxy's `RBAC: access denied`)."""
 
 
 @dataclass(frozen=True)
@@ -72,18 +82,36 @@ def _backend(where: str, value: Any, pods: set[str]) -> Any:
 def _call(where: str, raw: Any, pods: set[str]) -> CallExpect:
     if raw is None or isinstance(raw, str):
         return CallExpect(backend=_backend(where, raw, pods), status=None if raw is None else 200)
-    keys(where, raw, {"backend", "status", "latency_at_least", "latency_at_most", "headers_seen"})
+    keys(where, raw, {"backend", "status", "latency_at_least", "latency_at_most", "headers_seen",
+                      "headers_seen_contain"})
     return CallExpect(
         backend=_backend(f"{where}.backend", raw["backend"], pods) if "backend" in raw else UNSET,
         status=None if raw.get("status") is None else int(raw["status"]),
         latency_at_least=_opt_seconds(raw, "latency_at_least"),
         latency_at_most=_opt_seconds(raw, "latency_at_most"),
         headers_seen=str_map(f"{where}.headers_seen", raw.get("headers_seen")),
+        headers_seen_contain=_contain_map(f"{where}.headers_seen_contain", raw.get("headers_seen_contain")),
     )
 
 
+def _contain_map(where: str, raw: Any) -> dict[str, tuple[str, ...]]:
+    """`{header: text}` or `{header: [texts]}`, as header -> texts."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{where}: expected a mapping of header to text or list of texts, got {raw!r}")
+    out = {}
+    for k, v in raw.items():
+        texts = str_list(f"{where}.{k}", v) if isinstance(v, list) else (str(v),)
+        if not texts or any(not t for t in texts):
+            raise ScenarioError(f"{where}.{k}: an empty text is in every header")
+        out[str(k)] = texts
+    return out
+
+
 _EXPECT_KEYS = {"status", "backend", "no_response", "headers", "headers_absent", "latency_at_least",
-                "latency_at_most", "calls", "not_called"}
+                "latency_at_most", "calls", "not_called", "headers_seen", "headers_seen_contain",
+                "headers_seen_absent", "body_contains"}
 
 
 def parse_expect(where: str, raw: Any, pods: set[str], extra: Iterable[str] = ()) -> Expect:
@@ -98,6 +126,10 @@ def parse_expect(where: str, raw: Any, pods: set[str], extra: Iterable[str] = ()
         latency_at_most=_opt_seconds(raw, "latency_at_most"),
         calls={str(s): _call(f"{where}.calls.{s}", c, pods) for s, c in (raw.get("calls") or {}).items()},
         not_called=str_list(f"{where}.not_called", raw.get("not_called")),
+        headers_seen=str_map(f"{where}.headers_seen", raw.get("headers_seen")),
+        headers_seen_contain=_contain_map(f"{where}.headers_seen_contain", raw.get("headers_seen_contain")),
+        headers_seen_absent=str_list(f"{where}.headers_seen_absent", raw.get("headers_seen_absent")),
+        body_contains=None if raw.get("body_contains") is None else str(raw["body_contains"]),
     )
 
 
@@ -140,9 +172,17 @@ def _call_problems(service: str, want: CallExpect, call: dict) -> list[str]:
     if want.latency_at_most is not None and latency > want.latency_at_most:
         p.append(f"{got}; want latency <= {want.latency_at_most}s")
     seen = (call.get("body") or {}).get("headers", {}) if isinstance(call.get("body"), dict) else {}
-    for k, v in want.headers_seen.items():
-        if seen.get(k.lower()) != v:
-            p.append(f"{got}; callee saw {k}={seen.get(k.lower())!r}, want {v!r}")
+    p += [f"{got}; callee {x}" for x in _seen_problems(seen, want.headers_seen, want.headers_seen_contain, ())]
+    return p
+
+
+def _seen_problems(seen: Mapping[str, str], exact: Mapping[str, str], contain: Mapping[str, tuple[str, ...]],
+                   absent: tuple[str, ...]) -> list[str]:
+    """What is wrong with the headers an app received (`seen`, lower-case names)."""
+    p = [f"saw {k}={seen.get(k.lower())!r}, want {v!r}" for k, v in exact.items() if seen.get(k.lower()) != v]
+    p += [f"saw {k}={seen.get(k.lower())!r}, want it to contain {t!r}"
+          for k, texts in contain.items() for t in texts if t not in str(seen.get(k.lower(), ""))]
+    p += [f"saw {k}={seen[k.lower()]!r}, want it absent" for k in absent if k.lower() in seen]
     return p
 
 
@@ -172,6 +212,15 @@ def problems(want: Expect, r: Response) -> list[str]:
         for call in chain.get(service, []):
             p += _call_problems(service, call_want, call)
     p += [f"{s} was called ({_brief_call(chain[s][0])}), want not" for s in want.not_called if s in chain]
+    if want.headers_seen or want.headers_seen_contain or want.headers_seen_absent:
+        seen = (r.json or {}).get("headers") if r.backend else None
+        if not isinstance(seen, dict):
+            p.append("no app answered, so no headers it received to check")
+        else:
+            p += [f"{r.backend} {x}" for x in _seen_problems(seen, want.headers_seen, want.headers_seen_contain,
+                                                              want.headers_seen_absent)]
+    if want.body_contains is not None and want.body_contains not in r.body:
+        p.append(f"body {r.body[:200]!r} does not contain {want.body_contains!r}")
     return p
 
 

@@ -8,10 +8,17 @@ Name resolution: each pod's /etc/hosts (ip netns exec bind-mounts /etc/netns/<ns
 every Service to its VIP under `name.ns.svc.cluster.local`, `name.ns.svc`, `name.ns`, and plain
 `name` for Services of the pod's own namespace, as cluster DNS with the pod's search path would;
 external hosts' `hostnames` map to their IP. The test client resolves with the same table.
+
+With `security.mtls`, pilotfish also serves its TLS xDS port (on the bridge IP too) with a CA
+kept in the test's work dir, and every sidecar authenticates there as its pod's service account
+(`spiffe://cluster.local/ns/<ns>/sa/<account>`): a client certificate from `pilotfish ca issue`,
+SERVICE_ACCOUNT in its node metadata, and a Pod object with `serviceAccountName` and the label
+`security.istio.io/tlsMode: istio` that Istio's injector adds (what auto-mTLS keys on).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -23,18 +30,23 @@ import yaml
 
 from harness.client import Request as HttpRequest
 from harness.client import Response, send
+from harness import pilotfish as pilotfish_mod
 from harness.pilotfish import HarnessError, Pilotfish
 from harness.template import placeholders, render
 
 from . import iptables
 from .apps import App
 from .configdir import ConfigDir
+from .iptables import PROXY_GID, PROXY_UID
+from .jwt import JwtIssuers
 from .netns import Network, NetnsThreads, clean_leftovers, sh
 from .scenario import PodSpec, Request
+from .security import Security
 from .sidecar import Sidecar, bootstrap
 
 CLIENT_WORKERS = 16
 READY_TIMEOUT = 40.0
+TLS_MODE_LABEL = "security.istio.io/tlsMode"
 
 
 @dataclass
@@ -49,21 +61,26 @@ class Pod:
 
 class Mesh:
     def __init__(self, work_dir: Path, specs: Mapping[str, PodSpec], client: str,
-                 xds_variant: str = "sotw") -> None:
+                 xds_variant: str = "sotw", security: Security | None = None) -> None:
         if xds_variant not in ("sotw", "delta"):
             raise ValueError(f"xds_variant {xds_variant!r} is not sotw or delta")
         self.xds_variant = xds_variant
         self.work_dir = work_dir
         self.specs = dict(specs)
         self.client = client
+        self.security = security or Security()
         clean_leftovers()
         self.network = Network()
+        self.jwt: JwtIssuers | None = None
         try:
-            # Unix sockets need a short path (108 bytes); pytest's tmp dirs can be longer.
+            # Unix sockets need a short path (108 bytes); pytest's tmp dirs can be longer. Also
+            # the sidecars' certificates: uid 1337 cannot enter pytest's tmp dirs.
             self.sockets = Path(f"/tmp/pfmesh-{self.network.tag}")
             self.sockets.mkdir(exist_ok=True)
+            os.chmod(self.sockets, 0o755)
             self.config = ConfigDir(work_dir / "config", work_dir / "scratch")
             self.ips = {name: self.network.allocate_ip() for name in self.specs}
+            self.jwt = JwtIssuers(self.security)
         except BaseException:
             self.network.close()
             raise
@@ -75,6 +92,7 @@ class Mesh:
 
     def _values(self, text: str) -> dict[str, str]:
         values = {f"pod.{name}.ip": ip for name, ip in self.ips.items()}
+        values.update(self.jwt.config_values() if self.jwt else {})
         for key in placeholders(text):
             if key.startswith("vip.") and key not in self.vips:
                 self.vips[key] = self.network.allocate_vip()
@@ -89,17 +107,31 @@ class Mesh:
         return names
 
     def _pod_objects(self) -> str:
-        docs = [
-            {
+        docs = []
+        for s in self.specs.values():
+            if s.external:
+                continue
+            pod = {
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": s.name, "namespace": s.namespace, "labels": dict(s.labels)},
                 "spec": {"containers": [{"name": "app", "image": "conformance/app",
                                          "ports": [{"containerPort": p} for p in s.ports]}]},
                 "status": {"phase": "Running", "podIP": self.ips[s.name]},
             }
-            for s in self.specs.values() if not s.external
-        ]
+            if self.security.mtls:
+                pod["spec"]["serviceAccountName"] = s.account
+                if s.sidecar:
+                    pod["metadata"]["labels"][TLS_MODE_LABEL] = "istio"
+            docs.append(pod)
         return yaml.safe_dump_all(docs, sort_keys=False)
+
+    def _identity(self, spec: PodSpec) -> Path:
+        """The pod's client certificate for the TLS xDS port, readable by its Envoy (uid 1337)."""
+        out = self.sockets / f"identity-{spec.name}"
+        pilotfish_mod.ca_issue(self.work_dir / "ca", spec.namespace, spec.account, out)
+        for path in (out, *out.iterdir()):
+            os.chown(path, PROXY_UID, PROXY_GID)
+        return out
 
     def hosts_table(self, namespace: str) -> list[tuple[str, list[str]]]:
         table: list[tuple[str, list[str]]] = [("127.0.0.1", ["localhost"])]
@@ -138,7 +170,11 @@ class Mesh:
             for f in sorted(d.glob("*.yaml")):
                 self.apply(f)
         self.config.apply(self._pod_objects(), "pods (written by the harness)")
-        self.pilotfish = Pilotfish(self.config.path, self.work_dir, host=self.network.gateway_ip)
+        mtls = self.security.mtls
+        ttl = self.security.ttl_arg()
+        self.pilotfish = Pilotfish(self.config.path, self.work_dir, host=self.network.gateway_ip,
+                                   ca_dir=self.work_dir / "ca" if mtls else None,
+                                   extra_args=["--workload-cert-ttl", ttl] if ttl else [])
         self.pilotfish.wait_serving()
         for spec in self.specs.values():
             self._create_pod(spec)
@@ -153,14 +189,19 @@ class Mesh:
     def _create_pod(self, spec: PodSpec) -> None:
         ip = self.ips[spec.name]
         netns = self.network.add_pod(spec.name, ip, self._hosts_text(spec.namespace))
-        threads = NetnsThreads(netns, CLIENT_WORKERS if spec.name == self.client else 1)
+        # Threads start as requests need them: any pod can send (`from:`) without a cost.
+        threads = NetnsThreads(netns, CLIENT_WORKERS)
         pod = self.pods[spec.name] = Pod(spec, ip, netns, threads)
         prefix = self.network.exec_argv(spec.name)
         if spec.sidecar:
             sh(*prefix, "iptables-restore", "--noflush", input=iptables.rules())
             assert self.pilotfish is not None
-            config = bootstrap(self.pilotfish.address, ip, spec.name, spec.namespace, spec.labels,
-                               delta=self.xds_variant == "delta")
+            identity = self._identity(spec) if self.security.mtls else None
+            address = self.pilotfish.secure_address if identity else self.pilotfish.address
+            assert address is not None
+            config = bootstrap(address, ip, spec.name, spec.namespace, spec.labels,
+                               delta=self.xds_variant == "delta", identity=identity,
+                               service_account=spec.account if identity else None)
             pod.sidecar = Sidecar(spec.name, prefix, threads, config, self.work_dir)
         if spec.ports or spec.calls:
             pod.app = App(spec.name, prefix, spec.ports, spec.calls, spec.behaviour,
@@ -174,6 +215,7 @@ class Mesh:
         # gateway IP is gone.
         steps += [self.pilotfish.stop] if self.pilotfish else []
         steps += [p.threads.close for p in self.pods.values()]
+        steps += [self.jwt.close] if self.jwt else []
         steps += [self.network.close, lambda: shutil.rmtree(self.sockets, ignore_errors=True)]
         for step in steps:
             try:
@@ -188,27 +230,30 @@ class Mesh:
         return [p.sidecar for p in self.pods.values() if p.sidecar]
 
     def _prepare(self, request: Request) -> tuple[str, int, HttpRequest]:
-        """Where `curl URL` in the client pod would connect, and what it would send."""
-        u = urlsplit(request.url)
+        """Where `curl URL` in the sending pod would connect, and what it would send
+        (`{{token.NAME}}`s filled in)."""
+        values = dict(self.jwt.request_values()) if self.jwt else {}
+        url = render(request.url, values, "request url")
+        u = urlsplit(url)
         port = u.port or 80
-        ip = self.resolve(u.hostname or "", self.pods[self.client].spec.namespace)
+        ip = self.resolve(u.hostname or "", self.pods[request.from_pod or self.client].spec.namespace)
         return ip, port, HttpRequest(
             method=request.method,
             path=(u.path or "/") + (f"?{u.query}" if u.query else ""),
             host=u.hostname if port == 80 else f"{u.hostname}:{port}",
-            headers=request.headers,
+            headers={k: render(v, values, f"request header {k}") for k, v in request.headers.items()},
             body=request.body,
         )
 
     def send(self, request: Request, timeout: float = 15.0) -> Response:
-        """One request from the client pod (its socket opened inside the pod's netns)."""
+        """One request from its pod (the socket opened inside the pod's netns)."""
         ip, port, http = self._prepare(request)
-        return self.pods[self.client].threads.run(send, port, http, timeout, ip)
+        return self.pods[request.from_pod or self.client].threads.run(send, port, http, timeout, ip)
 
     def send_many(self, request: Request, count: int, concurrency: int = 1) -> list[Response]:
         """`count` requests, `concurrency` at a time (each batch sent at once)."""
         ip, port, http = self._prepare(request)
-        threads = self.pods[self.client].threads
+        threads = self.pods[request.from_pod or self.client].threads
         out: list[Response] = []
         for start in range(0, count, max(1, concurrency)):
             batch = min(max(1, concurrency), count - start)

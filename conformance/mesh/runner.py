@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from typing import Mapping
 from urllib.parse import quote
@@ -15,10 +16,15 @@ from harness.steps import StepFailed, StepRunner, attempt_until
 
 from .expect import describe, distribution_problems, outcome_problems, problems
 from .mesh import Mesh
-from .scenario import ApplyStep, AppStep, ProxyStep, RequestStep, Scenario, SleepStep, Step
+from .scenario import ApplyStep, AppStep, ProxyStep, RequestStep, RotationStep, Scenario, SleepStep, Step
 
 MIRROR_SETTLE = 3.0
 """How long `app_requests` waits for requests that arrive after the response (mirrors)."""
+CERT_POLL = 0.2
+"""How often a rotation step reads the sidecars' `/certs`: well under a renewal interval."""
+ROTATION_TAIL = 1.0
+"""How long a rotation step keeps sending after the last renewal: the new certificates must
+carry traffic too."""
 
 
 class Runner(StepRunner[Step]):
@@ -41,6 +47,8 @@ class Runner(StepRunner[Step]):
             self._proxy(step)
         elif isinstance(step, SleepStep):
             time.sleep(step.seconds)
+        elif isinstance(step, RotationStep):
+            self._rotation(step)
         else:
             raise TypeError(f"unknown step {step!r}")
 
@@ -91,6 +99,63 @@ class Runner(StepRunner[Step]):
             f"x{step.repeat} (concurrency {step.concurrency}), {attempts} attempt(s):\n  {shown}\n"
             f"first responses:\n{samples}"
         )
+
+    # --- certificate rotation --------------------------------------------------------------
+
+    def _rotation(self, step: RotationStep) -> None:
+        """Sends requests back to back from a thread while polling the pods' certificates,
+        until each pod has shown `renewals` new ones or `within` has passed."""
+        sidecars = {name: self.mesh.pods[name].sidecar for name in step.pods}
+        seen: dict[str, dict[str, str]] = {name: {} for name in step.pods}  # serial -> expiration
+        responses: list[Response] = []
+        stop = threading.Event()
+
+        def load() -> None:
+            while not stop.is_set():
+                responses.extend(self.mesh.send_many(step.request, 1))
+
+        def renewed() -> bool:
+            for name, sidecar in sidecars.items():
+                assert sidecar is not None
+                for serial, expiration in sidecar.workload_certs():
+                    seen[name].setdefault(serial, expiration)
+            return all(len(s) > step.renewals for s in seen.values())
+
+        sender = threading.Thread(target=load, name="rotation-load", daemon=True)
+        started = time.monotonic()
+        sender.start()
+        try:
+            done = wait_until(renewed, step.within, CERT_POLL)
+            if done:
+                time.sleep(ROTATION_TAIL)
+        finally:
+            stop.set()
+            sender.join(timeout=20)
+        elapsed = time.monotonic() - started
+        found: list[str] = []
+        if not done:
+            found.append(f"within {step.within}s not every pod showed {step.renewals} renewals")
+        for name, certs in seen.items():
+            expirations = list(certs.values())
+            if len(set(expirations)) != len(expirations):
+                found.append(f"{name}: certificates with new serials but the same expiration: {certs}")
+        failed = [(i, r, p) for i, r in enumerate(responses) if (p := problems(step.expect, r))]
+        if len(failed) > step.max_failed:
+            found.append(f"{len(failed)} of {len(responses)} requests failed (at most {step.max_failed} may):")
+            found += [f"  request {i + 1}: {'; '.join(p)}" for i, _, p in failed[:8]]
+        for header, least in step.distinct_seen_at_least.items():
+            values = {str(((r.json or {}).get("headers") or {}).get(header)) for r in responses if r.backend}
+            if len(values) < least:
+                found.append(f"the app saw {len(values)} distinct {header} values, want >= {least}: "
+                             + "; ".join(sorted(values))[:600])
+        if not responses:
+            found.append("no request completed")
+        if found:
+            timeline = "\n".join(f"  {name}: " + ", ".join(f"serial {s} until {e}" for s, e in certs.items())
+                                 for name, certs in seen.items())
+            raise StepFailed(f"{step.name}: {len(responses)} requests in {elapsed:.1f}s to "
+                             f"{step.request.url}:\n  " + "\n  ".join(found)
+                             + f"\ncertificates seen (first seen first):\n{timeline}")
 
     # --- proxy state -----------------------------------------------------------------------
 

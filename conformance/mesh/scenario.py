@@ -2,6 +2,7 @@
 
     description: what Istio task this is
     platform: bookinfo        # pods and config/ from mesh_scenarios/_platforms/bookinfo/ first
+    security: {mtls: true}    # optional: see security.py
     client: sleep             # the pod requests are sent from (default sleep)
     pods:                     # more pods, or fields overriding the platform's pod of that name
       ratings-v1: {labels: {app: ratings, version: v1}, ports: [9080], fail_next: 2}
@@ -18,8 +19,10 @@ import yaml
 
 from harness.durations import seconds
 from harness.strict import ScenarioError, keys, str_list, str_map
+from harness.template import placeholders
 
 from .expect import Distribution, Expect, Outcome, parse_distribution, parse_expect, parse_outcome
+from .security import Security, parse_security, request_placeholder_known
 
 SCENARIOS_ROOT = Path(__file__).resolve().parents[1] / "mesh_scenarios"
 PLATFORMS = SCENARIOS_ROOT / "_platforms"
@@ -41,6 +44,13 @@ class PodSpec:
     """Not a Kubernetes Pod at all (no Pod object, no sidecar): a host outside the mesh."""
     hostnames: tuple[str, ...] = ()
     """Names every pod's /etc/hosts maps to this pod's IP (for external hosts)."""
+    service_account: str = ""
+    """Its Kubernetes service account, hence its SPIFFE identity with mTLS; "" = the pod name
+    (Istio's samples give each app an account of its own)."""
+
+    @property
+    def account(self) -> str:
+        return self.service_account or self.name
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,8 @@ class Request:
     method: str = "GET"
     headers: Mapping[str, str] = field(default_factory=dict)
     body: str | None = None
+    from_pod: str | None = None
+    """The pod it is sent from (`from:`); None = the scenario's client."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +112,24 @@ class SleepStep:
     seconds: float
 
 
-Step = Union[RequestStep, ApplyStep, AppStep, ProxyStep, SleepStep]
+@dataclass(frozen=True)
+class RotationStep:
+    """Requests without pause while the pods' workload certificates are renewed `renewals`
+    times (seen in each sidecar's admin `/certs`); every response must meet `expect`."""
+
+    name: str
+    request: Request
+    pods: tuple[str, ...]
+    renewals: int
+    within: float
+    expect: Expect
+    max_failed: int = 0
+    distinct_seen_at_least: Mapping[str, int] = field(default_factory=dict)
+    """Distinct values of a header the answering app received, over the step: a new client
+    certificate shows as a new `Hash=` in x-forwarded-client-cert."""
+
+
+Step = Union[RequestStep, ApplyStep, AppStep, ProxyStep, SleepStep, RotationStep]
 
 
 @dataclass(frozen=True)
@@ -112,10 +141,12 @@ class Scenario:
     client: str
     config_dirs: tuple[Path, ...]
     steps: tuple[Step, ...]
+    security: Security = field(default_factory=Security)
 
 
 def _pod(where: str, name: str, raw: Mapping[str, Any], base: PodSpec | None) -> PodSpec:
-    allowed = {"namespace", "labels", "ports", "calls", "sidecar", "external", "hostnames", *_BEHAVIOUR}
+    allowed = {"namespace", "labels", "ports", "calls", "sidecar", "external", "hostnames",
+               "service_account", *_BEHAVIOUR}
     keys(where, raw, allowed)
     pod = base or PodSpec(name=name)
     behaviour = dict(pod.behaviour)
@@ -123,8 +154,9 @@ def _pod(where: str, name: str, raw: Mapping[str, Any], base: PodSpec | None) ->
         if k in raw:
             behaviour[k] = seconds(raw[k]) if k == "delay" else int(raw[k])
     fields: dict[str, Any] = {"behaviour": behaviour}
-    if "namespace" in raw:
-        fields["namespace"] = str(raw["namespace"])
+    for key in ("namespace", "service_account"):
+        if key in raw:
+            fields[key] = str(raw[key])
     if "labels" in raw:
         fields["labels"] = str_map(f"{where}.labels", raw["labels"])
     if "ports" in raw:
@@ -148,20 +180,30 @@ def _pods(where: str, raw: Any, base: Mapping[str, PodSpec]) -> dict[str, PodSpe
     return pods
 
 
-def _request(where: str, raw: Any) -> Request:
-    keys(where, raw, {"url", "method", "headers", "body"}, {"url"})
-    return Request(
+def _request(where: str, raw: Any, pods: Mapping[str, PodSpec], security: Security) -> Request:
+    keys(where, raw, {"url", "method", "headers", "body", "from"}, {"url"})
+    request = Request(
         url=str(raw["url"]),
         method=str(raw.get("method", "GET")),
         headers=str_map(f"{where}.headers", raw.get("headers")),
         body=None if raw.get("body") is None else str(raw["body"]),
+        from_pod=None if raw.get("from") is None else str(raw["from"]),
     )
+    if request.from_pod is not None and (request.from_pod not in pods or pods[request.from_pod].external):
+        raise ScenarioError(f"{where}.from: {request.from_pod!r} is not a pod of the mesh")
+    for text in (request.url, *request.headers.values()):
+        for key in placeholders(text):
+            if not request_placeholder_known(key, security):
+                raise ScenarioError(f"{where}: {{{{{key}}}}} is not token.<one of security.tokens "
+                                    f"{sorted(security.tokens)}>")
+    return request
 
 
-def _step(where: str, raw: Any, sdir: Path, pods: Mapping[str, PodSpec]) -> Step:
-    kinds = {"request", "apply", "delete", "app", "proxy", "sleep"} & set(raw or {})
+def _step(where: str, raw: Any, sdir: Path, pods: Mapping[str, PodSpec], security: Security) -> Step:
+    kinds = {"request", "apply", "delete", "app", "proxy", "sleep", "rotation"} & set(raw or {})
     if not isinstance(raw, dict) or len(kinds) != 1:
-        raise ScenarioError(f"{where}: a step has exactly one of request/apply/delete/app/proxy/sleep")
+        raise ScenarioError(f"{where}: a step has exactly one of "
+                            "request/apply/delete/app/proxy/sleep/rotation")
     kind = kinds.pop()
     name = f"{where} ({raw['name']})" if raw.get("name") else where
     known = set(pods)
@@ -179,7 +221,7 @@ def _step(where: str, raw: Any, sdir: Path, pods: Mapping[str, PodSpec]) -> Step
         dist = raw.get("distribution")
         return RequestStep(
             name=name,
-            request=_request(f"{where}.request", raw["request"]),
+            request=_request(f"{where}.request", raw["request"], pods, security),
             expect=parse_expect(f"{where}.expect", raw.get("expect"), known),
             outcomes=outcomes,
             distribution=None if dist is None else parse_distribution(f"{where}.distribution", dist, known),
@@ -213,6 +255,28 @@ def _step(where: str, raw: Any, sdir: Path, pods: Mapping[str, PodSpec]) -> Step
             stats_at_least={str(k): int(v) for k, v in (p.get("stats_at_least") or {}).items()},
             retry_until=seconds(p.get("retry_until", "5s")),
         )
+    if kind == "rotation":
+        keys(where, raw, {"name", "rotation"})
+        at = f"{where}.rotation"
+        r = keys(at, raw["rotation"], {"request", "pods", "renewals", "within", "expect", "max_failed",
+                                      "distinct_seen_at_least"}, {"request", "pods", "renewals", "within"})
+        if not security.mtls:
+            raise ScenarioError(f"{at}: certificates rotate only with security.mtls: true")
+        names = str_list(f"{at}.pods", r["pods"])
+        for n in names:
+            if not pods.get(n) or not pods[n].sidecar:
+                raise ScenarioError(f"{at}.pods: {n!r} is not a pod with a sidecar")
+        return RotationStep(
+            name=name,
+            request=_request(f"{at}.request", r["request"], pods, security),
+            pods=names,
+            renewals=int(r["renewals"]),
+            within=seconds(r["within"]),
+            expect=parse_expect(f"{at}.expect", r.get("expect"), known),
+            max_failed=int(r.get("max_failed", 0)),
+            distinct_seen_at_least={str(k).lower(): int(v) for k, v in
+                                    (r.get("distinct_seen_at_least") or {}).items()},
+        )
     keys(where, raw, {"name", "sleep"})
     return SleepStep(name=name, seconds=seconds(raw["sleep"]))
 
@@ -220,7 +284,8 @@ def _step(where: str, raw: Any, sdir: Path, pods: Mapping[str, PodSpec]) -> Step
 def load(sdir: Path) -> Scenario:
     path = sdir / "scenario.yaml"
     raw = keys(str(path), yaml.safe_load(path.read_text()),
-               {"description", "platform", "client", "pods", "steps"}, {"steps"})
+               {"description", "platform", "client", "pods", "steps", "security"}, {"steps"})
+    security = parse_security(f"{path}: security", raw.get("security"))
     pods: dict[str, PodSpec] = {}
     config_dirs: list[Path] = []
     if raw.get("platform"):
@@ -234,9 +299,10 @@ def load(sdir: Path) -> Scenario:
     client = str(raw.get("client", "sleep"))
     if client not in pods or pods[client].external:
         raise ScenarioError(f"{path}: client {client!r} is not a pod of the mesh")
-    steps = tuple(_step(f"{sdir.name}: steps[{i}]", s, sdir, pods) for i, s in enumerate(raw["steps"]))
+    steps = tuple(_step(f"{sdir.name}: steps[{i}]", s, sdir, pods, security)
+                  for i, s in enumerate(raw["steps"]))
     return Scenario(sdir.name, sdir, str(raw.get("description", "")), pods, client,
-                    tuple(config_dirs), steps)
+                    tuple(config_dirs), steps, security)
 
 
 def discover(root: Path = SCENARIOS_ROOT) -> list[Path]:

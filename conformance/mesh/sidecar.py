@@ -49,10 +49,13 @@ def node_id(ip: str, pod: str, namespace: str) -> str:
 
 
 def bootstrap(xds_address: str, ip: str, pod: str, namespace: str, labels: Mapping[str, str],
-              delta: bool = False) -> dict[str, Any]:
+              delta: bool = False, identity: Path | None = None,
+              service_account: str | None = None) -> dict[str, Any]:
     """`pilotfish bootstrap` for the pod, plus the metadata istio-agent adds for a sidecar;
-    `delta` switches ADS to the incremental protocol (istio-agent's default since Istio 1.22)."""
-    value = pilotfish_mod.bootstrap(xds_address, ADMIN_PORT, node_id(ip, pod, namespace), labels)
+    `delta` switches ADS to the incremental protocol (istio-agent's default since Istio 1.22).
+    With `identity` (a `pilotfish ca issue` dir) it connects over TLS with that certificate."""
+    value = pilotfish_mod.bootstrap(xds_address, ADMIN_PORT, node_id(ip, pod, namespace), labels,
+                                    identity=identity)
     if delta:
         value["dynamic_resources"]["ads_config"]["api_type"] = "DELTA_GRPC"
     metadata = value["node"].setdefault("metadata", {})
@@ -62,6 +65,8 @@ def bootstrap(xds_address: str, ip: str, pod: str, namespace: str, labels: Mappi
         "INTERCEPTION_MODE": "REDIRECT",
         "WORKLOAD_NAME": pod,
     })
+    if service_account is not None:
+        metadata["SERVICE_ACCOUNT"] = service_account
     return value
 
 
@@ -107,6 +112,19 @@ class Sidecar(Envoy):
     def cluster_names(self) -> set[str]:
         dump = self.config_dump("dynamic_active_clusters")
         return {str(c.get("cluster", {}).get("name")) for c in dump.get("configs", [])}
+
+    def workload_certs(self) -> set[tuple[str, str]]:
+        """(serial, expiration) of the certificates it holds for its own identity (SDS
+        `default`), as admin `/certs` lists them in its TLS contexts."""
+        status, body = self.admin_get("/certs")
+        if status != 200:
+            raise HarnessError(f"{self.name}: /certs answered {status}: {body[:300]}")
+        out = set()
+        for context in json.loads(body).get("certificates", []):
+            for cert in context.get("cert_chain") or []:
+                if any("uri" in san for san in cert.get("subject_alt_names") or []):
+                    out.add((str(cert.get("serial_number")), str(cert.get("expiration_time"))))
+        return out
 
     def settled(self) -> bool:
         """Ready, and holding CDS and LDS with nothing warming: pilotfish's config is in."""
