@@ -5,6 +5,7 @@
 //! shared bytes onto the wire.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -14,16 +15,15 @@ use tonic::transport::server::TcpConnectInfo;
 use tonic::Status;
 
 use super::SnapshotRx;
-use super::security::{Peer, Security};
-use crate::ca::SpiffeId;
-use std::net::SocketAddr;
 use super::body::GrpcBody;
 use super::codec::WireResponse;
 use super::requests::Requests;
 use super::connection::Connections;
 use super::delta::Delta;
 use super::sotw::Sotw;
+use super::security::{Peer, Security};
 use super::stream::{self, Protocol, Shared};
+use crate::ca::SpiffeId;
 
 pub const SERVICE_NAME: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
 const SOTW_PATH: &str =
