@@ -53,5 +53,7 @@ def failure_report(mesh: Mesh, log_lines: int = 60) -> list[tuple[str, str]]:
         counters = sh(*mesh.network.exec_argv(mesh.client, "iptables", "-t", "nat", "-L", "-v", "-n"),
                       check=False)
         sections.append((f"iptables nat counters in {mesh.client}", counters))
+    if mesh.jwt and mesh.jwt.keys:
+        sections.append(("JWKS server", f"GETs from pilotfish: {mesh.jwt.fetches or 'none'}"))
     sections.append(("served config dir", mesh.config.dump()))
     return sections
