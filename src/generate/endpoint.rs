@@ -62,7 +62,7 @@ pub fn assignment(cluster: &str, service: &Service, port: u16, subset: Option<&L
             })),
             health_status: HealthStatus::Healthy as i32,
             load_balancing_weight: Some(UInt32Value { value: ep.weight.max(1) }),
-            metadata: super::mtls::endpoint_metadata(&ep.labels),
+            metadata: if ep.plaintext_ports.contains(target) { None } else { super::mtls::endpoint_metadata(&ep.labels) },
         });
     }
     let endpoints = by_locality

@@ -27,11 +27,10 @@ use envoy_types::util::pack_any;
 use super::security::{sds_secret, ROOT_CA, WORKLOAD_CERT};
 use crate::config::istio::destination_rule::{ClientTlsMode, ClientTlsSettings};
 use crate::config::istio::DestinationRule;
+pub use crate::index::security::{has_sidecar, TLS_MODE_LABEL};
 use crate::index::services::Labels;
 use crate::index::{Resolution, Service};
 
-/// The pod label istio's injector sets on workloads with a sidecar.
-pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
 /// Where Envoy looks for an endpoint's transport socket match.
 pub const TRANSPORT_SOCKET_MATCH: &str = "envoy.transport_socket_match";
 /// The ALPN istiod's sidecars offer in-mesh; inbound chains match it.
@@ -40,10 +39,6 @@ pub const ALPN_IN_MESH: &[&str] = &["istio-peer-exchange", "istio"];
 pub const INBOUND_MTLS_ALPNS: &[&str] = &["istio-peer-exchange", "istio", "istio-http/1.0", "istio-http/1.1", "istio-h2"];
 const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
 
-/// Whether an endpoint has a sidecar to talk mTLS with.
-pub fn has_sidecar(labels: &Labels) -> bool {
-    labels.get(TLS_MODE_LABEL).is_some_and(|m| m == "istio")
-}
 
 /// The endpoint metadata auto-mTLS matches on: `{tlsMode: istio}` for endpoints with a sidecar.
 pub fn endpoint_metadata(labels: &Labels) -> Option<Metadata> {
@@ -208,4 +203,90 @@ pub fn inbound_tls_socket() -> TransportSocket {
         ..Default::default()
     };
     tls_socket(ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+
+    use super::*;
+    use crate::config::parse::parse_text;
+    use crate::generate::{cluster, endpoint};
+    use crate::index::Index;
+    use crate::model::MeshConfig;
+    use crate::store::{Entry, Snapshot};
+
+    const MESH: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: httpbin, namespace: foo}
+spec: {clusterIP: 10.96.0.10, selector: {app: httpbin}, ports: [{name: http, port: 8000, targetPort: 80}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: httpbin-1, namespace: foo, labels: {app: httpbin, security.istio.io/tlsMode: istio}}
+spec: {serviceAccountName: httpbin, containers: [{name: app, image: x}]}
+status: {podIP: 10.1.0.1, phase: Running}
+"#;
+
+    fn index(extra: &str) -> Index {
+        let parsed = parse_text("t.yaml", &format!("{MESH}{extra}")).unwrap();
+        assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
+        Index::build(&Snapshot::of(parsed.objects.into_iter().map(Entry::from_file).collect()), &MeshConfig::default())
+    }
+
+    const NAME: &str = "outbound|8000||httpbin.foo.svc.cluster.local";
+    const SECURE: Secure<'static> = Secure { trust_domain: "cluster.local" };
+
+    fn cluster_of(index: &Index, secure: Option<Secure<'_>>) -> Cluster {
+        let service = &index.services["httpbin.foo.svc.cluster.local"];
+        let dr = index.destination_rule(&service.hostname).map(|d| d.spec());
+        cluster::service_clusters(service, dr, secure)[NAME].decode().unwrap()
+    }
+
+    fn upstream(socket: &TransportSocket) -> UpstreamTlsContext {
+        match &socket.config_type {
+            Some(ConfigType::TypedConfig(any)) => prost::Message::decode(any.value.as_slice()).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn auto_mtls_only_for_a_proxy_with_its_certificate() {
+        let index = index("");
+        assert!(cluster_of(&index, None).transport_socket_matches.is_empty(), "no secret would ever come");
+        let secure = cluster_of(&index, Some(SECURE));
+        let names: Vec<&str> = secure.transport_socket_matches.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["tlsMode-istio", "tlsMode-disabled"]);
+        let ctx = upstream(secure.transport_socket_matches[0].transport_socket.as_ref().unwrap());
+        assert_eq!(ctx.sni, "outbound_.8000_._.httpbin.foo.svc.cluster.local");
+        let Some(ValidationContextType::CombinedValidationContext(v)) = &ctx.common_tls_context.as_ref().unwrap().validation_context_type else { panic!() };
+        let sans: Vec<_> = v.default_validation_context.as_ref().unwrap().match_typed_subject_alt_names.iter().map(|m| m.matcher.clone().unwrap().match_pattern).collect();
+        assert_eq!(sans, [Some(MatchPattern::Exact("spiffe://cluster.local/ns/foo/sa/httpbin".into()))]);
+    }
+
+    #[test]
+    fn a_destination_rule_decides_over_auto_mtls() {
+        let rule = |mode: &str| format!("---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: r, namespace: foo}}\nspec: {{host: httpbin, trafficPolicy: {{tls: {{mode: {mode}}}}}}}\n");
+        let disabled = cluster_of(&index(&rule("DISABLE")), Some(SECURE));
+        assert!(disabled.transport_socket.is_none() && disabled.transport_socket_matches.is_empty());
+        let mutual = cluster_of(&index(&rule("ISTIO_MUTUAL")), Some(SECURE));
+        assert!(mutual.transport_socket.is_some() && mutual.transport_socket_matches.is_empty());
+        assert!(cluster_of(&index(&rule("ISTIO_MUTUAL")), None).transport_socket.is_none(), "no certificate, no ISTIO_MUTUAL");
+        let simple = cluster_of(&index(&rule("SIMPLE")), None);
+        assert_eq!(upstream(simple.transport_socket.as_ref().unwrap()).sni, "", "SIMPLE needs no secret from pilotfish");
+    }
+
+    #[test]
+    fn endpoints_whose_peer_authentication_disables_mtls_are_not_marked() {
+        let assignment = |index: &Index| -> ClusterLoadAssignment {
+            endpoint::service_assignments(&index.services["httpbin.foo.svc.cluster.local"], None)[NAME].decode().unwrap()
+        };
+        let marked = assignment(&index(""));
+        assert!(marked.endpoints[0].lb_endpoints[0].metadata.is_some());
+        let disable = "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: foo}\nspec: {mtls: {mode: DISABLE}}\n";
+        assert!(assignment(&index(disable)).endpoints[0].lb_endpoints[0].metadata.is_none());
+        let other_port = "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: p, namespace: foo}\nspec: {selector: {matchLabels: {app: httpbin}}, portLevelMtls: {81: {mode: DISABLE}}}\n";
+        assert!(assignment(&index(other_port)).endpoints[0].lb_endpoints[0].metadata.is_some(), "only port 81 is plaintext");
+    }
 }

@@ -6,11 +6,20 @@
 //! Policies bound with `targetRef(s)` apply to gateways and waypoints only, never to a sidecar.
 
 use crate::config::istio::common::MatchLabels;
+use crate::config::istio::security::MtlsMode;
 use crate::config::istio::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
 use crate::config::KindSpec;
 use crate::store::Snapshot;
 
 use super::services::{selects, Labels};
+
+/// The pod label istio's injector sets on workloads with a sidecar.
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+
+/// Whether a workload has a sidecar to talk mTLS with.
+pub fn has_sidecar(labels: &Labels) -> bool {
+    labels.get(TLS_MODE_LABEL).is_some_and(|m| m == "istio")
+}
 
 /// Marks an AuthorizationPolicy to be tried out without being enforced.
 pub const DRY_RUN_ANNOTATION: &str = "istio.io/dry-run";
@@ -102,6 +111,23 @@ pub fn peer_authentications<'a>(
         out.push((PeerScope::Workload, *w));
     }
     out
+}
+
+/// istiod's resolution: the workload policy's `portLevelMtls` for the port, then its `mtls`,
+/// then the namespace's, then the mesh's; each UNSET inherits; PERMISSIVE at the top.
+pub fn mtls_mode(policies: &[(PeerScope, Applied<'_, PeerAuthentication>)], port: u16) -> MtlsMode {
+    for (scope, policy) in policies.iter().rev() {
+        if *scope == PeerScope::Workload
+            && let Some(m) = policy.spec.port_level_mtls.as_ref().and_then(|ports| ports.get(&u32::from(port)))
+            && m.mode != MtlsMode::Unset
+        {
+            return m.mode;
+        }
+        if let Some(m) = policy.spec.mtls.filter(|m| m.mode != MtlsMode::Unset) {
+            return m.mode;
+        }
+    }
+    MtlsMode::Permissive
 }
 
 /// What [`applying`] reads of a policy.

@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::security;
+use crate::config::istio::security::MtlsMode;
 use crate::config::istio::service_entry::{Location, Resolution as SeResolution};
 use crate::config::istio::{ServiceEntry, WorkloadEntry};
 use crate::config::kube::{self, TargetPort};
@@ -52,6 +54,9 @@ pub struct Endpoint {
     pub locality: String,
     pub weight: u32,
     pub service_account: String,
+    /// Target ports on which the workload's PeerAuthentication says DISABLE: though it has a
+    /// sidecar, clients must not use mTLS there (istiod drops its `tlsMode` for them).
+    pub plaintext_ports: Vec<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -231,7 +236,7 @@ fn kube_service(
             protocol: kube::port_protocol(&p.name, p.app_protocol.as_deref(), &p.protocol),
         })
         .collect();
-    let pods = Pods { snapshot, namespace: &meta.namespace };
+    let pods = Pods { snapshot, namespace: &meta.namespace, root: &mesh.root_namespace };
     let endpoints = match slices {
         Some(found) => slice_endpoints(svc, found, &pods),
         None => svc.selector.as_ref().map(|sel| pod_endpoints(svc, sel, &pods)).unwrap_or_default(),
@@ -279,7 +284,7 @@ fn service_entry_services(
         SeResolution::DnsRoundRobin => Resolution::DnsRoundRobin,
         SeResolution::None => Resolution::Passthrough,
     };
-    let pods = Pods { snapshot, namespace: ns };
+    let pods = Pods { snapshot, namespace: ns, root: &mesh.root_namespace };
     se.hosts
         .iter()
         .map(|host| Service {
@@ -300,9 +305,23 @@ fn service_entry_services(
 struct Pods<'a> {
     snapshot: &'a Snapshot,
     namespace: &'a str,
+    root: &'a str,
 }
 
 impl<'a> Pods<'a> {
+    /// Of `ports` (the endpoint's target ports), those its PeerAuthentication disables mTLS on;
+    /// only asked of pods with a sidecar.
+    fn plaintext_ports(&self, labels: &Labels, ports: impl IntoIterator<Item = u16>) -> Vec<u16> {
+        if !security::has_sidecar(labels) {
+            return Vec::new();
+        }
+        let policies = security::peer_authentications(self.snapshot, self.root, security::Workload { namespace: self.namespace, labels });
+        if policies.is_empty() {
+            return Vec::new();
+        }
+        ports.into_iter().filter(|p| security::mtls_mode(&policies, *p) == MtlsMode::Disable).collect()
+    }
+
     fn get(&self, name: &str) -> Option<(&'a Labels, &'a kube::Pod)> {
         let key = ObjectKey { kind: kube::Pod::KIND, namespace: self.namespace.to_string(), name: name.to_string() };
         let entry = self.snapshot.get(&key)?;
@@ -335,8 +354,10 @@ fn slice_endpoints(svc: &kube::Service, slices: &[&kube::EndpointSlice], pods: &
             let pod = ep.pod.as_deref().and_then(|name| pods.get(name));
             // One copy of the Pod's labels for all its addresses.
             let labels: Arc<Labels> = pod.map(|(l, _)| Arc::new(l.clone())).unwrap_or_default();
+            let plaintext_ports = pods.plaintext_ports(&labels, ports.values().copied());
             for address in &ep.addresses {
                 out.push(Endpoint {
+                    plaintext_ports: plaintext_ports.clone(),
                     address: address.clone(),
                     ports: ports.clone(),
                     labels: labels.clone(),
@@ -370,8 +391,10 @@ fn pod_endpoints(svc: &kube::Service, selector: &Labels, pods: &Pods<'_>) -> Vec
                 ports.insert(sp.port, t);
             }
         }
+        let plaintext_ports = pods.plaintext_ports(&labels, ports.values().copied());
         for ip in &pod.ips {
             out.push(Endpoint {
+                plaintext_ports: plaintext_ports.clone(),
                 address: ip.clone(),
                 ports: ports.clone(),
                 labels: labels.clone(),
@@ -394,6 +417,7 @@ fn dns_endpoints(host: &str, ports: &[ServicePort]) -> Vec<Endpoint> {
         locality: String::new(),
         weight: 1,
         service_account: String::new(),
+        plaintext_ports: Vec::new(),
     }]
 }
 
@@ -409,6 +433,7 @@ fn workload_endpoint(we: &WorkloadEntry, labels: Arc<Labels>, ports: &[ServicePo
         locality: we.locality.clone(),
         weight: if we.weight == 0 { 1 } else { we.weight },
         service_account: we.service_account.clone(),
+        plaintext_ports: Vec::new(),
     }
 }
 
@@ -429,8 +454,10 @@ fn se_endpoints(
             .collect();
         for (labels, pod) in pods.selected(&selector.labels) {
             let labels = Arc::new(labels.clone());
+            let plaintext_ports = pods.plaintext_ports(&labels, ports.iter().map(|p| p.port));
             for ip in &pod.ips {
                 out.push(Endpoint {
+                    plaintext_ports: plaintext_ports.clone(),
                     address: ip.clone(),
                     ports: ports.iter().map(|p| (p.port, p.port)).collect(),
                     labels: labels.clone(),

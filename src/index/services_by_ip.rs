@@ -105,6 +105,7 @@ mod tests {
                     locality: String::new(),
                     weight: 1,
                     service_account: String::new(),
+                    plaintext_ports: Vec::new(),
                 })
                 .collect(),
             export_to: crate::index::visibility::ExportTo::Public,

@@ -33,9 +33,9 @@ use super::super::security::{authz, jwt};
 use crate::model::NodeType;
 use super::filters::{inbound_http_connection_manager, tcp_proxy, Routes};
 use crate::config::istio::security::MtlsMode;
-use crate::config::istio::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
+use crate::config::istio::{AuthorizationPolicy, RequestAuthentication};
 use crate::config::{Kind, KindSpec, ObjectKey};
-use crate::index::security::{self, Applied, PeerScope, Workload};
+use crate::index::security::{self, Applied, Workload};
 use envoy_types::pb::envoy::config::listener::v3::Filter;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
@@ -149,29 +149,13 @@ impl InboundPolicies {
         let authz: Vec<Applied<'_, AuthorizationPolicy>> = security::applying(snapshot, root, workload);
         let authn: Vec<Applied<'_, RequestAuthentication>> = security::applying(snapshot, root, workload);
         InboundPolicies {
-            mtls: ports.iter().map(|p| mtls_mode(&peer, p.port)).collect(),
+            mtls: ports.iter().map(|p| security::mtls_mode(&peer, p.port)).collect(),
             authorization: keys(Kind::AuthorizationPolicy, authz.iter().map(|a| (a.namespace, a.name)).collect()),
             authentication: keys(Kind::RequestAuthentication, authn.iter().map(|a| (a.namespace, a.name)).collect()),
         }
     }
 }
 
-/// istiod's resolution: the workload policy's `portLevelMtls` for the port, then its `mtls`,
-/// then the namespace's, then the mesh's; each UNSET inherits; PERMISSIVE at the top.
-fn mtls_mode(policies: &[(PeerScope, Applied<'_, PeerAuthentication>)], port: u16) -> MtlsMode {
-    for (scope, policy) in policies.iter().rev() {
-        if *scope == PeerScope::Workload
-            && let Some(m) = policy.spec.port_level_mtls.as_ref().and_then(|ports| ports.get(&u32::from(port)))
-            && m.mode != MtlsMode::Unset
-        {
-            return m.mode;
-        }
-        if let Some(m) = policy.spec.mtls.filter(|m| m.mode != MtlsMode::Unset) {
-            return m.mode;
-        }
-    }
-    MtlsMode::Permissive
-}
 
 /// `virtualInbound`: chains per served port (mTLS as PeerAuthentication asks, for a proxy
 /// that has its certificate), connections to 15006 itself dropped, anything else passed
