@@ -30,6 +30,9 @@
 mod client;
 #[path = "kube_sync/cluster.rs"]
 mod cluster;
+#[path = "xds_load/tls.rs"]
+#[allow(dead_code)]
+mod tls;
 #[path = "../tests/support/fake_apiserver.rs"]
 mod fake_apiserver;
 #[path = "xds_load/fixture.rs"]
@@ -306,7 +309,7 @@ async fn connect(args: &Args, xds_addr: SocketAddr, client_rt: &Handle, stats: &
     let cpu0 = Cpu::now()?;
     let start = Instant::now();
     for (i, s) in stats.iter().enumerate() {
-        client_rt.spawn(client::run(i, xds_addr, Mode::Sotw, args.shape.node(i), s.clone()));
+        client_rt.spawn(client::run(i, xds_addr, Mode::Sotw, args.shape.node(i), s.clone(), None));
     }
     wait_for(stats, args.timeout, "connect-all", |_, p| p.converged_at.is_some()).await?;
     let connect_all = stats.iter().filter_map(|s| s.progress().converged_at).max().map_or(Duration::ZERO, |t| t - start);

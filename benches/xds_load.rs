@@ -30,6 +30,8 @@ mod mesh;
 mod report;
 #[path = "xds_load/server.rs"]
 mod server;
+#[path = "xds_load/tls.rs"]
+mod tls;
 #[path = "xds_load/wire.rs"]
 mod wire;
 
@@ -69,9 +71,11 @@ struct Args {
     /// Seconds between the server being ready and the first connect: time to attach a
     /// profiler (`heaptrack -p PID`, `perf record -p PID`) to the server.
     pause: Duration,
+    /// Connect over the TLS port with client certificates (and get certificates over SDS).
+    tls: bool,
 }
 
-const USAGE: &str = "usage: xds_load [--clients N] [--services M] [--mode sotw|delta] [--changes K] [--timeout SECS] [--proxy gateway|sidecar] [--namespaces K] [--scoped | --scoped-root] [--shared-labels] [--pause SECS]";
+const USAGE: &str = "usage: xds_load [--clients N] [--services M] [--mode sotw|delta] [--changes K] [--timeout SECS] [--proxy gateway|sidecar] [--namespaces K] [--scoped | --scoped-root] [--shared-labels] [--pause SECS] [--tls]";
 
 fn parse_args() -> Result<Args> {
     let mut args = Args {
@@ -85,6 +89,7 @@ fn parse_args() -> Result<Args> {
         scoping: Scoping::None,
         shared_labels: false,
         pause: Duration::ZERO,
+        tls: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -113,6 +118,7 @@ fn parse_args() -> Result<Args> {
             "--scoped-root" => args.scoping = Scoping::Root,
             "--shared-labels" => args.shared_labels = true,
             "--pause" => args.pause = Duration::from_secs(value()?.parse()?),
+            "--tls" => args.tls = true,
             // cargo bench passes --bench to every harness = false target.
             "--bench" => {}
             other => bail!("unknown argument {other}; {USAGE}"),
@@ -211,6 +217,15 @@ impl Change {
     }
 }
 
+/// The NAMESPACE a node's metadata claims.
+fn node_namespace(node: &envoy_types::pb::envoy::config::core::v3::Node) -> Option<String> {
+    let value = node.metadata.as_ref()?.fields.get("NAMESPACE")?;
+    match &value.kind {
+        Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(ns)) => Some(ns.clone()),
+        _ => None,
+    }
+}
+
 async fn run(args: Args) -> Result<()> {
     let n = args.clients;
     let fd_limit = server::raise_fd_limit(n as u64 + 256)?;
@@ -222,7 +237,17 @@ async fn run(args: Args) -> Result<()> {
         }
     };
     let spawned = Instant::now();
-    let mut srv = Server::spawn(dir.path(), args.timeout)?;
+    let ca_dir = dir.path().join("ca");
+    let mut srv = Server::spawn(dir.path(), args.timeout, args.tls.then_some(ca_dir.as_path()))?;
+    let client_tls = match args.tls {
+        true => {
+            let nodes: Vec<_> = (0..n).map(|i| workload.node(i)).collect();
+            let namespaces: std::collections::BTreeSet<String> = nodes.iter().filter_map(node_namespace).collect();
+            Some(tls::ClientTls::new(&ca_dir, namespaces)?)
+        }
+        false => None,
+    };
+    let target = srv.tls_addr.unwrap_or(srv.addr);
     let load_time = spawned.elapsed();
     let pid = srv.pid();
     let proc_pid = pid.to_string();
@@ -239,7 +264,11 @@ async fn run(args: Args) -> Result<()> {
     let tasks: Vec<_> = stats
         .iter()
         .enumerate()
-        .map(|(i, s)| tokio::spawn(client::run(i, srv.addr, args.mode, workload.node(i), Arc::clone(s))))
+        .map(|(i, s)| {
+            let node = workload.node(i);
+            let tls = client_tls.as_ref().and_then(|t| t.for_node(&node));
+            tokio::spawn(client::run(i, target, args.mode, node, Arc::clone(s), tls))
+        })
         .collect();
     wait_for(&stats, &mut srv, args.timeout, "connect-all", |_, p| p.converged_at.is_some()).await?;
     let converged = sorted(stats.iter().filter_map(|s| s.progress().converged_at.map(|t| t - start)));

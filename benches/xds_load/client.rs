@@ -103,12 +103,12 @@ impl ClientStats {
 /// Runs one proxy until its stream ends; how it ended goes into `stats`. Like Envoy, a proxy
 /// whose connection fails before its first response tries again after a backoff (a burst of
 /// thousands of connects can overflow the server's listen backlog); each retry is counted.
-pub async fn run(index: usize, addr: SocketAddr, mode: Mode, node: Node, stats: Arc<ClientStats>) {
+pub async fn run(index: usize, addr: SocketAddr, mode: Mode, node: Node, stats: Arc<ClientStats>, tls: Option<Arc<rustls::ClientConfig>>) {
     let mut attempt = 0;
     let error = loop {
         let result = match mode {
-            Mode::Sotw => sotw(&node, addr, &stats).await,
-            Mode::Delta => delta(&node, addr, &stats).await,
+            Mode::Sotw => sotw(&node, addr, &stats, tls.clone()).await,
+            Mode::Delta => delta(&node, addr, &stats, tls.clone()).await,
         };
         let error = match result {
             Ok(()) => "stream ended by the server".to_string(),
@@ -129,15 +129,16 @@ pub async fn run(index: usize, addr: SocketAddr, mode: Mode, node: Node, stats: 
 const MAX_RETRIES: u64 = 5;
 
 /// Each client its own `Channel`, so its own TCP connection and HTTP/2 session.
-async fn connect(addr: SocketAddr) -> Result<AggregatedDiscoveryServiceClient<Channel>> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))?
+async fn connect(addr: SocketAddr, tls: Option<Arc<rustls::ClientConfig>>) -> Result<AggregatedDiscoveryServiceClient<Channel>> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(Duration::from_secs(60))
         .tcp_nodelay(true)
         .initial_stream_window_size(WINDOW)
-        .initial_connection_window_size(WINDOW)
-        .connect()
-        .await
-        .context("connecting")?;
+        .initial_connection_window_size(WINDOW);
+    let channel = match tls {
+        Some(config) => super::tls::connect(endpoint, addr, config).await?,
+        None => endpoint.connect().await.context("connecting")?,
+    };
     Ok(AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(usize::MAX))
 }
 
@@ -170,8 +171,8 @@ struct SotwType {
     nonce: String,
 }
 
-async fn sotw(node: &Node, addr: SocketAddr, stats: &ClientStats) -> Result<()> {
-    let mut client = connect(addr).await?;
+async fn sotw(node: &Node, addr: SocketAddr, stats: &ClientStats, tls: Option<Arc<rustls::ClientConfig>>) -> Result<()> {
+    let mut client = connect(addr, tls).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let request = |ty: usize, t: &SotwType| DiscoveryRequest {
         type_url: URLS[ty].to_string(),
@@ -226,8 +227,8 @@ struct DeltaType {
     held: BTreeMap<String, BTreeSet<String>>,
 }
 
-async fn delta(node: &Node, addr: SocketAddr, stats: &ClientStats) -> Result<()> {
-    let mut client = connect(addr).await?;
+async fn delta(node: &Node, addr: SocketAddr, stats: &ClientStats, tls: Option<Arc<rustls::ClientConfig>>) -> Result<()> {
+    let mut client = connect(addr, tls).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let request = |ty: usize| DeltaDiscoveryRequest { type_url: URLS[ty].to_string(), ..Default::default() };
     // An initial request naming nothing is a wildcard subscription, as Envoy sends it.

@@ -18,6 +18,8 @@ const LOG_LINES: usize = 200;
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
+    /// The TLS port, when started with a CA directory.
+    pub tls_addr: Option<SocketAddr>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -32,8 +34,10 @@ impl Server {
     /// Starts `pilotfish serve` and waits until it has loaded `config_dir`. It logs at warn,
     /// plus `pilotfish::serve`'s one info line "config loaded", which tells us it is ready
     /// without a probe connection that would count in the baseline.
-    pub fn spawn(config_dir: &Path, timeout: Duration) -> Result<Server> {
+    /// With `ca_dir`, also the TLS port, the CA root kept there.
+    pub fn spawn(config_dir: &Path, timeout: Duration, ca_dir: Option<&Path>) -> Result<Server> {
         let addr = free_port()?;
+        let tls_addr = ca_dir.map(|_| free_port()).transpose()?;
         let mut command = Command::new(env!("CARGO_BIN_EXE_pilotfish"));
         // SAFETY: prctl is async-signal-safe. The kernel kills the server when the thread
         // that spawned it (the bench's main thread) exits, even on a signal that skips Drop.
@@ -48,6 +52,17 @@ impl Server {
             .arg("--config-dir")
             .arg(config_dir)
             .args(["--xds-address", &addr.to_string(), "--debounce", "100ms"])
+            .args(match (ca_dir, tls_addr) {
+                (Some(dir), Some(tls)) => vec![
+                    "--secure-xds-address".to_string(),
+                    tls.to_string(),
+                    "--ca-dir".into(),
+                    dir.display().to_string(),
+                    "--cacerts-dir".into(),
+                    dir.join("no-cacerts").display().to_string(),
+                ],
+                _ => Vec::new(),
+            })
             .env("RUST_LOG", "warn,pilotfish::serve=info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -70,7 +85,7 @@ impl Server {
                 }
             }
         });
-        let mut server = Server { child, addr, log };
+        let mut server = Server { child, addr, tls_addr, log };
         if ready_rx.recv_timeout(timeout).is_err() {
             let status = server.child.try_wait()?;
             bail!("pilotfish did not load its config (exit: {status:?}); log:\n{}", server.log().join("\n"));
