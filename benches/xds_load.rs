@@ -237,7 +237,9 @@ async fn run(args: Args) -> Result<()> {
         }
     };
     let spawned = Instant::now();
-    let ca_dir = dir.path().join("ca");
+    // Outside the config dir: the directory source would watch it too.
+    let ca_tmp = tempfile::Builder::new().prefix("xds-load-ca-").tempdir()?;
+    let ca_dir = ca_tmp.path().to_path_buf();
     let mut srv = Server::spawn(dir.path(), args.timeout, args.tls.then_some(ca_dir.as_path()))?;
     let client_tls = match args.tls {
         true => {

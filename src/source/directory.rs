@@ -71,8 +71,9 @@ impl Directory {
     pub fn rescan(&mut self) -> Result<bool, std::io::Error> {
         let paths = self.scan()?;
         let mut changed = false;
+        // `scan` sorts: a binary search keeps a rescan of thousands of files linear-ish.
         let gone: Vec<PathBuf> =
-            self.files.keys().filter(|p| !paths.contains(p)).cloned().collect();
+            self.files.keys().filter(|p| paths.binary_search(p).is_err()).cloned().collect();
         for path in gone {
             changed |= self.files.remove(&path).is_some();
         }

@@ -73,6 +73,12 @@ pub fn with_secrets(base: &Arc<ProxyResources>, own: Option<&IdentitySecrets>) -
             Arc::new(r)
         }
         Some(own) => {
+            // Every secure connection gets its own copy; the versions of the shared maps are
+            // computed once, in the shared value, before it is copied (else each copy would hash
+            // a thousand names per type, per connection, per push).
+            for ty in TypeUrl::ALL.into_iter().filter(|t| *t != TypeUrl::Secret) {
+                base.version(ty);
+            }
             let mut merged = ResourceMap::clone(config);
             merged.extend(own.resources.iter().map(|(k, v)| (k.clone(), Arc::clone(v))));
             let mut r = ProxyResources::clone(base);
