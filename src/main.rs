@@ -159,12 +159,27 @@ enum Command {
         #[arg(long, requires = "xds_root_cert")]
         xds_token_file: Option<PathBuf>,
     },
+    /// The sync status of every connected proxy, from the control plane's CSDS service, as
+    /// `istioctl proxy-status` prints it.
+    ProxyStatus {
+        /// The control plane's plaintext xDS address.
+        #[arg(long, default_value = "127.0.0.1:15010")]
+        xds_address: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: StatusOutput,
+    },
     /// Print Istio-compatible CustomResourceDefinitions for the kinds pilotfish serves.
     Crds {
         /// Write one `<group>_<plural>.yaml` per kind into this directory instead.
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StatusOutput {
+    Table,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -184,6 +199,21 @@ enum CaCommand {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+fn proxy_status(xds_address: &str, output: StatusOutput) -> Result<ExitCode> {
+    use pilotfish::xds::csds::{client, table};
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    let response = runtime.block_on(client::fetch(xds_address))?;
+    match output {
+        StatusOutput::Table => print!("{}", table::render(&table::rows(&response, xds_address))),
+        StatusOutput::Json => {
+            let bytes = prost::Message::encode_to_vec(&response);
+            let json = pilotfish::debug::json::message_to_json("envoy.service.status.v3.ClientStatusResponse", &bytes)?;
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -243,6 +273,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { paths } => validate(&paths),
+        Command::ProxyStatus { xds_address, output } => proxy_status(&xds_address, output),
         Command::Render { config_dir, node_id, labels, service_account, mesh } => {
             let mut proxy = Proxy::from_id(&node_id)?.with_labels(labels);
             if let Some(account) = service_account {

@@ -29,6 +29,7 @@ use super::proto::istio_certificate_service_server::IstioCertificateServiceServe
 use super::secrets::WorkloadSecrets;
 use crate::ca::serving::{self, ServingError};
 use crate::ca::{Authority, SpiffeId};
+use crate::xds::csds::CsdsService;
 use crate::xds::{AdsService, Connections, Peer, Security, SnapshotRx};
 
 /// Lifetime of the port's own certificate (renewed two thirds in).
@@ -89,6 +90,7 @@ pub async fn serve(
         authenticate: port.authenticator.clone(),
         secrets: Arc::new(WorkloadSecrets::new(port.authority.clone(), port.workload_ttl)),
     };
+    let csds = CsdsService::server(Arc::clone(&connections));
     let ads = AdsService::new(snapshots, connections, stop.clone()).with_security(security);
     let ca = IstioCertificateServiceServer::new(CaService::new(port.authority.clone(), port.authenticator.clone()));
 
@@ -104,6 +106,7 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(ads)
         .add_service(ca)
+        .add_service(csds)
         .serve_with_incoming_shutdown(ReceiverStream::new(accepted_rx), signal)
         .await;
     accepting.abort();

@@ -8,6 +8,7 @@
 mod body;
 pub mod codec;
 pub mod connection;
+pub mod csds;
 mod delta;
 mod gate;
 mod held;

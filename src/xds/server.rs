@@ -14,6 +14,7 @@ use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
 use super::connection::Connections;
+use super::csds::CsdsService;
 use super::service::AdsService;
 use super::{SnapshotRx, XdsError};
 
@@ -33,6 +34,7 @@ pub async fn serve(
 ) -> Result<(), XdsError> {
     let addr = listener.local_addr().ok();
     let (stop_tx, stop_rx) = watch::channel(false);
+    let csds = CsdsService::server(Arc::clone(&connections));
     let service = AdsService::new(snapshots, connections, stop_rx);
     let incoming =
         TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(TCP_KEEPALIVE));
@@ -45,7 +47,9 @@ pub async fn serve(
     Server::builder()
         .http2_keepalive_interval(Some(H2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(H2_KEEPALIVE_TIMEOUT))
-        .serve_with_incoming_shutdown(service, incoming, signal)
+        .add_service(service)
+        .add_service(csds)
+        .serve_with_incoming_shutdown(incoming, signal)
         .await?;
     Ok(())
 }

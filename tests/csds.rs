@@ -1,0 +1,312 @@
+//! CSDS on the plaintext xDS port, over real gRPC: proxies that ACK, NACK and leave a response
+//! unanswered, then what `FetchClientStatus`, `StreamClientStatus` and `pilotfish proxy-status`
+//! report about them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::status::v3::client_config::GenericXdsConfig;
+use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::status::v3::{
+    ClientConfig, ClientStatusRequest, ClientStatusResponse, ConfigStatus,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
+use envoy_types::pb::envoy::r#type::matcher::v3::{NodeMatcher, StringMatcher};
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+use pilotfish::model::Proxy;
+use pilotfish::xds::{
+    AckState, Connections, ProxyResources, Resource, RunningServer, Snapshot, TypeUrl,
+};
+use tokio::sync::{mpsc, watch};
+use tokio::time::timeout;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+
+const APP: &str = "sidecar~10.0.0.1~app-1.default~default.svc.cluster.local";
+const GW: &str = "router~10.0.0.9~gw-1.istio-system~istio-system.svc.cluster.local";
+const WAIT: Duration = Duration::from_secs(5);
+const NACK_MESSAGE: &str = "Error adding/updating listener(s) l1: no filter chains";
+
+struct FixedSnapshot(Arc<ProxyResources>);
+
+impl Snapshot for FixedSnapshot {
+    fn revision(&self) -> u64 {
+        1
+    }
+    fn resources_for(&self, _proxy: &Proxy) -> Arc<ProxyResources> {
+        Arc::clone(&self.0)
+    }
+}
+
+fn resources() -> Arc<dyn Snapshot> {
+    let mut r = ProxyResources::default();
+    let one = |res: Resource| vec![(res.name.clone(), Arc::new(res))].into_iter().collect();
+    r.set(
+        TypeUrl::Cluster,
+        one(Resource::encode("c1", &Cluster { name: "c1".into(), ..Default::default() })),
+    );
+    r.set(
+        TypeUrl::Listener,
+        one(Resource::encode("l1", &Listener { name: "l1".into(), ..Default::default() })),
+    );
+    r.set(
+        TypeUrl::RouteConfiguration,
+        one(Resource::encode(
+            "r1",
+            &RouteConfiguration { name: "r1".into(), ..Default::default() },
+        )),
+    );
+    Arc::new(FixedSnapshot(Arc::new(r)))
+}
+
+struct FakeProxy {
+    id: &'static str,
+    tx: mpsc::Sender<DiscoveryRequest>,
+    responses: Streaming<DiscoveryResponse>,
+    first: bool,
+}
+
+impl FakeProxy {
+    async fn connect(server: &RunningServer, id: &'static str) -> FakeProxy {
+        let (tx, rx) = mpsc::channel(16);
+        let mut client = AggregatedDiscoveryServiceClient::connect(server.url()).await.unwrap();
+        let responses =
+            client.stream_aggregated_resources(ReceiverStream::new(rx)).await.unwrap().into_inner();
+        FakeProxy { id, tx, responses, first: true }
+    }
+
+    async fn send(&mut self, mut req: DiscoveryRequest) {
+        if std::mem::take(&mut self.first) {
+            req.node = Some(Node { id: self.id.into(), ..Default::default() });
+        }
+        self.tx.send(req).await.unwrap();
+    }
+
+    async fn subscribe(&mut self, ty: TypeUrl, names: &[&str]) -> DiscoveryResponse {
+        let names = names.iter().map(|n| n.to_string()).collect();
+        self.send(DiscoveryRequest {
+            type_url: ty.url().into(),
+            resource_names: names,
+            ..Default::default()
+        })
+        .await;
+        timeout(WAIT, self.responses.message()).await.expect("no response").unwrap().unwrap()
+    }
+
+    async fn ack(&mut self, r: &DiscoveryResponse) {
+        let req = DiscoveryRequest {
+            type_url: r.type_url.clone(),
+            version_info: r.version_info.clone(),
+            response_nonce: r.nonce.clone(),
+            ..Default::default()
+        };
+        self.send(req).await;
+    }
+
+    async fn nack(&mut self, r: &DiscoveryResponse) {
+        let req = DiscoveryRequest {
+            type_url: r.type_url.clone(),
+            response_nonce: r.nonce.clone(),
+            error_detail: Some(RpcStatus {
+                code: 3,
+                message: NACK_MESSAGE.into(),
+                details: vec![],
+            }),
+            ..Default::default()
+        };
+        self.send(req).await;
+    }
+}
+
+/// A server with two proxies: the app ACKs CDS, NACKs LDS and leaves RDS unanswered; the
+/// gateway ACKs CDS.
+struct World {
+    server: RunningServer,
+    _publish: watch::Sender<Arc<dyn Snapshot>>,
+    _proxies: Vec<FakeProxy>,
+}
+
+async fn world() -> World {
+    let (publish, snapshots) = watch::channel(resources());
+    let connections = Connections::new();
+    let server =
+        RunningServer::spawn("127.0.0.1:0".parse().unwrap(), snapshots, Arc::clone(&connections))
+            .await
+            .unwrap();
+    let mut app = FakeProxy::connect(&server, APP).await;
+    let cds = app.subscribe(TypeUrl::Cluster, &[]).await;
+    app.ack(&cds).await;
+    let lds = app.subscribe(TypeUrl::Listener, &[]).await;
+    app.nack(&lds).await;
+    app.subscribe(TypeUrl::RouteConfiguration, &["r1"]).await;
+    let mut gw = FakeProxy::connect(&server, GW).await;
+    let gw_cds = gw.subscribe(TypeUrl::Cluster, &[]).await;
+    gw.ack(&gw_cds).await;
+    let settled = connections.wait_for(|c| {
+        let state = |id: &str, ty: TypeUrl| {
+            c.by_proxy(id).and_then(|i| i.types.get(ty.url()).map(|t| t.state))
+        };
+        state(APP, TypeUrl::Cluster) == Some(AckState::Acked)
+            && state(APP, TypeUrl::Listener) == Some(AckState::Nacked)
+            && state(GW, TypeUrl::Cluster) == Some(AckState::Acked)
+    });
+    timeout(WAIT, settled)
+        .await
+        .unwrap_or_else(|_| panic!("proxies never settled: {:#?}", connections.list()));
+    World { server, _publish: publish, _proxies: vec![app, gw] }
+}
+
+async fn csds(
+    server: &RunningServer,
+) -> ClientStatusDiscoveryServiceClient<tonic::transport::Channel> {
+    ClientStatusDiscoveryServiceClient::connect(server.url()).await.unwrap()
+}
+
+fn config_of<'a>(response: &'a ClientStatusResponse, id: &str) -> &'a ClientConfig {
+    response
+        .config
+        .iter()
+        .find(|c| c.node.as_ref().is_some_and(|n| n.id == id))
+        .unwrap_or_else(|| panic!("{id} missing: {response:#?}"))
+}
+
+fn type_of(config: &ClientConfig, ty: TypeUrl) -> &GenericXdsConfig {
+    config
+        .generic_xds_configs
+        .iter()
+        .find(|g| g.type_url == ty.url())
+        .unwrap_or_else(|| panic!("{ty:?} missing: {config:#?}"))
+}
+
+fn prefix(p: &str) -> ClientStatusRequest {
+    let id =
+        StringMatcher { match_pattern: Some(MatchPattern::Prefix(p.into())), ..Default::default() };
+    ClientStatusRequest {
+        node_matchers: vec![NodeMatcher { node_id: Some(id), ..Default::default() }],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn fetch_reports_synced_error_and_stale_per_type() {
+    let w = world().await;
+    let response = csds(&w.server)
+        .await
+        .fetch_client_status(ClientStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.config.len(), 2);
+    let app = config_of(&response, APP);
+    let cds = type_of(app, TypeUrl::Cluster);
+    assert_eq!(cds.config_status, ConfigStatus::Synced as i32);
+    assert!(!cds.version_info.is_empty());
+    let lds = type_of(app, TypeUrl::Listener);
+    assert_eq!(lds.config_status, ConfigStatus::Error as i32);
+    let error = lds.error_state.as_ref().expect("a NACK carries its error");
+    assert_eq!(error.details, NACK_MESSAGE);
+    assert!(!error.version_info.is_empty(), "the rejected version is named");
+    assert!(lds.last_updated.is_some());
+    assert_eq!(type_of(app, TypeUrl::RouteConfiguration).config_status, ConfigStatus::Stale as i32);
+    assert_eq!(
+        type_of(config_of(&response, GW), TypeUrl::Cluster).config_status,
+        ConfigStatus::Synced as i32
+    );
+    w.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn node_matchers_filter_and_bad_ones_are_invalid_argument() {
+    let w = world().await;
+    let mut client = csds(&w.server).await;
+    let only_gw = client.fetch_client_status(prefix("router~")).await.unwrap().into_inner();
+    let ids: Vec<_> = only_gw.config.iter().map(|c| c.node.as_ref().unwrap().id.as_str()).collect();
+    assert_eq!(ids, [GW]);
+    let meta = ClientStatusRequest {
+        node_matchers: vec![NodeMatcher {
+            node_metadatas: vec![Default::default()],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let err = client.fetch_client_status(meta).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("node_matchers[0].node_metadatas"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn the_stream_answers_every_request() {
+    let w = world().await;
+    let (tx, rx) = mpsc::channel(4);
+    let mut responses = csds(&w.server)
+        .await
+        .stream_client_status(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(prefix("sidecar~")).await.unwrap();
+    let first = timeout(WAIT, responses.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!(first.config.len(), 1);
+    assert_eq!(first.config[0].node.as_ref().unwrap().id, APP);
+    tx.send(ClientStatusRequest::default()).await.unwrap();
+    let second = timeout(WAIT, responses.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!(second.config.len(), 2);
+}
+
+/// The binary end to end: `pilotfish proxy-status` against the running server.
+#[tokio::test]
+async fn proxy_status_prints_the_table_and_json() {
+    let w = world().await;
+    let address = w.server.addr.to_string();
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_pilotfish")).args(args).output().unwrap()
+        })
+    };
+    let out =
+        run(vec!["proxy-status".into(), "--xds-address".into(), address.clone()]).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        ["NAME", "CLUSTER", "CDS", "LDS", "EDS", "RDS", "ECDS", "ISTIOD", "VERSION"]
+    );
+    assert_eq!(
+        lines[1],
+        ["app-1.default", "SYNCED", "NACKED", "STALE", address.as_str()],
+        "{table}"
+    );
+    assert_eq!(lines[2], ["gw-1.istio-system", "SYNCED", address.as_str()], "{table}");
+
+    let out = run(vec![
+        "proxy-status".into(),
+        "--xds-address".into(),
+        address,
+        "-o".into(),
+        "json".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let configs = json["config"].as_array().unwrap();
+    let app = configs.iter().find(|c| c["node"]["id"] == APP).unwrap();
+    let lds = app["generic_xds_configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["type_url"] == TypeUrl::Listener.url())
+        .unwrap();
+    assert_eq!(lds["config_status"], "ERROR");
+    assert_eq!(lds["error_state"]["details"], NACK_MESSAGE);
+}
