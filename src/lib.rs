@@ -13,6 +13,7 @@ pub mod diagnostic;
 pub mod generate;
 pub mod index;
 pub mod leader;
+pub mod metrics;
 pub mod model;
 pub mod operator;
 pub mod push;

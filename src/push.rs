@@ -28,6 +28,7 @@ pub fn build(snapshot: &store::Snapshot, mesh: &MeshConfig, previous: Option<&Ar
 
 /// [`build`] with the JWKS fetched so far (`None`: the previous revision's).
 fn build_with(snapshot: &store::Snapshot, mesh: &MeshConfig, previous: Option<&Arc<PushContext>>, jwks: Option<JwksKeys>) -> Arc<PushContext> {
+    let started = std::time::Instant::now();
     let mesh = effective_mesh(snapshot, mesh);
     let mut index = match previous {
         Some(p) => Index::build_after(snapshot, &mesh, p.index()),
@@ -45,7 +46,10 @@ fn build_with(snapshot: &store::Snapshot, mesh: &MeshConfig, previous: Option<&A
     for d in index.diagnostics.iter().filter(|d| !seen.contains(d)) {
         tracing::warn!("{d}");
     }
-    Arc::new(PushContext::after(Arc::new(index), previous.cloned()))
+    let (services, virtual_services) = (index.services.len(), index.virtual_services.len());
+    let context = Arc::new(PushContext::after(Arc::new(index), previous.cloned()));
+    crate::metrics::global().pushed(started.elapsed(), services, virtual_services);
+    context
 }
 
 /// `base` (the command line's settings and istiod's defaults) with the `mesh` of ConfigMap

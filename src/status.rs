@@ -1,5 +1,7 @@
-//! istiod's plain-HTTP status endpoints (its port 8080): `/ready` for the readiness probe and
-//! `/version`.
+//! istiod's plain-HTTP status endpoints (its port 8080): `/ready` for the readiness probe,
+//! `/version`, and `/metrics` (Prometheus text). istiod serves `/metrics` on a separate
+//! monitoring port (15014); here it shares this listener, so a scrape config points at the
+//! status port instead of needing one more port open.
 //!
 //! Ready means config is being served: the config directory has been read, or every kind has
 //! been listed from the Kubernetes API and the first push context built. It turns false again
@@ -10,14 +12,18 @@ use std::future::Future;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// The routes, over the readiness flag `serve` keeps.
 pub fn router(ready: watch::Receiver<bool>) -> Router {
-    Router::new().route("/ready", get(ready_handler)).route("/version", get(version)).with_state(ready)
+    Router::new()
+        .route("/ready", get(ready_handler))
+        .route("/version", get(version))
+        .route("/metrics", get(metrics))
+        .with_state(ready)
 }
 
 async fn ready_handler(State(ready): State<watch::Receiver<bool>>) -> (StatusCode, &'static str) {
@@ -32,9 +38,16 @@ async fn version() -> String {
     format!("pilotfish {}\n", env!("CARGO_PKG_VERSION"))
 }
 
+async fn metrics() -> Result<([(header::HeaderName, &'static str); 1], String), (StatusCode, String)> {
+    match crate::metrics::global().encode() {
+        Ok(text) => Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text)),
+        Err(e) => Err((StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics: {e}\n"))),
+    }
+}
+
 /// Serves the status endpoints on `listener` until `shutdown` completes.
 pub async fn serve(listener: TcpListener, ready: watch::Receiver<bool>, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    tracing::info!(addr = ?listener.local_addr().ok(), "serving /ready and /version");
+    tracing::info!(addr = ?listener.local_addr().ok(), "serving /ready, /version and /metrics");
     axum::serve(listener, router(ready)).with_graceful_shutdown(shutdown).await
 }
 
@@ -64,5 +77,21 @@ mod tests {
         let (code, body) = get_status(addr, "/version").await;
         assert_eq!(code, 200);
         assert!(body.contains(env!("CARGO_PKG_VERSION")), "{body}");
+    }
+
+    #[tokio::test]
+    async fn metrics_are_served_as_prometheus_text() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_tx, rx) = watch::channel(true);
+        tokio::spawn(serve(listener, rx, std::future::pending()));
+        crate::metrics::global().csr.inc();
+        let (code, response) = get_status(addr, "/metrics").await;
+        assert_eq!(code, 200);
+        assert!(response.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{response}");
+        let (_, body) = response.split_once("\r\n\r\n").unwrap();
+        let csr = body.lines().find_map(|l| l.strip_prefix("citadel_server_csr_count ")).unwrap();
+        assert!(csr.parse::<u64>().unwrap() >= 1, "{body}");
+        assert!(body.contains("# TYPE pilot_xds_pushes counter"), "{body}");
     }
 }

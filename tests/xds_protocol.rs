@@ -618,3 +618,46 @@ async fn route_to_a_new_cluster_goes_out_after_the_hold_timeout() {
     assert_eq!(rds.type_url, RDS.url());
     assert!(start.elapsed() >= Duration::from_millis(4500), "{:?}", start.elapsed());
 }
+
+/// istiod's metrics move with the protocol: a response counts in `pilot_xds_pushes` and
+/// `pilot_xds_config_size_bytes`, its ACK in `pilot_proxy_convergence_time`, a NACK in
+/// `pilot_total_xds_rejects`, and the stream in `pilot_xds` while it lasts. The registry is
+/// process-wide, so other tests in this binary may add to it: only increases are asserted.
+#[tokio::test]
+async fn metrics_count_responses_acks_and_nacks() {
+    let metrics = pilotfish::metrics::global();
+    let cds = metrics.xds_type(CDS);
+    let (pushes, rejects, sizes, converged) =
+        (cds.pushes.get(), cds.rejects.get(), cds.config_size.count(), metrics.convergence.count());
+    let mut h = Harness::start(&base_config()).await;
+    let mut c = h.sotw().await;
+    c.send(CDS, &[], "", "").await;
+    let v1 = c.recv().await;
+    assert!(cds.pushes.get() > pushes, "the response counts in pilot_xds_pushes{{type=cds}}");
+    assert!(cds.config_size.count() > sizes);
+    assert!(metrics.xds_clients("") >= 1, "the stream counts in pilot_xds");
+    c.ack(&[], &v1).await;
+    h.wait_type(CDS, |t| t.state == AckState::Acked).await;
+    assert!(metrics.convergence.count() > converged, "the ACK is a convergence sample");
+    assert_eq!(cds.rejects.get(), rejects, "an ACK is no reject");
+
+    let mut config = base_config();
+    config.insert(CDS, vec![cluster("a", "broken")]);
+    h.publish(&config);
+    let v2 = c.recv().await;
+    c.tx
+        .send(DiscoveryRequest {
+            type_url: CDS.url().into(),
+            version_info: v1.version_info.clone(),
+            response_nonce: v2.nonce.clone(),
+            error_detail: Some(RpcStatus { code: 3, message: "a: bad".into(), details: vec![] }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    h.wait_type(CDS, |t| t.state == AckState::Nacked).await;
+    assert!(cds.rejects.get() > rejects, "the NACK counts in pilot_total_xds_rejects{{type=cds}}");
+    let text = metrics.encode().unwrap();
+    let line = text.lines().find(|l| l.starts_with("pilot_total_xds_rejects{type=\"cds\"} ")).unwrap();
+    assert!(line.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap() >= 1, "{text}");
+}

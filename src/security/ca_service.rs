@@ -31,6 +31,8 @@ impl IstioCertificateService for CaService {
         &self,
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
+        let metrics = crate::metrics::global();
+        metrics.csr.inc();
         let cert = request.extensions().get::<Peer>().and_then(|p| p.identity.clone());
         let bearer = bearer_token(&request.metadata().clone().into_headers());
         let caller = self.authenticator.caller(cert, bearer).await?;
@@ -48,6 +50,7 @@ impl IstioCertificateService for CaService {
             }
         })?;
         tracing::debug!(%caller, "signed a workload certificate");
+        metrics.cert_issued.inc();
         Ok(Response::new(IstioCertificateResponse { cert_chain: signed.cert_chain }))
     }
 }

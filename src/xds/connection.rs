@@ -151,6 +151,7 @@ impl Connections {
     pub(crate) fn register(
         self: &Arc<Self>,
         proxy_id: &str,
+        istio_version: &str,
         peer: Option<String>,
         variant: Variant,
     ) -> Registration {
@@ -165,7 +166,8 @@ impl Connections {
         };
         self.lock().insert(id, info);
         self.bump();
-        Registration { connections: Arc::clone(self), id }
+        crate::metrics::global().xds_clients_add(istio_version, 1);
+        Registration { connections: Arc::clone(self), id, istio_version: istio_version.to_string() }
     }
 
     /// A poisoned lock only means a reader panicked mid-clone; the map itself is intact.
@@ -189,6 +191,8 @@ impl Serialize for Connections {
 pub(crate) struct Registration {
     connections: Arc<Connections>,
     id: u64,
+    /// The `version` label this connection counts under in `pilot_xds`.
+    istio_version: String,
 }
 
 impl Registration {
@@ -214,6 +218,7 @@ impl Drop for Registration {
     fn drop(&mut self) {
         self.connections.lock().remove(&self.id);
         self.connections.bump();
+        crate::metrics::global().xds_clients_add(&self.istio_version, -1);
     }
 }
 
@@ -228,7 +233,9 @@ mod tests {
     #[test]
     fn registration_lives_as_long_as_the_stream() {
         let conns = Connections::new();
-        let reg = conns.register("sidecar~1~a.b~b.svc.cluster.local", None, Variant::Sotw);
+        let version = "registration_lives_as_long_as_the_stream";
+        let reg = conns.register("sidecar~1~a.b~b.svc.cluster.local", version, None, Variant::Sotw);
+        assert_eq!(crate::metrics::global().xds_clients(version), 1, "pilot_xds counts the connection");
         let mut types = BTreeMap::new();
         types.insert("t".to_string(), TypeStatus { responses: 2, ..Default::default() });
         reg.update(types);
@@ -239,5 +246,6 @@ mod tests {
         assert_eq!(json[0]["types"]["t"]["state"], "none");
         drop(reg);
         assert!(conns.is_empty());
+        assert_eq!(crate::metrics::global().xds_clients(version), 0);
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use tracing::warn;
 
@@ -52,6 +52,8 @@ pub(crate) struct TypeState {
     held: usize,
     pub status: TypeStatus,
     carried: Carried,
+    /// When the pending response went out, for `pilot_proxy_convergence_time`.
+    sent_at: Option<Instant>,
 }
 
 impl TypeState {
@@ -64,6 +66,7 @@ impl TypeState {
             held: 0,
             status: TypeStatus { type_url: url.to_string(), ..Default::default() },
             carried: Carried::These(Vec::new()),
+            sent_at: None,
         }
     }
 
@@ -133,7 +136,12 @@ impl TypeState {
         }
     }
 
+    /// An ACK of the last response sent; the time since it went out is the proxy's
+    /// convergence time.
     pub fn ack(&mut self, version: String) {
+        if let Some(sent_at) = self.sent_at.take() {
+            crate::metrics::global().convergence.observe(sent_at.elapsed().as_secs_f64());
+        }
         self.status.acked_version = Some(version);
         self.status.state = AckState::Acked;
         self.status.acks += 1;
@@ -156,6 +164,10 @@ impl TypeState {
         };
         self.status.state = AckState::Nacked;
         self.status.nacks += 1;
+        self.sent_at = None;
+        if let Some(ty) = self.ty {
+            crate::metrics::global().xds_type(ty).rejects.inc();
+        }
         self.status.last_nack = Some(Nack {
             version,
             nonce: self.status.sent_nonce.clone().unwrap_or_default(),
@@ -169,7 +181,8 @@ impl TypeState {
         self.status.stale += 1;
     }
 
-    /// Records a response computed from `map` about to go out.
+    /// Records a response computed from `map` about to go out, and counts it (with its size)
+    /// in istiod's metrics.
     pub fn sent(
         &mut self,
         nonce: String,
@@ -179,6 +192,16 @@ impl TypeState {
         same_names: bool,
     ) {
         self.hold(map, same_names);
+        if let Some(ty) = self.ty {
+            let metrics = crate::metrics::global().xds_type(ty);
+            metrics.pushes.inc();
+            let bytes: usize = match &carried {
+                Carried::All => self.selected(map).iter().map(|r| r.any.len()).sum(),
+                Carried::These(sent) => sent.iter().map(|r| r.any.len()).sum(),
+            };
+            metrics.config_size.observe(bytes as f64);
+        }
+        self.sent_at = Some(Instant::now());
         self.status.sent_nonce = Some(nonce);
         self.status.sent_version = Some(version);
         self.status.state = AckState::Pending;

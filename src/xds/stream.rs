@@ -135,7 +135,7 @@ async fn run<P, S>(
         _ => None,
     };
     let registration =
-        shared.connections.register(&proxy.id, peer.map(|p| p.to_string()), P::VARIANT);
+        shared.connections.register(&proxy.id, &proxy.metadata.istio_version, peer.map(|p| p.to_string()), P::VARIANT);
     let span = info_span!("xds", proxy = %proxy.id, conn = registration.id());
     async move {
         info!(variant = ?P::VARIANT, peer = ?peer, "proxy connected");
