@@ -56,10 +56,7 @@ async fn start() -> Port {
 
 /// A channel over TLS to the port, trusting the mesh root, with `client` (chain, key PEM).
 async fn channel(port: &Port, client: Option<(String, String)>) -> Channel {
-    let mut roots = rustls::RootCertStore::empty();
-    for der in CertificateDer::pem_slice_iter(port.authority.root_pem().as_bytes()) {
-        roots.add(der.unwrap()).unwrap();
-    }
+    let roots = port.authority.root_store().unwrap();
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()

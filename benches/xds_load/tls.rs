@@ -26,11 +26,7 @@ impl ClientTls {
     /// Reads the CA the server created in `ca_dir` and issues a certificate per namespace.
     pub fn new(ca_dir: &Path, namespaces: impl IntoIterator<Item = String>) -> Result<ClientTls> {
         let authority = pilotfish::ca::file::load_or_create(ca_dir, "cluster.local")?;
-        let mut roots = rustls::RootCertStore::empty();
-        for der in CertificateDer::pem_slice_iter(authority.root_pem().as_bytes()) {
-            roots.add(der?)?;
-        }
-        let roots = Arc::new(roots);
+        let roots = Arc::new(authority.root_store()?);
         let mut by_namespace = HashMap::new();
         for ns in namespaces {
             let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;

@@ -153,6 +153,16 @@ impl Authority {
         &self.root_pem
     }
 
+    /// Every root of [`Authority::root_pem`] for rustls: what a TLS peer of the mesh is checked
+    /// against, server side or client side.
+    pub fn root_store(&self) -> Result<rustls::RootCertStore, rustls::Error> {
+        let mut roots = rustls::RootCertStore::empty();
+        for der in CertificateDer::pem_slice_iter(self.root_pem.as_bytes()) {
+            roots.add(der.map_err(|e| rustls::Error::General(format!("the CA roots: {e}")))?)?;
+        }
+        Ok(roots)
+    }
+
     pub fn root_der(&self) -> &[u8] {
         &self.root_der
     }

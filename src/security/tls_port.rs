@@ -10,9 +10,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use rustls::RootCertStore;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use rustls::server::WebPkiClientVerifier;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -70,11 +67,7 @@ pub async fn serve(
 ) -> Result<(), TlsPortError> {
     let (stop_tx, stop) = watch::channel(false);
     let (cert, renewal) = serving::start(port.authority.clone(), port.dns_names.clone(), CERT_TTL, "xDS TLS", stop.clone())?;
-    let mut roots = RootCertStore::empty();
-    for der in CertificateDer::pem_slice_iter(port.authority.root_pem().as_bytes()) {
-        let der = der.map_err(|e| TlsPortError::Roots(e.to_string()))?;
-        roots.add(der)?;
-    }
+    let roots = port.authority.root_store()?;
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), serving::provider())
         .allow_unauthenticated()
         .build()
