@@ -4,12 +4,12 @@
 use std::collections::BTreeSet;
 
 use envoy_types::pb::envoy::config::cluster::v3::{
-    cluster::{ClusterDiscoveryType, DiscoveryType},
     Cluster,
+    cluster::{ClusterDiscoveryType, DiscoveryType},
 };
-use envoy_types::pb::envoy::config::listener::v3::{filter::ConfigType, Listener};
+use envoy_types::pb::envoy::config::listener::v3::{Listener, filter::ConfigType};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    http_connection_manager::RouteSpecifier, HttpConnectionManager,
+    HttpConnectionManager, http_connection_manager::RouteSpecifier,
 };
 use prost::Message;
 
@@ -18,7 +18,10 @@ use crate::xds::{ProxyResources, TypeUrl};
 /// Every violation, as a sentence; empty when the config is consistent.
 pub fn check(resources: &ProxyResources) -> Vec<String> {
     let mut problems = Vec::new();
-    let endpoints: BTreeSet<&String> = resources.get(TypeUrl::ClusterLoadAssignment).keys().collect();
+    let endpoints: BTreeSet<&String> = resources
+        .get(TypeUrl::ClusterLoadAssignment)
+        .keys()
+        .collect();
     for (name, r) in resources.get(TypeUrl::Cluster).iter() {
         match r.decode::<Cluster>() {
             Err(e) => problems.push(format!("cluster {name} does not decode: {e}")),
@@ -27,9 +30,15 @@ pub fn check(resources: &ProxyResources) -> Vec<String> {
                     problems.push(format!("cluster {name} is named {} inside", c.name));
                 }
                 let eds = matches!(c.cluster_discovery_type, Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::Eds as i32);
-                let service = c.eds_cluster_config.map(|e| e.service_name).filter(|s| !s.is_empty()).unwrap_or(c.name);
+                let service = c
+                    .eds_cluster_config
+                    .map(|e| e.service_name)
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or(c.name);
                 if eds && !endpoints.contains(&service) {
-                    problems.push(format!("EDS cluster {name} has no ClusterLoadAssignment {service}"));
+                    problems.push(format!(
+                        "EDS cluster {name} has no ClusterLoadAssignment {service}"
+                    ));
                 }
             }
         }
@@ -41,14 +50,22 @@ pub fn check(resources: &ProxyResources) -> Vec<String> {
             continue;
         };
         for filter in listener.filter_chains.iter().flat_map(|c| &c.filters) {
-            let Some(ConfigType::TypedConfig(any)) = &filter.config_type else { continue };
+            let Some(ConfigType::TypedConfig(any)) = &filter.config_type else {
+                continue;
+            };
             if !any.type_url.ends_with("HttpConnectionManager") {
                 continue;
             }
             match HttpConnectionManager::decode(any.value.as_slice()) {
-                Ok(HttpConnectionManager { route_specifier: Some(RouteSpecifier::Rds(rds)), .. }) => {
+                Ok(HttpConnectionManager {
+                    route_specifier: Some(RouteSpecifier::Rds(rds)),
+                    ..
+                }) => {
                     if !routes.contains(&rds.route_config_name) {
-                        problems.push(format!("listener {name} uses route config {} that is not served", rds.route_config_name));
+                        problems.push(format!(
+                            "listener {name} uses route config {} that is not served",
+                            rds.route_config_name
+                        ));
                     }
                 }
                 Ok(_) => {}

@@ -14,11 +14,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use super::mtls::{self, Secure};
 use super::{cluster, endpoint, gateway, names, sidecar};
-use crate::index::scope::{Scope, ScopeId};
 use crate::config::istio::DestinationRule;
+use crate::index::scope::{Scope, ScopeId};
 use crate::index::{Index, Service};
-use crate::store::Entry;
 use crate::model::{NodeType, Proxy};
+use crate::store::Entry;
 use crate::xds::resource::MapChange;
 use crate::xds::{ProxyResources, ResourceMap, Snapshot, TypeUrl};
 
@@ -40,7 +40,12 @@ pub struct PushContext {
     /// ports it serves).
     sidecars: Mutex<HashMap<sidecar::ProxyKey, Arc<OnceLock<Arc<ProxyResources>>>>>,
     /// Sidecar cluster maps by scope and the ports the workload serves.
-    sidecar_clusters: Mutex<HashMap<(ScopeId, Vec<sidecar::InboundPort>, bool), Arc<OnceLock<(Arc<ResourceMap>, Arc<ResourceMap>)>>>>,
+    sidecar_clusters: Mutex<
+        HashMap<
+            (ScopeId, Vec<sidecar::InboundPort>, bool),
+            Arc<OnceLock<(Arc<ResourceMap>, Arc<ResourceMap>)>>,
+        >,
+    >,
     /// See [`PushContext::routing_unchanged`].
     routing_unchanged: OnceLock<bool>,
     /// The revision before this one, whose `Arc`s unchanged resources keep. Only one level is
@@ -102,19 +107,26 @@ impl PushContext {
             labels: proxy.labels.clone(),
             secure: proxy.identity.is_some(),
         };
-        let cell = lock(&self.by_class).entry(class.clone()).or_default().clone();
+        let cell = lock(&self.by_class)
+            .entry(class.clone())
+            .or_default()
+            .clone();
         cell.get_or_init(|| {
             let selected = gateway::select(&self.index, proxy);
             let built = gateway::build(&self.index, proxy, &selected);
-            let before = self.previous().and_then(|p| lock(&p.by_class).get(&class).and_then(|c| c.get().cloned()));
+            let before = self
+                .previous()
+                .and_then(|p| lock(&p.by_class).get(&class).and_then(|c| c.get().cloned()));
             let before = |ty: TypeUrl| before.as_ref().map(|b| b.get(ty).clone());
             let mut r = self.with_shared(class.secure);
-            r.by_type[TypeUrl::Listener.index()] = share_unchanged(built.listeners, before(TypeUrl::Listener).as_ref());
+            r.by_type[TypeUrl::Listener.index()] =
+                share_unchanged(built.listeners, before(TypeUrl::Listener).as_ref());
             r.by_type[TypeUrl::RouteConfiguration.index()] =
                 share_unchanged(built.routes, before(TypeUrl::RouteConfiguration).as_ref());
             // Gateway credentials; the server sends them only to a proxy authenticated in the
             // proxy's namespace (`xds::security`).
-            r.by_type[TypeUrl::Secret.index()] = share_unchanged(built.secrets, before(TypeUrl::Secret).as_ref());
+            r.by_type[TypeUrl::Secret.index()] =
+                share_unchanged(built.secrets, before(TypeUrl::Secret).as_ref());
             Arc::new(r)
         })
         .clone()
@@ -129,7 +141,9 @@ impl PushContext {
         let cell = lock(&self.sidecars).entry(key.clone()).or_default().clone();
         cell.get_or_init(|| {
             let previous = self.previous();
-            let before = previous.as_ref().and_then(|p| lock(&p.sidecars).get(&key).and_then(|c| c.get().cloned()));
+            let before = previous
+                .as_ref()
+                .and_then(|p| lock(&p.sidecars).get(&key).and_then(|c| c.get().cloned()));
             if let (Some(p), Some(b)) = (&previous, &before)
                 && let Some(kept) = self.endpoints_changed_only(p, b)
             {
@@ -150,7 +164,8 @@ impl PushContext {
                 None => {
                     let built = sidecar::build(&self.index, proxy, &key, &scope);
                     let before = |ty: TypeUrl| before.as_ref().map(|b| b.get(ty).clone());
-                    r.by_type[TypeUrl::Listener.index()] = share_unchanged(built.listeners, before(TypeUrl::Listener).as_ref());
+                    r.by_type[TypeUrl::Listener.index()] =
+                        share_unchanged(built.listeners, before(TypeUrl::Listener).as_ref());
                     r.by_type[TypeUrl::RouteConfiguration.index()] =
                         share_unchanged(built.routes, before(TypeUrl::RouteConfiguration).as_ref());
                 }
@@ -165,10 +180,16 @@ impl PushContext {
     /// clusters, built from the shared clusters, which did not change. Only for sidecars that
     /// are sent the shared endpoint map (no DestinationRule of their own differs), which is
     /// most: their config is then had without working out their scope again.
-    fn endpoints_changed_only(&self, previous: &PushContext, before: &Arc<ProxyResources>) -> Option<Arc<ProxyResources>> {
+    fn endpoints_changed_only(
+        &self,
+        previous: &PushContext,
+        before: &Arc<ProxyResources>,
+    ) -> Option<Arc<ProxyResources>> {
         let (now, then) = (self.shared(), previous.shared.get()?);
-        let shared_endpoints = Arc::ptr_eq(before.get(TypeUrl::ClusterLoadAssignment), &then.endpoints);
-        let same_clusters = Arc::ptr_eq(&now.clusters, &then.clusters) && Arc::ptr_eq(&now.secure_clusters, &then.secure_clusters);
+        let shared_endpoints =
+            Arc::ptr_eq(before.get(TypeUrl::ClusterLoadAssignment), &then.endpoints);
+        let same_clusters = Arc::ptr_eq(&now.clusters, &then.clusters)
+            && Arc::ptr_eq(&now.secure_clusters, &then.secure_clusters);
         if !(shared_endpoints && same_clusters && self.routing_unchanged()) {
             return None;
         }
@@ -182,7 +203,10 @@ impl PushContext {
     /// Whether this revision's sidecar listeners and routes equal the previous one's for every
     /// proxy key (an endpoint-only change), decided once per revision.
     fn routing_unchanged(&self) -> bool {
-        *self.routing_unchanged.get_or_init(|| self.previous().is_some_and(|p| self.index.same_routing_inputs(&p.index)))
+        *self.routing_unchanged.get_or_init(|| {
+            self.previous()
+                .is_some_and(|p| self.index.same_routing_inputs(&p.index))
+        })
     }
 
     /// Clusters and endpoints for a sidecar: the shared ones the scope sees, those of services
@@ -190,26 +214,44 @@ impl PushContext {
     /// per scope and set of inbound ports: proxies that see every service under the shared
     /// rules and serve the same ports share it, each outbound cluster in it the shared `Arc`,
     /// and the endpoint map the shared one.
-    fn sidecar_clusters(&self, scope: &Scope, inbound: &[sidecar::InboundPort], secure: bool) -> (Arc<ResourceMap>, Arc<ResourceMap>) {
+    fn sidecar_clusters(
+        &self,
+        scope: &Scope,
+        inbound: &[sidecar::InboundPort],
+        secure: bool,
+    ) -> (Arc<ResourceMap>, Arc<ResourceMap>) {
         let key = (scope.id.clone(), inbound.to_vec(), secure);
-        let cell = lock(&self.sidecar_clusters).entry(key.clone()).or_default().clone();
+        let cell = lock(&self.sidecar_clusters)
+            .entry(key.clone())
+            .or_default()
+            .clone();
         cell.get_or_init(|| {
             let shared = self.shared();
             let (shared_clusters, shared_endpoints) = (shared.clusters(secure), &shared.endpoints);
-            let mtls = secure.then_some(Secure { trust_domain: &self.index.mesh.trust_domain });
-            let before = self.previous().and_then(|p| lock(&p.sidecar_clusters).get(&key).and_then(|c| c.get().cloned()));
+            let mtls = secure.then_some(Secure {
+                trust_domain: &self.index.mesh.trust_domain,
+            });
+            let before = self.previous().and_then(|p| {
+                lock(&p.sidecar_clusters)
+                    .get(&key)
+                    .and_then(|c| c.get().cloned())
+            });
             let mut clusters = match scope.id {
                 ScopeId::Everything => (**shared_clusters).clone(),
                 ScopeId::Scoped { .. } => shared_clusters
                     .iter()
-                    .filter(|(name, _)| names::outbound_cluster_host(name).is_none_or(|host| scope.sees(host)))
+                    .filter(|(name, _)| {
+                        names::outbound_cluster_host(name).is_none_or(|host| scope.sees(host))
+                    })
                     .map(|(name, c)| (name.clone(), c.clone()))
                     .collect(),
             };
             let mut endpoints = shared_endpoints.clone();
             if !scope.destination_rules.is_empty() {
                 let overridden = |name: &String| {
-                    names::outbound_cluster_host(name).is_some_and(|h| scope.destination_rules.iter().any(|(s, _)| s.hostname == h))
+                    names::outbound_cluster_host(name).is_some_and(|h| {
+                        scope.destination_rules.iter().any(|(s, _)| s.hostname == h)
+                    })
                 };
                 clusters.retain(|name, _| !overridden(name));
                 let mut own_endpoints = (**shared_endpoints).clone();
@@ -222,7 +264,10 @@ impl PushContext {
                 endpoints = share_unchanged(own_endpoints, before.as_ref().map(|b| &b.1));
             }
             clusters.extend(sidecar::local_clusters(inbound));
-            (share_unchanged(clusters, before.as_ref().map(|b| &b.0)), endpoints)
+            (
+                share_unchanged(clusters, before.as_ref().map(|b| &b.0)),
+                endpoints,
+            )
         })
         .clone()
     }
@@ -253,7 +298,11 @@ struct ServiceResources {
 
 impl Shared {
     fn clusters(&self, secure: bool) -> &Arc<ResourceMap> {
-        if secure { &self.secure_clusters } else { &self.clusters }
+        if secure {
+            &self.secure_clusters
+        } else {
+            &self.clusters
+        }
     }
 
     /// This revision's, keeping from `before` every service whose service and DestinationRule
@@ -267,7 +316,12 @@ impl Shared {
             let resources = match old {
                 Some(old) if old.built_from(service, rule.as_ref()) => old.clone(),
                 _ => {
-                    let new = Arc::new(ServiceResources::build(service, rule, old.map(|o| &**o), &index.mesh.trust_domain));
+                    let new = Arc::new(ServiceResources::build(
+                        service,
+                        rule,
+                        old.map(|o| &**o),
+                        &index.mesh.trust_domain,
+                    ));
                     stale.extend(old);
                     fresh.push(new.clone());
                     new
@@ -277,7 +331,11 @@ impl Shared {
         }
         let Some(before) = before else {
             let all = |f: fn(&ServiceResources) -> &Arc<ResourceMap>| -> ResourceMap {
-                fresh.iter().flat_map(|s| f(s).iter()).map(|(name, r)| (name.clone(), r.clone())).collect()
+                fresh
+                    .iter()
+                    .flat_map(|s| f(s).iter())
+                    .map(|(name, r)| (name.clone(), r.clone()))
+                    .collect()
             };
             let mut clusters = all(|s| &s.clusters);
             clusters.extend(cluster::always());
@@ -291,7 +349,13 @@ impl Shared {
                 by_service,
             };
         };
-        stale.extend(before.by_service.iter().filter(|(host, _)| !index.services.contains_key(*host)).map(|(_, s)| s));
+        stale.extend(
+            before
+                .by_service
+                .iter()
+                .filter(|(host, _)| !index.services.contains_key(*host))
+                .map(|(_, s)| s),
+        );
         let patch = |map: &Arc<ResourceMap>, f: fn(&ServiceResources) -> &Arc<ResourceMap>| {
             if stale.is_empty() && fresh.is_empty() {
                 return map.clone();
@@ -300,17 +364,33 @@ impl Shared {
             for name in stale.iter().flat_map(|s| f(s).keys()) {
                 patched.remove(name);
             }
-            patched.extend(fresh.iter().flat_map(|s| f(s).iter()).map(|(name, r)| (name.clone(), r.clone())));
-            let same = patched.len() == map.len() && patched.values().zip(map.values()).all(|(a, b)| Arc::ptr_eq(a, b));
+            patched.extend(
+                fresh
+                    .iter()
+                    .flat_map(|s| f(s).iter())
+                    .map(|(name, r)| (name.clone(), r.clone())),
+            );
+            let same = patched.len() == map.len()
+                && patched
+                    .values()
+                    .zip(map.values())
+                    .all(|(a, b)| Arc::ptr_eq(a, b));
             if same { map.clone() } else { Arc::new(patched) }
         };
         let endpoints = patch(&before.endpoints, |s| &s.endpoints);
         let endpoints_change = (!Arc::ptr_eq(&endpoints, &before.endpoints)).then(|| {
             let stale_names = stale.iter().flat_map(|s| s.endpoints.keys());
-            let mut names: Vec<String> = stale_names.chain(fresh.iter().flat_map(|s| s.endpoints.keys())).cloned().collect();
+            let mut names: Vec<String> = stale_names
+                .chain(fresh.iter().flat_map(|s| s.endpoints.keys()))
+                .cloned()
+                .collect();
             names.sort_unstable();
             names.dedup();
-            Arc::new(MapChange { from: before.endpoints.clone(), to: endpoints.clone(), names })
+            Arc::new(MapChange {
+                from: before.endpoints.clone(),
+                to: endpoints.clone(),
+                names,
+            })
         });
         Shared {
             clusters: patch(&before.clusters, |s| &s.clusters),
@@ -325,9 +405,19 @@ impl Shared {
 impl ServiceResources {
     /// Encodes `service`'s clusters and endpoints, keeping `old`'s `Arc` of each that came out
     /// the same.
-    fn build(service: &Arc<Service>, rule: Option<Arc<Entry>>, old: Option<&ServiceResources>, trust_domain: &str) -> ServiceResources {
-        let dr = rule.as_ref().and_then(|r| r.object.spec::<DestinationRule>());
-        let clusters = share_unchanged(cluster::service_clusters(service, dr, None), old.map(|o| &o.clusters));
+    fn build(
+        service: &Arc<Service>,
+        rule: Option<Arc<Entry>>,
+        old: Option<&ServiceResources>,
+        trust_domain: &str,
+    ) -> ServiceResources {
+        let dr = rule
+            .as_ref()
+            .and_then(|r| r.object.spec::<DestinationRule>());
+        let clusters = share_unchanged(
+            cluster::service_clusters(service, dr, None),
+            old.map(|o| &o.clusters),
+        );
         // Most services have neither sidecars nor ISTIO_MUTUAL rules: their secure clusters
         // are the plain ones, not encoded twice.
         let secure_clusters = if mtls::may_differ(service, dr) {
@@ -339,7 +429,10 @@ impl ServiceResources {
         ServiceResources {
             clusters,
             secure_clusters,
-            endpoints: share_unchanged(endpoint::service_assignments(service, dr), old.map(|o| &o.endpoints)),
+            endpoints: share_unchanged(
+                endpoint::service_assignments(service, dr),
+                old.map(|o| &o.endpoints),
+            ),
             service: service.clone(),
             rule,
         }
@@ -365,7 +458,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// `built` with every resource whose content did not change since `before` replaced by
 /// `before`'s `Arc`, or `before` itself when nothing changed at all.
 fn share_unchanged(mut built: ResourceMap, before: Option<&Arc<ResourceMap>>) -> Arc<ResourceMap> {
-    let Some(before) = before else { return Arc::new(built) };
+    let Some(before) = before else {
+        return Arc::new(built);
+    };
     let mut all_same = built.len() == before.len();
     for (name, resource) in built.iter_mut() {
         match before.get(name) {
@@ -373,7 +468,11 @@ fn share_unchanged(mut built: ResourceMap, before: Option<&Arc<ResourceMap>>) ->
             _ => all_same = false,
         }
     }
-    if all_same { before.clone() } else { Arc::new(built) }
+    if all_same {
+        before.clone()
+    } else {
+        Arc::new(built)
+    }
 }
 
 impl Snapshot for PushContext {
@@ -392,7 +491,7 @@ impl Snapshot for PushContext {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::update_tests::{revisions, BASE};
+    use crate::index::update_tests::{BASE, revisions};
     use crate::model::MeshConfig;
 
     fn names_and_hashes(map: &ResourceMap) -> Vec<(String, u64)> {
@@ -409,33 +508,72 @@ mod tests {
         let index = Index::build_after(&after, &mesh, previous.index());
         let current = Arc::new(PushContext::after(Arc::new(index), Some(previous.clone())));
         let scratch = PushContext::new(Arc::new(Index::build(&after, &mesh)));
-        assert_eq!(names_and_hashes(&current.shared().clusters), names_and_hashes(&scratch.shared().clusters));
-        assert_eq!(names_and_hashes(&current.shared().endpoints), names_and_hashes(&scratch.shared().endpoints));
+        assert_eq!(
+            names_and_hashes(&current.shared().clusters),
+            names_and_hashes(&scratch.shared().clusters)
+        );
+        assert_eq!(
+            names_and_hashes(&current.shared().endpoints),
+            names_and_hashes(&scratch.shared().endpoints)
+        );
         (previous, current)
     }
 
     #[test]
     fn an_endpoint_change_encodes_only_its_assignment() {
-        let grown = BASE.split("---").nth(1).unwrap().replace("endpoints:\n", "endpoints:\n- addresses: [10.1.0.9]\n  conditions: {ready: true}\n");
+        let grown = BASE.split("---").nth(1).unwrap().replace(
+            "endpoints:\n",
+            "endpoints:\n- addresses: [10.1.0.9]\n  conditions: {ready: true}\n",
+        );
         let (previous, current) = next(&grown);
         let (then, now) = (previous.shared(), current.shared());
-        assert!(Arc::ptr_eq(&then.clusters, &now.clusters), "no cluster changed");
-        let changed: Vec<&String> = now.endpoints.iter().filter(|(name, r)| !Arc::ptr_eq(r, &then.endpoints[*name])).map(|(n, _)| n).collect();
+        assert!(
+            Arc::ptr_eq(&then.clusters, &now.clusters),
+            "no cluster changed"
+        );
+        let changed: Vec<&String> = now
+            .endpoints
+            .iter()
+            .filter(|(name, r)| !Arc::ptr_eq(r, &then.endpoints[*name]))
+            .map(|(n, _)| n)
+            .collect();
         assert_eq!(changed, ["outbound|9080||reviews.shop.svc.cluster.local"]);
-        let hint = now.endpoints_change.as_ref().expect("the server is told what changed");
+        let hint = now
+            .endpoints_change
+            .as_ref()
+            .expect("the server is told what changed");
         assert!(Arc::ptr_eq(&hint.from, &then.endpoints) && Arc::ptr_eq(&hint.to, &now.endpoints));
-        assert_eq!(hint.names, ["outbound|9080||reviews.shop.svc.cluster.local"]);
+        assert_eq!(
+            hint.names,
+            ["outbound|9080||reviews.shop.svc.cluster.local"]
+        );
     }
 
     #[test]
     fn a_service_change_keeps_the_others_resources() {
-        let moved = BASE.split("---").nth(3).unwrap().replace("port: 9080", "port: 9081");
+        let moved = BASE
+            .split("---")
+            .nth(3)
+            .unwrap()
+            .replace("port: 9080", "port: 9081");
         let (previous, current) = next(&moved);
         let (then, now) = (previous.shared(), current.shared());
-        assert!(now.clusters.contains_key("outbound|9081||ratings.shop.svc.cluster.local"));
-        assert!(!now.clusters.contains_key("outbound|9080||ratings.shop.svc.cluster.local"));
-        assert!(!now.endpoints.contains_key("outbound|9080||ratings.shop.svc.cluster.local"));
+        assert!(
+            now.clusters
+                .contains_key("outbound|9081||ratings.shop.svc.cluster.local")
+        );
+        assert!(
+            !now.clusters
+                .contains_key("outbound|9080||ratings.shop.svc.cluster.local")
+        );
+        assert!(
+            !now.endpoints
+                .contains_key("outbound|9080||ratings.shop.svc.cluster.local")
+        );
         let reviews = "outbound|9080||reviews.shop.svc.cluster.local";
-        assert!(Arc::ptr_eq(&then.clusters[reviews], &now.clusters[reviews]), "an unchanged service keeps its encoded cluster");
+        assert!(
+            Arc::ptr_eq(&then.clusters[reviews], &now.clusters[reviews]),
+            "an unchanged service keeps its encoded cluster"
+        );
     }
 }

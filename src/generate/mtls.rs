@@ -9,25 +9,22 @@
 
 use std::collections::BTreeSet;
 
-use envoy_types::pb::envoy::config::cluster::v3::{cluster::TransportSocketMatch, Cluster};
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster::TransportSocketMatch};
 use envoy_types::pb::envoy::config::core::v3::{
-    data_source::Specifier, transport_socket::ConfigType, DataSource, Metadata, TransportSocket,
+    DataSource, Metadata, TransportSocket, data_source::Specifier, transport_socket::ConfigType,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    common_tls_context::{CombinedCertificateValidationContext, ValidationContextType},
-    subject_alt_name_matcher::SanType,
-    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SubjectAltNameMatcher, TlsCertificate,
-    UpstreamTlsContext,
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, TlsCertificate,
+    UpstreamTlsContext, common_tls_context::ValidationContextType,
 };
-use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
-use envoy_types::pb::google::protobuf::{value::Kind, BoolValue, Struct, Value};
+use envoy_types::pb::google::protobuf::{BoolValue, Struct, Value, value::Kind};
 use envoy_types::util::pack_any;
 
-use super::security::{sds_secret, ROOT_CA, WORKLOAD_CERT};
-use crate::config::istio::destination_rule::{ClientTlsMode, ClientTlsSettings};
+use super::security::{ROOT_CA, WORKLOAD_CERT, combined_validation, matching_sans, sds_secret};
 use crate::config::istio::DestinationRule;
-pub use crate::index::security::{has_sidecar, TLS_MODE_LABEL};
+use crate::config::istio::destination_rule::{ClientTlsMode, ClientTlsSettings};
+pub use crate::index::security::{TLS_MODE_LABEL, has_sidecar};
 use crate::index::services::Labels;
 use crate::index::{Resolution, Service};
 
@@ -36,20 +33,36 @@ pub const TRANSPORT_SOCKET_MATCH: &str = "envoy.transport_socket_match";
 /// The ALPN istiod's sidecars offer in-mesh; inbound chains match it.
 pub const ALPN_IN_MESH: &[&str] = &["istio-peer-exchange", "istio"];
 /// What an inbound mTLS chain accepts (istiod's `mtlsHTTPALPNs` and `mtlsTCPALPNs`).
-pub const INBOUND_MTLS_ALPNS: &[&str] = &["istio-peer-exchange", "istio", "istio-http/1.0", "istio-http/1.1", "istio-h2"];
+pub const INBOUND_MTLS_ALPNS: &[&str] = &[
+    "istio-peer-exchange",
+    "istio",
+    "istio-http/1.0",
+    "istio-http/1.1",
+    "istio-h2",
+];
 const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
-
 
 /// The endpoint metadata auto-mTLS matches on: `{tlsMode: istio}` for endpoints with a sidecar.
 pub fn endpoint_metadata(labels: &Labels) -> Option<Metadata> {
     has_sidecar(labels).then(|| Metadata {
-        filter_metadata: [(TRANSPORT_SOCKET_MATCH.to_string(), tls_mode_istio())].into_iter().collect(),
+        filter_metadata: [(TRANSPORT_SOCKET_MATCH.to_string(), tls_mode_istio())]
+            .into_iter()
+            .collect(),
         ..Default::default()
     })
 }
 
 fn tls_mode_istio() -> Struct {
-    Struct { fields: [("tlsMode".to_string(), Value { kind: Some(Kind::StringValue("istio".into())) })].into_iter().collect() }
+    Struct {
+        fields: [(
+            "tlsMode".to_string(),
+            Value {
+                kind: Some(Kind::StringValue("istio".into())),
+            },
+        )]
+        .into_iter()
+        .collect(),
+    }
 }
 
 /// Who the proxy can be in a TLS handshake: `Some` only for a proxy sent its certificate.
@@ -60,7 +73,14 @@ pub struct Secure<'a> {
 
 /// Applies the upstream TLS of `tls` (the DestinationRule's, merged for the subset) to an
 /// outbound cluster of `service`. ISTIO_MUTUAL and auto-mTLS only for a [`Secure`] proxy.
-pub fn apply_upstream(c: &mut Cluster, service: &Service, port: u16, subset: &str, tls: Option<&ClientTlsSettings>, secure: Option<Secure<'_>>) {
+pub fn apply_upstream(
+    c: &mut Cluster,
+    service: &Service,
+    port: u16,
+    subset: &str,
+    tls: Option<&ClientTlsSettings>,
+    secure: Option<Secure<'_>>,
+) {
     match tls.and_then(|t| t.mode) {
         Some(ClientTlsMode::Disable) => {}
         Some(ClientTlsMode::Simple | ClientTlsMode::Mutual) => {
@@ -70,25 +90,44 @@ pub fn apply_upstream(c: &mut Cluster, service: &Service, port: u16, subset: &st
         }
         Some(ClientTlsMode::IstioMutual) => {
             if let Some(secure) = secure {
-                let sni = tls.map(|t| t.sni.as_str()).filter(|s| !s.is_empty()).map(str::to_string);
-                let sans = tls.map(|t| t.subject_alt_names.clone()).filter(|s| !s.is_empty());
-                let ctx = istio_mutual(sni.unwrap_or_else(|| istio_sni(port, subset, &service.hostname)), sans.unwrap_or_else(|| service_identities(service, secure)));
+                let sni = tls
+                    .map(|t| t.sni.as_str())
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string);
+                let sans = tls
+                    .map(|t| t.subject_alt_names.clone())
+                    .filter(|s| !s.is_empty());
+                let ctx = istio_mutual(
+                    sni.unwrap_or_else(|| istio_sni(port, subset, &service.hostname)),
+                    sans.unwrap_or_else(|| service_identities(service, secure)),
+                );
                 c.transport_socket = Some(tls_socket(ctx));
             }
         }
         None => {
             // Auto-mTLS: only where some endpoint has a sidecar; the others stay plaintext.
-            let auto = service.resolution == Resolution::Eds && !service.mesh_external && service.endpoints.iter().any(|e| has_sidecar(&e.labels));
+            let auto = service.resolution == Resolution::Eds
+                && !service.mesh_external
+                && service.endpoints.iter().any(|e| has_sidecar(&e.labels));
             if let (true, Some(secure)) = (auto, secure) {
-                let ctx = istio_mutual(istio_sni(port, subset, &service.hostname), service_identities(service, secure));
+                let ctx = istio_mutual(
+                    istio_sni(port, subset, &service.hostname),
+                    service_identities(service, secure),
+                );
                 c.transport_socket_matches = vec![
-                    TransportSocketMatch { name: "tlsMode-istio".into(), r#match: Some(tls_mode_istio()), transport_socket: Some(tls_socket(ctx)) },
+                    TransportSocketMatch {
+                        name: "tlsMode-istio".into(),
+                        r#match: Some(tls_mode_istio()),
+                        transport_socket: Some(tls_socket(ctx)),
+                    },
                     TransportSocketMatch {
                         name: "tlsMode-disabled".into(),
                         r#match: Some(Struct::default()),
                         transport_socket: Some(TransportSocket {
                             name: "envoy.transport_sockets.raw_buffer".into(),
-                            config_type: Some(ConfigType::TypedConfig(pack_any(RawBuffer::default()))),
+                            config_type: Some(ConfigType::TypedConfig(pack_any(
+                                RawBuffer::default(),
+                            ))),
                         }),
                     },
                 ];
@@ -100,11 +139,14 @@ pub fn apply_upstream(c: &mut Cluster, service: &Service, port: u16, subset: &st
 /// Whether a service's clusters can differ for a secure proxy: some endpoint has a sidecar
 /// (auto-mTLS), or a rule (or one of its subsets) asks for ISTIO_MUTUAL.
 pub fn may_differ(service: &Service, dr: Option<&DestinationRule>) -> bool {
-    let istio_mutual = |t: Option<&ClientTlsSettings>| t.and_then(|t| t.mode) == Some(ClientTlsMode::IstioMutual);
+    let istio_mutual =
+        |t: Option<&ClientTlsSettings>| t.and_then(|t| t.mode) == Some(ClientTlsMode::IstioMutual);
     service.endpoints.iter().any(|e| has_sidecar(&e.labels))
         || dr.is_some_and(|d| {
             istio_mutual(d.traffic_policy.as_ref().and_then(|p| p.tls.as_ref()))
-                || d.subsets.iter().any(|s| istio_mutual(s.traffic_policy.as_ref().and_then(|p| p.tls.as_ref())))
+                || d.subsets
+                    .iter()
+                    .any(|s| istio_mutual(s.traffic_policy.as_ref().and_then(|p| p.tls.as_ref())))
         })
 }
 
@@ -123,7 +165,10 @@ fn service_identities(service: &Service, secure: Secure<'_>) -> Vec<String> {
             if e.service_account.starts_with("spiffe://") {
                 e.service_account.clone()
             } else {
-                format!("spiffe://{}/ns/{}/sa/{}", secure.trust_domain, service.namespace, e.service_account)
+                format!(
+                    "spiffe://{}/ns/{}/sa/{}",
+                    secure.trust_domain, service.namespace, e.service_account
+                )
             }
         })
         .collect();
@@ -135,14 +180,7 @@ fn istio_mutual(sni: String, sans: Vec<String>) -> UpstreamTlsContext {
     UpstreamTlsContext {
         common_tls_context: Some(CommonTlsContext {
             tls_certificate_sds_secret_configs: vec![sds_secret(WORKLOAD_CERT)],
-            validation_context_type: Some(ValidationContextType::CombinedValidationContext(CombinedCertificateValidationContext {
-                default_validation_context: Some(CertificateValidationContext {
-                    match_typed_subject_alt_names: sans.iter().map(|s| san(SanType::Uri, s)).collect(),
-                    ..Default::default()
-                }),
-                validation_context_sds_secret_config: Some(sds_secret(ROOT_CA)),
-                ..Default::default()
-            })),
+            validation_context_type: Some(combined_validation(matching_sans(&sans), ROOT_CA)),
             alpn_protocols: ALPN_IN_MESH.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         }),
@@ -153,7 +191,12 @@ fn istio_mutual(sni: String, sans: Vec<String>) -> UpstreamTlsContext {
 
 /// SIMPLE and MUTUAL origination from files on the proxy, as istiod writes them for sidecars.
 fn originated(t: &ClientTlsSettings) -> UpstreamTlsContext {
-    let file = |path: &str| (!path.is_empty()).then(|| DataSource { specifier: Some(Specifier::Filename(path.to_string())), ..Default::default() });
+    let file = |path: &str| {
+        (!path.is_empty()).then(|| DataSource {
+            specifier: Some(Specifier::Filename(path.to_string())),
+            ..Default::default()
+        })
+    };
     let mut common = CommonTlsContext::default();
     if t.mode == Some(ClientTlsMode::Mutual) {
         common.tls_certificates = vec![TlsCertificate {
@@ -162,27 +205,29 @@ fn originated(t: &ClientTlsSettings) -> UpstreamTlsContext {
             ..Default::default()
         }];
     }
-    if !t.insecure_skip_verify.unwrap_or(false) && (!t.ca_certificates.is_empty() || !t.subject_alt_names.is_empty()) {
-        common.validation_context_type = Some(ValidationContextType::ValidationContext(CertificateValidationContext {
-            trusted_ca: file(&t.ca_certificates),
-            crl: file(&t.ca_crl),
-            match_typed_subject_alt_names: t.subject_alt_names.iter().map(|s| san(SanType::Dns, s)).collect(),
-            ..Default::default()
-        }));
+    if !t.insecure_skip_verify.unwrap_or(false)
+        && (!t.ca_certificates.is_empty() || !t.subject_alt_names.is_empty())
+    {
+        common.validation_context_type = Some(ValidationContextType::ValidationContext(
+            CertificateValidationContext {
+                trusted_ca: file(&t.ca_certificates),
+                crl: file(&t.ca_crl),
+                ..matching_sans(&t.subject_alt_names)
+            },
+        ));
     }
-    UpstreamTlsContext { common_tls_context: Some(common), sni: t.sni.clone(), ..Default::default() }
-}
-
-fn san(san_type: SanType, value: &str) -> SubjectAltNameMatcher {
-    SubjectAltNameMatcher {
-        san_type: san_type as i32,
-        matcher: Some(StringMatcher { match_pattern: Some(MatchPattern::Exact(value.to_string())), ..Default::default() }),
+    UpstreamTlsContext {
+        common_tls_context: Some(common),
+        sni: t.sni.clone(),
         ..Default::default()
     }
 }
 
 fn tls_socket<M: prost::Name>(ctx: M) -> TransportSocket {
-    TransportSocket { name: TLS_SOCKET.into(), config_type: Some(ConfigType::TypedConfig(pack_any(ctx))) }
+    TransportSocket {
+        name: TLS_SOCKET.into(),
+        config_type: Some(ConfigType::TypedConfig(pack_any(ctx))),
+    }
 }
 
 /// Server side of in-mesh mTLS on an inbound chain: the proxy's certificate, peers checked
@@ -191,11 +236,10 @@ pub fn inbound_tls_socket() -> TransportSocket {
     let ctx = DownstreamTlsContext {
         common_tls_context: Some(CommonTlsContext {
             tls_certificate_sds_secret_configs: vec![sds_secret(WORKLOAD_CERT)],
-            validation_context_type: Some(ValidationContextType::CombinedValidationContext(CombinedCertificateValidationContext {
-                default_validation_context: Some(CertificateValidationContext::default()),
-                validation_context_sds_secret_config: Some(sds_secret(ROOT_CA)),
-                ..Default::default()
-            })),
+            validation_context_type: Some(combined_validation(
+                CertificateValidationContext::default(),
+                ROOT_CA,
+            )),
             alpn_protocols: vec!["h2".into(), "http/1.1".into()],
             ..Default::default()
         }),
@@ -208,6 +252,7 @@ pub fn inbound_tls_socket() -> TransportSocket {
 #[cfg(test)]
 mod tests {
     use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 
     use super::*;
     use crate::config::parse::parse_text;
@@ -232,21 +277,30 @@ status: {podIP: 10.1.0.1, phase: Running}
     fn index(extra: &str) -> Index {
         let parsed = parse_text("t.yaml", &format!("{MESH}{extra}")).unwrap();
         assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
-        Index::build(&Snapshot::of(parsed.objects.into_iter().map(Entry::from_file).collect()), &MeshConfig::default())
+        Index::build(
+            &Snapshot::of(parsed.objects.into_iter().map(Entry::from_file).collect()),
+            &MeshConfig::default(),
+        )
     }
 
     const NAME: &str = "outbound|8000||httpbin.foo.svc.cluster.local";
-    const SECURE: Secure<'static> = Secure { trust_domain: "cluster.local" };
+    const SECURE: Secure<'static> = Secure {
+        trust_domain: "cluster.local",
+    };
 
     fn cluster_of(index: &Index, secure: Option<Secure<'_>>) -> Cluster {
         let service = &index.services["httpbin.foo.svc.cluster.local"];
         let dr = index.destination_rule(&service.hostname).map(|d| d.spec());
-        cluster::service_clusters(service, dr, secure)[NAME].decode().unwrap()
+        cluster::service_clusters(service, dr, secure)[NAME]
+            .decode()
+            .unwrap()
     }
 
     fn upstream(socket: &TransportSocket) -> UpstreamTlsContext {
         match &socket.config_type {
-            Some(ConfigType::TypedConfig(any)) => prost::Message::decode(any.value.as_slice()).unwrap(),
+            Some(ConfigType::TypedConfig(any)) => {
+                prost::Message::decode(any.value.as_slice()).unwrap()
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -254,39 +308,97 @@ status: {podIP: 10.1.0.1, phase: Running}
     #[test]
     fn auto_mtls_only_for_a_proxy_with_its_certificate() {
         let index = index("");
-        assert!(cluster_of(&index, None).transport_socket_matches.is_empty(), "no secret would ever come");
+        assert!(
+            cluster_of(&index, None).transport_socket_matches.is_empty(),
+            "no secret would ever come"
+        );
         let secure = cluster_of(&index, Some(SECURE));
-        let names: Vec<&str> = secure.transport_socket_matches.iter().map(|m| m.name.as_str()).collect();
+        let names: Vec<&str> = secure
+            .transport_socket_matches
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
         assert_eq!(names, ["tlsMode-istio", "tlsMode-disabled"]);
-        let ctx = upstream(secure.transport_socket_matches[0].transport_socket.as_ref().unwrap());
+        let ctx = upstream(
+            secure.transport_socket_matches[0]
+                .transport_socket
+                .as_ref()
+                .unwrap(),
+        );
         assert_eq!(ctx.sni, "outbound_.8000_._.httpbin.foo.svc.cluster.local");
-        let Some(ValidationContextType::CombinedValidationContext(v)) = &ctx.common_tls_context.as_ref().unwrap().validation_context_type else { panic!() };
-        let sans: Vec<_> = v.default_validation_context.as_ref().unwrap().match_typed_subject_alt_names.iter().map(|m| m.matcher.clone().unwrap().match_pattern).collect();
-        assert_eq!(sans, [Some(MatchPattern::Exact("spiffe://cluster.local/ns/foo/sa/httpbin".into()))]);
+        let Some(ValidationContextType::CombinedValidationContext(v)) = &ctx
+            .common_tls_context
+            .as_ref()
+            .unwrap()
+            .validation_context_type
+        else {
+            panic!()
+        };
+        let sans: Vec<_> = v
+            .default_validation_context
+            .as_ref()
+            .unwrap()
+            .match_typed_subject_alt_names
+            .iter()
+            .map(|m| m.matcher.clone().unwrap().match_pattern)
+            .collect();
+        assert_eq!(
+            sans,
+            [Some(MatchPattern::Exact(
+                "spiffe://cluster.local/ns/foo/sa/httpbin".into()
+            ))]
+        );
     }
 
     #[test]
     fn a_destination_rule_decides_over_auto_mtls() {
-        let rule = |mode: &str| format!("---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: r, namespace: foo}}\nspec: {{host: httpbin, trafficPolicy: {{tls: {{mode: {mode}}}}}}}\n");
+        let rule = |mode: &str| {
+            format!(
+                "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: r, namespace: foo}}\nspec: {{host: httpbin, trafficPolicy: {{tls: {{mode: {mode}}}}}}}\n"
+            )
+        };
         let disabled = cluster_of(&index(&rule("DISABLE")), Some(SECURE));
-        assert!(disabled.transport_socket.is_none() && disabled.transport_socket_matches.is_empty());
+        assert!(
+            disabled.transport_socket.is_none() && disabled.transport_socket_matches.is_empty()
+        );
         let mutual = cluster_of(&index(&rule("ISTIO_MUTUAL")), Some(SECURE));
         assert!(mutual.transport_socket.is_some() && mutual.transport_socket_matches.is_empty());
-        assert!(cluster_of(&index(&rule("ISTIO_MUTUAL")), None).transport_socket.is_none(), "no certificate, no ISTIO_MUTUAL");
+        assert!(
+            cluster_of(&index(&rule("ISTIO_MUTUAL")), None)
+                .transport_socket
+                .is_none(),
+            "no certificate, no ISTIO_MUTUAL"
+        );
         let simple = cluster_of(&index(&rule("SIMPLE")), None);
-        assert_eq!(upstream(simple.transport_socket.as_ref().unwrap()).sni, "", "SIMPLE needs no secret from pilotfish");
+        assert_eq!(
+            upstream(simple.transport_socket.as_ref().unwrap()).sni,
+            "",
+            "SIMPLE needs no secret from pilotfish"
+        );
     }
 
     #[test]
     fn endpoints_whose_peer_authentication_disables_mtls_are_not_marked() {
         let assignment = |index: &Index| -> ClusterLoadAssignment {
-            endpoint::service_assignments(&index.services["httpbin.foo.svc.cluster.local"], None)[NAME].decode().unwrap()
+            endpoint::service_assignments(&index.services["httpbin.foo.svc.cluster.local"], None)
+                [NAME]
+                .decode()
+                .unwrap()
         };
         let marked = assignment(&index(""));
         assert!(marked.endpoints[0].lb_endpoints[0].metadata.is_some());
         let disable = "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: foo}\nspec: {mtls: {mode: DISABLE}}\n";
-        assert!(assignment(&index(disable)).endpoints[0].lb_endpoints[0].metadata.is_none());
+        assert!(
+            assignment(&index(disable)).endpoints[0].lb_endpoints[0]
+                .metadata
+                .is_none()
+        );
         let other_port = "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: p, namespace: foo}\nspec: {selector: {matchLabels: {app: httpbin}}, portLevelMtls: {81: {mode: DISABLE}}}\n";
-        assert!(assignment(&index(other_port)).endpoints[0].lb_endpoints[0].metadata.is_some(), "only port 81 is plaintext");
+        assert!(
+            assignment(&index(other_port)).endpoints[0].lb_endpoints[0]
+                .metadata
+                .is_some(),
+            "only port 81 is plaintext"
+        );
     }
 }

@@ -7,8 +7,8 @@
 //! are exactly those of prost encoding the same message (a test holds this).
 
 use envoy_types::pb::envoy::config::route::v3::{Route, RouteConfiguration};
-use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
 use prost::Message;
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
 use crate::xds::Resource;
 
@@ -43,8 +43,14 @@ pub enum Naming<'a> {
     /// A gateway's host: named `host:port`, matching `host` and `host:*` (a wildcard host only
     /// itself: Envoy allows one `*` per domain). Written straight into the output, with no
     /// strings built: a gateway can have thousands of these.
-    HostPort { host: &'a str, port: u32 },
-    Explicit { name: String, domains: Vec<String> },
+    HostPort {
+        host: &'a str,
+        port: u32,
+    },
+    Explicit {
+        name: String,
+        domains: Vec<String>,
+    },
 }
 
 impl Naming<'_> {
@@ -73,7 +79,11 @@ impl Naming<'_> {
                 let digits = port.checked_ilog10().unwrap_or(0) as usize + 1;
                 str_len(1, host.len() + 1 + digits)
                     + str_len(2, host.len())
-                    + if host.contains('*') { 0 } else { str_len(2, host.len() + 2) }
+                    + if host.contains('*') {
+                        0
+                    } else {
+                        str_len(2, host.len() + 2)
+                    }
             }
             Naming::Explicit { name, domains } => {
                 str_len(1, name.len()) + domains.iter().map(|d| str_len(2, d.len())).sum::<usize>()
@@ -94,7 +104,11 @@ impl VirtualHostParts<'_> {
     fn body_len(&self) -> usize {
         self.naming.len()
             + self.routes.iter().map(|r| r.0.len()).sum::<usize>()
-            + if self.require_tls != 0 { key_len(4) + encoded_len_varint(self.require_tls as u64) } else { 0 }
+            + if self.require_tls != 0 {
+                key_len(4) + encoded_len_varint(self.require_tls as u64)
+            } else {
+                0
+            }
     }
 }
 
@@ -104,8 +118,15 @@ pub struct RouteConfigOptions {
     pub max_direct_response_body_size_bytes: u32,
 }
 
-pub fn encode(name: &str, virtual_hosts: &[VirtualHostParts], options: &RouteConfigOptions) -> Resource {
-    let bodies: Vec<usize> = virtual_hosts.iter().map(VirtualHostParts::body_len).collect();
+pub fn encode(
+    name: &str,
+    virtual_hosts: &[VirtualHostParts],
+    options: &RouteConfigOptions,
+) -> Resource {
+    let bodies: Vec<usize> = virtual_hosts
+        .iter()
+        .map(VirtualHostParts::body_len)
+        .collect();
     // BoolValue { value } and UInt32Value { value } are messages with one field, tag 1.
     let bool_body = if options.validate_clusters { 2 } else { 0 };
     let u32_body = if options.max_direct_response_body_size_bytes != 0 {
@@ -170,14 +191,22 @@ fn write_str_parts(tag: u32, parts: &[&str], buf: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use envoy_types::pb::envoy::config::route::v3::{route::Action, route_match::PathSpecifier, DirectResponseAction, RouteMatch, VirtualHost};
+    use envoy_types::pb::envoy::config::route::v3::{
+        DirectResponseAction, RouteMatch, VirtualHost, route::Action, route_match::PathSpecifier,
+    };
     use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
     fn route(prefix: &str, status: u32) -> Route {
         Route {
             name: format!("r{status}"),
-            r#match: Some(RouteMatch { path_specifier: Some(PathSpecifier::Prefix(prefix.into())), ..Default::default() }),
-            action: Some(Action::DirectResponse(DirectResponseAction { status, ..Default::default() })),
+            r#match: Some(RouteMatch {
+                path_specifier: Some(PathSpecifier::Prefix(prefix.into())),
+                ..Default::default()
+            }),
+            action: Some(Action::DirectResponse(DirectResponseAction {
+                status,
+                ..Default::default()
+            })),
             ..Default::default()
         }
     }
@@ -188,13 +217,44 @@ mod tests {
         let b = vec![route("/b", 201)];
         let (ea, eb) = (EncodedRoutes::encode(&a), EncodedRoutes::encode(&b));
         let parts = vec![
-            VirtualHostParts { naming: Naming::HostPort { host: "x.example", port: 80 }, routes: vec![&ea, &eb], require_tls: 0 },
-            VirtualHostParts { naming: Naming::HostPort { host: "*", port: 80 }, routes: vec![&eb], require_tls: 1 },
-            VirtualHostParts { naming: Naming::HostPort { host: "*.y.example", port: 65535 }, routes: vec![], require_tls: 0 },
-            VirtualHostParts { naming: Naming::Explicit { name: "empty:8".into(), domains: vec![] }, routes: vec![], require_tls: 0 },
+            VirtualHostParts {
+                naming: Naming::HostPort {
+                    host: "x.example",
+                    port: 80,
+                },
+                routes: vec![&ea, &eb],
+                require_tls: 0,
+            },
+            VirtualHostParts {
+                naming: Naming::HostPort {
+                    host: "*",
+                    port: 80,
+                },
+                routes: vec![&eb],
+                require_tls: 1,
+            },
+            VirtualHostParts {
+                naming: Naming::HostPort {
+                    host: "*.y.example",
+                    port: 65535,
+                },
+                routes: vec![],
+                require_tls: 0,
+            },
+            VirtualHostParts {
+                naming: Naming::Explicit {
+                    name: "empty:8".into(),
+                    domains: vec![],
+                },
+                routes: vec![],
+                require_tls: 0,
+            },
         ];
         for (validate, max) in [(false, 1024 * 1024), (true, 0), (false, 0)] {
-            let options = RouteConfigOptions { validate_clusters: validate, max_direct_response_body_size_bytes: max };
+            let options = RouteConfigOptions {
+                validate_clusters: validate,
+                max_direct_response_body_size_bytes: max,
+            };
             let spliced = encode("http.80", &parts, &options);
             let expected = RouteConfiguration {
                 name: "http.80".into(),
@@ -205,9 +265,22 @@ mod tests {
                         routes: [a.clone(), b.clone()].concat(),
                         ..Default::default()
                     },
-                    VirtualHost { name: "*:80".into(), domains: vec!["*".into()], routes: b.clone(), require_tls: 1, ..Default::default() },
-                    VirtualHost { name: "*.y.example:65535".into(), domains: vec!["*.y.example".into()], ..Default::default() },
-                    VirtualHost { name: "empty:8".into(), ..Default::default() },
+                    VirtualHost {
+                        name: "*:80".into(),
+                        domains: vec!["*".into()],
+                        routes: b.clone(),
+                        require_tls: 1,
+                        ..Default::default()
+                    },
+                    VirtualHost {
+                        name: "*.y.example:65535".into(),
+                        domains: vec!["*.y.example".into()],
+                        ..Default::default()
+                    },
+                    VirtualHost {
+                        name: "empty:8".into(),
+                        ..Default::default()
+                    },
                 ],
                 validate_clusters: Some(BoolValue { value: validate }),
                 max_direct_response_body_size_bytes: Some(UInt32Value { value: max }),

@@ -142,7 +142,10 @@ pub fn merge_subset_policy(
             .proxy_protocol
             .clone()
             .or_else(|| parent.proxy_protocol.clone()),
-        retry_budget: subset.retry_budget.clone().or_else(|| parent.retry_budget.clone()),
+        retry_budget: subset
+            .retry_budget
+            .clone()
+            .or_else(|| parent.retry_budget.clone()),
     })
 }
 

@@ -32,11 +32,19 @@ fn slow_start(lb: &LoadBalancerSettings) -> Option<SlowStartConfig> {
     if let Some(w) = &lb.warmup {
         return Some(SlowStartConfig {
             slow_start_window: w.duration.map(|d| d.to_proto()),
-            aggression: Some(RuntimeDouble { default_value: w.aggression.unwrap_or(1.0), runtime_key: "(".into() }),
-            min_weight_percent: Some(Percent { value: w.minimum_percent.unwrap_or(10.0) }),
+            aggression: Some(RuntimeDouble {
+                default_value: w.aggression.unwrap_or(1.0),
+                runtime_key: "(".into(),
+            }),
+            min_weight_percent: Some(Percent {
+                value: w.minimum_percent.unwrap_or(10.0),
+            }),
         });
     }
-    lb.warmup_duration_secs.map(|d| SlowStartConfig { slow_start_window: Some(d.to_proto()), ..Default::default() })
+    lb.warmup_duration_secs.map(|d| SlowStartConfig {
+        slow_start_window: Some(d.to_proto()),
+        ..Default::default()
+    })
 }
 
 pub(super) fn apply_load_balancer(c: &mut Cluster, lb: Option<&LoadBalancerSettings>) {

@@ -212,8 +212,14 @@ fn outlier_detection_disables_panic_threshold_and_splits_local_origin() {
 
 #[test]
 fn warmup_is_istiods_set_warmup() {
-    let c = applied(json!({"loadBalancer": {"simple": "ROUND_ROBIN", "warmup": {"duration": "30s"}}}), 80, Protocol::Http);
-    let Some(LbConfig::RoundRobinLbConfig(rr)) = c.lb_config else { panic!("{:?}", c.lb_config) };
+    let c = applied(
+        json!({"loadBalancer": {"simple": "ROUND_ROBIN", "warmup": {"duration": "30s"}}}),
+        80,
+        Protocol::Http,
+    );
+    let Some(LbConfig::RoundRobinLbConfig(rr)) = c.lb_config else {
+        panic!("{:?}", c.lb_config)
+    };
     let slow = rr.slow_start_config.unwrap();
     assert_eq!(slow.slow_start_window.map(|d| d.seconds), Some(30));
     assert_eq!(slow.aggression.map(|a| a.default_value), Some(1.0));
@@ -225,7 +231,9 @@ fn warmup_is_istiods_set_warmup() {
         80,
         Protocol::Http,
     );
-    let Some(LbConfig::LeastRequestLbConfig(lr)) = c.lb_config else { panic!("{:?}", c.lb_config) };
+    let Some(LbConfig::LeastRequestLbConfig(lr)) = c.lb_config else {
+        panic!("{:?}", c.lb_config)
+    };
     let slow = lr.slow_start_config.unwrap();
     assert_eq!(slow.slow_start_window.map(|d| d.seconds), Some(60));
     assert_eq!(slow.aggression.map(|a| a.default_value), Some(2.5));

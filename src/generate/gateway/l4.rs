@@ -11,11 +11,11 @@ use envoy_types::pb::envoy::config::listener::v3::Filter;
 
 use super::servers::Bound;
 use super::split_server_host;
-use crate::config::istio::virtual_service::RouteDestination;
 use crate::config::istio::VirtualService;
+use crate::config::istio::virtual_service::RouteDestination;
 use crate::generate::names;
 use crate::generate::virtual_service::cluster_for;
-use crate::index::{gateway_ref, Index, Typed};
+use crate::index::{Index, Typed, gateway_ref};
 use crate::model::host::overlap;
 
 /// The TCP proxy for a server's connections, from the first `tcp` route that applies.
@@ -26,7 +26,12 @@ pub fn tcp_route(index: &Index, bound: &Bound) -> Option<Filter> {
             .tcp
             .iter()
             .filter(|r| !r.route.is_empty())
-            .find(|r| r.matches.is_empty() || r.matches.iter().any(|m| l4_match(vs, bound, m.port, &m.gateways)))
+            .find(|r| {
+                r.matches.is_empty()
+                    || r.matches
+                        .iter()
+                        .any(|m| l4_match(vs, bound, m.port, &m.gateways))
+            })
             .map(|r| proxy_to(index, vs, &r.route, port))
     })
 }
@@ -45,8 +50,19 @@ pub fn tls_routes(index: &Index, bound: &Bound) -> Vec<SniRoute> {
     let port = bound.server.port.number;
     let mut out = Vec::new();
     for vs in bound_virtual_services(index, bound) {
-        for (i, route) in vs.spec().tls.iter().enumerate().filter(|(_, r)| !r.route.is_empty()) {
-            for (j, m) in route.matches.iter().enumerate().filter(|(_, m)| l4_match(vs, bound, m.port, &m.gateways)) {
+        for (i, route) in vs
+            .spec()
+            .tls
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.route.is_empty())
+        {
+            for (j, m) in route
+                .matches
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| l4_match(vs, bound, m.port, &m.gateways))
+            {
                 out.push(SniRoute {
                     sni_hosts: m.sni_hosts.clone(),
                     proxy: proxy_to(index, vs, &route.route, port),
@@ -61,8 +77,15 @@ pub fn tls_routes(index: &Index, bound: &Bound) -> Vec<SniRoute> {
 
 /// The VirtualServices bound to the server's Gateway that have a host the server exposes
 /// (istiod's `pickMatchingGatewayHosts`), in namespace/name order.
-fn bound_virtual_services<'a>(index: &'a Index, bound: &'a Bound) -> impl Iterator<Item = &'a Typed<VirtualService>> {
-    let services = index.virtual_services_by_gateway.get(&bound.gateway.ns_name()).map(Vec::as_slice).unwrap_or_default();
+fn bound_virtual_services<'a>(
+    index: &'a Index,
+    bound: &'a Bound,
+) -> impl Iterator<Item = &'a Typed<VirtualService>> {
+    let services = index
+        .virtual_services_by_gateway
+        .get(&bound.gateway.ns_name())
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     services.iter().filter(move |vs| {
         vs.spec().hosts.iter().any(|host| {
             let host = index.mesh.fqdn(host, vs.namespace());
@@ -83,11 +106,22 @@ fn bound_virtual_services<'a>(index: &'a Index, bound: &'a Bound) -> impl Iterat
 fn l4_match(vs: &Typed<VirtualService>, bound: &Bound, port: u32, gateways: &[String]) -> bool {
     let gateway = bound.gateway.ns_name();
     (port == 0 || port == bound.server.port.number)
-        && (gateways.is_empty() || gateways.iter().any(|g| gateway_ref(g, vs.namespace()) == gateway))
+        && (gateways.is_empty()
+            || gateways
+                .iter()
+                .any(|g| gateway_ref(g, vs.namespace()) == gateway))
 }
 
 /// A TCP proxy to the route's destinations: one cluster, or weighted clusters. Unknown hosts go
 /// to `BlackHoleCluster` (index::references names them).
-fn proxy_to(index: &Index, vs: &Typed<VirtualService>, route: &[RouteDestination], port: u32) -> Filter {
-    crate::generate::listener::tcp_route(route, |d| cluster_for(index, &d.destination, vs.namespace(), port).unwrap_or_else(|| names::BLACKHOLE_CLUSTER.into()))
+fn proxy_to(
+    index: &Index,
+    vs: &Typed<VirtualService>,
+    route: &[RouteDestination],
+    port: u32,
+) -> Filter {
+    crate::generate::listener::tcp_route(route, |d| {
+        cluster_for(index, &d.destination, vs.namespace(), port)
+            .unwrap_or_else(|| names::BLACKHOLE_CLUSTER.into())
+    })
 }

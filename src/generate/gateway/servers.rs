@@ -6,10 +6,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::istio::gateway::{Server, ServerTlsMode};
 use crate::config::istio::Gateway;
-use crate::index::unserved_gateway_server;
+use crate::config::istio::gateway::{Server, ServerTlsMode};
 use crate::index::Typed;
+use crate::index::unserved_gateway_server;
 use crate::model::Protocol;
 
 /// One server of one Gateway.
@@ -46,7 +46,12 @@ impl Bound<'_> {
 
     /// Whether the server terminates TLS (otherwise, on a TLS port, it passes it through).
     pub fn terminates_tls(&self) -> bool {
-        self.server.tls.as_ref().is_some_and(|t| !matches!(t.mode, ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough))
+        self.server.tls.as_ref().is_some_and(|t| {
+            !matches!(
+                t.mode,
+                ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough
+            )
+        })
     }
 }
 
@@ -69,7 +74,11 @@ pub struct PortServers<'a> {
 impl PortServers<'_> {
     /// The address the port's listener binds: the first `bind` a server sets, else every address.
     pub fn bind(&self) -> &str {
-        self.servers.iter().map(|b| b.server.bind.as_str()).find(|b| !b.is_empty()).unwrap_or("0.0.0.0")
+        self.servers
+            .iter()
+            .map(|b| b.server.bind.as_str())
+            .find(|b| !b.is_empty())
+            .unwrap_or("0.0.0.0")
     }
 }
 
@@ -82,10 +91,20 @@ pub fn merge<'a>(gateways: &[&'a Typed<Gateway>]) -> BTreeMap<u32, PortServers<'
             if unserved_gateway_server(server).is_some() {
                 continue;
             }
-            let bound = Bound { gateway, index, server };
+            let bound = Bound {
+                gateway,
+                index,
+                server,
+            };
             let kind = bound.kind();
             let Some(port) = ports.get_mut(&server.port.number) else {
-                ports.insert(server.port.number, PortServers { kind, servers: vec![bound] });
+                ports.insert(
+                    server.port.number,
+                    PortServers {
+                        kind,
+                        servers: vec![bound],
+                    },
+                );
                 continue;
             };
             let joins = match port.kind {
@@ -123,7 +142,11 @@ mod tests {
 
     fn index(yaml: &str) -> Index {
         let parsed = parse_text("gw.yaml", yaml).unwrap();
-        assert!(parsed.diagnostics.iter().all(|d| !d.is_error()), "{:?}", parsed.diagnostics);
+        assert!(
+            parsed.diagnostics.iter().all(|d| !d.is_error()),
+            "{:?}",
+            parsed.diagnostics
+        );
         let snapshot = Snapshot::of(parsed.objects.into_iter().map(Entry::from_file).collect());
         Index::build(&snapshot, &MeshConfig::default())
     }
@@ -157,14 +180,31 @@ spec:
         let ports = merge(&refs);
         let summary: Vec<(u32, PortKind, Vec<String>)> = ports
             .iter()
-            .map(|(port, p)| (*port, p.kind, p.servers.iter().map(|b| format!("{}:{}", b.gateway.name(), b.server.port.name)).collect()))
+            .map(|(port, p)| {
+                (
+                    *port,
+                    p.kind,
+                    p.servers
+                        .iter()
+                        .map(|b| format!("{}:{}", b.gateway.name(), b.server.port.name))
+                        .collect(),
+                )
+            })
             .collect();
         assert_eq!(
             summary,
             vec![
-                (80, PortKind::Http, vec!["a:http".to_string(), "b:http2".to_string()]),
+                (
+                    80,
+                    PortKind::Http,
+                    vec!["a:http".to_string(), "b:http2".to_string()]
+                ),
                 // The HTTP server cannot share a port with SNI-selected ones.
-                (443, PortKind::Tls, vec!["a:https".to_string(), "b:tls".to_string()]),
+                (
+                    443,
+                    PortKind::Tls,
+                    vec!["a:https".to_string(), "b:tls".to_string()]
+                ),
                 // Only the first TCP server; AUTO_PASSTHROUGH is not served (references warns).
                 (9000, PortKind::Tcp, vec!["a:tcp".to_string()]),
             ]

@@ -12,17 +12,16 @@
 //! fails the server, so no listener waits on a secret that will never come.
 
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    common_tls_context::{CombinedCertificateValidationContext, ValidationContextType},
-    subject_alt_name_matcher::SanType,
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, TlsParameters,
     tls_parameters::TlsProtocol,
-    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SubjectAltNameMatcher, TlsParameters,
 };
-use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
 use envoy_types::pb::google::protobuf::BoolValue;
 
 use crate::config::istio::gateway::{ServerTls, ServerTlsMode};
 use crate::generate::credentials::{self, CredentialError, CredentialRef};
-use crate::generate::security::{sds_secret, ROOT_CA, WORKLOAD_CERT};
+use crate::generate::security::{
+    ROOT_CA, WORKLOAD_CERT, combined_validation, matching_sans, sds_secret,
+};
 use crate::index::Index;
 use crate::validate::CIPHER_SUITES;
 use crate::xds::Resource;
@@ -42,7 +41,11 @@ pub struct Termination {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TlsError {
     #[error("{field} {credential:?}: {source}")]
-    Credential { field: &'static str, credential: String, source: Box<CredentialError> },
+    Credential {
+        field: &'static str,
+        credential: String,
+        source: Box<CredentialError>,
+    },
     #[error("mode {0:?} does not terminate TLS")]
     NotTerminating(ServerTlsMode),
     #[error("no credentialName: pilotfish serves server certificates from Secrets only")]
@@ -51,13 +54,24 @@ pub enum TlsError {
 
 /// The TLS context of a server terminating TLS with `tls`, for a gateway proxy in
 /// `proxy_namespace` (where credentials are looked up).
-pub fn terminate(index: &Index, proxy_namespace: &str, tls: &ServerTls, alpn: &[&str]) -> Result<Termination, TlsError> {
-    let mut common = CommonTlsContext { alpn_protocols: alpn.iter().map(|p| p.to_string()).collect(), ..Default::default() };
+pub fn terminate(
+    index: &Index,
+    proxy_namespace: &str,
+    tls: &ServerTls,
+    alpn: &[&str],
+) -> Result<Termination, TlsError> {
+    let mut common = CommonTlsContext {
+        alpn_protocols: alpn.iter().map(|p| p.to_string()).collect(),
+        ..Default::default()
+    };
     let mut secrets = Vec::new();
     let require_client_certificate = match tls.mode {
         ServerTlsMode::IstioMutual => {
             common.tls_certificate_sds_secret_configs = vec![sds_secret(WORKLOAD_CERT)];
-            common.validation_context_type = Some(combined(matching_sans(&tls.subject_alt_names), ROOT_CA));
+            common.validation_context_type = Some(combined_validation(
+                matching_sans(&tls.subject_alt_names),
+                ROOT_CA,
+            ));
             true
         }
         ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual => {
@@ -69,70 +83,54 @@ pub fn terminate(index: &Index, proxy_namespace: &str, tls: &ServerTls, alpn: &[
             if names.iter().all(String::is_empty) {
                 return Err(TlsError::NoCredential);
             }
-            let fail = |credential: &str, source| TlsError::Credential { field, credential: credential.into(), source: Box::new(source) };
+            let fail = |credential: &str, source| TlsError::Credential {
+                field,
+                credential: credential.into(),
+                source: Box::new(source),
+            };
             let mut first = None;
             for name in names {
-                let credential = CredentialRef::parse(name, proxy_namespace).map_err(|e| fail(name, e))?;
-                secrets.push(credentials::certificate(index, &credential).map_err(|e| fail(name, e))?);
-                common.tls_certificate_sds_secret_configs.push(sds_secret(&credential.sds_name));
+                let credential =
+                    CredentialRef::parse(name, proxy_namespace).map_err(|e| fail(name, e))?;
+                secrets
+                    .push(credentials::certificate(index, &credential).map_err(|e| fail(name, e))?);
+                common
+                    .tls_certificate_sds_secret_configs
+                    .push(sds_secret(&credential.sds_name));
                 first.get_or_insert(credential);
             }
             let mutual = tls.mode != ServerTlsMode::Simple;
             if let (true, Some(credential)) = (mutual, first) {
                 // Clients are verified with the CA of the (first) credential, as istiod does.
-                secrets.push(credentials::ca_certificate(index, &credential).map_err(|e| fail(&names[0], e))?);
+                secrets.push(
+                    credentials::ca_certificate(index, &credential)
+                        .map_err(|e| fail(&names[0], e))?,
+                );
                 let defaults = CertificateValidationContext {
                     verify_certificate_spki: tls.verify_certificate_spki.clone(),
                     verify_certificate_hash: tls.verify_certificate_hash.clone(),
                     ..matching_sans(&tls.subject_alt_names)
                 };
-                common.validation_context_type = Some(combined(defaults, &credential.ca_sds_name()));
+                common.validation_context_type =
+                    Some(combined_validation(defaults, &credential.ca_sds_name()));
             }
             // Unlike istiod, SIMPLE's subjectAltNames are not sent: a validation context with SANs
             // but no CA is one Envoy rejects, and SIMPLE asks for no client certificate anyway.
             common.tls_params = tls_params(tls);
             tls.mode == ServerTlsMode::Mutual
         }
-        mode @ (ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough) => return Err(TlsError::NotTerminating(mode)),
+        mode @ (ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough) => {
+            return Err(TlsError::NotTerminating(mode));
+        }
     };
     let context = DownstreamTlsContext {
         common_tls_context: Some(common),
-        require_client_certificate: Some(BoolValue { value: require_client_certificate }),
+        require_client_certificate: Some(BoolValue {
+            value: require_client_certificate,
+        }),
         ..Default::default()
     };
     Ok(Termination { context, secrets })
-}
-
-/// Certificates checked against the SDS secret `ca`, and then against `defaults`.
-fn combined(defaults: CertificateValidationContext, ca: &str) -> ValidationContextType {
-    ValidationContextType::CombinedValidationContext(CombinedCertificateValidationContext {
-        default_validation_context: Some(defaults),
-        validation_context_sds_secret_config: Some(sds_secret(ca)),
-        ..Default::default()
-    })
-}
-
-/// A validation context accepting a certificate with any of `sans`. istiod sends untyped
-/// matchers, which Envoy deprecates; each is typed here by its form: `scheme://…` a URI (SPIFFE
-/// ids), an IP address, `user@host` an email, anything else a DNS name.
-fn matching_sans(sans: &[String]) -> CertificateValidationContext {
-    let typed = |san: &String| {
-        let san_type = if san.contains("://") {
-            SanType::Uri
-        } else if san.parse::<std::net::IpAddr>().is_ok() {
-            SanType::IpAddress
-        } else if san.contains('@') {
-            SanType::Email
-        } else {
-            SanType::Dns
-        };
-        SubjectAltNameMatcher {
-            san_type: san_type as i32,
-            matcher: Some(StringMatcher { match_pattern: Some(MatchPattern::Exact(san.clone())), ..Default::default() }),
-            ..Default::default()
-        }
-    };
-    CertificateValidationContext { match_typed_subject_alt_names: sans.iter().map(typed).collect(), ..Default::default() }
 }
 
 /// The server's protocol versions and cipher suites (those Envoy knows, each once: istiod's

@@ -222,7 +222,10 @@ fn timeout_defaults_to_disabled_and_is_copied() {
     #[allow(deprecated)]
     let grpc = action(&r).max_grpc_timeout;
     assert_eq!(grpc, Some(secs(0, 0)));
-    assert!(action(&r).max_stream_duration.is_none(), "it would make Envoy ignore `timeout`");
+    assert!(
+        action(&r).max_stream_duration.is_none(),
+        "it would make Envoy ignore `timeout`"
+    );
     let r = one(json!({"route": single(), "timeout": "1.5s"}));
     assert_eq!(action(&r).timeout, Some(secs(1, 500_000_000)));
     #[allow(deprecated)]
@@ -237,8 +240,14 @@ fn default_retry_policy_is_istiods() {
         .clone()
         .unwrap();
     assert_eq!(p.num_retries, Some(UInt32Value { value: 2 }));
-    assert_eq!(p.retry_on, "connect-failure,refused-stream,unavailable,cancelled");
-    assert!(p.retriable_status_codes.is_empty(), "istiod >= 1.24 does not retry an app's 503");
+    assert_eq!(
+        p.retry_on,
+        "connect-failure,refused-stream,unavailable,cancelled"
+    );
+    assert!(
+        p.retriable_status_codes.is_empty(),
+        "istiod >= 1.24 does not retry an app's 503"
+    );
     assert_eq!(p.host_selection_retry_max_attempts, 5);
     assert_eq!(p.retry_host_predicate.len(), 1);
     let pred = &p.retry_host_predicate[0];

@@ -44,9 +44,11 @@ impl HttpFilterNeeds {
 /// An empty `typed_per_filter_config`. prost encodes a map in iteration order, which for std's
 /// `HashMap` depends on the map's random hasher keys; maps cloned from one template share those
 /// keys, so equal routes encode to equal bytes and equal content hashes (no spurious pushes).
-pub fn per_filter_config_map() -> std::collections::HashMap<String, envoy_types::pb::google::protobuf::Any> {
-    static TEMPLATE: std::sync::LazyLock<std::collections::HashMap<String, envoy_types::pb::google::protobuf::Any>> =
-        std::sync::LazyLock::new(std::collections::HashMap::new);
+pub fn per_filter_config_map()
+-> std::collections::HashMap<String, envoy_types::pb::google::protobuf::Any> {
+    static TEMPLATE: std::sync::LazyLock<
+        std::collections::HashMap<String, envoy_types::pb::google::protobuf::Any>,
+    > = std::sync::LazyLock::new(std::collections::HashMap::new);
     TEMPLATE.clone()
 }
 

@@ -260,7 +260,10 @@ fn equal_routes_encode_to_equal_bytes() {
     let encode = || {
         let routes = translate_http_route(&route, &ctx()).unwrap();
         assert_eq!(routes[0].typed_per_filter_config.len(), 2);
-        routes.iter().map(Message::encode_to_vec).collect::<Vec<_>>()
+        routes
+            .iter()
+            .map(Message::encode_to_vec)
+            .collect::<Vec<_>>()
     };
     let first = encode();
     for _ in 0..20 {

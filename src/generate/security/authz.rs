@@ -28,9 +28,11 @@ mod tests;
 
 use std::collections::BTreeMap;
 
-use envoy_types::pb::envoy::config::listener::v3::{filter, Filter};
-use envoy_types::pb::envoy::config::rbac::v3::{rbac, Policy};
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{http_filter, HttpFilter};
+use envoy_types::pb::envoy::config::listener::v3::{Filter, filter};
+use envoy_types::pb::envoy::config::rbac::v3::{Policy, rbac};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpFilter, http_filter,
+};
 use envoy_types::pb::google::protobuf::Any;
 
 use crate::config::istio::security::{Action, AuthorizationPolicy};
@@ -61,29 +63,46 @@ pub enum AuthzError {
     #[error("{0} is not supported")]
     Unsupported(String),
     #[error("{key}: {source}")]
-    At { key: String, source: Box<AuthzError> },
+    At {
+        key: String,
+        source: Box<AuthzError>,
+    },
 }
 
 impl AuthzError {
     /// Names the attribute the error is about, once.
     fn at(self, key: &str) -> Self {
         match self {
-            AuthzError::HttpOnly(_) | AuthzError::UnknownAttribute(_) | AuthzError::At { .. } => self,
-            other => AuthzError::At { key: key.into(), source: Box::new(other) },
+            AuthzError::HttpOnly(_) | AuthzError::UnknownAttribute(_) | AuthzError::At { .. } => {
+                self
+            }
+            other => AuthzError::At {
+                key: key.into(),
+                source: Box::new(other),
+            },
         }
     }
 }
 
 /// HTTP RBAC filters for an inbound HTTP chain, in istiod's order: CUSTOM (as DENY), AUDIT,
 /// DENY, ALLOW. `policies` are those that apply to the workload; `trust_domain` is the mesh's.
-pub fn http_filters(policies: &[Applied<'_, AuthorizationPolicy>], trust_domain: &str) -> Vec<HttpFilter> {
+pub fn http_filters(
+    policies: &[Applied<'_, AuthorizationPolicy>],
+    trust_domain: &str,
+) -> Vec<HttpFilter> {
     rule_sets(policies, trust_domain, false)
         .into_iter()
         .map(|rules| {
-            let config = encoding::HttpRbac { rules: Some(rules.into()), shadow_rules_stat_prefix: SHADOW_STAT_PREFIX.into() };
+            let config = encoding::HttpRbac {
+                rules: Some(rules.into()),
+                shadow_rules_stat_prefix: SHADOW_STAT_PREFIX.into(),
+            };
             HttpFilter {
                 name: HTTP_RBAC.into(),
-                config_type: Some(http_filter::ConfigType::TypedConfig(encoding::any(encoding::HTTP_RBAC_TYPE, &config))),
+                config_type: Some(http_filter::ConfigType::TypedConfig(encoding::any(
+                    encoding::HTTP_RBAC_TYPE,
+                    &config,
+                ))),
                 ..Default::default()
             }
         })
@@ -92,7 +111,10 @@ pub fn http_filters(policies: &[Applied<'_, AuthorizationPolicy>], trust_domain:
 
 /// Network RBAC filters for an inbound TCP chain, in the same order. HTTP-only attributes are
 /// handled as istiod does: an ALLOW rule that needs one never matches; a DENY rule drops it.
-pub fn network_filters(policies: &[Applied<'_, AuthorizationPolicy>], trust_domain: &str) -> Vec<Filter> {
+pub fn network_filters(
+    policies: &[Applied<'_, AuthorizationPolicy>],
+    trust_domain: &str,
+) -> Vec<Filter> {
     rule_sets(policies, trust_domain, true)
         .into_iter()
         .map(|rules| {
@@ -103,7 +125,10 @@ pub fn network_filters(policies: &[Applied<'_, AuthorizationPolicy>], trust_doma
             };
             Filter {
                 name: NETWORK_RBAC.into(),
-                config_type: Some(filter::ConfigType::TypedConfig(encoding::any(encoding::NETWORK_RBAC_TYPE, &config))),
+                config_type: Some(filter::ConfigType::TypedConfig(encoding::any(
+                    encoding::NETWORK_RBAC_TYPE,
+                    &config,
+                ))),
             }
         })
         .collect()
@@ -116,13 +141,22 @@ struct RuleSet {
     policies: BTreeMap<String, Policy>,
 }
 
-fn rule_sets(policies: &[Applied<'_, AuthorizationPolicy>], trust_domain: &str, for_tcp: bool) -> Vec<RuleSet> {
+fn rule_sets(
+    policies: &[Applied<'_, AuthorizationPolicy>],
+    trust_domain: &str,
+    for_tcp: bool,
+) -> Vec<RuleSet> {
     let with = |action: Action| policies.iter().filter(move |p| p.spec.action == action);
     let mut out = Vec::new();
 
     let custom: Vec<_> = with(Action::Custom).collect();
     for p in &custom {
-        let provider = p.spec.provider.as_ref().map(|p| p.name.as_str()).unwrap_or_default();
+        let provider = p
+            .spec
+            .provider
+            .as_ref()
+            .map(|p| p.name.as_str())
+            .unwrap_or_default();
         tracing::warn!(
             policy = %format!("{}/{}", p.namespace, p.name),
             provider,
@@ -130,11 +164,26 @@ fn rule_sets(policies: &[Applied<'_, AuthorizationPolicy>], trust_domain: &str, 
         );
     }
     let bad_custom_name = |p: &Applied<'_, AuthorizationPolicy>, i: usize| {
-        let provider = p.spec.provider.as_ref().map(|p| p.name.as_str()).unwrap_or_default();
-        format!("istio-ext-authz-{provider}-{}{BAD_CUSTOM_SUFFIX}", policy_name(p, i))
+        let provider = p
+            .spec
+            .provider
+            .as_ref()
+            .map(|p| p.name.as_str())
+            .unwrap_or_default();
+        format!(
+            "istio-ext-authz-{provider}-{}{BAD_CUSTOM_SUFFIX}",
+            policy_name(p, i)
+        )
     };
     // CUSTOM rules are translated as istiod does, with DENY's error handling.
-    out.extend(build(&custom, rbac::Action::Deny, OnError::Widen, trust_domain, for_tcp, bad_custom_name));
+    out.extend(build(
+        &custom,
+        rbac::Action::Deny,
+        OnError::Widen,
+        trust_domain,
+        for_tcp,
+        bad_custom_name,
+    ));
 
     for (action, rbac_action, on_error) in [
         (Action::Audit, rbac::Action::Log, OnError::Widen),
@@ -142,7 +191,14 @@ fn rule_sets(policies: &[Applied<'_, AuthorizationPolicy>], trust_domain: &str, 
         (Action::Allow, rbac::Action::Allow, OnError::DropRule),
     ] {
         let these: Vec<_> = with(action).collect();
-        out.extend(build(&these, rbac_action, on_error, trust_domain, for_tcp, policy_name));
+        out.extend(build(
+            &these,
+            rbac_action,
+            on_error,
+            trust_domain,
+            for_tcp,
+            policy_name,
+        ));
     }
     out
 }
@@ -172,7 +228,13 @@ fn build(
         }
         for (i, rule) in rules.iter().enumerate() {
             let policy_name = name(p, i);
-            let mut cx = Context { policy_namespace: p.namespace, trust_domain, for_tcp, on_error, dropped: Vec::new() };
+            let mut cx = Context {
+                policy_namespace: p.namespace,
+                trust_domain,
+                for_tcp,
+                on_error,
+                dropped: Vec::new(),
+            };
             match model::policy(rule, &mut cx) {
                 Ok(policy) => {
                     out.insert(policy_name.clone(), policy);
@@ -184,7 +246,10 @@ fn build(
             }
         }
     }
-    Some(RuleSet { action, policies: out })
+    Some(RuleSet {
+        action,
+        policies: out,
+    })
 }
 
 /// An HTTP attribute on a TCP chain is expected (istiod logs it at debug too); anything else
@@ -209,8 +274,10 @@ mod encoding {
 
     use super::{Any, RuleSet};
 
-    pub const HTTP_RBAC_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
-    pub const NETWORK_RBAC_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC";
+    pub const HTTP_RBAC_TYPE: &str =
+        "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
+    pub const NETWORK_RBAC_TYPE: &str =
+        "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC";
 
     /// `envoy.config.rbac.v3.RBAC`.
     #[derive(Clone, PartialEq, Message)]
@@ -243,11 +310,17 @@ mod encoding {
 
     impl From<RuleSet> for Rbac {
         fn from(r: RuleSet) -> Self {
-            Rbac { action: r.action as i32, policies: r.policies }
+            Rbac {
+                action: r.action as i32,
+                policies: r.policies,
+            }
         }
     }
 
     pub fn any(type_url: &str, message: &impl Message) -> Any {
-        Any { type_url: type_url.into(), value: message.encode_to_vec() }
+        Any {
+            type_url: type_url.into(),
+            value: message.encode_to_vec(),
+        }
     }
 }

@@ -28,8 +28,8 @@ use prost::Message;
 use super::{JWT_PAYLOAD_KEY, JWT_PAYLOAD_NAMESPACE};
 use crate::config::istio::security::{JwtPresence, JwtRule, RequestAuthentication};
 use crate::index::security::Applied;
-pub use crate::model::jwks::{JwksLookup, JwksSource};
 use crate::model::NodeType;
+pub use crate::model::jwks::{JwksLookup, JwksSource};
 
 #[cfg(test)]
 pub(crate) mod mint;

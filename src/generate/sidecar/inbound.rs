@@ -10,43 +10,49 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::{
-    cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy},
     Cluster,
+    cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy},
 };
-use envoy_types::pb::envoy::config::core::v3::{address, BindConfig, CidrRange, TrafficDirection};
+use envoy_types::pb::envoy::config::core::v3::{BindConfig, CidrRange, TrafficDirection, address};
 use envoy_types::pb::envoy::config::endpoint::v3::{
-    lb_endpoint::HostIdentifier, ClusterLoadAssignment, Endpoint as EnvoyEndpoint, LbEndpoint, LocalityLbEndpoints,
+    ClusterLoadAssignment, Endpoint as EnvoyEndpoint, LbEndpoint, LocalityLbEndpoints,
+    lb_endpoint::HostIdentifier,
 };
-use envoy_types::pb::envoy::config::listener::v3::{listener_filter, FilterChain, FilterChainMatch, Listener, ListenerFilter};
+use envoy_types::pb::envoy::config::listener::v3::{
+    FilterChain, FilterChainMatch, Listener, ListenerFilter, listener_filter,
+};
 use envoy_types::pb::envoy::config::route::v3::{
-    route::Action, route_action::ClusterSpecifier, route_match::PathSpecifier, Route, RouteAction, RouteConfiguration, RouteMatch,
-    VirtualHost,
+    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route::Action,
+    route_action::ClusterSpecifier, route_match::PathSpecifier,
 };
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
 use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
 use envoy_types::util::pack_any;
 
 use super::super::endpoint::{pipe_address, socket_address};
-use super::super::names;
 use super::super::mtls;
+use super::super::names;
 use super::super::security::{authz, jwt};
-use crate::model::NodeType;
-use super::filters::{inbound_http_connection_manager, tcp_proxy, Routes};
+use super::filters::{Routes, inbound_http_connection_manager, tcp_proxy};
+use crate::config::istio::Sidecar;
 use crate::config::istio::security::MtlsMode;
+use crate::config::istio::sidecar::{IngressListener, split_host_port};
 use crate::config::istio::{AuthorizationPolicy, RequestAuthentication};
 use crate::config::{Kind, KindSpec, ObjectKey};
+use crate::index::Index;
 use crate::index::security::{self, Applied, Workload};
+use crate::model::NodeType;
+use crate::model::{Protocol, Proxy};
+use crate::xds::{Resource, ResourceMap};
 use envoy_types::pb::envoy::config::listener::v3::Filter;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
-use crate::config::istio::sidecar::{split_host_port, IngressListener};
-use crate::config::istio::Sidecar;
-use crate::index::Index;
-use crate::model::{Protocol, Proxy};
-use crate::xds::{Resource, ResourceMap};
 
 pub const VIRTUAL_INBOUND_PORT: u16 = 15006;
-const CONNECT_TIMEOUT: Duration = Duration { seconds: 10, nanos: 0 };
+const CONNECT_TIMEOUT: Duration = Duration {
+    seconds: 10,
+    nanos: 0,
+};
 /// istiod's source address for inbound passthrough: the app then sees a local peer that is not
 /// 127.0.0.1, and iptables does not capture the connection again.
 const INBOUND_PASSTHROUGH_BIND: &str = "127.0.0.6";
@@ -78,7 +84,10 @@ pub enum Endpoint {
 pub fn ports(index: &Index, proxy: &Proxy, sidecar: Option<&Sidecar>) -> Vec<InboundPort> {
     let ingress = sidecar.map(|s| s.ingress.as_slice()).unwrap_or_default();
     if !ingress.is_empty() {
-        return ingress.iter().filter_map(|l| ingress_port(l, proxy)).collect();
+        return ingress
+            .iter()
+            .filter_map(|l| ingress_port(l, proxy))
+            .collect();
     }
     service_ports(index, proxy)
 }
@@ -86,14 +95,24 @@ pub fn ports(index: &Index, proxy: &Proxy, sidecar: Option<&Sidecar>) -> Vec<Inb
 fn ingress_port(listener: &IngressListener, proxy: &Proxy) -> Option<InboundPort> {
     let port = listener.port.as_ref()?;
     let number = u16::try_from(port.number).ok()?;
-    let own_ip = proxy.ip_addresses.first().cloned().unwrap_or_else(|| "0.0.0.0".into());
+    let own_ip = proxy
+        .ip_addresses
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "0.0.0.0".into());
     let endpoint = match listener.default_endpoint.as_str() {
         "" => None,
-        e if e.starts_with("unix://") => Some(Endpoint::Unix(e.trim_start_matches("unix://").to_string())),
+        e if e.starts_with("unix://") => {
+            Some(Endpoint::Unix(e.trim_start_matches("unix://").to_string()))
+        }
         e => {
             let (host, p) = split_host_port(e).ok()?;
             // `0.0.0.0:PORT` (or `:PORT`) is the app on the pod's own address.
-            let host = if host.is_empty() || host == "0.0.0.0" || host == "::" { own_ip.clone() } else { host.to_string() };
+            let host = if host.is_empty() || host == "0.0.0.0" || host == "::" {
+                own_ip.clone()
+            } else {
+                host.to_string()
+            };
             Some(Endpoint::Socket(host, p.parse().ok()?))
         }
     };
@@ -101,7 +120,11 @@ fn ingress_port(listener: &IngressListener, proxy: &Proxy) -> Option<InboundPort
         port: number,
         protocol: Protocol::parse(&port.protocol),
         endpoint,
-        bind: if listener.bind.is_empty() { own_ip } else { listener.bind.clone() },
+        bind: if listener.bind.is_empty() {
+            own_ip
+        } else {
+            listener.bind.clone()
+        },
     })
 }
 
@@ -111,11 +134,15 @@ fn service_ports(index: &Index, proxy: &Proxy) -> Vec<InboundPort> {
         for service in index.services_by_ip.get(ip) {
             for ep in service.endpoints.iter().filter(|ep| &ep.address == ip) {
                 for port in &service.ports {
-                    let Some(&target) = ep.ports.get(&port.port) else { continue };
+                    let Some(&target) = ep.ports.get(&port.port) else {
+                        continue;
+                    };
                     if target == VIRTUAL_INBOUND_PORT || port.protocol == Protocol::Udp {
                         continue;
                     }
-                    let (protocol, first) = *ports.entry(target).or_insert((port.protocol, &service.hostname));
+                    let (protocol, first) = *ports
+                        .entry(target)
+                        .or_insert((port.protocol, &service.hostname));
                     if protocol.is_http() != port.protocol.is_http() {
                         tracing::debug!(port = target, first, other = %service.hostname, "workload port declared with different protocols; the first service's wins");
                     }
@@ -123,7 +150,15 @@ fn service_ports(index: &Index, proxy: &Proxy) -> Vec<InboundPort> {
             }
         }
     }
-    ports.into_iter().map(|(port, (protocol, _))| InboundPort { port, protocol, endpoint: None, bind: String::new() }).collect()
+    ports
+        .into_iter()
+        .map(|(port, (protocol, _))| InboundPort {
+            port,
+            protocol,
+            endpoint: None,
+            bind: String::new(),
+        })
+        .collect()
 }
 
 /// The security policies that shape a workload's inbound side: each served port's mTLS mode
@@ -141,30 +176,57 @@ impl InboundPolicies {
     pub fn of(index: &Index, proxy: &Proxy, ports: &[InboundPort]) -> InboundPolicies {
         let snapshot = index.snapshot();
         let root = index.mesh.root_namespace.as_str();
-        let workload = Workload { namespace: &proxy.namespace, labels: &proxy.labels };
+        let workload = Workload {
+            namespace: &proxy.namespace,
+            labels: &proxy.labels,
+        };
         let peer = security::peer_authentications(snapshot, root, workload);
         let keys = |kind: Kind, found: Vec<(&str, &str)>| -> Vec<ObjectKey> {
-            found.into_iter().map(|(ns, name)| ObjectKey { kind, namespace: ns.to_string(), name: name.to_string() }).collect()
+            found
+                .into_iter()
+                .map(|(ns, name)| ObjectKey {
+                    kind,
+                    namespace: ns.to_string(),
+                    name: name.to_string(),
+                })
+                .collect()
         };
-        let authz: Vec<Applied<'_, AuthorizationPolicy>> = security::applying(snapshot, root, workload);
-        let authn: Vec<Applied<'_, RequestAuthentication>> = security::applying(snapshot, root, workload);
+        let authz: Vec<Applied<'_, AuthorizationPolicy>> =
+            security::applying(snapshot, root, workload);
+        let authn: Vec<Applied<'_, RequestAuthentication>> =
+            security::applying(snapshot, root, workload);
         InboundPolicies {
-            mtls: ports.iter().map(|p| security::mtls_mode(&peer, p.port)).collect(),
-            authorization: keys(Kind::AuthorizationPolicy, authz.iter().map(|a| (a.namespace, a.name)).collect()),
-            authentication: keys(Kind::RequestAuthentication, authn.iter().map(|a| (a.namespace, a.name)).collect()),
+            mtls: ports
+                .iter()
+                .map(|p| security::mtls_mode(&peer, p.port))
+                .collect(),
+            authorization: keys(
+                Kind::AuthorizationPolicy,
+                authz.iter().map(|a| (a.namespace, a.name)).collect(),
+            ),
+            authentication: keys(
+                Kind::RequestAuthentication,
+                authn.iter().map(|a| (a.namespace, a.name)).collect(),
+            ),
         }
     }
 }
 
-
 /// `virtualInbound`: chains per served port (mTLS as PeerAuthentication asks, for a proxy
 /// that has its certificate), connections to 15006 itself dropped, anything else passed
 /// through to `InboundPassthroughCluster`.
-pub fn virtual_inbound(index: &Index, ports: &[InboundPort], policies: &InboundPolicies, secure: bool) -> Resource {
+pub fn virtual_inbound(
+    index: &Index,
+    ports: &[InboundPort],
+    policies: &InboundPolicies,
+    secure: bool,
+) -> Resource {
     let mut chains = vec![FilterChain {
         name: "virtualInbound-blackhole".into(),
         filter_chain_match: Some(FilterChainMatch {
-            destination_port: Some(UInt32Value { value: u32::from(VIRTUAL_INBOUND_PORT) }),
+            destination_port: Some(UInt32Value {
+                value: u32::from(VIRTUAL_INBOUND_PORT),
+            }),
             ..Default::default()
         }),
         filters: vec![tcp_proxy(names::BLACKHOLE_CLUSTER)],
@@ -172,11 +234,29 @@ pub fn virtual_inbound(index: &Index, ports: &[InboundPort], policies: &InboundP
     }];
     let filters = AppFilters::of(index, policies);
     for (i, p) in ports.iter().enumerate() {
-        let mode = if secure { policies.mtls.get(i).copied().unwrap_or(MtlsMode::Permissive) } else { MtlsMode::Disable };
-        let port_match = || FilterChainMatch { destination_port: Some(UInt32Value { value: u32::from(p.port) }), ..Default::default() };
+        let mode = if secure {
+            policies
+                .mtls
+                .get(i)
+                .copied()
+                .unwrap_or(MtlsMode::Permissive)
+        } else {
+            MtlsMode::Disable
+        };
+        let port_match = || FilterChainMatch {
+            destination_port: Some(UInt32Value {
+                value: u32::from(p.port),
+            }),
+            ..Default::default()
+        };
         let name = names::listener("0.0.0.0", u32::from(p.port));
         if mode != MtlsMode::Strict {
-            chains.push(FilterChain { name: name.clone(), filter_chain_match: Some(port_match()), filters: to_app(p, &filters), ..Default::default() });
+            chains.push(FilterChain {
+                name: name.clone(),
+                filter_chain_match: Some(port_match()),
+                filters: to_app(p, &filters),
+                ..Default::default()
+            });
         }
         if mode == MtlsMode::Permissive {
             // Only in-mesh TLS (an istio ALPN) is terminated; an app's own TLS passes as is.
@@ -184,7 +264,10 @@ pub fn virtual_inbound(index: &Index, ports: &[InboundPort], policies: &InboundP
                 name: format!("{name}_mtls"),
                 filter_chain_match: Some(FilterChainMatch {
                     transport_protocol: "tls".into(),
-                    application_protocols: mtls::INBOUND_MTLS_ALPNS.iter().map(|s| s.to_string()).collect(),
+                    application_protocols: mtls::INBOUND_MTLS_ALPNS
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect(),
                     ..port_match()
                 }),
                 filters: to_app(p, &filters),
@@ -207,7 +290,10 @@ pub fn virtual_inbound(index: &Index, ports: &[InboundPort], policies: &InboundP
         name: names::VIRTUAL_INBOUND.into(),
         filter_chain_match: Some(FilterChainMatch {
             prefix_ranges: ["0.0.0.0", "::"]
-                .map(|a| CidrRange { address_prefix: a.into(), prefix_len: Some(UInt32Value { value: 0 }) })
+                .map(|a| CidrRange {
+                    address_prefix: a.into(),
+                    prefix_len: Some(UInt32Value { value: 0 }),
+                })
                 .to_vec(),
             ..Default::default()
         }),
@@ -216,14 +302,18 @@ pub fn virtual_inbound(index: &Index, ports: &[InboundPort], policies: &InboundP
     });
     let mut listener_filters = vec![ListenerFilter {
         name: "envoy.filters.listener.original_dst".into(),
-        config_type: Some(listener_filter::ConfigType::TypedConfig(pack_any(OriginalDst::default()))),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(pack_any(
+            OriginalDst::default(),
+        ))),
         ..Default::default()
     }];
     if secure {
         // Sets the transport protocol and ALPN the PERMISSIVE chains match on.
         listener_filters.push(ListenerFilter {
             name: "envoy.filters.listener.tls_inspector".into(),
-            config_type: Some(listener_filter::ConfigType::TypedConfig(pack_any(TlsInspector::default()))),
+            config_type: Some(listener_filter::ConfigType::TypedConfig(pack_any(
+                TlsInspector::default(),
+            ))),
             ..Default::default()
         });
     }
@@ -242,7 +332,12 @@ pub fn virtual_inbound(index: &Index, ports: &[InboundPort], policies: &InboundP
 /// the proxy's IP), as istiod builds them for `INTERCEPTION_MODE=NONE`.
 /// They carry the authorization and authentication filters, not mTLS: a workload without capture
 /// is reached on these ports directly, by peers that cannot know to use TLS.
-pub fn bound_listeners(index: &Index, ports: &[InboundPort], policies: &InboundPolicies, _secure: bool) -> Vec<Resource> {
+pub fn bound_listeners(
+    index: &Index,
+    ports: &[InboundPort],
+    policies: &InboundPolicies,
+    _secure: bool,
+) -> Vec<Resource> {
     let filters = AppFilters::of(index, policies);
     ports
         .iter()
@@ -251,7 +346,10 @@ pub fn bound_listeners(index: &Index, ports: &[InboundPort], policies: &InboundP
             let listener = Listener {
                 name: name.clone(),
                 address: Some(socket_address(&p.bind, p.port)),
-                filter_chains: vec![FilterChain { filters: to_app(p, &filters), ..Default::default() }],
+                filter_chains: vec![FilterChain {
+                    filters: to_app(p, &filters),
+                    ..Default::default()
+                }],
                 traffic_direction: TrafficDirection::Inbound as i32,
                 ..Default::default()
             };
@@ -271,11 +369,15 @@ struct AppFilters {
 impl AppFilters {
     fn of(index: &Index, policies: &InboundPolicies) -> AppFilters {
         let authz: Vec<Applied<'_, AuthorizationPolicy>> = resolve(index, &policies.authorization);
-        let authn: Vec<Applied<'_, RequestAuthentication>> = resolve(index, &policies.authentication);
+        let authn: Vec<Applied<'_, RequestAuthentication>> =
+            resolve(index, &policies.authentication);
         let trust_domain = &index.mesh.trust_domain;
         let jwt = jwt::http_filter(&authn, &*index.jwks, NodeType::Sidecar);
         AppFilters {
-            http: jwt.into_iter().chain(authz::http_filters(&authz, trust_domain)).collect(),
+            http: jwt
+                .into_iter()
+                .chain(authz::http_filters(&authz, trust_domain))
+                .collect(),
             network: authz::network_filters(&authz, trust_domain),
         }
     }
@@ -286,7 +388,13 @@ fn resolve<'a, T: KindSpec>(index: &'a Index, keys: &[ObjectKey]) -> Vec<Applied
     let snapshot = index.snapshot();
     keys.iter()
         .filter_map(|key| snapshot.get(key))
-        .filter_map(|e| Some(Applied { namespace: &e.object.meta.namespace, name: &e.object.meta.name, spec: e.object.spec::<T>()? }))
+        .filter_map(|e| {
+            Some(Applied {
+                namespace: &e.object.meta.namespace,
+                name: &e.object.meta.name,
+                spec: e.object.spec::<T>()?,
+            })
+        })
         .collect()
 }
 
@@ -296,9 +404,18 @@ fn to_app(p: &InboundPort, filters: &AppFilters) -> Vec<Filter> {
     let cluster = names::inbound_cluster(p.port);
     if p.protocol.is_http() {
         let routes = Routes::Inline(Box::new(inbound_routes(&cluster, p.port)));
-        vec![inbound_http_connection_manager(format!("inbound_0.0.0.0_{}", p.port), routes, filters.http.clone())]
+        vec![inbound_http_connection_manager(
+            format!("inbound_0.0.0.0_{}", p.port),
+            routes,
+            filters.http.clone(),
+        )]
     } else {
-        filters.network.iter().cloned().chain([tcp_proxy(&cluster)]).collect()
+        filters
+            .network
+            .iter()
+            .cloned()
+            .chain([tcp_proxy(&cluster)])
+            .collect()
     }
 }
 
@@ -314,7 +431,10 @@ pub fn local_clusters(ports: &[InboundPort]) -> ResourceMap {
         out.insert(name.clone(), Arc::new(Resource::encode(name, &c)));
     };
     add(names::PASSTHROUGH_CLUSTER.into(), None);
-    add(names::INBOUND_PASSTHROUGH_CLUSTER.into(), Some(INBOUND_PASSTHROUGH_BIND));
+    add(
+        names::INBOUND_PASSTHROUGH_CLUSTER.into(),
+        Some(INBOUND_PASSTHROUGH_BIND),
+    );
     for p in ports {
         let name = names::inbound_cluster(p.port);
         let c = match &p.endpoint {
@@ -328,7 +448,10 @@ pub fn local_clusters(ports: &[InboundPort]) -> ResourceMap {
 
 /// istiod's inline inbound route config: everything to the local app, no timeout.
 fn inbound_routes(cluster: &str, port: u16) -> RouteConfiguration {
-    let no_timeout = Duration { seconds: 0, nanos: 0 };
+    let no_timeout = Duration {
+        seconds: 0,
+        nanos: 0,
+    };
     #[allow(deprecated)]
     let action = RouteAction {
         cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.to_string())),
@@ -343,7 +466,10 @@ fn inbound_routes(cluster: &str, port: u16) -> RouteConfiguration {
             domains: vec!["*".into()],
             routes: vec![Route {
                 name: "default".into(),
-                r#match: Some(RouteMatch { path_specifier: Some(PathSpecifier::Prefix("/".into())), ..Default::default() }),
+                r#match: Some(RouteMatch {
+                    path_specifier: Some(PathSpecifier::Prefix("/".into())),
+                    ..Default::default()
+                }),
                 action: Some(Action::Route(action)),
                 ..Default::default()
             }],
@@ -360,7 +486,10 @@ fn static_cluster(name: &str, endpoint: &Endpoint) -> Cluster {
         Endpoint::Unix(path) => pipe_address(path),
     };
     let endpoint = LbEndpoint {
-        host_identifier: Some(HostIdentifier::Endpoint(EnvoyEndpoint { address: Some(address), ..Default::default() })),
+        host_identifier: Some(HostIdentifier::Endpoint(EnvoyEndpoint {
+            address: Some(address),
+            ..Default::default()
+        })),
         ..Default::default()
     };
     Cluster {
@@ -369,7 +498,10 @@ fn static_cluster(name: &str, endpoint: &Endpoint) -> Cluster {
         connect_timeout: Some(CONNECT_TIMEOUT),
         load_assignment: Some(ClusterLoadAssignment {
             cluster_name: name.to_string(),
-            endpoints: vec![LocalityLbEndpoints { lb_endpoints: vec![endpoint], ..Default::default() }],
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![endpoint],
+                ..Default::default()
+            }],
             ..Default::default()
         }),
         ..Default::default()
@@ -381,7 +513,9 @@ fn static_cluster(name: &str, endpoint: &Endpoint) -> Cluster {
 fn original_dst_cluster(name: &str, bind: Option<&str>) -> Cluster {
     Cluster {
         name: name.to_string(),
-        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::OriginalDst as i32)),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(
+            DiscoveryType::OriginalDst as i32,
+        )),
         lb_policy: LbPolicy::ClusterProvided as i32,
         connect_timeout: Some(CONNECT_TIMEOUT),
         upstream_bind_config: bind.map(|a| BindConfig {

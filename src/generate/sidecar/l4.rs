@@ -34,9 +34,13 @@ pub struct Chains {
 
 pub fn chains(index: &Index, proxy: &Proxy, scope: &Scope, service: &Service, port: u16) -> Chains {
     let own = names::outbound_cluster(port, "", &service.hostname);
-    let Some(vs) = scope.virtual_services.iter().find(|vs| vs.applies_to(&service.hostname) && (!vs.spec().tcp.is_empty() || !vs.spec().tls.is_empty()))
-    else {
-        return Chains { chains: vec![chain(None, tcp_proxy(&own))], by_sni: false };
+    let Some(vs) = scope.virtual_services.iter().find(|vs| {
+        vs.applies_to(&service.hostname) && (!vs.spec().tcp.is_empty() || !vs.spec().tls.is_empty())
+    }) else {
+        return Chains {
+            chains: vec![chain(None, tcp_proxy(&own))],
+            by_sni: false,
+        };
     };
     let spec = vs.spec();
     let mut out: Vec<FilterChain> = Vec::new();
@@ -47,10 +51,23 @@ pub fn chains(index: &Index, proxy: &Proxy, scope: &Scope, service: &Service, po
     };
 
     for route in &spec.tls {
-        for m in route.matches.iter().filter(|m| applies(proxy, port, m.port, &m.source_labels, &m.source_namespace, &m.gateways)) {
+        for m in route.matches.iter().filter(|m| {
+            applies(
+                proxy,
+                port,
+                m.port,
+                &m.source_labels,
+                &m.source_namespace,
+                &m.gateways,
+            )
+        }) {
             let mut names = m.sni_hosts.clone();
             names.sort();
-            let fcm = FilterChainMatch { server_names: names, prefix_ranges: cidrs(&m.destination_subnets), ..Default::default() };
+            let fcm = FilterChainMatch {
+                server_names: names,
+                prefix_ranges: cidrs(&m.destination_subnets),
+                ..Default::default()
+            };
             push(Some(fcm), proxy_to(index, vs, &route.route, port), &mut out);
         }
     }
@@ -58,8 +75,20 @@ pub fn chains(index: &Index, proxy: &Proxy, scope: &Scope, service: &Service, po
 
     let mut default = None;
     for route in &spec.tcp {
-        let matching: Vec<_> =
-            route.matches.iter().filter(|m| applies(proxy, port, m.port, &m.source_labels, &m.source_namespace, &m.gateways)).collect();
+        let matching: Vec<_> = route
+            .matches
+            .iter()
+            .filter(|m| {
+                applies(
+                    proxy,
+                    port,
+                    m.port,
+                    &m.source_labels,
+                    &m.source_namespace,
+                    &m.gateways,
+                )
+            })
+            .collect();
         if route.matches.is_empty() {
             default.get_or_insert(route);
             continue;
@@ -68,14 +97,22 @@ pub fn chains(index: &Index, proxy: &Proxy, scope: &Scope, service: &Service, po
             if m.destination_subnets.is_empty() {
                 default.get_or_insert(route);
             } else {
-                let fcm = FilterChainMatch { prefix_ranges: cidrs(&m.destination_subnets), ..Default::default() };
+                let fcm = FilterChainMatch {
+                    prefix_ranges: cidrs(&m.destination_subnets),
+                    ..Default::default()
+                };
                 push(Some(fcm), proxy_to(index, vs, &route.route, port), &mut out);
             }
         }
     }
-    let fallback = default.map(|r| proxy_to(index, vs, &r.route, port)).unwrap_or_else(|| tcp_proxy(&own));
+    let fallback = default
+        .map(|r| proxy_to(index, vs, &r.route, port))
+        .unwrap_or_else(|| tcp_proxy(&own));
     push(None, fallback, &mut out);
-    Chains { chains: out, by_sni }
+    Chains {
+        chains: out,
+        by_sni,
+    }
 }
 
 fn applies(
@@ -94,12 +131,27 @@ fn applies(
 
 /// A TCP proxy to the route's destinations: one cluster, or weighted clusters. Unknown hosts go
 /// to `BlackHoleCluster` (index::references names them).
-fn proxy_to(index: &Index, vs: &MeshVirtualService, route: &[RouteDestination], port: u16) -> envoy_types::pb::envoy::config::listener::v3::Filter {
-    crate::generate::listener::tcp_route(route, |d| cluster_for(index, &d.destination, vs.namespace(), u32::from(port)).unwrap_or_else(|| names::BLACKHOLE_CLUSTER.into()))
+fn proxy_to(
+    index: &Index,
+    vs: &MeshVirtualService,
+    route: &[RouteDestination],
+    port: u16,
+) -> envoy_types::pb::envoy::config::listener::v3::Filter {
+    crate::generate::listener::tcp_route(route, |d| {
+        cluster_for(index, &d.destination, vs.namespace(), u32::from(port))
+            .unwrap_or_else(|| names::BLACKHOLE_CLUSTER.into())
+    })
 }
 
-fn chain(m: Option<FilterChainMatch>, filter: envoy_types::pb::envoy::config::listener::v3::Filter) -> FilterChain {
-    FilterChain { filter_chain_match: m, filters: vec![filter], ..Default::default() }
+fn chain(
+    m: Option<FilterChainMatch>,
+    filter: envoy_types::pb::envoy::config::listener::v3::Filter,
+) -> FilterChain {
+    FilterChain {
+        filter_chain_match: m,
+        filters: vec![filter],
+        ..Default::default()
+    }
 }
 
 /// `10.0.0.0/16` or a bare IP as Envoy's CIDR ranges; validation has checked the syntax.
@@ -111,7 +163,10 @@ pub(super) fn cidrs(subnets: &[String]) -> Vec<CidrRange> {
                 Some((ip, len)) => (ip, len.parse::<u32>().ok()?),
                 None => (s.as_str(), if s.contains(':') { 128 } else { 32 }),
             };
-            Some(CidrRange { address_prefix: ip.to_string(), prefix_len: Some(UInt32Value { value: len }) })
+            Some(CidrRange {
+                address_prefix: ip.to_string(),
+                prefix_len: Some(UInt32Value { value: len }),
+            })
         })
         .collect()
 }

@@ -22,13 +22,13 @@ mod routes;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::index::scope::{self, Scope};
 use crate::index::Index;
+use crate::index::scope::{self, Scope};
 use crate::model::Proxy;
 use crate::xds::ResourceMap;
 
 use super::names;
-pub use inbound::{local_clusters, InboundPolicies, InboundPort};
+pub use inbound::{InboundPolicies, InboundPort, local_clusters};
 pub use routes::virtual_host_domains;
 
 /// How traffic reaches the sidecar (istio-agent's `INTERCEPTION_MODE`).
@@ -44,7 +44,15 @@ pub enum Interception {
 
 impl Interception {
     pub fn of(proxy: &Proxy) -> Interception {
-        if proxy.metadata.interception_mode.eq_ignore_ascii_case("NONE") { Interception::None } else { Interception::Redirect }
+        if proxy
+            .metadata
+            .interception_mode
+            .eq_ignore_ascii_case("NONE")
+        {
+            Interception::None
+        } else {
+            Interception::Redirect
+        }
     }
 }
 
@@ -76,13 +84,20 @@ impl ProxyKey {
         let inbound = match interception {
             Interception::Redirect => inbound::ports(index, proxy, sidecar),
             // Without capture only a Sidecar's ingress listeners receive anything.
-            Interception::None if sidecar.is_some_and(|s| !s.ingress.is_empty()) => inbound::ports(index, proxy, sidecar),
+            Interception::None if sidecar.is_some_and(|s| !s.ingress.is_empty()) => {
+                inbound::ports(index, proxy, sidecar)
+            }
             Interception::None => Vec::new(),
         };
         let labels = if index.source_label_keys.is_empty() {
             BTreeMap::new()
         } else {
-            proxy.labels.iter().filter(|(k, _)| index.source_label_keys.contains(*k)).map(|(k, v)| (k.clone(), v.clone())).collect()
+            proxy
+                .labels
+                .iter()
+                .filter(|(k, _)| index.source_label_keys.contains(*k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
         };
         let policies = InboundPolicies::of(index, proxy, &inbound);
         ProxyKey {
@@ -113,7 +128,8 @@ pub fn build(index: &Index, proxy: &Proxy, key: &ProxyKey, scope: &Scope) -> Sid
     match key.interception {
         Interception::Redirect => {
             let listener = inbound::virtual_inbound(index, &key.inbound, &key.policies, key.secure);
-            out.listeners.insert(names::VIRTUAL_INBOUND.into(), Arc::new(listener));
+            out.listeners
+                .insert(names::VIRTUAL_INBOUND.into(), Arc::new(listener));
         }
         Interception::None => {
             for l in inbound::bound_listeners(index, &key.inbound, &key.policies, key.secure) {

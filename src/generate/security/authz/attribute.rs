@@ -2,13 +2,17 @@
 //! `authz/model/generator.go`, one generator per attribute.
 
 use envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig;
-use envoy_types::pb::envoy::config::rbac::v3::{permission, principal, MetadataSource, Permission, Principal, SourcedMetadata};
+use envoy_types::pb::envoy::config::rbac::v3::{
+    MetadataSource, Permission, Principal, SourcedMetadata, permission, principal,
+};
 use envoy_types::pb::envoy::extensions::path::r#match::uri_template::v3::UriTemplateMatchConfig;
-use envoy_types::pb::envoy::r#type::matcher::v3::{path_matcher, MetadataMatcher, PathMatcher, StringMatcher, ValueMatcher};
+use envoy_types::pb::envoy::r#type::matcher::v3::{
+    MetadataMatcher, PathMatcher, StringMatcher, ValueMatcher, path_matcher,
+};
 use envoy_types::util::pack_any;
 
-use super::matcher::{self, Pattern};
 use super::AuthzError;
+use super::matcher::{self, Pattern};
 use crate::generate::security::{JWT_PAYLOAD_KEY, JWT_PAYLOAD_NAMESPACE};
 
 /// What an attribute matches on. The first group are principals (who), the rest permissions
@@ -22,7 +26,9 @@ pub enum Kind {
     /// `<iss>/<sub>` of the request's JWT.
     RequestPrincipal,
     /// `[<namespace>/]<name>`; a bare name is in the policy's namespace.
-    ServiceAccount { namespace: String },
+    ServiceAccount {
+        namespace: String,
+    },
     Namespace,
     /// Original client IP (`remote.ip`, `remoteIpBlocks`).
     RemoteIp,
@@ -39,7 +45,10 @@ pub enum Kind {
     DestinationIp,
     Sni,
     /// `experimental.envoy.filters.<filter>[<key>]`: another filter's dynamic metadata.
-    EnvoyFilter { filter: String, key: String },
+    EnvoyFilter {
+        filter: String,
+        key: String,
+    },
 }
 
 /// `values` and `not_values` of one attribute.
@@ -62,14 +71,20 @@ impl Kind {
             "source.ip" => Kind::SourceIp,
             "remote.ip" => Kind::RemoteIp,
             "source.namespace" => Kind::Namespace,
-            "source.serviceAccount" => Kind::ServiceAccount { namespace: policy_namespace.into() },
+            "source.serviceAccount" => Kind::ServiceAccount {
+                namespace: policy_namespace.into(),
+            },
             "source.principal" => Kind::Principal,
             "source.trustDomain" => Kind::TrustDomain,
             "request.auth.principal" => Kind::RequestPrincipal,
             "request.auth.audiences" => Kind::Audiences,
             "request.auth.presenter" => Kind::Presenter,
-            _ if key.starts_with("request.headers") => Kind::Header(in_brackets(&key["request.headers".len()..])?),
-            _ if key.starts_with("request.auth.claims") => Kind::Claims(nested_brackets(&key["request.auth.claims".len()..])?),
+            _ if key.starts_with("request.headers") => {
+                Kind::Header(in_brackets(&key["request.headers".len()..])?)
+            }
+            _ if key.starts_with("request.auth.claims") => {
+                Kind::Claims(nested_brackets(&key["request.auth.claims".len()..])?)
+            }
             _ if key.starts_with("experimental.envoy.filters.") => envoy_filter(key)?,
             _ => return Err(AuthzError::UnknownAttribute(key.into())),
         };
@@ -112,7 +127,11 @@ impl Kind {
     pub fn combines_values(&self) -> bool {
         matches!(
             self,
-            Kind::RequestPrincipal | Kind::Audiences | Kind::Presenter | Kind::Claims(_) | Kind::EnvoyFilter { .. }
+            Kind::RequestPrincipal
+                | Kind::Audiences
+                | Kind::Presenter
+                | Kind::Claims(_)
+                | Kind::EnvoyFilter { .. }
         )
     }
 
@@ -123,13 +142,18 @@ impl Kind {
             Kind::Principal => authenticated(matcher::with_prefix(value, "spiffe://")),
             Kind::TrustDomain => authenticated(trust_domain(value)),
             Kind::ServiceAccount { namespace } => authenticated(service_account(namespace, value)),
-            Kind::Namespace => authenticated(matcher::regex(format!(".*/ns/{}/.*", wildcard_regex(value)))),
+            Kind::Namespace => authenticated(matcher::regex(format!(
+                ".*/ns/{}/.*",
+                wildcard_regex(value)
+            ))),
             Kind::RemoteIp => Identifier::RemoteIp(matcher::cidr(value)?),
             Kind::SourceIp => Identifier::DirectRemoteIp(matcher::cidr(value)?),
             Kind::Header(name) => Identifier::Header(matcher::header(name, value)?),
             _ => return Err(AuthzError::Unsupported(format!("{self:?} as a principal"))),
         };
-        Ok(Principal { identifier: Some(identifier) })
+        Ok(Principal {
+            identifier: Some(identifier),
+        })
     }
 
     /// One principal for all `values` of a combining attribute.
@@ -137,11 +161,16 @@ impl Kind {
         let jwt = |claims: &[&str], values: &[String]| {
             let mut path = vec![JWT_PAYLOAD_KEY];
             path.extend_from_slice(claims);
-            metadata_principal(matcher::list_or_value(JWT_PAYLOAD_NAMESPACE, &path, matcher::string_or(values)))
+            metadata_principal(matcher::list_or_value(
+                JWT_PAYLOAD_NAMESPACE,
+                &path,
+                matcher::string_or(values),
+            ))
         };
         match self {
             Kind::RequestPrincipal => {
-                let mut any_of: Vec<Principal> = values.iter().map(|v| request_principal(v)).collect();
+                let mut any_of: Vec<Principal> =
+                    values.iter().map(|v| request_principal(v)).collect();
                 if any_of.len() == 1
                     && let Some(only) = any_of.pop()
                 {
@@ -163,7 +192,12 @@ impl Kind {
     pub fn permissions(&self, value: &str) -> Result<Vec<Permission>, AuthzError> {
         use permission::Rule;
         let rule = match self {
-            Kind::Host => return Ok(host(value).into_iter().map(|h| permission(Rule::Header(h))).collect()),
+            Kind::Host => {
+                return Ok(host(value)
+                    .into_iter()
+                    .map(|h| permission(Rule::Header(h)))
+                    .collect());
+            }
             Kind::Method => Rule::Header(matcher::header(":method", value)?),
             Kind::Path => path(value)?,
             Kind::Port => Rule::DestinationPort(matcher::port(value)?),
@@ -183,7 +217,9 @@ impl Kind {
                     None => matcher::string_value(matcher::plain(v)),
                 };
                 let value: ValueMatcher = matcher::or_value(values.iter().map(one).collect());
-                Ok(permission(permission::Rule::SourcedMetadata(dynamic(matcher::metadata(filter, &[key], value)))))
+                Ok(permission(permission::Rule::SourcedMetadata(dynamic(
+                    matcher::metadata(filter, &[key], value),
+                ))))
             }
             _ => Err(AuthzError::Unsupported(format!("{self:?} as a permission"))),
         }
@@ -195,32 +231,48 @@ pub fn permission(rule: permission::Rule) -> Permission {
 }
 
 pub fn or_ids(ids: Vec<Principal>) -> Principal {
-    Principal { identifier: Some(principal::Identifier::OrIds(principal::Set { ids })) }
+    Principal {
+        identifier: Some(principal::Identifier::OrIds(principal::Set { ids })),
+    }
 }
 
 fn authenticated(name: StringMatcher) -> principal::Identifier {
-    principal::Identifier::Authenticated(principal::Authenticated { principal_name: Some(name) })
+    principal::Identifier::Authenticated(principal::Authenticated {
+        principal_name: Some(name),
+    })
 }
 
 fn metadata_principal(m: MetadataMatcher) -> Principal {
-    Principal { identifier: Some(principal::Identifier::SourcedMetadata(dynamic(m))) }
+    Principal {
+        identifier: Some(principal::Identifier::SourcedMetadata(dynamic(m))),
+    }
 }
 
 /// Dynamic metadata, through `sourced_metadata`: istiod still writes the `metadata` field, which
 /// Envoy deprecated for this one (same matching, dynamic metadata being the default source).
 fn dynamic(m: MetadataMatcher) -> SourcedMetadata {
-    SourcedMetadata { metadata_matcher: Some(m), metadata_source: MetadataSource::Dynamic as i32 }
+    SourcedMetadata {
+        metadata_matcher: Some(m),
+        metadata_source: MetadataSource::Dynamic as i32,
+    }
 }
 
 /// `*` is any run of characters; the rest is literal.
 fn wildcard_regex(v: &str) -> String {
-    v.split('*').map(matcher::escape).collect::<Vec<_>>().join(".*")
+    v.split('*')
+        .map(matcher::escape)
+        .collect::<Vec<_>>()
+        .join(".*")
 }
 
 /// istiod's `serviceAccountRegex`: `spiffe://<td>/ns/<ns>/[…/]sa/<sa>[/…]`.
 fn service_account(policy_namespace: &str, value: &str) -> StringMatcher {
     let (ns, sa) = value.split_once('/').unwrap_or((policy_namespace, value));
-    matcher::regex(format!("spiffe://.+/ns/{}/(.+/|)sa/{}(/.+)?", matcher::escape(ns), matcher::escape(sa)))
+    matcher::regex(format!(
+        "spiffe://.+/ns/{}/(.+/|)sa/{}(/.+)?",
+        matcher::escape(ns),
+        matcher::escape(sa)
+    ))
 }
 
 /// A trust domain: the first segment of the SPIFFE identity.
@@ -250,7 +302,10 @@ fn request_principal(value: &str) -> Principal {
         } else if iss == "*" {
             (any(), matcher::exact(sub, false))
         } else {
-            (matcher::suffix(&iss[1..], false), matcher::exact(sub, false))
+            (
+                matcher::suffix(&iss[1..], false),
+                matcher::exact(sub, false),
+            )
         }
     } else if let Some(head) = value.strip_suffix('*') {
         if !split {
@@ -258,13 +313,20 @@ fn request_principal(value: &str) -> Principal {
         } else if sub == "*" {
             (matcher::exact(iss, false), any())
         } else {
-            (matcher::exact(iss, false), matcher::prefix(&sub[..sub.len() - 1], false))
+            (
+                matcher::exact(iss, false),
+                matcher::prefix(&sub[..sub.len() - 1], false),
+            )
         }
     } else {
         (matcher::exact(iss, false), matcher::exact(sub, false))
     };
     let claim = |name: &str, m: StringMatcher| {
-        metadata_principal(matcher::metadata(JWT_PAYLOAD_NAMESPACE, &[JWT_PAYLOAD_KEY, name], matcher::string_value(m)))
+        metadata_principal(matcher::metadata(
+            JWT_PAYLOAD_NAMESPACE,
+            &[JWT_PAYLOAD_KEY, name],
+            matcher::string_value(m),
+        ))
     };
     Principal {
         identifier: Some(principal::Identifier::AndIds(principal::Set {
@@ -278,8 +340,14 @@ fn request_principal(value: &str) -> Principal {
 /// writing the port, and an ALLOW does not need `host:*` twins). A pattern that names a port,
 /// or a prefix pattern (which matches any port already), is matched as written.
 fn host(value: &str) -> Vec<envoy_types::pb::envoy::config::route::v3::HeaderMatcher> {
-    use envoy_types::pb::envoy::config::route::v3::{header_matcher::HeaderMatchSpecifier, HeaderMatcher};
-    let authority = |spec| HeaderMatcher { name: ":authority".into(), header_match_specifier: Some(spec), ..Default::default() };
+    use envoy_types::pb::envoy::config::route::v3::{
+        HeaderMatcher, header_matcher::HeaderMatchSpecifier,
+    };
+    let authority = |spec| HeaderMatcher {
+        name: ":authority".into(),
+        header_match_specifier: Some(spec),
+        ..Default::default()
+    };
     let string = |m| authority(HeaderMatchSpecifier::StringMatch(m));
     match Pattern::parse(value) {
         Pattern::Any => vec![authority(HeaderMatchSpecifier::PresentMatch(true))],
@@ -287,30 +355,45 @@ fn host(value: &str) -> Vec<envoy_types::pb::envoy::config::route::v3::HeaderMat
         Pattern::Suffix(s) if has_port(s) => vec![string(matcher::suffix(s, true))],
         Pattern::Suffix(s) => vec![
             string(matcher::suffix(s, true)),
-            string(matcher::regex(format!("(?i).*{}:[0-9]+", matcher::escape(s)))),
+            string(matcher::regex(format!(
+                "(?i).*{}:[0-9]+",
+                matcher::escape(s)
+            ))),
         ],
         Pattern::Exact(h) if has_port(h) => vec![string(matcher::exact(h, true))],
-        Pattern::Exact(h) => vec![string(matcher::exact(h, true)), string(matcher::prefix(&format!("{h}:"), true))],
+        Pattern::Exact(h) => vec![
+            string(matcher::exact(h, true)),
+            string(matcher::prefix(&format!("{h}:"), true)),
+        ],
     }
 }
 
 /// `host:port` or `[v6]:port`.
 fn has_port(host: &str) -> bool {
     host.rsplit_once(':').is_some_and(|(name, port)| {
-        !port.is_empty() && port.bytes().all(|c| c.is_ascii_digit()) && (!name.contains(':') || name.ends_with(']'))
+        !port.is_empty()
+            && port.bytes().all(|c| c.is_ascii_digit())
+            && (!name.contains(':') || name.ends_with(']'))
     })
 }
 
 /// istiod's `pathGenerator`: a path with `{*}` or `{**}` is a URI template, else an Istio pattern.
 fn path(value: &str) -> Result<permission::Rule, AuthzError> {
     if !value.contains("{*}") && !value.contains("{**}") {
-        return Ok(permission::Rule::UrlPath(PathMatcher { rule: Some(path_matcher::Rule::Path(matcher::plain(value))) }));
+        return Ok(permission::Rule::UrlPath(PathMatcher {
+            rule: Some(path_matcher::Rule::Path(matcher::plain(value))),
+        }));
     }
     let template = value.replace("{**}", "**").replace("{*}", "*");
-    check_uri_template(&template).map_err(|reason| AuthzError::Invalid { value: value.into(), reason })?;
+    check_uri_template(&template).map_err(|reason| AuthzError::Invalid {
+        value: value.into(),
+        reason,
+    })?;
     Ok(permission::Rule::UriTemplate(TypedExtensionConfig {
         name: "uri-template".into(),
-        typed_config: Some(pack_any(UriTemplateMatchConfig { path_template: template })),
+        typed_config: Some(pack_any(UriTemplateMatchConfig {
+            path_template: template,
+        })),
     }))
 }
 
@@ -328,12 +411,18 @@ fn check_uri_template(template: &str) -> Result<(), String> {
     let mut after_any_depth = false;
     for segment in rest.split('/') {
         match segment {
-            "*" | "**" if after_any_depth => return Err("`{**}` must be the last operator of a path template".into()),
+            "*" | "**" if after_any_depth => {
+                return Err("`{**}` must be the last operator of a path template".into());
+            }
             "**" => after_any_depth = true,
             "*" => {}
             "" => return Err("a path template has no empty segments".into()),
             s if s.chars().all(literal) => {}
-            _ => return Err("a path template segment is `{*}`, `{**}` or literal path characters".into()),
+            _ => {
+                return Err(
+                    "a path template segment is `{*}`, `{**}` or literal path characters".into(),
+                );
+            }
         }
     }
     Ok(())
@@ -343,7 +432,10 @@ fn check_uri_template(template: &str) -> Result<(), String> {
 fn in_brackets(s: &str) -> Result<String, AuthzError> {
     match s.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
         Some(name) if !name.is_empty() => Ok(name.into()),
-        _ => Err(AuthzError::Invalid { value: s.into(), reason: "expecting the format [<NAME>]".into() }),
+        _ => Err(AuthzError::Invalid {
+            value: s.into(),
+            reason: "expecting the format [<NAME>]".into(),
+        }),
     }
 }
 
@@ -353,7 +445,9 @@ fn nested_brackets(s: &str) -> Result<Vec<String>, AuthzError> {
     let mut names = Vec::new();
     let mut rest = s;
     while !rest.is_empty() {
-        let end = rest.strip_prefix('[').and_then(|r| r.find(['[', ']']).filter(|&i| r.as_bytes()[i] == b']'));
+        let end = rest
+            .strip_prefix('[')
+            .and_then(|r| r.find(['[', ']']).filter(|&i| r.as_bytes()[i] == b']'));
         let Some(end) = end else {
             return Ok(vec![in_brackets(s)?]);
         };
@@ -361,7 +455,10 @@ fn nested_brackets(s: &str) -> Result<Vec<String>, AuthzError> {
         rest = &rest[end + 2..];
     }
     if names.is_empty() || names.iter().any(String::is_empty) {
-        return Err(AuthzError::Invalid { value: s.into(), reason: "a claim name must not be empty".into() });
+        return Err(AuthzError::Invalid {
+            value: s.into(),
+            reason: "a claim name must not be empty".into(),
+        });
     }
     Ok(names)
 }
@@ -371,9 +468,13 @@ fn envoy_filter(key: &str) -> Result<Kind, AuthzError> {
     let name = key.strip_prefix("experimental.").unwrap_or(key);
     let name = name.strip_suffix(']').unwrap_or(name);
     match name.split_once('[') {
-        Some((filter, key)) if !filter.is_empty() && !key.is_empty() => {
-            Ok(Kind::EnvoyFilter { filter: filter.into(), key: key.into() })
-        }
-        _ => Err(AuthzError::Invalid { value: key.into(), reason: "expecting the format <filter>[<key>]".into() }),
+        Some((filter, key)) if !filter.is_empty() && !key.is_empty() => Ok(Kind::EnvoyFilter {
+            filter: filter.into(),
+            key: key.into(),
+        }),
+        _ => Err(AuthzError::Invalid {
+            value: key.into(),
+            reason: "expecting the format <filter>[<key>]".into(),
+        }),
     }
 }

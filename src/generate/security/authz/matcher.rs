@@ -3,10 +3,13 @@
 //! `*` (prefix); anything else is exact.
 
 use envoy_types::pb::envoy::config::core::v3::CidrRange;
-use envoy_types::pb::envoy::config::route::v3::{header_matcher::HeaderMatchSpecifier, HeaderMatcher};
+use envoy_types::pb::envoy::config::route::v3::{
+    HeaderMatcher, header_matcher::HeaderMatchSpecifier,
+};
 use envoy_types::pb::envoy::r#type::matcher::v3::{
-    list_matcher, metadata_matcher::path_segment::Segment, metadata_matcher::PathSegment, string_matcher::MatchPattern,
-    value_matcher, ListMatcher, MetadataMatcher, OrMatcher, RegexMatcher, StringMatcher, ValueMatcher,
+    ListMatcher, MetadataMatcher, OrMatcher, RegexMatcher, StringMatcher, ValueMatcher,
+    list_matcher, metadata_matcher::PathSegment, metadata_matcher::path_segment::Segment,
+    string_matcher::MatchPattern, value_matcher,
 };
 use envoy_types::pb::google::protobuf::UInt32Value;
 
@@ -53,11 +56,20 @@ pub fn suffix(v: &str, ignore_case: bool) -> StringMatcher {
 /// A RE2 matcher without `engine_type` (deprecated; RE2 is Envoy's default), as istiod writes it.
 /// Every caller builds its pattern from [`escape`]d input, so the pattern always parses.
 pub fn regex(pattern: String) -> StringMatcher {
-    string(MatchPattern::SafeRegex(RegexMatcher { regex: pattern, engine_type: None }), false)
+    string(
+        MatchPattern::SafeRegex(RegexMatcher {
+            regex: pattern,
+            engine_type: None,
+        }),
+        false,
+    )
 }
 
 fn string(pattern: MatchPattern, ignore_case: bool) -> StringMatcher {
-    StringMatcher { match_pattern: Some(pattern), ignore_case }
+    StringMatcher {
+        match_pattern: Some(pattern),
+        ignore_case,
+    }
 }
 
 /// istiod's `StringMatcherWithPrefix`: `*` is `.+` (present and non-empty; Envoy refuses an empty
@@ -83,7 +95,10 @@ pub fn plain(v: &str) -> StringMatcher {
 pub fn escape(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for c in v.chars() {
-        if matches!(c, '\\' | '.' | '+' | '*' | '?' | '(' | ')' | '|' | '[' | ']' | '{' | '}' | '^' | '$') {
+        if matches!(
+            c,
+            '\\' | '.' | '+' | '*' | '?' | '(' | ')' | '|' | '[' | ']' | '{' | '}' | '^' | '$'
+        ) {
             out.push('\\');
         }
         out.push(c);
@@ -100,20 +115,30 @@ pub fn header(name: &str, v: &str) -> Result<HeaderMatcher, AuthzError> {
         Pattern::Prefix(p) => HeaderMatchSpecifier::StringMatch(prefix(p, false)),
         Pattern::Exact(e) => HeaderMatchSpecifier::StringMatch(exact(e, false)),
     };
-    Ok(HeaderMatcher { name: name.into(), header_match_specifier: Some(specifier), ..Default::default() })
+    Ok(HeaderMatcher {
+        name: name.into(),
+        header_match_specifier: Some(specifier),
+        ..Default::default()
+    })
 }
 
 /// Envoy's non-strict `HTTP_HEADER_NAME` rule: not empty, no NUL, CR or LF.
 fn check_header_name(name: &str) -> Result<(), AuthzError> {
     if name.is_empty() || name.contains(['\0', '\r', '\n']) {
-        return Err(AuthzError::Invalid { value: name.into(), reason: "not a valid HTTP header name".into() });
+        return Err(AuthzError::Invalid {
+            value: name.into(),
+            reason: "not a valid HTTP header name".into(),
+        });
     }
     Ok(())
 }
 
 /// An IP or CIDR (`1.2.3.4`, `10.0.0.0/8`, `::1`) as istiod's `AddrStrToCidrRange` reads it.
 pub fn cidr(v: &str) -> Result<CidrRange, AuthzError> {
-    let invalid = |reason: &str| AuthzError::Invalid { value: v.into(), reason: reason.into() };
+    let invalid = |reason: &str| AuthzError::Invalid {
+        value: v.into(),
+        reason: reason.into(),
+    };
     let (addr, len) = match v.split_once('/') {
         Some((addr, bits)) => (addr, Some(bits)),
         None => (v, None),
@@ -127,19 +152,27 @@ pub fn cidr(v: &str) -> Result<CidrRange, AuthzError> {
             _ => return Err(invalid("bad prefix length")),
         },
     };
-    Ok(CidrRange { address_prefix: ip.to_string(), prefix_len: Some(UInt32Value { value: len }) })
+    Ok(CidrRange {
+        address_prefix: ip.to_string(),
+        prefix_len: Some(UInt32Value { value: len }),
+    })
 }
 
 /// A port string, 0 to 65535 (istiod's `convertToPort`).
 pub fn port(v: &str) -> Result<u32, AuthzError> {
     match v.parse::<u32>() {
         Ok(p) if p <= 65535 && v.bytes().all(|c| c.is_ascii_digit()) => Ok(p),
-        _ => Err(AuthzError::Invalid { value: v.into(), reason: "not a port number".into() }),
+        _ => Err(AuthzError::Invalid {
+            value: v.into(),
+            reason: "not a port number".into(),
+        }),
     }
 }
 
 pub fn string_value(m: StringMatcher) -> ValueMatcher {
-    ValueMatcher { match_pattern: Some(value_matcher::MatchPattern::StringMatch(m)) }
+    ValueMatcher {
+        match_pattern: Some(value_matcher::MatchPattern::StringMatch(m)),
+    }
 }
 
 /// istiod's `OrMatcher`: one matcher stays itself, as Envoy's `or_match` wants at least two.
@@ -149,7 +182,11 @@ pub fn or_value(mut matchers: Vec<ValueMatcher>) -> ValueMatcher {
     {
         return only;
     }
-    ValueMatcher { match_pattern: Some(value_matcher::MatchPattern::OrMatch(OrMatcher { value_matchers: matchers })) }
+    ValueMatcher {
+        match_pattern: Some(value_matcher::MatchPattern::OrMatch(OrMatcher {
+            value_matchers: matchers,
+        })),
+    }
 }
 
 /// istiod's `StringOrMatcher`: any of `values`, each an Istio pattern.
@@ -161,7 +198,12 @@ pub fn string_or(values: &[String]) -> ValueMatcher {
 pub fn metadata(filter: &str, path: &[&str], value: ValueMatcher) -> MetadataMatcher {
     MetadataMatcher {
         filter: filter.into(),
-        path: path.iter().map(|k| PathSegment { segment: Some(Segment::Key((*k).into())) }).collect(),
+        path: path
+            .iter()
+            .map(|k| PathSegment {
+                segment: Some(Segment::Key((*k).into())),
+            })
+            .collect(),
         value: Some(value),
         invert: false,
     }
@@ -171,9 +213,11 @@ pub fn metadata(filter: &str, path: &[&str], value: ValueMatcher) -> MetadataMat
 /// list holding a match, or itself a match (a JWT claim can be a string or a list).
 pub fn list_or_value(filter: &str, path: &[&str], value: ValueMatcher) -> MetadataMatcher {
     let list = ValueMatcher {
-        match_pattern: Some(value_matcher::MatchPattern::ListMatch(Box::new(ListMatcher {
-            match_pattern: Some(list_matcher::MatchPattern::OneOf(Box::new(value.clone()))),
-        }))),
+        match_pattern: Some(value_matcher::MatchPattern::ListMatch(Box::new(
+            ListMatcher {
+                match_pattern: Some(list_matcher::MatchPattern::OneOf(Box::new(value.clone()))),
+            },
+        ))),
     };
     metadata(filter, path, or_value(vec![list, value]))
 }
@@ -181,8 +225,10 @@ pub fn list_or_value(filter: &str, path: &[&str], value: ValueMatcher) -> Metada
 /// A list holding one value matching `m` (istiod's `MetadataListMatcher`).
 pub fn list_of(m: StringMatcher) -> ValueMatcher {
     ValueMatcher {
-        match_pattern: Some(value_matcher::MatchPattern::ListMatch(Box::new(ListMatcher {
-            match_pattern: Some(list_matcher::MatchPattern::OneOf(Box::new(string_value(m)))),
-        }))),
+        match_pattern: Some(value_matcher::MatchPattern::ListMatch(Box::new(
+            ListMatcher {
+                match_pattern: Some(list_matcher::MatchPattern::OneOf(Box::new(string_value(m)))),
+            },
+        ))),
     }
 }

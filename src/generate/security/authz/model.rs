@@ -7,10 +7,12 @@
 //! or CUSTOM rule loses the attribute (it matches more). Where istiod would also drop one value of
 //! a positive list, which narrows a DENY, the whole positive list goes instead.
 
-use envoy_types::pb::envoy::config::rbac::v3::{permission, principal, Permission, Policy, Principal};
+use envoy_types::pb::envoy::config::rbac::v3::{
+    Permission, Policy, Principal, permission, principal,
+};
 
-use super::attribute::{self, Attribute, Kind};
 use super::AuthzError;
+use super::attribute::{self, Attribute, Kind};
 use crate::config::istio::security::{Operation, Rule, Source};
 
 /// How untranslatable attributes are handled.
@@ -57,7 +59,13 @@ pub fn policy(rule: &Rule, cx: &mut Context<'_>) -> Result<Policy, AuthzError> {
                 continue;
             }
         };
-        let attr = attr(kind, &condition.key, &condition.values, &condition.not_values, cx.trust_domain);
+        let attr = attr(
+            kind,
+            &condition.key,
+            &condition.values,
+            &condition.not_values,
+            cx.trust_domain,
+        );
         if let Some(attr) = attr {
             if attr.kind.is_principal() {
                 when_principal.push(attr);
@@ -67,33 +75,78 @@ pub fn policy(rule: &Rule, cx: &mut Context<'_>) -> Result<Policy, AuthzError> {
         }
     }
 
-    let froms: Vec<Option<&Source>> = rule.from.iter().flatten().map(|f| f.source.as_ref()).collect();
+    let froms: Vec<Option<&Source>> = rule
+        .from
+        .iter()
+        .flatten()
+        .map(|f| f.source.as_ref())
+        .collect();
     let principal_lists: Vec<Vec<Attribute>> = if froms.is_empty() {
         vec![when_principal]
     } else {
-        froms.iter().map(|s| s.map(|s| source(s, cx)).unwrap_or_default().into_iter().chain(when_principal.iter().cloned()).collect()).collect()
+        froms
+            .iter()
+            .map(|s| {
+                s.map(|s| source(s, cx))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .chain(when_principal.iter().cloned())
+                    .collect()
+            })
+            .collect()
     };
-    let tos: Vec<Option<&Operation>> = rule.to.iter().flatten().map(|t| t.operation.as_ref()).collect();
+    let tos: Vec<Option<&Operation>> = rule
+        .to
+        .iter()
+        .flatten()
+        .map(|t| t.operation.as_ref())
+        .collect();
     let permission_lists: Vec<Vec<Attribute>> = if tos.is_empty() {
         vec![when_permission]
     } else {
-        tos.iter().map(|o| o.map(operation).unwrap_or_default().into_iter().chain(when_permission.iter().cloned()).collect()).collect()
+        tos.iter()
+            .map(|o| {
+                o.map(operation)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .chain(when_permission.iter().cloned())
+                    .collect()
+            })
+            .collect()
     };
 
-    let permissions = permission_lists.iter().map(|l| and::<Permission>(l, cx)).collect::<Result<Vec<_>, _>>()?;
-    let principals = principal_lists.iter().map(|l| and::<Principal>(l, cx)).collect::<Result<Vec<_>, _>>()?;
-    Ok(Policy { permissions, principals, ..Default::default() })
+    let permissions = permission_lists
+        .iter()
+        .map(|l| and::<Permission>(l, cx))
+        .collect::<Result<Vec<_>, _>>()?;
+    let principals = principal_lists
+        .iter()
+        .map(|l| and::<Principal>(l, cx))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Policy {
+        permissions,
+        principals,
+        ..Default::default()
+    })
 }
 
 /// istiod's "match nothing" policy for a policy without rules.
 pub fn match_never() -> Policy {
     let not_any_permission = Permission {
-        rule: Some(permission::Rule::NotRule(Box::new(Permission { rule: Some(permission::Rule::Any(true)) }))),
+        rule: Some(permission::Rule::NotRule(Box::new(Permission {
+            rule: Some(permission::Rule::Any(true)),
+        }))),
     };
     let not_any_principal = Principal {
-        identifier: Some(principal::Identifier::NotId(Box::new(Principal { identifier: Some(principal::Identifier::Any(true)) }))),
+        identifier: Some(principal::Identifier::NotId(Box::new(Principal {
+            identifier: Some(principal::Identifier::Any(true)),
+        }))),
     };
-    Policy { permissions: vec![not_any_permission], principals: vec![not_any_principal], ..Default::default() }
+    Policy {
+        permissions: vec![not_any_permission],
+        principals: vec![not_any_principal],
+        ..Default::default()
+    }
 }
 
 /// A source's attributes in istiod's order (its `insertFront` calls, reversed).
@@ -101,13 +154,57 @@ fn source(s: &Source, cx: &Context<'_>) -> Vec<Attribute> {
     let td = cx.trust_domain;
     let ns = cx.policy_namespace;
     [
-        attr(Kind::Principal, "principals", &s.principals, &s.not_principals, td),
-        attr(Kind::TrustDomain, "trustDomains", &s.trust_domains, &s.not_trust_domains, td),
-        attr(Kind::RequestPrincipal, "requestPrincipals", &s.request_principals, &s.not_request_principals, td),
-        attr(Kind::ServiceAccount { namespace: ns.into() }, "serviceAccounts", &s.service_accounts, &s.not_service_accounts, td),
-        attr(Kind::Namespace, "namespaces", &s.namespaces, &s.not_namespaces, td),
-        attr(Kind::RemoteIp, "remoteIpBlocks", &s.remote_ip_blocks, &s.not_remote_ip_blocks, td),
-        attr(Kind::SourceIp, "ipBlocks", &s.ip_blocks, &s.not_ip_blocks, td),
+        attr(
+            Kind::Principal,
+            "principals",
+            &s.principals,
+            &s.not_principals,
+            td,
+        ),
+        attr(
+            Kind::TrustDomain,
+            "trustDomains",
+            &s.trust_domains,
+            &s.not_trust_domains,
+            td,
+        ),
+        attr(
+            Kind::RequestPrincipal,
+            "requestPrincipals",
+            &s.request_principals,
+            &s.not_request_principals,
+            td,
+        ),
+        attr(
+            Kind::ServiceAccount {
+                namespace: ns.into(),
+            },
+            "serviceAccounts",
+            &s.service_accounts,
+            &s.not_service_accounts,
+            td,
+        ),
+        attr(
+            Kind::Namespace,
+            "namespaces",
+            &s.namespaces,
+            &s.not_namespaces,
+            td,
+        ),
+        attr(
+            Kind::RemoteIp,
+            "remoteIpBlocks",
+            &s.remote_ip_blocks,
+            &s.not_remote_ip_blocks,
+            td,
+        ),
+        attr(
+            Kind::SourceIp,
+            "ipBlocks",
+            &s.ip_blocks,
+            &s.not_ip_blocks,
+            td,
+        ),
     ]
     .into_iter()
     .flatten()
@@ -128,14 +225,31 @@ fn operation(o: &Operation) -> Vec<Attribute> {
 
 /// An attribute, or `None` when it names no values. Peer principals are given the mesh trust
 /// domain where they say `cluster.local`.
-fn attr(kind: Kind, key: &str, values: &[String], not_values: &[String], trust_domain: &str) -> Option<Attribute> {
+fn attr(
+    kind: Kind,
+    key: &str,
+    values: &[String],
+    not_values: &[String],
+    trust_domain: &str,
+) -> Option<Attribute> {
     if values.is_empty() && not_values.is_empty() {
         return None;
     }
     let fix = |list: &[String]| -> Vec<String> {
-        if kind == Kind::Principal { list.iter().map(|p| local_trust_domain(p, trust_domain)).collect() } else { list.to_vec() }
+        if kind == Kind::Principal {
+            list.iter()
+                .map(|p| local_trust_domain(p, trust_domain))
+                .collect()
+        } else {
+            list.to_vec()
+        }
     };
-    Some(Attribute { key: key.into(), values: fix(values), not_values: fix(not_values), kind })
+    Some(Attribute {
+        key: key.into(),
+        values: fix(values),
+        not_values: fix(not_values),
+        kind,
+    })
 }
 
 /// istiod's trust-domain handling without aliases: `cluster.local` in a principal
@@ -143,7 +257,9 @@ fn attr(kind: Kind, key: &str, values: &[String], not_values: &[String], trust_d
 pub fn local_trust_domain(principal: &str, trust_domain: &str) -> String {
     const CLUSTER_LOCAL: &str = "cluster.local";
     match principal.split_once('/') {
-        Some((CLUSTER_LOCAL, rest)) if rest.split('/').count() == 4 && !trust_domain.is_empty() => format!("{trust_domain}/{rest}"),
+        Some((CLUSTER_LOCAL, rest)) if rest.split('/').count() == 4 && !trust_domain.is_empty() => {
+            format!("{trust_domain}/{rest}")
+        }
         _ => principal.into(),
     }
 }
@@ -161,7 +277,11 @@ fn and<T: Side>(attrs: &[Attribute], cx: &mut Context<'_>) -> Result<T, AuthzErr
 }
 
 /// An attribute's matchers: the OR of its values, then NOT the OR of its `not` values.
-fn matchers<T: Side>(a: &Attribute, cx: &mut Context<'_>, out: &mut Vec<T>) -> Result<(), AuthzError> {
+fn matchers<T: Side>(
+    a: &Attribute,
+    cx: &mut Context<'_>,
+    out: &mut Vec<T>,
+) -> Result<(), AuthzError> {
     if cx.for_tcp && a.kind.http_only() {
         return cx.fail(AuthzError::HttpOnly(a.key.clone()));
     }
@@ -246,15 +366,21 @@ impl Side for Principal {
         kind.principal_of(values)
     }
     fn and(ids: Vec<Self>) -> Self {
-        Principal { identifier: Some(principal::Identifier::AndIds(principal::Set { ids })) }
+        Principal {
+            identifier: Some(principal::Identifier::AndIds(principal::Set { ids })),
+        }
     }
     fn or(ids: Vec<Self>) -> Self {
         attribute::or_ids(ids)
     }
     fn not(one: Self) -> Self {
-        Principal { identifier: Some(principal::Identifier::NotId(Box::new(one))) }
+        Principal {
+            identifier: Some(principal::Identifier::NotId(Box::new(one))),
+        }
     }
     fn any() -> Self {
-        Principal { identifier: Some(principal::Identifier::Any(true)) }
+        Principal {
+            identifier: Some(principal::Identifier::Any(true)),
+        }
     }
 }

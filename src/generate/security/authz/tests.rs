@@ -1,17 +1,23 @@
-use envoy_types::pb::envoy::config::listener::v3::{filter, Filter};
-use envoy_types::pb::envoy::config::rbac::v3::{permission, principal, rbac, Permission, Principal, Rbac};
-use envoy_types::pb::envoy::config::route::v3::{header_matcher::HeaderMatchSpecifier, HeaderMatcher};
+use envoy_types::pb::envoy::config::listener::v3::{Filter, filter};
+use envoy_types::pb::envoy::config::rbac::v3::{
+    Permission, Principal, Rbac, permission, principal, rbac,
+};
+use envoy_types::pb::envoy::config::route::v3::{
+    HeaderMatcher, header_matcher::HeaderMatchSpecifier,
+};
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as HttpRbac;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{http_filter, HttpFilter};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpFilter, http_filter,
+};
 use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbac;
 use envoy_types::pb::envoy::extensions::path::r#match::uri_template::v3::UriTemplateMatchConfig;
 use envoy_types::pb::envoy::r#type::matcher::v3::{
-    list_matcher, metadata_matcher::path_segment::Segment, string_matcher::MatchPattern, value_matcher, MetadataMatcher,
-    StringMatcher, ValueMatcher,
+    MetadataMatcher, StringMatcher, ValueMatcher, list_matcher,
+    metadata_matcher::path_segment::Segment, string_matcher::MatchPattern, value_matcher,
 };
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::*;
 use crate::config::istio::security::AuthorizationPolicy;
@@ -22,8 +28,16 @@ fn spec(yaml: &str) -> AuthorizationPolicy {
     serde_saphyr::from_str(yaml).unwrap()
 }
 
-fn applied<'a>(namespace: &'a str, name: &'a str, spec: &'a AuthorizationPolicy) -> Applied<'a, AuthorizationPolicy> {
-    Applied { namespace, name, spec }
+fn applied<'a>(
+    namespace: &'a str,
+    name: &'a str,
+    spec: &'a AuthorizationPolicy,
+) -> Applied<'a, AuthorizationPolicy> {
+    Applied {
+        namespace,
+        name,
+        spec,
+    }
 }
 
 fn http_any(f: &HttpFilter) -> &Any {
@@ -45,7 +59,10 @@ fn tcp_any(f: &Filter) -> &Any {
 /// The filter's config decoded into envoy-types' own message, and checked against Envoy's rules.
 fn http_rbac(f: &HttpFilter) -> HttpRbac {
     let any = http_any(f);
-    assert_eq!(any.type_url, "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC");
+    assert_eq!(
+        any.type_url,
+        "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
+    );
     let rbac = HttpRbac::decode(any.value.as_slice()).unwrap();
     check_envoy_rules(rbac.rules.as_ref().unwrap());
     rbac
@@ -53,7 +70,10 @@ fn http_rbac(f: &HttpFilter) -> HttpRbac {
 
 fn tcp_rbac(f: &Filter) -> NetworkRbac {
     let any = tcp_any(f);
-    assert_eq!(any.type_url, "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC");
+    assert_eq!(
+        any.type_url,
+        "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC"
+    );
     let rbac = NetworkRbac::decode(any.value.as_slice()).unwrap();
     assert_eq!(rbac.stat_prefix, "tcp.", "Envoy requires a stat prefix");
     check_envoy_rules(rbac.rules.as_ref().unwrap());
@@ -72,7 +92,10 @@ fn http_policy_json(f: &HttpFilter, name: &str) -> Value {
 }
 
 fn actions(filters: &[HttpFilter]) -> Vec<rbac::Action> {
-    filters.iter().map(|f| http_rbac(f).rules.unwrap().action()).collect()
+    filters
+        .iter()
+        .map(|f| http_rbac(f).rules.unwrap().action())
+        .collect()
 }
 
 fn names(rules: &Rbac) -> Vec<String> {
@@ -85,7 +108,10 @@ fn names(rules: &Rbac) -> Vec<String> {
 
 fn check_envoy_rules(rbac: &Rbac) {
     for (name, policy) in &rbac.policies {
-        assert!(!policy.permissions.is_empty() && !policy.principals.is_empty(), "{name}: empty policy");
+        assert!(
+            !policy.permissions.is_empty() && !policy.principals.is_empty(),
+            "{name}: empty policy"
+        );
         policy.permissions.iter().for_each(check_permission);
         policy.principals.iter().for_each(check_principal);
     }
@@ -102,7 +128,9 @@ fn check_permission(p: &Permission) {
         Rule::Any(any) => assert!(*any, "any must be true"),
         Rule::Header(h) => check_header(h),
         Rule::UrlPath(path) => match &path.rule {
-            Some(envoy_types::pb::envoy::r#type::matcher::v3::path_matcher::Rule::Path(m)) => check_string(m),
+            Some(envoy_types::pb::envoy::r#type::matcher::v3::path_matcher::Rule::Path(m)) => {
+                check_string(m)
+            }
             None => panic!("empty path matcher"),
         },
         Rule::DestinationPort(port) => assert!(*port <= 65535),
@@ -111,7 +139,9 @@ fn check_permission(p: &Permission) {
         Rule::SourcedMetadata(m) => check_metadata(m.metadata_matcher.as_ref().unwrap()),
         Rule::UriTemplate(t) => {
             assert!(!t.name.is_empty());
-            let config = UriTemplateMatchConfig::decode(t.typed_config.as_ref().unwrap().value.as_slice()).unwrap();
+            let config =
+                UriTemplateMatchConfig::decode(t.typed_config.as_ref().unwrap().value.as_slice())
+                    .unwrap();
             assert!(config.path_template.starts_with('/') && config.path_template.len() <= 256);
         }
         other => panic!("unexpected permission {other:?}"),
@@ -137,10 +167,14 @@ fn check_principal(p: &Principal) {
 
 fn check_string(m: &StringMatcher) {
     match m.match_pattern.as_ref().expect("empty string matcher") {
-        MatchPattern::Prefix(s) | MatchPattern::Suffix(s) => assert!(!s.is_empty(), "empty prefix/suffix"),
+        MatchPattern::Prefix(s) | MatchPattern::Suffix(s) => {
+            assert!(!s.is_empty(), "empty prefix/suffix")
+        }
         MatchPattern::SafeRegex(r) => {
             assert!(!r.regex.is_empty());
-            regex_syntax::Parser::new().parse(&r.regex).unwrap_or_else(|e| panic!("{}: {e}", r.regex));
+            regex_syntax::Parser::new()
+                .parse(&r.regex)
+                .unwrap_or_else(|e| panic!("{}: {e}", r.regex));
         }
         MatchPattern::Exact(_) => {}
         other => panic!("unexpected string matcher {other:?}"),
@@ -149,7 +183,11 @@ fn check_string(m: &StringMatcher) {
 
 fn check_header(h: &HeaderMatcher) {
     assert!(!h.name.is_empty() && !h.name.contains(['\0', '\r', '\n']));
-    match h.header_match_specifier.as_ref().expect("header matcher without specifier") {
+    match h
+        .header_match_specifier
+        .as_ref()
+        .expect("header matcher without specifier")
+    {
         HeaderMatchSpecifier::StringMatch(m) => check_string(m),
         HeaderMatchSpecifier::PresentMatch(_) => {}
         other => panic!("unexpected header matcher {other:?}"),
@@ -165,7 +203,9 @@ fn check_cidr(c: &envoy_types::pb::envoy::config::core::v3::CidrRange) {
 fn check_metadata(m: &MetadataMatcher) {
     assert!(!m.filter.is_empty() && !m.path.is_empty());
     for segment in &m.path {
-        let Some(Segment::Key(key)) = &segment.segment else { panic!("segment without key") };
+        let Some(Segment::Key(key)) = &segment.segment else {
+            panic!("segment without key")
+        };
         assert!(!key.is_empty());
     }
     check_value(m.value.as_ref().expect("metadata matcher without value"));
@@ -211,10 +251,16 @@ fn an_empty_rule_denies_everything_and_allows_everything() {
     let all = json!({"permissions": [{"and_rules": {"rules": [{"any": true}]}}], "principals": [{"and_ids": {"ids": [{"any": true}]}}]});
     let filters = http_filters(&[applied("foo", "deny-all", &deny)], TD);
     assert_eq!(actions(&filters), [rbac::Action::Deny]);
-    assert_eq!(http_policy_json(&filters[0], "ns[foo]-policy[deny-all]-rule[0]"), all);
+    assert_eq!(
+        http_policy_json(&filters[0], "ns[foo]-policy[deny-all]-rule[0]"),
+        all
+    );
     let filters = http_filters(&[applied("foo", "allow-all", &allow)], TD);
     assert_eq!(actions(&filters), [rbac::Action::Allow]);
-    assert_eq!(http_policy_json(&filters[0], "ns[foo]-policy[allow-all]-rule[0]"), all);
+    assert_eq!(
+        http_policy_json(&filters[0], "ns[foo]-policy[allow-all]-rule[0]"),
+        all
+    );
 }
 
 #[test]
@@ -222,7 +268,10 @@ fn no_allow_policy_means_no_allow_filter() {
     assert!(http_filters(&[], TD).is_empty());
     assert!(network_filters(&[], TD).is_empty());
     let deny = spec("action: DENY\nrules: [{to: [{operation: {methods: [DELETE]}}]}]");
-    assert_eq!(actions(&http_filters(&[applied("foo", "d", &deny)], TD)), [rbac::Action::Deny]);
+    assert_eq!(
+        actions(&http_filters(&[applied("foo", "d", &deny)], TD)),
+        [rbac::Action::Deny]
+    );
 }
 
 #[test]
@@ -230,7 +279,8 @@ fn filters_come_in_istiods_order_custom_audit_deny_allow() {
     let allow = spec("rules: [{to: [{operation: {paths: [/a]}}]}]");
     let deny = spec("action: DENY\nrules: [{to: [{operation: {paths: [/d]}}]}]");
     let audit = spec("action: AUDIT\nrules: [{to: [{operation: {paths: [/l]}}]}]");
-    let custom = spec("action: CUSTOM\nprovider: {name: opa}\nrules: [{to: [{operation: {paths: [/c]}}]}]");
+    let custom =
+        spec("action: CUSTOM\nprovider: {name: opa}\nrules: [{to: [{operation: {paths: [/c]}}]}]");
     let policies = [
         applied("foo", "allow", &allow),
         applied("foo", "deny", &deny),
@@ -238,36 +288,68 @@ fn filters_come_in_istiods_order_custom_audit_deny_allow() {
         applied("foo", "custom", &custom),
     ];
     let filters = http_filters(&policies, TD);
-    assert_eq!(actions(&filters), [rbac::Action::Deny, rbac::Action::Log, rbac::Action::Deny, rbac::Action::Allow]);
-    let per_filter: Vec<Vec<String>> = filters.iter().map(|f| names(&http_rbac(f).rules.unwrap())).collect();
+    assert_eq!(
+        actions(&filters),
+        [
+            rbac::Action::Deny,
+            rbac::Action::Log,
+            rbac::Action::Deny,
+            rbac::Action::Allow
+        ]
+    );
+    let per_filter: Vec<Vec<String>> = filters
+        .iter()
+        .map(|f| names(&http_rbac(f).rules.unwrap()))
+        .collect();
     assert_eq!(
         per_filter,
         [
-            vec!["istio-ext-authz-opa-ns[foo]-policy[custom]-rule[0]-deny-due-to-bad-CUSTOM-action".to_string()],
+            vec![
+                "istio-ext-authz-opa-ns[foo]-policy[custom]-rule[0]-deny-due-to-bad-CUSTOM-action"
+                    .to_string()
+            ],
             vec!["ns[istio-system]-policy[audit]-rule[0]".to_string()],
             vec!["ns[foo]-policy[deny]-rule[0]".to_string()],
             vec!["ns[foo]-policy[allow]-rule[0]".to_string()],
         ]
     );
-    let tcp: Vec<rbac::Action> = network_filters(&policies, TD).iter().map(|f| tcp_rbac(f).rules.unwrap().action()).collect();
-    assert_eq!(tcp, [rbac::Action::Deny, rbac::Action::Log, rbac::Action::Deny, rbac::Action::Allow]);
+    let tcp: Vec<rbac::Action> = network_filters(&policies, TD)
+        .iter()
+        .map(|f| tcp_rbac(f).rules.unwrap().action())
+        .collect();
+    assert_eq!(
+        tcp,
+        [
+            rbac::Action::Deny,
+            rbac::Action::Log,
+            rbac::Action::Deny,
+            rbac::Action::Allow
+        ]
+    );
 }
 
 #[test]
 fn policies_of_one_action_share_a_filter_one_policy_per_rule() {
-    let a = spec("rules: [{to: [{operation: {ports: ['80']}}]}, {to: [{operation: {ports: ['81']}}]}]");
+    let a =
+        spec("rules: [{to: [{operation: {ports: ['80']}}]}, {to: [{operation: {ports: ['81']}}]}]");
     let b = spec("rules: [{to: [{operation: {ports: ['82']}}]}]");
     let filters = http_filters(&[applied("foo", "a", &a), applied("bar", "b", &b)], TD);
     assert_eq!(filters.len(), 1);
     assert_eq!(
         names(&http_rbac(&filters[0]).rules.unwrap()),
-        ["ns[bar]-policy[b]-rule[0]", "ns[foo]-policy[a]-rule[0]", "ns[foo]-policy[a]-rule[1]"]
+        [
+            "ns[bar]-policy[b]-rule[0]",
+            "ns[foo]-policy[a]-rule[0]",
+            "ns[foo]-policy[a]-rule[1]"
+        ]
     );
 }
 
 #[test]
 fn custom_fails_closed_on_http_and_tcp() {
-    let custom = spec("action: CUSTOM\nprovider: {name: ext}\nrules: [{to: [{operation: {paths: [/admin]}}]}]");
+    let custom = spec(
+        "action: CUSTOM\nprovider: {name: ext}\nrules: [{to: [{operation: {paths: [/admin]}}]}]",
+    );
     let policies = [applied("foo", "ext", &custom)];
     let http = http_filters(&policies, TD);
     assert_eq!(actions(&http), [rbac::Action::Deny]);
@@ -281,7 +363,10 @@ fn custom_fails_closed_on_http_and_tcp() {
     let rules = tcp_rbac(&tcp[0]).rules.unwrap();
     assert_eq!(rules.action(), rbac::Action::Deny);
     let json = json_of(tcp_any(&tcp[0]));
-    assert_eq!(json["rules"]["policies"][name]["permissions"], json!([{"and_rules": {"rules": [{"any": true}]}}]));
+    assert_eq!(
+        json["rules"]["policies"][name]["permissions"],
+        json!([{"and_rules": {"rules": [{"any": true}]}}])
+    );
 }
 
 // ---- sources ----
@@ -327,30 +412,50 @@ rules:
             {"not_id": {"or_ids": {"ids": [{"direct_remote_ip": {"address_prefix": "9.0.0.1", "prefix_len": 32}}]}}},
         ]}}])
     );
-    assert_eq!(policy["permissions"], json!([{"and_rules": {"rules": [{"any": true}]}}]));
+    assert_eq!(
+        policy["permissions"],
+        json!([{"and_rules": {"rules": [{"any": true}]}}])
+    );
 }
 
 #[test]
 fn cluster_local_in_a_principal_means_the_mesh_trust_domain() {
-    assert_eq!(model::local_trust_domain("cluster.local/ns/a/sa/b", "example.org"), "example.org/ns/a/sa/b");
-    assert_eq!(model::local_trust_domain("cluster.local/ns/a/sa/b", "cluster.local"), "cluster.local/ns/a/sa/b");
-    for kept in ["other/ns/a/sa/b", "*/ns/a/sa/b", "*local/ns/a/sa/b", "cluster.local/sa/b", "*"] {
+    assert_eq!(
+        model::local_trust_domain("cluster.local/ns/a/sa/b", "example.org"),
+        "example.org/ns/a/sa/b"
+    );
+    assert_eq!(
+        model::local_trust_domain("cluster.local/ns/a/sa/b", "cluster.local"),
+        "cluster.local/ns/a/sa/b"
+    );
+    for kept in [
+        "other/ns/a/sa/b",
+        "*/ns/a/sa/b",
+        "*local/ns/a/sa/b",
+        "cluster.local/sa/b",
+        "*",
+    ] {
         assert_eq!(model::local_trust_domain(kept, "example.org"), kept);
     }
     // The `when` form is migrated too.
-    let p = spec("rules: [{when: [{key: source.principal, notValues: [cluster.local/ns/a/sa/b]}]}]");
+    let p =
+        spec("rules: [{when: [{key: source.principal, notValues: [cluster.local/ns/a/sa/b]}]}]");
     let filters = http_filters(&[applied("foo", "w", &p)], "td.example");
     assert_eq!(
-        http_policy_json(&filters[0], "ns[foo]-policy[w]-rule[0]")["principals"][0]["and_ids"]["ids"][0],
+        http_policy_json(&filters[0], "ns[foo]-policy[w]-rule[0]")["principals"][0]["and_ids"]["ids"]
+            [0],
         json!({"not_id": {"or_ids": {"ids": [{"authenticated": {"principal_name": {"exact": "spiffe://td.example/ns/a/sa/b"}}}]}}})
     );
 }
 
 #[test]
 fn service_accounts_and_trust_domains_match_the_spiffe_identity() {
-    let p = spec("rules: [{from: [{source: {serviceAccounts: [sleep, other/a.b], trustDomains: [example.org, '*.corp']}}]}]");
+    let p = spec(
+        "rules: [{from: [{source: {serviceAccounts: [sleep, other/a.b], trustDomains: [example.org, '*.corp']}}]}]",
+    );
     let filters = http_filters(&[applied("foo", "sa", &p)], TD);
-    let ids = &http_policy_json(&filters[0], "ns[foo]-policy[sa]-rule[0]")["principals"][0]["and_ids"]["ids"];
+    let ids = &http_policy_json(&filters[0], "ns[foo]-policy[sa]-rule[0]")["principals"][0]["and_ids"]
+        ["ids"];
     let auth = |m: Value| json!({"authenticated": {"principal_name": m}});
     assert_eq!(
         ids[0],
@@ -363,7 +468,11 @@ fn service_accounts_and_trust_domains_match_the_spiffe_identity() {
             auth(json!({"safe_regex": {"regex": "spiffe://.+/ns/other/(.+/|)sa/a\\.b(/.+)?"}})),
         ]}})
     );
-    let accounts = regex::Regex::new(&format!("^(?:{})$", "spiffe://.+/ns/foo/(.+/|)sa/sleep(/.+)?")).unwrap();
+    let accounts = regex::Regex::new(&format!(
+        "^(?:{})$",
+        "spiffe://.+/ns/foo/(.+/|)sa/sleep(/.+)?"
+    ))
+    .unwrap();
     assert!(accounts.is_match("spiffe://cluster.local/ns/foo/sa/sleep"));
     assert!(!accounts.is_match("spiffe://cluster.local/ns/foo/sa/sleep-more"));
 }
@@ -385,27 +494,48 @@ fn request_principals_match_iss_and_sub_separately() {
     let any = || json!({"safe_regex": {"regex": ".+"}});
     let exact = |v: &str| json!({"exact": v});
     let cases = [
-        ("https://issuer.example/path/subject", iss_sub(exact("https://issuer.example/path"), exact("subject"))),
+        (
+            "https://issuer.example/path/subject",
+            iss_sub(exact("https://issuer.example/path"), exact("subject")),
+        ),
         ("*", iss_sub(any(), any())),
         ("*/sub", iss_sub(any(), exact("sub"))),
-        ("*.example/sub", iss_sub(json!({"suffix": ".example"}), exact("sub"))),
+        (
+            "*.example/sub",
+            iss_sub(json!({"suffix": ".example"}), exact("sub")),
+        ),
         ("*sub-only", iss_sub(any(), json!({"suffix": "sub-only"}))),
         ("iss/*", iss_sub(exact("iss"), any())),
-        ("iss/user-*", iss_sub(exact("iss"), json!({"prefix": "user-"}))),
-        ("https://iss*", iss_sub(exact("https:/"), json!({"prefix": "iss"}))),
+        (
+            "iss/user-*",
+            iss_sub(exact("iss"), json!({"prefix": "user-"})),
+        ),
+        (
+            "https://iss*",
+            iss_sub(exact("https:/"), json!({"prefix": "iss"})),
+        ),
         ("issuer-*", iss_sub(json!({"prefix": "issuer-"}), any())),
     ];
     for (value, want) in cases {
-        let p = spec(&format!("rules: [{{from: [{{source: {{requestPrincipals: ['{value}']}}}}]}}]"));
+        let p = spec(&format!(
+            "rules: [{{from: [{{source: {{requestPrincipals: ['{value}']}}}}]}}]"
+        ));
         let filters = http_filters(&[applied("foo", "rp", &p)], TD);
-        let ids = &http_policy_json(&filters[0], "ns[foo]-policy[rp]-rule[0]")["principals"][0]["and_ids"]["ids"];
+        let ids = &http_policy_json(&filters[0], "ns[foo]-policy[rp]-rule[0]")["principals"][0]["and_ids"]
+            ["ids"];
         assert_eq!(ids[0], want, "{value}");
     }
     // Several values are an OR of the pairs; `not` values are NOT that OR.
-    let p = spec("rules: [{from: [{source: {requestPrincipals: [a/b, c/d], notRequestPrincipals: [e/f]}}]}]");
+    let p = spec(
+        "rules: [{from: [{source: {requestPrincipals: [a/b, c/d], notRequestPrincipals: [e/f]}}]}]",
+    );
     let filters = http_filters(&[applied("foo", "rp", &p)], TD);
-    let ids = &http_policy_json(&filters[0], "ns[foo]-policy[rp]-rule[0]")["principals"][0]["and_ids"]["ids"];
-    assert_eq!(ids[0], json!({"or_ids": {"ids": [iss_sub(exact("a"), exact("b")), iss_sub(exact("c"), exact("d"))]}}));
+    let ids = &http_policy_json(&filters[0], "ns[foo]-policy[rp]-rule[0]")["principals"][0]["and_ids"]
+        ["ids"];
+    assert_eq!(
+        ids[0],
+        json!({"or_ids": {"ids": [iss_sub(exact("a"), exact("b")), iss_sub(exact("c"), exact("d"))]}})
+    );
     assert_eq!(ids[1], json!({"not_id": iss_sub(exact("e"), exact("f"))}));
 }
 
@@ -423,14 +553,30 @@ rules:
 "#,
     );
     let filters = http_filters(&[applied("foo", "jwt", &p)], TD);
-    let ids = &http_policy_json(&filters[0], "ns[foo]-policy[jwt]-rule[0]")["principals"][0]["and_ids"]["ids"];
+    let ids = &http_policy_json(&filters[0], "ns[foo]-policy[jwt]-rule[0]")["principals"][0]["and_ids"]
+        ["ids"];
     let list_or = |m: Value| json!({"or_match": {"value_matchers": [{"list_match": {"one_of": m.clone()}}, m]}});
     let admin_or_dev = json!({"or_match": {"value_matchers": [{"string_match": {"exact": "admin"}}, {"string_match": {"prefix": "dev-"}}]}});
     assert_eq!(ids[0], jwt_claim(&["groups"], list_or(admin_or_dev)));
-    assert_eq!(ids[1], jwt_claim(&["realm", "role"], list_or(json!({"string_match": {"exact": "ops"}}))));
-    assert_eq!(ids[2], jwt_claim(&["aud"], list_or(json!({"string_match": {"exact": "api"}}))));
-    assert_eq!(ids[3], json!({"not_id": jwt_claim(&["azp"], list_or(json!({"string_match": {"exact": "bad"}})))}));
-    assert_eq!(ids[4], iss_sub(json!({"exact": "iss"}), json!({"exact": "sub"})));
+    assert_eq!(
+        ids[1],
+        jwt_claim(
+            &["realm", "role"],
+            list_or(json!({"string_match": {"exact": "ops"}}))
+        )
+    );
+    assert_eq!(
+        ids[2],
+        jwt_claim(&["aud"], list_or(json!({"string_match": {"exact": "api"}})))
+    );
+    assert_eq!(
+        ids[3],
+        json!({"not_id": jwt_claim(&["azp"], list_or(json!({"string_match": {"exact": "bad"}})))})
+    );
+    assert_eq!(
+        ids[4],
+        iss_sub(json!({"exact": "iss"}), json!({"exact": "sub"}))
+    );
 }
 
 // ---- operations ----
@@ -470,14 +616,20 @@ rules:
             {"not_rule": {"or_rules": {"rules": [{"destination_port": 9000}]}}},
         ]}}])
     );
-    assert_eq!(policy["principals"], json!([{"and_ids": {"ids": [{"any": true}]}}]));
+    assert_eq!(
+        policy["principals"],
+        json!([{"and_ids": {"ids": [{"any": true}]}}])
+    );
 }
 
 #[test]
 fn hosts_match_case_insensitively_with_or_without_a_port() {
-    let p = spec(r#"rules: [{to: [{operation: {hosts: [Example.com, "*.suffix.com", "prefix.*", "*", "fixed.com:8080"], notHosts: [admin.com]}}]}]"#);
+    let p = spec(
+        r#"rules: [{to: [{operation: {hosts: [Example.com, "*.suffix.com", "prefix.*", "*", "fixed.com:8080"], notHosts: [admin.com]}}]}]"#,
+    );
     let filters = http_filters(&[applied("foo", "h", &p)], TD);
-    let rules = &http_policy_json(&filters[0], "ns[foo]-policy[h]-rule[0]")["permissions"][0]["and_rules"]["rules"];
+    let rules = &http_policy_json(&filters[0], "ns[foo]-policy[h]-rule[0]")["permissions"][0]["and_rules"]
+        ["rules"];
     let authority = |m: Value| json!({"header": {"name": ":authority", "string_match": m}});
     assert_eq!(
         rules[0],
@@ -499,7 +651,10 @@ fn hosts_match_case_insensitively_with_or_without_a_port() {
         ]}}})
     );
     let suffix_with_port = regex::Regex::new("^(?:(?i).*\\.suffix\\.com:[0-9]+)$").unwrap();
-    assert!(suffix_with_port.is_match("API.Suffix.com:443") && !suffix_with_port.is_match("api.suffix.com.evil:443"));
+    assert!(
+        suffix_with_port.is_match("API.Suffix.com:443")
+            && !suffix_with_port.is_match("api.suffix.com.evil:443")
+    );
 }
 
 fn template_of(p: &Permission) -> Option<String> {
@@ -507,8 +662,15 @@ fn template_of(p: &Permission) -> Option<String> {
         Some(permission::Rule::UriTemplate(t)) => {
             assert_eq!(t.name, "uri-template");
             let any = t.typed_config.as_ref().unwrap();
-            assert_eq!(any.type_url, "type.googleapis.com/envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig");
-            Some(UriTemplateMatchConfig::decode(any.value.as_slice()).unwrap().path_template)
+            assert_eq!(
+                any.type_url,
+                "type.googleapis.com/envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig"
+            );
+            Some(
+                UriTemplateMatchConfig::decode(any.value.as_slice())
+                    .unwrap()
+                    .path_template,
+            )
         }
         _ => None,
     }
@@ -517,19 +679,32 @@ fn template_of(p: &Permission) -> Option<String> {
 /// The permissions inside `and_rules` → `or_rules` of the first policy.
 fn first_or_rules(rules: &Rbac) -> Vec<Permission> {
     let policy = rules.policies.values().next().unwrap();
-    let Some(permission::Rule::AndRules(and)) = &policy.permissions[0].rule else { panic!("no and_rules") };
-    let Some(permission::Rule::OrRules(or)) = &and.rules[0].rule else { panic!("no or_rules") };
+    let Some(permission::Rule::AndRules(and)) = &policy.permissions[0].rule else {
+        panic!("no and_rules")
+    };
+    let Some(permission::Rule::OrRules(or)) = &and.rules[0].rule else {
+        panic!("no or_rules")
+    };
     or.rules.clone()
 }
 
 #[test]
 fn path_templates_become_uri_templates_and_bad_ones_are_refused() {
-    let p = spec(r#"rules: [{to: [{operation: {paths: ["/path/template/{*}", "/{**}/path/template", "/a/{*}/b/{**}"]}}]}]"#);
+    let p = spec(
+        r#"rules: [{to: [{operation: {paths: ["/path/template/{*}", "/{**}/path/template", "/a/{*}/b/{**}"]}}]}]"#,
+    );
     let filters = http_filters(&[applied("foo", "t", &p)], TD);
-    let templates: Vec<Option<String>> = first_or_rules(&http_rbac(&filters[0]).rules.unwrap()).iter().map(template_of).collect();
+    let templates: Vec<Option<String>> = first_or_rules(&http_rbac(&filters[0]).rules.unwrap())
+        .iter()
+        .map(template_of)
+        .collect();
     assert_eq!(
         templates,
-        [Some("/path/template/*".to_string()), Some("/**/path/template".to_string()), Some("/a/*/b/**".to_string())]
+        [
+            Some("/path/template/*".to_string()),
+            Some("/**/path/template".to_string()),
+            Some("/a/*/b/**".to_string())
+        ]
     );
 
     // `{**}` before another operator is refused by Envoy: an ALLOW rule using it is left out…
@@ -537,15 +712,23 @@ fn path_templates_become_uri_templates_and_bad_ones_are_refused() {
     let filters = http_filters(&[applied("foo", "bad", &bad_allow)], TD);
     assert!(http_rbac(&filters[0]).rules.unwrap().policies.is_empty());
     // …and a DENY rule loses the whole list, so it denies more, not less.
-    let bad_deny = spec(r#"action: DENY
-rules: [{to: [{operation: {paths: ["/{**}/a/{*}", /ok], methods: [POST]}}]}]"#);
+    let bad_deny = spec(
+        r#"action: DENY
+rules: [{to: [{operation: {paths: ["/{**}/a/{*}", /ok], methods: [POST]}}]}]"#,
+    );
     let filters = http_filters(&[applied("foo", "bad", &bad_deny)], TD);
     let or = first_or_rules(&http_rbac(&filters[0]).rules.unwrap());
     assert_eq!(or.len(), 1, "only the methods are left: {or:?}");
     assert!(matches!(&or[0].rule, Some(permission::Rule::Header(h)) if h.name == ":method"));
 
     for bad in ["/{**}/a/{*}", "/a{*}", "/a//{*}", "/a b/{*}"] {
-        assert!(matches!(attribute::Kind::Path.permissions(bad), Err(AuthzError::Invalid { .. })), "{bad}");
+        assert!(
+            matches!(
+                attribute::Kind::Path.permissions(bad),
+                Err(AuthzError::Invalid { .. })
+            ),
+            "{bad}"
+        );
     }
 }
 
@@ -610,12 +793,18 @@ rules:
     assert_eq!(policy.principals.len(), 2);
     assert_eq!(policy.permissions.len(), 2);
     for principal in &policy.principals {
-        let Some(principal::Identifier::AndIds(and)) = &principal.identifier else { panic!() };
+        let Some(principal::Identifier::AndIds(and)) = &principal.identifier else {
+            panic!()
+        };
         assert_eq!(and.ids.len(), 2, "namespace, then source.ip");
-        assert!(matches!(&and.ids[1].identifier, Some(principal::Identifier::OrIds(or)) if matches!(or.ids[0].identifier, Some(principal::Identifier::DirectRemoteIp(_)))));
+        assert!(
+            matches!(&and.ids[1].identifier, Some(principal::Identifier::OrIds(or)) if matches!(or.ids[0].identifier, Some(principal::Identifier::DirectRemoteIp(_))))
+        );
     }
     for permission in &policy.permissions {
-        let Some(permission::Rule::AndRules(and)) = &permission.rule else { panic!() };
+        let Some(permission::Rule::AndRules(and)) = &permission.rule else {
+            panic!()
+        };
         assert_eq!(and.rules.len(), 2, "port, then destination.port");
     }
 }
@@ -659,7 +848,14 @@ rules:
     assert_eq!(rules.action(), rbac::Action::Allow);
     assert!(rules.policies.is_empty());
     // The same policy on an HTTP chain keeps every rule.
-    assert_eq!(http_rbac(&http_filters(&[applied("foo", "httpbin-deny", &p)], TD)[0]).rules.unwrap().policies.len(), 4);
+    assert_eq!(
+        http_rbac(&http_filters(&[applied("foo", "httpbin-deny", &p)], TD)[0])
+            .rules
+            .unwrap()
+            .policies
+            .len(),
+        4
+    );
 }
 
 #[test]
@@ -681,8 +877,15 @@ rules:
         let json = json_of(tcp_any(&filters[0]));
         let policies = &json["rules"]["policies"];
         let any_principal = json!([{"and_ids": {"ids": [{"any": true}]}}]);
-        assert_eq!(policies["ns[foo]-policy[d]-rule[0]"]["permissions"], json!([{"and_rules": {"rules": [{"any": true}]}}]), "{action}");
-        assert_eq!(policies["ns[foo]-policy[d]-rule[0]"]["principals"], any_principal, "{action}");
+        assert_eq!(
+            policies["ns[foo]-policy[d]-rule[0]"]["permissions"],
+            json!([{"and_rules": {"rules": [{"any": true}]}}]),
+            "{action}"
+        );
+        assert_eq!(
+            policies["ns[foo]-policy[d]-rule[0]"]["principals"], any_principal,
+            "{action}"
+        );
         assert_eq!(
             policies["ns[foo]-policy[d]-rule[1]"]["permissions"],
             json!([{"and_rules": {"rules": [{"or_rules": {"rules": [{"destination_port": 80}]}}]}}]),
@@ -735,7 +938,10 @@ fn equal_input_encodes_to_equal_bytes() {
         assert_eq!(decoded.rules.as_ref().unwrap().policies.len(), 10);
         let rules = decoded.rules.unwrap();
         let sorted = encoding::HttpRbac {
-            rules: Some(encoding::Rbac { action: rules.action, policies: rules.policies.into_iter().collect() }),
+            rules: Some(encoding::Rbac {
+                action: rules.action,
+                policies: rules.policies.into_iter().collect(),
+            }),
             shadow_rules_stat_prefix: decoded.shadow_rules_stat_prefix,
         };
         assert_eq!(sorted.encode_to_vec(), any.value);
@@ -745,11 +951,17 @@ fn equal_input_encodes_to_equal_bytes() {
 #[test]
 fn the_encoding_is_prosts_own_for_a_single_policy() {
     // With one policy a HashMap has one order, so envoy-types' message must give the same bytes.
-    let p = spec("rules: [{from: [{source: {namespaces: [a]}}], to: [{operation: {paths: [/x]}}]}]");
+    let p =
+        spec("rules: [{from: [{source: {namespaces: [a]}}], to: [{operation: {paths: [/x]}}]}]");
     let policies = [applied("foo", "one", &p)];
     let http = http_filters(&policies, TD);
     let any = http_any(&http[0]);
-    assert_eq!(HttpRbac::decode(any.value.as_slice()).unwrap().encode_to_vec(), any.value);
+    assert_eq!(
+        HttpRbac::decode(any.value.as_slice())
+            .unwrap()
+            .encode_to_vec(),
+        any.value
+    );
     let tcp = network_filters(&policies, TD);
     let any = tcp_any(&tcp[0]);
     let decoded = NetworkRbac::decode(any.value.as_slice()).unwrap();
@@ -770,7 +982,11 @@ fn every_generated_config_keeps_envoys_rules() {
     allow.action = crate::config::istio::security::Action::Allow;
     let mut audit = everything();
     audit.action = crate::config::istio::security::Action::Audit;
-    let policies = [applied("foo", "deny", &p), applied("foo", "allow", &allow), applied("foo", "audit", &audit)];
+    let policies = [
+        applied("foo", "deny", &p),
+        applied("foo", "allow", &allow),
+        applied("foo", "audit", &audit),
+    ];
     let http = http_filters(&policies, TD);
     assert_eq!(http.len(), 3);
     for f in &http {
@@ -797,7 +1013,10 @@ rules:
 "#,
     );
     let filters = http_filters(&[applied("foo", "bad", &p)], TD);
-    assert_eq!(names(&http_rbac(&filters[0]).rules.unwrap()), ["ns[foo]-policy[bad]-rule[5]"]);
+    assert_eq!(
+        names(&http_rbac(&filters[0]).rules.unwrap()),
+        ["ns[foo]-policy[bad]-rule[5]"]
+    );
 
     // Under DENY the same rules lose what is bad and deny more.
     let mut deny = p.clone();
@@ -808,7 +1027,15 @@ rules:
     let json = json_of(http_any(&filters[0]));
     for i in 0..5 {
         let policy = &json["rules"]["policies"][format!("ns[foo]-policy[bad]-rule[{i}]")];
-        assert_eq!(policy["principals"], json!([{"and_ids": {"ids": [{"any": true}]}}]), "rule {i}");
-        assert_eq!(policy["permissions"], json!([{"and_rules": {"rules": [{"any": true}]}}]), "rule {i}");
+        assert_eq!(
+            policy["principals"],
+            json!([{"and_ids": {"ids": [{"any": true}]}}]),
+            "rule {i}"
+        );
+        assert_eq!(
+            policy["permissions"],
+            json!([{"and_rules": {"rules": [{"any": true}]}}]),
+            "rule {i}"
+        );
     }
 }
