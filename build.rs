@@ -106,15 +106,24 @@ fn envoy_types_dir() -> Result<PathBuf, BoxError> {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("Cargo.toml");
     let mut cmd = Command::new(cargo);
-    cmd.args(["metadata", "--format-version", "1", "--offline", "--manifest-path"]).arg(&manifest);
+    cmd.args([
+        "metadata",
+        "--format-version",
+        "1",
+        "--offline",
+        "--manifest-path",
+    ])
+    .arg(&manifest);
     if let Ok(target) = env::var("TARGET") {
         cmd.args(["--filter-platform", &target]);
     }
     let output = cmd.output()?;
     if !output.status.success() {
-        return Err(
-            format!("cargo metadata failed: {}", String::from_utf8_lossy(&output.stderr)).into()
-        );
+        return Err(format!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
     }
     let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
     let manifest_path = metadata["packages"]

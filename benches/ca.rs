@@ -6,7 +6,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use pilotfish::ca::{Authority, SpiffeId};
 use pilotfish::security::WorkloadSecrets;
 use pilotfish::xds::IssueSecrets;
@@ -27,7 +27,9 @@ fn csrs(n: usize) -> Vec<String> {
 fn sign(c: &mut Criterion) {
     let ca = Authority::generate("cluster.local").unwrap();
     let csrs = csrs(64);
-    let ids: Vec<SpiffeId> = (0..csrs.len()).map(|i| SpiffeId::new("cluster.local", format!("ns-{i}"), format!("sa-{i}")).unwrap()).collect();
+    let ids: Vec<SpiffeId> = (0..csrs.len())
+        .map(|i| SpiffeId::new("cluster.local", format!("ns-{i}"), format!("sa-{i}")).unwrap())
+        .collect();
     let ttl = Duration::from_secs(24 * 3600);
     let mut group = c.benchmark_group("ca");
     group.throughput(Throughput::Elements(1));

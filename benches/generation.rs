@@ -17,11 +17,11 @@ use std::fmt::Write;
 use std::hint::black_box;
 use std::sync::Arc;
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use pilotfish::config::parse::parse_text;
-use pilotfish::generate::{cluster, endpoint, gateway, sidecar, PushContext};
-use pilotfish::index::scope::Scope;
+use pilotfish::generate::{PushContext, cluster, endpoint, gateway, sidecar};
 use pilotfish::index::Index;
+use pilotfish::index::scope::Scope;
 use pilotfish::model::{MeshConfig, Proxy};
 use pilotfish::store::{self, Entry};
 use pilotfish::xds::{ProxyResources, Snapshot, TypeUrl};
@@ -33,7 +33,9 @@ fn gateways_config(n: usize) -> String {
         "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: proxy-service-instance, namespace: default}\nspec:\n  hosts: [example.com]\n  ports: [{number: 80, name: http, protocol: HTTP}, {number: 443, name: https, protocol: HTTPS}]\n  resolution: STATIC\n  endpoints: [{address: 1.1.1.1, labels: {istio.io/benchmark: \"true\"}}]\n",
     );
     for i in 0..n {
-        let hosts = format!("[random-a-{i}.host.example, random-b-{i}.host.example, random-c-{i}.host.example]");
+        let hosts = format!(
+            "[random-a-{i}.host.example, random-b-{i}.host.example, random-c-{i}.host.example]"
+        );
         let _ = write!(
             y,
             "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs-{i}, namespace: gateway}}\nspec:\n  hosts: {hosts}\n  gateways: [gateway/gateway-{i}]\n  http:\n  - match: [{{uri: {{prefix: /route-{i}}}}}]\n    route: [{{destination: {{host: random-{i}.host.example}}}}]\n\
@@ -80,7 +82,11 @@ fn virtualservice_config(n: usize) -> String {
 
 fn snapshot(name: &str, yaml: &str) -> Arc<store::Snapshot> {
     let parsed = parse_text(name, yaml).expect("fixture parses");
-    assert!(parsed.diagnostics.iter().all(|d| !d.is_error()), "{:?}", parsed.diagnostics);
+    assert!(
+        parsed.diagnostics.iter().all(|d| !d.is_error()),
+        "{:?}",
+        parsed.diagnostics
+    );
     store::Snapshot::of(parsed.objects.into_iter().map(Entry::from_file).collect())
 }
 
@@ -93,13 +99,17 @@ fn benchmark_labels(extra: Option<usize>) -> BTreeMap<String, String> {
 }
 
 fn router() -> Proxy {
-    Proxy::from_id("router~1.1.1.1~v0.default~default.svc.cluster.local").expect("valid id").with_labels(benchmark_labels(None))
+    Proxy::from_id("router~1.1.1.1~v0.default~default.svc.cluster.local")
+        .expect("valid id")
+        .with_labels(benchmark_labels(None))
 }
 
 /// istiod's benchmark sidecar; `class` adds a label, making a proxy of another class (another
 /// deployment) that shares nothing cached per class with the first.
 fn sidecar_proxy(class: Option<usize>) -> Proxy {
-    Proxy::from_id("sidecar~1.1.1.1~v0.default~default.svc.cluster.local").expect("valid id").with_labels(benchmark_labels(class))
+    Proxy::from_id("sidecar~1.1.1.1~v0.default~default.svc.cluster.local")
+        .expect("valid id")
+        .with_labels(benchmark_labels(class))
 }
 
 fn gateways(c: &mut Criterion) {
@@ -113,18 +123,32 @@ fn gateways(c: &mut Criterion) {
     assert_eq!(built.routes.len(), 1, "one route config, http.80");
 
     let mut group = c.benchmark_group("gateways-1000");
-    group.bench_function("index (InitPushContext)", |b| b.iter(|| black_box(Index::build(&snap, &mesh))));
-    group.bench_function("routes+listeners per proxy (RouteGeneration)", |b| {
-        b.iter(|| black_box(gateway::build(&index, &proxy, &gateway::select(&index, &proxy))))
+    group.bench_function("index (InitPushContext)", |b| {
+        b.iter(|| black_box(Index::build(&snap, &mesh)))
     });
-    group.bench_function("clusters (ClusterGeneration)", |b| b.iter(|| black_box(cluster::build_all(&index))));
-    group.bench_function("endpoints", |b| b.iter(|| black_box(endpoint::build_all(&index))));
+    group.bench_function("routes+listeners per proxy (RouteGeneration)", |b| {
+        b.iter(|| {
+            black_box(gateway::build(
+                &index,
+                &proxy,
+                &gateway::select(&index, &proxy),
+            ))
+        })
+    });
+    group.bench_function("clusters (ClusterGeneration)", |b| {
+        b.iter(|| black_box(cluster::build_all(&index)))
+    });
+    group.bench_function("endpoints", |b| {
+        b.iter(|| black_box(endpoint::build_all(&index)))
+    });
     group.bench_function("first proxy: everything, uncached", |b| {
         b.iter(|| black_box(PushContext::new(index.clone()).resources_for(&proxy)))
     });
     let context = PushContext::new(index.clone());
     context.resources_for(&proxy);
-    group.bench_function("next proxy of the same class (cached)", |b| b.iter(|| black_box(context.resources_for(&proxy))));
+    group.bench_function("next proxy of the same class (cached)", |b| {
+        b.iter(|| black_box(context.resources_for(&proxy)))
+    });
     group.finish();
 }
 
@@ -142,17 +166,34 @@ fn sidecar_group(c: &mut Criterion, name: &str, yaml: &str, expect_vhosts: usize
     let snap = snapshot(&format!("{name}.yaml"), yaml);
     let context = pilotfish::push::build(&snap, &mesh, None);
     let index = context.index().clone();
-    assert!(index.diagnostics.is_empty(), "{name}: {:?}", index.diagnostics);
+    assert!(
+        index.diagnostics.is_empty(),
+        "{name}: {:?}",
+        index.diagnostics
+    );
     let proxy = sidecar_proxy(None);
 
     // What the proxy is sent, checked once: istiod's shapes for this config.
     let r = context.resources_for(&proxy);
     let routes = r.get(TypeUrl::RouteConfiguration);
-    let route_config: envoy_types::pb::envoy::config::route::v3::RouteConfiguration =
-        routes.get("80").expect("route config \"80\"").decode().expect("decodes");
-    assert_eq!(route_config.virtual_hosts.len(), expect_vhosts, "{name}: one virtual host per service, and allow_any");
-    assert!(r.get(TypeUrl::Listener).contains_key("0.0.0.0_80"), "{name}: outbound listener");
-    assert!(r.get(TypeUrl::Cluster).contains_key("inbound|80||"), "{name}: 1.1.1.1 serves port 80");
+    let route_config: envoy_types::pb::envoy::config::route::v3::RouteConfiguration = routes
+        .get("80")
+        .expect("route config \"80\"")
+        .decode()
+        .expect("decodes");
+    assert_eq!(
+        route_config.virtual_hosts.len(),
+        expect_vhosts,
+        "{name}: one virtual host per service, and allow_any"
+    );
+    assert!(
+        r.get(TypeUrl::Listener).contains_key("0.0.0.0_80"),
+        "{name}: outbound listener"
+    );
+    assert!(
+        r.get(TypeUrl::Cluster).contains_key("inbound|80||"),
+        "{name}: 1.1.1.1 serves port 80"
+    );
     eprintln!(
         "{name}: sidecar gets {}, {}, {}, {}",
         summary(&r, TypeUrl::Listener),
@@ -165,16 +206,24 @@ fn sidecar_group(c: &mut Criterion, name: &str, yaml: &str, expect_vhosts: usize
     let scope = Scope::of(&index, &proxy.namespace, &proxy.labels);
 
     let mut group = c.benchmark_group(format!("{name}-100"));
-    group.bench_function("index (InitPushContext)", |b| b.iter(|| black_box(Index::build(&snap, &mesh))));
+    group.bench_function("index (InitPushContext)", |b| {
+        b.iter(|| black_box(Index::build(&snap, &mesh)))
+    });
     group.bench_function("scope + key of the proxy (SetSidecarScope)", |b| {
-        b.iter(|| black_box((Scope::of(&index, &proxy.namespace, &proxy.labels), sidecar::ProxyKey::of(&index, &proxy))))
+        b.iter(|| {
+            black_box((
+                Scope::of(&index, &proxy.namespace, &proxy.labels),
+                sidecar::ProxyKey::of(&index, &proxy),
+            ))
+        })
     });
     group.bench_function("routes+listeners per proxy, cold (RouteGeneration)", |b| {
         b.iter(|| black_box(sidecar::build(&index, &proxy, &key, &scope)))
     });
-    group.bench_function("clusters, shared, once per revision (ClusterGeneration)", |b| {
-        b.iter(|| black_box(cluster::build_all(&index)))
-    });
+    group.bench_function(
+        "clusters, shared, once per revision (ClusterGeneration)",
+        |b| b.iter(|| black_box(cluster::build_all(&index))),
+    );
     let shared = cluster::build_all(&index);
     group.bench_function("clusters per proxy: shared map + local clusters", |b| {
         b.iter(|| {
@@ -183,7 +232,9 @@ fn sidecar_group(c: &mut Criterion, name: &str, yaml: &str, expect_vhosts: usize
             black_box(clusters)
         })
     });
-    group.bench_function("endpoints, shared, once per revision", |b| b.iter(|| black_box(endpoint::build_all(&index))));
+    group.bench_function("endpoints, shared, once per revision", |b| {
+        b.iter(|| black_box(endpoint::build_all(&index)))
+    });
     group.bench_function("first proxy of a revision: everything, uncached", |b| {
         b.iter(|| black_box(PushContext::new(index.clone()).resources_for(&proxy)))
     });
@@ -201,7 +252,9 @@ fn sidecar_group(c: &mut Criterion, name: &str, yaml: &str, expect_vhosts: usize
             BatchSize::SmallInput,
         )
     });
-    group.bench_function("next proxy of the same class (cached)", |b| b.iter(|| black_box(context.resources_for(&proxy))));
+    group.bench_function("next proxy of the same class (cached)", |b| {
+        b.iter(|| black_box(context.resources_for(&proxy)))
+    });
     group.finish();
 }
 

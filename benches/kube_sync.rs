@@ -30,9 +30,6 @@
 mod client;
 #[path = "kube_sync/cluster.rs"]
 mod cluster;
-#[path = "xds_load/tls.rs"]
-#[allow(dead_code)]
-mod tls;
 #[path = "../tests/support/fake_apiserver.rs"]
 mod fake_apiserver;
 #[path = "xds_load/fixture.rs"]
@@ -46,6 +43,9 @@ mod probe;
 mod profile;
 #[path = "kube_sync/report.rs"]
 mod report;
+#[path = "xds_load/tls.rs"]
+#[allow(dead_code)]
+mod tls;
 #[path = "xds_load/wire.rs"]
 mod wire;
 
@@ -82,7 +82,14 @@ const USAGE: &str = "usage: kube_sync [--services M] [--namespaces K] [--replica
 
 fn parse_args() -> Result<Args> {
     let mut args = Args {
-        shape: Shape { services: 10_000, namespaces: 20, replicas: 5, virtual_services: 1_000, clients: 200, scoped: true },
+        shape: Shape {
+            services: 10_000,
+            namespaces: 20,
+            replicas: 5,
+            virtual_services: 1_000,
+            clients: 200,
+            scoped: true,
+        },
         changes: 10,
         debounce: Duration::from_millis(100),
         timeout: Duration::from_secs(60),
@@ -107,7 +114,10 @@ fn parse_args() -> Result<Args> {
     }
     args.shape.check()?;
     if args.debounce >= QUIET {
-        bail!("--debounce-ms must be below {} ms, the pause between changes", QUIET.as_millis());
+        bail!(
+            "--debounce-ms must be below {} ms, the pause between changes",
+            QUIET.as_millis()
+        );
     }
     Ok(args)
 }
@@ -201,13 +211,21 @@ pub struct Fleet {
 async fn run(args: &Args, timeline: &Timeline, fake_rt: &Handle, client_rt: &Handle) -> Result<()> {
     let shape = &args.shape;
     let fake = Arc::new(fake_rt.spawn(FakeApiServer::start()).await?);
-    eprintln!("kube_sync: populating the fake API server ({} Services, {} namespaces)…", shape.services, shape.namespaces);
+    eprintln!(
+        "kube_sync: populating the fake API server ({} Services, {} namespaces)…",
+        shape.services, shape.namespaces
+    );
     let t = Instant::now();
     let populated = shape.populate(&fake)?;
     let populate = t.elapsed();
 
-    let (sync, xds_addr) = initial_sync(args, timeline, &fake, client_rt, populate, populated).await?;
-    eprintln!("kube_sync: ready after {:.2} s; connecting {} sidecars…", sync.ready.as_secs_f64(), shape.clients);
+    let (sync, xds_addr) =
+        initial_sync(args, timeline, &fake, client_rt, populate, populated).await?;
+    eprintln!(
+        "kube_sync: ready after {:.2} s; connecting {} sidecars…",
+        sync.ready.as_secs_f64(),
+        shape.clients
+    );
 
     let stats: Vec<Arc<ClientStats>> = (0..shape.clients).map(|_| Arc::default()).collect();
     let fleet = connect(args, xds_addr, client_rt, &stats).await?;
@@ -220,10 +238,21 @@ async fn run(args: &Args, timeline: &Timeline, fake_rt: &Handle, client_rt: &Han
     let warnings = timeline.warnings(sync.started);
     eprintln!("kube_sync: timing each step of the sync and of a change on its own…");
     let breakdown = profile::run(&fake, shape).await?;
-    let report = report::Report { args, sync: &sync, fleet: &fleet, changes: &changes, at_end, warnings: &warnings, breakdown: &breakdown };
+    let report = report::Report {
+        args,
+        sync: &sync,
+        fleet: &fleet,
+        changes: &changes,
+        at_end,
+        warnings: &warnings,
+        breakdown: &breakdown,
+    };
     report.print();
     if let Some(c) = changes.iter().find(|c| !c.exact() || !c.served) {
-        bail!("EndpointSlice change of svc-{} was not pushed exactly (see the table)", c.service);
+        bail!(
+            "EndpointSlice change of svc-{} was not pushed exactly (see the table)",
+            c.service
+        );
     }
     Ok(())
 }
@@ -243,13 +272,20 @@ async fn initial_sync(
     let follower = {
         let fake = fake.clone();
         // Not on the fake's runtime: its CPU is the fake's own.
-        follower_rt.spawn(observe::follow_requests(move || fake.requests(), requests.clone()))
+        follower_rt.spawn(observe::follow_requests(
+            move || fake.requests(),
+            requests.clone(),
+        ))
     };
     let xds = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let status = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let (xds_addr, status_addr) = (xds.local_addr()?, status.local_addr()?);
     let options = ServeOptions {
-        source: ConfigSource::Kubernetes { client: fake.client(), options: KubeOptions::default(), operator: Default::default() },
+        source: ConfigSource::Kubernetes {
+            client: fake.client(),
+            options: KubeOptions::default(),
+            operator: Default::default(),
+        },
         debounce: args.debounce,
         mesh: Default::default(),
         ca: Default::default(),
@@ -259,7 +295,12 @@ async fn initial_sync(
     let started = Instant::now();
     let server = tokio::spawn(pilotfish::serve::serve(
         options,
-        Listeners { xds, secure_xds: None, status: Some(status), webhook: None },
+        Listeners {
+            xds,
+            secure_xds: None,
+            status: Some(status),
+            webhook: None,
+        },
         pilotfish::xds::Connections::new(),
         std::future::pending(),
     ));
@@ -268,7 +309,11 @@ async fn initial_sync(
             bail!("serve ended before it was ready: {:?}", server.await);
         }
         if started.elapsed() > args.timeout {
-            bail!("not ready after {:?}; requests so far: {}", args.timeout, fake.requests().len());
+            bail!(
+                "not ready after {:?}; requests so far: {}",
+                args.timeout,
+                fake.requests().len()
+            );
         }
         if ready(status_addr).await.unwrap_or(false) {
             break;
@@ -279,7 +324,8 @@ async fn initial_sync(
     let cpu = Cpu::now()?.since(cpu0);
     let after = observe::memory()?;
     follower.abort();
-    let since = |line: Option<observe::Logged>| line.map(|l| l.at.saturating_duration_since(started));
+    let since =
+        |line: Option<observe::Logged>| line.map(|l| l.at.saturating_duration_since(started));
     let sync = Sync {
         populate,
         populated,
@@ -298,26 +344,56 @@ async fn initial_sync(
 /// `GET /ready` answers 200.
 async fn ready(addr: SocketAddr) -> Result<bool> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.write_all(b"GET /ready HTTP/1.1\r\nhost: pilotfish\r\nconnection: close\r\n\r\n").await?;
+    stream
+        .write_all(b"GET /ready HTTP/1.1\r\nhost: pilotfish\r\nconnection: close\r\n\r\n")
+        .await?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await?;
     Ok(response.starts_with(b"HTTP/1.1 200"))
 }
 
 /// Connects every sidecar and waits until each has ACKed CDS, EDS, LDS and RDS.
-async fn connect(args: &Args, xds_addr: SocketAddr, client_rt: &Handle, stats: &[Arc<ClientStats>]) -> Result<Fleet> {
+async fn connect(
+    args: &Args,
+    xds_addr: SocketAddr,
+    client_rt: &Handle,
+    stats: &[Arc<ClientStats>],
+) -> Result<Fleet> {
     let cpu0 = Cpu::now()?;
     let start = Instant::now();
     for (i, s) in stats.iter().enumerate() {
-        client_rt.spawn(client::run(i, xds_addr, Mode::Sotw, args.shape.node(i), s.clone(), None));
+        client_rt.spawn(client::run(
+            i,
+            xds_addr,
+            Mode::Sotw,
+            args.shape.node(i),
+            s.clone(),
+            None,
+        ));
     }
-    wait_for(stats, args.timeout, "connect-all", |_, p| p.converged_at.is_some()).await?;
-    let connect_all = stats.iter().filter_map(|s| s.progress().converged_at).max().map_or(Duration::ZERO, |t| t - start);
+    wait_for(stats, args.timeout, "connect-all", |_, p| {
+        p.converged_at.is_some()
+    })
+    .await?;
+    let connect_all = stats
+        .iter()
+        .filter_map(|s| s.progress().converged_at)
+        .max()
+        .map_or(Duration::ZERO, |t| t - start);
     let cpu = Cpu::now()?.since(cpu0);
     let after = observe::memory()?;
     let at_connect: Vec<[[u64; 4]; 2]> = stats.iter().map(|s| s.counts()).collect();
-    let wanted: Vec<(u64, u64)> = stats.iter().map(|s| s.progress()).map(|p| (p.eds_wanted as u64, p.rds_wanted as u64)).collect();
-    let span = |v: Vec<u64>| (v.iter().copied().min().unwrap_or(0), v.iter().copied().max().unwrap_or(0));
+    let wanted: Vec<(u64, u64)> = stats
+        .iter()
+        .map(|s| s.progress())
+        .map(|p| (p.eds_wanted as u64, p.rds_wanted as u64))
+        .collect();
+    let span = |v: Vec<u64>| {
+        (
+            v.iter().copied().min().unwrap_or(0),
+            v.iter().copied().max().unwrap_or(0),
+        )
+    };
     let resources = [
         span(at_connect.iter().map(|c| c[1][CDS]).collect()),
         span(wanted.iter().map(|w| w.0).collect()),
@@ -325,10 +401,23 @@ async fn connect(args: &Args, xds_addr: SocketAddr, client_rt: &Handle, stats: &
         span(wanted.iter().map(|w| w.1).collect()),
     ];
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle_responses: u64 =
-        stats.iter().zip(&at_connect).map(|(s, before)| (0..4).map(|t| s.counts()[0][t] - before[0][t]).sum::<u64>()).sum();
-    let retries = stats.iter().map(|s| s.retries.load(std::sync::atomic::Ordering::Relaxed)).sum();
-    Ok(Fleet { connect_all, after, cpu, resources, idle_responses, retries })
+    let idle_responses: u64 = stats
+        .iter()
+        .zip(&at_connect)
+        .map(|(s, before)| (0..4).map(|t| s.counts()[0][t] - before[0][t]).sum::<u64>())
+        .sum();
+    let retries = stats
+        .iter()
+        .map(|s| s.retries.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
+    Ok(Fleet {
+        connect_all,
+        after,
+        cpu,
+        resources,
+        idle_responses,
+        retries,
+    })
 }
 
 /// Polls the clients until `done` holds for every one; fails on a client error or after `timeout`.
@@ -354,14 +443,20 @@ async fn wait_for(
             return Ok(());
         }
         if start.elapsed() > timeout {
-            bail!("{what}: {pending} of {} clients not done after {timeout:?}", stats.len());
+            bail!(
+                "{what}: {pending} of {} clients not done after {timeout:?}",
+                stats.len()
+            );
         }
         tokio::time::sleep(POLL).await;
     }
 }
 
 fn total_responses(stats: &[Arc<ClientStats>]) -> u64 {
-    stats.iter().map(|s| s.counts()[0].iter().sum::<u64>()).sum()
+    stats
+        .iter()
+        .map(|s| s.counts()[0].iter().sum::<u64>())
+        .sum()
 }
 
 /// Change `k`: a new Pod of one Service (not timed), then its endpoint added to the Service's
@@ -377,7 +472,8 @@ async fn endpoint_change(
     let shape = &args.shape;
     let service = shape.changed_service(k);
     let expect: Vec<bool> = (0..stats.len()).map(|c| shape.sees(c, service)).collect();
-    let api = |e: fake_apiserver::ApiError| anyhow::anyhow!("writing to the fake API server: {e:?}");
+    let api =
+        |e: fake_apiserver::ApiError| anyhow::anyhow!("writing to the fake API server: {e:?}");
 
     let before_pod = total_responses(stats);
     let pod_written = Instant::now();
@@ -389,12 +485,21 @@ async fn endpoint_change(
             tokio::time::sleep(POLL).await;
         }
     };
-    tokio::time::timeout(args.timeout, pushed).await.with_context(|| format!("change {k}: the new Pod was never pushed"))?;
+    tokio::time::timeout(args.timeout, pushed)
+        .await
+        .with_context(|| format!("change {k}: the new Pod was never pushed"))?;
     tokio::time::sleep(QUIET).await;
     let pod_step_responses = total_responses(stats) - before_pod;
 
-    let before: Vec<([[u64; 4]; 2], Option<String>)> =
-        stats.iter().map(|s| (s.counts(), s.progress().acked[EDS].as_ref().map(|a| a.version.clone()))).collect();
+    let before: Vec<([[u64; 4]; 2], Option<String>)> = stats
+        .iter()
+        .map(|s| {
+            (
+                s.counts(),
+                s.progress().acked[EDS].as_ref().map(|a| a.version.clone()),
+            )
+        })
+        .collect();
     let cpu0 = Cpu::now()?;
     let t0 = Instant::now();
     fake.apply(shape.grown_slice(service, k)).map_err(api)?;
@@ -430,7 +535,12 @@ async fn endpoint_change(
     let indexed = timeline.first(t0, PUSHED);
 
     // A sidecar that is not one of the clients, in the Service's namespace, reads what is served.
-    let probe = probe::endpoints(xds_addr, shape.probe_node(service), &shape.eds_cluster(service)).await?;
+    let probe = probe::endpoints(
+        xds_addr,
+        shape.probe_node(service),
+        &shape.eds_cluster(service),
+    )
+    .await?;
     let new_endpoint = format!("{}:9080", shape.scaled_pod_ip(k));
     let served = probe.len() == shape.replicas + 1 && probe.contains(&new_endpoint);
 

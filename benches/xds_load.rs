@@ -135,7 +135,9 @@ fn parse_args() -> Result<Args> {
 
 fn main() -> Result<()> {
     let args = parse_args()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run(args))
 }
 
@@ -156,23 +158,42 @@ impl Workload {
     /// Change `k` of the routes, and which clients it concerns.
     fn route_change(&self, k: usize, clients: usize) -> Result<(Pending, String, Vec<bool>)> {
         match self {
-            Workload::Gateways(f) => Ok((f.route_change(k)?, "ingress".into(), vec![true; clients])),
+            Workload::Gateways(f) => {
+                Ok((f.route_change(k)?, "ingress".into(), vec![true; clients]))
+            }
             Workload::Sidecars(mesh) => {
                 let (pending, service) = mesh.route_change(k)?;
                 let target = format!("svc-{service}.ns-{}", mesh.namespace_of(service));
-                Ok((pending, target, (0..clients).map(|c| mesh.sees(c, service)).collect()))
+                Ok((
+                    pending,
+                    target,
+                    (0..clients).map(|c| mesh.sees(c, service)).collect(),
+                ))
             }
         }
     }
 
     /// Change `k` of one service's endpoints, and which clients it concerns.
-    fn endpoint_change(&self, k: usize, services: usize, clients: usize) -> Result<(Pending, String, Vec<bool>)> {
+    fn endpoint_change(
+        &self,
+        k: usize,
+        services: usize,
+        clients: usize,
+    ) -> Result<(Pending, String, Vec<bool>)> {
         let service = (k * 37) % services;
         match self {
-            Workload::Gateways(f) => Ok((f.endpoint_change(service, k)?, fixture::host(service), vec![true; clients])),
+            Workload::Gateways(f) => Ok((
+                f.endpoint_change(service, k)?,
+                fixture::host(service),
+                vec![true; clients],
+            )),
             Workload::Sidecars(mesh) => {
                 let target = format!("svc-{service}.ns-{}", mesh.namespace_of(service));
-                Ok((mesh.endpoint_change(service, k)?, target, (0..clients).map(|c| mesh.sees(c, service)).collect()))
+                Ok((
+                    mesh.endpoint_change(service, k)?,
+                    target,
+                    (0..clients).map(|c| mesh.sees(c, service)).collect(),
+                ))
             }
         }
     }
@@ -232,19 +253,29 @@ async fn run(args: Args) -> Result<()> {
     let dir = tempfile::Builder::new().prefix("xds-load-").tempdir()?;
     let workload = match args.proxy {
         ProxyKind::Gateway => Workload::Gateways(Fixture::write(dir.path(), args.services)?),
-        ProxyKind::Sidecar => {
-            Workload::Sidecars(Mesh::write(dir.path(), args.services, args.namespaces, n, args.scoping, args.shared_labels)?)
-        }
+        ProxyKind::Sidecar => Workload::Sidecars(Mesh::write(
+            dir.path(),
+            args.services,
+            args.namespaces,
+            n,
+            args.scoping,
+            args.shared_labels,
+        )?),
     };
     let spawned = Instant::now();
     // Outside the config dir: the directory source would watch it too.
     let ca_tmp = tempfile::Builder::new().prefix("xds-load-ca-").tempdir()?;
     let ca_dir = ca_tmp.path().to_path_buf();
-    let mut srv = Server::spawn(dir.path(), args.timeout, args.tls.then_some(ca_dir.as_path()))?;
+    let mut srv = Server::spawn(
+        dir.path(),
+        args.timeout,
+        args.tls.then_some(ca_dir.as_path()),
+    )?;
     let client_tls = match args.tls {
         true => {
             let nodes: Vec<_> = (0..n).map(|i| workload.node(i)).collect();
-            let namespaces: std::collections::BTreeSet<String> = nodes.iter().filter_map(node_namespace).collect();
+            let namespaces: std::collections::BTreeSet<String> =
+                nodes.iter().filter_map(node_namespace).collect();
             Some(tls::ClientTls::new(&ca_dir, namespaces)?)
         }
         false => None,
@@ -272,8 +303,15 @@ async fn run(args: Args) -> Result<()> {
             tokio::spawn(client::run(i, target, args.mode, node, Arc::clone(s), tls))
         })
         .collect();
-    wait_for(&stats, &mut srv, args.timeout, "connect-all", |_, p| p.converged_at.is_some()).await?;
-    let converged = sorted(stats.iter().filter_map(|s| s.progress().converged_at.map(|t| t - start)));
+    wait_for(&stats, &mut srv, args.timeout, "connect-all", |_, p| {
+        p.converged_at.is_some()
+    })
+    .await?;
+    let converged = sorted(
+        stats
+            .iter()
+            .filter_map(|s| s.progress().converged_at.map(|t| t - start)),
+    );
     let connect_all = converged.last().copied().unwrap_or_default();
     let server_cpu = server::cpu_seconds(pid)? - server_cpu0;
     let own_cpu = server::own_cpu_seconds() - own_cpu0;
@@ -287,21 +325,49 @@ async fn run(args: Args) -> Result<()> {
         })
         .collect();
     let clusters = at_connect[0][1][CDS];
-    let retries: u64 = stats.iter().map(|s| s.retries.load(std::sync::atomic::Ordering::Relaxed)).sum();
+    let retries: u64 = stats
+        .iter()
+        .map(|s| s.retries.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
 
     // A converged fleet should hear nothing more.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle = diff_totals(&at_connect, &stats.iter().map(|s| s.counts()).collect::<Vec<_>>());
+    let idle = diff_totals(
+        &at_connect,
+        &stats.iter().map(|s| s.counts()).collect::<Vec<_>>(),
+    );
     let steady = server::memory(&proc_pid)?;
 
     let mut changes = Vec::new();
     for k in 1..=args.changes {
         tokio::time::sleep(QUIET).await;
         let (route, target, expect) = workload.route_change(k, n)?;
-        changes.push(measure(&stats, &mut srv, args.timeout, ("route", RDS), route, target, &expect).await?);
+        changes.push(
+            measure(
+                &stats,
+                &mut srv,
+                args.timeout,
+                ("route", RDS),
+                route,
+                target,
+                &expect,
+            )
+            .await?,
+        );
         tokio::time::sleep(QUIET).await;
         let (endpoint, target, expect) = workload.endpoint_change(k, args.services, n)?;
-        changes.push(measure(&stats, &mut srv, args.timeout, ("endpoint", EDS), endpoint, target, &expect).await?);
+        changes.push(
+            measure(
+                &stats,
+                &mut srv,
+                args.timeout,
+                ("endpoint", EDS),
+                endpoint,
+                target,
+                &expect,
+            )
+            .await?,
+        );
     }
     let at_end = server::memory(&proc_pid)?;
     srv.check_alive()?;
@@ -309,7 +375,26 @@ async fn run(args: Args) -> Result<()> {
         task.abort();
     }
 
-    let report = Report { args: &args, fd_limit, load_time, baseline, after_connect, steady, at_end, connect_all, converged, server_cpu, own_cpu, at_connect, wanted, clusters, retries, idle, changes, log: srv.log() };
+    let report = Report {
+        args: &args,
+        fd_limit,
+        load_time,
+        baseline,
+        after_connect,
+        steady,
+        at_end,
+        connect_all,
+        converged,
+        server_cpu,
+        own_cpu,
+        at_connect,
+        wanted,
+        clusters,
+        retries,
+        idle,
+        changes,
+        log: srv.log(),
+    };
     report.print();
     drop(srv);
     Ok(())
@@ -363,7 +448,13 @@ fn diagnose(stats: &[Arc<ClientStats>], clients: &[usize]) -> String {
         let [responses, resources] = stats[i].counts();
         let p = stats[i].progress().clone();
         let acked: Vec<String> = (0..4)
-            .map(|t| format!("{}={}", TYPES[t], p.acked[t].as_ref().map_or("-", |a| a.version.as_str())))
+            .map(|t| {
+                format!(
+                    "{}={}",
+                    TYPES[t],
+                    p.acked[t].as_ref().map_or("-", |a| a.version.as_str())
+                )
+            })
             .collect();
         out += &format!(
             "  client {i}: responses {responses:?} resources {resources:?} (CDS, EDS, LDS, RDS); acked {}; EDS held {}/{}; RDS wanted {}; error {:?}\n",
@@ -388,7 +479,12 @@ async fn measure(
 ) -> Result<Change> {
     let before: Vec<([[u64; 4]; 2], Option<String>)> = stats
         .iter()
-        .map(|s| (s.counts(), s.progress().acked[ty].as_ref().map(|a| a.version.clone())))
+        .map(|s| {
+            (
+                s.counts(),
+                s.progress().acked[ty].as_ref().map(|a| a.version.clone()),
+            )
+        })
         .collect();
     let cpu0 = server::cpu_seconds(srv.pid())?;
     let t0 = Instant::now();
@@ -466,4 +562,3 @@ fn diff_totals(before: &[[[u64; 4]; 2]], after: &[[[u64; 4]; 2]]) -> [u64; 4] {
     }
     out
 }
-

@@ -53,24 +53,35 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let server = FakeApiServer::start_on(args.port).await.map_err(|e| format!("binding 127.0.0.1:{}: {e}", args.port))?;
+    let server = FakeApiServer::start_on(args.port)
+        .await
+        .map_err(|e| format!("binding 127.0.0.1:{}: {e}", args.port))?;
     if args.install_istio_crds {
-        let crds = pilotfish::crd::generate().map_err(|e| format!("generating the Istio CRDs: {e}"))?;
+        let crds =
+            pilotfish::crd::generate().map_err(|e| format!("generating the Istio CRDs: {e}"))?;
         for crd in crds {
-            server.apply(crd.definition).map_err(|e| format!("installing the {} CRD: {e}", crd.kind.name()))?;
+            server
+                .apply(crd.definition)
+                .map_err(|e| format!("installing the {} CRD: {e}", crd.kind.name()))?;
         }
     }
     if let Some(path) = &args.kubeconfig {
-        server.write_kubeconfig(path).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        server
+            .write_kubeconfig(path)
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
     // Kept alive (and serving) until the process ends.
     let mut second = None;
     if let Some(path) = &args.second_kubeconfig {
         let endpoint = second.insert(server.endpoint().await);
-        endpoint.write_kubeconfig(path).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        endpoint
+            .write_kubeconfig(path)
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
     let mut stdout = std::io::stdout();
-    writeln!(stdout, "{}", server.url()).and_then(|()| stdout.flush()).map_err(|e| format!("writing the URL: {e}"))?;
+    writeln!(stdout, "{}", server.url())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| format!("writing the URL: {e}"))?;
 
     let mut signals = Signals::new().map_err(|e| format!("installing signal handlers: {e}"))?;
     loop {

@@ -111,9 +111,14 @@ pub fn parse_xds_address(address: &str) -> Result<(String, u16), BootstrapError>
     if host.is_empty() {
         return Err(malformed());
     }
-    let port = port.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
-        BootstrapError::BadPort { address: address.to_string(), port: port.to_string() }
-    })?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| BootstrapError::BadPort {
+            address: address.to_string(),
+            port: port.to_string(),
+        })?;
     Ok((host.to_string(), port))
 }
 
@@ -121,8 +126,9 @@ pub fn parse_xds_address(address: &str) -> Result<(String, u16), BootstrapError>
 pub fn parse_labels(spec: &str) -> Result<BTreeMap<String, String>, BootstrapError> {
     let mut labels = BTreeMap::new();
     for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) =
-            pair.split_once('=').ok_or_else(|| BootstrapError::MalformedLabel(pair.to_string()))?;
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| BootstrapError::MalformedLabel(pair.to_string()))?;
         let k = k.trim();
         if k.is_empty() {
             return Err(BootstrapError::EmptyLabelKey(pair.to_string()));
@@ -196,7 +202,8 @@ fn socket_address(address: &str, port: u16) -> Value {
 fn grpc_service(tls: Option<&XdsTls>) -> Value {
     let mut service = json!({ "envoy_grpc": { "cluster_name": XDS_CLUSTER } });
     if let Some(token) = tls.and_then(|t| t.token.as_ref()) {
-        service["initial_metadata"] = json!([{ "key": "authorization", "value": format!("Bearer {token}") }]);
+        service["initial_metadata"] =
+            json!([{ "key": "authorization", "value": format!("Bearer {token}") }]);
     }
     service
 }
@@ -280,14 +287,20 @@ mod tests {
         assert_eq!(node["id"], GW_ID);
         assert_eq!(node["cluster"], "ingress-gw.istio-system");
         assert_eq!(node["metadata"]["NAMESPACE"], "istio-system");
-        assert_eq!(node["metadata"]["LABELS"], json!({"istio": "ingressgateway", "app": "gw"}));
+        assert_eq!(
+            node["metadata"]["LABELS"],
+            json!({"istio": "ingressgateway", "app": "gw"})
+        );
         assert_eq!(node["metadata"]["INSTANCE_IPS"], "127.0.0.1");
     }
 
     #[test]
     fn admin_listens_on_loopback_at_the_given_port() {
         let b = bootstrap(&gateway_opts()).unwrap();
-        assert_eq!(b["admin"]["address"]["socket_address"]["address"], "127.0.0.1");
+        assert_eq!(
+            b["admin"]["address"]["socket_address"]["address"],
+            "127.0.0.1"
+        );
         assert_eq!(b["admin"]["address"]["socket_address"]["port_value"], 15100);
     }
 
@@ -297,7 +310,10 @@ mod tests {
         let ads = &b["dynamic_resources"]["ads_config"];
         assert_eq!(ads["api_type"], "GRPC");
         assert_eq!(ads["transport_api_version"], "V3");
-        assert_eq!(ads["grpc_services"][0]["envoy_grpc"]["cluster_name"], XDS_CLUSTER);
+        assert_eq!(
+            ads["grpc_services"][0]["envoy_grpc"]["cluster_name"],
+            XDS_CLUSTER
+        );
         for source in ["cds_config", "lds_config"] {
             assert_eq!(
                 b["dynamic_resources"][source],
@@ -310,11 +326,18 @@ mod tests {
     #[test]
     fn over_tls_the_proxy_checks_the_server_and_proves_who_it_is() {
         let mut opts = gateway_opts();
-        assert!(bootstrap(&opts).unwrap()["static_resources"]["clusters"][0].get("transport_socket").is_none());
+        assert!(
+            bootstrap(&opts).unwrap()["static_resources"]["clusters"][0]
+                .get("transport_socket")
+                .is_none()
+        );
         opts.tls = Some(XdsTls {
             root_cert: "/etc/mesh/root-cert.pem".into(),
             server_name: "istiod.istio-system.svc".into(),
-            client_cert: Some(("/etc/mesh/cert-chain.pem".into(), "/etc/mesh/key.pem".into())),
+            client_cert: Some((
+                "/etc/mesh/cert-chain.pem".into(),
+                "/etc/mesh/key.pem".into(),
+            )),
             token: Some("eyJ.token".into()),
         });
         let b = bootstrap(&opts).unwrap();
@@ -322,11 +345,23 @@ mod tests {
         assert_eq!(tls["sni"], "istiod.istio-system.svc");
         let common = &tls["common_tls_context"];
         assert_eq!(common["alpn_protocols"], json!(["h2"]));
-        assert_eq!(common["validation_context"]["trusted_ca"]["filename"], "/etc/mesh/root-cert.pem");
-        assert_eq!(common["validation_context"]["match_typed_subject_alt_names"][0]["matcher"]["exact"], "istiod.istio-system.svc");
-        assert_eq!(common["tls_certificates"][0]["private_key"]["filename"], "/etc/mesh/key.pem");
+        assert_eq!(
+            common["validation_context"]["trusted_ca"]["filename"],
+            "/etc/mesh/root-cert.pem"
+        );
+        assert_eq!(
+            common["validation_context"]["match_typed_subject_alt_names"][0]["matcher"]["exact"],
+            "istiod.istio-system.svc"
+        );
+        assert_eq!(
+            common["tls_certificates"][0]["private_key"]["filename"],
+            "/etc/mesh/key.pem"
+        );
         let service = &b["dynamic_resources"]["ads_config"]["grpc_services"][0];
-        assert_eq!(service["initial_metadata"], json!([{"key": "authorization", "value": "Bearer eyJ.token"}]));
+        assert_eq!(
+            service["initial_metadata"],
+            json!([{"key": "authorization", "value": "Bearer eyJ.token"}])
+        );
     }
 
     #[test]
@@ -339,18 +374,28 @@ mod tests {
         assert_eq!(c["type"], "STATIC");
         assert!(c.get("dns_lookup_family").is_none());
         let addr = &c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"];
-        assert_eq!(addr["socket_address"], json!({"address": "127.0.0.1", "port_value": 15010}));
+        assert_eq!(
+            addr["socket_address"],
+            json!({"address": "127.0.0.1", "port_value": 15010})
+        );
         let opts = &c["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
         assert_eq!(
             opts["@type"],
             "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
         );
-        assert_eq!(opts["explicit_http_config"], json!({"http2_protocol_options": {}}));
+        assert_eq!(
+            opts["explicit_http_config"],
+            json!({"http2_protocol_options": {}})
+        );
     }
 
     #[test]
     fn xds_cluster_resolves_a_hostname() {
-        let b = bootstrap(&BootstrapOptions::for_node(GW_ID, "istiod.istio-system.svc:15010")).unwrap();
+        let b = bootstrap(&BootstrapOptions::for_node(
+            GW_ID,
+            "istiod.istio-system.svc:15010",
+        ))
+        .unwrap();
         let c = &b["static_resources"]["clusters"][0];
         assert_eq!(c["type"], "STRICT_DNS");
         assert_eq!(c["dns_lookup_family"], "V4_PREFERRED");
@@ -364,14 +409,20 @@ mod tests {
         let c = &b["static_resources"]["clusters"][0];
         assert_eq!(c["type"], "STATIC");
         let addr = &c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"];
-        assert_eq!(addr["socket_address"], json!({"address": "::1", "port_value": 15012}));
+        assert_eq!(
+            addr["socket_address"],
+            json!({"address": "::1", "port_value": 15012})
+        );
     }
 
     #[test]
     fn empty_labels_are_an_empty_map_not_absent() {
         let b = bootstrap(&BootstrapOptions::for_node(GW_ID, "127.0.0.1:15010")).unwrap();
         assert_eq!(b["node"]["metadata"]["LABELS"], json!({}));
-        assert_eq!(b["admin"]["address"]["socket_address"]["port_value"], DEFAULT_ADMIN_PORT);
+        assert_eq!(
+            b["admin"]["address"]["socket_address"]["port_value"],
+            DEFAULT_ADMIN_PORT
+        );
     }
 
     #[test]
@@ -391,14 +442,38 @@ mod tests {
 
     #[test]
     fn parses_xds_addresses() {
-        assert_eq!(parse_xds_address("127.0.0.1:15010").unwrap(), ("127.0.0.1".into(), 15010));
-        assert_eq!(parse_xds_address("[::1]:15010").unwrap(), ("::1".into(), 15010));
-        assert_eq!(parse_xds_address("istiod:15012").unwrap(), ("istiod".into(), 15012));
-        assert!(matches!(parse_xds_address("127.0.0.1"), Err(BootstrapError::MalformedAddress(_))));
-        assert!(matches!(parse_xds_address("::1:15010"), Err(BootstrapError::MalformedAddress(_))));
-        assert!(matches!(parse_xds_address(":15010"), Err(BootstrapError::MalformedAddress(_))));
-        assert!(matches!(parse_xds_address("h:0"), Err(BootstrapError::BadPort { .. })));
-        assert!(matches!(parse_xds_address("h:99999"), Err(BootstrapError::BadPort { .. })));
+        assert_eq!(
+            parse_xds_address("127.0.0.1:15010").unwrap(),
+            ("127.0.0.1".into(), 15010)
+        );
+        assert_eq!(
+            parse_xds_address("[::1]:15010").unwrap(),
+            ("::1".into(), 15010)
+        );
+        assert_eq!(
+            parse_xds_address("istiod:15012").unwrap(),
+            ("istiod".into(), 15012)
+        );
+        assert!(matches!(
+            parse_xds_address("127.0.0.1"),
+            Err(BootstrapError::MalformedAddress(_))
+        ));
+        assert!(matches!(
+            parse_xds_address("::1:15010"),
+            Err(BootstrapError::MalformedAddress(_))
+        ));
+        assert!(matches!(
+            parse_xds_address(":15010"),
+            Err(BootstrapError::MalformedAddress(_))
+        ));
+        assert!(matches!(
+            parse_xds_address("h:0"),
+            Err(BootstrapError::BadPort { .. })
+        ));
+        assert!(matches!(
+            parse_xds_address("h:99999"),
+            Err(BootstrapError::BadPort { .. })
+        ));
     }
 
     #[test]
@@ -408,14 +483,23 @@ mod tests {
         assert_eq!(l.get("istio").map(String::as_str), Some("ingressgateway"));
         assert_eq!(l.get("version").map(String::as_str), Some("v1"));
         assert_eq!(l.get("empty").map(String::as_str), Some(""));
-        assert!(matches!(parse_labels("istio"), Err(BootstrapError::MalformedLabel(_))));
-        assert!(matches!(parse_labels("=x"), Err(BootstrapError::EmptyLabelKey(_))));
+        assert!(matches!(
+            parse_labels("istio"),
+            Err(BootstrapError::MalformedLabel(_))
+        ));
+        assert!(matches!(
+            parse_labels("=x"),
+            Err(BootstrapError::EmptyLabelKey(_))
+        ));
     }
 
     #[test]
     fn a_malformed_xds_address_is_an_error() {
         let opts = BootstrapOptions::for_node(GW_ID, "nope");
         let err = bootstrap(&opts).unwrap_err();
-        assert!(err.to_string().contains("\"nope\" is not HOST:PORT"), "{err}");
+        assert!(
+            err.to_string().contains("\"nope\" is not HOST:PORT"),
+            "{err}"
+        );
     }
 }

@@ -28,7 +28,11 @@ pub struct Origin {
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{} (document {})", self.file, self.line, self.document)
+        write!(
+            f,
+            "{}:{} (document {})",
+            self.file, self.line, self.document
+        )
     }
 }
 
@@ -56,7 +60,10 @@ impl Diagnostic {
     }
 
     pub fn warning(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Diagnostic { severity: Severity::Warning, ..Diagnostic::error(field, message) }
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(field, message)
+        }
     }
 
     pub fn at(mut self, origin: Option<&Origin>) -> Self {

@@ -45,7 +45,11 @@ impl Default for LeaseTimings {
 
 impl LeaseTimings {
     fn validate(&self) -> Result<(), Error> {
-        let LeaseTimings { lease_duration, renew_deadline, retry_period } = *self;
+        let LeaseTimings {
+            lease_duration,
+            renew_deadline,
+            retry_period,
+        } = *self;
         if retry_period.is_zero() {
             return Err(Error::Timings("retry_period must be more than zero".into()));
         }
@@ -66,7 +70,12 @@ impl LeaseTimings {
     /// wait less than we assume.
     fn lease_duration_seconds(&self) -> Result<i32, Error> {
         let seconds = self.lease_duration.as_millis().div_ceil(1000);
-        i32::try_from(seconds).map_err(|_| Error::Timings(format!("lease_duration ({:?}) is too long", self.lease_duration)))
+        i32::try_from(seconds).map_err(|_| {
+            Error::Timings(format!(
+                "lease_duration ({:?}) is too long",
+                self.lease_duration
+            ))
+        })
     }
 }
 
@@ -114,18 +123,28 @@ impl Default for Leadership {
 
 impl Leadership {
     pub fn new() -> Self {
-        Leadership { inner: Arc::new(Inner { deadline: Mutex::new(None), published: watch::Sender::new(false) }) }
+        Leadership {
+            inner: Arc::new(Inner {
+                deadline: Mutex::new(None),
+                published: watch::Sender::new(false),
+            }),
+        }
     }
 
     fn deadline(&self) -> Option<Instant> {
-        *self.inner.deadline.lock().unwrap_or_else(PoisonError::into_inner)
+        *self
+            .inner
+            .deadline
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// True only while the lease is held and the renew deadline has not passed: checked
     /// against the clock on every call, so it turns false at the deadline even while the
     /// election task is stuck waiting for the API server.
     pub fn is_leader(&self) -> bool {
-        self.deadline().is_some_and(|deadline| Instant::now() < deadline)
+        self.deadline()
+            .is_some_and(|deadline| Instant::now() < deadline)
     }
 
     /// Leadership changes. The value can lag [`Leadership::is_leader`] by a scheduling
@@ -142,13 +161,21 @@ impl Leadership {
 
     /// Records a successful renew; true when this makes us leader.
     fn renewed(&self, deadline: Instant) -> bool {
-        *self.inner.deadline.lock().unwrap_or_else(PoisonError::into_inner) = Some(deadline);
+        *self
+            .inner
+            .deadline
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(deadline);
         !self.inner.published.send_replace(true)
     }
 
     /// Stops being leader at once; true when we were.
     fn step_down(&self) -> bool {
-        self.inner.deadline.lock().unwrap_or_else(PoisonError::into_inner).take();
+        self.inner
+            .deadline
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         self.inner.published.send_replace(false)
     }
 
@@ -193,12 +220,19 @@ pub async fn run(
 ) -> Result<(), Error> {
     candidate.timings.validate()?;
     let api = Api::namespaced(client, &candidate.namespace);
-    let mut elector = Elector { api, candidate, leadership, observed_holder: None, failing: false };
+    let mut elector = Elector {
+        api,
+        candidate,
+        leadership,
+        observed_holder: None,
+        failing: false,
+    };
     tokio::pin!(shutdown);
     let timings = elector.candidate.timings;
     'election: loop {
         let result = {
-            let attempt = tokio::time::timeout(timings.renew_deadline, elector.try_acquire_or_renew());
+            let attempt =
+                tokio::time::timeout(timings.renew_deadline, elector.try_acquire_or_renew());
             tokio::pin!(attempt);
             loop {
                 tokio::select! {
@@ -208,7 +242,12 @@ pub async fn run(
                 }
             }
         };
-        let result = result.unwrap_or_else(|_| Err(Error::Timeout { lease: elector.lease(), timeout: timings.renew_deadline }));
+        let result = result.unwrap_or_else(|_| {
+            Err(Error::Timeout {
+                lease: elector.lease(),
+                timeout: timings.renew_deadline,
+            })
+        });
         elector.record(result);
         let next_try = tokio::time::sleep(timings.retry_period);
         tokio::pin!(next_try);
@@ -231,9 +270,15 @@ fn now() -> MicroTime {
 /// Whether a lease held by someone else may be taken: its holder did not renew it within
 /// its duration.
 fn expired(spec: &LeaseSpec, now: Timestamp, default_seconds: i32) -> bool {
-    let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else { return true };
+    let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
+        return true;
+    };
     let seconds = i64::from(spec.lease_duration_seconds.unwrap_or(default_seconds));
-    renewed.0.as_millisecond().saturating_add(seconds.saturating_mul(1000)) <= now.as_millisecond()
+    renewed
+        .0
+        .as_millisecond()
+        .saturating_add(seconds.saturating_mul(1000))
+        <= now.as_millisecond()
 }
 
 impl Elector {
@@ -242,20 +287,29 @@ impl Elector {
     }
 
     fn write_error(&self, source: kube::Error) -> Error {
-        Error::Write { lease: self.lease(), source }
+        Error::Write {
+            lease: self.lease(),
+            source,
+        }
     }
 
     /// One round of client-go's algorithm: read the Lease; create it if absent; renew it if
     /// ours; take it over if its holder let it expire; write with the resourceVersion read.
     async fn try_acquire_or_renew(&self) -> Result<Outcome, Error> {
         let name = &self.candidate.lease_name;
-        let current = self.api.get_opt(name).await.map_err(|source| Error::Read { lease: self.lease(), source })?;
+        let current = self.api.get_opt(name).await.map_err(|source| Error::Read {
+            lease: self.lease(),
+            source,
+        })?;
         let duration_seconds = self.candidate.timings.lease_duration_seconds()?;
         let identity = &self.candidate.identity;
         let Some(current) = current else {
             let renewed = Instant::now();
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(name.clone()), ..ObjectMeta::default() },
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    ..ObjectMeta::default()
+                },
                 spec: Some(LeaseSpec {
                     holder_identity: Some(identity.clone()),
                     lease_duration_seconds: Some(duration_seconds),
@@ -286,12 +340,23 @@ impl Elector {
         let next = LeaseSpec {
             holder_identity: Some(identity.clone()),
             lease_duration_seconds: Some(duration_seconds),
-            acquire_time: if ours { spec.acquire_time.clone().or_else(|| Some(now())) } else { Some(now()) },
+            acquire_time: if ours {
+                spec.acquire_time.clone().or_else(|| Some(now()))
+            } else {
+                Some(now())
+            },
             renew_time: Some(now()),
-            lease_transitions: Some(if ours { transitions } else { transitions.saturating_add(1) }),
+            lease_transitions: Some(if ours {
+                transitions
+            } else {
+                transitions.saturating_add(1)
+            }),
             ..spec
         };
-        let lease = Lease { metadata: current.metadata, spec: Some(next) };
+        let lease = Lease {
+            metadata: current.metadata,
+            spec: Some(next),
+        };
         match self.api.replace(name, &PostParams::default(), &lease).await {
             Ok(_) => Ok(Outcome::Held(renewed)),
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(Outcome::Conflict),
@@ -312,15 +377,22 @@ impl Elector {
                         if deadline <= Instant::now() {
                             // The answer came too late to act on: whoever reads the Lease may
                             // already consider it ours, but we do not write on it.
-                            tracing::warn!("Lease {lease}: renewed, but the answer came after the renew deadline");
+                            tracing::warn!(
+                                "Lease {lease}: renewed, but the answer came after the renew deadline"
+                            );
                         } else if self.leadership.renewed(deadline) {
-                            tracing::info!("Lease {lease}: {} is now the leader", self.candidate.identity);
+                            tracing::info!(
+                                "Lease {lease}: {} is now the leader",
+                                self.candidate.identity
+                            );
                         }
                         self.observed_holder = Some(self.candidate.identity.clone());
                     }
                     Outcome::HeldBy(holder) => {
                         if self.leadership.step_down() {
-                            tracing::warn!("Lease {lease}: leadership lost to {holder}; no more writes from this replica");
+                            tracing::warn!(
+                                "Lease {lease}: leadership lost to {holder}; no more writes from this replica"
+                            );
                         }
                         if self.observed_holder.as_ref() != Some(&holder) {
                             tracing::info!("Lease {lease}: the leader is {holder}");
@@ -335,7 +407,10 @@ impl Elector {
             }
             Err(e) => {
                 if !std::mem::replace(&mut self.failing, true) {
-                    tracing::warn!("{e}; retrying every {:?}", self.candidate.timings.retry_period);
+                    tracing::warn!(
+                        "{e}; retrying every {:?}",
+                        self.candidate.timings.retry_period
+                    );
                 } else {
                     tracing::debug!("{e}");
                 }
@@ -359,23 +434,35 @@ impl Elector {
     async fn release(&self) {
         let was_leader = self.leadership.step_down();
         // A leader whose renew deadline lapsed may still be the holder on the server.
-        if !was_leader && self.observed_holder.as_deref() != Some(self.candidate.identity.as_str()) {
+        if !was_leader && self.observed_holder.as_deref() != Some(self.candidate.identity.as_str())
+        {
             return;
         }
         let lease = self.lease();
         let timeout = self.candidate.timings.renew_deadline;
         match tokio::time::timeout(timeout, self.try_release()).await {
-            Ok(Ok(true)) => tracing::info!("Lease {lease}: released by {}", self.candidate.identity),
-            Ok(Ok(false)) => tracing::info!("Lease {lease}: already held by another replica; nothing to release"),
+            Ok(Ok(true)) => {
+                tracing::info!("Lease {lease}: released by {}", self.candidate.identity)
+            }
+            Ok(Ok(false)) => {
+                tracing::info!("Lease {lease}: already held by another replica; nothing to release")
+            }
             Ok(Err(e)) => tracing::warn!("{e}; the lease expires on its own"),
-            Err(_) => tracing::warn!("Lease {lease}: releasing took longer than {timeout:?}; the lease expires on its own"),
+            Err(_) => tracing::warn!(
+                "Lease {lease}: releasing took longer than {timeout:?}; the lease expires on its own"
+            ),
         }
     }
 
     async fn try_release(&self) -> Result<bool, Error> {
         let name = &self.candidate.lease_name;
-        let current = self.api.get_opt(name).await.map_err(|source| Error::Read { lease: self.lease(), source })?;
-        let Some(current) = current else { return Ok(false) };
+        let current = self.api.get_opt(name).await.map_err(|source| Error::Read {
+            lease: self.lease(),
+            source,
+        })?;
+        let Some(current) = current else {
+            return Ok(false);
+        };
         let spec = current.spec.clone().unwrap_or_default();
         if spec.holder_identity.as_deref() != Some(self.candidate.identity.as_str()) {
             return Ok(false);
@@ -387,8 +474,14 @@ impl Elector {
             renew_time: Some(now()),
             ..spec
         };
-        let lease = Lease { metadata: current.metadata, spec: Some(released) };
-        self.api.replace(name, &PostParams::default(), &lease).await.map_err(|e| self.write_error(e))?;
+        let lease = Lease {
+            metadata: current.metadata,
+            spec: Some(released),
+        };
+        self.api
+            .replace(name, &PostParams::default(), &lease)
+            .await
+            .map_err(|e| self.write_error(e))?;
         Ok(true)
     }
 }
@@ -435,7 +528,14 @@ mod tests {
         assert!(!expired(&spec, at(1_009), 30));
         assert!(expired(&spec, at(1_010), 30));
         // A holder that never recorded a renew time cannot hold the lease.
-        assert!(expired(&LeaseSpec { renew_time: None, ..spec }, at(0), 30));
+        assert!(expired(
+            &LeaseSpec {
+                renew_time: None,
+                ..spec
+            },
+            at(0),
+            30
+        ));
     }
 
     #[tokio::test(start_paused = true)]
@@ -445,12 +545,18 @@ mod tests {
         assert!(!leadership.is_leader());
         assert!(leadership.renewed(Instant::now() + Duration::from_millis(500)));
         assert!(leadership.is_leader() && *changes.borrow_and_update());
-        assert!(!leadership.renewed(Instant::now() + Duration::from_millis(500)), "a renew is not a new term");
+        assert!(
+            !leadership.renewed(Instant::now() + Duration::from_millis(500)),
+            "a renew is not a new term"
+        );
         tokio::time::advance(Duration::from_millis(499)).await;
         assert!(leadership.is_leader());
         tokio::time::advance(Duration::from_millis(1)).await;
         assert!(!leadership.is_leader());
-        assert!(leadership.step_down(), "the published state turns false when the task notices");
+        assert!(
+            leadership.step_down(),
+            "the published state turns false when the task notices"
+        );
         assert!(!*changes.borrow_and_update());
     }
 }

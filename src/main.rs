@@ -10,14 +10,18 @@ use clap::{Parser, Subcommand};
 
 use pilotfish::config::istio::Duration;
 use pilotfish::model::{MeshConfig, Proxy};
-use pilotfish::serve::{CaOptions, ConfigSource, Listeners, ServeOptions};
 use pilotfish::operator::OperatorOptions;
-use pilotfish::source::kubernetes::KubeOptions;
+use pilotfish::serve::{CaOptions, ConfigSource, Listeners, ServeOptions};
 use pilotfish::source::Directory;
+use pilotfish::source::kubernetes::KubeOptions;
 use pilotfish::xds;
 
 #[derive(Parser)]
-#[command(name = "pilotfish", version, about = "An Envoy xDS control plane that serves Istio's APIs")]
+#[command(
+    name = "pilotfish",
+    version,
+    about = "An Envoy xDS control plane that serves Istio's APIs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -209,7 +213,10 @@ fn proxy_status(xds_address: &str, output: StatusOutput) -> Result<ExitCode> {
         StatusOutput::Table => print!("{}", table::render(&table::rows(&response, xds_address))),
         StatusOutput::Json => {
             let bytes = prost::Message::encode_to_vec(&response);
-            let json = pilotfish::debug::json::message_to_json("envoy.service.status.v3.ClientStatusResponse", &bytes)?;
+            let json = pilotfish::debug::json::message_to_json(
+                "envoy.service.status.v3.ClientStatusResponse",
+                &bytes,
+            )?;
             println!("{}", serde_json::to_string_pretty(&json)?);
         }
     }
@@ -242,13 +249,29 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Serve { config_dir, kubeconfig, xds_address, secure_xds_address, http_address, webhook_address, namespace, pod_name, debounce, mesh, ca } => {
+        Command::Serve {
+            config_dir,
+            kubeconfig,
+            xds_address,
+            secure_xds_address,
+            http_address,
+            webhook_address,
+            namespace,
+            pod_name,
+            debounce,
+            mesh,
+            ca,
+        } => {
             let ca = CaOptions {
                 cacerts_dir: ca.cacerts_dir,
                 root_dir: ca.ca_dir,
                 workload_ttl: ca.workload_cert_ttl.as_std(),
                 max_workload_ttl: ca.max_workload_cert_ttl.as_std(),
-                dns_names: pilotfish::security::tls_port::dns_names("istiod", &namespace, &mesh.domain_suffix),
+                dns_names: pilotfish::security::tls_port::dns_names(
+                    "istiod",
+                    &namespace,
+                    &mesh.domain_suffix,
+                ),
             };
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
             runtime.block_on(async {
@@ -256,7 +279,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     Some(dir) => ConfigSource::Directory(dir),
                     None => ConfigSource::Kubernetes {
                         client: kube_client(kubeconfig.as_deref()).await?,
-                        options: KubeOptions { mesh_namespace: mesh.root_namespace.clone(), ..KubeOptions::default() },
+                        options: KubeOptions {
+                            mesh_namespace: mesh.root_namespace.clone(),
+                            ..KubeOptions::default()
+                        },
                         operator: OperatorOptions {
                             namespace,
                             identity: pod_name.unwrap_or_else(host_name),
@@ -266,38 +292,80 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         },
                     },
                 };
-                let options = ServeOptions { source, debounce: debounce.as_std(), mesh: mesh.mesh(), ca };
-                let addresses = Addresses { xds: xds_address, secure_xds: secure_xds_address, http: http_address, webhook: webhook_address };
+                let options = ServeOptions {
+                    source,
+                    debounce: debounce.as_std(),
+                    mesh: mesh.mesh(),
+                    ca,
+                };
+                let addresses = Addresses {
+                    xds: xds_address,
+                    secure_xds: secure_xds_address,
+                    http: http_address,
+                    webhook: webhook_address,
+                };
                 serve(options, addresses).await
             })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { paths } => validate(&paths),
-        Command::ProxyStatus { xds_address, output } => proxy_status(&xds_address, output),
-        Command::Render { config_dir, node_id, labels, service_account, mesh } => {
+        Command::ProxyStatus {
+            xds_address,
+            output,
+        } => proxy_status(&xds_address, output),
+        Command::Render {
+            config_dir,
+            node_id,
+            labels,
+            service_account,
+            mesh,
+        } => {
             let mut proxy = Proxy::from_id(&node_id)?.with_labels(labels);
             if let Some(account) = service_account {
-                proxy.identity = Some(pilotfish::ca::SpiffeId::new(&mesh.trust_domain, &proxy.namespace, account)?);
+                proxy.identity = Some(pilotfish::ca::SpiffeId::new(
+                    &mesh.trust_domain,
+                    &proxy.namespace,
+                    account,
+                )?);
             }
-            let (dump, diagnostics) = pilotfish::render::render_dir(&config_dir, &proxy, &mesh.mesh())?;
+            let (dump, diagnostics) =
+                pilotfish::render::render_dir(&config_dir, &proxy, &mesh.mesh())?;
             for d in &diagnostics {
                 eprintln!("{d}");
             }
             println!("{}", serde_json::to_string_pretty(&dump)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bootstrap { node_id, xds_address, labels, namespace, cluster, admin_port, xds_root_cert, xds_server_name, xds_client_cert_dir, xds_token_file } => {
-            let mut options = pilotfish::bootstrap::BootstrapOptions::for_node(&node_id, &xds_address);
+        Command::Bootstrap {
+            node_id,
+            xds_address,
+            labels,
+            namespace,
+            cluster,
+            admin_port,
+            xds_root_cert,
+            xds_server_name,
+            xds_client_cert_dir,
+            xds_token_file,
+        } => {
+            let mut options =
+                pilotfish::bootstrap::BootstrapOptions::for_node(&node_id, &xds_address);
             if let Some(root_cert) = xds_root_cert {
                 let token = match xds_token_file {
-                    Some(path) => Some(std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?.trim().to_string()),
+                    Some(path) => Some(
+                        std::fs::read_to_string(&path)
+                            .with_context(|| format!("reading {}", path.display()))?
+                            .trim()
+                            .to_string(),
+                    ),
                     None => None,
                 };
                 let file = |dir: &std::path::Path, name: &str| dir.join(name).display().to_string();
                 options.tls = Some(pilotfish::bootstrap::XdsTls {
                     root_cert,
                     server_name: xds_server_name,
-                    client_cert: xds_client_cert_dir.map(|d| (file(&d, "cert-chain.pem"), file(&d, "key.pem"))),
+                    client_cert: xds_client_cert_dir
+                        .map(|d| (file(&d, "cert-chain.pem"), file(&d, "key.pem"))),
                     token,
                 });
             }
@@ -309,14 +377,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&bootstrap)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Ca(CaCommand::Issue { ca_dir, namespace, service_account, trust_domain, ttl, out }) => {
-            ca_issue(&ca_dir, &namespace, &service_account, &trust_domain, ttl.as_std(), &out)?;
+        Command::Ca(CaCommand::Issue {
+            ca_dir,
+            namespace,
+            service_account,
+            trust_domain,
+            ttl,
+            out,
+        }) => {
+            ca_issue(
+                &ca_dir,
+                &namespace,
+                &service_account,
+                &trust_domain,
+                ttl.as_std(),
+                &out,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Crds { out } => {
             let crds = pilotfish::crd::generate()?;
             match out {
-                Some(dir) => pilotfish::crd::write_dir(&dir, &crds)?.iter().for_each(|p| eprintln!("wrote {}", p.display())),
+                Some(dir) => pilotfish::crd::write_dir(&dir, &crds)?
+                    .iter()
+                    .for_each(|p| eprintln!("wrote {}", p.display())),
                 None => print!("{}", pilotfish::crd::to_multi_document(&crds)?),
             }
             Ok(ExitCode::SUCCESS)
@@ -331,7 +415,9 @@ fn validate(paths: &[PathBuf]) -> Result<ExitCode> {
         let diagnostics = if path.is_dir() {
             // A directory is a whole config: check references between its objects too.
             let (snapshot, mut diagnostics) = pilotfish::source::watch::read_once(path)?;
-            diagnostics.extend(pilotfish::index::Index::build(&snapshot, &MeshConfig::default()).diagnostics);
+            diagnostics.extend(
+                pilotfish::index::Index::build(&snapshot, &MeshConfig::default()).diagnostics,
+            );
             diagnostics
         } else if pilotfish::source::directory::is_manifest(path) {
             let mut dir = Directory::new(path.parent().unwrap_or(path));
@@ -348,7 +434,11 @@ fn validate(paths: &[PathBuf]) -> Result<ExitCode> {
         warnings += diagnostics.len() - e;
     }
     println!("{errors} error(s), {warnings} warning(s)");
-    Ok(if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 struct Addresses {
@@ -359,25 +449,46 @@ struct Addresses {
 }
 
 async fn serve(options: ServeOptions, addresses: Addresses) -> Result<()> {
-    let bind = |address: SocketAddr, what: &str| listen(address).with_context(|| format!("binding the {what} address {address}"));
+    let bind = |address: SocketAddr, what: &str| {
+        listen(address).with_context(|| format!("binding the {what} address {address}"))
+    };
     let listeners = Listeners {
         xds: bind(addresses.xds, "xDS")?,
-        secure_xds: addresses.secure_xds.map(|a| bind(a, "TLS xDS")).transpose()?,
+        secure_xds: addresses
+            .secure_xds
+            .map(|a| bind(a, "TLS xDS"))
+            .transpose()?,
         status: addresses.http.map(|a| bind(a, "HTTP")).transpose()?,
         webhook: addresses.webhook.map(|a| bind(a, "webhook")).transpose()?,
     };
-    pilotfish::serve::serve(options, listeners, xds::Connections::new(), shutdown_signal()).await?;
+    pilotfish::serve::serve(
+        options,
+        listeners,
+        xds::Connections::new(),
+        shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }
 
 /// A workload certificate and key from the file-mode CA, for a proxy's client certificate.
-fn ca_issue(ca_dir: &std::path::Path, namespace: &str, account: &str, trust_domain: &str, ttl: std::time::Duration, out: &std::path::Path) -> Result<()> {
+fn ca_issue(
+    ca_dir: &std::path::Path,
+    namespace: &str,
+    account: &str,
+    trust_domain: &str,
+    ttl: std::time::Duration,
+    out: &std::path::Path,
+) -> Result<()> {
     let authority = pilotfish::ca::file::load_or_create(ca_dir, trust_domain)?;
     let id = pilotfish::ca::SpiffeId::new(trust_domain, namespace, account)?;
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let cert = authority.sign_workload_key(&key, &id, ttl)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let write = |name: &str, contents: &str| std::fs::write(out.join(name), contents).with_context(|| format!("writing {}", out.join(name).display()));
+    let write = |name: &str, contents: &str| {
+        std::fs::write(out.join(name), contents)
+            .with_context(|| format!("writing {}", out.join(name).display()))
+    };
     write("cert-chain.pem", &cert.cert_chain.concat())?;
     write("root-cert.pem", authority.root_pem())?;
     // The key is written readable by its owner only; Envoy reads it as the same user.
@@ -385,7 +496,13 @@ fn ca_issue(ca_dir: &std::path::Path, namespace: &str, account: &str, trust_doma
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&key_path).with_context(|| format!("writing {}", key_path.display()))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&key_path)
+            .with_context(|| format!("writing {}", key_path.display()))?;
         f.write_all(key.serialize_pem().as_bytes())?;
     }
     eprintln!("issued {id} into {}", out.display());
@@ -394,7 +511,9 @@ fn ca_issue(ca_dir: &std::path::Path, namespace: &str, account: &str, trust_doma
 
 /// The host name, the election identity outside a pod (inside one, POD_NAME is set).
 fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "pilotfish".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "pilotfish".into())
 }
 
 /// A client for `--kubeconfig`, else in-cluster config, else `KUBECONFIG`/`~/.kube/config`.
@@ -430,10 +549,11 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return ctrl_c.await.unwrap_or(()),
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

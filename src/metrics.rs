@@ -30,11 +30,22 @@ const TIME_BUCKETS: [f64; 8] = [0.01, 0.1, 1.0, 3.0, 5.0, 10.0, 20.0, 30.0];
 const CONVERGENCE_BUCKETS: [f64; 8] = [0.1, 0.5, 1.0, 3.0, 5.0, 10.0, 20.0, 30.0];
 const PUSH_CONTEXT_BUCKETS: [f64; 6] = [0.01, 0.1, 0.5, 1.0, 3.0, 5.0];
 /// 10K, 1M, 4M (gRPC's default limit), 10M, 40M.
-const SIZE_BUCKETS: [f64; 6] = [1.0, 10_000.0, 1_000_000.0, 4_000_000.0, 10_000_000.0, 40_000_000.0];
+const SIZE_BUCKETS: [f64; 6] = [
+    1.0,
+    10_000.0,
+    1_000_000.0,
+    4_000_000.0,
+    10_000_000.0,
+    40_000_000.0,
+];
 
 /// Counters registered as [`Count`]; their `# TYPE` line is rewritten to `counter`.
-const COUNTERS: [&str; 4] =
-    ["pilot_xds_pushes", "pilot_total_xds_rejects", "citadel_server_csr_count", "citadel_server_success_cert_issuance_count"];
+const COUNTERS: [&str; 4] = [
+    "pilot_xds_pushes",
+    "pilot_total_xds_rejects",
+    "citadel_server_csr_count",
+    "citadel_server_success_cert_issuance_count",
+];
 
 type TypeLabel = [(&'static str, &'static str); 1];
 type VersionLabel = [(&'static str, String); 1];
@@ -95,11 +106,19 @@ impl AtomicHistogram {
 
     pub fn observe(&self, value: f64) {
         let h = &self.0;
-        let i = h.bounds.iter().position(|&b| value <= b).unwrap_or(h.bounds.len());
+        let i = h
+            .bounds
+            .iter()
+            .position(|&b| value <= b)
+            .unwrap_or(h.bounds.len());
         h.buckets[i].fetch_add(1, Ordering::Relaxed);
         h.count.fetch_add(1, Ordering::Relaxed);
         // `fetch_update` only fails when the closure returns `None`, which it never does.
-        let _ = h.sum.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| Some((f64::from_bits(bits) + value).to_bits()));
+        let _ = h
+            .sum
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + value).to_bits())
+            });
     }
 
     pub fn count(&self) -> u64 {
@@ -119,7 +138,9 @@ impl EncodeMetric for AtomicHistogram {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
         let h = &self.0;
         let bounds = h.bounds.iter().copied().chain([f64::INFINITY]);
-        let buckets: Vec<(f64, u64)> = bounds.zip(h.buckets.iter().map(|b| b.load(Ordering::Relaxed))).collect();
+        let buckets: Vec<(f64, u64)> = bounds
+            .zip(h.buckets.iter().map(|b| b.load(Ordering::Relaxed)))
+            .collect();
         // Bucket counts are read one by one; `count` is their sum so the exposition agrees.
         let count = buckets.iter().map(|(_, n)| n).sum();
         encoder.encode_histogram::<NoLabelSet>(self.sum(), count, &buckets, None)
@@ -172,12 +193,27 @@ impl Metrics {
     fn new() -> Metrics {
         let mut registry = Registry::default();
         let xds_clients = Family::<VersionLabel, Gauge>::default();
-        registry.register("pilot_xds", "Number of endpoints connected to this pilot using XDS.", xds_clients.clone());
+        registry.register(
+            "pilot_xds",
+            "Number of endpoints connected to this pilot using XDS.",
+            xds_clients.clone(),
+        );
         let pushes = Family::<TypeLabel, Count>::default();
-        registry.register("pilot_xds_pushes", "Pilot build and send errors for lds, rds, cds and eds.", pushes.clone());
+        registry.register(
+            "pilot_xds_pushes",
+            "Pilot build and send errors for lds, rds, cds and eds.",
+            pushes.clone(),
+        );
         let rejects = Family::<TypeLabel, Count>::default();
-        registry.register("pilot_total_xds_rejects", "Total number of XDS responses from pilot rejected by proxy.", rejects.clone());
-        let sizes = Family::<TypeLabel, AtomicHistogram, fn() -> AtomicHistogram>::new_with_constructor(|| AtomicHistogram::new(&SIZE_BUCKETS));
+        registry.register(
+            "pilot_total_xds_rejects",
+            "Total number of XDS responses from pilot rejected by proxy.",
+            rejects.clone(),
+        );
+        let sizes =
+            Family::<TypeLabel, AtomicHistogram, fn() -> AtomicHistogram>::new_with_constructor(
+                || AtomicHistogram::new(&SIZE_BUCKETS),
+            );
         registry.register_with_unit(
             "pilot_xds_config_size",
             "Distribution of configuration sizes pushed to clients",
@@ -193,9 +229,17 @@ impl Metrics {
             }
         });
         let push_time = AtomicHistogram::new(&TIME_BUCKETS);
-        registry.register("pilot_xds_push_time", "Total time in seconds Pilot takes to push lds, rds, cds and eds.", push_time.clone());
+        registry.register(
+            "pilot_xds_push_time",
+            "Total time in seconds Pilot takes to push lds, rds, cds and eds.",
+            push_time.clone(),
+        );
         let push_context_init = AtomicHistogram::new(&PUSH_CONTEXT_BUCKETS);
-        registry.register("pilot_pushcontext_init_seconds", "Total time in seconds Pilot takes to init pushContext.", push_context_init.clone());
+        registry.register(
+            "pilot_pushcontext_init_seconds",
+            "Total time in seconds Pilot takes to init pushContext.",
+            push_context_init.clone(),
+        );
         let convergence = AtomicHistogram::new(&CONVERGENCE_BUCKETS);
         registry.register(
             "pilot_proxy_convergence_time",
@@ -203,18 +247,41 @@ impl Metrics {
             convergence.clone(),
         );
         let services = Gauge::default();
-        registry.register("pilot_services", "Total services known to pilot.", services.clone());
+        registry.register(
+            "pilot_services",
+            "Total services known to pilot.",
+            services.clone(),
+        );
         let virtual_services = Gauge::default();
-        registry.register("pilot_virt_services", "Total virtual services known to pilot.", virtual_services.clone());
+        registry.register(
+            "pilot_virt_services",
+            "Total virtual services known to pilot.",
+            virtual_services.clone(),
+        );
         let csr = Count::default();
-        registry.register("citadel_server_csr_count", "The number of CSRs received by Citadel server.", csr.clone());
+        registry.register(
+            "citadel_server_csr_count",
+            "The number of CSRs received by Citadel server.",
+            csr.clone(),
+        );
         let cert_issued = Count::default();
         registry.register(
             "citadel_server_success_cert_issuance_count",
             "The number of certificates issuances that have succeeded.",
             cert_issued.clone(),
         );
-        Metrics { registry, xds_clients, types, push_time, push_context_init, convergence, services, virtual_services, csr, cert_issued }
+        Metrics {
+            registry,
+            xds_clients,
+            types,
+            push_time,
+            push_context_init,
+            convergence,
+            services,
+            virtual_services,
+            csr,
+            cert_issued,
+        }
     }
 
     /// The metrics of one xDS type: an index into `types`, built in `TypeUrl::ALL` order.
@@ -231,20 +298,26 @@ impl Metrics {
 
     /// A proxy of `istio_version` (its `ISTIO_VERSION` metadata) connected (`+1`) or left (`-1`).
     pub fn xds_clients_add(&self, istio_version: &str, delta: i64) {
-        self.xds_clients.get_or_create(&[("version", istio_version.to_string())]).inc_by(delta);
+        self.xds_clients
+            .get_or_create(&[("version", istio_version.to_string())])
+            .inc_by(delta);
     }
 
     /// Connected proxies of `istio_version`.
     pub fn xds_clients(&self, istio_version: &str) -> i64 {
-        self.xds_clients.get_or_create(&[("version", istio_version.to_string())]).get()
+        self.xds_clients
+            .get_or_create(&[("version", istio_version.to_string())])
+            .get()
     }
 
     /// A push context was built in `elapsed`, with these counts from its index.
     pub fn pushed(&self, elapsed: Duration, services: usize, virtual_services: usize) {
         self.push_time.observe(elapsed.as_secs_f64());
         self.push_context_init.observe(elapsed.as_secs_f64());
-        self.services.set(i64::try_from(services).unwrap_or(i64::MAX));
-        self.virtual_services.set(i64::try_from(virtual_services).unwrap_or(i64::MAX));
+        self.services
+            .set(i64::try_from(services).unwrap_or(i64::MAX));
+        self.virtual_services
+            .set(i64::try_from(virtual_services).unwrap_or(i64::MAX));
     }
 
     /// Everything, in the Prometheus text format (0.0.4) istiod serves.
@@ -252,7 +325,11 @@ impl Metrics {
         let mut text = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)?;
         for name in COUNTERS {
-            text = text.replacen(&format!("# TYPE {name} untyped\n"), &format!("# TYPE {name} counter\n"), 1);
+            text = text.replacen(
+                &format!("# TYPE {name} untyped\n"),
+                &format!("# TYPE {name} counter\n"),
+                1,
+            );
         }
         Ok(text)
     }
@@ -283,14 +360,23 @@ mod tests {
             "+Inf" => f64::INFINITY,
             v => v.parse().unwrap(),
         };
-        let Some((name, labels)) = series.split_once('{') else { return (series.to_string(), vec![], value) };
+        let Some((name, labels)) = series.split_once('{') else {
+            return (series.to_string(), vec![], value);
+        };
         let labels = labels.strip_suffix('}').unwrap();
         let labels = labels
             .split(',')
             .filter(|l| !l.is_empty())
             .map(|l| {
                 let (k, v) = l.split_once('=').unwrap();
-                (k.to_string(), v.strip_prefix('"').unwrap().strip_suffix('"').unwrap().to_string())
+                (
+                    k.to_string(),
+                    v.strip_prefix('"')
+                        .unwrap()
+                        .strip_suffix('"')
+                        .unwrap()
+                        .to_string(),
+                )
             })
             .collect();
         (name.to_string(), labels, value)
@@ -311,7 +397,9 @@ mod tests {
                 let sample = parse_sample(line);
                 let (name, ty) = family.as_ref().unwrap();
                 let ok = match ty.as_str() {
-                    "histogram" => ["_bucket", "_sum", "_count"].iter().any(|s| sample.0 == format!("{name}{s}")),
+                    "histogram" => ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|s| sample.0 == format!("{name}{s}")),
                     _ => &sample.0 == name,
                 };
                 assert!(ok, "sample {line} outside family {name} ({ty})");
@@ -324,7 +412,12 @@ mod tests {
     fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         samples
             .iter()
-            .find(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v)))
+            .find(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+            })
             .map(|s| s.2)
     }
 
@@ -340,25 +433,83 @@ mod tests {
         m.csr.inc();
         let text = m.encode().unwrap();
         assert!(text.contains("# TYPE pilot_xds_pushes counter\n"), "{text}");
-        assert!(text.contains("# TYPE pilot_xds_config_size_bytes histogram\n"), "{text}");
+        assert!(
+            text.contains("# TYPE pilot_xds_config_size_bytes histogram\n"),
+            "{text}"
+        );
         let samples = parse(&text);
-        assert_eq!(value(&samples, "pilot_xds_pushes", &[("type", "lds")]), Some(1.0));
-        assert_eq!(value(&samples, "pilot_xds_pushes", &[("type", "cds")]), Some(0.0));
-        assert_eq!(value(&samples, "pilot_total_xds_rejects", &[("type", "cds")]), Some(1.0));
-        assert_eq!(value(&samples, "pilot_xds", &[("version", "1.28.0")]), Some(1.0));
+        assert_eq!(
+            value(&samples, "pilot_xds_pushes", &[("type", "lds")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&samples, "pilot_xds_pushes", &[("type", "cds")]),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(&samples, "pilot_total_xds_rejects", &[("type", "cds")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&samples, "pilot_xds", &[("version", "1.28.0")]),
+            Some(1.0)
+        );
         assert_eq!(value(&samples, "pilot_services", &[]), Some(7.0));
         assert_eq!(value(&samples, "pilot_virt_services", &[]), Some(3.0));
         assert_eq!(value(&samples, "citadel_server_csr_count", &[]), Some(1.0));
-        assert_eq!(value(&samples, "citadel_server_success_cert_issuance_count", &[]), Some(0.0));
+        assert_eq!(
+            value(&samples, "citadel_server_success_cert_issuance_count", &[]),
+            Some(0.0)
+        );
         // 20 kB falls above the 10K bucket and within 1M; buckets are cumulative.
-        assert_eq!(value(&samples, "pilot_xds_config_size_bytes_bucket", &[("type", "lds"), ("le", "10000")]), Some(0.0));
-        assert_eq!(value(&samples, "pilot_xds_config_size_bytes_bucket", &[("type", "lds"), ("le", "1e+06")]), Some(1.0));
-        assert_eq!(value(&samples, "pilot_xds_config_size_bytes_count", &[("type", "lds")]), Some(1.0));
-        assert_eq!(value(&samples, "pilot_xds_push_time_bucket", &[("le", "0.1")]), Some(1.0));
-        assert_eq!(value(&samples, "pilot_xds_push_time_bucket", &[("le", "0.01")]), Some(0.0));
-        assert_eq!(value(&samples, "pilot_proxy_convergence_time_bucket", &[("le", "+Inf")]), Some(1.0));
-        assert!(value(&samples, "pilot_proxy_convergence_time_sum", &[]).is_some_and(|s| (s - 0.2).abs() < 1e-9));
-        assert!(!text.contains("_total ") && !text.contains("_total{"), "istiod's counters have no _total suffix: {text}");
+        assert_eq!(
+            value(
+                &samples,
+                "pilot_xds_config_size_bytes_bucket",
+                &[("type", "lds"), ("le", "10000")]
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(
+                &samples,
+                "pilot_xds_config_size_bytes_bucket",
+                &[("type", "lds"), ("le", "1e+06")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &samples,
+                "pilot_xds_config_size_bytes_count",
+                &[("type", "lds")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&samples, "pilot_xds_push_time_bucket", &[("le", "0.1")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&samples, "pilot_xds_push_time_bucket", &[("le", "0.01")]),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(
+                &samples,
+                "pilot_proxy_convergence_time_bucket",
+                &[("le", "+Inf")]
+            ),
+            Some(1.0)
+        );
+        assert!(
+            value(&samples, "pilot_proxy_convergence_time_sum", &[])
+                .is_some_and(|s| (s - 0.2).abs() < 1e-9)
+        );
+        assert!(
+            !text.contains("_total ") && !text.contains("_total{"),
+            "istiod's counters have no _total suffix: {text}"
+        );
     }
 
     #[test]

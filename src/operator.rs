@@ -11,9 +11,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::ca::secret::{self, LoadOptions};
-use crate::ca::{plugged, root_cert, Authority};
-use crate::store::Snapshot;
+use crate::ca::{Authority, plugged, root_cert};
 use crate::leader::{self, Candidate, Leadership, LeaseTimings};
+use crate::store::Snapshot;
 use crate::webhook::{self, ca_bundle};
 
 /// The Lease replicas compete for. pilotfish's own, so it never contends with an istiod that
@@ -72,14 +72,24 @@ impl Operator {
             identity: options.identity.clone(),
             timings: options.lease,
         };
-        let election = leader::run(client.clone(), candidate, leadership.clone(), stopped(stopping.clone()));
+        let election = leader::run(
+            client.clone(),
+            candidate,
+            leadership.clone(),
+            stopped(stopping.clone()),
+        );
         let mut tasks = vec![tokio::spawn(async move {
             if let Err(e) = election.await {
                 tracing::error!("{e}; this replica will never write to the cluster");
             }
         })];
         let (authority_tx, authority) = watch::channel(None);
-        let loading = load_authority(client.clone(), options.clone(), leadership.clone(), authority_tx);
+        let loading = load_authority(
+            client.clone(),
+            options.clone(),
+            leadership.clone(),
+            authority_tx,
+        );
         let stop_loading = stopped(stopping.clone());
         tasks.push(tokio::spawn(async move {
             // A follower waits for the leader's Secret: a drain must not wait for it.
@@ -88,11 +98,28 @@ impl Operator {
                 () = stop_loading => {}
             }
         }));
-        tasks.push(tokio::spawn(distribute_root(client.clone(), authority.clone(), config, leadership.clone(), stopping.clone())));
+        tasks.push(tokio::spawn(distribute_root(
+            client.clone(),
+            authority.clone(),
+            config,
+            leadership.clone(),
+            stopping.clone(),
+        )));
         if let Some(listener) = webhook {
-            tasks.push(tokio::spawn(run_webhook(client, options, listener, leadership.clone(), authority.clone(), stopping)));
+            tasks.push(tokio::spawn(run_webhook(
+                client,
+                options,
+                listener,
+                leadership.clone(),
+                authority.clone(),
+                stopping,
+            )));
         }
-        Operator { leadership, authority, tasks }
+        Operator {
+            leadership,
+            authority,
+            tasks,
+        }
     }
 
     /// The CA once loaded: `cacerts` if the cluster has it, else `istio-ca-secret` (the leader
@@ -102,21 +129,38 @@ impl Operator {
     }
 }
 
-async fn load_authority(client: kube::Client, options: OperatorOptions, leadership: Leadership, loaded: watch::Sender<Option<Arc<Authority>>>) {
-    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(client.clone(), &options.namespace);
+async fn load_authority(
+    client: kube::Client,
+    options: OperatorOptions,
+    leadership: Leadership,
+    loaded: watch::Sender<Option<Arc<Authority>>>,
+) {
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client.clone(), &options.namespace);
     match secrets.get_opt(plugged::SECRET_NAME).await {
         Ok(Some(secret)) => match plugged::from_secret(&secret, &options.namespace) {
             Ok(authority) => {
-                tracing::info!("signing with the plugged-in CA from Secret {}", plugged::SECRET_NAME);
+                tracing::info!(
+                    "signing with the plugged-in CA from Secret {}",
+                    plugged::SECRET_NAME
+                );
                 loaded.send_replace(Some(Arc::new(authority)));
                 return;
             }
             Err(e) => tracing::error!("{e}; falling back to {}", secret::SECRET_NAME),
         },
         Ok(None) => {}
-        Err(e) => tracing::warn!("reading Secret {}: {e}; using {}", plugged::SECRET_NAME, secret::SECRET_NAME),
+        Err(e) => tracing::warn!(
+            "reading Secret {}: {e}; using {}",
+            plugged::SECRET_NAME,
+            secret::SECRET_NAME
+        ),
     }
-    let load = LoadOptions { namespace: options.namespace.clone(), trust_domain: options.trust_domain.clone(), ..LoadOptions::default() };
+    let load = LoadOptions {
+        namespace: options.namespace.clone(),
+        trust_domain: options.trust_domain.clone(),
+        ..LoadOptions::default()
+    };
     match secret::load_or_create(client, &load, move || leadership.is_leader()).await {
         Ok(authority) => {
             loaded.send_replace(Some(Arc::new(authority)));
@@ -166,9 +210,18 @@ async fn distribute_root(
     leadership: Leadership,
     stopping: watch::Receiver<bool>,
 ) {
-    let found = authority.wait_for(Option::is_some).await.ok().and_then(|a| a.clone());
+    let found = authority
+        .wait_for(Option::is_some)
+        .await
+        .ok()
+        .and_then(|a| a.clone());
     let Some(authority) = found else { return };
-    let distributing = root_cert::distribute(client, authority.root_pem().to_string(), config, move || leadership.is_leader());
+    let distributing = root_cert::distribute(
+        client,
+        authority.root_pem().to_string(),
+        config,
+        move || leadership.is_leader(),
+    );
     tokio::select! {
         () = distributing => {}
         () = stopped(stopping) => {}
@@ -185,14 +238,30 @@ async fn run_webhook(
     mut authority: watch::Receiver<Option<Arc<Authority>>>,
     stopping: watch::Receiver<bool>,
 ) {
-    let found = authority.wait_for(Option::is_some).await.ok().and_then(|a| a.clone());
+    let found = authority
+        .wait_for(Option::is_some)
+        .await
+        .ok()
+        .and_then(|a| a.clone());
     let Some(authority) = found else { return };
-    let dns_names = webhook::service_dns_names(&options.service, &options.namespace, &options.domain_suffix);
+    let dns_names =
+        webhook::service_dns_names(&options.service, &options.namespace, &options.domain_suffix);
     let root_pem = authority.root_pem().to_string();
-    let server = tokio::spawn(webhook::server::serve(listener, authority, dns_names, stopped(stopping.clone())));
-    let bundle_options = ca_bundle::Options { service: options.service.clone(), namespace: options.namespace.clone(), ..Default::default() };
+    let server = tokio::spawn(webhook::server::serve(
+        listener,
+        authority,
+        dns_names,
+        stopped(stopping.clone()),
+    ));
+    let bundle_options = ca_bundle::Options {
+        service: options.service.clone(),
+        namespace: options.namespace.clone(),
+        ..Default::default()
+    };
     let is_leader: ca_bundle::IsLeader = Arc::new(move || leadership.is_leader());
-    ca_bundle::CaBundle::new(client, bundle_options, root_pem, is_leader).run(stopped(stopping)).await;
+    ca_bundle::CaBundle::new(client, bundle_options, root_pem, is_leader)
+        .run(stopped(stopping))
+        .await;
     match server.await {
         Ok(Err(e)) => tracing::error!("validating webhook: {e}"),
         Err(e) if e.is_panic() => tracing::error!("validating webhook: {e}"),

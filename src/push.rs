@@ -11,23 +11,32 @@ use std::collections::BTreeMap;
 
 use crate::config::istio::RequestAuthentication;
 use crate::config::{kube, mesh_config};
-use crate::generate::security::jwt;
-use crate::model::jwks::{JwksKeys, JwksSource};
-use crate::source::jwks::Jwks;
 use crate::generate::PushContext;
+use crate::generate::security::jwt;
 use crate::index::Index;
 use crate::model::MeshConfig;
+use crate::model::jwks::{JwksKeys, JwksSource};
+use crate::source::jwks::Jwks;
 use crate::store;
 use crate::xds::Snapshot;
 
 /// Builds the context for a store snapshot, logging cross-object problems that are new. With
 /// the previous context, unchanged resources keep their `Arc`s (see `PushContext::after`).
-pub fn build(snapshot: &store::Snapshot, mesh: &MeshConfig, previous: Option<&Arc<PushContext>>) -> Arc<PushContext> {
+pub fn build(
+    snapshot: &store::Snapshot,
+    mesh: &MeshConfig,
+    previous: Option<&Arc<PushContext>>,
+) -> Arc<PushContext> {
     build_with(snapshot, mesh, previous, None)
 }
 
 /// [`build`] with the JWKS fetched so far (`None`: the previous revision's).
-fn build_with(snapshot: &store::Snapshot, mesh: &MeshConfig, previous: Option<&Arc<PushContext>>, jwks: Option<JwksKeys>) -> Arc<PushContext> {
+fn build_with(
+    snapshot: &store::Snapshot,
+    mesh: &MeshConfig,
+    previous: Option<&Arc<PushContext>>,
+    jwks: Option<JwksKeys>,
+) -> Arc<PushContext> {
     let started = std::time::Instant::now();
     let mesh = effective_mesh(snapshot, mesh);
     let mut index = match previous {
@@ -41,8 +50,9 @@ fn build_with(snapshot: &store::Snapshot, mesh: &MeshConfig, previous: Option<&A
         (None, Some(p)) => p.index().jwks.clone(),
         (None, None) => Arc::default(),
     };
-    let seen: std::collections::HashSet<&crate::diagnostic::Diagnostic> =
-        previous.map(|p| p.index().diagnostics.iter().collect()).unwrap_or_default();
+    let seen: std::collections::HashSet<&crate::diagnostic::Diagnostic> = previous
+        .map(|p| p.index().diagnostics.iter().collect())
+        .unwrap_or_default();
     for d in index.diagnostics.iter().filter(|d| !seen.contains(d)) {
         tracing::warn!("{d}");
     }
@@ -56,8 +66,12 @@ fn build_with(snapshot: &store::Snapshot, mesh: &MeshConfig, previous: Option<&A
 /// `istio` in the root namespace applied, when the store has one. Validation rejects a
 /// ConfigMap whose mesh does not apply, so the store keeps the last one that did.
 pub fn effective_mesh(snapshot: &store::Snapshot, base: &MeshConfig) -> MeshConfig {
-    let Some(entry) = snapshot.get(&mesh_config::config_map_key(&base.root_namespace)) else { return base.clone() };
-    let Some(config_map) = entry.object.spec::<kube::ConfigMap>() else { return base.clone() };
+    let Some(entry) = snapshot.get(&mesh_config::config_map_key(&base.root_namespace)) else {
+        return base.clone();
+    };
+    let Some(config_map) = entry.object.spec::<kube::ConfigMap>() else {
+        return base.clone();
+    };
     mesh_config::from_config_map(&entry.object.meta, config_map, base).unwrap_or_else(|e| {
         tracing::warn!("{e}; using the defaults");
         base.clone()
@@ -75,7 +89,12 @@ pub async fn run(
     jwks: Arc<Jwks>,
 ) {
     let mut keys = jwks.subscribe();
-    let mut pipeline = Pipeline { mesh, publish, jwks, wanted: BTreeMap::new() };
+    let mut pipeline = Pipeline {
+        mesh,
+        publish,
+        jwks,
+        wanted: BTreeMap::new(),
+    };
     pipeline.fetch(&store.borrow().clone());
     loop {
         // Quiet: wait for a change and push it at once.
@@ -109,10 +128,19 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn push(&mut self, store: &mut watch::Receiver<Arc<store::Snapshot>>, previous: &Arc<PushContext>) -> Arc<PushContext> {
+    fn push(
+        &mut self,
+        store: &mut watch::Receiver<Arc<store::Snapshot>>,
+        previous: &Arc<PushContext>,
+    ) -> Arc<PushContext> {
         let snapshot = store.borrow_and_update().clone();
         let started = std::time::Instant::now();
-        let context = build_with(&snapshot, &self.mesh, Some(previous), Some(self.jwks.keys()));
+        let context = build_with(
+            &snapshot,
+            &self.mesh,
+            Some(previous),
+            Some(self.jwks.keys()),
+        );
         tracing::info!(revision = snapshot.revision, objects = snapshot.len(), elapsed = ?started.elapsed(), "config indexed; pushing");
         self.publish.send_replace(context.clone());
         self.fetch(&snapshot);
@@ -122,7 +150,11 @@ impl Pipeline {
     /// Starts fetching the keys of `jwksUri`s that appeared; a fetch that changes keys wakes
     /// [`run`], which pushes them.
     fn fetch(&mut self, snapshot: &store::Snapshot) {
-        let wanted = jwt::jwks_sources(snapshot.typed::<RequestAuthentication>().flat_map(|(_, ra)| &ra.jwt_rules));
+        let wanted = jwt::jwks_sources(
+            snapshot
+                .typed::<RequestAuthentication>()
+                .flat_map(|(_, ra)| &ra.jwt_rules),
+        );
         if wanted == self.wanted {
             return;
         }
@@ -148,13 +180,25 @@ mod tests {
     use crate::store::{Change, Entry, SourceId, Store};
 
     fn namespace(store: &mut Store, name: &str) {
-        let object = Object { meta: Meta { name: name.into(), ..Default::default() }, spec: Spec::Namespace };
-        store.apply(Change::Upsert(Entry { object: Arc::new(object), origin: None, source: SourceId::Files }));
+        let object = Object {
+            meta: Meta {
+                name: name.into(),
+                ..Default::default()
+            },
+            spec: Spec::Namespace,
+        };
+        store.apply(Change::Upsert(Entry {
+            object: Arc::new(object),
+            origin: None,
+            source: SourceId::Files,
+        }));
         store.publish();
     }
 
     /// Records every revision the pipeline publishes, with when (in paused, virtual time).
-    fn record(mut rx: watch::Receiver<Arc<dyn Snapshot>>) -> Arc<std::sync::Mutex<Vec<(u64, Instant)>>> {
+    fn record(
+        mut rx: watch::Receiver<Arc<dyn Snapshot>>,
+    ) -> Arc<std::sync::Mutex<Vec<(u64, Instant)>>> {
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let out = seen.clone();
         tokio::spawn(async move {
@@ -173,7 +217,14 @@ mod tests {
         let initial = build(&store.snapshot(), &mesh, None);
         let (tx, rx) = watch::channel::<Arc<dyn Snapshot>>(initial.clone());
         let seen = record(rx);
-        tokio::spawn(run(store.subscribe(), mesh, Duration::from_millis(100), tx, initial, Arc::new(Jwks::new(Default::default()))));
+        tokio::spawn(run(
+            store.subscribe(),
+            mesh,
+            Duration::from_millis(100),
+            tx,
+            initial,
+            Arc::new(Jwks::new(Default::default())),
+        ));
         tokio::task::yield_now().await;
 
         let start = Instant::now();
@@ -181,7 +232,11 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1)).await;
         {
             let seen = seen.lock().unwrap();
-            assert_eq!(seen.len(), 1, "the first change is pushed without waiting for the window");
+            assert_eq!(
+                seen.len(),
+                1,
+                "the first change is pushed without waiting for the window"
+            );
             assert_eq!(seen[0].0, 1);
             assert!(seen[0].1 - start < Duration::from_millis(1));
         }

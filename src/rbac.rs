@@ -71,7 +71,10 @@ pub fn api_uses() -> Vec<ApiUse> {
             resource: "secrets".into(),
             verbs: &["get"],
             scope: Scope::ControlPlane,
-            names: &[crate::ca::secret::SECRET_NAME, crate::ca::plugged::SECRET_NAME],
+            names: &[
+                crate::ca::secret::SECRET_NAME,
+                crate::ca::plugged::SECRET_NAME,
+            ],
             by: "operator (the plugged-in CA `cacerts`, else the root `istio-ca-secret`)",
         },
         ApiUse {
@@ -137,13 +140,28 @@ mod tests {
 
     #[test]
     fn plurals_are_the_apis() {
-        assert_eq!(resource_name(Kind::Service), core::Service::URL_PATH_SEGMENT);
+        assert_eq!(
+            resource_name(Kind::Service),
+            core::Service::URL_PATH_SEGMENT
+        );
         assert_eq!(resource_name(Kind::Pod), core::Pod::URL_PATH_SEGMENT);
-        assert_eq!(resource_name(Kind::Namespace), core::Namespace::URL_PATH_SEGMENT);
-        assert_eq!(resource_name(Kind::ConfigMap), core::ConfigMap::URL_PATH_SEGMENT);
-        assert_eq!(resource_name(Kind::EndpointSlice), discovery::EndpointSlice::URL_PATH_SEGMENT);
+        assert_eq!(
+            resource_name(Kind::Namespace),
+            core::Namespace::URL_PATH_SEGMENT
+        );
+        assert_eq!(
+            resource_name(Kind::ConfigMap),
+            core::ConfigMap::URL_PATH_SEGMENT
+        );
+        assert_eq!(
+            resource_name(Kind::EndpointSlice),
+            discovery::EndpointSlice::URL_PATH_SEGMENT
+        );
         // Istio's kinds, as pilotfish's CRDs name them.
-        for kind in Kind::ALL.into_iter().filter(|k| k.group_versions().0.ends_with(".istio.io")) {
+        for kind in Kind::ALL
+            .into_iter()
+            .filter(|k| k.group_versions().0.ends_with(".istio.io"))
+        {
             let crd = crate::crd::find(kind).unwrap_or_else(|| panic!("no CRD for {kind}"));
             assert_eq!(resource_name(kind), crd.plural, "{kind}");
         }
@@ -154,7 +172,11 @@ mod tests {
         let uses = api_uses();
         for kind in Kind::ALL {
             let resource = resource_name(kind);
-            assert!(uses.iter().any(|u| u.resource == resource && u.verbs.contains(&"watch")), "{kind}");
+            assert!(
+                uses.iter()
+                    .any(|u| u.resource == resource && u.verbs.contains(&"watch")),
+                "{kind}"
+            );
         }
     }
 }

@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use crate::debug::json::{any_to_json, JsonError};
+use crate::debug::json::{JsonError, any_to_json};
 use crate::diagnostic::Diagnostic;
 use crate::model::{MeshConfig, Proxy};
 use crate::source::watch;
@@ -22,7 +22,11 @@ pub enum RenderError {
 }
 
 /// Reads `dir` and renders the config of `proxy`, with the diagnostics of the directory.
-pub fn render_dir(dir: &Path, proxy: &Proxy, mesh: &MeshConfig) -> Result<(Value, Vec<Diagnostic>), RenderError> {
+pub fn render_dir(
+    dir: &Path,
+    proxy: &Proxy,
+    mesh: &MeshConfig,
+) -> Result<(Value, Vec<Diagnostic>), RenderError> {
     let (snapshot, mut diagnostics) = watch::read_once(dir)?;
     let context = crate::push::build(&snapshot, mesh, None);
     diagnostics.extend(context.index().diagnostics.iter().cloned());
@@ -32,14 +36,20 @@ pub fn render_dir(dir: &Path, proxy: &Proxy, mesh: &MeshConfig) -> Result<(Value
 
 /// The resources as Envoy's admin `/config_dump?include_eds` lays them out.
 pub fn config_dump(resources: &ProxyResources) -> Result<Value, JsonError> {
-    let section = |ty: TypeUrl, dump_type: &str, list: &str, wrap: &dyn Fn(&str, Value) -> Value| -> Result<Value, JsonError> {
+    let section = |ty: TypeUrl,
+                   dump_type: &str,
+                   list: &str,
+                   wrap: &dyn Fn(&str, Value) -> Value|
+     -> Result<Value, JsonError> {
         let map = resources.get(ty);
         let version = version_of(map.values());
         let items = map
             .values()
             .map(|r| Ok(wrap(&version, any_to_json(&r.any)?)))
             .collect::<Result<Vec<_>, JsonError>>()?;
-        Ok(json!({ "@type": format!("type.googleapis.com/envoy.admin.v3.{dump_type}"), list: items }))
+        Ok(
+            json!({ "@type": format!("type.googleapis.com/envoy.admin.v3.{dump_type}"), list: items }),
+        )
     };
     Ok(json!({ "configs": [
         section(TypeUrl::Cluster, "ClustersConfigDump", "dynamic_active_clusters",

@@ -10,14 +10,14 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::ca::{file, plugged, Authority};
+use crate::ca::{Authority, file, plugged};
 use crate::model::MeshConfig;
+use crate::operator::{Operator, OperatorOptions};
+use crate::security::Authenticator;
 use crate::security::tls_port::{self, TlsPort};
 use crate::security::token_review::TokenReviewer;
-use crate::security::Authenticator;
-use crate::operator::{Operator, OperatorOptions};
-use crate::source::kubernetes::{KubeOptions, KubeSource};
 use crate::source::jwks::{Jwks, Settings as JwksSettings};
+use crate::source::kubernetes::{KubeOptions, KubeSource};
 use crate::source::{self, Directory};
 use crate::store::Store;
 use crate::xds::{self, Connections, Snapshot};
@@ -29,7 +29,11 @@ pub enum ConfigSource {
     Directory(PathBuf),
     /// The Kubernetes API; the replica also takes part in leader election and serves the
     /// validating webhook (`operator.rs`).
-    Kubernetes { client: kube::Client, options: KubeOptions, operator: OperatorOptions },
+    Kubernetes {
+        client: kube::Client,
+        options: KubeOptions,
+        operator: OperatorOptions,
+    },
 }
 
 #[derive(Clone)]
@@ -63,7 +67,11 @@ impl Default for CaOptions {
             root_dir: None,
             workload_ttl: crate::ca::DEFAULT_WORKLOAD_CERT_TTL,
             max_workload_ttl: crate::ca::MAX_WORKLOAD_CERT_TTL,
-            dns_names: crate::security::tls_port::dns_names("istiod", "istio-system", "cluster.local"),
+            dns_names: crate::security::tls_port::dns_names(
+                "istiod",
+                "istio-system",
+                "cluster.local",
+            ),
         }
     }
 }
@@ -146,12 +154,16 @@ pub async fn serve(
 
     let store = Arc::new(Mutex::new(Store::new()));
     let tokens = match &options.source {
-        ConfigSource::Kubernetes { client, .. } => Some(Arc::new(TokenReviewer::new(client.clone()))),
+        ConfigSource::Kubernetes { client, .. } => {
+            Some(Arc::new(TokenReviewer::new(client.clone())))
+        }
         ConfigSource::Directory(_) => None,
     };
     // Without a cluster the CA is local and known before anything is served.
     let local_ca = match (&listeners.secure_xds, &options.source) {
-        (Some(_), ConfigSource::Directory(_)) => Some(local_authority(&options.ca, &options.mesh.trust_domain)?),
+        (Some(_), ConfigSource::Directory(_)) => {
+            Some(local_authority(&options.ca, &options.mesh.trust_domain)?)
+        }
         _ => None,
     };
     let stopping = draining_rx.clone();
@@ -172,14 +184,32 @@ pub async fn serve(
     let (snapshot_tx, snapshot_rx) = watch::channel::<Arc<dyn Snapshot>>(context.clone());
     let jwks = Arc::new(Jwks::new(JwksSettings::default()));
     let refresher = jwks.spawn_refresher();
-    let pipeline = tokio::spawn(crate::push::run(store_rx, options.mesh.clone(), options.debounce, snapshot_tx, context, jwks));
+    let pipeline = tokio::spawn(crate::push::run(
+        store_rx,
+        options.mesh.clone(),
+        options.debounce,
+        snapshot_tx,
+        context,
+        jwks,
+    ));
     let secure = listeners.secure_xds.map(|listener| {
         let authority = match local_ca {
             Some(local) => watch::channel(Some(local)).1,
             None => following.authority(),
         };
-        let port = SecurePort { ca: options.ca.clone(), trust_domain: options.mesh.trust_domain.clone(), tokens };
-        tokio::spawn(serve_secure(listener, authority, port, snapshot_rx.clone(), connections.clone(), stopping))
+        let port = SecurePort {
+            ca: options.ca.clone(),
+            trust_domain: options.mesh.trust_domain.clone(),
+            tokens,
+        };
+        tokio::spawn(serve_secure(
+            listener,
+            authority,
+            port,
+            snapshot_rx.clone(),
+            connections.clone(),
+            stopping,
+        ))
     });
     ready.send_replace(true);
     let result = xds::serve(listeners.xds, snapshot_rx, connections, drain).await;
@@ -219,7 +249,12 @@ async fn serve_secure(
     };
     let Some(authority) = found else { return };
     let authenticator = Arc::new(Authenticator::new(port.trust_domain, port.tokens));
-    let tls = TlsPort { authority, authenticator, dns_names: port.ca.dns_names, workload_ttl: port.ca.workload_ttl };
+    let tls = TlsPort {
+        authority,
+        authenticator,
+        dns_names: port.ca.dns_names,
+        workload_ttl: port.ca.workload_ttl,
+    };
     let shutdown = async move {
         let _ = stopping.wait_for(|s| *s).await;
     };
@@ -230,7 +265,9 @@ async fn serve_secure(
 
 /// The CA without a cluster: `cacerts` if present, else the root kept in `root_dir`.
 fn local_authority(ca: &CaOptions, trust_domain: &str) -> Result<Arc<Authority>, ServeError> {
-    let authority = match plugged::from_dir(&ca.cacerts_dir).map_err(|e| ServeError::Ca(e.to_string()))? {
+    let authority = match plugged::from_dir(&ca.cacerts_dir)
+        .map_err(|e| ServeError::Ca(e.to_string()))?
+    {
         Some(plugged) => plugged,
         None => {
             let dir = ca.root_dir.as_ref().ok_or_else(|| {
@@ -242,7 +279,9 @@ fn local_authority(ca: &CaOptions, trust_domain: &str) -> Result<Arc<Authority>,
             file::load_or_create(dir, trust_domain).map_err(|e| ServeError::Ca(e.to_string()))?
         }
     };
-    Ok(Arc::new(authority.with_max_workload_ttl(ca.max_workload_ttl)))
+    Ok(Arc::new(
+        authority.with_max_workload_ttl(ca.max_workload_ttl),
+    ))
 }
 
 /// Reads the whole config into the store, then keeps following it.
@@ -265,7 +304,11 @@ async fn load(
                 }
             })))
         }
-        ConfigSource::Kubernetes { client, options, operator } => {
+        ConfigSource::Kubernetes {
+            client,
+            options,
+            operator,
+        } => {
             // The election and the webhook need no config: they start while the cluster is listed.
             let config = store.lock().unwrap_or_else(|p| p.into_inner()).subscribe();
             let operator = Operator::start(client.clone(), operator, webhook, config, draining);

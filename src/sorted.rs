@@ -27,7 +27,10 @@ pub fn merge_join<'a, 'b, K: Ord, A, B>(
             (Some((x, _)), Some((y, _))) => x.cmp(y),
         };
         let side = match order {
-            Ordering::Equal => a.next().zip(b.next()).map(|((_, x), (_, y))| Side::Both(x, y)),
+            Ordering::Equal => a
+                .next()
+                .zip(b.next())
+                .map(|((_, x), (_, y))| Side::Both(x, y)),
             Ordering::Less => a.next().map(|(k, x)| Side::Old(k, x)),
             Ordering::Greater => b.next().map(|(k, y)| Side::New(k, y)),
         };

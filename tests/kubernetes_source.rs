@@ -20,10 +20,15 @@ use support::fake_apiserver::{FakeApiServer, ISTIO_NETWORKING};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
-
 fn install_networking(fake: &FakeApiServer, except: &[&str]) {
     for (kind, plural) in ISTIO_NETWORKING.iter().filter(|(k, _)| !except.contains(k)) {
-        fake.install_crd("networking.istio.io", &["v1alpha3", "v1beta1", "v1"], kind, plural, true);
+        fake.install_crd(
+            "networking.istio.io",
+            &["v1alpha3", "v1beta1", "v1"],
+            kind,
+            plural,
+            true,
+        );
     }
 }
 
@@ -67,24 +72,53 @@ struct Source {
 fn start(fake: &FakeApiServer) -> Source {
     let store = Arc::new(Mutex::new(Store::new()));
     let rx = store.lock().unwrap().subscribe();
-    let options = KubeOptions { missing_crd_retry: Duration::from_millis(200), ..KubeOptions::default() };
-    Source { source: KubeSource::start(fake.client(), store, options), store: rx }
+    let options = KubeOptions {
+        missing_crd_retry: Duration::from_millis(200),
+        ..KubeOptions::default()
+    };
+    Source {
+        source: KubeSource::start(fake.client(), store, options),
+        store: rx,
+    }
 }
 
 fn names(snapshot: &Snapshot, kind: Kind) -> Vec<String> {
-    snapshot.entries(kind).map(|e| e.object.key().to_string()).collect()
+    snapshot
+        .entries(kind)
+        .map(|e| e.object.key().to_string())
+        .collect()
 }
 
 /// Waits (at most 10 s) until the store's latest snapshot satisfies `condition`.
-async fn eventually(store: &mut watch::Receiver<Arc<Snapshot>>, what: &str, condition: impl Fn(&Snapshot) -> bool) {
-    let waited = tokio::time::timeout(Duration::from_secs(10), store.wait_for(|s| condition(s))).await.map(|r| r.is_ok());
-    assert_eq!(waited, Ok(true), "timed out waiting for {what}; the store has {} objects", store.borrow().len());
+async fn eventually(
+    store: &mut watch::Receiver<Arc<Snapshot>>,
+    what: &str,
+    condition: impl Fn(&Snapshot) -> bool,
+) {
+    let waited = tokio::time::timeout(Duration::from_secs(10), store.wait_for(|s| condition(s)))
+        .await
+        .map(|r| r.is_ok());
+    assert_eq!(
+        waited,
+        Ok(true),
+        "timed out waiting for {what}; the store has {} objects",
+        store.borrow().len()
+    );
 }
 
 fn vs_port(snapshot: &Snapshot) -> Option<u32> {
     let entry = snapshot.entries(Kind::VirtualService).next()?;
-    let spec = entry.object.spec::<pilotfish::config::istio::VirtualService>()?;
-    spec.http.first()?.route.first()?.destination.port.as_ref().map(|p| p.number)
+    let spec = entry
+        .object
+        .spec::<pilotfish::config::istio::VirtualService>()?;
+    spec.http
+        .first()?
+        .route
+        .first()?
+        .destination
+        .port
+        .as_ref()
+        .map(|p| p.number)
 }
 
 #[tokio::test]
@@ -96,19 +130,39 @@ async fn nothing_is_published_until_every_kind_is_listed() {
     let mut source = start(&fake);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!source.source.is_ready());
-    assert_eq!(source.store.borrow().revision, 0, "nothing published while the API hangs");
+    assert_eq!(
+        source.store.borrow().revision,
+        0,
+        "nothing published while the API hangs"
+    );
 
     fake.resume();
-    tokio::time::timeout(Duration::from_secs(10), source.source.synced()).await.expect("synced");
+    tokio::time::timeout(Duration::from_secs(10), source.source.synced())
+        .await
+        .expect("synced");
     let snapshot = source.store.borrow().clone();
-    assert_eq!(snapshot.revision, 1, "the whole cluster arrives as one revision");
+    assert_eq!(
+        snapshot.revision, 1,
+        "the whole cluster arrives as one revision"
+    );
     assert_eq!(names(&snapshot, Kind::Service), ["Service default/reviews"]);
-    assert_eq!(names(&snapshot, Kind::EndpointSlice), ["EndpointSlice default/reviews-abc"]);
+    assert_eq!(
+        names(&snapshot, Kind::EndpointSlice),
+        ["EndpointSlice default/reviews-abc"]
+    );
     assert_eq!(names(&snapshot, Kind::Pod), ["Pod default/reviews-1"]);
     assert_eq!(names(&snapshot, Kind::Namespace), ["Namespace default"]);
-    assert_eq!(names(&snapshot, Kind::VirtualService), ["VirtualService default/reviews"]);
+    assert_eq!(
+        names(&snapshot, Kind::VirtualService),
+        ["VirtualService default/reviews"]
+    );
     let pod = snapshot.entries(Kind::Pod).next().unwrap();
-    assert!(pod.object.spec::<pilotfish::config::kube::Pod>().unwrap().ready);
+    assert!(
+        pod.object
+            .spec::<pilotfish::config::kube::Pod>()
+            .unwrap()
+            .ready
+    );
 }
 
 #[tokio::test]
@@ -120,17 +174,33 @@ async fn updates_and_deletes_follow_the_cluster_and_invalid_updates_keep_the_las
     source.source.synced().await;
     assert_eq!(vs_port(&source.store.borrow()), Some(9080));
 
-    fake.apply(virtual_service("reviews", "reviews", 9090)).unwrap();
-    eventually(&mut source.store, "the VirtualService update", |s| vs_port(s) == Some(9090)).await;
+    fake.apply(virtual_service("reviews", "reviews", 9090))
+        .unwrap();
+    eventually(&mut source.store, "the VirtualService update", |s| {
+        vs_port(s) == Some(9090)
+    })
+    .await;
 
     // Port 0 is refused by validation: the last good version stays.
-    fake.apply(virtual_service("reviews", "reviews", 0)).unwrap();
+    fake.apply(virtual_service("reviews", "reviews", 0))
+        .unwrap();
     fake.apply(service("ratings")).unwrap();
-    eventually(&mut source.store, "the new Service", |s| names(s, Kind::Service).len() == 2).await;
-    assert_eq!(vs_port(&source.store.borrow()), Some(9090), "an invalid update keeps the previous version");
+    eventually(&mut source.store, "the new Service", |s| {
+        names(s, Kind::Service).len() == 2
+    })
+    .await;
+    assert_eq!(
+        vs_port(&source.store.borrow()),
+        Some(9090),
+        "an invalid update keeps the previous version"
+    );
 
-    fake.delete("v1", "Service", Some("default"), "reviews").unwrap();
-    eventually(&mut source.store, "the Service deletion", |s| names(s, Kind::Service) == ["Service default/ratings"]).await;
+    fake.delete("v1", "Service", Some("default"), "reviews")
+        .unwrap();
+    eventually(&mut source.store, "the Service deletion", |s| {
+        names(s, Kind::Service) == ["Service default/ratings"]
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -145,20 +215,34 @@ async fn a_relist_after_410_gone_neither_loses_nor_duplicates_objects() {
     // While the watches are down, one Service goes and another comes; then the history the
     // watchers would resume from is gone, so they must re-list.
     fake.drop_watches();
-    fake.delete("v1", "Service", Some("default"), "reviews").unwrap();
+    fake.delete("v1", "Service", Some("default"), "reviews")
+        .unwrap();
     fake.apply(service("ratings")).unwrap();
     fake.compact();
     fake.clear_requests();
-    eventually(&mut source.store, "the re-listed Services", |s| names(s, Kind::Service) == ["Service default/ratings"]).await;
-    let relisted = fake.requests().iter().any(|(method, path)| method == "GET" && path.starts_with("/api/v1/services") && !path.contains("watch="));
+    eventually(&mut source.store, "the re-listed Services", |s| {
+        names(s, Kind::Service) == ["Service default/ratings"]
+    })
+    .await;
+    let relisted = fake.requests().iter().any(|(method, path)| {
+        method == "GET" && path.starts_with("/api/v1/services") && !path.contains("watch=")
+    });
     assert!(relisted, "a list after 410: {:?}", fake.requests());
 
     // Every other kind re-lists the same objects: equal content, no further revision.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let snapshot = source.store.borrow().clone();
     assert_eq!(names(&snapshot, Kind::Pod), ["Pod default/reviews-1"]);
-    assert_eq!(names(&snapshot, Kind::VirtualService), ["VirtualService default/reviews"]);
-    assert!(snapshot.revision <= revision + 2, "re-lists of unchanged kinds publish nothing: {} → {}", revision, snapshot.revision);
+    assert_eq!(
+        names(&snapshot, Kind::VirtualService),
+        ["VirtualService default/reviews"]
+    );
+    assert!(
+        snapshot.revision <= revision + 2,
+        "re-lists of unchanged kinds publish nothing: {} → {}",
+        revision,
+        snapshot.revision
+    );
 }
 
 #[tokio::test]
@@ -167,18 +251,34 @@ async fn a_crd_installed_later_is_watched_from_then_on() {
     install_networking(&fake, &["Sidecar"]);
     populate(&fake);
     let mut source = start(&fake);
-    tokio::time::timeout(Duration::from_secs(10), source.source.synced()).await.expect("a missing CRD does not hold up readiness");
+    tokio::time::timeout(Duration::from_secs(10), source.source.synced())
+        .await
+        .expect("a missing CRD does not hold up readiness");
 
-    fake.install_crd("networking.istio.io", &["v1alpha3", "v1beta1", "v1"], "Sidecar", "sidecars", true);
-    fake.apply(json!({"apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
+    fake.install_crd(
+        "networking.istio.io",
+        &["v1alpha3", "v1beta1", "v1"],
+        "Sidecar",
+        "sidecars",
+        true,
+    );
+    fake.apply(
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
         "metadata": {"name": "default", "namespace": "default"},
-        "spec": {"egress": [{"hosts": ["./*"]}]}}))
+        "spec": {"egress": [{"hosts": ["./*"]}]}}),
+    )
     .unwrap();
-    eventually(&mut source.store, "the Sidecar", |s| names(s, Kind::Sidecar) == ["Sidecar default/default"]).await;
+    eventually(&mut source.store, "the Sidecar", |s| {
+        names(s, Kind::Sidecar) == ["Sidecar default/default"]
+    })
+    .await;
 
     // And a CRD that goes away takes its objects with it.
     fake.uninstall_crd("networking.istio.io", "sidecars");
-    eventually(&mut source.store, "the Sidecars' removal", |s| names(s, Kind::Sidecar).is_empty()).await;
+    eventually(&mut source.store, "the Sidecars' removal", |s| {
+        names(s, Kind::Sidecar).is_empty()
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -194,10 +294,17 @@ async fn api_errors_keep_what_is_served_and_changes_flow_again_after() {
     fake.drop_watches();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let during = source.store.borrow().clone();
-    assert_eq!(during.len(), before.len(), "nothing is dropped while the API fails");
+    assert_eq!(
+        during.len(),
+        before.len(),
+        "nothing is dropped while the API fails"
+    );
 
     fake.apply(service("ratings")).unwrap();
-    eventually(&mut source.store, "changes after the outage", |s| names(s, Kind::Service).len() == 2).await;
+    eventually(&mut source.store, "changes after the outage", |s| {
+        names(s, Kind::Service).len() == 2
+    })
+    .await;
 }
 
 fn cds_request(version: &str, nonce: &str) -> DiscoveryRequest {
@@ -205,7 +312,11 @@ fn cds_request(version: &str, nonce: &str) -> DiscoveryRequest {
         version_info: version.into(),
         response_nonce: nonce.into(),
         type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
-        node: Some(Node { id: "sidecar~10.1.0.9~sleep-1.default~default.svc.cluster.local".into(), cluster: "sleep.default".into(), ..Default::default() }),
+        node: Some(Node {
+            id: "sidecar~10.1.0.9~sleep-1.default~default.svc.cluster.local".into(),
+            cluster: "sleep.default".into(),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -215,7 +326,9 @@ fn cluster_names(response: &DiscoveryResponse) -> Vec<String> {
     response
         .resources
         .iter()
-        .filter_map(|any| envoy_types::pb::envoy::config::cluster::v3::Cluster::decode(any.value.as_slice()).ok())
+        .filter_map(|any| {
+            envoy_types::pb::envoy::config::cluster::v3::Cluster::decode(any.value.as_slice()).ok()
+        })
         .map(|c| c.name)
         .filter(|n| n.starts_with("outbound|"))
         .collect()
@@ -224,7 +337,12 @@ fn cluster_names(response: &DiscoveryResponse) -> Vec<String> {
 async fn http_status(addr: std::net::SocketAddr, path: &str) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
     response[9..12].parse().unwrap()
@@ -241,7 +359,11 @@ async fn serve_answers_only_after_the_cluster_is_listed_and_follows_it() {
     let status = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (xds_addr, status_addr) = (xds.local_addr().unwrap(), status.local_addr().unwrap());
     let options = ServeOptions {
-        source: ConfigSource::Kubernetes { client: fake.client(), options: KubeOptions::default(), operator: Default::default() },
+        source: ConfigSource::Kubernetes {
+            client: fake.client(),
+            options: KubeOptions::default(),
+            operator: Default::default(),
+        },
         debounce: Duration::from_millis(10),
         mesh: Default::default(),
         ca: Default::default(),
@@ -249,43 +371,85 @@ async fn serve_answers_only_after_the_cluster_is_listed_and_follows_it() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(pilotfish::serve::serve(
         options,
-        Listeners { xds, secure_xds: None, status: Some(status), webhook: None },
+        Listeners {
+            xds,
+            secure_xds: None,
+            status: Some(status),
+            webhook: None,
+        },
         pilotfish::xds::Connections::new(),
         async move {
             let _ = stopped.await;
         },
     ));
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(http_status(status_addr, "/ready").await, 503, "not ready before the initial sync");
+    assert_eq!(
+        http_status(status_addr, "/ready").await,
+        503,
+        "not ready before the initial sync"
+    );
 
     // A proxy that connects now waits for the sync, and then gets the whole cluster.
-    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{xds_addr}")).await.unwrap();
+    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{xds_addr}"))
+        .await
+        .unwrap();
     let (tx, rx) = mpsc::channel(4);
     tx.send(cds_request("", "")).await.unwrap();
     let call = tokio::spawn(async move {
-        let mut responses = client.stream_aggregated_resources(ReceiverStream::new(rx)).await.unwrap().into_inner();
+        let mut responses = client
+            .stream_aggregated_resources(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
         let first = responses.message().await.unwrap().unwrap();
         (client, responses, first)
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!call.is_finished(), "no response before the cluster is listed");
+    assert!(
+        !call.is_finished(),
+        "no response before the cluster is listed"
+    );
     fake.resume();
-    let (client, mut responses, first) = tokio::time::timeout(Duration::from_secs(10), call).await.unwrap().unwrap();
-    assert_eq!(cluster_names(&first), ["outbound|9080||reviews.default.svc.cluster.local"]);
+    let (client, mut responses, first) = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        cluster_names(&first),
+        ["outbound|9080||reviews.default.svc.cluster.local"]
+    );
     assert_eq!(http_status(status_addr, "/ready").await, 200);
 
     // A Service added to the cluster reaches the proxy.
-    tx.send(cds_request(&first.version_info, &first.nonce)).await.unwrap();
+    tx.send(cds_request(&first.version_info, &first.nonce))
+        .await
+        .unwrap();
     fake.apply(service("ratings")).unwrap();
-    let second = tokio::time::timeout(Duration::from_secs(10), responses.message()).await.unwrap().unwrap().unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(10), responses.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     let mut names = cluster_names(&second);
     names.sort();
-    assert_eq!(names, ["outbound|9080||ratings.default.svc.cluster.local", "outbound|9080||reviews.default.svc.cluster.local"]);
+    assert_eq!(
+        names,
+        [
+            "outbound|9080||ratings.default.svc.cluster.local",
+            "outbound|9080||reviews.default.svc.cluster.local"
+        ]
+    );
 
     // Draining: not ready, and the stream ends.
     stop.send(()).unwrap();
-    let ended = tokio::time::timeout(Duration::from_secs(5), responses.message()).await.expect("the stream ends on drain");
+    let ended = tokio::time::timeout(Duration::from_secs(5), responses.message())
+        .await
+        .expect("the stream ends on drain");
     assert!(!matches!(ended, Ok(Some(_))), "{ended:?}");
     drop((tx, responses, client));
-    tokio::time::timeout(Duration::from_secs(5), server).await.expect("serve returns once connections close").unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("serve returns once connections close")
+        .unwrap()
+        .unwrap();
 }

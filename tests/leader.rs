@@ -36,13 +36,21 @@ impl Replica {
     fn start(client: kube::Client, identity: &str) -> Replica {
         let leadership = Leadership::new();
         let (stop, stopped) = oneshot::channel::<()>();
-        let candidate =
-            Candidate { namespace: NAMESPACE.into(), lease_name: LEASE.into(), identity: identity.into(), timings: timings() };
+        let candidate = Candidate {
+            namespace: NAMESPACE.into(),
+            lease_name: LEASE.into(),
+            identity: identity.into(),
+            timings: timings(),
+        };
         let shutdown = async move {
             let _ = stopped.await;
         };
         let task = tokio::spawn(leader::run(client, candidate, leadership.clone(), shutdown));
-        Replica { leadership, stop: Some(stop), task }
+        Replica {
+            leadership,
+            stop: Some(stop),
+            task,
+        }
     }
 
     fn is_leader(&self) -> bool {
@@ -54,7 +62,10 @@ impl Replica {
             let _ = stop.send(());
         }
         let ended = tokio::time::timeout(Duration::from_secs(2), self.task).await;
-        ended.expect("the election ends promptly on shutdown").unwrap().unwrap();
+        ended
+            .expect("the election ends promptly on shutdown")
+            .unwrap()
+            .unwrap();
     }
 }
 
@@ -77,14 +88,20 @@ async fn sample(a: &Replica, b: &Replica, how_long: Duration) -> Vec<(Duration, 
 async fn until(what: &str, within: Duration, mut condition: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !condition() {
-        assert!(start.elapsed() < within, "timed out after {within:?} waiting for {what}");
+        assert!(
+            start.elapsed() < within,
+            "timed out after {within:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     start.elapsed()
 }
 
 async fn lease(server: &FakeApiServer) -> Lease {
-    Api::<Lease>::namespaced(server.client(), NAMESPACE).get(LEASE).await.unwrap()
+    Api::<Lease>::namespaced(server.client(), NAMESPACE)
+        .get(LEASE)
+        .await
+        .unwrap()
 }
 
 fn holder(lease: &Lease) -> Option<String> {
@@ -96,18 +113,36 @@ async fn exactly_one_of_two_candidates_leads() {
     let server = FakeApiServer::start().await;
     let a = Replica::start(server.client(), "a");
     let b = Replica::start(server.client(), "b");
-    until("a leader", Duration::from_secs(1), || a.is_leader() || b.is_leader()).await;
+    until("a leader", Duration::from_secs(1), || {
+        a.is_leader() || b.is_leader()
+    })
+    .await;
     let leader_is_a = a.is_leader();
     // Longer than a lease: the leader keeps renewing, the other never takes over.
     let seen = sample(&a, &b, Duration::from_millis(1500)).await;
-    assert!(seen.iter().all(|&(_, x, y)| (x, y) == (leader_is_a, !leader_is_a)), "leadership changed hands");
+    assert!(
+        seen.iter()
+            .all(|&(_, x, y)| (x, y) == (leader_is_a, !leader_is_a)),
+        "leadership changed hands"
+    );
 
     let lease = lease(&server).await;
     let spec = lease.spec.as_ref().unwrap();
-    assert_eq!(holder(&lease).as_deref(), Some(if leader_is_a { "a" } else { "b" }));
+    assert_eq!(
+        holder(&lease).as_deref(),
+        Some(if leader_is_a { "a" } else { "b" })
+    );
     assert_eq!(spec.lease_duration_seconds, Some(1));
-    assert!(spec.renew_time.as_ref().unwrap().0 > spec.acquire_time.as_ref().unwrap().0, "renewed since acquired");
-    assert!(*if leader_is_a { &a } else { &b }.leadership.subscribe().borrow());
+    assert!(
+        spec.renew_time.as_ref().unwrap().0 > spec.acquire_time.as_ref().unwrap().0,
+        "renewed since acquired"
+    );
+    assert!(
+        *if leader_is_a { &a } else { &b }
+            .leadership
+            .subscribe()
+            .borrow()
+    );
     a.shut_down().await;
     b.shut_down().await;
 }
@@ -116,7 +151,9 @@ async fn exactly_one_of_two_candidates_leads() {
 async fn a_released_lease_is_taken_over_at_once() {
     let server = FakeApiServer::start().await;
     let a = Replica::start(server.client(), "a");
-    tokio::time::timeout(Duration::from_secs(1), a.leadership.wait_until_leader()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(1), a.leadership.wait_until_leader())
+        .await
+        .unwrap();
     let b = Replica::start(server.client(), "b");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!b.is_leader());
@@ -130,7 +167,10 @@ async fn a_released_lease_is_taken_over_at_once() {
     assert!(took < Duration::from_millis(500), "took {took:?}");
     let lease = lease(&server).await;
     assert_eq!(holder(&lease).as_deref(), Some("b"));
-    assert_eq!(lease.spec.unwrap().lease_transitions, transitions.map(|t| t + 1));
+    assert_eq!(
+        lease.spec.unwrap().lease_transitions,
+        transitions.map(|t| t + 1)
+    );
     b.shut_down().await;
 }
 
@@ -140,7 +180,9 @@ async fn cut_off_leader_hands_over(cut: impl FnOnce(&support::fake_apiserver::En
     let server = FakeApiServer::start().await;
     let a_endpoint = server.endpoint().await;
     let a = Replica::start(a_endpoint.client(), "a");
-    tokio::time::timeout(Duration::from_secs(1), a.leadership.wait_until_leader()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(1), a.leadership.wait_until_leader())
+        .await
+        .unwrap();
     let b = Replica::start(server.client(), "b");
     let mut a_changes = a.leadership.subscribe();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -148,10 +190,25 @@ async fn cut_off_leader_hands_over(cut: impl FnOnce(&support::fake_apiserver::En
     cut(&a_endpoint);
     let seen = sample(&a, &b, Duration::from_millis(1800)).await;
     // a renewed last before the cut, so its deadline is within a renew deadline of it.
-    let a_last = seen.iter().filter(|s| s.1).map(|s| s.0).max().unwrap_or_default();
-    assert!(a_last < timings().renew_deadline, "a still leading {a_last:?} after the cut");
-    assert!(seen.last().is_some_and(|s| !s.1 && s.2), "b took over: {:?}", seen.last());
-    assert!(a_changes.has_changed().unwrap() && !*a_changes.borrow_and_update(), "a published that it stopped");
+    let a_last = seen
+        .iter()
+        .filter(|s| s.1)
+        .map(|s| s.0)
+        .max()
+        .unwrap_or_default();
+    assert!(
+        a_last < timings().renew_deadline,
+        "a still leading {a_last:?} after the cut"
+    );
+    assert!(
+        seen.last().is_some_and(|s| !s.1 && s.2),
+        "b took over: {:?}",
+        seen.last()
+    );
+    assert!(
+        a_changes.has_changed().unwrap() && !*a_changes.borrow_and_update(),
+        "a published that it stopped"
+    );
     assert_eq!(holder(&lease(&server).await).as_deref(), Some("b"));
     a.shut_down().await;
     b.shut_down().await;
@@ -172,13 +229,18 @@ async fn a_reconnected_former_leader_stays_a_follower() {
     let server = FakeApiServer::start().await;
     let a_endpoint = server.endpoint().await;
     let a = Replica::start(a_endpoint.client(), "a");
-    tokio::time::timeout(Duration::from_secs(1), a.leadership.wait_until_leader()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(1), a.leadership.wait_until_leader())
+        .await
+        .unwrap();
     let b = Replica::start(server.client(), "b");
     a_endpoint.pause();
     until("b to take over", Duration::from_secs(2), || b.is_leader()).await;
     a_endpoint.resume();
     let seen = sample(&a, &b, Duration::from_millis(400)).await;
-    assert!(seen.iter().all(|&(_, x, y)| !x && y), "b keeps the lease once a is back");
+    assert!(
+        seen.iter().all(|&(_, x, y)| !x && y),
+        "b keeps the lease once a is back"
+    );
     a.shut_down().await;
     b.shut_down().await;
 }
@@ -186,7 +248,9 @@ async fn a_reconnected_former_leader_stays_a_follower() {
 #[tokio::test]
 async fn the_expired_lease_of_a_crashed_holder_is_taken_over() {
     let server = FakeApiServer::start().await;
-    let long_ago = Timestamp::now().checked_sub(SignedDuration::from_secs(10)).unwrap();
+    let long_ago = Timestamp::now()
+        .checked_sub(SignedDuration::from_secs(10))
+        .unwrap();
     server
         .apply(json!({
             "apiVersion": "coordination.k8s.io/v1",
@@ -197,7 +261,12 @@ async fn the_expired_lease_of_a_crashed_holder_is_taken_over() {
         }))
         .unwrap();
     let b = Replica::start(server.client(), "b");
-    until("b to take the expired lease", Duration::from_millis(500), || b.is_leader()).await;
+    until(
+        "b to take the expired lease",
+        Duration::from_millis(500),
+        || b.is_leader(),
+    )
+    .await;
     let lease = lease(&server).await;
     assert_eq!(holder(&lease).as_deref(), Some("b"));
     assert_eq!(lease.spec.unwrap().lease_transitions, Some(4));
@@ -232,5 +301,9 @@ async fn an_unreachable_api_server_never_grants_leadership_and_shutdown_still_en
     assert!(!a.is_leader());
     // Shutdown does not wait for the hung request.
     a.shut_down().await;
-    assert!(server.get("coordination.k8s.io/v1", "Lease", Some(NAMESPACE), LEASE).is_none());
+    assert!(
+        server
+            .get("coordination.k8s.io/v1", "Lease", Some(NAMESPACE), LEASE)
+            .is_none()
+    );
 }

@@ -38,17 +38,35 @@ async fn replica(fake: &FakeApiServer, name: &str) -> Replica {
         ..OperatorOptions::default()
     };
     let options = ServeOptions {
-        source: ConfigSource::Kubernetes { client: fake.client(), options: KubeOptions::default(), operator },
+        source: ConfigSource::Kubernetes {
+            client: fake.client(),
+            options: KubeOptions::default(),
+            operator,
+        },
         debounce: Duration::from_millis(10),
         mesh: Default::default(),
         ca: Default::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let listeners = Listeners { xds, secure_xds: None, status: None, webhook: Some(webhook) };
-    let task = tokio::spawn(pilotfish::serve::serve(options, listeners, pilotfish::xds::Connections::new(), async move {
-        let _ = stopped.await;
-    }));
-    Replica { webhook: address, stop, task }
+    let listeners = Listeners {
+        xds,
+        secure_xds: None,
+        status: None,
+        webhook: Some(webhook),
+    };
+    let task = tokio::spawn(pilotfish::serve::serve(
+        options,
+        listeners,
+        pilotfish::xds::Connections::new(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    Replica {
+        webhook: address,
+        stop,
+        task,
+    }
 }
 
 async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
@@ -57,25 +75,41 @@ async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
         if let Some(found) = check() {
             return found;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 fn holder(fake: &FakeApiServer) -> Option<String> {
-    let lease = fake.get("coordination.k8s.io/v1", "Lease", Some(NAMESPACE), LEASE_NAME)?;
-    lease.pointer("/spec/holderIdentity").and_then(Value::as_str).filter(|h| !h.is_empty()).map(str::to_string)
+    let lease = fake.get(
+        "coordination.k8s.io/v1",
+        "Lease",
+        Some(NAMESPACE),
+        LEASE_NAME,
+    )?;
+    lease
+        .pointer("/spec/holderIdentity")
+        .and_then(Value::as_str)
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {
-    serde_json::from_value::<k8s_openapi::ByteString>(Value::String(text.into())).unwrap().0
+    serde_json::from_value::<k8s_openapi::ByteString>(Value::String(text.into()))
+        .unwrap()
+        .0
 }
 
 /// The PEM root of `istio-ca-secret`, as DER.
 fn secret_root(fake: &FakeApiServer) -> Option<Vec<u8>> {
     let secret = fake.get("v1", "Secret", Some(NAMESPACE), "istio-ca-secret")?;
     let pem = base64_decode(secret.pointer("/data/ca-cert.pem")?.as_str()?);
-    let der = rustls::pki_types::pem::PemObject::from_pem_slice(&pem).ok().map(|c: CertificateDer<'static>| c.to_vec());
+    let der = rustls::pki_types::pem::PemObject::from_pem_slice(&pem)
+        .ok()
+        .map(|c: CertificateDer<'static>| c.to_vec());
     der
 }
 
@@ -84,21 +118,30 @@ fn secret_root(fake: &FakeApiServer) -> Option<Vec<u8>> {
 async fn handshake(address: std::net::SocketAddr, root: &[u8]) -> std::io::Result<()> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from(root.to_vec())).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(address).await?;
     let name = ServerName::try_from("istiod.istio-system.svc").unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map(drop)
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map(drop)
 }
 
 #[tokio::test]
 async fn one_leader_one_root_both_replicas_serve_the_webhook_and_the_lease_moves_on_drain() {
     let fake = FakeApiServer::start().await;
-    let config = format!("{}/manifests/istiod/50-validatingwebhookconfiguration.yaml", env!("CARGO_MANIFEST_DIR"));
-    fake.apply(serde_saphyr::from_str(&std::fs::read_to_string(config).unwrap()).unwrap()).unwrap();
+    let config = format!(
+        "{}/manifests/istiod/50-validatingwebhookconfiguration.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    fake.apply(serde_saphyr::from_str(&std::fs::read_to_string(config).unwrap()).unwrap())
+        .unwrap();
     let a = replica(&fake, "istiod-a").await;
     let b = replica(&fake, "istiod-b").await;
 
@@ -114,12 +157,26 @@ async fn one_leader_one_root_both_replicas_serve_the_webhook_and_the_lease_moves
             }
         })
         .await;
-        assert!(served.is_ok(), "the webhook at {} presents a certificate from the Secret's root", replica.webhook);
+        assert!(
+            served.is_ok(),
+            "the webhook at {} presents a certificate from the Secret's root",
+            replica.webhook
+        );
     }
     eventually("the caBundle", || {
-        let config = fake.get("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", None, "istio-validator-istio-system")?;
-        let bundle = base64_decode(config.pointer("/webhooks/0/clientConfig/caBundle")?.as_str()?);
-        let der: CertificateDer<'static> = rustls::pki_types::pem::PemObject::from_pem_slice(&bundle).ok()?;
+        let config = fake.get(
+            "admissionregistration.k8s.io/v1",
+            "ValidatingWebhookConfiguration",
+            None,
+            "istio-validator-istio-system",
+        )?;
+        let bundle = base64_decode(
+            config
+                .pointer("/webhooks/0/clientConfig/caBundle")?
+                .as_str()?,
+        );
+        let der: CertificateDer<'static> =
+            rustls::pki_types::pem::PemObject::from_pem_slice(&bundle).ok()?;
         (der.to_vec() == root).then_some(())
     })
     .await;
@@ -131,8 +188,16 @@ async fn one_leader_one_root_both_replicas_serve_the_webhook_and_the_lease_moves
     leaving.task.await.unwrap().unwrap();
     let next = eventually("a new leader", || holder(&fake).filter(|h| *h != leader)).await;
     assert_ne!(next, leader);
-    assert!(handed_over.elapsed() < Duration::from_millis(1500), "released, not expired: {:?}", handed_over.elapsed());
-    assert_eq!(secret_root(&fake).unwrap(), root, "the root is never replaced");
+    assert!(
+        handed_over.elapsed() < Duration::from_millis(1500),
+        "released, not expired: {:?}",
+        handed_over.elapsed()
+    );
+    assert_eq!(
+        secret_root(&fake).unwrap(),
+        root,
+        "the root is never replaced"
+    );
     staying.stop.send(()).unwrap();
     staying.task.await.unwrap().unwrap();
 }
@@ -141,14 +206,19 @@ async fn one_leader_one_root_both_replicas_serve_the_webhook_and_the_lease_moves
 fn config_map_root(fake: &FakeApiServer, namespace: &str) -> Option<Vec<u8>> {
     let map = fake.get("v1", "ConfigMap", Some(namespace), "istio-ca-root-cert")?;
     let pem = map.pointer("/data/root-cert.pem")?.as_str()?.to_string();
-    rustls::pki_types::pem::PemObject::from_pem_slice(pem.as_bytes()).ok().map(|c: CertificateDer<'static>| c.to_vec())
+    rustls::pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
+        .ok()
+        .map(|c: CertificateDer<'static>| c.to_vec())
 }
 
 #[tokio::test]
 async fn the_leader_puts_the_root_in_every_namespace_and_corrects_a_wrong_one() {
     let fake = FakeApiServer::start().await;
     for ns in ["istio-system", "shop"] {
-        fake.apply(serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).unwrap();
+        fake.apply(
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .unwrap();
     }
     // A stale root left behind by an earlier CA: replaced.
     fake.apply(serde_json::json!({
@@ -160,12 +230,21 @@ async fn the_leader_puts_the_root_in_every_namespace_and_corrects_a_wrong_one() 
     let a = replica(&fake, "istiod-a").await;
     let root = eventually("the CA root", || secret_root(&fake)).await;
     for ns in ["istio-system", "shop"] {
-        let found = eventually(&format!("the root in {ns}"), || config_map_root(&fake, ns).filter(|r| *r == root)).await;
+        let found = eventually(&format!("the root in {ns}"), || {
+            config_map_root(&fake, ns).filter(|r| *r == root)
+        })
+        .await;
         assert_eq!(found, root);
     }
     // A namespace created later gets it too.
-    fake.apply(serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "late"}})).unwrap();
-    eventually("the root in a new namespace", || config_map_root(&fake, "late").filter(|r| *r == root)).await;
+    fake.apply(
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "late"}}),
+    )
+    .unwrap();
+    eventually("the root in a new namespace", || {
+        config_map_root(&fake, "late").filter(|r| *r == root)
+    })
+    .await;
     let _ = a.stop.send(());
     let _ = a.task.await;
 }

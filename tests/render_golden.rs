@@ -11,18 +11,32 @@ fn root() -> PathBuf {
 }
 
 fn check(config_dir: &str, golden: &str) {
-    let proxy = Proxy::from_id("router~10.0.0.1~istio-ingressgateway-7d8f.istio-system~istio-system.svc.cluster.local")
-        .unwrap()
-        .with_labels(BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]));
-    let (dump, diagnostics) = pilotfish::render::render_dir(&root().join(config_dir), &proxy, &MeshConfig::default()).unwrap();
-    assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:#?}");
+    let proxy = Proxy::from_id(
+        "router~10.0.0.1~istio-ingressgateway-7d8f.istio-system~istio-system.svc.cluster.local",
+    )
+    .unwrap()
+    .with_labels(BTreeMap::from([(
+        "istio".to_string(),
+        "ingressgateway".to_string(),
+    )]));
+    let (dump, diagnostics) =
+        pilotfish::render::render_dir(&root().join(config_dir), &proxy, &MeshConfig::default())
+            .unwrap();
+    assert!(
+        diagnostics.iter().all(|d| !d.is_error()),
+        "{diagnostics:#?}"
+    );
     let actual = serde_json::to_string_pretty(&dump).unwrap() + "\n";
     let path = root().join("tests/golden").join(golden);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &actual).unwrap();
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(actual == expected, "render of {config_dir} differs from {}; rerun with UPDATE_GOLDEN=1 and review the diff", path.display());
+    assert!(
+        actual == expected,
+        "render of {config_dir} differs from {}; rerun with UPDATE_GOLDEN=1 and review the diff",
+        path.display()
+    );
 }
 
 #[test]

@@ -12,7 +12,7 @@ use pilotfish::generate::consistency;
 use pilotfish::model::{MeshConfig, Proxy};
 use pilotfish::store::{self, Entry, SourceId};
 use pilotfish::xds::{Snapshot, TypeUrl};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// xorshift64*: enough randomness for mutations, and the same sequence on every run.
 struct Rng(u64);
@@ -82,7 +82,11 @@ fn mutate(v: &mut Value, rng: &mut Rng, depth: usize) {
 fn fixture_objects() -> Vec<Value> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut out = Vec::new();
-    for dir in ["examples/bookinfo", "tests/fixtures/gateway-features", "tests/fixtures/sidecar-features"] {
+    for dir in [
+        "examples/bookinfo",
+        "tests/fixtures/gateway-features",
+        "tests/fixtures/sidecar-features",
+    ] {
         for file in std::fs::read_dir(root.join(dir)).unwrap() {
             let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
             for doc in text.split("\n---\n") {
@@ -100,10 +104,15 @@ fn fixture_objects() -> Vec<Value> {
 fn proxies() -> Vec<Proxy> {
     let gateway = Proxy::from_id("router~10.0.0.1~gw.istio-system~istio-system.svc.cluster.local")
         .unwrap()
-        .with_labels(BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]));
+        .with_labels(BTreeMap::from([(
+            "istio".to_string(),
+            "ingressgateway".to_string(),
+        )]));
     let sidecar = Proxy::from_id("sidecar~10.0.0.2~app.default~default.svc.cluster.local").unwrap();
     // The edge workload (10.0.0.2 is its pod): Sidecar ingress, `sourceLabels`; and without capture.
-    let edge = sidecar.clone().with_labels(BTreeMap::from([("app".to_string(), "edge".to_string())]));
+    let edge = sidecar
+        .clone()
+        .with_labels(BTreeMap::from([("app".to_string(), "edge".to_string())]));
     let mut uncaptured = edge.clone();
     uncaptured.metadata.interception_mode = "NONE".into();
     vec![gateway, sidecar, edge, uncaptured]
@@ -127,9 +136,17 @@ fn mutated_config_never_panics_and_never_generates_garbage() {
                 }
             }
             match parse_object(object) {
-                Ok(Some((obj, _))) if !pilotfish::validate::validate(&obj).iter().any(|d| d.is_error()) => {
+                Ok(Some((obj, _)))
+                    if !pilotfish::validate::validate(&obj)
+                        .iter()
+                        .any(|d| d.is_error()) =>
+                {
                     accepted += 1;
-                    entries.push(Entry { object: Arc::new(obj), origin: None, source: SourceId::Files });
+                    entries.push(Entry {
+                        object: Arc::new(obj),
+                        origin: None,
+                        source: SourceId::Files,
+                    });
                 }
                 _ => rejected += 1,
             }
@@ -141,22 +158,31 @@ fn mutated_config_never_panics_and_never_generates_garbage() {
         for proxy in proxies() {
             let resources = context.resources_for(&proxy);
             let problems = consistency::check(&resources);
-            assert!(problems.is_empty(), "round {round}, {}: {problems:#?}", proxy.id);
+            assert!(
+                problems.is_empty(),
+                "round {round}, {}: {problems:#?}",
+                proxy.id
+            );
             for ty in TypeUrl::ALL {
                 for r in resources.get(ty).values() {
-                    pilotfish::debug::json::any_to_json(&r.any)
-                        .unwrap_or_else(|e| panic!("round {round}: {} {} does not decode: {e}", ty, r.name));
+                    pilotfish::debug::json::any_to_json(&r.any).unwrap_or_else(|e| {
+                        panic!("round {round}: {} {} does not decode: {e}", ty, r.name)
+                    });
                 }
             }
         }
     }
-    assert!(rejected > 0 && accepted > rejected, "mutations should be a minority: {accepted} accepted, {rejected} rejected");
+    assert!(
+        rejected > 0 && accepted > rejected,
+        "mutations should be a minority: {accepted} accepted, {rejected} rejected"
+    );
 }
 
 #[test]
 fn mutated_yaml_text_never_panics_the_parser() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(root.join("tests/fixtures/gateway-features/config.yaml")).unwrap();
+    let text =
+        std::fs::read_to_string(root.join("tests/fixtures/gateway-features/config.yaml")).unwrap();
     let bytes = text.as_bytes();
     let mut rng = Rng(42);
     for _ in 0..2000 {

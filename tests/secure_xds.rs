@@ -6,19 +6,19 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use envoy_types::pb::envoy::config::core::v3::{Node, node::UserAgentVersionType};
-use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{secret, Secret};
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
-use envoy_types::pb::google::protobuf::{value::Kind as ValueKind, Struct, Value};
+use envoy_types::pb::envoy::config::core::v3::{Node, node::UserAgentVersionType};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind as ValueKind};
 use hyper_util::rt::TokioIo;
 use pilotfish::ca::{Authority, SpiffeId};
 use pilotfish::model::MeshConfig;
-use pilotfish::security::proto::istio_certificate_service_client::IstioCertificateServiceClient;
-use pilotfish::security::proto::IstioCertificateRequest;
-use pilotfish::security::tls_port::{self, spiffe_id_of, TlsPort};
 use pilotfish::security::Authenticator;
+use pilotfish::security::proto::IstioCertificateRequest;
+use pilotfish::security::proto::istio_certificate_service_client::IstioCertificateServiceClient;
+use pilotfish::security::tls_port::{self, TlsPort, spiffe_id_of};
 use pilotfish::store::Snapshot;
 use pilotfish::xds::Connections;
 use rustls::pki_types::pem::PemObject;
@@ -48,23 +48,43 @@ async fn start() -> Port {
         workload_ttl: Duration::from_secs(3600),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(tls_port::serve(listener, port, rx, Connections::new(), async move {
-        let _ = stopped.await;
-    }));
-    Port { addr, authority, _stop: stop }
+    tokio::spawn(tls_port::serve(
+        listener,
+        port,
+        rx,
+        Connections::new(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    Port {
+        addr,
+        authority,
+        _stop: stop,
+    }
 }
 
 /// A channel over TLS to the port, trusting the mesh root, with `client` (chain, key PEM).
 async fn channel(port: &Port, client: Option<(String, String)>) -> Channel {
     let roots = port.authority.root_store().unwrap();
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
     let mut config = match client {
         Some((chain, key)) => {
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain.as_bytes()).map(Result::unwrap).collect();
-            builder.with_client_auth_cert(chain, PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap()).unwrap()
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(chain.as_bytes())
+                    .map(Result::unwrap)
+                    .collect();
+            builder
+                .with_client_auth_cert(
+                    chain,
+                    PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+                )
+                .unwrap()
         }
         None => builder.with_no_client_auth(),
     };
@@ -77,7 +97,9 @@ async fn channel(port: &Port, client: Option<(String, String)>) -> Channel {
             let connector = connector.clone();
             async move {
                 let tcp = TcpStream::connect(addr).await?;
-                let tls = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await?;
+                let tls = connector
+                    .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                    .await?;
                 Ok::<_, std::io::Error>(TokioIo::new(tls))
             }
         }))
@@ -89,7 +111,9 @@ async fn channel(port: &Port, client: Option<(String, String)>) -> Channel {
 fn client_cert(authority: &Authority, namespace: &str, account: &str) -> (String, String) {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let id = SpiffeId::new("cluster.local", namespace, account).unwrap();
-    let cert = authority.sign_workload_key(&key, &id, Duration::from_secs(600)).unwrap();
+    let cert = authority
+        .sign_workload_key(&key, &id, Duration::from_secs(600))
+        .unwrap();
     (cert.cert_chain.concat(), key.serialize_pem())
 }
 
@@ -102,7 +126,10 @@ fn csr_asking_for(uri: &str) -> String {
 }
 
 fn leaf_identity(pem: &str) -> SpiffeId {
-    let der = CertificateDer::pem_slice_iter(pem.as_bytes()).next().unwrap().unwrap();
+    let der = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
     spiffe_id_of(&der).unwrap()
 }
 
@@ -116,9 +143,21 @@ async fn a_certificate_is_for_the_caller_not_for_what_the_csr_asks() {
         validity_duration: 3600,
         metadata: None,
     };
-    let chain = ca.create_certificate(request).await.unwrap().into_inner().cert_chain;
-    assert_eq!(leaf_identity(&chain[0]).to_string(), "spiffe://cluster.local/ns/foo/sa/sleep");
-    assert_eq!(chain.last().unwrap().trim(), port.authority.root_pem().trim(), "the chain ends at the root");
+    let chain = ca
+        .create_certificate(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .cert_chain;
+    assert_eq!(
+        leaf_identity(&chain[0]).to_string(),
+        "spiffe://cluster.local/ns/foo/sa/sleep"
+    );
+    assert_eq!(
+        chain.last().unwrap().trim(),
+        port.authority.root_pem().trim(),
+        "the chain ends at the root"
+    );
 }
 
 #[tokio::test]
@@ -126,32 +165,60 @@ async fn bad_requests_get_errors_that_say_why() {
     let port = start().await;
     let sleep = client_cert(&port.authority, "foo", "sleep");
     let mut ca = IstioCertificateServiceClient::new(channel(&port, Some(sleep)).await);
-    let ask = |csr: String, validity_duration| IstioCertificateRequest { csr, validity_duration, metadata: None };
-    let garbage = ca.create_certificate(ask("not a csr".into(), 0)).await.unwrap_err();
+    let ask = |csr: String, validity_duration| IstioCertificateRequest {
+        csr,
+        validity_duration,
+        metadata: None,
+    };
+    let garbage = ca
+        .create_certificate(ask("not a csr".into(), 0))
+        .await
+        .unwrap_err();
     assert_eq!(garbage.code(), tonic::Code::InvalidArgument, "{garbage:?}");
-    let huge = ca.create_certificate(ask("A".repeat(70 * 1024), 0)).await.unwrap_err();
+    let huge = ca
+        .create_certificate(ask("A".repeat(70 * 1024), 0))
+        .await
+        .unwrap_err();
     assert_eq!(huge.code(), tonic::Code::InvalidArgument);
     assert!(huge.message().contains("bytes"), "{}", huge.message());
-    let too_long = ca.create_certificate(ask(csr_asking_for("spiffe://x/ns/a/sa/b"), 365 * 24 * 3600)).await.unwrap_err();
-    assert!(too_long.message().contains("max allowed TTL"), "{}", too_long.message());
+    let too_long = ca
+        .create_certificate(ask(csr_asking_for("spiffe://x/ns/a/sa/b"), 365 * 24 * 3600))
+        .await
+        .unwrap_err();
+    assert!(
+        too_long.message().contains("max allowed TTL"),
+        "{}",
+        too_long.message()
+    );
 }
 
 #[tokio::test]
 async fn without_a_certificate_or_token_nothing_is_served() {
     let port = start().await;
     let mut ca = IstioCertificateServiceClient::new(channel(&port, None).await);
-    let request = IstioCertificateRequest { csr: csr_asking_for("spiffe://cluster.local/ns/foo/sa/sleep"), validity_duration: 0, metadata: None };
+    let request = IstioCertificateRequest {
+        csr: csr_asking_for("spiffe://cluster.local/ns/foo/sa/sleep"),
+        validity_duration: 0,
+        metadata: None,
+    };
     let refused = ca.create_certificate(request).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
 }
 
 fn node(namespace: &str, account: &str) -> Node {
-    let string = |s: &str| Value { kind: Some(ValueKind::StringValue(s.into())) };
+    let string = |s: &str| Value {
+        kind: Some(ValueKind::StringValue(s.into())),
+    };
     Node {
         id: format!("sidecar~10.0.0.1~app-1.{namespace}~{namespace}.svc.cluster.local"),
         cluster: "app".into(),
         metadata: Some(Struct {
-            fields: [("NAMESPACE".to_string(), string(namespace)), ("SERVICE_ACCOUNT".to_string(), string(account))].into_iter().collect(),
+            fields: [
+                ("NAMESPACE".to_string(), string(namespace)),
+                ("SERVICE_ACCOUNT".to_string(), string(account)),
+            ]
+            .into_iter()
+            .collect(),
         }),
         user_agent_version_type: Some(UserAgentVersionType::UserAgentVersion("test".into())),
         ..Default::default()
@@ -176,14 +243,30 @@ async fn a_proxy_gets_only_its_own_identitys_secrets() {
     })
     .await
     .unwrap();
-    let mut responses = ads.stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let mut responses = ads
+        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
     let response = responses.message().await.unwrap().unwrap();
-    let secrets: Vec<Secret> = response.resources.iter().map(|a| prost::Message::decode(a.value.as_slice()).unwrap()).collect();
+    let secrets: Vec<Secret> = response
+        .resources
+        .iter()
+        .map(|a| prost::Message::decode(a.value.as_slice()).unwrap())
+        .collect();
     let names: Vec<&str> = secrets.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["ROOTCA", "default"]);
-    let Some(secret::Type::TlsCertificate(cert)) = &secrets[1].r#type else { panic!("{:?}", secrets[1]) };
-    let Some(Specifier::InlineBytes(chain)) = &cert.certificate_chain.as_ref().unwrap().specifier else { panic!() };
-    assert_eq!(leaf_identity(std::str::from_utf8(chain).unwrap()).to_string(), "spiffe://cluster.local/ns/foo/sa/sleep");
+    let Some(secret::Type::TlsCertificate(cert)) = &secrets[1].r#type else {
+        panic!("{:?}", secrets[1])
+    };
+    let Some(Specifier::InlineBytes(chain)) = &cert.certificate_chain.as_ref().unwrap().specifier
+    else {
+        panic!()
+    };
+    assert_eq!(
+        leaf_identity(std::str::from_utf8(chain).unwrap()).to_string(),
+        "spiffe://cluster.local/ns/foo/sa/sleep"
+    );
     drop(tx);
 
     // Claiming another namespace or service account: refused.
@@ -191,12 +274,25 @@ async fn a_proxy_gets_only_its_own_identitys_secrets() {
         let sleep = client_cert(&port.authority, "foo", "sleep");
         let mut ads = AggregatedDiscoveryServiceClient::new(channel(&port, Some(sleep)).await);
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tx.send(DiscoveryRequest { node: Some(node(ns, sa)), type_url: SECRET.into(), resource_names: vec!["default".into()], ..Default::default() })
+        tx.send(DiscoveryRequest {
+            node: Some(node(ns, sa)),
+            type_url: SECRET.into(),
+            resource_names: vec!["default".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut responses = ads
+            .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await
-            .unwrap();
-        let mut responses = ads.stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+            .unwrap()
+            .into_inner();
         let refused = responses.message().await.unwrap_err();
-        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{ns}/{sa}: {refused:?}");
+        assert_eq!(
+            refused.code(),
+            tonic::Code::PermissionDenied,
+            "{ns}/{sa}: {refused:?}"
+        );
     }
 }
 
@@ -204,8 +300,13 @@ async fn a_proxy_gets_only_its_own_identitys_secrets() {
 fn the_ca_key_is_never_in_debug_output() {
     let authority = Authority::generate("cluster.local").unwrap();
     let debug = format!("{authority:?}");
-    assert!(!debug.contains("PRIVATE KEY") && debug.contains("redacted"), "{debug}");
-    let issued = authority.issue_server_cert(&["localhost".into()], Duration::from_secs(60)).unwrap();
+    assert!(
+        !debug.contains("PRIVATE KEY") && debug.contains("redacted"),
+        "{debug}"
+    );
+    let issued = authority
+        .issue_server_cert(&["localhost".into()], Duration::from_secs(60))
+        .unwrap();
     assert!(!format!("{issued:?}").contains("PRIVATE KEY"));
 }
 
@@ -214,15 +315,36 @@ fn the_ca_key_is_never_in_debug_output() {
 #[tokio::test]
 async fn a_service_account_token_is_checked_with_a_token_review() {
     let fake = support::fake_apiserver::FakeApiServer::start().await;
-    fake.add_token("good-token", "system:serviceaccount:foo:sleep", &["istio-ca"]);
-    fake.add_token("api-token", "system:serviceaccount:foo:sleep", &["https://kubernetes.default.svc"]);
-    let reviewer = Arc::new(pilotfish::security::token_review::TokenReviewer::new(fake.client()));
+    fake.add_token(
+        "good-token",
+        "system:serviceaccount:foo:sleep",
+        &["istio-ca"],
+    );
+    fake.add_token(
+        "api-token",
+        "system:serviceaccount:foo:sleep",
+        &["https://kubernetes.default.svc"],
+    );
+    let reviewer = Arc::new(pilotfish::security::token_review::TokenReviewer::new(
+        fake.client(),
+    ));
     let auth = Authenticator::new("cluster.local", Some(reviewer));
     let id = auth.caller(None, Some("good-token".into())).await.unwrap();
     assert_eq!(id.to_string(), "spiffe://cluster.local/ns/foo/sa/sleep");
-    let wrong_audience = auth.caller(None, Some("api-token".into())).await.unwrap_err();
+    let wrong_audience = auth
+        .caller(None, Some("api-token".into()))
+        .await
+        .unwrap_err();
     assert_eq!(wrong_audience.code(), tonic::Code::Unauthenticated);
-    assert!(wrong_audience.message().contains("audiences"), "{}", wrong_audience.message());
+    assert!(
+        wrong_audience.message().contains("audiences"),
+        "{}",
+        wrong_audience.message()
+    );
     let unknown = auth.caller(None, Some("forged".into())).await.unwrap_err();
-    assert!(unknown.message().contains("invalid bearer token"), "{}", unknown.message());
+    assert!(
+        unknown.message().contains("invalid bearer token"),
+        "{}",
+        unknown.message()
+    );
 }

@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::config::cluster::v3::{cluster::ClusterDiscoveryType, cluster::DiscoveryType, Cluster};
+use envoy_types::pb::envoy::config::cluster::v3::{
+    Cluster, cluster::ClusterDiscoveryType, cluster::DiscoveryType,
+};
 use envoy_types::pb::envoy::config::route::v3::route::Action;
 use pilotfish::generate::consistency;
 use pilotfish::model::mesh::OutboundTrafficMode;
@@ -37,8 +39,15 @@ spec:
     let secret = "outbound|9080||secret.other.svc.cluster.local";
     assert!(!r.get(TypeUrl::Cluster).contains_key(secret));
     let rc = route_config(&r, "9080");
-    assert!(!rc.virtual_hosts.iter().any(|v| v.name.starts_with("secret.")));
-    assert_eq!(route_clusters(vhost(&rc, "ratings.default.svc.cluster.local:9080")), ["outbound|9080|v1|ratings.default.svc.cluster.local"]);
+    assert!(
+        !rc.virtual_hosts
+            .iter()
+            .any(|v| v.name.starts_with("secret."))
+    );
+    assert_eq!(
+        route_clusters(vhost(&rc, "ratings.default.svc.cluster.local:9080")),
+        ["outbound|9080|v1|ratings.default.svc.cluster.local"]
+    );
     assert_eq!(consistency::check(&r), Vec::<String>::new());
     // The namespace it is exported to sees both, and there the VirtualService private to it
     // comes before the public `default/ratings`, as in istiod.
@@ -46,21 +55,36 @@ spec:
     let r = resources(&w, &there);
     assert!(r.get(TypeUrl::Cluster).contains_key(secret));
     let rc = route_config(&r, "9080");
-    assert!(rc.virtual_hosts.iter().any(|v| v.name == "secret.other.svc.cluster.local:9080"));
-    assert_eq!(route_clusters(vhost(&rc, "ratings.default.svc.cluster.local:9080")), ["outbound|9080||reviews.other.svc.cluster.local"]);
+    assert!(
+        rc.virtual_hosts
+            .iter()
+            .any(|v| v.name == "secret.other.svc.cluster.local:9080")
+    );
+    assert_eq!(
+        route_clusters(vhost(&rc, "ratings.default.svc.cluster.local:9080")),
+        ["outbound|9080||reviews.other.svc.cluster.local"]
+    );
 }
 
 #[test]
 fn registry_only_blocks_unknown_hosts() {
-    let mesh = MeshConfig { outbound_traffic_policy: OutboundTrafficMode::RegistryOnly, ..MeshConfig::default() };
+    let mesh = MeshConfig {
+        outbound_traffic_policy: OutboundTrafficMode::RegistryOnly,
+        ..MeshConfig::default()
+    };
     let r = resources(&world_with("", mesh), &reviews_proxy());
     let rc = route_config(&r, "9080");
     assert!(!rc.virtual_hosts.iter().any(|v| v.name == "allow_any"));
     let block = vhost(&rc, "block_all");
     assert_eq!(block.domains, ["*"]);
-    let Some(Action::DirectResponse(d)) = &block.routes[0].action else { panic!("{block:?}") };
+    let Some(Action::DirectResponse(d)) = &block.routes[0].action else {
+        panic!("{block:?}")
+    };
     assert_eq!(d.status, 502);
-    assert_eq!(tcp_proxy_clusters(&listener(&r, "virtualOutbound")), ["BlackHoleCluster", "BlackHoleCluster"]);
+    assert_eq!(
+        tcp_proxy_clusters(&listener(&r, "virtualOutbound")),
+        ["BlackHoleCluster", "BlackHoleCluster"]
+    );
 }
 
 const SCOPED: &str = r#"
@@ -88,7 +112,11 @@ spec:
 fn cluster_hosts(r: &ProxyResources) -> BTreeSet<String> {
     names(r, TypeUrl::Cluster)
         .iter()
-        .filter_map(|n| n.strip_prefix("outbound|").and_then(|n| n.rsplit('|').next()).map(str::to_string))
+        .filter_map(|n| {
+            n.strip_prefix("outbound|")
+                .and_then(|n| n.rsplit('|').next())
+                .map(str::to_string)
+        })
         .collect()
 }
 
@@ -97,23 +125,46 @@ fn a_sidecar_resource_limits_what_a_proxy_sees() {
     let w = world_with(SCOPED, MeshConfig::default());
     // The namespace-wide Sidecar of `default`: only `default`'s services.
     let r = resources(&w, &reviews_proxy());
-    let expected = ["legacy-db", "mongodb", "ratings", "reviews", "tcp-echo"].map(|s| format!("{s}.default.svc.cluster.local"));
+    let expected = ["legacy-db", "mongodb", "ratings", "reviews", "tcp-echo"]
+        .map(|s| format!("{s}.default.svc.cluster.local"));
     assert_eq!(cluster_hosts(&r), expected.into_iter().collect());
     let rc = route_config(&r, "9080");
-    assert!(!rc.virtual_hosts.iter().any(|v| v.name.contains(".other.")), "{:?}", rc.virtual_hosts);
+    assert!(
+        !rc.virtual_hosts.iter().any(|v| v.name.contains(".other.")),
+        "{:?}",
+        rc.virtual_hosts
+    );
     assert!(rc.virtual_hosts.iter().any(|v| v.name == "allow_any"));
     assert_eq!(consistency::check(&r), Vec::<String>::new());
 
     // A workload selector wins over the namespace-wide Sidecar, with its own policy.
-    let ratings = proxy("10.1.0.7", "ratings-v1", &[("app", "ratings"), ("version", "v1")]);
+    let ratings = proxy(
+        "10.1.0.7",
+        "ratings-v1",
+        &[("app", "ratings"), ("version", "v1")],
+    );
     let r = resources(&w, &ratings);
-    assert_eq!(cluster_hosts(&r), BTreeSet::from(["ratings.default.svc.cluster.local".to_string()]));
-    assert!(route_config(&r, "9080").virtual_hosts.iter().any(|v| v.name == "block_all"));
-    assert!(r.get(TypeUrl::Cluster).contains_key("inbound|8080||"), "the inbound side is not scoped");
+    assert_eq!(
+        cluster_hosts(&r),
+        BTreeSet::from(["ratings.default.svc.cluster.local".to_string()])
+    );
+    assert!(
+        route_config(&r, "9080")
+            .virtual_hosts
+            .iter()
+            .any(|v| v.name == "block_all")
+    );
+    assert!(
+        r.get(TypeUrl::Cluster).contains_key("inbound|8080||"),
+        "the inbound side is not scoped"
+    );
 
     // The root namespace's Sidecar is the default elsewhere, `.` being the proxy's namespace.
     let other = Proxy::from_id("sidecar~10.1.0.20~x.other~other.svc.cluster.local").unwrap();
-    assert_eq!(cluster_hosts(&resources(&w, &other)), BTreeSet::from(["reviews.other.svc.cluster.local".to_string()]));
+    assert_eq!(
+        cluster_hosts(&resources(&w, &other)),
+        BTreeSet::from(["reviews.other.svc.cluster.local".to_string()])
+    );
 }
 
 #[test]
@@ -143,8 +194,16 @@ data:
     outboundTrafficPolicy:
       mode: REGISTRY_ONLY
 "#;
-    let r = resources(&world_with(config_map, MeshConfig::default()), &reviews_proxy());
-    assert!(route_config(&r, "9080").virtual_hosts.iter().any(|v| v.name == "block_all"));
+    let r = resources(
+        &world_with(config_map, MeshConfig::default()),
+        &reviews_proxy(),
+    );
+    assert!(
+        route_config(&r, "9080")
+            .virtual_hosts
+            .iter()
+            .any(|v| v.name == "block_all")
+    );
 }
 
 #[test]
@@ -162,19 +221,44 @@ spec:
     defaultEndpoint: 0.0.0.0:9443
 "#;
     let w = world_with(ingress, MeshConfig::default());
-    let ratings = proxy("10.1.0.7", "ratings-v1", &[("app", "ratings"), ("version", "v1")]);
+    let ratings = proxy(
+        "10.1.0.7",
+        "ratings-v1",
+        &[("app", "ratings"), ("version", "v1")],
+    );
     let r = resources(&w, &ratings);
     // The ingress ports replace the service's 8080, each to its default endpoint.
-    let chains: Vec<String> = listener(&r, "virtualInbound").filter_chains.iter().map(|c| c.name.clone()).collect();
-    assert_eq!(chains, ["virtualInbound-blackhole", "0.0.0.0_9080", "0.0.0.0_9443", "virtualInbound"]);
+    let chains: Vec<String> = listener(&r, "virtualInbound")
+        .filter_chains
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(
+        chains,
+        [
+            "virtualInbound-blackhole",
+            "0.0.0.0_9080",
+            "0.0.0.0_9443",
+            "virtualInbound"
+        ]
+    );
     let endpoint = |name: &str| {
         let c: Cluster = r.get(TypeUrl::Cluster)[name].decode().unwrap();
-        assert_eq!(c.cluster_discovery_type, Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)));
+        assert_eq!(
+            c.cluster_discovery_type,
+            Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32))
+        );
         let ep = &c.load_assignment.unwrap().endpoints[0].lb_endpoints[0];
         format!("{ep:?}")
     };
-    assert!(endpoint("inbound|9080||").contains("\"127.0.0.1\"") && endpoint("inbound|9080||").contains("PortValue(8080)"));
-    assert!(endpoint("inbound|9443||").contains("\"10.1.0.7\""), "0.0.0.0 is the pod's own address");
+    assert!(
+        endpoint("inbound|9080||").contains("\"127.0.0.1\"")
+            && endpoint("inbound|9080||").contains("PortValue(8080)")
+    );
+    assert!(
+        endpoint("inbound|9443||").contains("\"10.1.0.7\""),
+        "0.0.0.0 is the pod's own address"
+    );
     assert!(!r.get(TypeUrl::Cluster).contains_key("inbound|8080||"));
 
     // Without capture they are listeners of their own, bound to the pod's IP.
@@ -210,21 +294,56 @@ spec:
 "#;
     let w = world_with(extra, MeshConfig::default());
     let mine = resources(&w, &reviews_proxy());
-    let other = resources(&w, &Proxy::from_id("sidecar~10.1.0.20~x.other~other.svc.cluster.local").unwrap());
+    let other = resources(
+        &w,
+        &Proxy::from_id("sidecar~10.1.0.20~x.other~other.svc.cluster.local").unwrap(),
+    );
     let ratings = |r: &ProxyResources| {
-        let mut v: Vec<String> = names(r, TypeUrl::Cluster).into_iter().filter(|n| n.ends_with("|ratings.default.svc.cluster.local")).collect();
+        let mut v: Vec<String> = names(r, TypeUrl::Cluster)
+            .into_iter()
+            .filter(|n| n.ends_with("|ratings.default.svc.cluster.local"))
+            .collect();
         v.sort();
         v
     };
-    assert_eq!(ratings(&mine), ["outbound|9080|v1|ratings.default.svc.cluster.local", "outbound|9080|v2|ratings.default.svc.cluster.local", "outbound|9080||ratings.default.svc.cluster.local"]);
-    assert_eq!(ratings(&other), ["outbound|9080|v3|ratings.default.svc.cluster.local", "outbound|9080||ratings.default.svc.cluster.local"]);
-    let lb = |r: &ProxyResources| r.get(TypeUrl::Cluster)["outbound|9080||ratings.default.svc.cluster.local"].decode::<Cluster>().unwrap().lb_policy;
+    assert_eq!(
+        ratings(&mine),
+        [
+            "outbound|9080|v1|ratings.default.svc.cluster.local",
+            "outbound|9080|v2|ratings.default.svc.cluster.local",
+            "outbound|9080||ratings.default.svc.cluster.local"
+        ]
+    );
+    assert_eq!(
+        ratings(&other),
+        [
+            "outbound|9080|v3|ratings.default.svc.cluster.local",
+            "outbound|9080||ratings.default.svc.cluster.local"
+        ]
+    );
+    let lb = |r: &ProxyResources| {
+        r.get(TypeUrl::Cluster)["outbound|9080||ratings.default.svc.cluster.local"]
+            .decode::<Cluster>()
+            .unwrap()
+            .lb_policy
+    };
     assert_ne!(lb(&mine), lb(&other));
     // The private rule's subset exists for default's proxies only.
-    assert!(mine.get(TypeUrl::Cluster).contains_key("outbound|27017|primary|mongodb.default.svc.cluster.local"));
-    assert!(!other.get(TypeUrl::Cluster).contains_key("outbound|27017|primary|mongodb.default.svc.cluster.local"));
+    assert!(
+        mine.get(TypeUrl::Cluster)
+            .contains_key("outbound|27017|primary|mongodb.default.svc.cluster.local")
+    );
+    assert!(
+        !other
+            .get(TypeUrl::Cluster)
+            .contains_key("outbound|27017|primary|mongodb.default.svc.cluster.local")
+    );
     // Each gets the endpoints of its own subsets, consistently.
-    assert!(other.get(TypeUrl::ClusterLoadAssignment).contains_key("outbound|9080|v3|ratings.default.svc.cluster.local"));
+    assert!(
+        other
+            .get(TypeUrl::ClusterLoadAssignment)
+            .contains_key("outbound|9080|v3|ratings.default.svc.cluster.local")
+    );
     assert_eq!(consistency::check(&other), Vec::<String>::new());
     assert_eq!(consistency::check(&mine), Vec::<String>::new());
 }
@@ -251,30 +370,73 @@ spec:
     let listeners = names(&r, TypeUrl::Listener);
     // Without capture the HTTP one binds 127.0.0.1 and routes only ratings; it replaces the
     // catch-all's 0.0.0.0_9080, which could not bind beside it.
-    assert!(listeners.contains(&"127.0.0.1_9080".to_string()) && !listeners.contains(&"0.0.0.0_9080".to_string()), "{listeners:?}");
-    assert_eq!(listener(&r, "127.0.0.1_9080").bind_to_port.map(|b| b.value), Some(true));
+    assert!(
+        listeners.contains(&"127.0.0.1_9080".to_string())
+            && !listeners.contains(&"0.0.0.0_9080".to_string()),
+        "{listeners:?}"
+    );
+    assert_eq!(
+        listener(&r, "127.0.0.1_9080").bind_to_port.map(|b| b.value),
+        Some(true)
+    );
     let rc = route_config(&r, "127.0.0.1_9080");
     let hosts: Vec<&str> = rc.virtual_hosts.iter().map(|v| v.name.as_str()).collect();
-    assert_eq!(hosts, ["ratings.default.svc.cluster.local:9080", "allow_any"]);
+    assert_eq!(
+        hosts,
+        ["ratings.default.svc.cluster.local:9080", "allow_any"]
+    );
     assert_eq!(names(&r, TypeUrl::RouteConfiguration), ["127.0.0.1_9080"]);
-    assert_eq!(tcp_proxy_clusters(&listener(&r, "127.0.0.2_27017")), ["outbound|27017||mongodb.default.svc.cluster.local"]);
+    assert_eq!(
+        tcp_proxy_clusters(&listener(&r, "127.0.0.2_27017")),
+        ["outbound|27017||mongodb.default.svc.cluster.local"]
+    );
     assert_eq!(consistency::check(&r), Vec::<String>::new());
 
     // Captured, the HTTP one is 0.0.0.0_9080 again, unbound, with route config "9080".
     let r = resources(&w, &reviews_proxy());
-    assert_eq!(listener(&r, "0.0.0.0_9080").bind_to_port.map(|b| b.value), Some(false));
-    let hosts: Vec<String> = route_config(&r, "9080").virtual_hosts.iter().map(|v| v.name.clone()).collect();
-    assert_eq!(hosts, ["ratings.default.svc.cluster.local:9080", "allow_any"]);
+    assert_eq!(
+        listener(&r, "0.0.0.0_9080").bind_to_port.map(|b| b.value),
+        Some(false)
+    );
+    let hosts: Vec<String> = route_config(&r, "9080")
+        .virtual_hosts
+        .iter()
+        .map(|v| v.name.clone())
+        .collect();
+    assert_eq!(
+        hosts,
+        ["ratings.default.svc.cluster.local:9080", "allow_any"]
+    );
 }
 
 #[test]
 fn proxies_share_a_generation_unless_source_labels_tell_them_apart() {
     let context = world().context;
     // The ratings VirtualService matches `sourceLabels: {app: productpage}`: only `app` counts.
-    let a = proxy("10.1.0.30", "x-1", &[("app", "reviews"), ("version", "v1"), ("pod-template-hash", "abc")]);
-    let b = proxy("10.1.0.31", "y-1", &[("app", "reviews"), ("version", "v9"), ("pod-template-hash", "def")]);
+    let a = proxy(
+        "10.1.0.30",
+        "x-1",
+        &[
+            ("app", "reviews"),
+            ("version", "v1"),
+            ("pod-template-hash", "abc"),
+        ],
+    );
+    let b = proxy(
+        "10.1.0.31",
+        "y-1",
+        &[
+            ("app", "reviews"),
+            ("version", "v9"),
+            ("pod-template-hash", "def"),
+        ],
+    );
     let c = proxy("10.1.0.32", "z-1", &[("app", "productpage")]);
-    let (ra, rb, rc) = (context.resources_for(&a), context.resources_for(&b), context.resources_for(&c));
+    let (ra, rb, rc) = (
+        context.resources_for(&a),
+        context.resources_for(&b),
+        context.resources_for(&c),
+    );
     assert!(Arc::ptr_eq(&ra, &rb));
     assert!(!Arc::ptr_eq(&ra, &rc));
     assert_ne!(route_config(&ra, "9080"), route_config(&rc, "9080"));
@@ -295,11 +457,25 @@ fn an_endpoint_change_keeps_listeners_and_routes_and_changes_endpoints() {
     let moved = PLATFORM.replace("podIP: 10.1.0.6", "podIP: 10.1.0.16");
     let second = pilotfish::push::build(&snapshot(&moved), &mesh, Some(&first));
     let after = second.resources_for(&p);
-    for ty in [TypeUrl::Listener, TypeUrl::RouteConfiguration, TypeUrl::Cluster] {
+    for ty in [
+        TypeUrl::Listener,
+        TypeUrl::RouteConfiguration,
+        TypeUrl::Cluster,
+    ] {
         assert!(Arc::ptr_eq(before.get(ty), after.get(ty)), "{ty:?} rebuilt");
     }
-    assert!(!Arc::ptr_eq(before.get(TypeUrl::ClusterLoadAssignment), after.get(TypeUrl::ClusterLoadAssignment)));
+    assert!(!Arc::ptr_eq(
+        before.get(TypeUrl::ClusterLoadAssignment),
+        after.get(TypeUrl::ClusterLoadAssignment)
+    ));
     // A routing change is built anew.
-    let third = pilotfish::push::build(&snapshot(&moved.replace("port: 27017}]}", "port: 27018}]}")), &mesh, Some(&second));
-    assert!(!Arc::ptr_eq(after.get(TypeUrl::Listener), third.resources_for(&p).get(TypeUrl::Listener)));
+    let third = pilotfish::push::build(
+        &snapshot(&moved.replace("port: 27017}]}", "port: 27018}]}")),
+        &mesh,
+        Some(&second),
+    );
+    assert!(!Arc::ptr_eq(
+        after.get(TypeUrl::Listener),
+        third.resources_for(&p).get(TypeUrl::Listener)
+    ));
 }

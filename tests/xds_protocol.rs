@@ -57,22 +57,38 @@ type Config = HashMap<TypeUrl, Vec<Arc<Resource>>>;
 fn snapshot(revision: u64, config: &Config) -> Arc<dyn Snapshot> {
     let mut resources = ProxyResources::default();
     for (ty, list) in config {
-        resources.set(*ty, list.iter().map(|r| (r.name.clone(), Arc::clone(r))).collect());
+        resources.set(
+            *ty,
+            list.iter()
+                .map(|r| (r.name.clone(), Arc::clone(r)))
+                .collect(),
+        );
     }
-    Arc::new(FakeSnapshot { revision, resources: Arc::new(resources) })
+    Arc::new(FakeSnapshot {
+        revision,
+        resources: Arc::new(resources),
+    })
 }
 
 fn cluster(name: &str, alt: &str) -> Arc<Resource> {
     Arc::new(Resource::encode(
         name,
-        &Cluster { name: name.into(), alt_stat_name: alt.into(), ..Default::default() },
+        &Cluster {
+            name: name.into(),
+            alt_stat_name: alt.into(),
+            ..Default::default()
+        },
     ))
 }
 
 /// A cluster that warms only once Envoy has its endpoints (EDS, watching its own name).
 fn eds_cluster(name: &str) -> Arc<Resource> {
     let ty = Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
-    let c = Cluster { name: name.into(), cluster_discovery_type: ty, ..Default::default() };
+    let c = Cluster {
+        name: name.into(),
+        cluster_discovery_type: ty,
+        ..Default::default()
+    };
     Arc::new(Resource::encode(name, &c))
 }
 
@@ -86,13 +102,22 @@ fn cla(name: &str, localities: usize) -> Arc<Resource> {
 }
 
 fn listener(name: &str) -> Arc<Resource> {
-    Arc::new(Resource::encode(name, &Listener { name: name.into(), ..Default::default() }))
+    Arc::new(Resource::encode(
+        name,
+        &Listener {
+            name: name.into(),
+            ..Default::default()
+        },
+    ))
 }
 
 fn route(name: &str) -> Arc<Resource> {
     Arc::new(Resource::encode(
         name,
-        &RouteConfiguration { name: name.into(), ..Default::default() },
+        &RouteConfiguration {
+            name: name.into(),
+            ..Default::default()
+        },
     ))
 }
 
@@ -123,7 +148,12 @@ impl Harness {
         )
         .await
         .unwrap();
-        Harness { server, publish, connections, revision: 1 }
+        Harness {
+            server,
+            publish,
+            connections,
+            revision: 1,
+        }
     }
 
     fn publish(&mut self, config: &Config) {
@@ -132,7 +162,9 @@ impl Harness {
     }
 
     async fn client(&self) -> AggregatedDiscoveryServiceClient<tonic::transport::Channel> {
-        AggregatedDiscoveryServiceClient::connect(self.server.url()).await.unwrap()
+        AggregatedDiscoveryServiceClient::connect(self.server.url())
+            .await
+            .unwrap()
     }
 
     async fn sotw(&self) -> SotwClient {
@@ -144,7 +176,11 @@ impl Harness {
             .await
             .unwrap()
             .into_inner();
-        SotwClient { tx, responses, first: true }
+        SotwClient {
+            tx,
+            responses,
+            first: true,
+        }
     }
 
     async fn delta(&self) -> DeltaClient {
@@ -156,13 +192,19 @@ impl Harness {
             .await
             .unwrap()
             .into_inner();
-        DeltaClient { tx, responses, first: true }
+        DeltaClient {
+            tx,
+            responses,
+            first: true,
+        }
     }
 
     /// Waits until the registry shows `pred` for our proxy's `ty`.
     async fn wait_type(&self, ty: TypeUrl, pred: impl Fn(&pilotfish::xds::TypeStatus) -> bool) {
         let wait = self.connections.wait_for(|c| {
-            c.by_proxy(NODE_ID).and_then(|i| i.types.get(ty.url()).map(&pred)).unwrap_or(false)
+            c.by_proxy(NODE_ID)
+                .and_then(|i| i.types.get(ty.url()).map(&pred))
+                .unwrap_or(false)
         });
         timeout(Duration::from_secs(5), wait)
             .await
@@ -171,7 +213,11 @@ impl Harness {
 }
 
 fn node() -> Node {
-    Node { id: NODE_ID.into(), cluster: "app".into(), ..Default::default() }
+    Node {
+        id: NODE_ID.into(),
+        cluster: "app".into(),
+        ..Default::default()
+    }
 }
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -204,7 +250,11 @@ impl SotwClient {
     }
 
     async fn recv(&mut self) -> DiscoveryResponse {
-        timeout(WAIT, self.responses.message()).await.expect("no response").unwrap().unwrap()
+        timeout(WAIT, self.responses.message())
+            .await
+            .expect("no response")
+            .unwrap()
+            .unwrap()
     }
 
     async fn silence(&mut self) {
@@ -229,7 +279,11 @@ impl DeltaClient {
     }
 
     async fn recv(&mut self) -> DeltaDiscoveryResponse {
-        timeout(WAIT, self.responses.message()).await.expect("no response").unwrap().unwrap()
+        timeout(WAIT, self.responses.message())
+            .await
+            .expect("no response")
+            .unwrap()
+            .unwrap()
     }
 
     async fn silence(&mut self) {
@@ -254,9 +308,17 @@ fn names(r: &DiscoveryResponse) -> Vec<String> {
         .iter()
         .map(|any| match TypeUrl::from_url(&any.type_url) {
             Some(CDS) => Cluster::decode(any.value.as_slice()).unwrap().name,
-            Some(EDS) => ClusterLoadAssignment::decode(any.value.as_slice()).unwrap().cluster_name,
+            Some(EDS) => {
+                ClusterLoadAssignment::decode(any.value.as_slice())
+                    .unwrap()
+                    .cluster_name
+            }
             Some(LDS) => Listener::decode(any.value.as_slice()).unwrap().name,
-            Some(RDS) => RouteConfiguration::decode(any.value.as_slice()).unwrap().name,
+            Some(RDS) => {
+                RouteConfiguration::decode(any.value.as_slice())
+                    .unwrap()
+                    .name
+            }
             other => panic!("unexpected resource type {other:?}"),
         })
         .collect()
@@ -277,7 +339,10 @@ async fn sotw_initial_wildcard_lds_and_cds() {
     assert_eq!(names(&cds), ["a", "b"]);
     assert_eq!(cds.version_info, version_of(&config[&CDS]));
     assert!(!cds.nonce.is_empty());
-    assert!(cds.control_plane.is_some_and(|cp| cp.identifier.starts_with("pilotfish")));
+    assert!(
+        cds.control_plane
+            .is_some_and(|cp| cp.identifier.starts_with("pilotfish"))
+    );
 
     c.send(LDS, &[], "", "").await;
     let lds = c.recv().await;
@@ -285,8 +350,13 @@ async fn sotw_initial_wildcard_lds_and_cds() {
     assert_eq!(lds.version_info, version_of(&config[&LDS]));
 
     // Shutting down ends open streams cleanly instead of waiting on them forever.
-    timeout(WAIT, h.server.shutdown()).await.expect("shutdown hangs").unwrap();
-    let end = timeout(WAIT, c.responses.message()).await.expect("stream not ended");
+    timeout(WAIT, h.server.shutdown())
+        .await
+        .expect("shutdown hangs")
+        .unwrap();
+    let end = timeout(WAIT, c.responses.message())
+        .await
+        .expect("stream not ended");
     assert!(matches!(end, Ok(None)), "{end:?}");
 }
 
@@ -349,7 +419,10 @@ async fn sotw_nack_is_recorded_and_not_resent() {
     config.insert(EDS, vec![cla("a", 2), cla("b", 1)]);
     h.publish(&config);
     let r = c.recv().await;
-    assert_eq!((r.type_url.as_str(), names(&r)), (EDS.url(), vec!["a".to_string()]));
+    assert_eq!(
+        (r.type_url.as_str(), names(&r)),
+        (EDS.url(), vec!["a".to_string()])
+    );
     c.silence().await;
 
     // Envoy repeating its NACK is recorded again, and still answered with nothing.
@@ -402,7 +475,9 @@ async fn sotw_reconnect_with_last_version_sees_the_same_version() {
     c.send(CDS, &[], "", "").await;
     let first = c.recv().await;
     drop(c);
-    timeout(WAIT, h.connections.wait_for(|c| c.is_empty())).await.expect("connection not dropped");
+    timeout(WAIT, h.connections.wait_for(|c| c.is_empty()))
+        .await
+        .expect("connection not dropped");
 
     let mut c = h.sotw().await;
     c.send(CDS, &[], &first.version_info, "").await;
@@ -417,7 +492,10 @@ async fn request_without_node_is_invalid_argument() {
     let mut c = h.sotw().await;
     c.first = false;
     c.send(CDS, &[], "", "").await;
-    let err = timeout(WAIT, c.responses.message()).await.unwrap().unwrap_err();
+    let err = timeout(WAIT, c.responses.message())
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("node"), "{}", err.message());
 
@@ -425,12 +503,18 @@ async fn request_without_node_is_invalid_argument() {
     c.first = false;
     c.tx.send(DiscoveryRequest {
         type_url: CDS.url().into(),
-        node: Some(Node { id: "not-istio".into(), ..Default::default() }),
+        node: Some(Node {
+            id: "not-istio".into(),
+            ..Default::default()
+        }),
         ..Default::default()
     })
     .await
     .unwrap();
-    let err = timeout(WAIT, c.responses.message()).await.unwrap().unwrap_err();
+    let err = timeout(WAIT, c.responses.message())
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("<type>~<ip>"), "{}", err.message());
     assert!(h.connections.is_empty());
@@ -467,7 +551,9 @@ async fn delta_initial_update_and_removal() {
     assert_eq!(delta_names(&r), ["a", "b"]);
     assert_eq!(r.resources[0].version, config[&CDS][0].version());
     assert_eq!(
-        Cluster::decode(r.resources[1].resource.as_ref().unwrap().value.as_slice()).unwrap().name,
+        Cluster::decode(r.resources[1].resource.as_ref().unwrap().value.as_slice())
+            .unwrap()
+            .name,
         "b"
     );
     assert!(r.removed_resources.is_empty());
@@ -496,13 +582,16 @@ async fn delta_initial_resource_versions_suppress_resends() {
     let h = Harness::start(&config).await;
     let mut c = h.delta().await;
     let mut req = dreq(EDS, &["a", "b"], "");
-    req.initial_resource_versions =
-        HashMap::from([("a".to_string(), config[&EDS][0].version()), ("b".into(), "old".into())]);
+    req.initial_resource_versions = HashMap::from([
+        ("a".to_string(), config[&EDS][0].version()),
+        ("b".into(), "old".into()),
+    ]);
     c.send(req).await;
     let r = c.recv().await;
     assert_eq!(delta_names(&r), ["b"], "a is already held at this version");
     c.send(dreq(EDS, &[], &r.nonce)).await;
-    h.wait_type(EDS, |t| t.state == AckState::Acked && t.resources == 2).await;
+    h.wait_type(EDS, |t| t.state == AckState::Acked && t.resources == 2)
+        .await;
     c.silence().await;
 }
 
@@ -526,9 +615,20 @@ fn route_to(cluster: &str) -> RouteConfiguration {
         cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.into())),
         ..Default::default()
     };
-    let route = Route { action: Some(Action::Route(action)), ..Default::default() };
-    let vhost = VirtualHost { name: "web".into(), routes: vec![route], ..Default::default() };
-    RouteConfiguration { name: "r1".into(), virtual_hosts: vec![vhost], ..Default::default() }
+    let route = Route {
+        action: Some(Action::Route(action)),
+        ..Default::default()
+    };
+    let vhost = VirtualHost {
+        name: "web".into(),
+        routes: vec![route],
+        ..Default::default()
+    };
+    RouteConfiguration {
+        name: "r1".into(),
+        virtual_hosts: vec![vhost],
+        ..Default::default()
+    }
 }
 
 #[tokio::test]
@@ -536,26 +636,48 @@ async fn sotw_route_to_a_new_cluster_waits_for_its_endpoints() {
     let (before, after) = push_order_configs();
     let mut h = Harness::start(&before).await;
     let mut c = h.sotw().await;
-    for (ty, sub) in [(CDS, vec![]), (EDS, vec!["a"]), (LDS, vec![]), (RDS, vec!["r1"])] {
+    for (ty, sub) in [
+        (CDS, vec![]),
+        (EDS, vec!["a"]),
+        (LDS, vec![]),
+        (RDS, vec!["r1"]),
+    ] {
         c.send(ty, &sub, "", "").await;
         let r = c.recv().await;
         c.ack(&sub, &r).await;
     }
     h.wait_type(RDS, |t| t.state == AckState::Acked).await;
-    let eds_nonce = h.connections.by_proxy(NODE_ID).unwrap().types[EDS.url()].sent_nonce.clone();
+    let eds_nonce = h.connections.by_proxy(NODE_ID).unwrap().types[EDS.url()]
+        .sent_nonce
+        .clone();
 
     h.publish(&after);
     let cds = c.recv().await;
-    assert_eq!((cds.type_url.as_str(), names(&cds)), (CDS.url(), vec!["a".into(), "c2".into()]));
+    assert_eq!(
+        (cds.type_url.as_str(), names(&cds)),
+        (CDS.url(), vec!["a".into(), "c2".into()])
+    );
     c.silence().await;
     c.ack(&[], &cds).await;
     c.silence().await;
     // Envoy asks for the new cluster's endpoints once it has applied CDS.
-    c.send(EDS, &["a", "c2"], "", eds_nonce.as_deref().unwrap_or_default()).await;
+    c.send(
+        EDS,
+        &["a", "c2"],
+        "",
+        eds_nonce.as_deref().unwrap_or_default(),
+    )
+    .await;
     let eds = c.recv().await;
-    assert_eq!((eds.type_url.as_str(), names(&eds)), (EDS.url(), vec!["a".into(), "c2".into()]));
+    assert_eq!(
+        (eds.type_url.as_str(), names(&eds)),
+        (EDS.url(), vec!["a".into(), "c2".into()])
+    );
     let rds = c.recv().await;
-    assert_eq!((rds.type_url.as_str(), names(&rds)), (RDS.url(), vec!["r1".into()]));
+    assert_eq!(
+        (rds.type_url.as_str(), names(&rds)),
+        (RDS.url(), vec!["r1".into()])
+    );
     assert_eq!(
         RouteConfiguration::decode(rds.resources[0].value.as_slice()).unwrap(),
         route_to("c2")
@@ -568,7 +690,12 @@ async fn delta_route_to_a_new_cluster_waits_for_its_endpoints() {
     let (before, after) = push_order_configs();
     let mut h = Harness::start(&before).await;
     let mut c = h.delta().await;
-    for (ty, sub) in [(CDS, vec![]), (EDS, vec!["a"]), (LDS, vec![]), (RDS, vec!["r1"])] {
+    for (ty, sub) in [
+        (CDS, vec![]),
+        (EDS, vec!["a"]),
+        (LDS, vec![]),
+        (RDS, vec!["r1"]),
+    ] {
         c.send(dreq(ty, &sub, "")).await;
         let r = c.recv().await;
         c.send(dreq(ty, &[], &r.nonce)).await;
@@ -577,16 +704,25 @@ async fn delta_route_to_a_new_cluster_waits_for_its_endpoints() {
 
     h.publish(&after);
     let cds = c.recv().await;
-    assert_eq!((cds.type_url.as_str(), delta_names(&cds)), (CDS.url(), vec!["c2"]));
+    assert_eq!(
+        (cds.type_url.as_str(), delta_names(&cds)),
+        (CDS.url(), vec!["c2"])
+    );
     c.silence().await;
     // Subscribing first and ACKing after is fine too: both are needed.
     c.send(dreq(EDS, &["c2"], "")).await;
     let eds = c.recv().await;
-    assert_eq!((eds.type_url.as_str(), delta_names(&eds)), (EDS.url(), vec!["c2"]));
+    assert_eq!(
+        (eds.type_url.as_str(), delta_names(&eds)),
+        (EDS.url(), vec!["c2"])
+    );
     c.silence().await;
     c.send(dreq(CDS, &[], &cds.nonce)).await;
     let rds = c.recv().await;
-    assert_eq!((rds.type_url.as_str(), delta_names(&rds)), (RDS.url(), vec!["r1"]));
+    assert_eq!(
+        (rds.type_url.as_str(), delta_names(&rds)),
+        (RDS.url(), vec!["r1"])
+    );
     c.silence().await;
 }
 
@@ -609,14 +745,25 @@ async fn route_to_a_new_cluster_goes_out_after_the_hold_timeout() {
     let nack = DiscoveryRequest {
         type_url: CDS.url().into(),
         response_nonce: cds.nonce.clone(),
-        error_detail: Some(RpcStatus { code: 3, message: "c2: bad".into(), details: vec![] }),
+        error_detail: Some(RpcStatus {
+            code: 3,
+            message: "c2: bad".into(),
+            details: vec![],
+        }),
         ..Default::default()
     };
     c.tx.send(nack).await.unwrap();
-    let rds = timeout(Duration::from_secs(8), c.responses.message()).await.unwrap().unwrap();
+    let rds = timeout(Duration::from_secs(8), c.responses.message())
+        .await
+        .unwrap()
+        .unwrap();
     let rds = rds.unwrap();
     assert_eq!(rds.type_url, RDS.url());
-    assert!(start.elapsed() >= Duration::from_millis(4500), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(4500),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 /// istiod's metrics move with the protocol: a response counts in `pilot_xds_pushes` and
@@ -627,37 +774,62 @@ async fn route_to_a_new_cluster_goes_out_after_the_hold_timeout() {
 async fn metrics_count_responses_acks_and_nacks() {
     let metrics = pilotfish::metrics::global();
     let cds = metrics.xds_type(CDS);
-    let (pushes, rejects, sizes, converged) =
-        (cds.pushes.get(), cds.rejects.get(), cds.config_size.count(), metrics.convergence.count());
+    let (pushes, rejects, sizes, converged) = (
+        cds.pushes.get(),
+        cds.rejects.get(),
+        cds.config_size.count(),
+        metrics.convergence.count(),
+    );
     let mut h = Harness::start(&base_config()).await;
     let mut c = h.sotw().await;
     c.send(CDS, &[], "", "").await;
     let v1 = c.recv().await;
-    assert!(cds.pushes.get() > pushes, "the response counts in pilot_xds_pushes{{type=cds}}");
+    assert!(
+        cds.pushes.get() > pushes,
+        "the response counts in pilot_xds_pushes{{type=cds}}"
+    );
     assert!(cds.config_size.count() > sizes);
-    assert!(metrics.xds_clients("") >= 1, "the stream counts in pilot_xds");
+    assert!(
+        metrics.xds_clients("") >= 1,
+        "the stream counts in pilot_xds"
+    );
     c.ack(&[], &v1).await;
     h.wait_type(CDS, |t| t.state == AckState::Acked).await;
-    assert!(metrics.convergence.count() > converged, "the ACK is a convergence sample");
+    assert!(
+        metrics.convergence.count() > converged,
+        "the ACK is a convergence sample"
+    );
     assert_eq!(cds.rejects.get(), rejects, "an ACK is no reject");
 
     let mut config = base_config();
     config.insert(CDS, vec![cluster("a", "broken")]);
     h.publish(&config);
     let v2 = c.recv().await;
-    c.tx
-        .send(DiscoveryRequest {
-            type_url: CDS.url().into(),
-            version_info: v1.version_info.clone(),
-            response_nonce: v2.nonce.clone(),
-            error_detail: Some(RpcStatus { code: 3, message: "a: bad".into(), details: vec![] }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    c.tx.send(DiscoveryRequest {
+        type_url: CDS.url().into(),
+        version_info: v1.version_info.clone(),
+        response_nonce: v2.nonce.clone(),
+        error_detail: Some(RpcStatus {
+            code: 3,
+            message: "a: bad".into(),
+            details: vec![],
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     h.wait_type(CDS, |t| t.state == AckState::Nacked).await;
-    assert!(cds.rejects.get() > rejects, "the NACK counts in pilot_total_xds_rejects{{type=cds}}");
+    assert!(
+        cds.rejects.get() > rejects,
+        "the NACK counts in pilot_total_xds_rejects{{type=cds}}"
+    );
     let text = metrics.encode().unwrap();
-    let line = text.lines().find(|l| l.starts_with("pilot_total_xds_rejects{type=\"cds\"} ")).unwrap();
-    assert!(line.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap() >= 1, "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("pilot_total_xds_rejects{type=\"cds\"} "))
+        .unwrap();
+    assert!(
+        line.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap() >= 1,
+        "{text}"
+    );
 }

@@ -72,7 +72,8 @@ impl Shape {
 
     /// Whether Service `i` has a VirtualService and a DestinationRule: V of the M, evenly spread.
     pub fn is_routed(&self, service: usize) -> bool {
-        self.virtual_services > 0 && (service * self.virtual_services) % self.services < self.virtual_services
+        self.virtual_services > 0
+            && (service * self.virtual_services) % self.services < self.virtual_services
     }
 
     /// The Service whose replica 0 is client `c`.
@@ -82,7 +83,8 @@ impl Shape {
 
     /// Whether client `c` sees Service `s` (and so must be pushed its endpoint changes).
     pub fn sees(&self, client: usize, service: usize) -> bool {
-        !self.scoped || self.namespace_of(self.service_of_client(client)) == self.namespace_of(service)
+        !self.scoped
+            || self.namespace_of(self.service_of_client(client)) == self.namespace_of(service)
     }
 
     /// The Service whose endpoints change `k` adds to: spread over the namespaces, never a
@@ -96,7 +98,10 @@ impl Shape {
     }
 
     pub fn host(&self, service: usize) -> String {
-        format!("svc-{service}.ns-{}.svc.cluster.local", self.namespace_of(service))
+        format!(
+            "svc-{service}.ns-{}.svc.cluster.local",
+            self.namespace_of(service)
+        )
     }
 
     pub fn eds_cluster(&self, service: usize) -> String {
@@ -106,27 +111,44 @@ impl Shape {
     /// Installs the Istio CRDs and writes every object.
     pub fn populate(&self, fake: &FakeApiServer) -> Result<Populated> {
         for (kind, plural) in ISTIO_NETWORKING {
-            fake.install_crd("networking.istio.io", &["v1", "v1beta1", "v1alpha3"], kind, plural, true);
+            fake.install_crd(
+                "networking.istio.io",
+                &["v1", "v1beta1", "v1alpha3"],
+                kind,
+                plural,
+                true,
+            );
         }
         for (kind, plural) in SECURITY {
             fake.install_crd("security.istio.io", &["v1", "v1beta1"], kind, plural, true);
         }
-        fake.install_crd("telemetry.istio.io", &["v1", "v1alpha1"], "Telemetry", "telemetries", true);
+        fake.install_crd(
+            "telemetry.istio.io",
+            &["v1", "v1alpha1"],
+            "Telemetry",
+            "telemetries",
+            true,
+        );
 
         let mut out = Populated::default();
         let mut apply = |object: Value| -> Result<()> {
-            fake.apply(object).map_err(|e| anyhow::anyhow!("populating the fake API server: {e:?}"))?;
+            fake.apply(object)
+                .map_err(|e| anyhow::anyhow!("populating the fake API server: {e:?}"))?;
             out.objects += 1;
             Ok(())
         };
-        apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}))?;
+        apply(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}),
+        )?;
         for ns in 0..self.namespaces {
             apply(json!({"apiVersion": "v1", "kind": "Namespace",
                 "metadata": {"name": format!("ns-{ns}"), "labels": {"istio-injection": "enabled"}}}))?;
             if self.scoped {
-                apply(json!({"apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
+                apply(
+                    json!({"apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
                     "metadata": {"name": "default", "namespace": format!("ns-{ns}")},
-                    "spec": {"egress": [{"hosts": ["./*", "istio-system/*"]}]}}))?;
+                    "spec": {"egress": [{"hosts": ["./*", "istio-system/*"]}]}}),
+                )?;
             }
         }
         for s in 0..self.services {
@@ -143,17 +165,31 @@ impl Shape {
                 apply(self.destination_rule(s))?;
             }
         }
-        out.pod_bytes = fake.get("v1", "Pod", Some("ns-0"), &pod_name(0, 0)).map_or(0, |p| p.to_string().len());
+        out.pod_bytes = fake
+            .get("v1", "Pod", Some("ns-0"), &pod_name(0, 0))
+            .map_or(0, |p| p.to_string().len());
         let ns0 = "ns-0";
-        out.slice_bytes =
-            fake.get("discovery.k8s.io/v1", "EndpointSlice", Some(ns0), &slice_name(0)).map_or(0, |p| p.to_string().len());
+        out.slice_bytes = fake
+            .get(
+                "discovery.k8s.io/v1",
+                "EndpointSlice",
+                Some(ns0),
+                &slice_name(0),
+            )
+            .map_or(0, |p| p.to_string().len());
         Ok(out)
     }
 
     /// Change `k`, step 1 (not timed): the scaled-up Deployment's new Pod, Running and Ready,
     /// as the kubelet reports it before the endpoint controller adds it to the slice.
     pub fn new_pod(&self, service: usize, k: usize) -> Value {
-        self.pod(service, SCALED_UIDS + k, &scaled_pod_name(service, k), &scaled_pod_ip(k), "v1")
+        self.pod(
+            service,
+            SCALED_UIDS + k,
+            &scaled_pod_name(service, k),
+            &scaled_pod_ip(k),
+            "v1",
+        )
     }
 
     /// Change `k`, step 2 (timed): the Service's EndpointSlice with the new Pod's endpoint added.
@@ -181,7 +217,11 @@ impl Shape {
             format!("sidecar~10.252.0.1~probe.{ns}~{ns}.svc.cluster.local"),
             &format!("probe.{ns}"),
             &labels,
-            &[("NAMESPACE", &ns), ("INSTANCE_IPS", "10.252.0.1"), ("INTERCEPTION_MODE", "REDIRECT")],
+            &[
+                ("NAMESPACE", &ns),
+                ("INSTANCE_IPS", "10.252.0.1"),
+                ("INTERCEPTION_MODE", "REDIRECT"),
+            ],
         )
     }
 
@@ -209,8 +249,10 @@ impl Shape {
     /// Pod `n` (a cluster-wide number, for its uid) of Service `s`.
     fn pod(&self, s: usize, n: usize, name: &str, ip: &str, version: &str) -> Value {
         let ns = format!("ns-{}", self.namespace_of(s));
-        let labels: serde_json::Map<String, Value> =
-            pod_labels(s, version).into_iter().map(|(k, v)| (k.to_string(), Value::String(v))).collect();
+        let labels: serde_json::Map<String, Value> = pod_labels(s, version)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v)))
+            .collect();
         let condition = |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": "2025-01-01T00:00:00Z"});
         json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": ns, "uid": uid(2, n), "labels": labels,
@@ -246,10 +288,15 @@ impl Shape {
                 "targetRef": {"kind": "Pod", "name": name, "namespace": ns, "uid": uid(2, n)}})
         };
         let first = s * self.replicas;
-        let mut endpoints: Vec<Value> =
-            (0..self.replicas).map(|r| endpoint(first + r, pod_name(s, r), pod_ip(first + r))).collect();
+        let mut endpoints: Vec<Value> = (0..self.replicas)
+            .map(|r| endpoint(first + r, pod_name(s, r), pod_ip(first + r)))
+            .collect();
         if let Some(k) = added {
-            endpoints.push(endpoint(SCALED_UIDS + k, scaled_pod_name(s, k), scaled_pod_ip(k)));
+            endpoints.push(endpoint(
+                SCALED_UIDS + k,
+                scaled_pod_name(s, k),
+                scaled_pod_ip(k),
+            ));
         }
         json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
             "metadata": {"name": slice_name(s), "namespace": ns, "uid": uid(4, s),
@@ -265,7 +312,11 @@ impl Shape {
     /// A header match to subset v2, else 90 % to subset v1 and 10 % to the next Service.
     fn virtual_service(&self, s: usize) -> Value {
         let ns = format!("ns-{}", self.namespace_of(s));
-        let other = if s + 1 < self.services && self.namespace_of(s + 1) == self.namespace_of(s) { s + 1 } else { s };
+        let other = if s + 1 < self.services && self.namespace_of(s + 1) == self.namespace_of(s) {
+            s + 1
+        } else {
+            s
+        };
         json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
             "metadata": {"name": format!("svc-{s}"), "namespace": ns},
             "spec": {"hosts": [format!("svc-{s}")], "http": [
@@ -288,7 +339,11 @@ impl Shape {
 
 /// The last replica runs v2, the others v1, so both subsets have endpoints.
 fn version(replica: usize, replicas: usize) -> &'static str {
-    if replicas > 1 && replica == replicas - 1 { "v2" } else { "v1" }
+    if replicas > 1 && replica == replicas - 1 {
+        "v2"
+    } else {
+        "v1"
+    }
 }
 
 fn uid(kind: u32, n: usize) -> String {
@@ -297,7 +352,10 @@ fn uid(kind: u32, n: usize) -> String {
 
 /// What a ReplicaSet puts in its pods' names and labels, fixed per Deployment.
 fn template_hash(service: usize) -> String {
-    format!("{:08x}", (service as u64).wrapping_mul(0x9e37_79b9) & 0xffff_ffff)
+    format!(
+        "{:08x}",
+        (service as u64).wrapping_mul(0x9e37_79b9) & 0xffff_ffff
+    )
 }
 
 fn pod_name(service: usize, replica: usize) -> String {

@@ -55,7 +55,12 @@ impl<S: Subscriber> Layer<S> for Recorder {
     fn on_event(&self, event: &Event<'_>, _: LayerContext<'_, S>) {
         let mut fields = Fields::default();
         event.record(&mut fields);
-        let line = Logged { at: Instant::now(), level: *event.metadata().level(), message: fields.message, fields: fields.rest };
+        let line = Logged {
+            at: Instant::now(),
+            level: *event.metadata().level(),
+            message: fields.message,
+            fields: fields.rest,
+        };
         lock(&self.0.lines).push(line);
     }
 }
@@ -65,30 +70,45 @@ impl Timeline {
     pub fn install() -> Result<Timeline> {
         let timeline = Timeline::default();
         let filter = tracing_subscriber::EnvFilter::new("warn,pilotfish=info");
-        let subscriber = tracing_subscriber::registry().with(Recorder(timeline.clone()).with_filter(filter));
-        tracing::subscriber::set_global_default(subscriber).context("installing the log recorder")?;
+        let subscriber =
+            tracing_subscriber::registry().with(Recorder(timeline.clone()).with_filter(filter));
+        tracing::subscriber::set_global_default(subscriber)
+            .context("installing the log recorder")?;
         Ok(timeline)
     }
 
     /// The first line at or after `since` whose message starts with `prefix`.
     pub fn first(&self, since: Instant, prefix: &str) -> Option<Logged> {
-        lock(&self.lines).iter().find(|l| l.at >= since && l.message.starts_with(prefix)).cloned()
+        lock(&self.lines)
+            .iter()
+            .find(|l| l.at >= since && l.message.starts_with(prefix))
+            .cloned()
     }
 
     /// Warnings and errors logged at or after `since`.
     pub fn warnings(&self, since: Instant) -> Vec<Logged> {
-        lock(&self.lines).iter().filter(|l| l.at >= since && l.level <= Level::WARN).cloned().collect()
+        lock(&self.lines)
+            .iter()
+            .filter(|l| l.at >= since && l.level <= Level::WARN)
+            .cloned()
+            .collect()
     }
 }
 
 impl Logged {
     /// A `Duration` field as `tracing` prints it with `?` (`812.3µs`, `12.5ms`, `1.2s`).
     pub fn duration(&self, name: &str) -> Option<Duration> {
-        let value = self.fields.split(' ').find_map(|f| f.strip_prefix(name)?.strip_prefix('='))?;
+        let value = self
+            .fields
+            .split(' ')
+            .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))?;
         let (number, scale) = [("ns", 1e-9), ("µs", 1e-6), ("ms", 1e-3), ("s", 1.0)]
             .into_iter()
             .find_map(|(unit, scale)| value.strip_suffix(unit).map(|n| (n, scale)))?;
-        number.parse::<f64>().ok().map(|n| Duration::from_secs_f64(n * scale))
+        number
+            .parse::<f64>()
+            .ok()
+            .map(|n| Duration::from_secs_f64(n * scale))
     }
 }
 
@@ -102,13 +122,22 @@ pub struct Request {
 
 /// Polls the fake's request log every millisecond until aborted, stamping each new request.
 /// The stamp is late by at most the poll period plus scheduling (the fake logs no times).
-pub async fn follow_requests(requests: impl Fn() -> Vec<(String, String)>, out: Arc<Mutex<Vec<Request>>>) {
+pub async fn follow_requests(
+    requests: impl Fn() -> Vec<(String, String)>,
+    out: Arc<Mutex<Vec<Request>>>,
+) {
     let mut seen = 0;
     loop {
         let all = requests();
         let now = Instant::now();
-        let new: Vec<Request> =
-            all[seen.min(all.len())..].iter().map(|(method, target)| Request { at: now, method: method.clone(), target: target.clone() }).collect();
+        let new: Vec<Request> = all[seen.min(all.len())..]
+            .iter()
+            .map(|(method, target)| Request {
+                at: now,
+                method: method.clone(),
+                target: target.clone(),
+            })
+            .collect();
         seen = all.len();
         lock(&out).extend(new);
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -125,16 +154,26 @@ pub struct Memory {
 pub fn memory() -> Result<Memory> {
     let status = std::fs::read_to_string("/proc/self/status")?;
     let field = |key: &str| -> Result<u64> {
-        let line = status.lines().find(|l| l.starts_with(key)).with_context(|| format!("no {key} in /proc/self/status"))?;
-        let kib = line.split_whitespace().nth(1).with_context(|| format!("bad line {line:?}"))?;
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .with_context(|| format!("no {key} in /proc/self/status"))?;
+        let kib = line
+            .split_whitespace()
+            .nth(1)
+            .with_context(|| format!("bad line {line:?}"))?;
         Ok(kib.parse()?)
     };
-    Ok(Memory { rss_kib: field("VmRSS:")?, hwm_kib: field("VmHWM:")? })
+    Ok(Memory {
+        rss_kib: field("VmRSS:")?,
+        hwm_kib: field("VmHWM:")?,
+    })
 }
 
 /// Resets VmHWM to the current RSS (Linux ≥ 4.0), so the next reading is the peak from now.
 pub fn reset_peak() -> Result<()> {
-    std::fs::write("/proc/self/clear_refs", "5").context("resetting VmHWM through /proc/self/clear_refs")
+    std::fs::write("/proc/self/clear_refs", "5")
+        .context("resetting VmHWM through /proc/self/clear_refs")
 }
 
 /// User + system CPU seconds so far of this process's live threads named `name`.
@@ -145,8 +184,10 @@ pub fn thread_cpu(name: &str) -> Result<f64> {
     for task in std::fs::read_dir("/proc/self/task")? {
         let dir = task?.path();
         // A thread may exit between listing and reading: skip it.
-        let (Ok(comm), Ok(stat)) = (std::fs::read_to_string(dir.join("comm")), std::fs::read_to_string(dir.join("stat")))
-        else {
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("stat")),
+        ) else {
             continue;
         };
         if comm.trim_end() != name {
@@ -176,10 +217,18 @@ pub const CLIENT_THREADS: &str = "ads-clients";
 
 impl Cpu {
     pub fn now() -> Result<Cpu> {
-        Ok(Cpu { pilotfish: thread_cpu(PILOTFISH_THREADS)?, fake: thread_cpu(FAKE_THREADS)?, clients: thread_cpu(CLIENT_THREADS)? })
+        Ok(Cpu {
+            pilotfish: thread_cpu(PILOTFISH_THREADS)?,
+            fake: thread_cpu(FAKE_THREADS)?,
+            clients: thread_cpu(CLIENT_THREADS)?,
+        })
     }
 
     pub fn since(self, before: Cpu) -> Cpu {
-        Cpu { pilotfish: self.pilotfish - before.pilotfish, fake: self.fake - before.fake, clients: self.clients - before.clients }
+        Cpu {
+            pilotfish: self.pilotfish - before.pilotfish,
+            fake: self.fake - before.fake,
+            clients: self.clients - before.clients,
+        }
     }
 }

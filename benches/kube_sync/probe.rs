@@ -28,7 +28,10 @@ pub async fn endpoints(addr: SocketAddr, node: Node, cluster: &str) -> Result<Ve
         resource_names: vec![cluster.to_string()],
         ..Default::default()
     })?;
-    let mut responses = client.stream_aggregated_resources(UnboundedReceiverStream::new(rx)).await?.into_inner();
+    let mut responses = client
+        .stream_aggregated_resources(UnboundedReceiverStream::new(rx))
+        .await?
+        .into_inner();
     let response = tokio::time::timeout(Duration::from_secs(10), responses.message())
         .await
         .with_context(|| format!("probe: no EDS response for {cluster} within 10 s"))??
@@ -40,8 +43,11 @@ pub async fn endpoints(addr: SocketAddr, node: Node, cluster: &str) -> Result<Ve
             continue;
         }
         for lb in assignment.endpoints.iter().flat_map(|l| &l.lb_endpoints) {
-            let Some(lb_endpoint::HostIdentifier::Endpoint(endpoint)) = &lb.host_identifier else { continue };
-            let Some(address::Address::SocketAddress(socket)) = endpoint.address.as_ref().and_then(|a| a.address.as_ref())
+            let Some(lb_endpoint::HostIdentifier::Endpoint(endpoint)) = &lb.host_identifier else {
+                continue;
+            };
+            let Some(address::Address::SocketAddress(socket)) =
+                endpoint.address.as_ref().and_then(|a| a.address.as_ref())
             else {
                 continue;
             };

@@ -69,7 +69,10 @@ async fn list_pages(client: &kube::Client, path: &str) -> Result<Vec<String>> {
             Some(token) => format!("{path}?limit={PAGE}&continue={}", token.replace('/', "%2F")),
         };
         let request = axum::http::Request::get(uri).body(Vec::new())?;
-        let text = client.request_text(request).await.with_context(|| format!("listing {path}"))?;
+        let text = client
+            .request_text(request)
+            .await
+            .with_context(|| format!("listing {path}"))?;
         next = continue_token(&text);
         pages.push(text);
         if next.is_none() {
@@ -89,7 +92,11 @@ fn continue_token(page: &str) -> Option<String> {
 
 /// Each page decoded, then its objects converted, then the page's k8s-openapi objects dropped,
 /// as the watcher goes: only the store objects stay.
-fn decode_and_convert<K>(pages: &[String], decode: &mut Duration, convert: &mut Duration) -> Result<Vec<Entry>>
+fn decode_and_convert<K>(
+    pages: &[String],
+    decode: &mut Duration,
+    convert: &mut Duration,
+) -> Result<Vec<Entry>>
 where
     K: DeserializeOwned + Clone,
     Object: TryFrom<K>,
@@ -106,10 +113,17 @@ where
 /// As the watcher's conversion does: the object, validated, without its resourceVersion.
 fn entry(mut object: Object) -> Result<Entry> {
     object.meta.resource_version.clear();
-    if let Some(error) = pilotfish::validate::validate(&object).into_iter().find(|d| d.is_error()) {
+    if let Some(error) = pilotfish::validate::validate(&object)
+        .into_iter()
+        .find(|d| d.is_error())
+    {
         return Err(anyhow!("{} is invalid: {error}", object.key()));
     }
-    Ok(Entry { object: Arc::new(object), origin: None, source: SourceId::Kubernetes })
+    Ok(Entry {
+        object: Arc::new(object),
+        origin: None,
+        source: SourceId::Kubernetes,
+    })
 }
 
 /// The faster of two runs: the first may pay for memory the process has not touched yet.
@@ -136,7 +150,10 @@ where
     Object: TryFrom<K>,
     <Object as TryFrom<K>>::Error: std::fmt::Debug,
 {
-    objects.into_iter().map(|o| entry(Object::try_from(o).map_err(|e| anyhow!("converting: {e:?}"))?)).collect()
+    objects
+        .into_iter()
+        .map(|o| entry(Object::try_from(o).map_err(|e| anyhow!("converting: {e:?}"))?))
+        .collect()
 }
 
 pub async fn run(fake: &FakeApiServer, shape: &Shape) -> Result<Breakdown> {
@@ -161,13 +178,29 @@ pub async fn run(fake: &FakeApiServer, shape: &Shape) -> Result<Breakdown> {
     for _ in 0..2 {
         let (mut d, mut c) = (Duration::ZERO, Duration::ZERO);
         entries = decode_and_convert::<SlimPod>(&pods, &mut d, &mut c)?;
-        (decode, convert) = if d < decode { (d, c) } else { (decode, convert) };
+        (decode, convert) = if d < decode {
+            (d, c)
+        } else {
+            (decode, convert)
+        };
     }
     b.decode_pods = decode;
     drop(pods);
-    entries.extend(decode_and_convert::<core::Service>(&services, &mut decode, &mut convert)?);
-    entries.extend(decode_and_convert::<discovery::EndpointSlice>(&slices, &mut decode, &mut convert)?);
-    entries.extend(decode_and_convert::<core::Namespace>(&namespaces, &mut decode, &mut convert)?);
+    entries.extend(decode_and_convert::<core::Service>(
+        &services,
+        &mut decode,
+        &mut convert,
+    )?);
+    entries.extend(decode_and_convert::<discovery::EndpointSlice>(
+        &slices,
+        &mut decode,
+        &mut convert,
+    )?);
+    entries.extend(decode_and_convert::<core::Namespace>(
+        &namespaces,
+        &mut decode,
+        &mut convert,
+    )?);
     b.decode = decode;
     for (api_version, kind) in [
         ("networking.istio.io/v1", "VirtualService"),
@@ -175,8 +208,12 @@ pub async fn run(fake: &FakeApiServer, shape: &Shape) -> Result<Breakdown> {
         ("networking.istio.io/v1", "Sidecar"),
     ] {
         for value in fake.list(api_version, kind, None) {
-            let parsed = timed(&mut convert, || pilotfish::config::parse::parse_object(value));
-            let (object, _) = parsed.map_err(|d| anyhow!("parsing a {kind}: {d}"))?.with_context(|| format!("a {kind} was skipped"))?;
+            let parsed = timed(&mut convert, || {
+                pilotfish::config::parse::parse_object(value)
+            });
+            let (object, _) = parsed
+                .map_err(|d| anyhow!("parsing a {kind}: {d}"))?
+                .with_context(|| format!("a {kind} was skipped"))?;
             entries.push(timed(&mut convert, || entry(object))?);
         }
     }
@@ -187,14 +224,24 @@ pub async fn run(fake: &FakeApiServer, shape: &Shape) -> Result<Breakdown> {
     let mut store = Store::new();
     let start = Instant::now();
     for kind in Kind::ALL {
-        let of_kind: Vec<Entry> = entries.iter().filter(|e| e.object.kind() == kind).cloned().collect();
+        let of_kind: Vec<Entry> = entries
+            .iter()
+            .filter(|e| e.object.kind() == kind)
+            .cloned()
+            .collect();
         store.replace_kind(SourceId::Kubernetes, kind, of_kind);
     }
     store.publish();
     let first = store.snapshot();
     b.store = start.elapsed();
 
-    b.services = best_of_two(|| drop(pilotfish::index::services::build(&first, &mesh, &mut Vec::new())));
+    b.services = best_of_two(|| {
+        drop(pilotfish::index::services::build(
+            &first,
+            &mesh,
+            &mut Vec::new(),
+        ))
+    });
     b.index = best_of_two(|| drop(pilotfish::index::Index::build(&first, &mesh)));
     b.first_context = best_of_two(|| drop(pilotfish::push::build(&first, &mesh, None)));
     let context = pilotfish::push::build(&first, &mesh, None);
@@ -204,12 +251,22 @@ pub async fn run(fake: &FakeApiServer, shape: &Shape) -> Result<Breakdown> {
     drop(context.resources_for(&proxy));
     b.first_proxy = start.elapsed();
 
-    let slice: discovery::EndpointSlice = serde_json::from_value(shape.grown_slice(service, 9_999))?;
-    store.apply(Change::Upsert(entry(Object::try_from(slice).map_err(|e| anyhow!("converting: {e:?}"))?)?));
+    let slice: discovery::EndpointSlice =
+        serde_json::from_value(shape.grown_slice(service, 9_999))?;
+    store.apply(Change::Upsert(entry(
+        Object::try_from(slice).map_err(|e| anyhow!("converting: {e:?}"))?,
+    )?));
     store.publish();
     let changed = store.snapshot();
-    b.change_index = best_of_two(|| drop(pilotfish::index::Index::build_after(&changed, &mesh, context.index())));
-    b.change_context = best_of_two(|| drop(pilotfish::push::build(&changed, &mesh, Some(&context))));
+    b.change_index = best_of_two(|| {
+        drop(pilotfish::index::Index::build_after(
+            &changed,
+            &mesh,
+            context.index(),
+        ))
+    });
+    b.change_context =
+        best_of_two(|| drop(pilotfish::push::build(&changed, &mesh, Some(&context))));
     let after = pilotfish::push::build(&changed, &mesh, Some(&context));
     let start = Instant::now();
     drop(after.resources_for(&proxy));

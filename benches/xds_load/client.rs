@@ -90,10 +90,14 @@ impl ClientStats {
 
     fn acked(&self, ty: usize, version: String, eds: (usize, usize), rds_wanted: usize) {
         let mut p = self.progress();
-        p.acked[ty] = Some(Ack { version, at: Instant::now() });
+        p.acked[ty] = Some(Ack {
+            version,
+            at: Instant::now(),
+        });
         (p.eds_wanted, p.eds_held) = eds;
         p.rds_wanted = rds_wanted;
-        let complete = p.acked.iter().all(Option::is_some) && p.eds_wanted > 0 && p.eds_held == p.eds_wanted;
+        let complete =
+            p.acked.iter().all(Option::is_some) && p.eds_wanted > 0 && p.eds_held == p.eds_wanted;
         if complete && p.converged_at.is_none() {
             p.converged_at = Some(Instant::now());
         }
@@ -103,7 +107,14 @@ impl ClientStats {
 /// Runs one proxy until its stream ends; how it ended goes into `stats`. Like Envoy, a proxy
 /// whose connection fails before its first response tries again after a backoff (a burst of
 /// thousands of connects can overflow the server's listen backlog); each retry is counted.
-pub async fn run(index: usize, addr: SocketAddr, mode: Mode, node: Node, stats: Arc<ClientStats>, tls: Option<Arc<rustls::ClientConfig>>) {
+pub async fn run(
+    index: usize,
+    addr: SocketAddr,
+    mode: Mode,
+    node: Node,
+    stats: Arc<ClientStats>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) {
     let mut attempt = 0;
     let error = loop {
         let result = match mode {
@@ -114,7 +125,10 @@ pub async fn run(index: usize, addr: SocketAddr, mode: Mode, node: Node, stats: 
             Ok(()) => "stream ended by the server".to_string(),
             Err(e) => format!("{e:#}"),
         };
-        let answered = stats.responses.iter().any(|r| r.load(Ordering::Relaxed) > 0);
+        let answered = stats
+            .responses
+            .iter()
+            .any(|r| r.load(Ordering::Relaxed) > 0);
         if answered || attempt >= MAX_RETRIES {
             break error;
         }
@@ -129,7 +143,10 @@ pub async fn run(index: usize, addr: SocketAddr, mode: Mode, node: Node, stats: 
 const MAX_RETRIES: u64 = 5;
 
 /// Each client its own `Channel`, so its own TCP connection and HTTP/2 session.
-async fn connect(addr: SocketAddr, tls: Option<Arc<rustls::ClientConfig>>) -> Result<AggregatedDiscoveryServiceClient<Channel>> {
+async fn connect(
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<AggregatedDiscoveryServiceClient<Channel>> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(Duration::from_secs(60))
         .tcp_nodelay(true)
@@ -143,7 +160,9 @@ async fn connect(addr: SocketAddr, tls: Option<Arc<rustls::ClientConfig>>) -> Re
 }
 
 fn type_index(url: &str) -> Result<usize> {
-    URLS.iter().position(|u| *u == url).with_context(|| format!("unexpected type {url}"))
+    URLS.iter()
+        .position(|u| *u == url)
+        .with_context(|| format!("unexpected type {url}"))
 }
 
 /// EDS names of a set of clusters.
@@ -171,7 +190,12 @@ struct SotwType {
     nonce: String,
 }
 
-async fn sotw(node: &Node, addr: SocketAddr, stats: &ClientStats, tls: Option<Arc<rustls::ClientConfig>>) -> Result<()> {
+async fn sotw(
+    node: &Node,
+    addr: SocketAddr,
+    stats: &ClientStats,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<()> {
     let mut client = connect(addr, tls).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let request = |ty: usize, t: &SotwType| DiscoveryRequest {
@@ -182,12 +206,24 @@ async fn sotw(node: &Node, addr: SocketAddr, stats: &ClientStats, tls: Option<Ar
         ..Default::default()
     };
     let mut types: [SotwType; 4] = Default::default();
-    tx.send(DiscoveryRequest { node: Some(node.clone()), ..request(CDS, &types[CDS]) })?;
+    tx.send(DiscoveryRequest {
+        node: Some(node.clone()),
+        ..request(CDS, &types[CDS])
+    })?;
     tx.send(request(LDS, &types[LDS]))?;
-    let mut responses = client.stream_aggregated_resources(UnboundedReceiverStream::new(rx)).await?.into_inner();
+    let mut responses = client
+        .stream_aggregated_resources(UnboundedReceiverStream::new(rx))
+        .await?
+        .into_inner();
     let mut eds_held = BTreeSet::new();
     while let Some(response) = responses.message().await? {
-        let DiscoveryResponse { version_info, resources, type_url, nonce, .. } = response;
+        let DiscoveryResponse {
+            version_info,
+            resources,
+            type_url,
+            nonce,
+            ..
+        } = response;
         let ty = type_index(&type_url)?;
         stats.received(ty, resources.len());
         // Envoy asks for what a CDS or LDS response names before ACKing it.
@@ -214,7 +250,12 @@ async fn sotw(node: &Node, addr: SocketAddr, stats: &ClientStats, tls: Option<Ar
         tx.send(request(ty, &types[ty]))?;
         let wanted = &types[EDS].names;
         let held = wanted.iter().filter(|n| eds_held.contains(*n)).count();
-        stats.acked(ty, version_info, (wanted.len(), held), types[RDS].names.len());
+        stats.acked(
+            ty,
+            version_info,
+            (wanted.len(), held),
+            types[RDS].names.len(),
+        );
     }
     Ok(())
 }
@@ -227,18 +268,38 @@ struct DeltaType {
     held: BTreeMap<String, BTreeSet<String>>,
 }
 
-async fn delta(node: &Node, addr: SocketAddr, stats: &ClientStats, tls: Option<Arc<rustls::ClientConfig>>) -> Result<()> {
+async fn delta(
+    node: &Node,
+    addr: SocketAddr,
+    stats: &ClientStats,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<()> {
     let mut client = connect(addr, tls).await?;
     let (tx, rx) = mpsc::unbounded_channel();
-    let request = |ty: usize| DeltaDiscoveryRequest { type_url: URLS[ty].to_string(), ..Default::default() };
+    let request = |ty: usize| DeltaDiscoveryRequest {
+        type_url: URLS[ty].to_string(),
+        ..Default::default()
+    };
     // An initial request naming nothing is a wildcard subscription, as Envoy sends it.
-    tx.send(DeltaDiscoveryRequest { node: Some(node.clone()), ..request(CDS) })?;
+    tx.send(DeltaDiscoveryRequest {
+        node: Some(node.clone()),
+        ..request(CDS)
+    })?;
     tx.send(request(LDS))?;
-    let mut responses = client.delta_aggregated_resources(UnboundedReceiverStream::new(rx)).await?.into_inner();
+    let mut responses = client
+        .delta_aggregated_resources(UnboundedReceiverStream::new(rx))
+        .await?
+        .into_inner();
     let mut types: [DeltaType; 4] = Default::default();
     while let Some(response) = responses.message().await? {
-        let DeltaDiscoveryResponse { system_version_info, resources, type_url, nonce, removed_resources, .. } =
-            response;
+        let DeltaDiscoveryResponse {
+            system_version_info,
+            resources,
+            type_url,
+            nonce,
+            removed_resources,
+            ..
+        } = response;
         let ty = type_index(&type_url)?;
         stats.received(ty, resources.len());
         let state = &mut types[ty];
@@ -246,7 +307,9 @@ async fn delta(node: &Node, addr: SocketAddr, stats: &ClientStats, tls: Option<A
             state.held.remove(name);
         }
         for resource in &resources {
-            let Some(any) = &resource.resource else { bail!("{} {} without a body", TYPES[ty], resource.name) };
+            let Some(any) = &resource.resource else {
+                bail!("{} {} without a body", TYPES[ty], resource.name)
+            };
             let depends = match ty {
                 CDS => eds_names([any])?,
                 LDS => rds_names([any])?,
@@ -273,10 +336,22 @@ async fn delta(node: &Node, addr: SocketAddr, stats: &ClientStats, tls: Option<A
                 })?;
             }
         }
-        tx.send(DeltaDiscoveryRequest { response_nonce: nonce, ..request(ty) })?;
+        tx.send(DeltaDiscoveryRequest {
+            response_nonce: nonce,
+            ..request(ty)
+        })?;
         let eds = &types[EDS];
-        let held = eds.subscribed.iter().filter(|n| eds.held.contains_key(*n)).count();
-        stats.acked(ty, system_version_info, (eds.subscribed.len(), held), types[RDS].subscribed.len());
+        let held = eds
+            .subscribed
+            .iter()
+            .filter(|n| eds.held.contains_key(*n))
+            .count();
+        stats.acked(
+            ty,
+            system_version_info,
+            (eds.subscribed.len(), held),
+            types[RDS].subscribed.len(),
+        );
     }
     Ok(())
 }

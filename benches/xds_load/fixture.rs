@@ -45,25 +45,41 @@ impl Pending {
 
 impl Fixture {
     pub fn write(dir: &Path, services: usize) -> Result<Fixture> {
-        let fixture = Fixture { dir: dir.to_path_buf(), services };
+        let fixture = Fixture {
+            dir: dir.to_path_buf(),
+            services,
+        };
         for i in 0..services {
             write(&fixture.service_path(i), &service_entry(i, None))?;
         }
         write(&dir.join("gateway.yaml"), GATEWAY)?;
-        write(&dir.join("virtual-service.yaml"), &virtual_service(services, 0))?;
+        write(
+            &dir.join("virtual-service.yaml"),
+            &virtual_service(services, 0),
+        )?;
         Ok(fixture)
     }
 
     /// The VirtualService with the first route's prefix changed (`generation` > 0).
     pub fn route_change(&self, generation: usize) -> Result<Pending> {
-        self.pending("virtual-service.yaml", &virtual_service(self.services, generation))
+        self.pending(
+            "virtual-service.yaml",
+            &virtual_service(self.services, generation),
+        )
     }
 
     /// ServiceEntry `service` with its first endpoint moved to an address unique to
     /// `generation`.
     pub fn endpoint_change(&self, service: usize, generation: usize) -> Result<Pending> {
-        let address = format!("10.200.{}.{}", (generation / 250) % 250, generation % 250 + 1);
-        self.pending(&service_file(service), &service_entry(service, Some(&address)))
+        let address = format!(
+            "10.200.{}.{}",
+            (generation / 250) % 250,
+            generation % 250 + 1
+        );
+        self.pending(
+            &service_file(service),
+            &service_entry(service, Some(&address)),
+        )
     }
 
     fn service_path(&self, i: usize) -> PathBuf {
@@ -73,7 +89,10 @@ impl Fixture {
     fn pending(&self, file: &str, content: &str) -> Result<Pending> {
         let tmp = self.dir.join(format!(".{file}.tmp"));
         write(&tmp, content)?;
-        Ok(Pending { tmp, dest: self.dir.join(file) })
+        Ok(Pending {
+            tmp,
+            dest: self.dir.join(file),
+        })
     }
 }
 
@@ -81,7 +100,11 @@ impl Fixture {
 pub fn gateway_node(i: usize) -> Node {
     let labels = [("istio", "ingressgateway")];
     node(
-        format!("router~10.0.{}.{}~gw-{i}.istio-system~istio-system.svc.cluster.local", i / 250, i % 250),
+        format!(
+            "router~10.0.{}.{}~gw-{i}.istio-system~istio-system.svc.cluster.local",
+            i / 250,
+            i % 250
+        ),
         "istio-ingressgateway",
         &labels,
         &[("NAMESPACE", "istio-system")],
@@ -90,7 +113,13 @@ pub fn gateway_node(i: usize) -> Node {
 
 /// The sidecar of a Kubernetes Pod as istio-agent introduces it: IP, pod and namespace in the
 /// node id, the workload's labels, `INSTANCE_IPS`, capture by iptables (REDIRECT).
-pub fn sidecar_node(ip: &str, pod: &str, ns: &str, workload: &str, labels: &[(&str, &str)]) -> Node {
+pub fn sidecar_node(
+    ip: &str,
+    pod: &str,
+    ns: &str,
+    workload: &str,
+    labels: &[(&str, &str)],
+) -> Node {
     node(
         format!("sidecar~{ip}~{pod}.{ns}~{ns}.svc.cluster.local"),
         &format!("{workload}.{ns}"),
@@ -109,12 +138,31 @@ pub fn sidecar_node(ip: &str, pod: &str, ns: &str, workload: &str, labels: &[(&s
 
 /// A node as istio-agent sends it: the id, `node.cluster`, `LABELS` and other string metadata.
 pub fn node(id: String, cluster: &str, labels: &[(&str, &str)], metadata: &[(&str, &str)]) -> Node {
-    let string = |s: &str| Value { kind: Some(Kind::StringValue(s.to_string())) };
-    let labels = Struct { fields: labels.iter().map(|(k, v)| (k.to_string(), string(v))).collect() };
-    let mut fields: std::collections::HashMap<String, Value> =
-        metadata.iter().map(|(k, v)| (k.to_string(), string(v))).collect();
-    fields.insert("LABELS".into(), Value { kind: Some(Kind::StructValue(labels)) });
-    Node { id, cluster: cluster.into(), metadata: Some(Struct { fields }), ..Default::default() }
+    let string = |s: &str| Value {
+        kind: Some(Kind::StringValue(s.to_string())),
+    };
+    let labels = Struct {
+        fields: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), string(v)))
+            .collect(),
+    };
+    let mut fields: std::collections::HashMap<String, Value> = metadata
+        .iter()
+        .map(|(k, v)| (k.to_string(), string(v)))
+        .collect();
+    fields.insert(
+        "LABELS".into(),
+        Value {
+            kind: Some(Kind::StructValue(labels)),
+        },
+    );
+    Node {
+        id,
+        cluster: cluster.into(),
+        metadata: Some(Struct { fields }),
+        ..Default::default()
+    }
 }
 
 pub fn write(path: &Path, content: &str) -> Result<()> {
@@ -165,7 +213,11 @@ spec:
 ",
     );
     for j in 0..services.min(MAX_ROUTES) {
-        let suffix = if j == 0 && generation > 0 { format!("-g{generation}") } else { String::new() };
+        let suffix = if j == 0 && generation > 0 {
+            format!("-g{generation}")
+        } else {
+            String::new()
+        };
         let _ = write!(
             y,
             "  - match: [{{uri: {{prefix: /svc-{j}{suffix}/}}}}]\n    route: [{{destination: {{host: {host}, port: {{number: 80}}}}}}]\n",

@@ -54,12 +54,22 @@ impl Mesh {
     ) -> Result<Mesh> {
         let namespaces = namespaces.min(services);
         let replicas = clients.div_ceil(services);
-        let mesh = Mesh { dir: dir.to_path_buf(), services, namespaces, replicas, scoping, shared_labels };
+        let mesh = Mesh {
+            dir: dir.to_path_buf(),
+            services,
+            namespaces,
+            replicas,
+            scoping,
+            shared_labels,
+        };
         for i in 0..services {
             write(&mesh.service_path(i), &mesh.service_file(i, None))?;
         }
         for ns in 0..mesh.namespaces {
-            write(&dir.join(format!("vs-ns-{ns}.yaml")), &mesh.virtual_service(ns, 0))?;
+            write(
+                &dir.join(format!("vs-ns-{ns}.yaml")),
+                &mesh.virtual_service(ns, 0),
+            )?;
             if scoping == Scoping::Namespace {
                 let sidecar = format!(
                     "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: ns-{ns}}}\nspec:\n{EGRESS}"
@@ -68,7 +78,9 @@ impl Mesh {
             }
         }
         if scoping == Scoping::Root {
-            let sidecar = format!("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: istio-system}}\nspec:\n{EGRESS}");
+            let sidecar = format!(
+                "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: istio-system}}\nspec:\n{EGRESS}"
+            );
             write(&dir.join("sidecar-root.yaml"), &sidecar)?;
         }
         Ok(mesh)
@@ -86,7 +98,8 @@ impl Mesh {
 
     /// Whether client `i` sees (and so should be pushed changes of) Service `s`.
     pub fn sees(&self, client: usize, service: usize) -> bool {
-        self.scoping == Scoping::None || self.namespace_of(self.service_of_client(client)) == self.namespace_of(service)
+        self.scoping == Scoping::None
+            || self.namespace_of(self.service_of_client(client)) == self.namespace_of(service)
     }
 
     /// The sidecar of pod `i` as istio-agent would introduce it: its IP, pod and namespace in the
@@ -97,7 +110,11 @@ impl Mesh {
         let ns = format!("ns-{}", self.namespace_of(service));
         let ip = pod_ip(service * self.replicas + replica);
         let pod = pod_name(service, replica);
-        let labelled = if self.shared_labels { self.first_service(self.namespace_of(service)) } else { service };
+        let labelled = if self.shared_labels {
+            self.first_service(self.namespace_of(service))
+        } else {
+            service
+        };
         let labels = pod_labels(labelled);
         let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
         sidecar_node(&ip, &pod, &ns, &format!("svc-{service}"), &labels)
@@ -108,18 +125,26 @@ impl Mesh {
     /// and that Service.
     pub fn route_change(&self, generation: usize) -> Result<(Pending, usize)> {
         let ns = (generation - 1) % self.namespaces;
-        let pending = self.pending(&format!("vs-ns-{ns}.yaml"), &self.virtual_service(ns, generation))?;
+        let pending = self.pending(
+            &format!("vs-ns-{ns}.yaml"),
+            &self.virtual_service(ns, generation),
+        )?;
         Ok((pending, self.first_service(ns)))
     }
 
     /// A scale-up: Deployment `service` gets one more Pod, with an address unique to
     /// `generation`; no proxy runs in it yet.
     pub fn endpoint_change(&self, service: usize, generation: usize) -> Result<Pending> {
-        self.pending(&service_file_name(service), &self.service_file(service, Some(generation)))
+        self.pending(
+            &service_file_name(service),
+            &self.service_file(service, Some(generation)),
+        )
     }
 
     fn first_service(&self, ns: usize) -> usize {
-        (0..self.services).find(|&s| self.namespace_of(s) == ns).unwrap_or(0)
+        (0..self.services)
+            .find(|&s| self.namespace_of(s) == ns)
+            .unwrap_or(0)
     }
 
     fn service_path(&self, i: usize) -> PathBuf {
@@ -129,7 +154,10 @@ impl Mesh {
     fn pending(&self, file: &str, content: &str) -> Result<Pending> {
         let tmp = self.dir.join(format!(".{file}.tmp"));
         fs::write(&tmp, content)?;
-        Ok(Pending { tmp, dest: self.dir.join(file) })
+        Ok(Pending {
+            tmp,
+            dest: self.dir.join(file),
+        })
     }
 
     /// Service `i` (HTTP on 80 to 8080, a cluster IP) and its Deployment's Pods, plus one
@@ -142,9 +170,17 @@ impl Mesh {
             i % 256
         );
         let pods = (0..self.replicas).map(|r| (pod_name(i, r), pod_ip(i * self.replicas + r)));
-        let extra = extra.map(|g| (format!("svc-{i}-{}-scale{g}", template_hash(i)), format!("10.200.{}.{}", (g / 250) % 250, g % 250 + 1)));
+        let extra = extra.map(|g| {
+            (
+                format!("svc-{i}-{}-scale{g}", template_hash(i)),
+                format!("10.200.{}.{}", (g / 250) % 250, g % 250 + 1),
+            )
+        });
         for (name, ip) in pods.chain(extra) {
-            let labels: Vec<String> = pod_labels(i).iter().map(|(k, v)| format!("{k}: \"{v}\"")).collect();
+            let labels: Vec<String> = pod_labels(i)
+                .iter()
+                .map(|(k, v)| format!("{k}: \"{v}\""))
+                .collect();
             let _ = write!(
                 y,
                 "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: ns-{ns}\n  labels: {{{}}}\nspec:\n  serviceAccountName: default\n  containers: [{{name: app, image: bench, ports: [{{containerPort: 8080, name: http}}]}}]\nstatus: {{phase: Running, podIP: {ip}, podIPs: [{{ip: {ip}}}]}}\n",
@@ -157,7 +193,11 @@ impl Mesh {
     /// A mesh VirtualService for the namespace's first Service: a canary prefix, then the rest.
     fn virtual_service(&self, ns: usize, generation: usize) -> String {
         let s = self.first_service(ns);
-        let suffix = if generation > 0 { format!("-g{generation}") } else { String::new() };
+        let suffix = if generation > 0 {
+            format!("-g{generation}")
+        } else {
+            String::new()
+        };
         format!(
             "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: svc-{s}, namespace: ns-{ns}}}\nspec:\n  hosts: [svc-{s}]\n  http:\n  - match: [{{uri: {{prefix: /canary{suffix}/}}}}]\n    route: [{{destination: {{host: svc-{s}}}}}]\n    timeout: 5s\n  - route: [{{destination: {{host: svc-{s}}}}}]\n    retries: {{attempts: 2}}\n"
         )
@@ -170,7 +210,10 @@ fn service_file_name(i: usize) -> String {
 
 /// What a ReplicaSet would put in its pods' names and labels, fixed per Deployment.
 fn template_hash(service: usize) -> String {
-    format!("{:08x}", (service as u64).wrapping_mul(0x9e37_79b9) & 0xffff_ffff)
+    format!(
+        "{:08x}",
+        (service as u64).wrapping_mul(0x9e37_79b9) & 0xffff_ffff
+    )
 }
 
 fn pod_name(service: usize, replica: usize) -> String {

@@ -48,7 +48,10 @@ impl Report<'_> {
     /// Median and worst of the last-proxy latencies of one kind of change.
     fn latency(&self, kind: &str) -> (Duration, Duration) {
         let lasts = sorted(self.kind(kind).iter().map(|c| c.last));
-        (lasts.get(lasts.len() / 2).copied().unwrap_or_default(), lasts.last().copied().unwrap_or_default())
+        (
+            lasts.get(lasts.len() / 2).copied().unwrap_or_default(),
+            lasts.last().copied().unwrap_or_default(),
+        )
     }
 
     pub fn print(&self) {
@@ -78,11 +81,21 @@ impl Report<'_> {
             span(self.wanted.iter().map(|w| w.1 as u64).collect()),
         );
         let one_version = a.proxy == ProxyKind::Gateway;
-        let route_ok = self.kind("route").iter().all(|c| c.expected(RDS, None, one_version));
-        let eds_ok = self.kind("endpoint").iter().all(|c| c.expected(EDS, Some(1), one_version));
+        let route_ok = self
+            .kind("route")
+            .iter()
+            .all(|c| c.expected(RDS, None, one_version));
+        let eds_ok = self
+            .kind("endpoint")
+            .iter()
+            .all(|c| c.expected(EDS, Some(1), one_version));
         let (route_median, route_max) = self.latency("route");
         let (eds_median, eds_max) = self.latency("endpoint");
-        let per_conn = self.after_connect.rss_kib.saturating_sub(self.baseline.rss_kib) as f64 / n as f64;
+        let per_conn = self
+            .after_connect
+            .rss_kib
+            .saturating_sub(self.baseline.rss_kib) as f64
+            / n as f64;
         let mode = format!("{:?}", a.mode).to_lowercase();
         let proxy = format!("{:?}", a.proxy).to_lowercase();
         let scoping = match a.scoping {
@@ -90,56 +103,187 @@ impl Report<'_> {
             Scoping::Namespace => "a Sidecar per namespace".to_string(),
             Scoping::Root => "a root-namespace default Sidecar".to_string(),
         };
-        let warnings = self.log.iter().filter(|l| !l.contains("config loaded")).count();
+        let warnings = self
+            .log
+            .iter()
+            .filter(|l| !l.contains("config loaded"))
+            .count();
         let concerned = |kind: &str| {
-            let v: Vec<u64> = self.kind(kind).iter().map(|c| c.expected_clients as u64).collect();
+            let v: Vec<u64> = self
+                .kind(kind)
+                .iter()
+                .map(|c| c.expected_clients as u64)
+                .collect();
             span(v)
         };
 
         match a.proxy {
-            ProxyKind::Gateway => println!("\n### xds_load: {mode}, {} gateways, {} services\n", a.clients, a.services),
+            ProxyKind::Gateway => println!(
+                "\n### xds_load: {mode}, {} gateways, {} services\n",
+                a.clients, a.services
+            ),
             ProxyKind::Sidecar => println!(
                 "\n### xds_load: {mode}, {} sidecars, {} services in {} namespaces, scoping: {scoping}{}\n",
                 a.clients,
                 a.services,
                 a.namespaces,
-                if a.shared_labels { ", labels shared per namespace (experiment)" } else { "" }
+                if a.shared_labels {
+                    ", labels shared per namespace (experiment)"
+                } else {
+                    ""
+                }
             ),
         }
         println!("| metric | value |\n|---|---|");
         let row = |k: &str, v: String| println!("| {k} | {v} |");
-        row("resources per client (CDS / EDS names / LDS / RDS names)", resources);
+        row(
+            "resources per client (CDS / EDS names / LDS / RDS names)",
+            resources,
+        );
         row("config load (spawn → ready)", ms(self.load_time));
-        row("**connect-all** (start → last client ACKed all 4 types)", ms(self.connect_all));
-        row("per-client convergence p50 / p99", format!("{} / {}", ms(percentile(&self.converged, 0.5)), ms(percentile(&self.converged, 0.99))));
-        row("server CPU during connect-all (utime+stime)", format!("{:.2} s ({:.2} cores avg)", self.server_cpu, self.server_cpu / self.connect_all.as_secs_f64()));
-        row("client (bench process) CPU during connect-all", format!("{:.2} s", self.own_cpu));
-        row("server VmRSS / VmHWM, baseline (config loaded, no client)", format!("{} / {}", mib(self.baseline.rss_kib), mib(self.baseline.hwm_kib)));
-        row("server VmRSS / VmHWM after connect-all", format!("{} / {}", mib(self.after_connect.rss_kib), mib(self.after_connect.hwm_kib)));
-        row("server VmRSS / VmHWM steady (1 s idle after connect-all)", format!("{} / {}", mib(self.steady.rss_kib), mib(self.steady.hwm_kib)));
-        row("server RSS per connection ((after − baseline) / N)", format!("{per_conn:.1} KiB"));
-        row("server VmRSS / VmHWM at the end", format!("{} / {}", mib(self.at_end.rss_kib), mib(self.at_end.hwm_kib)));
-        row("connection attempts retried (failed before any response)", format!("{}", self.retries));
-        row("responses per client at connect-all (CDS/EDS/LDS/RDS)", per_client.join(" / "));
-        row("responses in 1 s idle after connect-all (CDS/EDS/LDS/RDS)", format!("{:?}", self.idle));
-        row(&format!("**route change** → last ACK, median / max of {}", self.kind("route").len()), format!("{} / {}", ms(route_median), ms(route_max)));
-        row("route change: clients concerned (see the service)", concerned("route"));
-        row("route change sent only RDS, 1 response per concerned client, nothing to others", if route_ok { "yes".into() } else { "**NO** (see below)".into() });
-        row(&format!("**endpoint change** → last ACK, median / max of {}", self.kind("endpoint").len()), format!("{} / {}", ms(eds_median), ms(eds_max)));
-        row("endpoint change: clients concerned (see the service)", concerned("endpoint"));
-        row("endpoint change sent only EDS, 1 response with 1 assignment per concerned client, nothing to others", if eds_ok { "yes".into() } else { "**NO** (see below)".into() });
+        row(
+            "**connect-all** (start → last client ACKed all 4 types)",
+            ms(self.connect_all),
+        );
+        row(
+            "per-client convergence p50 / p99",
+            format!(
+                "{} / {}",
+                ms(percentile(&self.converged, 0.5)),
+                ms(percentile(&self.converged, 0.99))
+            ),
+        );
+        row(
+            "server CPU during connect-all (utime+stime)",
+            format!(
+                "{:.2} s ({:.2} cores avg)",
+                self.server_cpu,
+                self.server_cpu / self.connect_all.as_secs_f64()
+            ),
+        );
+        row(
+            "client (bench process) CPU during connect-all",
+            format!("{:.2} s", self.own_cpu),
+        );
+        row(
+            "server VmRSS / VmHWM, baseline (config loaded, no client)",
+            format!(
+                "{} / {}",
+                mib(self.baseline.rss_kib),
+                mib(self.baseline.hwm_kib)
+            ),
+        );
+        row(
+            "server VmRSS / VmHWM after connect-all",
+            format!(
+                "{} / {}",
+                mib(self.after_connect.rss_kib),
+                mib(self.after_connect.hwm_kib)
+            ),
+        );
+        row(
+            "server VmRSS / VmHWM steady (1 s idle after connect-all)",
+            format!(
+                "{} / {}",
+                mib(self.steady.rss_kib),
+                mib(self.steady.hwm_kib)
+            ),
+        );
+        row(
+            "server RSS per connection ((after − baseline) / N)",
+            format!("{per_conn:.1} KiB"),
+        );
+        row(
+            "server VmRSS / VmHWM at the end",
+            format!(
+                "{} / {}",
+                mib(self.at_end.rss_kib),
+                mib(self.at_end.hwm_kib)
+            ),
+        );
+        row(
+            "connection attempts retried (failed before any response)",
+            format!("{}", self.retries),
+        );
+        row(
+            "responses per client at connect-all (CDS/EDS/LDS/RDS)",
+            per_client.join(" / "),
+        );
+        row(
+            "responses in 1 s idle after connect-all (CDS/EDS/LDS/RDS)",
+            format!("{:?}", self.idle),
+        );
+        row(
+            &format!(
+                "**route change** → last ACK, median / max of {}",
+                self.kind("route").len()
+            ),
+            format!("{} / {}", ms(route_median), ms(route_max)),
+        );
+        row(
+            "route change: clients concerned (see the service)",
+            concerned("route"),
+        );
+        row(
+            "route change sent only RDS, 1 response per concerned client, nothing to others",
+            if route_ok {
+                "yes".into()
+            } else {
+                "**NO** (see below)".into()
+            },
+        );
+        row(
+            &format!(
+                "**endpoint change** → last ACK, median / max of {}",
+                self.kind("endpoint").len()
+            ),
+            format!("{} / {}", ms(eds_median), ms(eds_max)),
+        );
+        row(
+            "endpoint change: clients concerned (see the service)",
+            concerned("endpoint"),
+        );
+        row(
+            "endpoint change sent only EDS, 1 response with 1 assignment per concerned client, nothing to others",
+            if eds_ok {
+                "yes".into()
+            } else {
+                "**NO** (see below)".into()
+            },
+        );
         row("server log lines at warn or above", format!("{warnings}"));
 
-        println!("\n| change | of | concerned clients | reached | last ACK | median ACK | responses CDS/EDS/LDS/RDS (concerned) | resources CDS/EDS/LDS/RDS (concerned) | changed type per client: responses, resources | versions | other clients that heard anything (responses CDS/EDS/LDS/RDS) | server CPU |\n|---|---|---|---|---|---|---|---|---|---|---|---|");
+        println!(
+            "\n| change | of | concerned clients | reached | last ACK | median ACK | responses CDS/EDS/LDS/RDS (concerned) | resources CDS/EDS/LDS/RDS (concerned) | changed type per client: responses, resources | versions | other clients that heard anything (responses CDS/EDS/LDS/RDS) | server CPU |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+        );
         for c in &self.changes {
             let (per_r, per_x) = (c.per_client_responses, c.per_client_resources);
             println!(
                 "| {} | {} | {} | {} | {} | {} | {:?} | {:?} | {}–{}, {}–{} | {} | {} {:?} | {:.3} s |",
-                c.kind, c.target, c.expected_clients, c.reached, ms(c.last), ms(c.median), c.responses, c.resources,
-                per_r.0, per_r.1, per_x.0, per_x.1, c.versions, c.stray_clients, c.stray_responses, c.server_cpu
+                c.kind,
+                c.target,
+                c.expected_clients,
+                c.reached,
+                ms(c.last),
+                ms(c.median),
+                c.responses,
+                c.resources,
+                per_r.0,
+                per_r.1,
+                per_x.0,
+                per_x.1,
+                c.versions,
+                c.stray_clients,
+                c.stray_responses,
+                c.server_cpu
             );
         }
-        for line in self.log.iter().filter(|l| !l.contains("config loaded")).take(20) {
+        for line in self
+            .log
+            .iter()
+            .filter(|l| !l.contains("config loaded"))
+            .take(20)
+        {
             println!("server: {line}");
         }
         let summary = json!({
@@ -181,6 +325,8 @@ impl Report<'_> {
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted.get(((sorted.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or_default()
+    sorted
+        .get(((sorted.len() as f64 - 1.0) * p).round() as usize)
+        .copied()
+        .unwrap_or_default()
 }
-

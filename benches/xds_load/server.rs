@@ -85,10 +85,18 @@ impl Server {
                 }
             }
         });
-        let mut server = Server { child, addr, tls_addr, log };
+        let mut server = Server {
+            child,
+            addr,
+            tls_addr,
+            log,
+        };
         if ready_rx.recv_timeout(timeout).is_err() {
             let status = server.child.try_wait()?;
-            bail!("pilotfish did not load its config (exit: {status:?}); log:\n{}", server.log().join("\n"));
+            bail!(
+                "pilotfish did not load its config (exit: {status:?}); log:\n{}",
+                server.log().join("\n")
+            );
         }
         Ok(server)
     }
@@ -105,7 +113,10 @@ impl Server {
     pub fn check_alive(&mut self) -> Result<()> {
         match self.child.try_wait()? {
             None => Ok(()),
-            Some(status) => bail!("pilotfish exited ({status}); log:\n{}", self.log().join("\n")),
+            Some(status) => bail!(
+                "pilotfish exited ({status}); log:\n{}",
+                self.log().join("\n")
+            ),
         }
     }
 }
@@ -124,11 +135,20 @@ pub struct Memory {
 pub fn memory(pid: &str) -> Result<Memory> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |key: &str| -> Result<u64> {
-        let line = status.lines().find(|l| l.starts_with(key)).with_context(|| format!("no {key}"))?;
-        let kib = line.split_whitespace().nth(1).with_context(|| format!("bad {line}"))?;
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .with_context(|| format!("no {key}"))?;
+        let kib = line
+            .split_whitespace()
+            .nth(1)
+            .with_context(|| format!("bad {line}"))?;
         Ok(kib.parse()?)
     };
-    Ok(Memory { rss_kib: field("VmRSS:")?, hwm_kib: field("VmHWM:")? })
+    Ok(Memory {
+        rss_kib: field("VmRSS:")?,
+        hwm_kib: field("VmHWM:")?,
+    })
 }
 
 /// User + system CPU time of a process so far, in seconds.
@@ -137,7 +157,8 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
     // Fields after the parenthesised command name start at field 3 (state); utime is 14.
     let rest = stat.rsplit_once(')').context("bad /proc stat")?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> Result<u64> { Ok(fields.get(i).context("short /proc stat")?.parse()?) };
+    let ticks =
+        |i: usize| -> Result<u64> { Ok(fields.get(i).context("short /proc stat")?.parse()?) };
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     Ok((ticks(11)? + ticks(12)?) as f64 / hz)

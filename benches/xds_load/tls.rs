@@ -32,11 +32,18 @@ impl ClientTls {
             let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
             let id = pilotfish::ca::SpiffeId::new("cluster.local", ns.clone(), "default")?;
             let cert = authority.sign_workload_key(&key, &id, Duration::from_secs(3600))?;
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.cert_chain.concat().as_bytes()).collect::<Result<_, _>>()?;
-            let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()?
-                .with_root_certificates(Arc::clone(&roots))
-                .with_client_auth_cert(chain, PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes())?)?;
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(cert.cert_chain.concat().as_bytes())
+                    .collect::<Result<_, _>>()?;
+            let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(Arc::clone(&roots))
+            .with_client_auth_cert(
+                chain,
+                PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes())?,
+            )?;
             config.alpn_protocols = vec![b"h2".to_vec()];
             by_namespace.insert(ns, Arc::new(config));
         }
@@ -46,13 +53,20 @@ impl ClientTls {
     /// The configuration for the namespace `node` claims.
     pub fn for_node(&self, node: &Node) -> Option<Arc<rustls::ClientConfig>> {
         let md = node.metadata.as_ref()?;
-        let Some(Kind::StringValue(ns)) = md.fields.get("NAMESPACE").and_then(|v| v.kind.as_ref()) else { return None };
+        let Some(Kind::StringValue(ns)) = md.fields.get("NAMESPACE").and_then(|v| v.kind.as_ref())
+        else {
+            return None;
+        };
         self.by_namespace.get(ns).cloned()
     }
 }
 
 /// A channel over TLS to `addr`, checking the server's name `localhost`.
-pub async fn connect(endpoint: Endpoint, addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> Result<Channel> {
+pub async fn connect(
+    endpoint: Endpoint,
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<Channel> {
     let connector = tokio_rustls::TlsConnector::from(config);
     endpoint
         .connect_with_connector(tower::service_fn(move |_| {

@@ -47,7 +47,12 @@ pub fn eds_service_name(mut buf: &[u8]) -> Result<Option<String>> {
                 while !inner.is_empty() {
                     let (tag, wire_type) = decode_key(&mut inner)?;
                     if tag == 2 {
-                        string::merge(wire_type, &mut service_name, &mut inner, DecodeContext::default())?;
+                        string::merge(
+                            wire_type,
+                            &mut service_name,
+                            &mut inner,
+                            DecodeContext::default(),
+                        )?;
                     } else {
                         skip_field(wire_type, tag, &mut inner, DecodeContext::default())?;
                     }
@@ -57,7 +62,11 @@ pub fn eds_service_name(mut buf: &[u8]) -> Result<Option<String>> {
             (tag, wire_type) => skip_field(wire_type, tag, &mut buf, DecodeContext::default())?,
         }
     }
-    Ok(eds.then_some(if service_name.is_empty() { name } else { service_name }))
+    Ok(eds.then_some(if service_name.is_empty() {
+        name
+    } else {
+        service_name
+    }))
 }
 
 /// The RDS route config names a Listener's HTTP connection managers point at. A proxy here
@@ -65,9 +74,15 @@ pub fn eds_service_name(mut buf: &[u8]) -> Result<Option<String>> {
 pub fn rds_names(any: &Any) -> Result<Vec<String>> {
     let listener = Listener::decode(any.value.as_slice())?;
     let mut names = Vec::new();
-    for chain in listener.filter_chains.iter().chain(listener.default_filter_chain.as_ref()) {
+    for chain in listener
+        .filter_chains
+        .iter()
+        .chain(listener.default_filter_chain.as_ref())
+    {
         for filter in &chain.filters {
-            let Some(ConfigType::TypedConfig(config)) = &filter.config_type else { continue };
+            let Some(ConfigType::TypedConfig(config)) = &filter.config_type else {
+                continue;
+            };
             if config.type_url != HCM_URL {
                 continue;
             }

@@ -45,7 +45,10 @@ fn csr_err(msg: impl Into<String>) -> CaError {
 /// its own key.
 pub fn from_pem(pem: &[u8]) -> Result<CsrKey, CaError> {
     if pem.len() > MAX_CSR_PEM_BYTES {
-        return Err(csr_err(format!("{} bytes, more than the {MAX_CSR_PEM_BYTES} accepted", pem.len())));
+        return Err(csr_err(format!(
+            "{} bytes, more than the {MAX_CSR_PEM_BYTES} accepted",
+            pem.len()
+        )));
     }
     let der = CertificateSigningRequestDer::from_pem_slice(pem)
         .map_err(|_| csr_err("no PEM CERTIFICATE REQUEST block"))?;
@@ -62,20 +65,37 @@ pub fn from_der(der: &[u8]) -> Result<CsrKey, CaError> {
     let algorithm = key_algorithm(spki)?;
     // Checked after the key type, so an unsupported key is named as such rather than reported
     // as a signature ring cannot check.
-    csr.verify_signature().map_err(|e| csr_err(format!("the signature does not verify with its own key: {e}")))?;
-    Ok(CsrKey { key: spki.subject_public_key.data.to_vec(), algorithm })
+    csr.verify_signature().map_err(|e| {
+        csr_err(format!(
+            "the signature does not verify with its own key: {e}"
+        ))
+    })?;
+    Ok(CsrKey {
+        key: spki.subject_public_key.data.to_vec(),
+        algorithm,
+    })
 }
 
 /// P-256 ECDSA or RSA of at least [`MIN_RSA_BITS`]: what istio-agent and Envoy generate.
-fn key_algorithm(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<&'static SignatureAlgorithm, CaError> {
+fn key_algorithm(
+    spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>,
+) -> Result<&'static SignatureAlgorithm, CaError> {
     const SUPPORTED: &str = "only ECDSA P-256 and RSA of 2048 bits or more are accepted";
     let oid = &spki.algorithm.algorithm;
     if *oid == OID_KEY_TYPE_EC_PUBLIC_KEY {
-        let curve = spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok());
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok());
         return match curve {
             Some(curve) if curve == OID_EC_P256 => Ok(&rcgen::PKCS_ECDSA_P256_SHA256),
-            Some(curve) => Err(csr_err(format!("an ECDSA key on curve {curve}; {SUPPORTED}"))),
-            None => Err(csr_err(format!("an ECDSA key without a named curve; {SUPPORTED}"))),
+            Some(curve) => Err(csr_err(format!(
+                "an ECDSA key on curve {curve}; {SUPPORTED}"
+            ))),
+            None => Err(csr_err(format!(
+                "an ECDSA key without a named curve; {SUPPORTED}"
+            ))),
         };
     }
     if *oid == OID_PKCS1_RSAENCRYPTION {
@@ -88,7 +108,9 @@ fn key_algorithm(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<&
         }
         return Ok(&rcgen::PKCS_RSA_SHA256);
     }
-    Err(csr_err(format!("a public key of algorithm {oid}; {SUPPORTED}")))
+    Err(csr_err(format!(
+        "a public key of algorithm {oid}; {SUPPORTED}"
+    )))
 }
 
 /// The bit length of a big-endian unsigned integer (x509-parser's `key_size` assumes a

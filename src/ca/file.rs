@@ -13,7 +13,11 @@ pub enum FileError {
     #[error("{}: {source}", dir.display())]
     Invalid { dir: PathBuf, source: CaError },
     #[error("{}: {present} exists but {missing} is missing; remove {present} to generate a new root", dir.display())]
-    Incomplete { dir: PathBuf, present: &'static str, missing: &'static str },
+    Incomplete {
+        dir: PathBuf,
+        present: &'static str,
+        missing: &'static str,
+    },
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
     #[error("{}: generating a root: {source}", dir.display())]
@@ -23,20 +27,37 @@ pub enum FileError {
 /// The root of `dir`: read when both files exist, else generated (`O=<trust_domain>`) and
 /// written. One file alone is an error, never overwritten: it may be half of a root in use.
 pub fn load_or_create(dir: &Path, trust_domain: &str) -> Result<Authority, FileError> {
-    let invalid = |source| FileError::Invalid { dir: dir.to_path_buf(), source };
+    let invalid = |source| FileError::Invalid {
+        dir: dir.to_path_buf(),
+        source,
+    };
     match (read(&dir.join(CA_CERT))?, read(&dir.join(CA_KEY))?) {
         (Some(cert), Some(key)) => Authority::from_pem(&cert, &key).map_err(invalid),
-        (Some(_), None) => Err(FileError::Incomplete { dir: dir.to_path_buf(), present: CA_CERT, missing: CA_KEY }),
-        (None, Some(_)) => Err(FileError::Incomplete { dir: dir.to_path_buf(), present: CA_KEY, missing: CA_CERT }),
+        (Some(_), None) => Err(FileError::Incomplete {
+            dir: dir.to_path_buf(),
+            present: CA_CERT,
+            missing: CA_KEY,
+        }),
+        (None, Some(_)) => Err(FileError::Incomplete {
+            dir: dir.to_path_buf(),
+            present: CA_KEY,
+            missing: CA_CERT,
+        }),
         (None, None) => {
-            let authority = Authority::generate(trust_domain)
-                .map_err(|source| FileError::Generate { dir: dir.to_path_buf(), source })?;
+            let authority =
+                Authority::generate(trust_domain).map_err(|source| FileError::Generate {
+                    dir: dir.to_path_buf(),
+                    source,
+                })?;
             fs::create_dir_all(dir).map_err(io_err(dir))?;
             // The key first: a crash before the certificate is written leaves a key alone,
             // refused on the next start, rather than a certificate without its key.
             write_atomically(&dir.join(CA_KEY), authority.key_pem(), 0o600)?;
             write_atomically(&dir.join(CA_CERT), authority.cert_pem(), 0o644)?;
-            tracing::info!("generated a CA root (O={trust_domain}) in {}", dir.display());
+            tracing::info!(
+                "generated a CA root (O={trust_domain}) in {}",
+                dir.display()
+            );
             Ok(authority)
         }
     }
@@ -74,13 +95,20 @@ fn write_atomically(path: &Path, text: &str, mode: u32) -> Result<(), FileError>
     #[cfg(not(unix))]
     let _ = mode;
     let mut file = options.open(&tmp).map_err(io_err(&tmp))?;
-    file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(io_err(&tmp))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(io_err(&tmp))?;
     fs::rename(&tmp, path).map_err(io_err(path))?;
     // The rename itself is durable only once the directory is synced.
     #[cfg(unix)]
     {
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))?;
     }
     Ok(())
 }

@@ -21,18 +21,20 @@ use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PublicKeyData,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use x509_parser::asn1_rs::{self, FromDer, Null, OctetString, Oid, Sequence, TaggedExplicit, ToDer};
+use x509_parser::asn1_rs::{
+    self, FromDer, Null, OctetString, Oid, Sequence, TaggedExplicit, ToDer,
+};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::oid_registry::{OID_KEY_TYPE_EC_PUBLIC_KEY, OID_PKCS1_RSAENCRYPTION};
 
-pub use secret::{load_or_create, LoadOptions};
+pub use secret::{LoadOptions, load_or_create};
 pub use spiffe::{SpiffeId, SpiffeIdError};
-pub use workload::{WorkloadCert, DEFAULT_WORKLOAD_CERT_TTL, MAX_WORKLOAD_CERT_TTL};
+pub use workload::{DEFAULT_WORKLOAD_CERT_TTL, MAX_WORKLOAD_CERT_TTL, WorkloadCert};
 
 /// istiod's default trust domain, written as the root's organization.
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
@@ -49,7 +51,9 @@ pub enum CaError {
     Certificate(String),
     #[error("ca-key.pem: {0}")]
     Key(String),
-    #[error("ca-key.pem does not belong to the certificate in ca-cert.pem (their public keys differ)")]
+    #[error(
+        "ca-key.pem does not belong to the certificate in ca-cert.pem (their public keys differ)"
+    )]
     KeyMismatch,
     #[error("cert-chain.pem: {0}")]
     Chain(String),
@@ -92,21 +96,33 @@ pub struct Issued {
 
 impl fmt::Debug for Issued {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Issued").field("not_after", &self.not_after).field("key_pem", &"<redacted>").finish()
+        f.debug_struct("Issued")
+            .field("not_after", &self.not_after)
+            .field("key_pem", &"<redacted>")
+            .finish()
     }
 }
 
 impl fmt::Debug for Authority {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Authority").field("not_after", &self.not_after).field("key", &"<redacted>").finish()
+        f.debug_struct("Authority")
+            .field("not_after", &self.not_after)
+            .field("key", &"<redacted>")
+            .finish()
     }
 }
 
 /// Sets a certificate's validity to whole seconds (what a certificate holds), so the times
 /// reported by [`Issued`] are exactly the certificate's.
-fn set_validity(params: &mut CertificateParams, from: SystemTime, to: SystemTime) -> Result<SystemTime, CaError> {
+fn set_validity(
+    params: &mut CertificateParams,
+    from: SystemTime,
+    to: SystemTime,
+) -> Result<SystemTime, CaError> {
     let secs = |t: SystemTime| {
-        t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).map_err(|_| CaError::Request("a time before 1970".into()))
+        t.duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .map_err(|_| CaError::Request("a time before 1970".into()))
     };
     let (from, to) = (secs(from)?, secs(to)?);
     // rcgen's times are `time::OffsetDateTime`, built from its own epoch date so pilotfish
@@ -126,7 +142,11 @@ impl Authority {
         name.push(DnType::OrganizationName, org);
         params.distinguished_name = name;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let now = SystemTime::now();
         set_validity(&mut params, now - BACKDATE, now + ROOT_TTL)?;
         let cert = params.self_signed(&key)?;
@@ -183,25 +203,43 @@ impl Authority {
 
     /// A TLS server certificate for `dns_names` (a fresh ECDSA P-256 key), valid for `ttl` but
     /// never past the root, with the chain a server sends.
-    pub fn issue_server_cert(&self, dns_names: &[String], ttl: Duration) -> Result<Issued, CaError> {
+    pub fn issue_server_cert(
+        &self,
+        dns_names: &[String],
+        ttl: Duration,
+    ) -> Result<Issued, CaError> {
         if dns_names.is_empty() {
-            return Err(CaError::Request("a server certificate needs at least one DNS name".into()));
+            return Err(CaError::Request(
+                "a server certificate needs at least one DNS name".into(),
+            ));
         }
         if ttl.is_zero() {
-            return Err(CaError::Request("the certificate lifetime must be positive".into()));
+            return Err(CaError::Request(
+                "the certificate lifetime must be positive".into(),
+            ));
         }
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::new(dns_names.to_vec())?;
         // As istiod's DNS certificates: no subject, the names are in the (then critical) SAN.
         params.distinguished_name = DistinguishedName::new();
         params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         let now = SystemTime::now();
         let not_after = set_validity(&mut params, now - BACKDATE, (now + ttl).min(self.not_after))?;
         let cert = params.signed_by(&key, &self.issuer)?;
         let cert_chain_pem = format!("{}{}", cert.pem(), self.chain.concat());
-        Ok(Issued { cert_chain_pem, key_pem: key.serialize_pem(), not_after })
+        Ok(Issued {
+            cert_chain_pem,
+            key_pem: key.serialize_pem(),
+            not_after,
+        })
     }
 }
 
@@ -221,7 +259,14 @@ fn certificates(pem: &str, err: fn(String) -> CaError) -> Result<Vec<PemCert>, C
     if blocks.len() != ders.len() {
         return Err(err("a CERTIFICATE block is not terminated".into()));
     }
-    Ok(ders.into_iter().zip(blocks).map(|(der, pem)| PemCert { der: der.to_vec(), pem }).collect())
+    Ok(ders
+        .into_iter()
+        .zip(blocks)
+        .map(|(der, pem)| PemCert {
+            der: der.to_vec(),
+            pem,
+        })
+        .collect())
 }
 
 /// `ca-cert.pem` and `ca-key.pem` checked as a pair that can sign, whoever issued the certificate.
@@ -244,7 +289,9 @@ impl Signer {
         let (_, x509) = X509Certificate::from_der(&cert.der)
             .map_err(|e| CaError::Certificate(format!("not an X.509 certificate: {e}")))?;
         if !x509.is_ca() {
-            return Err(CaError::Certificate("not a CA certificate (basicConstraints CA:TRUE is missing)".into()));
+            return Err(CaError::Certificate(
+                "not a CA certificate (basicConstraints CA:TRUE is missing)".into(),
+            ));
         }
         let not_after = unexpired(&x509).map_err(CaError::Certificate)?;
         let key = key_pair(key_pem)?;
@@ -260,12 +307,21 @@ impl Signer {
         // order): check that once, here.
         let subject = x509.subject().as_raw();
         let probe = CertificateParams::default().signed_by(issuer.key(), &issuer)?;
-        let probe_issuer = X509Certificate::from_der(probe.der()).map(|(_, probe)| probe.issuer().as_raw().to_vec());
+        let probe_issuer = X509Certificate::from_der(probe.der())
+            .map(|(_, probe)| probe.issuer().as_raw().to_vec());
         if probe_issuer.ok().as_deref() != Some(subject) {
-            return Err(CaError::Certificate("the subject uses an encoding pilotfish cannot reproduce".into()));
+            return Err(CaError::Certificate(
+                "the subject uses an encoding pilotfish cannot reproduce".into(),
+            ));
         }
         let self_signed = x509.issuer().as_raw() == subject;
-        Ok(Signer { issuer, cert, key_pem, not_after, self_signed })
+        Ok(Signer {
+            issuer,
+            cert,
+            key_pem,
+            not_after,
+            self_signed,
+        })
     }
 
     /// `chain` follows every leaf; `root_pem` is what proxies trust, `root_der` the chain's end.
@@ -304,19 +360,27 @@ fn unexpired(x509: &X509Certificate<'_>) -> Result<SystemTime, String> {
 /// takes only PKCS#8, so PKCS#1 and SEC1 keys are put in its envelope.
 fn key_pair(key_pem: &str) -> Result<KeyPair, CaError> {
     // The parser's own errors may quote a line of the input: only say which kind of failure.
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .map_err(|_| CaError::Key("no PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block".into()))?;
-    let wrap_err = |e: asn1_rs::SerializeError| CaError::Key(format!("cannot wrap the key as PKCS#8: {e}"));
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|_| {
+        CaError::Key("no PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block".into())
+    })?;
+    let wrap_err =
+        |e: asn1_rs::SerializeError| CaError::Key(format!("cannot wrap the key as PKCS#8: {e}"));
     let pkcs8 = match &key {
         PrivateKeyDer::Pkcs8(k) => k.secret_pkcs8_der().to_vec(),
-        PrivateKeyDer::Pkcs1(k) => {
-            pkcs8(&OID_PKCS1_RSAENCRYPTION, Null {}.to_der_vec().map_err(wrap_err)?, k.secret_pkcs1_der())
-                .map_err(wrap_err)?
-        }
+        PrivateKeyDer::Pkcs1(k) => pkcs8(
+            &OID_PKCS1_RSAENCRYPTION,
+            Null {}.to_der_vec().map_err(wrap_err)?,
+            k.secret_pkcs1_der(),
+        )
+        .map_err(wrap_err)?,
         PrivateKeyDer::Sec1(k) => {
             let curve = sec1_curve(k.secret_sec1_der())?;
-            pkcs8(&OID_KEY_TYPE_EC_PUBLIC_KEY, curve.to_der_vec().map_err(wrap_err)?, k.secret_sec1_der())
-                .map_err(wrap_err)?
+            pkcs8(
+                &OID_KEY_TYPE_EC_PUBLIC_KEY,
+                curve.to_der_vec().map_err(wrap_err)?,
+                k.secret_sec1_der(),
+            )
+            .map_err(wrap_err)?
         }
         _ => return Err(CaError::Key("unsupported key format".into())),
     };
@@ -325,9 +389,18 @@ fn key_pair(key_pem: &str) -> Result<KeyPair, CaError> {
 }
 
 /// A PKCS#8 `PrivateKeyInfo`: version 0, the algorithm and its parameters, the key.
-fn pkcs8(algorithm: &Oid<'_>, parameters: Vec<u8>, key: &[u8]) -> Result<Vec<u8>, asn1_rs::SerializeError> {
+fn pkcs8(
+    algorithm: &Oid<'_>,
+    parameters: Vec<u8>,
+    key: &[u8],
+) -> Result<Vec<u8>, asn1_rs::SerializeError> {
     let algorithm = Sequence::new([algorithm.to_der_vec()?, parameters].concat().into());
-    let info = [0u32.to_der_vec()?, algorithm.to_der_vec()?, OctetString::new(key).to_der_vec()?].concat();
+    let info = [
+        0u32.to_der_vec()?,
+        algorithm.to_der_vec()?,
+        OctetString::new(key).to_der_vec()?,
+    ]
+    .concat();
     Sequence::new(info.into()).to_der_vec()
 }
 
@@ -342,19 +415,31 @@ fn sec1_curve(sec1: &[u8]) -> Result<Oid<'_>, CaError> {
     })
     .map(|(_, curve)| curve)
     // The parser's errors carry no key bytes, but say only what was expected anyway.
-    .map_err(|_| CaError::Key("EC PRIVATE KEY: expected version, key and the [0] named curve".into()))
+    .map_err(|_| {
+        CaError::Key("EC PRIVATE KEY: expected version, key and the [0] named curve".into())
+    })
 }
 
 /// Whole seconds since 1970 (0 before), to compare with a certificate's times.
 fn unix_seconds(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// A certificate time as `2035-01-01T00:00:00Z`, for messages.
 fn format_time(t: &x509_parser::time::ASN1Time) -> String {
     let t = t.to_datetime();
-    let (month, day, hour, minute, second) = (u8::from(t.month()), t.day(), t.hour(), t.minute(), t.second());
-    format!("{:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z", t.year())
+    let (month, day, hour, minute, second) = (
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+    );
+    format!(
+        "{:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z",
+        t.year()
+    )
 }
 
 /// The text of each `CERTIFICATE` block, markers included, each ending in a newline.
@@ -364,7 +449,9 @@ fn pem_blocks(pem: &str) -> Vec<String> {
     let mut blocks = Vec::new();
     let mut rest = pem;
     while let Some(start) = rest.find(BEGIN) {
-        let Some(len) = rest[start..].find(END) else { break };
+        let Some(len) = rest[start..].find(END) else {
+            break;
+        };
         let end = start + len + END.len();
         blocks.push(format!("{}\n", &rest[start..end]));
         rest = &rest[end..];

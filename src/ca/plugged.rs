@@ -13,8 +13,8 @@ use k8s_openapi::api::core::v1::Secret;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 
-use super::secret::{data_text, CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT};
-use super::{certificates, unexpired, Authority, CaError, PemCert, Signer};
+use super::secret::{CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT, data_text};
+use super::{Authority, CaError, PemCert, Signer, certificates, unexpired};
 
 /// The Secret istiod reads a plugged-in CA from.
 pub const SECRET_NAME: &str = "cacerts";
@@ -30,11 +30,18 @@ pub enum PluggedError {
     #[error("{}: {file} is missing; a plugged-in CA needs all of {}", dir.display(), FILES.join(", "))]
     MissingFile { dir: PathBuf, file: &'static str },
     #[error("{}: reading {file}: {source}", dir.display())]
-    Read { dir: PathBuf, file: &'static str, source: io::Error },
+    Read {
+        dir: PathBuf,
+        file: &'static str,
+        source: io::Error,
+    },
     #[error("Secret {namespace}/{SECRET_NAME}: {source}")]
     InvalidSecret { namespace: String, source: CaError },
     #[error("Secret {namespace}/{SECRET_NAME}: data.{key} is missing")]
-    MissingKey { namespace: String, key: &'static str },
+    MissingKey {
+        namespace: String,
+        key: &'static str,
+    },
 }
 
 impl Authority {
@@ -58,25 +65,35 @@ impl Authority {
         if chain.is_empty() {
             if !roots.iter().any(|root| root.der == signer.cert.der) {
                 return Err(CaError::Chain(
-                    "empty, so ca-cert.pem must be the root, but root-cert.pem does not hold it".into(),
+                    "empty, so ca-cert.pem must be the root, but root-cert.pem does not hold it"
+                        .into(),
                 ));
             }
             chain.push(signer.cert.clone());
         } else if chain[0].der != signer.cert.der {
-            return Err(CaError::Chain("its first certificate must be the one of ca-cert.pem".into()));
+            return Err(CaError::Chain(
+                "its first certificate must be the one of ca-cert.pem".into(),
+            ));
         }
         for (i, pair) in chain.windows(2).enumerate() {
-            signed_by(&pair[0], &pair[1]).map_err(|e| CaError::Chain(format!("certificate {}: {e}", i + 1)))?;
+            signed_by(&pair[0], &pair[1])
+                .map_err(|e| CaError::Chain(format!("certificate {}: {e}", i + 1)))?;
         }
         // Not empty: it holds at least ca-cert.
         let last = chain[chain.len() - 1].clone();
         let root = match roots.iter().find(|root| root.der == last.der) {
             Some(root) => root.clone(),
             None => {
-                let root = roots.iter().find(|root| signed_by(&last, root).is_ok()).cloned().ok_or_else(|| {
-                    let why = signed_by(&last, &roots[0]).err().unwrap_or_default();
-                    CaError::Chain(format!("does not lead to root-cert.pem: its last certificate {why}"))
-                })?;
+                let root = roots
+                    .iter()
+                    .find(|root| signed_by(&last, root).is_ok())
+                    .cloned()
+                    .ok_or_else(|| {
+                        let why = signed_by(&last, &roots[0]).err().unwrap_or_default();
+                        CaError::Chain(format!(
+                            "does not lead to root-cert.pem: its last certificate {why}"
+                        ))
+                    })?;
                 chain.push(root.clone());
                 root
             }
@@ -91,28 +108,46 @@ impl Authority {
 fn signed_by(child: &PemCert, parent: &PemCert) -> Result<(), String> {
     let (child, parent) = (parse(child)?, parse(parent)?);
     if child.issuer().as_raw() != parent.subject().as_raw() {
-        return Err(format!("is issued by \"{}\", not by \"{}\"", child.issuer(), parent.subject()));
+        return Err(format!(
+            "is issued by \"{}\", not by \"{}\"",
+            child.issuer(),
+            parent.subject()
+        ));
     }
     if !parent.is_ca() {
-        return Err(format!("is issued by \"{}\", which is not a CA", parent.subject()));
+        return Err(format!(
+            "is issued by \"{}\", which is not a CA",
+            parent.subject()
+        ));
     }
     child
         .verify_signature(Some(parent.public_key()))
-        .map_err(|e| format!("has a signature the key of \"{}\" does not verify: {e}", parent.subject()))
+        .map_err(|e| {
+            format!(
+                "has a signature the key of \"{}\" does not verify: {e}",
+                parent.subject()
+            )
+        })
 }
 
 fn parse(cert: &PemCert) -> Result<X509Certificate<'_>, String> {
-    X509Certificate::from_der(&cert.der).map(|(_, x509)| x509).map_err(|e| format!("not an X.509 certificate: {e}"))
+    X509Certificate::from_der(&cert.der)
+        .map(|(_, x509)| x509)
+        .map_err(|e| format!("not an X.509 certificate: {e}"))
 }
 
 /// When the first certificate of the chain expires: nothing signed may outlive it. Refuses a
 /// chain with an expired certificate, as istiod's verification does.
 fn chain_not_after(chain: &[PemCert], signer_not_after: SystemTime) -> Result<SystemTime, CaError> {
-    chain.iter().enumerate().try_fold(signer_not_after, |earliest, (i, cert)| {
-        let not_after = parse(cert).and_then(|x509| unexpired(&x509));
-        let not_after = not_after.map_err(|e| CaError::Chain(format!("certificate {}: {e}", i + 1)))?;
-        Ok(earliest.min(not_after))
-    })
+    chain
+        .iter()
+        .enumerate()
+        .try_fold(signer_not_after, |earliest, (i, cert)| {
+            let not_after = parse(cert).and_then(|x509| unexpired(&x509));
+            let not_after =
+                not_after.map_err(|e| CaError::Chain(format!("certificate {}: {e}", i + 1)))?;
+            Ok(earliest.min(not_after))
+        })
 }
 
 /// The plugged-in CA of `dir` (istiod's `/etc/cacerts`); `None` when none of its files is there
@@ -123,30 +158,50 @@ pub fn from_dir(dir: &Path) -> Result<Option<Authority>, PluggedError> {
         *text = match std::fs::read_to_string(dir.join(file)) {
             Ok(text) => Some(text),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(source) => return Err(PluggedError::Read { dir: dir.to_path_buf(), file, source }),
+            Err(source) => {
+                return Err(PluggedError::Read {
+                    dir: dir.to_path_buf(),
+                    file,
+                    source,
+                });
+            }
         };
     }
     if texts.iter().all(Option::is_none) {
         return Ok(None);
     }
-    let [ca_cert, ca_key, chain, root] =
-        files(texts, |i| PluggedError::MissingFile { dir: dir.to_path_buf(), file: FILES[i] })?;
+    let [ca_cert, ca_key, chain, root] = files(texts, |i| PluggedError::MissingFile {
+        dir: dir.to_path_buf(),
+        file: FILES[i],
+    })?;
     Authority::from_plugged(&ca_cert, &ca_key, &chain, &root)
         .map(Some)
-        .map_err(|source| PluggedError::Invalid { dir: dir.to_path_buf(), source })
+        .map_err(|source| PluggedError::Invalid {
+            dir: dir.to_path_buf(),
+            source,
+        })
 }
 
 /// The plugged-in CA of Secret `cacerts` (its data keys are the file names).
 pub fn from_secret(secret: &Secret, namespace: &str) -> Result<Authority, PluggedError> {
     let texts = FILES.map(|key| data_text(secret, key));
-    let [ca_cert, ca_key, chain, root] =
-        files(texts, |i| PluggedError::MissingKey { namespace: namespace.to_string(), key: FILES[i] })?;
-    Authority::from_plugged(&ca_cert, &ca_key, &chain, &root)
-        .map_err(|source| PluggedError::InvalidSecret { namespace: namespace.to_string(), source })
+    let [ca_cert, ca_key, chain, root] = files(texts, |i| PluggedError::MissingKey {
+        namespace: namespace.to_string(),
+        key: FILES[i],
+    })?;
+    Authority::from_plugged(&ca_cert, &ca_key, &chain, &root).map_err(|source| {
+        PluggedError::InvalidSecret {
+            namespace: namespace.to_string(),
+            source,
+        }
+    })
 }
 
 /// The four texts in [`FILES`] order, or `missing(index)` of the first absent one.
-fn files(texts: [Option<String>; 4], missing: impl Fn(usize) -> PluggedError) -> Result<[String; 4], PluggedError> {
+fn files(
+    texts: [Option<String>; 4],
+    missing: impl Fn(usize) -> PluggedError,
+) -> Result<[String; 4], PluggedError> {
     if let Some(i) = texts.iter().position(Option::is_none) {
         return Err(missing(i));
     }

@@ -31,7 +31,11 @@ pub async fn distribute(
     let mut done: BTreeSet<String> = BTreeSet::new();
     let mut resync = tokio::time::interval(RESYNC);
     loop {
-        let wanted: Vec<String> = namespaces.borrow_and_update().entries(Kind::Namespace).map(|e| e.object.meta.name.clone()).collect();
+        let wanted: Vec<String> = namespaces
+            .borrow_and_update()
+            .entries(Kind::Namespace)
+            .map(|e| e.object.meta.name.clone())
+            .collect();
         let missing: Vec<&String> = wanted.iter().filter(|ns| !done.contains(*ns)).collect();
         for ns in missing {
             if !is_leader() {
@@ -68,9 +72,22 @@ async fn ensure(client: &kube::Client, namespace: &str, root_pem: &str) -> Resul
         ..Default::default()
     };
     match api.get_opt(CONFIG_MAP_NAME).await? {
-        Some(existing) if existing.data.as_ref().and_then(|d| d.get(ROOT_CERT_KEY)).is_some_and(|r| r == root_pem) => Ok(()),
+        Some(existing)
+            if existing
+                .data
+                .as_ref()
+                .and_then(|d| d.get(ROOT_CERT_KEY))
+                .is_some_and(|r| r == root_pem) =>
+        {
+            Ok(())
+        }
         Some(existing) => {
-            api.replace(CONFIG_MAP_NAME, &PostParams::default(), &wanted(Some(existing))).await?;
+            api.replace(
+                CONFIG_MAP_NAME,
+                &PostParams::default(),
+                &wanted(Some(existing)),
+            )
+            .await?;
             tracing::info!("updated the root in ConfigMap {namespace}/{CONFIG_MAP_NAME}");
             Ok(())
         }

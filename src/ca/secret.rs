@@ -50,7 +50,10 @@ pub enum SecretError {
     #[error("Secret {namespace}/{SECRET_NAME}: {source}")]
     Invalid { namespace: String, source: CaError },
     #[error("Secret {namespace}/{SECRET_NAME}: data.{key} is missing")]
-    Missing { namespace: String, key: &'static str },
+    Missing {
+        namespace: String,
+        key: &'static str,
+    },
     #[error("generating a root for Secret {namespace}/{SECRET_NAME}: {source}")]
     Generate { namespace: String, source: CaError },
 }
@@ -75,15 +78,27 @@ pub async fn load_or_create(
                 return Ok(authority);
             }
             Ok(None) if is_leader() => {
-                let authority = Authority::generate(&options.trust_domain)
-                    .map_err(|source| SecretError::Generate { namespace: ns.clone(), source })?;
-                match api.create(&PostParams::default(), &to_secret(&authority, ns)).await {
+                let authority = Authority::generate(&options.trust_domain).map_err(|source| {
+                    SecretError::Generate {
+                        namespace: ns.clone(),
+                        source,
+                    }
+                })?;
+                match api
+                    .create(&PostParams::default(), &to_secret(&authority, ns))
+                    .await
+                {
                     Ok(_) => {
-                        tracing::info!("generated a CA root (O={}) in Secret {ns}/{SECRET_NAME}", options.trust_domain);
+                        tracing::info!(
+                            "generated a CA root (O={}) in Secret {ns}/{SECRET_NAME}",
+                            options.trust_domain
+                        );
                         return Ok(authority);
                     }
                     Err(kube::Error::Api(status)) if status.code == 409 => {
-                        tracing::info!("another replica created Secret {ns}/{SECRET_NAME} first; using its root");
+                        tracing::info!(
+                            "another replica created Secret {ns}/{SECRET_NAME} first; using its root"
+                        );
                         continue;
                     }
                     Err(e) => tracing::warn!("creating Secret {ns}/{SECRET_NAME}: {e}; retrying"),
@@ -91,7 +106,9 @@ pub async fn load_or_create(
             }
             Ok(None) => {
                 if !waiting_logged {
-                    tracing::info!("Secret {ns}/{SECRET_NAME} does not exist yet; waiting for the leader to create it");
+                    tracing::info!(
+                        "Secret {ns}/{SECRET_NAME} does not exist yet; waiting for the leader to create it"
+                    );
                     waiting_logged = true;
                 }
             }
@@ -106,10 +123,15 @@ pub fn from_secret(secret: &Secret, namespace: &str) -> Result<Authority, Secret
     let text = |key: &'static str| -> Result<String, SecretError> {
         data_text(secret, key)
             .filter(|text| !text.is_empty())
-            .ok_or(SecretError::Missing { namespace: namespace.to_string(), key })
+            .ok_or(SecretError::Missing {
+                namespace: namespace.to_string(),
+                key,
+            })
     };
-    Authority::from_pem(&text(CA_CERT)?, &text(CA_KEY)?)
-        .map_err(|source| SecretError::Invalid { namespace: namespace.to_string(), source })
+    Authority::from_pem(&text(CA_CERT)?, &text(CA_KEY)?).map_err(|source| SecretError::Invalid {
+        namespace: namespace.to_string(),
+        source,
+    })
 }
 
 /// `data.<key>` of a Secret as text (PEM is ASCII), `None` when the key is absent.
@@ -129,7 +151,11 @@ pub fn to_secret(authority: &Authority, namespace: &str) -> Secret {
         (PRIVATE_KEY.to_string(), bytes("")),
     ]);
     Secret {
-        metadata: ObjectMeta { name: Some(SECRET_NAME.into()), namespace: Some(namespace.into()), ..ObjectMeta::default() },
+        metadata: ObjectMeta {
+            name: Some(SECRET_NAME.into()),
+            namespace: Some(namespace.into()),
+            ..ObjectMeta::default()
+        },
         type_: Some(SECRET_TYPE.into()),
         data: Some(data),
         ..Secret::default()
@@ -150,7 +176,10 @@ mod tests {
         assert_eq!(keys, [CA_CERT, CA_KEY, CERT_CHAIN, PRIVATE_KEY, ROOT_CERT]);
         assert_eq!(data[ROOT_CERT], data[CA_CERT]);
         assert!(data[CERT_CHAIN].0.is_empty() && data[PRIVATE_KEY].0.is_empty());
-        assert_eq!(from_secret(&secret, "istio-system").unwrap().root_der(), ca.root_der());
+        assert_eq!(
+            from_secret(&secret, "istio-system").unwrap().root_der(),
+            ca.root_der()
+        );
     }
 
     #[test]
@@ -158,11 +187,25 @@ mod tests {
         let ca = Authority::generate("cluster.local").unwrap();
         let mut secret = to_secret(&ca, "istio-system");
         secret.data.as_mut().unwrap().remove(CA_KEY);
-        let err = from_secret(&secret, "istio-system").unwrap_err().to_string();
-        assert_eq!(err, "Secret istio-system/istio-ca-secret: data.ca-key.pem is missing");
+        let err = from_secret(&secret, "istio-system")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "Secret istio-system/istio-ca-secret: data.ca-key.pem is missing"
+        );
         let mut secret = to_secret(&ca, "istio-system");
-        secret.data.as_mut().unwrap().insert(CA_CERT.into(), ByteString(b"junk".to_vec()));
-        let err = from_secret(&secret, "istio-system").unwrap_err().to_string();
-        assert!(err.starts_with("Secret istio-system/istio-ca-secret: ca-cert.pem: "), "{err}");
+        secret
+            .data
+            .as_mut()
+            .unwrap()
+            .insert(CA_CERT.into(), ByteString(b"junk".to_vec()));
+        let err = from_secret(&secret, "istio-system")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("Secret istio-system/istio-ca-secret: ca-cert.pem: "),
+            "{err}"
+        );
     }
 }

@@ -39,7 +39,12 @@ pub struct RotatingCert {
 impl ResolvesServerCert for RotatingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         // A poisoned lock still holds a complete certificate: keep serving it.
-        Some(self.current.read().unwrap_or_else(|e| e.into_inner()).clone())
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
     }
 }
 
@@ -59,17 +64,35 @@ pub fn start(
     stop: watch::Receiver<bool>,
 ) -> Result<(Arc<RotatingCert>, JoinHandle<()>), ServingError> {
     let provider = provider();
-    let issued = authority.issue_server_cert(&dns_names, ttl).map_err(|e| ServingError::Certificate(what, e))?;
-    let cert = Arc::new(RotatingCert { current: RwLock::new(Arc::new(certified_key(&issued, &provider, what)?)) });
-    let renewal = tokio::spawn(renew(authority, dns_names, ttl, issued, cert.clone(), provider, what, stop));
+    let issued = authority
+        .issue_server_cert(&dns_names, ttl)
+        .map_err(|e| ServingError::Certificate(what, e))?;
+    let cert = Arc::new(RotatingCert {
+        current: RwLock::new(Arc::new(certified_key(&issued, &provider, what)?)),
+    });
+    let renewal = tokio::spawn(renew(
+        authority,
+        dns_names,
+        ttl,
+        issued,
+        cert.clone(),
+        provider,
+        what,
+        stop,
+    ));
     Ok((cert, renewal))
 }
 
-fn certified_key(issued: &Issued, provider: &CryptoProvider, what: &'static str) -> Result<CertifiedKey, ServingError> {
+fn certified_key(
+    issued: &Issued,
+    provider: &CryptoProvider,
+    what: &'static str,
+) -> Result<CertifiedKey, ServingError> {
     let tls = |e| ServingError::Tls(what, e);
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(issued.cert_chain_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| tls(rustls::Error::General(format!("certificate chain: {e}"))))?;
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(issued.cert_chain_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| tls(rustls::Error::General(format!("certificate chain: {e}"))))?;
     let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes())
         .map_err(|_| tls(rustls::Error::General("the issued key is not PEM".into())))?;
     CertifiedKey::from_der(chain, key, provider).map_err(tls)
@@ -77,7 +100,10 @@ fn certified_key(issued: &Issued, provider: &CryptoProvider, what: &'static str)
 
 /// How long until a certificate should be replaced: two thirds of its remaining life.
 fn renew_after(issued: &Issued) -> Duration {
-    let left = issued.not_after.duration_since(SystemTime::now()).unwrap_or_default();
+    let left = issued
+        .not_after
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
     (left * 2 / 3).max(Duration::from_secs(1))
 }
 

@@ -27,7 +27,9 @@ pub enum SpiffeIdError {
     Path(String),
     #[error("trust domain {0:?}: not lowercase DNS-1123 labels joined by dots")]
     TrustDomain(String),
-    #[error("namespace {0:?}: not a DNS-1123 label (1-63 of a-z, 0-9 and '-', alphanumeric at both ends)")]
+    #[error(
+        "namespace {0:?}: not a DNS-1123 label (1-63 of a-z, 0-9 and '-', alphanumeric at both ends)"
+    )]
     Namespace(String),
     #[error(
         "service account {0:?}: not a DNS-1123 subdomain (at most 253 of a-z, 0-9, '-' and '.', dot-separated labels alphanumeric at both ends)"
@@ -41,7 +43,11 @@ impl SpiffeId {
         namespace: impl Into<String>,
         service_account: impl Into<String>,
     ) -> Result<SpiffeId, SpiffeIdError> {
-        let (trust_domain, namespace, service_account) = (trust_domain.into(), namespace.into(), service_account.into());
+        let (trust_domain, namespace, service_account) = (
+            trust_domain.into(),
+            namespace.into(),
+            service_account.into(),
+        );
         if !is_trust_domain(&trust_domain) {
             return Err(SpiffeIdError::TrustDomain(trust_domain));
         }
@@ -51,7 +57,11 @@ impl SpiffeId {
         if !is_dns1123_subdomain(&service_account) {
             return Err(SpiffeIdError::ServiceAccount(service_account));
         }
-        Ok(SpiffeId { trust_domain, namespace, service_account })
+        Ok(SpiffeId {
+            trust_domain,
+            namespace,
+            service_account,
+        })
     }
 
     pub fn trust_domain(&self) -> &str {
@@ -69,7 +79,11 @@ impl SpiffeId {
 
 impl fmt::Display for SpiffeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{SCHEME}{}/ns/{}/sa/{}", self.trust_domain, self.namespace, self.service_account)
+        write!(
+            f,
+            "{SCHEME}{}/ns/{}/sa/{}",
+            self.trust_domain, self.namespace, self.service_account
+        )
     }
 }
 
@@ -78,7 +92,9 @@ impl FromStr for SpiffeId {
 
     /// istiod's `ParseIdentity` (exactly five `/`-separated parts), then the name rules.
     fn from_str(s: &str) -> Result<SpiffeId, SpiffeIdError> {
-        let rest = s.strip_prefix(SCHEME).ok_or_else(|| SpiffeIdError::Scheme(s.to_string()))?;
+        let rest = s
+            .strip_prefix(SCHEME)
+            .ok_or_else(|| SpiffeIdError::Scheme(s.to_string()))?;
         match rest.split('/').collect::<Vec<_>>()[..] {
             [trust_domain, "ns", namespace, "sa", service_account] => {
                 SpiffeId::new(trust_domain, namespace, service_account)
@@ -93,7 +109,11 @@ impl FromStr for SpiffeId {
 fn is_trust_domain(domain: &str) -> bool {
     let labels: Vec<&str> = domain.split('.').collect();
     let last = labels.len() - 1;
-    !domain.is_empty() && labels.iter().enumerate().all(|(i, l)| (i == last && l.is_empty()) || is_dns1123_label(l))
+    !domain.is_empty()
+        && labels
+            .iter()
+            .enumerate()
+            .all(|(i, l)| (i == last && l.is_empty()) || is_dns1123_label(l))
 }
 
 /// Kubernetes' `IsDNS1123Label` (a namespace name).
@@ -105,7 +125,10 @@ fn is_dns1123_label(s: &str) -> bool {
 /// Kubernetes' `IsDNS1123Subdomain` (a service account name): at most 253 characters, labels
 /// as above but without a per-label length limit.
 fn is_dns1123_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(|l| !l.is_empty() && label_chars_ok(l.as_bytes()))
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.')
+            .all(|l| !l.is_empty() && label_chars_ok(l.as_bytes()))
 }
 
 fn label_chars_ok(b: &[u8]) -> bool {
@@ -128,7 +151,10 @@ mod tests {
             assert_eq!(id.to_string(), s);
         }
         let id: SpiffeId = "spiffe://cluster.local/ns/ns1/sa/sa1".parse().unwrap();
-        assert_eq!((id.trust_domain(), id.namespace(), id.service_account()), ("cluster.local", "ns1", "sa1"));
+        assert_eq!(
+            (id.trust_domain(), id.namespace(), id.service_account()),
+            ("cluster.local", "ns1", "sa1")
+        );
         assert_eq!(SpiffeId::new("cluster.local", "ns1", "sa1").unwrap(), id);
     }
 
@@ -136,35 +162,89 @@ mod tests {
     fn rejections_name_the_part_that_is_wrong() {
         let label63 = "a".repeat(63);
         let cases = [
-            ("http://cluster.local/ns/a/sa/b", SpiffeIdError::Scheme("http://cluster.local/ns/a/sa/b".into())),
-            ("spiffe://cluster.local/ns/a/sa/b/c", SpiffeIdError::Path("spiffe://cluster.local/ns/a/sa/b/c".into())),
-            ("spiffe://cluster.local/sa/b/ns/a", SpiffeIdError::Path("spiffe://cluster.local/sa/b/ns/a".into())),
-            ("spiffe://cluster.local/ns/a", SpiffeIdError::Path("spiffe://cluster.local/ns/a".into())),
+            (
+                "http://cluster.local/ns/a/sa/b",
+                SpiffeIdError::Scheme("http://cluster.local/ns/a/sa/b".into()),
+            ),
+            (
+                "spiffe://cluster.local/ns/a/sa/b/c",
+                SpiffeIdError::Path("spiffe://cluster.local/ns/a/sa/b/c".into()),
+            ),
+            (
+                "spiffe://cluster.local/sa/b/ns/a",
+                SpiffeIdError::Path("spiffe://cluster.local/sa/b/ns/a".into()),
+            ),
+            (
+                "spiffe://cluster.local/ns/a",
+                SpiffeIdError::Path("spiffe://cluster.local/ns/a".into()),
+            ),
             ("spiffe:///ns/a/sa/b", SpiffeIdError::TrustDomain("".into())),
-            ("spiffe://Cluster.local/ns/a/sa/b", SpiffeIdError::TrustDomain("Cluster.local".into())),
-            ("spiffe://a..b/ns/a/sa/b", SpiffeIdError::TrustDomain("a..b".into())),
-            ("spiffe://-a.b/ns/a/sa/b", SpiffeIdError::TrustDomain("-a.b".into())),
-            ("spiffe://a:80/ns/a/sa/b", SpiffeIdError::TrustDomain("a:80".into())),
+            (
+                "spiffe://Cluster.local/ns/a/sa/b",
+                SpiffeIdError::TrustDomain("Cluster.local".into()),
+            ),
+            (
+                "spiffe://a..b/ns/a/sa/b",
+                SpiffeIdError::TrustDomain("a..b".into()),
+            ),
+            (
+                "spiffe://-a.b/ns/a/sa/b",
+                SpiffeIdError::TrustDomain("-a.b".into()),
+            ),
+            (
+                "spiffe://a:80/ns/a/sa/b",
+                SpiffeIdError::TrustDomain("a:80".into()),
+            ),
             ("spiffe://td/ns//sa/b", SpiffeIdError::Namespace("".into())),
-            ("spiffe://td/ns/Default/sa/b", SpiffeIdError::Namespace("Default".into())),
-            ("spiffe://td/ns/a.b/sa/b", SpiffeIdError::Namespace("a.b".into())),
-            ("spiffe://td/ns/a-/sa/b", SpiffeIdError::Namespace("a-".into())),
-            ("spiffe://td/ns/a/sa/", SpiffeIdError::ServiceAccount("".into())),
-            ("spiffe://td/ns/a/sa/b_c", SpiffeIdError::ServiceAccount("b_c".into())),
-            ("spiffe://td/ns/a/sa/b..c", SpiffeIdError::ServiceAccount("b..c".into())),
-            ("spiffe://td/ns/a/sa/.b", SpiffeIdError::ServiceAccount(".b".into())),
+            (
+                "spiffe://td/ns/Default/sa/b",
+                SpiffeIdError::Namespace("Default".into()),
+            ),
+            (
+                "spiffe://td/ns/a.b/sa/b",
+                SpiffeIdError::Namespace("a.b".into()),
+            ),
+            (
+                "spiffe://td/ns/a-/sa/b",
+                SpiffeIdError::Namespace("a-".into()),
+            ),
+            (
+                "spiffe://td/ns/a/sa/",
+                SpiffeIdError::ServiceAccount("".into()),
+            ),
+            (
+                "spiffe://td/ns/a/sa/b_c",
+                SpiffeIdError::ServiceAccount("b_c".into()),
+            ),
+            (
+                "spiffe://td/ns/a/sa/b..c",
+                SpiffeIdError::ServiceAccount("b..c".into()),
+            ),
+            (
+                "spiffe://td/ns/a/sa/.b",
+                SpiffeIdError::ServiceAccount(".b".into()),
+            ),
         ];
         for (s, expected) in cases {
             assert_eq!(s.parse::<SpiffeId>(), Err(expected), "{s}");
         }
         // Length limits: 63 for a namespace; 253 for a service account, whatever its labels.
         assert!(SpiffeId::new("td", &label63, "sa").is_ok());
-        assert_eq!(SpiffeId::new("td", format!("{label63}a"), "sa"), Err(SpiffeIdError::Namespace(format!("{label63}a"))));
+        assert_eq!(
+            SpiffeId::new("td", format!("{label63}a"), "sa"),
+            Err(SpiffeIdError::Namespace(format!("{label63}a")))
+        );
         let sa253 = format!("{}.{}", "b".repeat(126), "c".repeat(126));
         assert!(SpiffeId::new("td", "ns", &sa253).is_ok());
         assert!(SpiffeId::new("td", "ns", format!("{sa253}d")).is_err());
         assert!(SpiffeId::new(format!("{label63}a.local"), "ns", "sa").is_err());
-        let err = "spiffe://td/ns/a/sa/b_c".parse::<SpiffeId>().unwrap_err().to_string();
-        assert!(err.starts_with("service account \"b_c\": not a DNS-1123 subdomain"), "{err}");
+        let err = "spiffe://td/ns/a/sa/b_c"
+            .parse::<SpiffeId>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("service account \"b_c\": not a DNS-1123 subdomain"),
+            "{err}"
+        );
     }
 }

@@ -3,10 +3,13 @@
 
 use std::time::{Duration, SystemTime};
 
-use rcgen::{PublicKeyData, CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType, SerialNumber};
+use rcgen::{
+    CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
+    PublicKeyData, SanType, SerialNumber,
+};
 
 use super::spiffe::SpiffeId;
-use super::{csr, set_validity, Authority, CaError, BACKDATE};
+use super::{Authority, BACKDATE, CaError, csr, set_validity};
 
 /// The longest workload certificate signed by default: istiod's `MAX_WORKLOAD_CERT_TTL`.
 pub const MAX_WORKLOAD_CERT_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
@@ -37,14 +40,28 @@ impl Authority {
     /// `ttl` but never past the root. As istiod: a zero `ttl` means
     /// [`DEFAULT_WORKLOAD_CERT_TTL`], and one over [`Authority::max_workload_ttl`] is refused
     /// rather than shortened, so a client learns why it got less than it asked.
-    pub fn sign_workload(&self, csr_pem: &[u8], id: &SpiffeId, ttl: Duration) -> Result<WorkloadCert, CaError> {
+    pub fn sign_workload(
+        &self,
+        csr_pem: &[u8],
+        id: &SpiffeId,
+        ttl: Duration,
+    ) -> Result<WorkloadCert, CaError> {
         self.sign_workload_key(&csr::from_pem(csr_pem)?, id, ttl)
     }
 
     /// [`Authority::sign_workload`] for a key already checked: one pilotfish generated for a
     /// proxy that cannot make a CSR itself (stock Envoy over SDS).
-    pub fn sign_workload_key(&self, key: &impl PublicKeyData, id: &SpiffeId, ttl: Duration) -> Result<WorkloadCert, CaError> {
-        let ttl = if ttl.is_zero() { DEFAULT_WORKLOAD_CERT_TTL } else { ttl };
+    pub fn sign_workload_key(
+        &self,
+        key: &impl PublicKeyData,
+        id: &SpiffeId,
+        ttl: Duration,
+    ) -> Result<WorkloadCert, CaError> {
+        let ttl = if ttl.is_zero() {
+            DEFAULT_WORKLOAD_CERT_TTL
+        } else {
+            ttl
+        };
         if ttl > self.max_workload_ttl {
             return Err(CaError::Request(format!(
                 "requested TTL {}s is greater than the max allowed TTL {}s",
@@ -55,23 +72,39 @@ impl Authority {
         let now = SystemTime::now();
         let until = (now + ttl).min(self.not_after);
         if until <= now {
-            return Err(CaError::Request("the CA has expired or the maximum lifetime is zero".into()));
+            return Err(CaError::Request(
+                "the CA has expired or the maximum lifetime is zero".into(),
+            ));
         }
         let mut params = CertificateParams::default();
         // As istiod: no subject; the identity is the only SAN (then critical).
         params.distinguished_name = DistinguishedName::new();
-        let uri = id.to_string().try_into().map_err(|e| CaError::Request(format!("SPIFFE id {id}: {e}")))?;
+        let uri = id
+            .to_string()
+            .try_into()
+            .map_err(|e| CaError::Request(format!("SPIFFE id {id}: {e}")))?;
         params.subject_alt_names = vec![SanType::URI(uri)];
         params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         // rcgen's default serial is a hash of the key: the same CSR signed twice would give two
         // certificates with one serial. istiod uses 128 random bits.
         params.serial_number = Some(random_serial()?);
         let not_after = set_validity(&mut params, now - BACKDATE, until)?;
         let leaf = params.signed_by(key, &self.issuer)?;
-        let cert_chain = std::iter::once(leaf.pem()).chain(self.chain.iter().cloned()).collect();
-        Ok(WorkloadCert { cert_chain, not_after })
+        let cert_chain = std::iter::once(leaf.pem())
+            .chain(self.chain.iter().cloned())
+            .collect();
+        Ok(WorkloadCert {
+            cert_chain,
+            not_after,
+        })
     }
 }
 

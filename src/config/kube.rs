@@ -27,7 +27,10 @@ pub struct ConvertError {
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConvertError {
-    ConvertError { field: field.into(), message: message.into() }
+    ConvertError {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
@@ -106,18 +109,33 @@ pub struct Secret {
 
 /// The keys istiod's credential controller reads: `tls.*` (kubernetes.io/tls) and the generic
 /// `cert`/`key`/`cacert` form, each with its CA, CRL and OCSP companions.
-pub const CREDENTIAL_KEYS: &[&str] = &["tls.crt", "tls.key", "ca.crt", "cert", "key", "cacert", "tls.ocsp-staple", "ca.crl"];
+pub const CREDENTIAL_KEYS: &[&str] = &[
+    "tls.crt",
+    "tls.key",
+    "ca.crt",
+    "cert",
+    "key",
+    "cacert",
+    "tls.ocsp-staple",
+    "ca.crl",
+];
 
 impl Secret {
     /// Each kept key with its size, the only view of the data that may be shown.
     fn sizes(&self) -> BTreeMap<&str, String> {
-        self.data.iter().map(|(k, v)| (k.as_str(), format!("<{} bytes>", v.len()))).collect()
+        self.data
+            .iter()
+            .map(|(k, v)| (k.as_str(), format!("<{} bytes>", v.len())))
+            .collect()
     }
 }
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Secret").field("secret_type", &self.secret_type).field("data", &self.sizes()).finish()
+        f.debug_struct("Secret")
+            .field("secret_type", &self.secret_type)
+            .field("data", &self.sizes())
+            .finish()
     }
 }
 
@@ -128,7 +146,11 @@ impl Serialize for Secret {
             secret_type: &'a str,
             data: BTreeMap<&'a str, String>,
         }
-        Redacted { secret_type: &self.secret_type, data: self.sizes() }.serialize(s)
+        Redacted {
+            secret_type: &self.secret_type,
+            data: self.sizes(),
+        }
+        .serialize(s)
     }
 }
 
@@ -252,7 +274,9 @@ impl TryFrom<core::ConfigMap> for Object {
     fn try_from(cm: core::ConfigMap) -> Result<Self, ConvertError> {
         Ok(Object {
             meta: meta(cm.metadata),
-            spec: Spec::ConfigMap(ConfigMap { data: cm.data.unwrap_or_default() }),
+            spec: Spec::ConfigMap(ConfigMap {
+                data: cm.data.unwrap_or_default(),
+            }),
         })
     }
 }
@@ -277,14 +301,20 @@ impl TryFrom<core::Secret> for Object {
         }
         Ok(Object {
             meta: meta(secret.metadata),
-            spec: Spec::Secret(Secret { secret_type: secret.type_.unwrap_or_else(|| "Opaque".into()), data }),
+            spec: Spec::Secret(Secret {
+                secret_type: secret.type_.unwrap_or_else(|| "Opaque".into()),
+                data,
+            }),
         })
     }
 }
 
 impl From<core::Namespace> for Object {
     fn from(ns: core::Namespace) -> Self {
-        Object { meta: meta(ns.metadata), spec: Spec::Namespace }
+        Object {
+            meta: meta(ns.metadata),
+            spec: Spec::Namespace,
+        }
     }
 }
 
@@ -319,17 +349,37 @@ mod tests {
         assert_eq!(port_protocol("http-web", None, "TCP"), Protocol::Http);
         assert_eq!(port_protocol("grpc", None, "TCP"), Protocol::Grpc);
         assert_eq!(port_protocol("web", Some("http"), "TCP"), Protocol::Http);
-        assert_eq!(port_protocol("web", Some("kubernetes.io/h2c"), "TCP"), Protocol::Http2);
+        assert_eq!(
+            port_protocol("web", Some("kubernetes.io/h2c"), "TCP"),
+            Protocol::Http2
+        );
         assert_eq!(port_protocol("http-web", Some("tcp"), "TCP"), Protocol::Tcp);
         assert_eq!(port_protocol("web", None, "TCP"), Protocol::Tcp);
         assert_eq!(port_protocol("dns", None, "UDP"), Protocol::Udp);
     }
 
     fn secret(data: &[(&str, &str)], string_data: &[(&str, &str)]) -> core::Secret {
-        let bytes = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), k8s_openapi::ByteString(v.as_bytes().to_vec()))).collect();
-        let strings = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let bytes = |kv: &[(&str, &str)]| {
+            kv.iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        k8s_openapi::ByteString(v.as_bytes().to_vec()),
+                    )
+                })
+                .collect()
+        };
+        let strings = |kv: &[(&str, &str)]| {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
         core::Secret {
-            metadata: ObjectMeta { name: Some("cert".into()), namespace: Some("istio-system".into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some("cert".into()),
+                namespace: Some("istio-system".into()),
+                ..Default::default()
+            },
             type_: Some("kubernetes.io/tls".into()),
             data: Some(bytes(data)),
             string_data: Some(strings(string_data)),
@@ -340,11 +390,18 @@ mod tests {
     #[test]
     fn secrets_keep_only_credential_keys() {
         let object = Object::try_from(secret(
-            &[("tls.crt", "CERT"), ("tls.key", "KEY"), ("password", "hunter2"), ("ca.crl", "CRL")],
+            &[
+                ("tls.crt", "CERT"),
+                ("tls.key", "KEY"),
+                ("password", "hunter2"),
+                ("ca.crl", "CRL"),
+            ],
             &[("cacert", "CA"), ("token", "t")],
         ))
         .unwrap();
-        let Spec::Secret(s) = &object.spec else { panic!("{:?}", object.spec) };
+        let Spec::Secret(s) = &object.spec else {
+            panic!("{:?}", object.spec)
+        };
         assert_eq!(s.secret_type, "kubernetes.io/tls");
         let keys: Vec<&str> = s.data.keys().map(String::as_str).collect();
         assert_eq!(keys, ["ca.crl", "cacert", "tls.crt", "tls.key"]);
@@ -361,7 +418,10 @@ mod tests {
             assert!(!shown.contains("PRIVATE-KEY-MATERIAL"), "{shown}");
             // Nor as bytes: the key's first byte, 'P' = 80, would show in a Vec<u8> dump.
             assert!(!shown.contains("80, 82"), "{shown}");
-            assert!(shown.contains("tls.key") && shown.contains("<20 bytes>"), "{shown}");
+            assert!(
+                shown.contains("tls.key") && shown.contains("<20 bytes>"),
+                "{shown}"
+            );
         }
     }
 }

@@ -25,7 +25,11 @@ pub const MESH_KEY: &str = "mesh";
 
 /// The key of the mesh ConfigMap in `namespace` (istiod's own, usually `istio-system`).
 pub fn config_map_key(namespace: &str) -> ObjectKey {
-    ObjectKey { kind: Kind::ConfigMap, namespace: namespace.to_string(), name: CONFIG_MAP_NAME.to_string() }
+    ObjectKey {
+        kind: Kind::ConfigMap,
+        namespace: namespace.to_string(),
+        name: CONFIG_MAP_NAME.to_string(),
+    }
 }
 
 /// A mesh config that cannot be applied.
@@ -84,22 +88,37 @@ struct OutboundTrafficPolicyDoc {
 /// any ConfigMap (command-line settings and defaults), not a previous result: a field removed
 /// from the ConfigMap goes back to its default, as in istiod. `domain_suffix` always comes from
 /// `base`. A ConfigMap without a `mesh` key gives `base`.
-pub fn from_config_map(meta: &Meta, cm: &ConfigMap, base: &MeshConfig) -> Result<MeshConfig, MeshConfigError> {
+pub fn from_config_map(
+    meta: &Meta,
+    cm: &ConfigMap,
+    base: &MeshConfig,
+) -> Result<MeshConfig, MeshConfigError> {
     let Some(yaml) = cm.data.get(MESH_KEY) else {
         return Ok(base.clone());
     };
-    apply_mesh_yaml(yaml, base).map_err(|e| MeshConfigError { config_map: format!("{}/{}", meta.namespace, meta.name), ..e })
+    apply_mesh_yaml(yaml, base).map_err(|e| MeshConfigError {
+        config_map: format!("{}/{}", meta.namespace, meta.name),
+        ..e
+    })
 }
 
 /// Applies a MeshConfig YAML document over `base`: the fields it sets replace `base`'s
 /// (a nested message such as `outboundTrafficPolicy` is replaced whole, as protobuf JSON does,
 /// so `outboundTrafficPolicy: {}` means `REGISTRY_ONLY`); `null` leaves a field as it was.
 pub fn apply_mesh_yaml(yaml: &str, base: &MeshConfig) -> Result<MeshConfig, MeshConfigError> {
-    let err = |field: &str, message: String| MeshConfigError { config_map: String::new(), field: field.to_string(), message };
-    let value: Value = if yaml.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+    let err = |field: &str, message: String| MeshConfigError {
+        config_map: String::new(),
+        field: field.to_string(),
+        message,
+    };
+    let value: Value = if yaml
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
         Value::Null
     } else {
-        serde_saphyr::from_str(yaml).map_err(|e| err("", format!("invalid YAML: {}", first_line(&e.to_string()))))?
+        serde_saphyr::from_str(yaml)
+            .map_err(|e| err("", format!("invalid YAML: {}", first_line(&e.to_string()))))?
     };
     let doc: MeshDoc = match value {
         Value::Null => return Ok(base.clone()),
@@ -113,7 +132,10 @@ pub fn apply_mesh_yaml(yaml: &str, base: &MeshConfig) -> Result<MeshConfig, Mesh
     let mut mesh = base.clone();
     if let Some(ns) = doc.root_namespace.filter(|ns| !ns.is_empty()) {
         if !is_dns1123_label(&ns) {
-            return Err(err("rootNamespace", format!("{ns:?} is not a valid namespace name")));
+            return Err(err(
+                "rootNamespace",
+                format!("{ns:?} is not a valid namespace name"),
+            ));
         }
         mesh.root_namespace = ns;
     }
@@ -125,13 +147,26 @@ pub fn apply_mesh_yaml(yaml: &str, base: &MeshConfig) -> Result<MeshConfig, Mesh
         mesh.outbound_traffic_policy = policy.mode.unwrap_or(OutboundTrafficMode::RegistryOnly);
     }
     for (list, target) in [
-        (doc.default_service_export_to, &mut mesh.default_service_export_to),
-        (doc.default_virtual_service_export_to, &mut mesh.default_virtual_service_export_to),
-        (doc.default_destination_rule_export_to, &mut mesh.default_destination_rule_export_to),
+        (
+            doc.default_service_export_to,
+            &mut mesh.default_service_export_to,
+        ),
+        (
+            doc.default_virtual_service_export_to,
+            &mut mesh.default_virtual_service_export_to,
+        ),
+        (
+            doc.default_destination_rule_export_to,
+            &mut mesh.default_destination_rule_export_to,
+        ),
     ] {
         // An empty list exports as no list does: to every namespace.
         if let Some(list) = list {
-            *target = if list.is_empty() { vec!["*".to_string()] } else { list };
+            *target = if list.is_empty() {
+                vec!["*".to_string()]
+            } else {
+                list
+            };
         }
     }
     Ok(mesh)
@@ -144,8 +179,15 @@ fn validate_trust_domain(domain: &str) -> Result<(), String> {
     }
     let labels: Vec<&str> = domain.split('.').collect();
     let last = labels.len() - 1;
-    let ok = labels.iter().enumerate().all(|(i, l)| (i == last && l.is_empty()) || is_dns1123_label(l));
-    if ok { Ok(()) } else { Err(format!("trust domain name {domain:?} invalid")) }
+    let ok = labels
+        .iter()
+        .enumerate()
+        .all(|(i, l)| (i == last && l.is_empty()) || is_dns1123_label(l));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("trust domain name {domain:?} invalid"))
+    }
 }
 
 #[cfg(test)]
@@ -162,12 +204,18 @@ mod tests {
             "accessLogFile: /dev/stdout\ndefaultConfig:\n  discoveryAddress: istiod.istio-system.svc:15012\n  tracing: {zipkin: {address: z:9411}}\nenableAutoMtls: true\noutboundTrafficPolicy:\n  mode: REGISTRY_ONLY\nrootNamespace: mesh-root\ntrustDomain: example.org\ndefaultServiceExportTo: [\".\"]\ndefaultVirtualServiceExportTo: [\"*\"]\ndefaultDestinationRuleExportTo: [\".\", istio-system]\n",
         )
         .unwrap();
-        assert_eq!(mesh.outbound_traffic_policy, OutboundTrafficMode::RegistryOnly);
+        assert_eq!(
+            mesh.outbound_traffic_policy,
+            OutboundTrafficMode::RegistryOnly
+        );
         assert_eq!(mesh.root_namespace, "mesh-root");
         assert_eq!(mesh.trust_domain, "example.org");
         assert_eq!(mesh.default_service_export_to, vec!["."]);
         assert_eq!(mesh.default_virtual_service_export_to, vec!["*"]);
-        assert_eq!(mesh.default_destination_rule_export_to, vec![".", "istio-system"]);
+        assert_eq!(
+            mesh.default_destination_rule_export_to,
+            vec![".", "istio-system"]
+        );
         assert_eq!(mesh.domain_suffix, "cluster.local");
     }
 
@@ -177,16 +225,35 @@ mod tests {
         assert_eq!(apply("").unwrap(), defaults);
         assert_eq!(apply("# nothing\n").unwrap(), defaults);
         assert_eq!(apply("{}").unwrap(), defaults);
-        assert_eq!(apply("outboundTrafficPolicy: null\ntrustDomain: null\n").unwrap(), defaults);
-        assert_eq!(apply("defaultServiceExportTo: []\n").unwrap().default_service_export_to, vec!["*"]);
-        assert_eq!(apply("rootNamespace: \"\"\n").unwrap().root_namespace, "istio-system");
+        assert_eq!(
+            apply("outboundTrafficPolicy: null\ntrustDomain: null\n").unwrap(),
+            defaults
+        );
+        assert_eq!(
+            apply("defaultServiceExportTo: []\n")
+                .unwrap()
+                .default_service_export_to,
+            vec!["*"]
+        );
+        assert_eq!(
+            apply("rootNamespace: \"\"\n").unwrap().root_namespace,
+            "istio-system"
+        );
     }
 
     #[test]
     fn a_nested_message_is_replaced_whole() {
         // protobuf's zero value for the mode is REGISTRY_ONLY.
-        assert_eq!(apply("outboundTrafficPolicy: {}\n").unwrap().outbound_traffic_policy, OutboundTrafficMode::RegistryOnly);
-        let base = MeshConfig { outbound_traffic_policy: OutboundTrafficMode::RegistryOnly, ..MeshConfig::default() };
+        assert_eq!(
+            apply("outboundTrafficPolicy: {}\n")
+                .unwrap()
+                .outbound_traffic_policy,
+            OutboundTrafficMode::RegistryOnly
+        );
+        let base = MeshConfig {
+            outbound_traffic_policy: OutboundTrafficMode::RegistryOnly,
+            ..MeshConfig::default()
+        };
         let mesh = apply_mesh_yaml("outboundTrafficPolicy: {mode: ALLOW_ANY}\n", &base).unwrap();
         assert_eq!(mesh.outbound_traffic_policy, OutboundTrafficMode::AllowAny);
     }
@@ -194,7 +261,10 @@ mod tests {
     #[test]
     fn proto_field_names_and_enum_numbers() {
         let mesh = apply("outbound_traffic_policy: {mode: 0}\ntrust_domain: td.local\n").unwrap();
-        assert_eq!(mesh.outbound_traffic_policy, OutboundTrafficMode::RegistryOnly);
+        assert_eq!(
+            mesh.outbound_traffic_policy,
+            OutboundTrafficMode::RegistryOnly
+        );
         assert_eq!(mesh.trust_domain, "td.local");
     }
 
@@ -202,32 +272,79 @@ mod tests {
     fn malformed_known_fields_name_the_field() {
         let e = apply("outboundTrafficPolicy:\n  mode: FOO\n").unwrap_err();
         assert_eq!(e.field, "outboundTrafficPolicy.mode");
-        assert_eq!(e.to_string(), "outboundTrafficPolicy.mode: unknown variant \"FOO\", expected ALLOW_ANY or REGISTRY_ONLY");
-        assert_eq!(apply("trustDomain: [a]\n").unwrap_err().field, "trustDomain");
-        assert_eq!(apply("trustDomain: \"\"\n").unwrap_err().field, "trustDomain");
-        assert_eq!(apply("trustDomain: bad_domain\n").unwrap_err().field, "trustDomain");
-        assert_eq!(apply("rootNamespace: Not_A_Namespace\n").unwrap_err().field, "rootNamespace");
-        assert_eq!(apply("defaultServiceExportTo: \"*\"\n").unwrap_err().field, "defaultServiceExportTo");
-        assert_eq!(apply("outboundTrafficPolicy: ALLOW_ANY\n").unwrap_err().field, "outboundTrafficPolicy");
+        assert_eq!(
+            e.to_string(),
+            "outboundTrafficPolicy.mode: unknown variant \"FOO\", expected ALLOW_ANY or REGISTRY_ONLY"
+        );
+        assert_eq!(
+            apply("trustDomain: [a]\n").unwrap_err().field,
+            "trustDomain"
+        );
+        assert_eq!(
+            apply("trustDomain: \"\"\n").unwrap_err().field,
+            "trustDomain"
+        );
+        assert_eq!(
+            apply("trustDomain: bad_domain\n").unwrap_err().field,
+            "trustDomain"
+        );
+        assert_eq!(
+            apply("rootNamespace: Not_A_Namespace\n").unwrap_err().field,
+            "rootNamespace"
+        );
+        assert_eq!(
+            apply("defaultServiceExportTo: \"*\"\n").unwrap_err().field,
+            "defaultServiceExportTo"
+        );
+        assert_eq!(
+            apply("outboundTrafficPolicy: ALLOW_ANY\n")
+                .unwrap_err()
+                .field,
+            "outboundTrafficPolicy"
+        );
         let whole = apply("- a\n- b\n").unwrap_err();
-        assert!(whole.field.is_empty() && whole.message.contains("mapping"), "{whole}");
+        assert!(
+            whole.field.is_empty() && whole.message.contains("mapping"),
+            "{whole}"
+        );
         let syntax = apply("a: [unclosed\n").unwrap_err();
         assert!(syntax.message.starts_with("invalid YAML"), "{syntax}");
     }
 
     #[test]
     fn from_a_config_map() {
-        let meta = Meta { name: "istio".into(), namespace: "istio-system".into(), ..Meta::default() };
-        let cm = |mesh: &str| ConfigMap { data: [(MESH_KEY.to_string(), mesh.to_string())].into_iter().collect() };
-        let base = MeshConfig { domain_suffix: "corp.local".into(), ..MeshConfig::default() };
+        let meta = Meta {
+            name: "istio".into(),
+            namespace: "istio-system".into(),
+            ..Meta::default()
+        };
+        let cm = |mesh: &str| ConfigMap {
+            data: [(MESH_KEY.to_string(), mesh.to_string())]
+                .into_iter()
+                .collect(),
+        };
+        let base = MeshConfig {
+            domain_suffix: "corp.local".into(),
+            ..MeshConfig::default()
+        };
         let mesh = from_config_map(&meta, &cm("trustDomain: corp.example\n"), &base).unwrap();
-        assert_eq!((mesh.trust_domain.as_str(), mesh.domain_suffix.as_str()), ("corp.example", "corp.local"));
-        assert_eq!(from_config_map(&meta, &ConfigMap::default(), &base).unwrap(), base);
-        let e = from_config_map(&meta, &cm("outboundTrafficPolicy: {mode: FOO}\n"), &base).unwrap_err();
+        assert_eq!(
+            (mesh.trust_domain.as_str(), mesh.domain_suffix.as_str()),
+            ("corp.example", "corp.local")
+        );
+        assert_eq!(
+            from_config_map(&meta, &ConfigMap::default(), &base).unwrap(),
+            base
+        );
+        let e =
+            from_config_map(&meta, &cm("outboundTrafficPolicy: {mode: FOO}\n"), &base).unwrap_err();
         assert_eq!(
             e.to_string(),
             "istio-system/istio: data.mesh: outboundTrafficPolicy.mode: unknown variant \"FOO\", expected ALLOW_ANY or REGISTRY_ONLY"
         );
-        assert_eq!(config_map_key("istio-system").to_string(), "ConfigMap istio-system/istio");
+        assert_eq!(
+            config_map_key("istio-system").to_string(),
+            "ConfigMap istio-system/istio"
+        );
     }
 }

@@ -88,7 +88,9 @@ impl Kind {
                 ("security.istio.io", &["v1", "v1beta1"])
             }
             Kind::Telemetry => ("telemetry.istio.io", &["v1", "v1alpha1"]),
-            Kind::Service | Kind::Pod | Kind::Namespace | Kind::ConfigMap | Kind::Secret => ("", &["v1"]),
+            Kind::Service | Kind::Pod | Kind::Namespace | Kind::ConfigMap | Kind::Secret => {
+                ("", &["v1"])
+            }
             Kind::EndpointSlice => ("discovery.k8s.io", &["v1"]),
         }
     }
@@ -270,22 +272,58 @@ mod tests {
             );
         }
         assert_eq!(Kind::from_type_meta("v1", "Service"), Some(Kind::Service));
-        assert_eq!(Kind::from_type_meta("networking.istio.io/v1alpha3", "Sidecar"), Some(Kind::Sidecar));
-        assert_eq!(Kind::from_type_meta("v1", "ConfigMap"), Some(Kind::ConfigMap));
-        assert_eq!(Kind::from_type_meta("discovery.k8s.io/v1", "EndpointSlice"), Some(Kind::EndpointSlice));
+        assert_eq!(
+            Kind::from_type_meta("networking.istio.io/v1alpha3", "Sidecar"),
+            Some(Kind::Sidecar)
+        );
+        assert_eq!(
+            Kind::from_type_meta("v1", "ConfigMap"),
+            Some(Kind::ConfigMap)
+        );
+        assert_eq!(
+            Kind::from_type_meta("discovery.k8s.io/v1", "EndpointSlice"),
+            Some(Kind::EndpointSlice)
+        );
         for v in ["v1", "v1beta1"] {
             let api = format!("security.istio.io/{v}");
-            assert_eq!(Kind::from_type_meta(&api, "PeerAuthentication"), Some(Kind::PeerAuthentication));
-            assert_eq!(Kind::from_type_meta(&api, "AuthorizationPolicy"), Some(Kind::AuthorizationPolicy));
-            assert_eq!(Kind::from_type_meta(&api, "RequestAuthentication"), Some(Kind::RequestAuthentication));
+            assert_eq!(
+                Kind::from_type_meta(&api, "PeerAuthentication"),
+                Some(Kind::PeerAuthentication)
+            );
+            assert_eq!(
+                Kind::from_type_meta(&api, "AuthorizationPolicy"),
+                Some(Kind::AuthorizationPolicy)
+            );
+            assert_eq!(
+                Kind::from_type_meta(&api, "RequestAuthentication"),
+                Some(Kind::RequestAuthentication)
+            );
         }
-        assert_eq!(Kind::from_type_meta("security.istio.io/v1alpha3", "AuthorizationPolicy"), None);
-        assert_eq!(Kind::from_type_meta("networking.istio.io/v1", "PeerAuthentication"), None);
-        assert_eq!(Kind::from_type_meta("telemetry.istio.io/v1alpha1", "Telemetry"), Some(Kind::Telemetry));
-        assert_eq!(Kind::from_type_meta("telemetry.istio.io/v1", "Telemetry"), Some(Kind::Telemetry));
-        assert_eq!(Kind::from_type_meta("telemetry.istio.io/v1beta1", "Telemetry"), None);
+        assert_eq!(
+            Kind::from_type_meta("security.istio.io/v1alpha3", "AuthorizationPolicy"),
+            None
+        );
+        assert_eq!(
+            Kind::from_type_meta("networking.istio.io/v1", "PeerAuthentication"),
+            None
+        );
+        assert_eq!(
+            Kind::from_type_meta("telemetry.istio.io/v1alpha1", "Telemetry"),
+            Some(Kind::Telemetry)
+        );
+        assert_eq!(
+            Kind::from_type_meta("telemetry.istio.io/v1", "Telemetry"),
+            Some(Kind::Telemetry)
+        );
+        assert_eq!(
+            Kind::from_type_meta("telemetry.istio.io/v1beta1", "Telemetry"),
+            None
+        );
         assert_eq!(Kind::from_type_meta("v1", "Secret"), Some(Kind::Secret));
-        assert_eq!(Kind::from_type_meta("networking.istio.io/v2", "VirtualService"), None);
+        assert_eq!(
+            Kind::from_type_meta("networking.istio.io/v2", "VirtualService"),
+            None
+        );
         assert_eq!(Kind::from_type_meta("apps/v1", "Deployment"), None);
     }
 

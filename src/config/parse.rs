@@ -7,7 +7,7 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{kube, Kind, Meta, Object, ObjectKey, Spec};
+use super::{Kind, Meta, Object, ObjectKey, Spec, kube};
 use crate::diagnostic::{Diagnostic, Origin};
 
 /// An object read from a file, with where it came from. Shared, so re-reading a directory
@@ -36,10 +36,22 @@ pub struct SyntaxError {
 /// Kinds that commonly sit beside Istio config (the Bookinfo manifests have Deployments and
 /// ServiceAccounts) and that pilotfish does not need: skipped without a word.
 const IGNORED_KINDS: &[&str] = &[
-    "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "ServiceAccount",
-    "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding",
-    "CustomResourceDefinition", "HorizontalPodAutoscaler", "PodDisruptionBudget",
-    "NetworkPolicy", "Endpoints",
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "Job",
+    "CronJob",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
+    "NetworkPolicy",
+    "Endpoints",
 ];
 
 /// Istio kinds pilotfish reads but does not serve yet: a warning, not an error.
@@ -56,7 +68,11 @@ fn split_documents(text: &str) -> Vec<(usize, String)> {
         if is_marker || line.trim_end() == "..." {
             docs.push((start, std::mem::take(&mut current)));
             start = i + 2;
-            if let Some(rest) = line.strip_prefix("---").map(str::trim).filter(|r| !r.is_empty() && is_marker) {
+            if let Some(rest) = line
+                .strip_prefix("---")
+                .map(str::trim)
+                .filter(|r| !r.is_empty() && is_marker)
+            {
                 // `--- {inline: doc}`
                 current.push_str(rest);
                 current.push('\n');
@@ -77,9 +93,15 @@ pub fn parse_text(file: &str, text: &str) -> Result<Parsed, SyntaxError> {
     let is_json = file.ends_with(".json") || text.trim_start().starts_with('{');
     let mut values = Vec::new();
     if is_json {
-        let origin = Origin { file: file.to_string(), document: 0, line: 1 };
-        let v: Value = serde_json::from_str(text)
-            .map_err(|e| SyntaxError { origin: origin.clone(), message: e.to_string() })?;
+        let origin = Origin {
+            file: file.to_string(),
+            document: 0,
+            line: 1,
+        };
+        let v: Value = serde_json::from_str(text).map_err(|e| SyntaxError {
+            origin: origin.clone(),
+            message: e.to_string(),
+        })?;
         values.push((origin, v));
     } else {
         let mut index = 0;
@@ -91,8 +113,15 @@ pub fn parse_text(file: &str, text: &str) -> Result<Parsed, SyntaxError> {
                 continue;
             }
             // Point at the first line with content, not at blank lines or comments before it.
-            let skipped = doc.lines().take_while(|l| l.trim().is_empty() || l.trim_start().starts_with('#')).count();
-            let origin = Origin { file: file.to_string(), document: index, line: line + skipped };
+            let skipped = doc
+                .lines()
+                .take_while(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+                .count();
+            let origin = Origin {
+                file: file.to_string(),
+                document: index,
+                line: line + skipped,
+            };
             index += 1;
             let v: Value = serde_saphyr::from_str(&doc).map_err(|e| SyntaxError {
                 origin: origin.clone(),
@@ -111,11 +140,19 @@ pub fn parse_text(file: &str, text: &str) -> Result<Parsed, SyntaxError> {
 }
 
 pub(crate) fn first_line(s: &str) -> String {
-    s.lines().find(|l| !l.trim().is_empty()).unwrap_or(s).trim().to_string()
+    s.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(s)
+        .trim()
+        .to_string()
 }
 
 fn parse_document(value: Value, origin: &Origin, out: &mut Parsed) {
-    let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     if kind == "List" || kind.ends_with("List") && value.get("items").is_some() {
         if let Some(Value::Array(items)) = value.get("items") {
             for item in items.clone() {
@@ -128,8 +165,12 @@ fn parse_document(value: Value, origin: &Origin, out: &mut Parsed) {
         Ok(None) => {}
         Ok(Some((object, warnings))) => {
             let key = object.key();
-            out.diagnostics.extend(warnings.into_iter().map(|d| d.at(Some(origin)).on(&key)));
-            out.objects.push(Located { object: std::sync::Arc::new(object), origin: origin.clone() });
+            out.diagnostics
+                .extend(warnings.into_iter().map(|d| d.at(Some(origin)).on(&key)));
+            out.objects.push(Located {
+                object: std::sync::Arc::new(object),
+                origin: origin.clone(),
+            });
         }
         Err(d) => out.diagnostics.push(d.at(Some(origin))),
     }
@@ -139,13 +180,23 @@ fn parse_document(value: Value, origin: &Origin, out: &mut Parsed) {
 /// the object (unknown fields, kinds not served yet).
 pub fn parse_object(value: Value) -> Result<Option<(Object, Vec<Diagnostic>)>, Diagnostic> {
     let Value::Object(map) = &value else {
-        return Err(Diagnostic::error("", "a manifest must be a mapping with apiVersion and kind"));
+        return Err(Diagnostic::error(
+            "",
+            "a manifest must be a mapping with apiVersion and kind",
+        ));
     };
-    let api_version = map.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+    let api_version = map
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let kind_name = map.get("kind").and_then(Value::as_str).unwrap_or_default();
     if api_version.is_empty() || kind_name.is_empty() {
         return Err(Diagnostic::error(
-            if api_version.is_empty() { "apiVersion" } else { "kind" },
+            if api_version.is_empty() {
+                "apiVersion"
+            } else {
+                "kind"
+            },
             "is required",
         ));
     }
@@ -158,20 +209,37 @@ pub fn parse_object(value: Value) -> Result<Option<(Object, Vec<Diagnostic>)>, D
         let served = Kind::ALL.iter().find(|k| k.name() == kind_name);
         return if let Some(k) = served {
             let (group, versions) = k.group_versions();
-            let expected = versions.iter().map(|v| api_id(group, v)).collect::<Vec<_>>().join(", ");
+            let expected = versions
+                .iter()
+                .map(|v| api_id(group, v))
+                .collect::<Vec<_>>()
+                .join(", ");
             Err(Diagnostic::error(
                 "apiVersion",
                 format!("{key}: {api_version:?} does not serve {kind_name}; use one of {expected}"),
             ))
         } else if NOT_YET_SERVED.contains(&kind_name) && api_version.contains(".istio.io/") {
-            Err(Diagnostic::warning("kind", format!("{key}: {kind_name} is not served by pilotfish yet; ignored")))
+            Err(Diagnostic::warning(
+                "kind",
+                format!("{key}: {kind_name} is not served by pilotfish yet; ignored"),
+            ))
         } else {
-            Err(Diagnostic::error("kind", format!("{key}: unknown kind {kind_name:?} ({api_version})")))
+            Err(Diagnostic::error(
+                "kind",
+                format!("{key}: unknown kind {kind_name:?} ({api_version})"),
+            ))
         };
     };
-    let key = ObjectKey { kind, namespace: meta.namespace.clone(), name: meta.name.clone() };
+    let key = ObjectKey {
+        kind,
+        namespace: meta.namespace.clone(),
+        name: meta.name.clone(),
+    };
     if meta.name.is_empty() {
-        return Err(Diagnostic::error("metadata.name", format!("{kind_name}: is required")));
+        return Err(Diagnostic::error(
+            "metadata.name",
+            format!("{kind_name}: is required"),
+        ));
     }
     let mut warnings = Vec::new();
     let result = match kind {
@@ -181,18 +249,27 @@ pub fn parse_object(value: Value) -> Result<Option<(Object, Vec<Diagnostic>)>, D
         Kind::ServiceEntry => istio_spec(map, &mut warnings).map(Spec::ServiceEntry),
         Kind::WorkloadEntry => istio_spec(map, &mut warnings).map(Spec::WorkloadEntry),
         Kind::Sidecar => istio_spec(map, &mut warnings).map(Spec::Sidecar),
-        Kind::Service => kube_object::<k8s_openapi::api::core::v1::Service>(value.clone(), &mut warnings),
-        Kind::EndpointSlice => {
-            kube_object::<k8s_openapi::api::discovery::v1::EndpointSlice>(value.clone(), &mut warnings)
+        Kind::Service => {
+            kube_object::<k8s_openapi::api::core::v1::Service>(value.clone(), &mut warnings)
         }
+        Kind::EndpointSlice => kube_object::<k8s_openapi::api::discovery::v1::EndpointSlice>(
+            value.clone(),
+            &mut warnings,
+        ),
         Kind::Pod => pod(value.clone(), &mut warnings),
         Kind::Namespace => Ok(Spec::Namespace),
-        Kind::ConfigMap => kube_object::<k8s_openapi::api::core::v1::ConfigMap>(value.clone(), &mut warnings),
+        Kind::ConfigMap => {
+            kube_object::<k8s_openapi::api::core::v1::ConfigMap>(value.clone(), &mut warnings)
+        }
         Kind::PeerAuthentication => istio_spec(map, &mut warnings).map(Spec::PeerAuthentication),
         Kind::AuthorizationPolicy => istio_spec(map, &mut warnings).map(Spec::AuthorizationPolicy),
-        Kind::RequestAuthentication => istio_spec(map, &mut warnings).map(Spec::RequestAuthentication),
+        Kind::RequestAuthentication => {
+            istio_spec(map, &mut warnings).map(Spec::RequestAuthentication)
+        }
         Kind::Telemetry => istio_spec(map, &mut warnings).map(Spec::Telemetry),
-        Kind::Secret => kube_object::<k8s_openapi::api::core::v1::Secret>(value.clone(), &mut warnings),
+        Kind::Secret => {
+            kube_object::<k8s_openapi::api::core::v1::Secret>(value.clone(), &mut warnings)
+        }
     };
     let spec = result.map_err(|d| d.on(&key))?;
     let mut meta = meta;
@@ -203,34 +280,58 @@ pub fn parse_object(value: Value) -> Result<Option<(Object, Vec<Diagnostic>)>, D
 }
 
 fn api_id(group: &str, version: &str) -> String {
-    if group.is_empty() { version.to_string() } else { format!("{group}/{version}") }
+    if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    }
 }
 
 fn parse_meta(meta: Option<&Value>) -> Result<Meta, Diagnostic> {
     let Some(meta) = meta else {
         return Err(Diagnostic::error("metadata", "is required"));
     };
-    let string = |k: &str| meta.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let string = |k: &str| {
+        meta.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     let map = |k: &str| -> Result<_, Diagnostic> {
         match meta.get(k) {
             None | Some(Value::Null) => Ok(Default::default()),
-            Some(v) => serde_json::from_value(v.clone())
-                .map_err(|e| Diagnostic::error(format!("metadata.{k}"), format!("must be a map of strings: {e}"))),
+            Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
+                Diagnostic::error(
+                    format!("metadata.{k}"),
+                    format!("must be a map of strings: {e}"),
+                )
+            }),
         }
     };
     let namespace = string("namespace");
     Ok(Meta {
         name: string("name"),
-        namespace: if namespace.is_empty() { "default".into() } else { namespace },
+        namespace: if namespace.is_empty() {
+            "default".into()
+        } else {
+            namespace
+        },
         labels: map("labels")?,
         annotations: map("annotations")?,
         resource_version: string("resourceVersion"),
-        generation: meta.get("generation").and_then(Value::as_i64).unwrap_or_default(),
+        generation: meta
+            .get("generation")
+            .and_then(Value::as_i64)
+            .unwrap_or_default(),
     })
 }
 
 /// Deserializes `value` into `T`, reporting the path of a type error and of every unknown field.
-fn typed<T: DeserializeOwned>(value: Value, prefix: &str, warnings: &mut Vec<Diagnostic>) -> Result<T, Diagnostic> {
+fn typed<T: DeserializeOwned>(
+    value: Value,
+    prefix: &str,
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<T, Diagnostic> {
     let mut unknown: Vec<String> = Vec::new();
     let mut track = |path: serde_ignored::Path<'_>| unknown.push(field_path(&path));
     let de = serde_ignored::Deserializer::new(value, &mut track);
@@ -254,11 +355,15 @@ fn field_path(path: &serde_ignored::Path<'_>) -> String {
         Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
         Path::Map { parent, key } => {
             let p = field_path(parent);
-            if p.is_empty() { key.clone() } else { format!("{p}.{key}") }
+            if p.is_empty() {
+                key.clone()
+            } else {
+                format!("{p}.{key}")
+            }
         }
-        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => {
-            field_path(parent)
-        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => field_path(parent),
     }
 }
 
@@ -266,7 +371,10 @@ fn istio_spec<T: DeserializeOwned>(
     map: &serde_json::Map<String, Value>,
     warnings: &mut Vec<Diagnostic>,
 ) -> Result<T, Diagnostic> {
-    let spec = map.get("spec").cloned().unwrap_or(Value::Object(Default::default()));
+    let spec = map
+        .get("spec")
+        .cloned()
+        .unwrap_or(Value::Object(Default::default()));
     typed(spec, "spec", warnings)
 }
 
@@ -343,12 +451,17 @@ metadata: {name: reviews-v1}
         let parsed = parse_text("bookinfo.yaml", FILE).unwrap();
         assert_eq!(parsed.objects.len(), 2);
         let vs = &parsed.objects[0];
-        assert_eq!(vs.object.key().to_string(), "VirtualService default/reviews");
+        assert_eq!(
+            vs.object.key().to_string(),
+            "VirtualService default/reviews"
+        );
         assert_eq!(vs.origin.line, 2);
         let svc = &parsed.objects[1];
         assert_eq!(svc.object.key().to_string(), "Service bookinfo/reviews");
         assert_eq!(svc.origin.document, 1);
-        let [warning] = &parsed.diagnostics[..] else { panic!("{:?}", parsed.diagnostics) };
+        let [warning] = &parsed.diagnostics[..] else {
+            panic!("{:?}", parsed.diagnostics)
+        };
         assert_eq!(warning.severity, Severity::Warning);
         assert_eq!(warning.field, "spec.http[0].colour");
         assert!(warning.to_string().contains("bookinfo.yaml:2"), "{warning}");
@@ -359,7 +472,9 @@ metadata: {name: reviews-v1}
         let text = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec:\n  http:\n  - route:\n    - weight: lots\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec: {}\n";
         let parsed = parse_text("f.yaml", text).unwrap();
         assert_eq!(parsed.objects.len(), 1);
-        let [err] = &parsed.diagnostics[..] else { panic!("{:?}", parsed.diagnostics) };
+        let [err] = &parsed.diagnostics[..] else {
+            panic!("{:?}", parsed.diagnostics)
+        };
         assert!(err.is_error());
         assert_eq!(err.field, "spec.http[0].route[0].weight");
         assert_eq!(err.object.as_ref().map(|k| k.name.as_str()), Some("a"));
@@ -381,8 +496,16 @@ metadata: {name: reviews-v1}
         .unwrap();
         assert!(parsed.objects.is_empty());
         assert_eq!(parsed.diagnostics.len(), 2);
-        assert!(parsed.diagnostics[0].message.contains("unknown kind \"Widget\""));
-        assert!(parsed.diagnostics[1].message.contains("networking.istio.io/v1"));
+        assert!(
+            parsed.diagnostics[0]
+                .message
+                .contains("unknown kind \"Widget\"")
+        );
+        assert!(
+            parsed.diagnostics[1]
+                .message
+                .contains("networking.istio.io/v1")
+        );
     }
 
     #[test]
@@ -401,13 +524,31 @@ metadata: {name: reviews-v1}
         let kinds: Vec<Kind> = parsed.objects.iter().map(|o| o.object.kind()).collect();
         assert_eq!(
             kinds,
-            [Kind::PeerAuthentication, Kind::AuthorizationPolicy, Kind::RequestAuthentication, Kind::Telemetry, Kind::Secret]
+            [
+                Kind::PeerAuthentication,
+                Kind::AuthorizationPolicy,
+                Kind::RequestAuthentication,
+                Kind::Telemetry,
+                Kind::Secret
+            ]
         );
-        let Some(secret) = parsed.objects[4].object.spec::<kube::Secret>() else { panic!("not a Secret") };
-        assert_eq!(secret.data.get("tls.crt").map(Vec::as_slice), Some(&b"CERT"[..]));
-        assert_eq!(secret.data.get("tls.key").map(Vec::as_slice), Some(&b"KEY"[..]));
+        let Some(secret) = parsed.objects[4].object.spec::<kube::Secret>() else {
+            panic!("not a Secret")
+        };
+        assert_eq!(
+            secret.data.get("tls.crt").map(Vec::as_slice),
+            Some(&b"CERT"[..])
+        );
+        assert_eq!(
+            secret.data.get("tls.key").map(Vec::as_slice),
+            Some(&b"KEY"[..])
+        );
         assert!(!secret.data.contains_key("password"));
-        let bad = parse_text("f.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: c}\ndata: {tls.crt: \"not base64!\"}\n").unwrap();
+        let bad = parse_text(
+            "f.yaml",
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: c}\ndata: {tls.crt: \"not base64!\"}\n",
+        )
+        .unwrap();
         assert!(bad.objects.is_empty());
         assert_eq!(bad.diagnostics[0].field, "data.tls.crt");
     }
@@ -417,20 +558,46 @@ metadata: {name: reviews-v1}
         let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: ns}\nspec:\n  containers:\n  - {name: c, image: i, env: [{name: A, value: b}], prots: []}\n  - name: d\n    ports: [{containerPort: 8080, name: http}]\nstatus: {podIP: 10.0.0.1}\n";
         let parsed = parse_text("pod.yaml", text).unwrap();
         // Only the misspelt field is news: what the slim Pod skips (image, env) is not.
-        let [warning] = &parsed.diagnostics[..] else { panic!("{:#?}", parsed.diagnostics) };
-        assert_eq!((warning.severity, warning.field.as_str()), (Severity::Warning, "spec.containers[0].prots"));
-        let Some(pod) = parsed.objects[0].object.spec::<kube::Pod>() else { panic!("not a Pod") };
+        let [warning] = &parsed.diagnostics[..] else {
+            panic!("{:#?}", parsed.diagnostics)
+        };
+        assert_eq!(
+            (warning.severity, warning.field.as_str()),
+            (Severity::Warning, "spec.containers[0].prots")
+        );
+        let Some(pod) = parsed.objects[0].object.spec::<kube::Pod>() else {
+            panic!("not a Pod")
+        };
         assert_eq!(pod.ips, ["10.0.0.1"]);
-        assert_eq!(pod.container_ports, [kube::ContainerPort { name: "http".into(), port: 8080, protocol: "TCP".into() }]);
+        assert_eq!(
+            pod.container_ports,
+            [kube::ContainerPort {
+                name: "http".into(),
+                port: 8080,
+                protocol: "TCP".into()
+            }]
+        );
 
         // A field pilotfish does not read is still type-checked, and a bad port still names its field.
         for (spec, field) in [
-            ("{containers: [{name: c, image: [i]}]}", "spec.containers[0].image"),
-            ("{containers: [{name: c, ports: [{containerPort: 0}]}]}", "spec.containers[0].ports[0].containerPort"),
+            (
+                "{containers: [{name: c, image: [i]}]}",
+                "spec.containers[0].image",
+            ),
+            (
+                "{containers: [{name: c, ports: [{containerPort: 0}]}]}",
+                "spec.containers[0].ports[0].containerPort",
+            ),
         ] {
-            let bad = parse_text("pod.yaml", &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec: {spec}\n")).unwrap();
+            let bad = parse_text(
+                "pod.yaml",
+                &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec: {spec}\n"),
+            )
+            .unwrap();
             assert!(bad.objects.is_empty());
-            let [err] = &bad.diagnostics[..] else { panic!("{:#?}", bad.diagnostics) };
+            let [err] = &bad.diagnostics[..] else {
+                panic!("{:#?}", bad.diagnostics)
+            };
             assert!(err.is_error());
             assert_eq!(err.field, field);
         }
@@ -441,6 +608,9 @@ metadata: {name: reviews-v1}
         let text = r#"{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"bookinfo","labels":{"a":"b"}}}]}"#;
         let parsed = parse_text("ns.json", text).unwrap();
         assert_eq!(parsed.objects.len(), 1);
-        assert_eq!(parsed.objects[0].object.key().to_string(), "Namespace bookinfo");
+        assert_eq!(
+            parsed.objects[0].object.key().to_string(),
+            "Namespace bookinfo"
+        );
     }
 }

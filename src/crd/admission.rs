@@ -26,7 +26,12 @@ pub fn check(schema: &Value, value: &Value, path: &str) -> Vec<Issue> {
 }
 
 fn node(schema: &Value, value: &Value, path: &str, out: &mut Vec<Issue>) {
-    let mut fail = |problem: String| out.push(Issue { path: path.to_string(), problem });
+    let mut fail = |problem: String| {
+        out.push(Issue {
+            path: path.to_string(),
+            problem,
+        })
+    };
     let Some(s) = schema.as_object() else { return };
     if value.is_null() {
         if s.get("nullable") != Some(&Value::Bool(true)) {
@@ -37,7 +42,10 @@ fn node(schema: &Value, value: &Value, path: &str, out: &mut Vec<Issue>) {
     let preserve = s.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
     if s.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
         if !(is_integer(value) || value.is_string()) {
-            fail(format!("must be an integer or a string, found {}", type_name(value)));
+            fail(format!(
+                "must be an integer or a string, found {}",
+                type_name(value)
+            ));
         }
     } else if let Some(t) = s.get("type").and_then(Value::as_str)
         && !has_type(value, t)
@@ -48,7 +56,10 @@ fn node(schema: &Value, value: &Value, path: &str, out: &mut Vec<Issue>) {
     if let Some(Value::Array(allowed)) = s.get("enum")
         && !allowed.contains(value)
     {
-        fail(format!("{value} is not one of {}", Value::Array(allowed.clone())));
+        fail(format!(
+            "{value} is not one of {}",
+            Value::Array(allowed.clone())
+        ));
     }
     if let Some(n) = value.as_f64() {
         if let Some(min) = s.get("minimum").and_then(Value::as_f64).filter(|m| n < *m) {
@@ -68,7 +79,13 @@ fn node(schema: &Value, value: &Value, path: &str, out: &mut Vec<Issue>) {
     }
 }
 
-fn object(s: &Map<String, Value>, obj: &Map<String, Value>, path: &str, preserve: bool, out: &mut Vec<Issue>) {
+fn object(
+    s: &Map<String, Value>,
+    obj: &Map<String, Value>,
+    path: &str,
+    preserve: bool,
+    out: &mut Vec<Issue>,
+) {
     let properties = s.get("properties").and_then(Value::as_object);
     let additional = s.get("additionalProperties").filter(|a| a.is_object());
     for (key, v) in obj {
@@ -76,12 +93,24 @@ fn object(s: &Map<String, Value>, obj: &Map<String, Value>, path: &str, preserve
         match (properties.and_then(|p| p.get(key)), additional) {
             (Some(sub), _) | (None, Some(sub)) => node(sub, v, &at, out),
             (None, None) if preserve => {}
-            (None, None) => out.push(Issue { path: at, problem: "unknown field, pruned".into() }),
+            (None, None) => out.push(Issue {
+                path: at,
+                problem: "unknown field, pruned".into(),
+            }),
         }
     }
-    for name in s.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+    for name in s
+        .get("required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
         if !obj.contains_key(name) {
-            out.push(Issue { path: path.to_string(), problem: format!("required field {name} is missing") });
+            out.push(Issue {
+                path: path.to_string(),
+                problem: format!("required field {name} is missing"),
+            });
         }
     }
     for (keyword, want) in [("oneOf", Some(1)), ("anyOf", None)] {
@@ -92,7 +121,10 @@ fn object(s: &Map<String, Value>, obj: &Map<String, Value>, path: &str, preserve
                 None => matched > 0,
             };
             if !ok {
-                out.push(Issue { path: path.to_string(), problem: format!("matches {matched} of the {keyword} alternatives") });
+                out.push(Issue {
+                    path: path.to_string(),
+                    problem: format!("matches {matched} of the {keyword} alternatives"),
+                });
             }
         }
     }
@@ -103,12 +135,24 @@ fn satisfies(member: &Value, obj: &Map<String, Value>) -> bool {
     let required_ok = member
         .get("required")
         .and_then(Value::as_array)
-        .is_none_or(|r| r.iter().filter_map(Value::as_str).all(|n| obj.contains_key(n)));
+        .is_none_or(|r| {
+            r.iter()
+                .filter_map(Value::as_str)
+                .all(|n| obj.contains_key(n))
+        });
     let not_ok = member.get("not").is_none_or(|n| !satisfies(n, obj));
-    let count = |k: &str| member.get(k).and_then(Value::as_array).map(|ms| ms.iter().filter(|m| satisfies(m, obj)).count());
+    let count = |k: &str| {
+        member
+            .get(k)
+            .and_then(Value::as_array)
+            .map(|ms| ms.iter().filter(|m| satisfies(m, obj)).count())
+    };
     let any_ok = count("anyOf").is_none_or(|c| c > 0);
     let one_ok = count("oneOf").is_none_or(|c| c == 1);
-    let all_ok = member.get("allOf").and_then(Value::as_array).is_none_or(|ms| ms.iter().all(|m| satisfies(m, obj)));
+    let all_ok = member
+        .get("allOf")
+        .and_then(Value::as_array)
+        .is_none_or(|ms| ms.iter().all(|m| satisfies(m, obj)));
     required_ok && not_ok && any_ok && one_ok && all_ok
 }
 
@@ -146,7 +190,10 @@ mod tests {
     use serde_json::json;
 
     fn problems(schema: Value, value: Value) -> Vec<String> {
-        check(&schema, &value, "spec").iter().map(ToString::to_string).collect()
+        check(&schema, &value, "spec")
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     }
 
     fn schema() -> Value {
@@ -184,8 +231,14 @@ mod tests {
             "spec.target: must be an integer or a string, found number",
             "spec.free: null is dropped (the schema is not nullable)",
         ] {
-            assert!(got.iter().any(|g| g == expected), "missing {expected:?} in {got:#?}");
+            assert!(
+                got.iter().any(|g| g == expected),
+                "missing {expected:?} in {got:#?}"
+            );
         }
-        assert_eq!(problems(schema(), json!({})), ["spec: required field mode is missing"]);
+        assert_eq!(
+            problems(schema(), json!({})),
+            ["spec: required field mode is missing"]
+        );
     }
 }

@@ -38,7 +38,14 @@ pub const KINDS: &[CrdKind] = &[
         plural: "destinationrules",
         short_names: &["dr"],
         storage_version: "v1",
-        columns: &[column("Host", ".spec.host", "The name of a service from the service registry"), AGE_DESTINATION_RULE],
+        columns: &[
+            column(
+                "Host",
+                ".spec.host",
+                "The name of a service from the service registry",
+            ),
+            AGE_DESTINATION_RULE,
+        ],
         description: "Configuration affecting load balancing, outlier detection, etc. See more details at: https://istio.io/docs/reference/config/networking/destination-rule.html",
         spec_required: false,
         spec_schema: schema_of::<istio::DestinationRule>,
@@ -59,13 +66,21 @@ pub const KINDS: &[CrdKind] = &[
         short_names: &["se"],
         storage_version: "v1",
         columns: &[
-            column("Hosts", ".spec.hosts", "The hosts associated with the ServiceEntry"),
+            column(
+                "Hosts",
+                ".spec.hosts",
+                "The hosts associated with the ServiceEntry",
+            ),
             column(
                 "Location",
                 ".spec.location",
                 "Whether the service is external to the mesh or part of the mesh (MESH_EXTERNAL or MESH_INTERNAL)",
             ),
-            column("Resolution", ".spec.resolution", "Service resolution mode for the hosts (NONE, STATIC, or DNS)"),
+            column(
+                "Resolution",
+                ".spec.resolution",
+                "Service resolution mode for the hosts (NONE, STATIC, or DNS)",
+            ),
             AGE,
         ],
         description: "Configuration affecting service registry. See more details at: https://istio.io/docs/reference/config/networking/service-entry.html",
@@ -88,8 +103,16 @@ pub const KINDS: &[CrdKind] = &[
         short_names: &["vs"],
         storage_version: "v1",
         columns: &[
-            column("Gateways", ".spec.gateways", "The names of gateways and sidecars that should apply these routes"),
-            column("Hosts", ".spec.hosts", "The destination hosts to which traffic is being sent"),
+            column(
+                "Gateways",
+                ".spec.gateways",
+                "The names of gateways and sidecars that should apply these routes",
+            ),
+            column(
+                "Hosts",
+                ".spec.hosts",
+                "The destination hosts to which traffic is being sent",
+            ),
             AGE,
         ],
         description: "Configuration affecting label/content routing, sni routing, etc. See more details at: https://istio.io/docs/reference/config/networking/virtual-service.html",
@@ -101,7 +124,14 @@ pub const KINDS: &[CrdKind] = &[
         plural: "workloadentries",
         short_names: &["we"],
         storage_version: "v1",
-        columns: &[AGE, column("Address", ".spec.address", "Address associated with the network endpoint.")],
+        columns: &[
+            AGE,
+            column(
+                "Address",
+                ".spec.address",
+                "Address associated with the network endpoint.",
+            ),
+        ],
         description: "Configuration affecting VMs onboarded into the mesh. See more details at: https://istio.io/docs/reference/config/networking/workload-entry.html",
         spec_required: true,
         spec_schema: schema_of::<istio::WorkloadEntry>,
@@ -111,7 +141,10 @@ pub const KINDS: &[CrdKind] = &[
         plural: "authorizationpolicies",
         short_names: &["ap"],
         storage_version: "v1",
-        columns: &[column("Action", ".spec.action", "The operation to take."), AGE],
+        columns: &[
+            column("Action", ".spec.action", "The operation to take."),
+            AGE,
+        ],
         description: "Configuration for access control on workloads. See more details at: https://istio.io/docs/reference/config/security/authorization-policy.html",
         spec_required: false,
         spec_schema: schema_of::<istio::AuthorizationPolicy>,
@@ -121,7 +154,14 @@ pub const KINDS: &[CrdKind] = &[
         plural: "peerauthentications",
         short_names: &["pa"],
         storage_version: "v1",
-        columns: &[column("Mode", ".spec.mtls.mode", "Defines the mTLS mode used for peer authentication."), AGE],
+        columns: &[
+            column(
+                "Mode",
+                ".spec.mtls.mode",
+                "Defines the mTLS mode used for peer authentication.",
+            ),
+            AGE,
+        ],
         description: "Peer authentication configuration for workloads. See more details at: https://istio.io/docs/reference/config/security/peer_authentication.html",
         spec_required: false,
         spec_schema: schema_of::<istio::PeerAuthentication>,
@@ -156,11 +196,18 @@ pub fn find(kind: Kind) -> Option<&'static CrdKind> {
 }
 
 fn schema_of<T: JsonSchema>() -> Schema {
-    schemars::generate::SchemaSettings::draft2020_12().into_generator().into_root_schema_for::<T>()
+    schemars::generate::SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<T>()
 }
 
 const fn column(name: &'static str, json_path: &'static str, description: &'static str) -> Column {
-    Column { name, json_path, type_: "string", description }
+    Column {
+        name,
+        json_path,
+        type_: "string",
+        description,
+    }
 }
 
 /// Kubernetes' own description of `creationTimestamp`, as most of Istio's CRDs quote it.

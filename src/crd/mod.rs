@@ -25,11 +25,17 @@ pub enum CrdError {
     #[error("CRD for {kind}: spec schema: {source}")]
     Schema { kind: Kind, source: RewriteError },
     #[error("CRD for {kind}: not a valid CustomResourceDefinition: {source}")]
-    Malformed { kind: Kind, source: serde_json::Error },
+    Malformed {
+        kind: Kind,
+        source: serde_json::Error,
+    },
     #[error("CRD for {kind}: cannot write YAML: {message}")]
     Yaml { kind: Kind, message: String },
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// One generated CRD.
@@ -42,7 +48,8 @@ pub struct Crd {
 }
 
 /// The first line of every generated file.
-pub const HEADER: &str = "# Generated from pilotfish's Rust types by `pilotfish crds --out crds/`. Do not edit.\n";
+pub const HEADER: &str =
+    "# Generated from pilotfish's Rust types by `pilotfish crds --out crds/`. Do not edit.\n";
 
 /// Every CRD, ordered by file name (group, then plural), as Istio's `crd-all.gen.yaml` orders them.
 pub fn generate() -> Result<Vec<Crd>, CrdError> {
@@ -55,7 +62,10 @@ pub fn generate() -> Result<Vec<Crd>, CrdError> {
 pub fn crd(k: &CrdKind) -> Result<Crd, CrdError> {
     let (group, versions) = k.kind.group_versions();
     let raw = Value::from((k.spec_schema)());
-    let mut spec = rewrite::structural(&raw).map_err(|source| CrdError::Schema { kind: k.kind, source })?;
+    let mut spec = rewrite::structural(&raw).map_err(|source| CrdError::Schema {
+        kind: k.kind,
+        source,
+    })?;
     if let Value::Object(spec) = &mut spec {
         spec.insert("description".into(), json!(k.description));
     }
@@ -74,8 +84,12 @@ pub fn crd(k: &CrdKind) -> Result<Crd, CrdError> {
     names.sort_unstable();
     let versions: Vec<Value> = names.iter().map(|v| version(k, v, &root)).collect();
     let kind = k.kind.name();
-    let mut labels = json!({"app": "istio-pilot", "chart": "istio", "heritage": "Tiller", "release": "istio"});
-    if let Some(area) = group.strip_suffix(".istio.io").filter(|a| *a != "networking") {
+    let mut labels =
+        json!({"app": "istio-pilot", "chart": "istio", "heritage": "Tiller", "release": "istio"});
+    if let Some(area) = group
+        .strip_suffix(".istio.io")
+        .filter(|a| *a != "networking")
+    {
         labels["istio"] = json!(area);
     }
     let mut names_json = json!({
@@ -105,9 +119,17 @@ pub fn crd(k: &CrdKind) -> Result<Crd, CrdError> {
         },
     });
     // The typed CRD of k8s-openapi refuses a misspelt or mistyped field.
-    serde_json::from_value::<CustomResourceDefinition>(definition.clone())
-        .map_err(|source| CrdError::Malformed { kind: k.kind, source })?;
-    Ok(Crd { kind: k.kind, file_name: format!("{group}_{}.yaml", k.plural), definition })
+    serde_json::from_value::<CustomResourceDefinition>(definition.clone()).map_err(|source| {
+        CrdError::Malformed {
+            kind: k.kind,
+            source,
+        }
+    })?;
+    Ok(Crd {
+        kind: k.kind,
+        file_name: format!("{group}_{}.yaml", k.plural),
+        definition,
+    })
 }
 
 fn version(k: &CrdKind, name: &str, schema: &Value) -> Value {
@@ -132,8 +154,10 @@ fn version(k: &CrdKind, name: &str, schema: &Value) -> Value {
 impl Crd {
     /// The file's content: the header, then the CRD as YAML.
     pub fn to_yaml(&self) -> Result<String, CrdError> {
-        let yaml = serde_saphyr::to_string(&self.definition)
-            .map_err(|e| CrdError::Yaml { kind: self.kind, message: e.to_string() })?;
+        let yaml = serde_saphyr::to_string(&self.definition).map_err(|e| CrdError::Yaml {
+            kind: self.kind,
+            message: e.to_string(),
+        })?;
         Ok(format!("{HEADER}{yaml}"))
     }
 }
@@ -150,11 +174,17 @@ pub fn to_multi_document(crds: &[Crd]) -> Result<String, CrdError> {
 
 /// Writes each CRD to `dir/<file_name>`, creating `dir`; returns the paths written.
 pub fn write_dir(dir: &Path, crds: &[Crd]) -> Result<Vec<PathBuf>, CrdError> {
-    std::fs::create_dir_all(dir).map_err(|source| CrdError::Io { path: dir.to_path_buf(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| CrdError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let mut written = Vec::new();
     for crd in crds {
         let path = dir.join(&crd.file_name);
-        std::fs::write(&path, crd.to_yaml()?).map_err(|source| CrdError::Io { path: path.clone(), source })?;
+        std::fs::write(&path, crd.to_yaml()?).map_err(|source| CrdError::Io {
+            path: path.clone(),
+            source,
+        })?;
         written.push(path);
     }
     Ok(written)
@@ -173,8 +203,16 @@ mod tests {
         for k in KINDS {
             let c = crd(k).unwrap();
             let versions = c.definition["spec"]["versions"].as_array().unwrap();
-            assert!(versions.iter().all(|v| v["served"] == json!(true)), "{}", c.file_name);
-            let stored: Vec<&Value> = versions.iter().filter(|v| v["storage"] == json!(true)).map(|v| &v["name"]).collect();
+            assert!(
+                versions.iter().all(|v| v["served"] == json!(true)),
+                "{}",
+                c.file_name
+            );
+            let stored: Vec<&Value> = versions
+                .iter()
+                .filter(|v| v["storage"] == json!(true))
+                .map(|v| &v["name"])
+                .collect();
             assert_eq!(stored, [&json!(k.storage_version)], "{}", c.file_name);
         }
     }
@@ -183,22 +221,41 @@ mod tests {
     fn names_follow_istio() {
         let c = crd_of(Kind::VirtualService);
         assert_eq!(c.file_name, "networking.istio.io_virtualservices.yaml");
-        assert_eq!(c.definition["metadata"]["name"], "virtualservices.networking.istio.io");
+        assert_eq!(
+            c.definition["metadata"]["name"],
+            "virtualservices.networking.istio.io"
+        );
         assert_eq!(c.definition["spec"]["names"]["shortNames"], json!(["vs"]));
-        assert_eq!(c.definition["spec"]["names"]["categories"], json!(["istio-io", "networking-istio-io"]));
+        assert_eq!(
+            c.definition["spec"]["names"]["categories"],
+            json!(["istio-io", "networking-istio-io"])
+        );
         assert!(c.definition["metadata"]["labels"].get("istio").is_none());
-        assert!(crd_of(Kind::Sidecar).definition["spec"]["names"].get("shortNames").is_none());
+        assert!(
+            crd_of(Kind::Sidecar).definition["spec"]["names"]
+                .get("shortNames")
+                .is_none()
+        );
     }
 
     #[test]
     fn spec_is_typed_and_status_is_kept_whole() {
         let c = crd_of(Kind::Gateway);
         let schema = &c.definition["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
-        assert_eq!(schema["properties"]["spec"]["properties"]["selector"], json!({"type": "object", "additionalProperties": {"type": "string"}}));
-        assert_eq!(schema["properties"]["status"]["x-kubernetes-preserve-unknown-fields"], json!(true));
+        assert_eq!(
+            schema["properties"]["spec"]["properties"]["selector"],
+            json!({"type": "object", "additionalProperties": {"type": "string"}})
+        );
+        assert_eq!(
+            schema["properties"]["status"]["x-kubernetes-preserve-unknown-fields"],
+            json!(true)
+        );
         assert!(schema.get("required").is_none());
         let se = crd_of(Kind::ServiceEntry);
-        assert_eq!(se.definition["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["required"], json!(["spec"]));
+        assert_eq!(
+            se.definition["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["required"],
+            json!(["spec"])
+        );
     }
 
     #[test]

@@ -13,7 +13,16 @@ pub struct Violation {
 
 impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", if self.path.is_empty() { "(root)" } else { &self.path }, self.rule)
+        write!(
+            f,
+            "{}: {}",
+            if self.path.is_empty() {
+                "(root)"
+            } else {
+                &self.path
+            },
+            self.rule
+        )
     }
 }
 
@@ -21,15 +30,51 @@ const TYPES: &[&str] = &["object", "array", "string", "integer", "number", "bool
 const JUNCTORS: &[&str] = &["allOf", "anyOf", "oneOf", "not"];
 /// The OpenAPI v3 keywords a CRD schema may use (Kubernetes' `JSONSchemaProps`).
 const KNOWN: &[&str] = &[
-    "type", "format", "description", "title", "properties", "additionalProperties", "items", "required",
-    "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minLength",
-    "maxLength", "pattern", "minItems", "maxItems", "minProperties", "maxProperties", "nullable",
-    "default", "example", "externalDocs", "allOf", "anyOf", "oneOf", "not",
-    "x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown-fields", "x-kubernetes-embedded-resource",
-    "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "x-kubernetes-map-type", "x-kubernetes-validations",
+    "type",
+    "format",
+    "description",
+    "title",
+    "properties",
+    "additionalProperties",
+    "items",
+    "required",
+    "enum",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+    "nullable",
+    "default",
+    "example",
+    "externalDocs",
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "not",
+    "x-kubernetes-int-or-string",
+    "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-embedded-resource",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+    "x-kubernetes-map-type",
+    "x-kubernetes-validations",
 ];
 /// What a junctor (`oneOf`…) must not set: it may only add value validations.
-const NOT_IN_JUNCTOR: &[&str] = &["type", "description", "default", "additionalProperties", "nullable"];
+const NOT_IN_JUNCTOR: &[&str] = &[
+    "type",
+    "description",
+    "default",
+    "additionalProperties",
+    "nullable",
+];
 
 /// Every way `schema` (an `openAPIV3Schema`) is not structural; empty when it is.
 pub fn violations(schema: &Value) -> Vec<Violation> {
@@ -39,7 +84,12 @@ pub fn violations(schema: &Value) -> Vec<Violation> {
 }
 
 fn node(schema: &Value, path: &str, out: &mut Vec<Violation>) {
-    let mut fail = |rule: String| out.push(Violation { path: path.trim_start_matches('.').to_string(), rule });
+    let mut fail = |rule: String| {
+        out.push(Violation {
+            path: path.trim_start_matches('.').to_string(),
+            rule,
+        })
+    };
     let Some(obj) = schema.as_object() else {
         fail(format!("schema must be an object, found {schema}"));
         return;
@@ -47,7 +97,8 @@ fn node(schema: &Value, path: &str, out: &mut Vec<Violation>) {
     for key in obj.keys().filter(|k| !KNOWN.contains(&k.as_str())) {
         fail(format!("{key} is not allowed in a CRD schema"));
     }
-    let escape = is_true(obj, "x-kubernetes-int-or-string") || is_true(obj, "x-kubernetes-preserve-unknown-fields");
+    let escape = is_true(obj, "x-kubernetes-int-or-string")
+        || is_true(obj, "x-kubernetes-preserve-unknown-fields");
     match obj.get("type").and_then(Value::as_str) {
         Some(t) if TYPES.contains(&t) => {}
         Some(t) => fail(format!("type {t:?} is not one of {TYPES:?}")),
@@ -61,13 +112,22 @@ fn node(schema: &Value, path: &str, out: &mut Vec<Violation>) {
     if obj.get("additionalProperties") == Some(&Value::Bool(false)) {
         fail("additionalProperties: false is not allowed (pruning drops unknown fields)".into());
     }
-    if obj.get("type").and_then(Value::as_str) == Some("array") && !obj.get("items").is_some_and(Value::is_object) {
+    if obj.get("type").and_then(Value::as_str) == Some("array")
+        && !obj.get("items").is_some_and(Value::is_object)
+    {
         fail("an array must have one items schema".into());
     }
     if is_true(obj, "x-kubernetes-int-or-string") && !int_or_string_junctors_ok(obj) {
-        fail("x-kubernetes-int-or-string allows only anyOf [{type: integer}, {type: string}]".into());
+        fail(
+            "x-kubernetes-int-or-string allows only anyOf [{type: integer}, {type: string}]".into(),
+        );
     }
-    for (name, sub) in obj.get("properties").and_then(Value::as_object).into_iter().flatten() {
+    for (name, sub) in obj
+        .get("properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
         node(sub, &format!("{path}.{name}"), out);
     }
     if let Some(sub) = obj.get("additionalProperties").filter(|v| v.is_object()) {
@@ -87,9 +147,16 @@ fn node(schema: &Value, path: &str, out: &mut Vec<Violation>) {
 
 /// A junctor member may restrict values of fields the enclosing node declares; nothing else.
 fn junctor(schema: &Value, outer: &Map<String, Value>, path: &str, out: &mut Vec<Violation>) {
-    let mut fail = |rule: String| out.push(Violation { path: path.trim_start_matches('.').to_string(), rule });
+    let mut fail = |rule: String| {
+        out.push(Violation {
+            path: path.trim_start_matches('.').to_string(),
+            rule,
+        })
+    };
     let Some(obj) = schema.as_object() else {
-        fail(format!("a junctor member must be an object, found {schema}"));
+        fail(format!(
+            "a junctor member must be an object, found {schema}"
+        ));
         return;
     };
     for key in obj.keys() {
@@ -98,11 +165,22 @@ fn junctor(schema: &Value, outer: &Map<String, Value>, path: &str, out: &mut Vec
         }
     }
     let declared = outer.get("properties").and_then(Value::as_object);
-    let named = obj.get("properties").and_then(Value::as_object).into_iter().flat_map(|p| p.keys().cloned());
-    let required = obj.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(|v| v.as_str().map(String::from));
+    let named = obj
+        .get("properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|p| p.keys().cloned());
+    let required = obj
+        .get("required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(String::from));
     for name in named.chain(required) {
         if !declared.is_some_and(|d| d.contains_key(&name)) {
-            fail(format!("{name} is named inside a junctor but not declared in properties"));
+            fail(format!(
+                "{name} is named inside a junctor but not declared in properties"
+            ));
         }
     }
     for j in JUNCTORS {
@@ -137,7 +215,10 @@ mod tests {
     use serde_json::json;
 
     fn rules(schema: Value) -> Vec<String> {
-        violations(&schema).iter().map(ToString::to_string).collect()
+        violations(&schema)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     }
 
     #[test]
@@ -174,7 +255,10 @@ mod tests {
             "j: b is named inside a junctor but not declared in properties",
             "n: type must be a single string",
         ] {
-            assert!(got.iter().any(|g| g == expected), "missing {expected:?} in {got:#?}");
+            assert!(
+                got.iter().any(|g| g == expected),
+                "missing {expected:?} in {got:#?}"
+            );
         }
     }
 }

@@ -26,10 +26,16 @@ pub enum JsonError {
     #[error("unknown message type {0:?}")]
     UnknownType(String),
     #[error("decoding {type_name}: {source}")]
-    Decode { type_name: String, source: prost::DecodeError },
+    Decode {
+        type_name: String,
+        source: prost::DecodeError,
+    },
     /// Serializing failed; a nested `Any` of a type outside the pool ends here, naming it.
     #[error("serializing {type_name}: {source}")]
-    Serialize { type_name: String, source: serde_json::Error },
+    Serialize {
+        type_name: String,
+        source: serde_json::Error,
+    },
 }
 
 /// An encoded `google.protobuf.Any` as JSON, `"@type"` first.
@@ -69,7 +75,10 @@ fn options() -> SerializeOptions {
 fn serialize(message: &DynamicMessage, type_name: &str) -> Result<Value, JsonError> {
     message
         .serialize_with_options(serde_json::value::Serializer, &options())
-        .map_err(|source| JsonError::Serialize { type_name: type_name.to_owned(), source })
+        .map_err(|source| JsonError::Serialize {
+            type_name: type_name.to_owned(),
+            source,
+        })
 }
 
 fn pool() -> Result<&'static DescriptorPool, JsonError> {
@@ -87,11 +96,15 @@ fn message_by_url(pool: &DescriptorPool, type_url: &str) -> Result<MessageDescri
 }
 
 fn message_by_name(pool: &DescriptorPool, name: &str) -> Result<MessageDescriptor, JsonError> {
-    pool.get_message_by_name(name).ok_or_else(|| JsonError::UnknownType(name.to_owned()))
+    pool.get_message_by_name(name)
+        .ok_or_else(|| JsonError::UnknownType(name.to_owned()))
 }
 
 fn decode_error(type_name: &str, source: prost::DecodeError) -> JsonError {
-    JsonError::Decode { type_name: type_name.to_owned(), source }
+    JsonError::Decode {
+        type_name: type_name.to_owned(),
+        source,
+    }
 }
 
 #[cfg(test)]
@@ -131,9 +144,9 @@ mod tests {
             })),
             http_filters: vec![HttpFilter {
                 name: "envoy.filters.http.router".into(),
-                config_type: Some(http_filter::ConfigType::TypedConfig(
-                    pack_any(Router::default()),
-                )),
+                config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+                    Router::default(),
+                ))),
                 ..Default::default()
             }],
             stream_idle_timeout: secs(10, 0),
@@ -171,13 +184,19 @@ mod tests {
 
         let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
         assert_eq!(keys[0], "@type");
-        assert_eq!(json["@type"], "type.googleapis.com/envoy.config.listener.v3.Listener");
+        assert_eq!(
+            json["@type"],
+            "type.googleapis.com/envoy.config.listener.v3.Listener"
+        );
         assert_eq!(json["name"], "0.0.0.0_8080");
         assert_eq!(json["address"]["socket_address"]["port_value"], json!(8080));
         assert_eq!(json["address"]["socket_address"]["address"], "0.0.0.0");
 
         let filter = &json["filter_chains"][0]["filters"][0];
-        assert_eq!(filter["name"], "envoy.filters.network.http_connection_manager");
+        assert_eq!(
+            filter["name"],
+            "envoy.filters.network.http_connection_manager"
+        );
         let hcm = &filter["typed_config"];
         assert_eq!(
             hcm["@type"],
@@ -185,7 +204,10 @@ mod tests {
         );
         assert_eq!(hcm["stat_prefix"], "inbound_0.0.0.0_8080");
         assert_eq!(hcm["rds"]["route_config_name"], "8080");
-        assert_eq!(hcm["rds"]["config_source"], json!({"ads": {}, "resource_api_version": "V3"}));
+        assert_eq!(
+            hcm["rds"]["config_source"],
+            json!({"ads": {}, "resource_api_version": "V3"})
+        );
         assert_eq!(hcm["stream_idle_timeout"], "10s");
         assert_eq!(hcm["request_timeout"], "1.500s");
         assert_eq!(
@@ -194,7 +216,11 @@ mod tests {
         );
         // Defaults are left out, as config_dump leaves them out.
         assert!(hcm.get("codec_type").is_none());
-        assert!(json.get("filter_chains").unwrap()[0].get("filter_chain_match").is_none());
+        assert!(
+            json.get("filter_chains").unwrap()[0]
+                .get("filter_chain_match")
+                .is_none()
+        );
     }
 
     #[test]
@@ -216,14 +242,19 @@ mod tests {
         let ring_hash = Cluster {
             name: "ring".into(),
             lb_policy: cluster::LbPolicy::RingHash as i32,
-            lb_config: Some(cluster::LbConfig::RingHashLbConfig(cluster::RingHashLbConfig {
-                minimum_ring_size: Some(UInt64Value { value: 1024 }),
-                ..Default::default()
-            })),
+            lb_config: Some(cluster::LbConfig::RingHashLbConfig(
+                cluster::RingHashLbConfig {
+                    minimum_ring_size: Some(UInt64Value { value: 1024 }),
+                    ..Default::default()
+                },
+            )),
             ..Default::default()
         };
-        let json =
-            message_to_json("envoy.config.cluster.v3.Cluster", &ring_hash.encode_to_vec()).unwrap();
+        let json = message_to_json(
+            "envoy.config.cluster.v3.Cluster",
+            &ring_hash.encode_to_vec(),
+        )
+        .unwrap();
         assert!(json.get("@type").is_none());
         assert_eq!(json["lb_policy"], "RING_HASH");
         assert_eq!(json["ring_hash_lb_config"]["minimum_ring_size"], "1024");
@@ -232,14 +263,30 @@ mod tests {
     #[test]
     fn unknown_type_url_is_named() {
         let url = "type.googleapis.com/istio.nope.v1.Thing";
-        let any = Any { type_url: url.into(), value: vec![] }.encode_to_vec();
+        let any = Any {
+            type_url: url.into(),
+            value: vec![],
+        }
+        .encode_to_vec();
         let err = any_to_json(&any).unwrap_err();
-        assert!(matches!(&err, JsonError::UnknownType(u) if u == url), "{err:?}");
+        assert!(
+            matches!(&err, JsonError::UnknownType(u) if u == url),
+            "{err:?}"
+        );
         assert!(err.to_string().contains(url), "{err}");
 
-        let err = any_to_json(&Any { type_url: "no-slash".into(), value: vec![] }.encode_to_vec())
-            .unwrap_err();
-        assert!(matches!(&err, JsonError::UnknownType(u) if u == "no-slash"), "{err:?}");
+        let err = any_to_json(
+            &Any {
+                type_url: "no-slash".into(),
+                value: vec![],
+            }
+            .encode_to_vec(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, JsonError::UnknownType(u) if u == "no-slash"),
+            "{err:?}"
+        );
 
         let err = message_to_json("istio.nope.v1.Thing", &[]).unwrap_err();
         assert!(matches!(&err, JsonError::UnknownType(u) if u == "istio.nope.v1.Thing"));
@@ -247,8 +294,10 @@ mod tests {
 
     #[test]
     fn unknown_nested_type_is_named() {
-        let nested =
-            Any { type_url: "type.googleapis.com/istio.nope.v1.Thing".into(), value: vec![] };
+        let nested = Any {
+            type_url: "type.googleapis.com/istio.nope.v1.Thing".into(),
+            value: vec![],
+        };
         let listener = mk_listener("l", 80, nested);
         let err = any_to_json(&Resource::encode("l", &listener).any).unwrap_err();
         assert!(matches!(err, JsonError::Serialize { .. }), "{err:?}");
@@ -258,9 +307,15 @@ mod tests {
     #[test]
     fn malformed_bytes_are_decode_errors() {
         let err = any_to_json(&[0xff, 0xff, 0xff]).unwrap_err();
-        assert!(matches!(&err, JsonError::Decode { type_name, .. } if type_name == ANY), "{err:?}");
+        assert!(
+            matches!(&err, JsonError::Decode { type_name, .. } if type_name == ANY),
+            "{err:?}"
+        );
 
-        let any = Any { type_url: TypeUrl::Listener.url().into(), value: vec![0x0a, 0x05, b'a'] };
+        let any = Any {
+            type_url: TypeUrl::Listener.url().into(),
+            value: vec![0x0a, 0x05, b'a'],
+        };
         let err = any_to_json(&any.encode_to_vec()).unwrap_err();
         assert!(
             matches!(&err, JsonError::Decode { type_name, .. } if type_name == "envoy.config.listener.v3.Listener"),

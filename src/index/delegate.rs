@@ -11,10 +11,12 @@
 use std::collections::BTreeMap;
 
 use super::visibility::ExportTo;
-use crate::config::istio::common::StringMatch;
-use crate::config::istio::virtual_service::{Destination, HeaderMatch, HttpMatchRequest, HttpRoute};
-use crate::config::istio::VirtualService;
 use crate::config::ObjectKey;
+use crate::config::istio::VirtualService;
+use crate::config::istio::common::StringMatch;
+use crate::config::istio::virtual_service::{
+    Destination, HeaderMatch, HttpMatchRequest, HttpRoute,
+};
 use crate::diagnostic::Diagnostic;
 use crate::model::MeshConfig;
 
@@ -44,7 +46,11 @@ pub fn merge<'a>(
             merged.http.push(qualified(route.clone(), namespace, mesh));
             continue;
         };
-        let delegate_ns = if d.namespace.is_empty() { namespace } else { d.namespace.as_str() };
+        let delegate_ns = if d.namespace.is_empty() {
+            namespace
+        } else {
+            d.namespace.as_str()
+        };
         let field = format!("spec.http[{i}].delegate");
         let Some(delegate) = find(delegate_ns, &d.name) else {
             diagnostics.push(
@@ -62,7 +68,14 @@ pub fn merge<'a>(
         }
         if !delegate.export_to.visible_to(namespace) {
             diagnostics.push(
-                Diagnostic::warning(field, format!("delegate {delegate_ns}/{} is not exported to namespace {namespace}", d.name)).on(root_key),
+                Diagnostic::warning(
+                    field,
+                    format!(
+                        "delegate {delegate_ns}/{} is not exported to namespace {namespace}",
+                        d.name
+                    ),
+                )
+                .on(root_key),
             );
             continue;
         }
@@ -87,7 +100,10 @@ fn qualified(mut route: HttpRoute, namespace: &str, mesh: &MeshConfig) -> HttpRo
     let fix = |d: &mut Destination| d.host = mesh.fqdn(&d.host, namespace).into_owned();
     route.route.iter_mut().for_each(|r| fix(&mut r.destination));
     route.mirror.iter_mut().for_each(fix);
-    route.mirrors.iter_mut().for_each(|m| fix(&mut m.destination));
+    route
+        .mirrors
+        .iter_mut()
+        .for_each(|m| fix(&mut m.destination));
     route
 }
 
@@ -119,7 +135,10 @@ fn joined(root: &str, sub: &str) -> String {
 }
 
 /// Every delegate match must fall within some root match; `None` when one falls within none.
-fn merge_matches(root: &[HttpMatchRequest], sub: &[HttpMatchRequest]) -> Option<Vec<HttpMatchRequest>> {
+fn merge_matches(
+    root: &[HttpMatchRequest],
+    sub: &[HttpMatchRequest],
+) -> Option<Vec<HttpMatchRequest>> {
     if root.is_empty() {
         return Some(sub.to_vec());
     }
@@ -129,7 +148,11 @@ fn merge_matches(root: &[HttpMatchRequest], sub: &[HttpMatchRequest]) -> Option<
     let mut out = Vec::new();
     for leaf in sub {
         let before = out.len();
-        out.extend(root.iter().filter(|r| !conflicts(r, leaf)).map(|r| merge_match(r, leaf)));
+        out.extend(
+            root.iter()
+                .filter(|r| !conflicts(r, leaf))
+                .map(|r| merge_match(r, leaf)),
+        );
         if out.len() == before {
             return None;
         }
@@ -163,7 +186,10 @@ fn merge_match(root: &HttpMatchRequest, leaf: &HttpMatchRequest) -> HttpMatchReq
     out
 }
 
-fn merged_map<V: Clone>(root: &BTreeMap<String, V>, leaf: &BTreeMap<String, V>) -> BTreeMap<String, V> {
+fn merged_map<V: Clone>(
+    root: &BTreeMap<String, V>,
+    leaf: &BTreeMap<String, V>,
+) -> BTreeMap<String, V> {
     let mut out = root.clone();
     out.extend(leaf.iter().map(|(k, v)| (k.clone(), v.clone())));
     out
@@ -171,13 +197,24 @@ fn merged_map<V: Clone>(root: &BTreeMap<String, V>, leaf: &BTreeMap<String, V>) 
 
 /// istiod's `hasConflict`: whether `leaf` asks for something `root` excludes.
 fn conflicts(root: &HttpMatchRequest, leaf: &HttpMatchRequest) -> bool {
-    let pairs = [(&root.uri, &leaf.uri), (&root.scheme, &leaf.scheme), (&root.method, &leaf.method), (&root.authority, &leaf.authority)];
-    if pairs.iter().any(|(r, l)| string_match_conflict(r.as_ref(), l.as_ref())) {
+    let pairs = [
+        (&root.uri, &leaf.uri),
+        (&root.scheme, &leaf.scheme),
+        (&root.method, &leaf.method),
+        (&root.authority, &leaf.authority),
+    ];
+    if pairs
+        .iter()
+        .any(|(r, l)| string_match_conflict(r.as_ref(), l.as_ref()))
+    {
         return true;
     }
     let header_conflict = |r: &BTreeMap<String, HeaderMatch>, l: &BTreeMap<String, HeaderMatch>| {
         l.iter().any(|(k, lv)| {
-            string_match_conflict(r.get(k).and_then(HeaderMatch::as_string_match).as_ref(), lv.as_string_match().as_ref())
+            string_match_conflict(
+                r.get(k).and_then(HeaderMatch::as_string_match).as_ref(),
+                lv.as_string_match().as_ref(),
+            )
         })
     };
     if header_conflict(&root.headers, &leaf.headers)
@@ -189,19 +226,28 @@ fn conflicts(root: &HttpMatchRequest, leaf: &HttpMatchRequest) -> bool {
     root.ignore_uri_case != leaf.ignore_uri_case
         || (root.port > 0 && leaf.port > 0 && root.port != leaf.port)
         || (!root.source_namespace.is_empty() && leaf.source_namespace != root.source_namespace)
-        || leaf.source_labels.iter().any(|(k, v)| root.source_labels.get(k).is_some_and(|rv| rv != v))
-        || (!root.gateways.is_empty() && !leaf.gateways.is_empty() && !leaf.gateways.iter().all(|g| root.gateways.contains(g)))
+        || leaf
+            .source_labels
+            .iter()
+            .any(|(k, v)| root.source_labels.get(k).is_some_and(|rv| rv != v))
+        || (!root.gateways.is_empty()
+            && !leaf.gateways.is_empty()
+            && !leaf.gateways.iter().all(|g| root.gateways.contains(g)))
 }
 
 /// istiod's `stringMatchConflict`: a leaf must narrow its root (an exact value equal to the
 /// root's, a prefix or exact value under the root's prefix); regexes combine with nothing.
 fn string_match_conflict(root: Option<&StringMatch>, leaf: Option<&StringMatch>) -> bool {
-    let (Some(root), Some(leaf)) = (root, leaf) else { return false };
+    let (Some(root), Some(leaf)) = (root, leaf) else {
+        return false;
+    };
     match (root, leaf) {
         (StringMatch::Regex(_), _) | (_, StringMatch::Regex(_)) => true,
         (StringMatch::Exact(r), StringMatch::Exact(l)) => r != l,
         (StringMatch::Exact(_), StringMatch::Prefix(_)) => true,
-        (StringMatch::Prefix(r), StringMatch::Prefix(l) | StringMatch::Exact(l)) => !l.starts_with(r.as_str()),
+        (StringMatch::Prefix(r), StringMatch::Prefix(l) | StringMatch::Exact(l)) => {
+            !l.starts_with(r.as_str())
+        }
     }
 }
 
@@ -215,7 +261,11 @@ mod tests {
     }
 
     fn key() -> ObjectKey {
-        ObjectKey { kind: Kind::VirtualService, namespace: "front".into(), name: "root".into() }
+        ObjectKey {
+            kind: Kind::VirtualService,
+            namespace: "front".into(),
+            name: "root".into(),
+        }
     }
 
     const ROOT: &str = "
@@ -242,26 +292,55 @@ http:
 ");
         let mut diagnostics = Vec::new();
         let found = |ns: &str, name: &str| {
-            (ns == "back" && name == "reviews").then(|| DelegateSource { spec: &delegate, export_to: ExportTo::Public })
+            (ns == "back" && name == "reviews").then(|| DelegateSource {
+                spec: &delegate,
+                export_to: ExportTo::Public,
+            })
         };
-        let merged = merge(&vs(ROOT), &key(), &MeshConfig::default(), found, &mut diagnostics).unwrap();
+        let merged = merge(
+            &vs(ROOT),
+            &key(),
+            &MeshConfig::default(),
+            found,
+            &mut diagnostics,
+        )
+        .unwrap();
         let names: Vec<&str> = merged.http.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["reviews-v2", "reviews", ""]);
         // The narrowing match keeps the delegate's uri and adds nothing else; only the root's
         // first match contains it.
         let first = &merged.http[0];
         assert_eq!(first.matches.len(), 1);
-        assert_eq!(first.matches[0].uri, Some(StringMatch::Prefix("/reviews/v2".into())));
+        assert_eq!(
+            first.matches[0].uri,
+            Some(StringMatch::Prefix("/reviews/v2".into()))
+        );
         assert!(first.matches[0].headers.contains_key("end-user"));
-        assert_eq!(first.route[0].destination.host, "reviews.back.svc.cluster.local", "resolved in the delegate's namespace");
-        assert_eq!(first.timeout.map(|t| t.as_std().as_secs()), Some(3), "the root's timeout fills in");
+        assert_eq!(
+            first.route[0].destination.host, "reviews.back.svc.cluster.local",
+            "resolved in the delegate's namespace"
+        );
+        assert_eq!(
+            first.timeout.map(|t| t.as_std().as_secs()),
+            Some(3),
+            "the root's timeout fills in"
+        );
         // No match in the delegate: the root's matches, and the delegate's own timeout wins.
         let last = &merged.http[1];
         assert_eq!(last.matches.len(), 2);
         assert_eq!(last.timeout.map(|t| t.as_std().as_secs()), Some(1));
-        assert_eq!(merged.http[2].route[0].destination.host, "productpage.front.svc.cluster.local");
+        assert_eq!(
+            merged.http[2].route[0].destination.host,
+            "productpage.front.svc.cluster.local"
+        );
         assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
-        assert!(diagnostics[0].message.contains("route http[1] of delegate back/reviews conflicts"), "{}", diagnostics[0].message);
+        assert!(
+            diagnostics[0]
+                .message
+                .contains("route http[1] of delegate back/reviews conflicts"),
+            "{}",
+            diagnostics[0].message
+        );
     }
 
     #[test]
@@ -270,13 +349,41 @@ http:
         let plain = vs("http: [{route: [{destination: {host: x}}]}]\n");
         for (found, expect) in [
             (None, "not found"),
-            (Some(DelegateSource { spec: &hosted, export_to: ExportTo::Public }), "is not a delegate"),
-            (Some(DelegateSource { spec: &plain, export_to: ExportTo::parse(&["."], "back", &[]) }), "not exported to namespace front"),
+            (
+                Some(DelegateSource {
+                    spec: &hosted,
+                    export_to: ExportTo::Public,
+                }),
+                "is not a delegate",
+            ),
+            (
+                Some(DelegateSource {
+                    spec: &plain,
+                    export_to: ExportTo::parse(&["."], "back", &[]),
+                }),
+                "not exported to namespace front",
+            ),
         ] {
             let mut diagnostics = Vec::new();
-            let merged = merge(&vs(ROOT), &key(), &MeshConfig::default(), |_, _| found.as_ref().map(|f| DelegateSource { spec: f.spec, export_to: f.export_to.clone() }), &mut diagnostics).unwrap();
+            let merged = merge(
+                &vs(ROOT),
+                &key(),
+                &MeshConfig::default(),
+                |_, _| {
+                    found.as_ref().map(|f| DelegateSource {
+                        spec: f.spec,
+                        export_to: f.export_to.clone(),
+                    })
+                },
+                &mut diagnostics,
+            )
+            .unwrap();
             assert_eq!(merged.http.len(), 1);
-            assert!(diagnostics[0].message.contains(expect), "{}", diagnostics[0].message);
+            assert!(
+                diagnostics[0].message.contains(expect),
+                "{}",
+                diagnostics[0].message
+            );
             assert_eq!(diagnostics[0].field, "spec.http[0].delegate");
         }
     }
@@ -290,7 +397,10 @@ http:
         assert!(!string_match_conflict(p("/a").as_ref(), e("/a/x").as_ref()));
         assert!(string_match_conflict(e("/a").as_ref(), p("/a").as_ref()));
         assert!(!string_match_conflict(e("/a").as_ref(), e("/a").as_ref()));
-        assert!(string_match_conflict(Some(&StringMatch::Regex(".*".into())), e("/a").as_ref()));
+        assert!(string_match_conflict(
+            Some(&StringMatch::Regex(".*".into())),
+            e("/a").as_ref()
+        ));
         assert!(!string_match_conflict(None, e("/a").as_ref()));
     }
 }

@@ -17,13 +17,13 @@ use std::sync::Arc;
 use crate::config::istio::{DestinationRule, Gateway, Sidecar, VirtualService};
 use crate::config::{Kind, KindSpec};
 use crate::diagnostic::Diagnostic;
-use crate::model::jwks::JwksKeys;
 use crate::model::MeshConfig;
+use crate::model::jwks::JwksKeys;
 use crate::store::{Entry, Snapshot};
 
+pub use references::unserved_gateway_server;
 pub use services::{Endpoint, Resolution, Service, ServicePort};
 pub use services_by_ip::ServicesByIp;
-pub use references::unserved_gateway_server;
 
 /// An object of a known kind, with typed access to its spec.
 #[derive(Debug, Clone)]
@@ -35,12 +35,16 @@ pub struct Typed<T> {
 impl<T: KindSpec> Typed<T> {
     fn new(entry: &Arc<Entry>) -> Option<Self> {
         T::from_spec(&entry.object.spec)?;
-        Some(Typed { entry: entry.clone(), spec: std::marker::PhantomData })
+        Some(Typed {
+            entry: entry.clone(),
+            spec: std::marker::PhantomData,
+        })
     }
 
     pub fn spec(&self) -> &T {
         // `new` checked the kind, and entries never change.
-        T::from_spec(&self.entry.object.spec).unwrap_or_else(|| unreachable!("kind checked in Typed::new"))
+        T::from_spec(&self.entry.object.spec)
+            .unwrap_or_else(|| unreachable!("kind checked in Typed::new"))
     }
 
     pub fn namespace(&self) -> &str {
@@ -95,17 +99,26 @@ impl Index {
         let mut diagnostics = Vec::new();
         let services = services::build(snapshot, mesh, &mut diagnostics);
 
-        let gateways: Vec<Typed<Gateway>> =
-            snapshot.entries(Gateway::KIND).filter_map(Typed::new).collect();
+        let gateways: Vec<Typed<Gateway>> = snapshot
+            .entries(Gateway::KIND)
+            .filter_map(Typed::new)
+            .collect();
 
         let virtual_services = with_delegates_merged(snapshot, mesh, &mut diagnostics);
-        let mut virtual_services_by_gateway: HashMap<String, Vec<Typed<VirtualService>>> = HashMap::new();
-        for vs in virtual_services.iter().filter_map(Typed::<VirtualService>::new) {
+        let mut virtual_services_by_gateway: HashMap<String, Vec<Typed<VirtualService>>> =
+            HashMap::new();
+        for vs in virtual_services
+            .iter()
+            .filter_map(Typed::<VirtualService>::new)
+        {
             for gw in &vs.spec().gateways {
                 if gw == "mesh" {
                     continue;
                 }
-                virtual_services_by_gateway.entry(gateway_ref(gw, vs.namespace())).or_default().push(vs.clone());
+                virtual_services_by_gateway
+                    .entry(gateway_ref(gw, vs.namespace()))
+                    .or_default()
+                    .push(vs.clone());
             }
         }
 
@@ -113,12 +126,18 @@ impl Index {
         // order a shared gateway consults them: the service's namespace, the root namespace,
         // then the rest by name.
         let mut destination_rules: HashMap<String, Vec<Typed<DestinationRule>>> = HashMap::new();
-        for dr in snapshot.entries(DestinationRule::KIND).filter_map(Typed::<DestinationRule>::new) {
+        for dr in snapshot
+            .entries(DestinationRule::KIND)
+            .filter_map(Typed::<DestinationRule>::new)
+        {
             let host = mesh.fqdn(&dr.spec().host, dr.namespace()).into_owned();
             destination_rules.entry(host).or_default().push(dr);
         }
         for (host, rules) in destination_rules.iter_mut() {
-            let svc_ns = services.get(host).map(|s| s.namespace.clone()).unwrap_or_default();
+            let svc_ns = services
+                .get(host)
+                .map(|s| s.namespace.clone())
+                .unwrap_or_default();
             let root = mesh.root_namespace.clone();
             rules.sort_by_key(|r| (r.namespace() != svc_ns, r.namespace() != root, r.ns_name()));
             *rules = merge_same_namespace(std::mem::take(rules));
@@ -129,14 +148,21 @@ impl Index {
         let mesh_virtual_services = scope::mesh_virtual_services(mesh, &virtual_services);
         let index = Index {
             revision: snapshot.revision,
-            source_label_keys: mesh_virtual_services.iter().flat_map(|vs| scope::source_label_keys(vs.spec())).cloned().collect(),
+            source_label_keys: mesh_virtual_services
+                .iter()
+                .flat_map(|vs| scope::source_label_keys(vs.spec()))
+                .cloned()
+                .collect(),
             mesh_virtual_services,
             mesh: mesh.clone(),
             services,
             services_by_ip,
             gateways,
             virtual_services,
-            sidecars: snapshot.entries(Sidecar::KIND).filter_map(Typed::new).collect(),
+            sidecars: snapshot
+                .entries(Sidecar::KIND)
+                .filter_map(Typed::new)
+                .collect(),
             virtual_services_by_gateway,
             endpoint_diagnostics_from: 0,
             destination_rules,
@@ -148,7 +174,9 @@ impl Index {
         let routing = references::check_routing(&index);
         index.diagnostics.extend(routing);
         index.endpoint_diagnostics_from = index.diagnostics.len();
-        index.diagnostics.extend(references::check_endpoints(&index));
+        index
+            .diagnostics
+            .extend(references::check_endpoints(&index));
         index
     }
 
@@ -164,7 +192,8 @@ impl Index {
         if !endpoints_only || *mesh != previous.mesh {
             return Index::build(snapshot, mesh);
         }
-        let (services, changed) = services::update(&previous.services, &previous.snapshot, snapshot, mesh);
+        let (services, changed) =
+            services::update(&previous.services, &previous.snapshot, snapshot, mesh);
         let mut services_by_ip = previous.services_by_ip.clone();
         for host in &changed {
             services_by_ip.replace(previous.services.get(host), services.get(host));
@@ -186,29 +215,45 @@ impl Index {
             snapshot: snapshot.clone(),
             jwks: previous.jwks.clone(),
         };
-        index.diagnostics.extend(references::check_endpoints(&index));
+        index
+            .diagnostics
+            .extend(references::check_endpoints(&index));
         index
     }
 
     /// The DestinationRule that applies to a host for a gateway (the first by precedence).
     pub fn destination_rule(&self, host: &str) -> Option<&Typed<DestinationRule>> {
-        self.destination_rules.get(host).and_then(|rules| rules.first())
+        self.destination_rules
+            .get(host)
+            .and_then(|rules| rules.first())
     }
 
     /// The DestinationRule that applies to a host for a sidecar in `namespace`, as istiod looks
     /// it up: the proxy's namespace, then the service's, then the root namespace, each only if
     /// exported to the proxy's namespace.
-    pub fn destination_rule_for(&self, namespace: &str, host: &str) -> Option<&Typed<DestinationRule>> {
+    pub fn destination_rule_for(
+        &self,
+        namespace: &str,
+        host: &str,
+    ) -> Option<&Typed<DestinationRule>> {
         let rules = self.destination_rules.get(host)?;
         let service_ns = self.services.get(host).map(|s| s.namespace.as_str());
         let visible = |r: &&Typed<DestinationRule>| {
-            visibility::ExportTo::parse(&r.spec().export_to, r.namespace(), &self.mesh.default_destination_rule_export_to)
-                .visible_to(namespace)
+            visibility::ExportTo::parse(
+                &r.spec().export_to,
+                r.namespace(),
+                &self.mesh.default_destination_rule_export_to,
+            )
+            .visible_to(namespace)
         };
-        [Some(namespace), service_ns, Some(self.mesh.root_namespace.as_str())]
-            .into_iter()
-            .flatten()
-            .find_map(|ns| rules.iter().filter(|r| r.namespace() == ns).find(visible))
+        [
+            Some(namespace),
+            service_ns,
+            Some(self.mesh.root_namespace.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        .find_map(|ns| rules.iter().filter(|r| r.namespace() == ns).find(visible))
     }
 
     pub fn service(&self, host: &str) -> Option<&Arc<Service>> {
@@ -222,25 +267,46 @@ impl Index {
 
     /// A Kubernetes Secret, for gateway credentials (`credentialName`).
     pub fn secret(&self, namespace: &str, name: &str) -> Option<&crate::config::kube::Secret> {
-        let key = crate::config::ObjectKey { kind: Kind::Secret, namespace: namespace.to_string(), name: name.to_string() };
-        self.snapshot.get(&key)?.object.spec::<crate::config::kube::Secret>()
+        let key = crate::config::ObjectKey {
+            kind: Kind::Secret,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        self.snapshot
+            .get(&key)?
+            .object
+            .spec::<crate::config::kube::Secret>()
     }
 }
 
 /// Every VirtualService of the snapshot, in namespace/name order, a root one with its delegates'
 /// routes merged in (`delegate.rs`).
-fn with_delegates_merged(snapshot: &Snapshot, mesh: &MeshConfig, diagnostics: &mut Vec<Diagnostic>) -> Vec<Arc<Entry>> {
+fn with_delegates_merged(
+    snapshot: &Snapshot,
+    mesh: &MeshConfig,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<Arc<Entry>> {
     let find = |namespace: &str, name: &str| {
-        let key = crate::config::ObjectKey { kind: VirtualService::KIND, namespace: namespace.to_string(), name: name.to_string() };
+        let key = crate::config::ObjectKey {
+            kind: VirtualService::KIND,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
         let entry = snapshot.get(&key)?;
         let spec = entry.object.spec::<VirtualService>()?;
-        let export_to = visibility::ExportTo::parse(&spec.export_to, namespace, &mesh.default_virtual_service_export_to);
+        let export_to = visibility::ExportTo::parse(
+            &spec.export_to,
+            namespace,
+            &mesh.default_virtual_service_export_to,
+        );
         Some(delegate::DelegateSource { spec, export_to })
     };
     snapshot
         .entries(VirtualService::KIND)
         .map(|entry| {
-            let Some(spec) = entry.object.spec::<VirtualService>() else { return entry.clone() };
+            let Some(spec) = entry.object.spec::<VirtualService>() else {
+                return entry.clone();
+            };
             match delegate::merge(spec, &entry.object.key(), mesh, find, diagnostics) {
                 Some(merged) => entry.with_spec(crate::config::Spec::VirtualService(merged)),
                 None => entry.clone(),
@@ -274,7 +340,11 @@ fn merge_same_namespace(rules: Vec<Typed<DestinationRule>>) -> Vec<Typed<Destina
     }
     for (rule, spec) in out.iter_mut().zip(merged) {
         let Some(spec) = spec else { continue };
-        if let Some(typed) = Typed::new(&rule.entry.with_spec(crate::config::Spec::DestinationRule(spec))) {
+        if let Some(typed) = Typed::new(
+            &rule
+                .entry
+                .with_spec(crate::config::Spec::DestinationRule(spec)),
+        ) {
             *rule = typed;
         }
     }
@@ -284,7 +354,11 @@ fn merge_same_namespace(rules: Vec<Typed<DestinationRule>>) -> Vec<Typed<Destina
 /// Resolves a VirtualService's `gateways` entry to `ns/name`: a bare name is in the
 /// VirtualService's own namespace.
 pub fn gateway_ref(gateway: &str, vs_namespace: &str) -> String {
-    if gateway.contains('/') { gateway.to_string() } else { format!("{vs_namespace}/{gateway}") }
+    if gateway.contains('/') {
+        gateway.to_string()
+    } else {
+        format!("{vs_namespace}/{gateway}")
+    }
 }
 
 mod references;
@@ -337,14 +411,27 @@ spec:
     #[test]
     fn rules_in_one_namespace_merge_as_istiod_merges_them() {
         let index = index(RULES);
-        let dr = index.destination_rule("reviews.shop.svc.cluster.local").unwrap();
+        let dr = index
+            .destination_rule("reviews.shop.svc.cluster.local")
+            .unwrap();
         let spec = dr.spec();
-        let subsets: Vec<(&str, &str)> =
-            spec.subsets.iter().map(|s| (s.name.as_str(), s.labels["version"].as_str())).collect();
+        let subsets: Vec<(&str, &str)> = spec
+            .subsets
+            .iter()
+            .map(|s| (s.name.as_str(), s.labels["version"].as_str()))
+            .collect();
         // The first rule's v1 wins over the second's; v2 is added; the other namespace's v3 is not.
         assert_eq!(subsets, vec![("v1", "v1"), ("v2", "v2")]);
-        let lb = spec.traffic_policy.as_ref().and_then(|p| p.load_balancer.as_ref()).and_then(|l| l.simple);
-        assert_eq!(lb, Some(SimpleLb::RoundRobin), "the first rule's policy stays");
+        let lb = spec
+            .traffic_policy
+            .as_ref()
+            .and_then(|p| p.load_balancer.as_ref())
+            .and_then(|l| l.simple);
+        assert_eq!(
+            lb,
+            Some(SimpleLb::RoundRobin),
+            "the first rule's policy stays"
+        );
         assert_eq!(dr.name(), "a");
     }
 
@@ -354,7 +441,9 @@ spec:
         // first (what istiod picks for a gateway proxy in istio-system), and is not merged with
         // rules of other namespaces.
         let index = index(&RULES.replacen("kind: Service", "kind: ServiceAccount", 1));
-        let dr = index.destination_rule("reviews.shop.svc.cluster.local").unwrap();
+        let dr = index
+            .destination_rule("reviews.shop.svc.cluster.local")
+            .unwrap();
         assert_eq!(dr.name(), "c");
         assert_eq!(dr.spec().subsets.len(), 1);
     }
@@ -362,7 +451,9 @@ spec:
     #[test]
     fn conflicting_mesh_virtual_services_are_named() {
         let vs = |name: &str, ns: &str, host: &str| {
-            format!("---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  hosts: [{host}]\n  http: [{{route: [{{destination: {{host: {host}}}}}]}}]\n")
+            format!(
+                "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  hosts: [{host}]\n  http: [{{route: [{{destination: {{host: {host}}}}}]}}]\n"
+            )
         };
         let yaml = format!(
             "{}{}{}{}",
@@ -371,8 +462,24 @@ spec:
             vs("c", "other", "reviews"),
             "---\napiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: shop}\nspec: {ports: [{name: http, port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: other}\nspec: {ports: [{name: http, port: 80}]}\n"
         );
-        let found: Vec<String> = index(&yaml).diagnostics.iter().map(|d| format!("{} {} {}", d.object.as_ref().unwrap().name, d.field, d.message)).collect();
-        assert_eq!(found, ["b spec.hosts[0] host reviews.shop.svc.cluster.local is also routed for sidecars by VirtualService shop/a; sidecars that see both use only that one"]);
+        let found: Vec<String> = index(&yaml)
+            .diagnostics
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} {} {}",
+                    d.object.as_ref().unwrap().name,
+                    d.field,
+                    d.message
+                )
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "b spec.hosts[0] host reviews.shop.svc.cluster.local is also routed for sidecars by VirtualService shop/a; sidecars that see both use only that one"
+            ]
+        );
     }
 
     #[test]
@@ -380,7 +487,16 @@ spec:
         let index = index(
             "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: istio-system}\nspec:\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: ['*']\n    tls: {mode: SIMPLE, credentialName: cert}\n  - port: {number: 15443, name: tls, protocol: TLS}\n    hosts: ['*']\n    tls: {mode: AUTO_PASSTHROUGH}\n",
         );
-        let found: Vec<String> = index.diagnostics.iter().map(|d| format!("{} {}", d.field, d.message)).collect();
-        assert_eq!(found, ["spec.servers[2].tls.mode AUTO_PASSTHROUGH is not served yet; the server on port 15443 is not served"]);
+        let found: Vec<String> = index
+            .diagnostics
+            .iter()
+            .map(|d| format!("{} {}", d.field, d.message))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "spec.servers[2].tls.mode AUTO_PASSTHROUGH is not served yet; the server on port 15443 is not served"
+            ]
+        );
     }
 }

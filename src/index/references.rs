@@ -5,9 +5,9 @@
 
 use std::collections::HashSet;
 
-use super::{gateway_ref, Index, Resolution, Typed};
-use crate::config::istio::gateway::{Server, ServerTlsMode};
+use super::{Index, Resolution, Typed, gateway_ref};
 use crate::config::istio::VirtualService;
+use crate::config::istio::gateway::{Server, ServerTlsMode};
 use crate::config::istio::virtual_service::Destination;
 use crate::diagnostic::Diagnostic;
 use crate::model::Protocol;
@@ -27,21 +27,35 @@ pub fn check_routing(index: &Index) -> Vec<Diagnostic> {
     out.extend(super::sidecar_references::check_egress(index));
     out.extend(conflicting_mesh_virtual_services(index));
     let gateways: HashSet<String> = index.gateways.iter().map(|g| g.ns_name()).collect();
-    for vs in index.virtual_services.iter().filter_map(Typed::<VirtualService>::new) {
+    for vs in index
+        .virtual_services
+        .iter()
+        .filter_map(Typed::<VirtualService>::new)
+    {
         let key = vs.entry.object.key();
         let spec = vs.spec();
         for (i, gw) in spec.gateways.iter().enumerate() {
             if gw != "mesh" && !gateways.contains(&gateway_ref(gw, vs.namespace())) {
                 out.push(
-                    Diagnostic::warning(format!("spec.gateways[{i}]"), format!("gateway {} not found", gateway_ref(gw, vs.namespace())))
-                        .on(&key),
+                    Diagnostic::warning(
+                        format!("spec.gateways[{i}]"),
+                        format!("gateway {} not found", gateway_ref(gw, vs.namespace())),
+                    )
+                    .on(&key),
                 );
             }
         }
         for (r, route) in spec.http.iter().enumerate() {
             for (d, dest) in route.route.iter().enumerate() {
-                if let Some(problem) = destination_problem(index, &dest.destination, vs.namespace()) {
-                    out.push(Diagnostic::warning(format!("spec.http[{r}].route[{d}].destination"), problem).on(&key));
+                if let Some(problem) = destination_problem(index, &dest.destination, vs.namespace())
+                {
+                    out.push(
+                        Diagnostic::warning(
+                            format!("spec.http[{r}].route[{d}].destination"),
+                            problem,
+                        )
+                        .on(&key),
+                    );
                 }
             }
             if let Some(mirror) = &route.mirror
@@ -50,11 +64,22 @@ pub fn check_routing(index: &Index) -> Vec<Diagnostic> {
                 out.push(Diagnostic::warning(format!("spec.http[{r}].mirror"), problem).on(&key));
             }
         }
-        for (kind, routes) in [("tcp", spec.tcp.iter().map(|r| &r.route).collect::<Vec<_>>()), ("tls", spec.tls.iter().map(|r| &r.route).collect())] {
+        for (kind, routes) in [
+            ("tcp", spec.tcp.iter().map(|r| &r.route).collect::<Vec<_>>()),
+            ("tls", spec.tls.iter().map(|r| &r.route).collect()),
+        ] {
             for (r, route) in routes.iter().enumerate() {
                 for (d, dest) in route.iter().enumerate() {
-                    if let Some(problem) = destination_problem(index, &dest.destination, vs.namespace()) {
-                        out.push(Diagnostic::warning(format!("spec.{kind}[{r}].route[{d}].destination"), problem).on(&key));
+                    if let Some(problem) =
+                        destination_problem(index, &dest.destination, vs.namespace())
+                    {
+                        out.push(
+                            Diagnostic::warning(
+                                format!("spec.{kind}[{r}].route[{d}].destination"),
+                                problem,
+                            )
+                            .on(&key),
+                        );
                     }
                 }
             }
@@ -67,7 +92,9 @@ pub fn check_routing(index: &Index) -> Vec<Diagnostic> {
 pub fn destination_problem(index: &Index, dest: &Destination, namespace: &str) -> Option<String> {
     let host = index.mesh.fqdn(&dest.host, namespace);
     let Some(service) = index.service(&host) else {
-        return Some(format!("host {host} matches no Service or ServiceEntry; requests get 503"));
+        return Some(format!(
+            "host {host} matches no Service or ServiceEntry; requests get 503"
+        ));
     };
     if let Some(port) = dest.port.map(|p| p.number)
         && !service.ports.iter().any(|p| u32::from(p.port) == port)
@@ -85,7 +112,10 @@ pub fn destination_problem(index: &Index, dest: &Destination, namespace: &str) -
             .destination_rule(&host)
             .is_some_and(|dr| dr.spec().subsets.iter().any(|s| s.name == dest.subset));
         if !defined {
-            return Some(format!("subset {:?} of {host} is defined by no DestinationRule; requests get 503", dest.subset));
+            return Some(format!(
+                "subset {:?} of {host} is defined by no DestinationRule; requests get 503",
+                dest.subset
+            ));
         }
     }
     None
@@ -95,7 +125,11 @@ pub fn destination_problem(index: &Index, dest: &Destination, namespace: &str) -
 /// would reject the whole EDS response over it), and said so once, here.
 fn endpoint_addresses(index: &Index) -> Vec<Diagnostic> {
     let mut out = Vec::new();
-    for service in index.services.values().filter(|s| s.resolution == Resolution::Eds) {
+    for service in index
+        .services
+        .values()
+        .filter(|s| s.resolution == Resolution::Eds)
+    {
         for ep in &service.endpoints {
             if ep.address.starts_with("unix://") || ep.address.parse::<std::net::IpAddr>().is_ok() {
                 continue;
@@ -121,7 +155,10 @@ fn unserved_gateway_servers(index: &Index) -> Vec<Diagnostic> {
                 out.push(
                     Diagnostic::warning(
                         format!("spec.servers[{i}]{field}"),
-                        format!("{why}; the server on port {} is not served", server.port.number),
+                        format!(
+                            "{why}; the server on port {} is not served",
+                            server.port.number
+                        ),
                     )
                     .on(&gw.entry.object.key()),
                 );
@@ -144,9 +181,15 @@ pub fn unserved_gateway_server(server: &Server) -> Option<(&'static str, &'stati
         ServerTlsMode::AutoPassthrough => Some((".tls.mode", "AUTO_PASSTHROUGH is not served yet")),
         ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual => {
             if tls.credential_name.is_empty() && tls.credential_names.is_empty() {
-                Some((".tls", "certificates from files (serverCertificate/privateKey, tlsCertificates) are not served: use credentialName"))
+                Some((
+                    ".tls",
+                    "certificates from files (serverCertificate/privateKey, tlsCertificates) are not served: use credentialName",
+                ))
             } else if !tls.ca_cert_credential_name.is_empty() {
-                Some((".tls.caCertCredentialName", "caCertCredentialName is not served yet: put the CA in <credentialName>-cacert"))
+                Some((
+                    ".tls.caCertCredentialName",
+                    "caCertCredentialName is not served yet: put the CA in <credentialName>-cacert",
+                ))
             } else {
                 None
             }
@@ -159,7 +202,8 @@ pub fn unserved_gateway_server(server: &Server) -> Option<(&'static str, &'stati
 /// after its exportTo order). Said on the later one, naming the earlier.
 fn conflicting_mesh_virtual_services(index: &Index) -> Vec<Diagnostic> {
     let mut out = Vec::new();
-    let mut first_for: std::collections::HashMap<&str, &super::scope::MeshVirtualService> = std::collections::HashMap::new();
+    let mut first_for: std::collections::HashMap<&str, &super::scope::MeshVirtualService> =
+        std::collections::HashMap::new();
     for vs in &index.mesh_virtual_services {
         for (i, host) in vs.hosts.iter().enumerate() {
             match first_for.get(host.as_str()) {

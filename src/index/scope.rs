@@ -6,14 +6,14 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::services::{selects, Labels};
+use super::services::{Labels, selects};
 use super::visibility::ExportTo;
 use super::{Index, Service, Typed};
 use crate::config::istio::sidecar::{CaptureMode, EgressHost, EgressListener};
 use crate::config::istio::{DestinationRule, Sidecar, VirtualService};
+use crate::model::Protocol;
 use crate::model::host;
 use crate::model::mesh::OutboundTrafficMode;
-use crate::model::Protocol;
 use crate::store::Entry;
 
 /// A VirtualService that applies to sidecars (`gateways` empty or naming `mesh`), its hosts
@@ -27,7 +27,10 @@ pub struct MeshVirtualService {
 
 impl MeshVirtualService {
     pub fn spec(&self) -> &VirtualService {
-        self.entry.object.spec::<VirtualService>().unwrap_or_else(|| unreachable!("built from VirtualServices only"))
+        self.entry
+            .object
+            .spec::<VirtualService>()
+            .unwrap_or_else(|| unreachable!("built from VirtualServices only"))
     }
 
     pub fn namespace(&self) -> &str {
@@ -47,7 +50,10 @@ impl MeshVirtualService {
 /// The mesh VirtualServices among `entries`, in the order given (namespace/name from a store
 /// snapshot). For the same host the first wins: istiod picks the oldest, which files do not
 /// record.
-pub fn mesh_virtual_services(index_mesh: &crate::model::MeshConfig, entries: &[Arc<Entry>]) -> Vec<Arc<MeshVirtualService>> {
+pub fn mesh_virtual_services(
+    index_mesh: &crate::model::MeshConfig,
+    entries: &[Arc<Entry>],
+) -> Vec<Arc<MeshVirtualService>> {
     entries
         .iter()
         .filter_map(|e| {
@@ -57,8 +63,16 @@ pub fn mesh_virtual_services(index_mesh: &crate::model::MeshConfig, entries: &[A
             for_mesh.then(|| {
                 Arc::new(MeshVirtualService {
                     entry: e.clone(),
-                    hosts: spec.hosts.iter().map(|h| index_mesh.fqdn(h, namespace).into_owned()).collect(),
-                    export_to: ExportTo::parse(&spec.export_to, namespace, &index_mesh.default_virtual_service_export_to),
+                    hosts: spec
+                        .hosts
+                        .iter()
+                        .map(|h| index_mesh.fqdn(h, namespace).into_owned())
+                        .collect(),
+                    export_to: ExportTo::parse(
+                        &spec.export_to,
+                        namespace,
+                        &index_mesh.default_virtual_service_export_to,
+                    ),
                 })
             })
         })
@@ -72,7 +86,10 @@ pub enum ScopeId {
     Everything,
     /// The proxy namespace (exportTo, `.` and DestinationRule precedence are read against
     /// it) and the Sidecar that applies, if any (`namespace/name`).
-    Scoped { namespace: String, sidecar: Option<String> },
+    Scoped {
+        namespace: String,
+        sidecar: Option<String>,
+    },
 }
 
 #[derive(Debug)]
@@ -117,10 +134,16 @@ impl Scope {
         // Each egress listener's hosts, parsed once; `.` in a root-namespace default means the
         // proxy's namespace, as istiod reads it.
         let listeners: Vec<(&EgressListener, Vec<EgressHost>)> = sidecar
-            .map(|s| s.spec().egress.iter().map(|l| (l, l.egress_hosts(namespace))).collect())
+            .map(|s| {
+                s.spec()
+                    .egress
+                    .iter()
+                    .map(|l| (l, l.egress_hosts(namespace)))
+                    .collect()
+            })
             .unwrap_or_default();
-        let egress: Option<Vec<&EgressHost>> =
-            (!listeners.is_empty()).then(|| listeners.iter().flat_map(|(_, hosts)| hosts).collect());
+        let egress: Option<Vec<&EgressHost>> = (!listeners.is_empty())
+            .then(|| listeners.iter().flat_map(|(_, hosts)| hosts).collect());
 
         let mut virtual_services: Vec<Arc<MeshVirtualService>> = index
             .mesh_virtual_services
@@ -128,7 +151,11 @@ impl Scope {
             .filter(|vs| vs.export_to.visible_to(namespace))
             .filter(|vs| {
                 egress.as_ref().is_none_or(|hosts| {
-                    hosts.iter().any(|h| vs.hosts.iter().any(|vh| h.matches_virtual_service(vs.namespace(), vh)))
+                    hosts.iter().any(|h| {
+                        vs.hosts
+                            .iter()
+                            .any(|vh| h.matches_virtual_service(vs.namespace(), vh))
+                    })
                 })
             })
             .cloned()
@@ -143,14 +170,20 @@ impl Scope {
 
         let routed: BTreeSet<String> = virtual_services
             .iter()
-            .flat_map(|vs| destination_hosts(vs.spec()).map(|h| index.mesh.fqdn(h, vs.namespace()).into_owned()).collect::<Vec<_>>())
+            .flat_map(|vs| {
+                destination_hosts(vs.spec())
+                    .map(|h| index.mesh.fqdn(h, vs.namespace()).into_owned())
+                    .collect::<Vec<_>>()
+            })
             .collect();
         let services: Vec<Arc<Service>> = index
             .services
             .values()
             .filter(|s| s.export_to.visible_to(namespace))
             .filter(|s| {
-                egress.as_ref().is_none_or(|hosts| hosts.iter().any(|h| h.matches(&s.namespace, &s.hostname)))
+                egress
+                    .as_ref()
+                    .is_none_or(|hosts| hosts.iter().any(|h| h.matches(&s.namespace, &s.hostname)))
                     || routed.contains(&s.hostname)
             })
             .cloned()
@@ -170,14 +203,21 @@ impl Scope {
             })
             .collect();
         let imported = |hosts: &[EgressHost]| -> Vec<Arc<Service>> {
-            services.iter().filter(|s| hosts.iter().any(|h| h.matches(&s.namespace, &s.hostname))).cloned().collect()
+            services
+                .iter()
+                .filter(|s| hosts.iter().any(|h| h.matches(&s.namespace, &s.hostname)))
+                .cloned()
+                .collect()
         };
         let egress_ports: Vec<EgressPort> = listeners
             .iter()
             .filter_map(|(l, hosts)| {
                 let port = l.port.as_ref()?;
                 let number = u16::try_from(port.number).ok()?;
-                let services = imported(hosts).into_iter().filter(|s| s.port(number).is_some()).collect();
+                let services = imported(hosts)
+                    .into_iter()
+                    .filter(|s| s.port(number).is_some())
+                    .collect();
                 Some(EgressPort {
                     port: number,
                     protocol: Protocol::parse(&port.protocol),
@@ -196,56 +236,110 @@ impl Scope {
                 .find(|(l, _)| l.port.is_none())
                 .map(|(_, hosts)| {
                     let own = imported(hosts);
-                    services.iter().filter(|s| own.iter().any(|o| Arc::ptr_eq(o, s)) || routed.contains(&s.hostname)).cloned().collect()
+                    services
+                        .iter()
+                        .filter(|s| {
+                            own.iter().any(|o| Arc::ptr_eq(o, s)) || routed.contains(&s.hostname)
+                        })
+                        .cloned()
+                        .collect()
                 })
                 .unwrap_or_default()
         };
         let id = if services.len() == index.services.len() && destination_rules.is_empty() {
             ScopeId::Everything
         } else {
-            ScopeId::Scoped { namespace: namespace.to_string(), sidecar: sidecar.map(|s| s.ns_name()) }
+            ScopeId::Scoped {
+                namespace: namespace.to_string(),
+                sidecar: sidecar.map(|s| s.ns_name()),
+            }
         };
         let mesh_policy = index.mesh.outbound_traffic_policy;
-        let outbound_traffic_policy = sidecar.map_or(mesh_policy, |s| s.spec().outbound_mode(mesh_policy));
-        Scope { id, services, outbound_services, egress_ports, virtual_services, outbound_traffic_policy, destination_rules }
+        let outbound_traffic_policy =
+            sidecar.map_or(mesh_policy, |s| s.spec().outbound_mode(mesh_policy));
+        Scope {
+            id,
+            services,
+            outbound_services,
+            egress_ports,
+            virtual_services,
+            outbound_traffic_policy,
+            destination_rules,
+        }
     }
 
     pub fn sees(&self, hostname: &str) -> bool {
-        self.services.binary_search_by(|s| s.hostname.as_str().cmp(hostname)).is_ok()
+        self.services
+            .binary_search_by(|s| s.hostname.as_str().cmp(hostname))
+            .is_ok()
     }
 }
 
 /// The Sidecar that applies to a workload, as istiod picks it: in its namespace the first
 /// whose selector matches its labels, else the first without a selector; else the first
 /// without a selector in the root namespace (the mesh default).
-pub fn sidecar_for<'a>(index: &'a Index, namespace: &str, labels: &Labels) -> Option<&'a Typed<Sidecar>> {
+pub fn sidecar_for<'a>(
+    index: &'a Index,
+    namespace: &str,
+    labels: &Labels,
+) -> Option<&'a Typed<Sidecar>> {
     let root = index.mesh.root_namespace.as_str();
     let in_ns = |ns: &str, pick: &dyn Fn(Option<&Labels>) -> bool| {
-        index.sidecars.iter().find(|s| s.namespace() == ns && pick(sidecar_selector(s)))
+        index
+            .sidecars
+            .iter()
+            .find(|s| s.namespace() == ns && pick(sidecar_selector(s)))
     };
-    in_ns(namespace, &|sel| sel.is_some_and(|sel| selects(sel, labels)))
-        .or_else(|| in_ns(namespace, &|sel| sel.is_none()))
-        .or_else(|| in_ns(root, &|sel| sel.is_none()))
+    in_ns(namespace, &|sel| {
+        sel.is_some_and(|sel| selects(sel, labels))
+    })
+    .or_else(|| in_ns(namespace, &|sel| sel.is_none()))
+    .or_else(|| in_ns(root, &|sel| sel.is_none()))
 }
 
 /// A Sidecar's workload selector; an empty one selects the whole namespace.
 pub fn sidecar_selector(s: &Typed<Sidecar>) -> Option<&Labels> {
-    s.spec().workload_selector.as_ref().filter(|w| !w.labels.is_empty()).map(|w| &w.labels)
+    s.spec()
+        .workload_selector
+        .as_ref()
+        .filter(|w| !w.labels.is_empty())
+        .map(|w| &w.labels)
 }
 
 /// The label keys of every `sourceLabels` in a VirtualService's matches.
 pub fn source_label_keys(vs: &VirtualService) -> impl Iterator<Item = &String> {
-    let http = vs.http.iter().flat_map(|r| &r.matches).flat_map(|m| m.source_labels.keys());
-    let tcp = vs.tcp.iter().flat_map(|r| &r.matches).flat_map(|m| m.source_labels.keys());
-    let tls = vs.tls.iter().flat_map(|r| &r.matches).flat_map(|m| m.source_labels.keys());
+    let http = vs
+        .http
+        .iter()
+        .flat_map(|r| &r.matches)
+        .flat_map(|m| m.source_labels.keys());
+    let tcp = vs
+        .tcp
+        .iter()
+        .flat_map(|r| &r.matches)
+        .flat_map(|m| m.source_labels.keys());
+    let tls = vs
+        .tls
+        .iter()
+        .flat_map(|r| &r.matches)
+        .flat_map(|m| m.source_labels.keys());
     http.chain(tcp).chain(tls)
 }
 
 /// Every destination host a VirtualService routes or mirrors to, as written.
 fn destination_hosts(vs: &VirtualService) -> impl Iterator<Item = &str> {
     let http = vs.http.iter().flat_map(|r| {
-        r.route.iter().map(|d| &d.destination).chain(r.mirror.iter()).chain(r.mirrors.iter().map(|m| &m.destination))
+        r.route
+            .iter()
+            .map(|d| &d.destination)
+            .chain(r.mirror.iter())
+            .chain(r.mirrors.iter().map(|m| &m.destination))
     });
-    let l4 = vs.tcp.iter().flat_map(|r| &r.route).chain(vs.tls.iter().flat_map(|r| &r.route)).map(|d| &d.destination);
+    let l4 = vs
+        .tcp
+        .iter()
+        .flat_map(|r| &r.route)
+        .chain(vs.tls.iter().flat_map(|r| &r.route))
+        .map(|d| &d.destination);
     http.chain(l4).map(|d| d.host.as_str())
 }

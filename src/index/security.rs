@@ -5,13 +5,13 @@
 //!
 //! Policies bound with `targetRef(s)` apply to gateways and waypoints only, never to a sidecar.
 
+use crate::config::KindSpec;
 use crate::config::istio::common::MatchLabels;
 use crate::config::istio::security::MtlsMode;
 use crate::config::istio::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
-use crate::config::KindSpec;
 use crate::store::Snapshot;
 
-use super::services::{selects, Labels};
+use super::services::{Labels, selects};
 
 /// The pod label istio's injector sets on workloads with a sidecar.
 pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
@@ -57,7 +57,11 @@ pub enum PeerScope {
 
 /// The policies of kind `T` that apply to `workload`: in the root namespace or the workload's,
 /// without a selector (and without `targetRef`s) or with one its labels match.
-pub fn applying<'a, T>(snapshot: &'a Snapshot, root_namespace: &str, workload: Workload<'_>) -> Vec<Applied<'a, T>>
+pub fn applying<'a, T>(
+    snapshot: &'a Snapshot,
+    root_namespace: &str,
+    workload: Workload<'_>,
+) -> Vec<Applied<'a, T>>
 where
     T: KindSpec + Selected + 'static,
 {
@@ -67,20 +71,38 @@ where
     }
     let mut out = Vec::new();
     for ns in namespaces {
-        for entry in snapshot.entries(T::KIND).filter(|e| e.object.meta.namespace == ns) {
-            let Some(spec) = T::from_spec(&entry.object.spec) else { continue };
+        for entry in snapshot
+            .entries(T::KIND)
+            .filter(|e| e.object.meta.namespace == ns)
+        {
+            let Some(spec) = T::from_spec(&entry.object.spec) else {
+                continue;
+            };
             if !spec.targets_workloads() {
                 continue;
             }
             // istiod evaluates a dry-run policy only into logs and stats (shadow rules);
             // pilotfish does not enforce it.
-            if entry.object.meta.annotations.get(DRY_RUN_ANNOTATION).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            if entry
+                .object
+                .meta
+                .annotations
+                .get(DRY_RUN_ANNOTATION)
+                .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            {
                 continue;
             }
-            if spec.selector().is_some_and(|s| !selects(&s.match_labels, workload.labels)) {
+            if spec
+                .selector()
+                .is_some_and(|s| !selects(&s.match_labels, workload.labels))
+            {
                 continue;
             }
-            out.push(Applied { namespace: &entry.object.meta.namespace, name: &entry.object.meta.name, spec });
+            out.push(Applied {
+                namespace: &entry.object.meta.namespace,
+                name: &entry.object.meta.name,
+                spec,
+            });
         }
     }
     out
@@ -96,10 +118,21 @@ pub fn peer_authentications<'a>(
     workload: Workload<'_>,
 ) -> Vec<(PeerScope, Applied<'a, PeerAuthentication>)> {
     let all: Vec<Applied<'a, PeerAuthentication>> = applying(snapshot, root_namespace, workload);
-    let namespace_wide = |p: &Applied<'_, PeerAuthentication>| p.spec.selector.as_ref().is_none_or(|s| s.match_labels.is_empty());
-    let mesh = all.iter().find(|p| p.namespace == root_namespace && namespace_wide(p));
-    let namespace = all.iter().find(|p| p.namespace == workload.namespace && namespace_wide(p));
-    let selected = all.iter().find(|p| p.namespace == workload.namespace && !namespace_wide(p));
+    let namespace_wide = |p: &Applied<'_, PeerAuthentication>| {
+        p.spec
+            .selector
+            .as_ref()
+            .is_none_or(|s| s.match_labels.is_empty())
+    };
+    let mesh = all
+        .iter()
+        .find(|p| p.namespace == root_namespace && namespace_wide(p));
+    let namespace = all
+        .iter()
+        .find(|p| p.namespace == workload.namespace && namespace_wide(p));
+    let selected = all
+        .iter()
+        .find(|p| p.namespace == workload.namespace && !namespace_wide(p));
     let mut out = Vec::new();
     if let Some(m) = mesh {
         out.push((PeerScope::Mesh, *m));
@@ -118,7 +151,11 @@ pub fn peer_authentications<'a>(
 pub fn mtls_mode(policies: &[(PeerScope, Applied<'_, PeerAuthentication>)], port: u16) -> MtlsMode {
     for (scope, policy) in policies.iter().rev() {
         if *scope == PeerScope::Workload
-            && let Some(m) = policy.spec.port_level_mtls.as_ref().and_then(|ports| ports.get(&u32::from(port)))
+            && let Some(m) = policy
+                .spec
+                .port_level_mtls
+                .as_ref()
+                .and_then(|ports| ports.get(&u32::from(port)))
             && m.mode != MtlsMode::Unset
         {
             return m.mode;
@@ -216,10 +253,21 @@ spec: {}
     #[test]
     fn root_namespace_first_then_the_workloads_matching_selectors() {
         let snap = snapshot(POLICIES);
-        let labels: Labels = [("app".to_string(), "httpbin".to_string())].into_iter().collect();
-        let got: Vec<Applied<'_, AuthorizationPolicy>> =
-            applying(&snap, "istio-system", Workload { namespace: "foo", labels: &labels });
-        let names: Vec<String> = got.iter().map(|p| format!("{}/{}", p.namespace, p.name)).collect();
+        let labels: Labels = [("app".to_string(), "httpbin".to_string())]
+            .into_iter()
+            .collect();
+        let got: Vec<Applied<'_, AuthorizationPolicy>> = applying(
+            &snap,
+            "istio-system",
+            Workload {
+                namespace: "foo",
+                labels: &labels,
+            },
+        );
+        let names: Vec<String> = got
+            .iter()
+            .map(|p| format!("{}/{}", p.namespace, p.name))
+            .collect();
         assert_eq!(names, ["istio-system/mesh-wide", "foo/a-app", "foo/b-ns"]);
     }
 
@@ -244,11 +292,35 @@ spec: {selector: {matchLabels: {app: a}}, mtls: {mode: DISABLE}}
 "#,
         );
         let a: Labels = [("app".to_string(), "a".to_string())].into_iter().collect();
-        let got = peer_authentications(&snap, "istio-system", Workload { namespace: "foo", labels: &a });
+        let got = peer_authentications(
+            &snap,
+            "istio-system",
+            Workload {
+                namespace: "foo",
+                labels: &a,
+            },
+        );
         let scopes: Vec<(PeerScope, &str)> = got.iter().map(|(s, p)| (*s, p.name)).collect();
-        assert_eq!(scopes, [(PeerScope::Mesh, "default"), (PeerScope::Namespace, "ns"), (PeerScope::Workload, "app")]);
+        assert_eq!(
+            scopes,
+            [
+                (PeerScope::Mesh, "default"),
+                (PeerScope::Namespace, "ns"),
+                (PeerScope::Workload, "app")
+            ]
+        );
         let none = Labels::new();
-        let got = peer_authentications(&snap, "istio-system", Workload { namespace: "bar", labels: &none });
-        assert_eq!(got.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [PeerScope::Mesh]);
+        let got = peer_authentications(
+            &snap,
+            "istio-system",
+            Workload {
+                namespace: "bar",
+                labels: &none,
+            },
+        );
+        assert_eq!(
+            got.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            [PeerScope::Mesh]
+        );
     }
 }

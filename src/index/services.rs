@@ -88,13 +88,23 @@ pub fn selects(selector: &Labels, labels: &Labels) -> bool {
 
 /// Builds every service, keyed by hostname. A hostname defined twice keeps the first
 /// (Kubernetes Services before ServiceEntries, then by namespace/name) with a warning.
-pub fn build(snapshot: &Snapshot, mesh: &MeshConfig, diagnostics: &mut Vec<Diagnostic>) -> BTreeMap<String, Arc<Service>> {
+pub fn build(
+    snapshot: &Snapshot,
+    mesh: &MeshConfig,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> BTreeMap<String, Arc<Service>> {
     let mut services: BTreeMap<String, Arc<Service>> = BTreeMap::new();
     let mut add = |svc: Service, diagnostics: &mut Vec<Diagnostic>| {
         if let Some(first) = services.get(&svc.hostname) {
             diagnostics.push(
-                Diagnostic::warning("", format!("host {} is already defined by {}; ignored here", svc.hostname, first.origin))
-                    .on(&svc.origin),
+                Diagnostic::warning(
+                    "",
+                    format!(
+                        "host {} is already defined by {}; ignored here",
+                        svc.hostname, first.origin
+                    ),
+                )
+                .on(&svc.origin),
             );
         } else {
             services.insert(svc.hostname.clone(), Arc::new(svc));
@@ -103,11 +113,16 @@ pub fn build(snapshot: &Snapshot, mesh: &MeshConfig, diagnostics: &mut Vec<Diagn
 
     let mut slices: HashMap<(&str, &str), Vec<&kube::EndpointSlice>> = HashMap::new();
     for (entry, slice) in snapshot.typed::<kube::EndpointSlice>() {
-        slices.entry((&entry.object.meta.namespace, &slice.service_name)).or_default().push(slice);
+        slices
+            .entry((&entry.object.meta.namespace, &slice.service_name))
+            .or_default()
+            .push(slice);
     }
     for (entry, svc) in snapshot.typed::<kube::Service>() {
         let meta = &entry.object.meta;
-        let found = slices.get(&(meta.namespace.as_str(), meta.name.as_str())).map(Vec::as_slice);
+        let found = slices
+            .get(&(meta.namespace.as_str(), meta.name.as_str()))
+            .map(Vec::as_slice);
         add(kube_service(snapshot, mesh, entry, svc, found), diagnostics);
     }
     let workload_entries = workload_entries(snapshot);
@@ -134,28 +149,52 @@ pub fn update(
     let mut changed = Vec::new();
     let mut replace = |svc: Service, changed: &mut Vec<String>| {
         // Only the service that won its hostname is replaced (see `build`).
-        let Some(old) = services.get_mut(&svc.hostname).filter(|old| old.origin == svc.origin) else { return };
+        let Some(old) = services
+            .get_mut(&svc.hostname)
+            .filter(|old| old.origin == svc.origin)
+        else {
+            return;
+        };
         if **old != svc {
             changed.push(svc.hostname.clone());
             *old = Arc::new(svc);
         }
     };
     for (namespace, name) in &touched.kube_services {
-        let key = ObjectKey { kind: kube::Service::KIND, namespace: namespace.clone(), name: name.clone() };
-        let Some(entry) = snapshot.get(&key) else { continue };
-        let Some(svc) = entry.object.spec::<kube::Service>() else { continue };
+        let key = ObjectKey {
+            kind: kube::Service::KIND,
+            namespace: namespace.clone(),
+            name: name.clone(),
+        };
+        let Some(entry) = snapshot.get(&key) else {
+            continue;
+        };
+        let Some(svc) = entry.object.spec::<kube::Service>() else {
+            continue;
+        };
         let slices: Vec<&kube::EndpointSlice> = snapshot
             .in_namespace(kube::EndpointSlice::KIND, namespace)
             .filter_map(|e| e.object.spec::<kube::EndpointSlice>())
             .filter(|slice| slice.service_name == *name)
             .collect();
         let slices = (!slices.is_empty()).then_some(slices.as_slice());
-        replace(kube_service(snapshot, mesh, entry, svc, slices), &mut changed);
+        replace(
+            kube_service(snapshot, mesh, entry, svc, slices),
+            &mut changed,
+        );
     }
-    let workload_entries = if touched.service_entries.is_empty() { Vec::new() } else { workload_entries(snapshot) };
+    let workload_entries = if touched.service_entries.is_empty() {
+        Vec::new()
+    } else {
+        workload_entries(snapshot)
+    };
     for key in &touched.service_entries {
-        let Some(entry) = snapshot.get(key) else { continue };
-        let Some(se) = entry.object.spec::<ServiceEntry>() else { continue };
+        let Some(entry) = snapshot.get(key) else {
+            continue;
+        };
+        let Some(se) = entry.object.spec::<ServiceEntry>() else {
+            continue;
+        };
         for svc in service_entry_services(snapshot, mesh, entry, se, &workload_entries) {
             replace(svc, &mut changed);
         }
@@ -177,7 +216,10 @@ impl Touched {
         for (old, new) in snapshot.changes(before, kube::EndpointSlice::KIND) {
             for entry in [old, new].into_iter().flatten() {
                 if let Some(slice) = entry.object.spec::<kube::EndpointSlice>() {
-                    touched.kube_services.insert((entry.object.meta.namespace.clone(), slice.service_name.clone()));
+                    touched.kube_services.insert((
+                        entry.object.meta.namespace.clone(),
+                        slice.service_name.clone(),
+                    ));
                 }
             }
         }
@@ -186,25 +228,50 @@ impl Touched {
         let mut pods: BTreeMap<&str, (HashSet<&str>, Vec<&Labels>)> = BTreeMap::new();
         for (old, new) in snapshot.changes(before, kube::Pod::KIND) {
             for entry in [old, new].into_iter().flatten() {
-                let (names, labels) = pods.entry(entry.object.meta.namespace.as_str()).or_default();
+                let (names, labels) = pods
+                    .entry(entry.object.meta.namespace.as_str())
+                    .or_default();
                 names.insert(entry.object.meta.name.as_str());
                 labels.push(&entry.object.meta.labels);
             }
         }
         for (namespace, (names, labels)) in pods {
             let selected = |selector: &Labels| labels.iter().any(|l| selects(selector, l));
-            for (entry, slice) in snapshot.in_namespace(kube::EndpointSlice::KIND, namespace).filter_map(typed::<kube::EndpointSlice>) {
-                if slice.endpoints.iter().any(|ep| ep.pod.as_deref().is_some_and(|p| names.contains(p))) {
-                    touched.kube_services.insert((entry.object.meta.namespace.clone(), slice.service_name.clone()));
+            for (entry, slice) in snapshot
+                .in_namespace(kube::EndpointSlice::KIND, namespace)
+                .filter_map(typed::<kube::EndpointSlice>)
+            {
+                if slice
+                    .endpoints
+                    .iter()
+                    .any(|ep| ep.pod.as_deref().is_some_and(|p| names.contains(p)))
+                {
+                    touched.kube_services.insert((
+                        entry.object.meta.namespace.clone(),
+                        slice.service_name.clone(),
+                    ));
                 }
             }
-            for (entry, svc) in snapshot.in_namespace(kube::Service::KIND, namespace).filter_map(typed::<kube::Service>) {
+            for (entry, svc) in snapshot
+                .in_namespace(kube::Service::KIND, namespace)
+                .filter_map(typed::<kube::Service>)
+            {
                 if svc.selector.as_ref().is_some_and(selected) {
-                    touched.kube_services.insert((entry.object.meta.namespace.clone(), entry.object.meta.name.clone()));
+                    touched.kube_services.insert((
+                        entry.object.meta.namespace.clone(),
+                        entry.object.meta.name.clone(),
+                    ));
                 }
             }
-            for (entry, se) in snapshot.in_namespace(ServiceEntry::KIND, namespace).filter_map(typed::<ServiceEntry>) {
-                if se.workload_selector.as_ref().is_some_and(|s| selected(&s.labels)) {
+            for (entry, se) in snapshot
+                .in_namespace(ServiceEntry::KIND, namespace)
+                .filter_map(typed::<ServiceEntry>)
+            {
+                if se
+                    .workload_selector
+                    .as_ref()
+                    .is_some_and(|s| selected(&s.labels))
+                {
                     touched.service_entries.insert(entry.object.key());
                 }
             }
@@ -236,17 +303,28 @@ fn kube_service(
             protocol: kube::port_protocol(&p.name, p.app_protocol.as_deref(), &p.protocol),
         })
         .collect();
-    let pods = Pods { snapshot, namespace: &meta.namespace, root: &mesh.root_namespace };
+    let pods = Pods {
+        snapshot,
+        namespace: &meta.namespace,
+        root: &mesh.root_namespace,
+    };
     let endpoints = match slices {
         Some(found) => slice_endpoints(svc, found, &pods),
-        None => svc.selector.as_ref().map(|sel| pod_endpoints(svc, sel, &pods)).unwrap_or_default(),
+        None => svc
+            .selector
+            .as_ref()
+            .map(|sel| pod_endpoints(svc, sel, &pods))
+            .unwrap_or_default(),
     };
     let (resolution, endpoints) = match (&svc.external_name, svc.service_type.as_str()) {
         (Some(name), "ExternalName") => (Resolution::Dns, dns_endpoints(name, &ports)),
         _ => (Resolution::Eds, endpoints),
     };
     Service {
-        hostname: format!("{}.{}.svc.{}", meta.name, meta.namespace, mesh.domain_suffix),
+        hostname: format!(
+            "{}.{}.svc.{}",
+            meta.name, meta.namespace, mesh.domain_suffix
+        ),
         namespace: meta.namespace.clone(),
         origin: entry.object.key(),
         ports,
@@ -254,12 +332,19 @@ fn kube_service(
         addresses: svc.cluster_ip.iter().cloned().collect(),
         mesh_external: false,
         endpoints,
-        export_to: ExportTo::of_annotation(meta.annotations.get(SERVICE_EXPORT_TO_ANNOTATION), &meta.namespace, &mesh.default_service_export_to),
+        export_to: ExportTo::of_annotation(
+            meta.annotations.get(SERVICE_EXPORT_TO_ANNOTATION),
+            &meta.namespace,
+            &mesh.default_service_export_to,
+        ),
     }
 }
 
 fn workload_entries(snapshot: &Snapshot) -> Vec<(&str, &WorkloadEntry)> {
-    snapshot.typed::<WorkloadEntry>().map(|(e, we)| (e.object.meta.namespace.as_str(), we)).collect()
+    snapshot
+        .typed::<WorkloadEntry>()
+        .map(|(e, we)| (e.object.meta.namespace.as_str(), we))
+        .collect()
 }
 
 /// A ServiceEntry's services, one per host.
@@ -275,7 +360,11 @@ fn service_entry_services(
         .ports
         .iter()
         .filter_map(|p| {
-            Some(ServicePort { name: p.name.clone(), port: u16::try_from(p.number).ok()?, protocol: Protocol::parse(&p.protocol) })
+            Some(ServicePort {
+                name: p.name.clone(),
+                port: u16::try_from(p.number).ok()?,
+                protocol: Protocol::parse(&p.protocol),
+            })
         })
         .collect();
     let resolution = match se.resolution {
@@ -284,7 +373,11 @@ fn service_entry_services(
         SeResolution::DnsRoundRobin => Resolution::DnsRoundRobin,
         SeResolution::None => Resolution::Passthrough,
     };
-    let pods = Pods { snapshot, namespace: ns, root: &mesh.root_namespace };
+    let pods = Pods {
+        snapshot,
+        namespace: ns,
+        root: &mesh.root_namespace,
+    };
     se.hosts
         .iter()
         .map(|host| Service {
@@ -315,20 +408,37 @@ impl<'a> Pods<'a> {
         if !security::has_sidecar(labels) {
             return Vec::new();
         }
-        let policies = security::peer_authentications(self.snapshot, self.root, security::Workload { namespace: self.namespace, labels });
+        let policies = security::peer_authentications(
+            self.snapshot,
+            self.root,
+            security::Workload {
+                namespace: self.namespace,
+                labels,
+            },
+        );
         if policies.is_empty() {
             return Vec::new();
         }
-        ports.into_iter().filter(|p| security::mtls_mode(&policies, *p) == MtlsMode::Disable).collect()
+        ports
+            .into_iter()
+            .filter(|p| security::mtls_mode(&policies, *p) == MtlsMode::Disable)
+            .collect()
     }
 
     fn get(&self, name: &str) -> Option<(&'a Labels, &'a kube::Pod)> {
-        let key = ObjectKey { kind: kube::Pod::KIND, namespace: self.namespace.to_string(), name: name.to_string() };
+        let key = ObjectKey {
+            kind: kube::Pod::KIND,
+            namespace: self.namespace.to_string(),
+            name: name.to_string(),
+        };
         let entry = self.snapshot.get(&key)?;
         Some((&entry.object.meta.labels, entry.object.spec::<kube::Pod>()?))
     }
 
-    fn selected<'s>(&'s self, selector: &'s Labels) -> impl Iterator<Item = (&'a Labels, &'a kube::Pod)> + 's {
+    fn selected<'s>(
+        &'s self,
+        selector: &'s Labels,
+    ) -> impl Iterator<Item = (&'a Labels, &'a kube::Pod)> + 's {
         self.snapshot
             .in_namespace(kube::Pod::KIND, self.namespace)
             .filter_map(|e| Some((&e.object.meta.labels, e.object.spec::<kube::Pod>()?)))
@@ -336,16 +446,25 @@ impl<'a> Pods<'a> {
     }
 }
 
-fn slice_endpoints(svc: &kube::Service, slices: &[&kube::EndpointSlice], pods: &Pods<'_>) -> Vec<Endpoint> {
+fn slice_endpoints(
+    svc: &kube::Service,
+    slices: &[&kube::EndpointSlice],
+    pods: &Pods<'_>,
+) -> Vec<Endpoint> {
     let mut out = Vec::new();
     for slice in slices {
         let mut ports = BTreeMap::new();
         for sp in &svc.ports {
             // EndpointSlice ports carry the Service port's name; a single unnamed port matches too.
-            let found = slice.ports.iter().find(|p| p.name == sp.name).or(match slice.ports.as_slice() {
-                [only] if svc.ports.len() == 1 => Some(only),
-                _ => None,
-            });
+            let found =
+                slice
+                    .ports
+                    .iter()
+                    .find(|p| p.name == sp.name)
+                    .or(match slice.ports.as_slice() {
+                        [only] if svc.ports.len() == 1 => Some(only),
+                        _ => None,
+                    });
             if let Some(p) = found {
                 ports.insert(sp.port, p.port);
             }
@@ -364,9 +483,15 @@ fn slice_endpoints(svc: &kube::Service, slices: &[&kube::EndpointSlice], pods: &
                     ready: ep.ready,
                     // Kubernetes gives the zone; the region comes from Node labels, which
                     // pilotfish does not read yet.
-                    locality: ep.zone.as_ref().map(|z| format!("/{z}")).unwrap_or_default(),
+                    locality: ep
+                        .zone
+                        .as_ref()
+                        .map(|z| format!("/{z}"))
+                        .unwrap_or_default(),
                     weight: 1,
-                    service_account: pod.map(|(_, p)| p.service_account.clone()).unwrap_or_default(),
+                    service_account: pod
+                        .map(|(_, p)| p.service_account.clone())
+                        .unwrap_or_default(),
                 });
             }
         }
@@ -385,7 +510,11 @@ fn pod_endpoints(svc: &kube::Service, selector: &Labels, pods: &Pods<'_>) -> Vec
         for sp in &svc.ports {
             let target = match &sp.target_port {
                 TargetPort::Number(n) => Some(*n),
-                TargetPort::Name(name) => pod.container_ports.iter().find(|c| &c.name == name).map(|c| c.port),
+                TargetPort::Name(name) => pod
+                    .container_ports
+                    .iter()
+                    .find(|c| &c.name == name)
+                    .map(|c| c.port),
             };
             if let Some(t) = target {
                 ports.insert(sp.port, t);
@@ -426,7 +555,15 @@ fn workload_endpoint(we: &WorkloadEntry, labels: Arc<Labels>, ports: &[ServicePo
         address: we.address.clone(),
         ports: ports
             .iter()
-            .map(|p| (p.port, we.ports.get(&p.name).and_then(|n| u16::try_from(*n).ok()).unwrap_or(p.port)))
+            .map(|p| {
+                (
+                    p.port,
+                    we.ports
+                        .get(&p.name)
+                        .and_then(|n| u16::try_from(*n).ok())
+                        .unwrap_or(p.port),
+                )
+            })
             .collect(),
         labels,
         ready: true,
@@ -470,8 +607,12 @@ fn se_endpoints(
         }
         return out;
     }
-    if se.endpoints.is_empty() && matches!(resolution, Resolution::Dns | Resolution::DnsRoundRobin) {
+    if se.endpoints.is_empty() && matches!(resolution, Resolution::Dns | Resolution::DnsRoundRobin)
+    {
         return dns_endpoints(host, ports);
     }
-    se.endpoints.iter().map(|we| workload_endpoint(we, Arc::new(we.labels.clone()), ports)).collect()
+    se.endpoints
+        .iter()
+        .map(|we| workload_endpoint(we, Arc::new(we.labels.clone()), ports))
+        .collect()
 }

@@ -31,12 +31,18 @@ impl ServicesByIp {
                 }
             }
         }
-        ServicesByIp { base: Arc::new(map), overlay: ByIp::new() }
+        ServicesByIp {
+            base: Arc::new(map),
+            overlay: ByIp::new(),
+        }
     }
 
     /// The services with an endpoint at `ip`, in hostname order.
     pub fn get(&self, ip: &str) -> &[Arc<Service>] {
-        self.overlay.get(ip).or_else(|| self.base.get(ip)).map_or(&[], Vec::as_slice)
+        self.overlay
+            .get(ip)
+            .or_else(|| self.base.get(ip))
+            .map_or(&[], Vec::as_slice)
     }
 
     /// With `old` (if any) replaced by `new` (if any), both for the same hostname.
@@ -46,7 +52,10 @@ impl ServicesByIp {
             backed.retain(|s| !old.is_some_and(|o| Arc::ptr_eq(s, o)));
             self.overlay.insert(ep.address.clone(), backed);
         }
-        for (service, ep) in new.iter().flat_map(|s| s.endpoints.iter().map(move |ep| (*s, ep))) {
+        for (service, ep) in new
+            .iter()
+            .flat_map(|s| s.endpoints.iter().map(move |ep| (*s, ep)))
+        {
             let mut backed = self.get(&ep.address).to_vec();
             if let Err(at) = backed.binary_search_by(|s| s.hostname.cmp(&service.hostname)) {
                 backed.insert(at, service.clone());
@@ -90,7 +99,11 @@ mod tests {
         Arc::new(Service {
             hostname: host.into(),
             namespace: "ns".into(),
-            origin: crate::config::ObjectKey { kind: crate::config::Kind::Service, namespace: "ns".into(), name: host.into() },
+            origin: crate::config::ObjectKey {
+                kind: crate::config::Kind::Service,
+                namespace: "ns".into(),
+                name: host.into(),
+            },
             ports: Vec::new(),
             resolution: crate::index::Resolution::Eds,
             addresses: Vec::new(),
@@ -119,7 +132,9 @@ mod tests {
     #[test]
     fn replacing_through_the_overlay_and_folding_it_in() {
         let ip = |i: usize| format!("10.0.0.{i}");
-        let services: Vec<Arc<Service>> = (0..50).map(|i| service(&format!("s{i:02}"), &[ip(i), ip(100)])).collect();
+        let services: Vec<Arc<Service>> = (0..50)
+            .map(|i| service(&format!("s{i:02}"), &[ip(i), ip(100)]))
+            .collect();
         let mut by_ip = ServicesByIp::build(&services);
         assert_eq!(by_ip.get(&ip(100)).len(), 50);
 
@@ -129,7 +144,10 @@ mod tests {
         assert!(!by_ip.overlay.is_empty(), "one change stays in the overlay");
         assert!(by_ip.get(&ip(7)).is_empty());
         assert_eq!(hosts(by_ip.get(&ip(200))), ["s07"]);
-        assert!(Arc::ptr_eq(&by_ip.get(&ip(100))[7], &moved), "in hostname order");
+        assert!(
+            Arc::ptr_eq(&by_ip.get(&ip(100))[7], &moved),
+            "in hostname order"
+        );
         assert_eq!(hosts(by_ip.get(&ip(8))), ["s08"]);
 
         // Enough changes fold the overlay into a new base; lookups stay the same.

@@ -70,11 +70,20 @@ status: {podIP: 10.1.0.4}
 ";
 
 fn entries(yaml: &str) -> Vec<Entry> {
-    parse_text("test.yaml", yaml).unwrap().objects.into_iter().map(Entry::from_file).collect()
+    parse_text("test.yaml", yaml)
+        .unwrap()
+        .objects
+        .into_iter()
+        .map(Entry::from_file)
+        .collect()
 }
 
 fn key(kind: Kind, namespace: &str, name: &str) -> ObjectKey {
-    ObjectKey { kind, namespace: namespace.into(), name: name.into() }
+    ObjectKey {
+        kind,
+        namespace: namespace.into(),
+        name: name.into(),
+    }
 }
 
 /// The snapshot of BASE, and the one after `upsert` and `delete`, from one store (so kinds
@@ -104,7 +113,10 @@ fn both_ways(upsert: &str, delete: &[ObjectKey]) -> (Index, Index) {
     let updated = Index::build_after(&after, &mesh, &previous);
     let full = Index::build(&after, &mesh);
     assert_eq!(updated.services, full.services);
-    assert_eq!(updated.services_by_ip.to_map(), full.services_by_ip.to_map());
+    assert_eq!(
+        updated.services_by_ip.to_map(),
+        full.services_by_ip.to_map()
+    );
     assert_eq!(updated.diagnostics, full.diagnostics);
     assert_eq!(updated.revision, full.revision);
     (previous, updated)
@@ -136,9 +148,19 @@ fn a_slice_change_rebuilds_its_service_only() {
 
 #[test]
 fn a_pod_named_by_a_slice_passes_on_its_labels() {
-    let relabelled = BASE.split("---").nth(2).unwrap().replace("version: v1", "version: v2");
+    let relabelled = BASE
+        .split("---")
+        .nth(2)
+        .unwrap()
+        .replace("version: v1", "version: v2");
     let (previous, updated) = both_ways(&relabelled, &[]);
-    assert_eq!(updated.services[REVIEWS].endpoints[0].labels.get("version").map(String::as_str), Some("v2"));
+    assert_eq!(
+        updated.services[REVIEWS].endpoints[0]
+            .labels
+            .get("version")
+            .map(String::as_str),
+        Some("v2")
+    );
     assert!(kept(&previous, &updated, RATINGS));
 }
 
@@ -161,20 +183,34 @@ status: {podIP: 10.1.0.6}
     assert_eq!(updated.services[RATINGS].endpoints.len(), 2);
     assert_eq!(updated.services[LEGACY].endpoints[0].address, "10.1.0.6");
     assert!(updated.services[DETAILS].endpoints.is_empty());
-    assert!(updated.services_by_ip.get("10.1.0.3").is_empty() && updated.services_by_ip.get("10.1.0.4").is_empty());
+    assert!(
+        updated.services_by_ip.get("10.1.0.3").is_empty()
+            && updated.services_by_ip.get("10.1.0.4").is_empty()
+    );
     assert!(kept(&previous, &updated, REVIEWS));
 }
 
 #[test]
 fn a_deleted_slice_falls_back_to_the_selector() {
     let (_, updated) = both_ways("", &[key(Kind::EndpointSlice, "shop", "reviews-abc")]);
-    assert_eq!(updated.services[REVIEWS].endpoints.len(), 1, "reviews-1 is still selected");
+    assert_eq!(
+        updated.services[REVIEWS].endpoints.len(),
+        1,
+        "reviews-1 is still selected"
+    );
 }
 
 #[test]
 fn other_changes_build_everything() {
-    let moved = BASE.split("---").nth(3).unwrap().replace("10.0.0.2", "10.0.0.9");
+    let moved = BASE
+        .split("---")
+        .nth(3)
+        .unwrap()
+        .replace("10.0.0.2", "10.0.0.9");
     let (previous, updated) = both_ways(&moved, &[]);
     assert_eq!(updated.services[RATINGS].addresses, ["10.0.0.9"]);
-    assert!(!kept(&previous, &updated, DETAILS), "a Service change is not an endpoint change");
+    assert!(
+        !kept(&previous, &updated, DETAILS),
+        "a Service change is not an endpoint change"
+    );
 }

@@ -31,7 +31,11 @@ impl ExportTo {
     /// `values` of an object in `own_namespace`, else `default` (the mesh-wide one).
     pub fn parse<S: AsRef<str>>(values: &[S], own_namespace: &str, default: &[String]) -> ExportTo {
         if values.is_empty() {
-            return if default.is_empty() { ExportTo::Public } else { ExportTo::parse(default, own_namespace, &[]) };
+            return if default.is_empty() {
+                ExportTo::Public
+            } else {
+                ExportTo::parse(default, own_namespace, &[])
+            };
         }
         let mut namespaces = BTreeSet::new();
         for value in values.iter().map(|v| v.as_ref().trim()) {
@@ -51,8 +55,14 @@ impl ExportTo {
     }
 
     /// A Kubernetes Service's annotation value (`"., istio-system"`).
-    pub fn of_annotation(value: Option<&String>, own_namespace: &str, default: &[String]) -> ExportTo {
-        let values: Vec<&str> = value.map(|v| v.split(',').filter(|s| !s.trim().is_empty()).collect()).unwrap_or_default();
+    pub fn of_annotation(
+        value: Option<&String>,
+        own_namespace: &str,
+        default: &[String],
+    ) -> ExportTo {
+        let values: Vec<&str> = value
+            .map(|v| v.split(',').filter(|s| !s.trim().is_empty()).collect())
+            .unwrap_or_default();
         ExportTo::parse(&values, own_namespace, default)
     }
 
@@ -80,7 +90,10 @@ mod tests {
         assert!(!parse(&["."]).visible_to("other"));
         assert!(!parse(&["~"]).visible_to("shop"));
         let other = parse(&["other"]);
-        assert!(other.visible_to("other") && !other.visible_to("shop"), "the own namespace is not implied");
+        assert!(
+            other.visible_to("other") && !other.visible_to("shop"),
+            "the own namespace is not implied"
+        );
         assert!(parse(&[".", "istio-system"]).visible_to("istio-system"));
     }
 

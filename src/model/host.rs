@@ -24,7 +24,11 @@ pub fn matches(pattern: &str, host: &str) -> bool {
 pub fn overlap(a: &str, b: &str) -> bool {
     match (a.strip_prefix('*'), b.strip_prefix('*')) {
         (Some(sa), Some(sb)) => {
-            if sa.len() < sb.len() { sb.ends_with(sa) } else { sa.ends_with(sb) }
+            if sa.len() < sb.len() {
+                sb.ends_with(sa)
+            } else {
+                sa.ends_with(sb)
+            }
         }
         (Some(sa), None) => b.ends_with(sa),
         (None, Some(sb)) => a.ends_with(sb),
@@ -44,7 +48,10 @@ pub fn is_dns1123_label(s: &str) -> bool {
 }
 
 fn covers(wild: &str, host: &str) -> bool {
-    wild == "*" || wild.strip_prefix('*').is_some_and(|suffix| host.ends_with(suffix) && host.len() > suffix.len())
+    wild == "*"
+        || wild
+            .strip_prefix('*')
+            .is_some_and(|suffix| host.ends_with(suffix) && host.len() > suffix.len())
 }
 
 #[cfg(test)]
@@ -53,8 +60,14 @@ mod tests {
 
     #[test]
     fn intersection_prefers_the_specific_name() {
-        assert_eq!(intersect("a.example.com", "*.example.com"), Some("a.example.com"));
-        assert_eq!(intersect("*.example.com", "a.example.com"), Some("a.example.com"));
+        assert_eq!(
+            intersect("a.example.com", "*.example.com"),
+            Some("a.example.com")
+        );
+        assert_eq!(
+            intersect("*.example.com", "a.example.com"),
+            Some("a.example.com")
+        );
         assert_eq!(intersect("*", "bookinfo.com"), Some("bookinfo.com"));
         assert_eq!(intersect("*.example.com", "*"), Some("*.example.com"));
         assert_eq!(intersect("a.example.com", "b.example.com"), None);
@@ -63,7 +76,11 @@ mod tests {
 
     #[test]
     fn overlap_goes_both_ways() {
-        assert!(overlap("*.foo.com", "a.foo.com") && overlap("*.com", "*.foo.com") && overlap("a.foo.com", "*.foo.com"));
+        assert!(
+            overlap("*.foo.com", "a.foo.com")
+                && overlap("*.com", "*.foo.com")
+                && overlap("a.foo.com", "*.foo.com")
+        );
         assert!(!overlap("a.foo.com", "b.foo.com"));
     }
 

@@ -32,6 +32,5 @@ impl JwksLookup for BTreeMap<JwksSource, Arc<str>> {
     }
 }
 
-
 /// The keys fetched so far, by source: what one revision's generation inlines.
 pub type JwksKeys = BTreeMap<JwksSource, Arc<str>>;

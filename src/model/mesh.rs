@@ -93,7 +93,9 @@ impl<'de> Deserialize<'de> for OutboundTrafficMode {
                 match v {
                     "ALLOW_ANY" => Ok(OutboundTrafficMode::AllowAny),
                     "REGISTRY_ONLY" => Ok(OutboundTrafficMode::RegistryOnly),
-                    _ => Err(E::custom(format!("unknown variant {v:?}, expected ALLOW_ANY or REGISTRY_ONLY"))),
+                    _ => Err(E::custom(format!(
+                        "unknown variant {v:?}, expected ALLOW_ANY or REGISTRY_ONLY"
+                    ))),
                 }
             }
 
@@ -101,14 +103,18 @@ impl<'de> Deserialize<'de> for OutboundTrafficMode {
                 match v {
                     0 => Ok(OutboundTrafficMode::RegistryOnly),
                     1 => Ok(OutboundTrafficMode::AllowAny),
-                    _ => Err(E::custom(format!("unknown value {v}, expected ALLOW_ANY (1) or REGISTRY_ONLY (0)"))),
+                    _ => Err(E::custom(format!(
+                        "unknown value {v}, expected ALLOW_ANY (1) or REGISTRY_ONLY (0)"
+                    ))),
                 }
             }
 
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
                 match u64::try_from(v) {
                     Ok(v) => self.visit_u64(v),
-                    Err(_) => Err(E::custom(format!("unknown value {v}, expected ALLOW_ANY (1) or REGISTRY_ONLY (0)"))),
+                    Err(_) => Err(E::custom(format!(
+                        "unknown value {v}, expected ALLOW_ANY (1) or REGISTRY_ONLY (0)"
+                    ))),
                 }
             }
         }
@@ -124,8 +130,14 @@ mod tests {
     #[test]
     fn short_names_resolve_in_their_namespace() {
         let mesh = MeshConfig::default();
-        assert_eq!(mesh.fqdn("reviews", "bookinfo"), "reviews.bookinfo.svc.cluster.local");
-        assert_eq!(mesh.fqdn("reviews.bookinfo.svc.cluster.local", "x"), "reviews.bookinfo.svc.cluster.local");
+        assert_eq!(
+            mesh.fqdn("reviews", "bookinfo"),
+            "reviews.bookinfo.svc.cluster.local"
+        );
+        assert_eq!(
+            mesh.fqdn("reviews.bookinfo.svc.cluster.local", "x"),
+            "reviews.bookinfo.svc.cluster.local"
+        );
         assert_eq!(mesh.fqdn("*.example.com", "x"), "*.example.com");
         assert_eq!(mesh.fqdn("*", "x"), "*");
     }
@@ -133,13 +145,22 @@ mod tests {
     #[test]
     fn outbound_mode_by_name_or_number() {
         let mode = |json: &str| serde_json::from_str::<OutboundTrafficMode>(json);
-        assert_eq!(mode("\"ALLOW_ANY\"").unwrap(), OutboundTrafficMode::AllowAny);
-        assert_eq!(mode("\"REGISTRY_ONLY\"").unwrap(), OutboundTrafficMode::RegistryOnly);
+        assert_eq!(
+            mode("\"ALLOW_ANY\"").unwrap(),
+            OutboundTrafficMode::AllowAny
+        );
+        assert_eq!(
+            mode("\"REGISTRY_ONLY\"").unwrap(),
+            OutboundTrafficMode::RegistryOnly
+        );
         assert_eq!(mode("0").unwrap(), OutboundTrafficMode::RegistryOnly);
         assert_eq!(mode("1").unwrap(), OutboundTrafficMode::AllowAny);
         let err = mode("\"FOO\"").unwrap_err().to_string();
         assert!(err.contains("unknown variant \"FOO\""), "{err}");
         assert!(mode("2").is_err() && mode("-1").is_err() && mode("true").is_err());
-        assert_eq!(MeshConfig::default().outbound_traffic_policy, OutboundTrafficMode::AllowAny);
+        assert_eq!(
+            MeshConfig::default().outbound_traffic_policy,
+            OutboundTrafficMode::AllowAny
+        );
     }
 }

@@ -42,7 +42,14 @@ impl Protocol {
 
     /// Whether Envoy handles this port with the HTTP connection manager.
     pub fn is_http(self) -> bool {
-        matches!(self, Protocol::Http | Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb | Protocol::HttpProxy)
+        matches!(
+            self,
+            Protocol::Http
+                | Protocol::Http2
+                | Protocol::Grpc
+                | Protocol::GrpcWeb
+                | Protocol::HttpProxy
+        )
     }
 
     /// Whether the upstream speaks HTTP/2 (istiod sets http2 protocol options for these).

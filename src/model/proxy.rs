@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::google::protobuf::{value::Kind as ValueKind, Struct, Value};
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind as ValueKind};
 use serde::Serialize;
 
 use crate::ca::SpiffeId;
@@ -81,7 +81,10 @@ pub struct Proxy {
     pub identity: Option<SpiffeId>,
 }
 
-fn display_opt<S: serde::Serializer, T: std::fmt::Display>(value: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+fn display_opt<S: serde::Serializer, T: std::fmt::Display>(
+    value: &Option<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match value {
         Some(v) => s.collect_str(v),
         None => s.serialize_none(),
@@ -95,8 +98,10 @@ impl Proxy {
         let [ty, ip, workload, domain] = parts[..] else {
             return Err(ProxyError::MalformedId(id.to_string()));
         };
-        let node_type = NodeType::parse(ty)
-            .ok_or_else(|| ProxyError::UnknownType { id: id.to_string(), ty: ty.to_string() })?;
+        let node_type = NodeType::parse(ty).ok_or_else(|| ProxyError::UnknownType {
+            id: id.to_string(),
+            ty: ty.to_string(),
+        })?;
         let namespace = workload
             .split_once('.')
             .map(|(_, ns)| ns)
@@ -107,7 +112,11 @@ impl Proxy {
         Ok(Proxy {
             id: id.to_string(),
             node_type,
-            ip_addresses: ip.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+            ip_addresses: ip
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
             workload: workload.to_string(),
             namespace,
             dns_domain: domain.to_string(),
@@ -152,7 +161,13 @@ impl Proxy {
 
 impl ProxyMetadata {
     pub fn from_struct(md: &Struct) -> ProxyMetadata {
-        let string = |key: &str| md.fields.get(key).and_then(as_str).unwrap_or_default().to_string();
+        let string = |key: &str| {
+            md.fields
+                .get(key)
+                .and_then(as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         let labels = md
             .fields
             .get("LABELS")
@@ -199,12 +214,15 @@ mod tests {
     use envoy_types::pb::envoy::config::core::v3::Extension;
 
     fn str_value(s: &str) -> Value {
-        Value { kind: Some(ValueKind::StringValue(s.into())) }
+        Value {
+            kind: Some(ValueKind::StringValue(s.into())),
+        }
     }
 
     #[test]
     fn parses_istio_sidecar_id() {
-        let p = Proxy::from_id("sidecar~10.1.0.5~reviews-v1-abc.default~default.svc.cluster.local").unwrap();
+        let p = Proxy::from_id("sidecar~10.1.0.5~reviews-v1-abc.default~default.svc.cluster.local")
+            .unwrap();
         assert_eq!(p.node_type, NodeType::Sidecar);
         assert_eq!(p.ip_addresses, vec!["10.1.0.5"]);
         assert_eq!(p.workload, "reviews-v1-abc.default");
@@ -215,7 +233,10 @@ mod tests {
     #[test]
     fn rejects_malformed_ids_with_the_expected_form() {
         let err = Proxy::from_id("my-envoy").unwrap_err();
-        assert!(err.to_string().contains("<type>~<ip>~<pod>.<namespace>"), "{err}");
+        assert!(
+            err.to_string().contains("<type>~<ip>~<pod>.<namespace>"),
+            "{err}"
+        );
         assert!(matches!(
             Proxy::from_id("ztunnel~1.1.1.1~a.b~b.svc.cluster.local"),
             Err(ProxyError::UnknownType { .. })
@@ -225,13 +246,20 @@ mod tests {
     #[test]
     fn metadata_overrides_id_and_supplies_labels() {
         let labels = Struct {
-            fields: [("istio".to_string(), str_value("ingressgateway"))].into_iter().collect(),
+            fields: [("istio".to_string(), str_value("ingressgateway"))]
+                .into_iter()
+                .collect(),
         };
         let md = Struct {
             fields: [
                 ("NAMESPACE".to_string(), str_value("istio-system")),
                 ("INSTANCE_IPS".to_string(), str_value("10.0.0.1, 10.0.0.2")),
-                ("LABELS".to_string(), Value { kind: Some(ValueKind::StructValue(labels)) }),
+                (
+                    "LABELS".to_string(),
+                    Value {
+                        kind: Some(ValueKind::StructValue(labels)),
+                    },
+                ),
                 ("ISTIO_VERSION".to_string(), str_value("1.28.0")),
             ]
             .into_iter()
@@ -241,12 +269,18 @@ mod tests {
             id: "router~10.0.0.1~gw-1.default~default.svc.cluster.local".into(),
             cluster: "istio-ingressgateway".into(),
             metadata: Some(md),
-            extensions: vec![Extension { name: "istio.stats".into(), ..Default::default() }],
+            extensions: vec![Extension {
+                name: "istio.stats".into(),
+                ..Default::default()
+            }],
             ..Default::default()
         };
         let p = Proxy::from_node(Some(&node)).unwrap();
         assert_eq!(p.namespace, "istio-system");
-        assert_eq!(p.labels.get("istio").map(String::as_str), Some("ingressgateway"));
+        assert_eq!(
+            p.labels.get("istio").map(String::as_str),
+            Some("ingressgateway")
+        );
         assert_eq!(p.ip_addresses, vec!["10.0.0.1", "10.0.0.2"]);
         assert_eq!(p.metadata.istio_version, "1.28.0");
         assert!(p.has_extension("istio.stats"));

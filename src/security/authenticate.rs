@@ -19,11 +19,21 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(trust_domain: impl Into<String>, tokens: Option<Arc<TokenReviewer>>) -> Authenticator {
-        Authenticator { trust_domain: trust_domain.into(), tokens }
+    pub fn new(
+        trust_domain: impl Into<String>,
+        tokens: Option<Arc<TokenReviewer>>,
+    ) -> Authenticator {
+        Authenticator {
+            trust_domain: trust_domain.into(),
+            tokens,
+        }
     }
 
-    pub async fn caller(&self, client_cert: Option<SpiffeId>, bearer: Option<String>) -> Result<SpiffeId, Status> {
+    pub async fn caller(
+        &self,
+        client_cert: Option<SpiffeId>,
+        bearer: Option<String>,
+    ) -> Result<SpiffeId, Status> {
         if let Some(id) = client_cert {
             if id.trust_domain() != self.trust_domain {
                 return Err(Status::unauthenticated(format!(
@@ -37,8 +47,9 @@ impl Authenticator {
         match (bearer, &self.tokens) {
             (Some(token), Some(reviewer)) => {
                 let (namespace, account) = reviewer.review(&token).await?;
-                SpiffeId::new(&self.trust_domain, namespace, account)
-                    .map_err(|e| Status::unauthenticated(format!("the token's service account: {e}")))
+                SpiffeId::new(&self.trust_domain, namespace, account).map_err(|e| {
+                    Status::unauthenticated(format!("the token's service account: {e}"))
+                })
             }
             (Some(_), None) => Err(Status::unauthenticated(
                 "bearer tokens are checked only in Kubernetes mode; present a client certificate from the mesh CA",
@@ -51,8 +62,15 @@ impl Authenticator {
 }
 
 impl Authenticate for Authenticator {
-    fn authenticate(&self, client_cert: Option<SpiffeId>, bearer: Option<String>) -> BoxFuture<SpiffeId, Status> {
-        let this = Authenticator { trust_domain: self.trust_domain.clone(), tokens: self.tokens.clone() };
+    fn authenticate(
+        &self,
+        client_cert: Option<SpiffeId>,
+        bearer: Option<String>,
+    ) -> BoxFuture<SpiffeId, Status> {
+        let this = Authenticator {
+            trust_domain: self.trust_domain.clone(),
+            tokens: self.tokens.clone(),
+        };
         Box::pin(async move { this.caller(client_cert, bearer).await })
     }
 }
@@ -65,7 +83,12 @@ mod tests {
     async fn a_client_certificate_of_this_mesh_is_the_identity() {
         let auth = Authenticator::new("cluster.local", None);
         let id: SpiffeId = "spiffe://cluster.local/ns/foo/sa/sleep".parse().unwrap();
-        assert_eq!(auth.caller(Some(id.clone()), Some("ignored".into())).await.unwrap(), id);
+        assert_eq!(
+            auth.caller(Some(id.clone()), Some("ignored".into()))
+                .await
+                .unwrap(),
+            id
+        );
         let foreign: SpiffeId = "spiffe://other.mesh/ns/foo/sa/sleep".parse().unwrap();
         let err = auth.caller(Some(foreign), None).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
@@ -76,7 +99,11 @@ mod tests {
     async fn without_a_certificate_a_token_needs_a_cluster() {
         let auth = Authenticator::new("cluster.local", None);
         let err = auth.caller(None, Some("eyJ...".into())).await.unwrap_err();
-        assert!(err.message().contains("Kubernetes mode"), "{}", err.message());
+        assert!(
+            err.message().contains("Kubernetes mode"),
+            "{}",
+            err.message()
+        );
         let err = auth.caller(None, None).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
     }

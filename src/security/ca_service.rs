@@ -21,7 +21,10 @@ pub struct CaService {
 
 impl CaService {
     pub fn new(authority: Arc<Authority>, authenticator: Arc<Authenticator>) -> CaService {
-        CaService { authority, authenticator }
+        CaService {
+            authority,
+            authenticator,
+        }
     }
 }
 
@@ -33,24 +36,42 @@ impl IstioCertificateService for CaService {
     ) -> Result<Response<IstioCertificateResponse>, Status> {
         let metrics = crate::metrics::global();
         metrics.csr.inc();
-        let cert = request.extensions().get::<Peer>().and_then(|p| p.identity.clone());
+        let cert = request
+            .extensions()
+            .get::<Peer>()
+            .and_then(|p| p.identity.clone());
         let bearer = bearer_token(&request.metadata().clone().into_headers());
         let caller = self.authenticator.caller(cert, bearer).await?;
         let request = request.into_inner();
-        if request.metadata.as_ref().is_some_and(|m| m.fields.contains_key("ImpersonatedIdentity")) {
+        if request
+            .metadata
+            .as_ref()
+            .is_some_and(|m| m.fields.contains_key("ImpersonatedIdentity"))
+        {
             tracing::info!(%caller, "CSR asks to impersonate another identity; signing for the caller only");
         }
-        let ttl = u64::try_from(request.validity_duration)
-            .map_err(|_| Status::invalid_argument(format!("validity_duration {}: negative", request.validity_duration)))?;
-        let signed = self.authority.sign_workload(request.csr.as_bytes(), &caller, Duration::from_secs(ttl)).map_err(|e| {
-            tracing::info!(%caller, "refused a CSR: {e}");
-            match e {
-                CaError::Csr(_) | CaError::Request(_) => Status::invalid_argument(e.to_string()),
-                other => Status::internal(other.to_string()),
-            }
+        let ttl = u64::try_from(request.validity_duration).map_err(|_| {
+            Status::invalid_argument(format!(
+                "validity_duration {}: negative",
+                request.validity_duration
+            ))
         })?;
+        let signed = self
+            .authority
+            .sign_workload(request.csr.as_bytes(), &caller, Duration::from_secs(ttl))
+            .map_err(|e| {
+                tracing::info!(%caller, "refused a CSR: {e}");
+                match e {
+                    CaError::Csr(_) | CaError::Request(_) => {
+                        Status::invalid_argument(e.to_string())
+                    }
+                    other => Status::internal(other.to_string()),
+                }
+            })?;
         tracing::debug!(%caller, "signed a workload certificate");
         metrics.cert_issued.inc();
-        Ok(Response::new(IstioCertificateResponse { cert_chain: signed.cert_chain }))
+        Ok(Response::new(IstioCertificateResponse {
+            cert_chain: signed.cert_chain,
+        }))
     }
 }

@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use envoy_types::pb::envoy::config::core::v3::{data_source::Specifier, DataSource};
+use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source::Specifier};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    secret, CertificateValidationContext, Secret, TlsCertificate,
+    CertificateValidationContext, Secret, TlsCertificate, secret,
 };
 use rcgen::KeyPair;
 use tonic::Status;
@@ -32,10 +32,21 @@ impl WorkloadSecrets {
 
 impl IssueSecrets for WorkloadSecrets {
     fn issue(&self, identity: &SpiffeId) -> Result<IdentitySecrets, Status> {
-        let internal = |e: &dyn std::fmt::Display| Status::internal(format!("issuing a certificate for {identity}: {e}"));
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| internal(&e))?;
-        let cert = self.authority.sign_workload_key(&key, identity, self.ttl).map_err(|e| internal(&e))?;
-        let inline = |pem: String| Some(DataSource { specifier: Some(Specifier::InlineBytes(pem.into_bytes())), ..Default::default() });
+        let internal = |e: &dyn std::fmt::Display| {
+            Status::internal(format!("issuing a certificate for {identity}: {e}"))
+        };
+        let key =
+            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| internal(&e))?;
+        let cert = self
+            .authority
+            .sign_workload_key(&key, identity, self.ttl)
+            .map_err(|e| internal(&e))?;
+        let inline = |pem: String| {
+            Some(DataSource {
+                specifier: Some(Specifier::InlineBytes(pem.into_bytes())),
+                ..Default::default()
+            })
+        };
         let workload = Secret {
             name: WORKLOAD_CERT.into(),
             r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
@@ -46,18 +57,28 @@ impl IssueSecrets for WorkloadSecrets {
         };
         let roots = Secret {
             name: ROOT_CA.into(),
-            r#type: Some(secret::Type::ValidationContext(CertificateValidationContext {
-                trusted_ca: inline(self.authority.root_pem().to_string()),
-                ..Default::default()
-            })),
+            r#type: Some(secret::Type::ValidationContext(
+                CertificateValidationContext {
+                    trusted_ca: inline(self.authority.root_pem().to_string()),
+                    ..Default::default()
+                },
+            )),
         };
         let resources: ResourceMap = [workload, roots]
             .into_iter()
-            .map(|s| (s.name.clone(), Arc::new(Resource::encode(s.name.clone(), &s))))
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    Arc::new(Resource::encode(s.name.clone(), &s)),
+                )
+            })
             .collect();
         let now = SystemTime::now();
         let life = cert.not_after.duration_since(now).unwrap_or_default();
-        Ok(IdentitySecrets { resources: Arc::new(resources), refresh_at: now + life / 2 })
+        Ok(IdentitySecrets {
+            resources: Arc::new(resources),
+            refresh_at: now + life / 2,
+        })
     }
 }
 
@@ -69,10 +90,12 @@ mod tests {
 
     fn pem_bytes(s: &Secret) -> Vec<u8> {
         match &s.r#type {
-            Some(secret::Type::TlsCertificate(t)) => match &t.certificate_chain.as_ref().unwrap().specifier {
-                Some(Specifier::InlineBytes(b)) => b.clone(),
-                other => panic!("{other:?}"),
-            },
+            Some(secret::Type::TlsCertificate(t)) => {
+                match &t.certificate_chain.as_ref().unwrap().specifier {
+                    Some(Specifier::InlineBytes(b)) => b.clone(),
+                    other => panic!("{other:?}"),
+                }
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -84,17 +107,35 @@ mod tests {
         let id: SpiffeId = "spiffe://cluster.local/ns/foo/sa/sleep".parse().unwrap();
         let a = secrets.issue(&id).unwrap();
         let b = secrets.issue(&id).unwrap();
-        assert_eq!(a.resources.keys().collect::<Vec<_>>(), [ROOT_CA, WORKLOAD_CERT]);
-        assert_ne!(a.resources[WORKLOAD_CERT].hash, b.resources[WORKLOAD_CERT].hash, "a new key every time");
-        assert_eq!(a.resources[ROOT_CA].hash, b.resources[ROOT_CA].hash, "the roots are the same bytes");
+        assert_eq!(
+            a.resources.keys().collect::<Vec<_>>(),
+            [ROOT_CA, WORKLOAD_CERT]
+        );
+        assert_ne!(
+            a.resources[WORKLOAD_CERT].hash, b.resources[WORKLOAD_CERT].hash,
+            "a new key every time"
+        );
+        assert_eq!(
+            a.resources[ROOT_CA].hash, b.resources[ROOT_CA].hash,
+            "the roots are the same bytes"
+        );
 
         let workload: Secret = a.resources[WORKLOAD_CERT].decode().unwrap();
         let pem = pem_bytes(&workload);
-        let der = rustls::pki_types::CertificateDer::pem_slice_iter(&pem).next().unwrap().unwrap();
+        let der = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+            .next()
+            .unwrap()
+            .unwrap();
         let (_, cert) = X509Certificate::from_der(&der).unwrap();
         let san = cert.subject_alternative_name().unwrap().unwrap();
-        assert_eq!(san.value.general_names, [GeneralName::URI("spiffe://cluster.local/ns/foo/sa/sleep")]);
+        assert_eq!(
+            san.value.general_names,
+            [GeneralName::URI("spiffe://cluster.local/ns/foo/sa/sleep")]
+        );
         let left = a.refresh_at.duration_since(SystemTime::now()).unwrap();
-        assert!(left > Duration::from_secs(1700) && left <= Duration::from_secs(1800), "renewed at half life: {left:?}");
+        assert!(
+            left > Duration::from_secs(1700) && left <= Duration::from_secs(1800),
+            "renewed at half life: {left:?}"
+        );
     }
 }

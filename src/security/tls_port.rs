@@ -66,12 +66,19 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), TlsPortError> {
     let (stop_tx, stop) = watch::channel(false);
-    let (cert, renewal) = serving::start(port.authority.clone(), port.dns_names.clone(), CERT_TTL, "xDS TLS", stop.clone())?;
+    let (cert, renewal) = serving::start(
+        port.authority.clone(),
+        port.dns_names.clone(),
+        CERT_TTL,
+        "xDS TLS",
+        stop.clone(),
+    )?;
     let roots = port.authority.root_store()?;
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), serving::provider())
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| TlsPortError::Roots(e.to_string()))?;
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), serving::provider())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| TlsPortError::Roots(e.to_string()))?;
     let mut config = rustls::ServerConfig::builder_with_provider(serving::provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -81,11 +88,17 @@ pub async fn serve(
 
     let security = Security {
         authenticate: port.authenticator.clone(),
-        secrets: Arc::new(WorkloadSecrets::new(port.authority.clone(), port.workload_ttl)),
+        secrets: Arc::new(WorkloadSecrets::new(
+            port.authority.clone(),
+            port.workload_ttl,
+        )),
     };
     let csds = CsdsService::server(Arc::clone(&connections));
     let ads = AdsService::new(snapshots, connections, stop.clone()).with_security(security);
-    let ca = IstioCertificateServiceServer::new(CaService::new(port.authority.clone(), port.authenticator.clone()));
+    let ca = IstioCertificateServiceServer::new(CaService::new(
+        port.authority.clone(),
+        port.authenticator.clone(),
+    ));
 
     let (accepted_tx, accepted_rx) = mpsc::channel(HANDSHAKES);
     let accepting = tokio::spawn(accept(listener, acceptor, accepted_tx));
@@ -109,10 +122,16 @@ pub async fn serve(
 
 /// Accepts connections and completes their handshakes concurrently (a slow client must not
 /// hold up the others), handing finished ones to the server.
-async fn accept(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, accepted: mpsc::Sender<Result<TlsConnection, std::io::Error>>) {
+async fn accept(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    accepted: mpsc::Sender<Result<TlsConnection, std::io::Error>>,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES));
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let (tcp, addr) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -128,7 +147,15 @@ async fn accept(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, acce
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => {
                     let identity = client_identity(&tls);
-                    let _ = accepted.send(Ok(TlsConnection { tls, peer: Peer { addr: Some(addr), identity } })).await;
+                    let _ = accepted
+                        .send(Ok(TlsConnection {
+                            tls,
+                            peer: Peer {
+                                addr: Some(addr),
+                                identity,
+                            },
+                        }))
+                        .await;
                 }
                 Ok(Err(e)) => tracing::debug!(%addr, "TLS xDS handshake failed: {e}"),
                 Err(_) => tracing::debug!(%addr, "TLS xDS handshake timed out"),
@@ -168,13 +195,21 @@ impl Connected for TlsConnection {
 }
 
 impl AsyncRead for TlsConnection {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.tls).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for TlsConnection {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.tls).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -183,7 +218,11 @@ impl AsyncWrite for TlsConnection {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.tls).poll_shutdown(cx)
     }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.tls).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
@@ -193,5 +232,9 @@ impl AsyncWrite for TlsConnection {
 
 /// The names istiod's certificate carries, for the control plane's Service in `namespace`.
 pub fn dns_names(service: &str, namespace: &str, domain_suffix: &str) -> Vec<String> {
-    vec![format!("{service}.{namespace}.svc"), format!("{service}.{namespace}.svc.{domain_suffix}"), "localhost".into()]
+    vec![
+        format!("{service}.{namespace}.svc"),
+        format!("{service}.{namespace}.svc.{domain_suffix}"),
+        "localhost".into(),
+    ]
 }

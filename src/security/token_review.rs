@@ -26,7 +26,10 @@ pub struct TokenReviewer {
 
 impl TokenReviewer {
     pub fn new(client: kube::Client) -> TokenReviewer {
-        TokenReviewer { client, cache: Mutex::new(HashMap::new()) }
+        TokenReviewer {
+            client,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The token's `(namespace, service account)`, or why it is refused.
@@ -38,14 +41,22 @@ impl TokenReviewer {
             return Ok((ns, sa));
         }
         let review = TokenReview {
-            spec: TokenReviewSpec { token: Some(token.to_string()), audiences: Some(vec![AUDIENCE.to_string()]) },
+            spec: TokenReviewSpec {
+                token: Some(token.to_string()),
+                audiences: Some(vec![AUDIENCE.to_string()]),
+            },
             ..Default::default()
         };
         let api: kube::Api<TokenReview> = kube::Api::all(self.client.clone());
-        let reviewed = api.create(&PostParams::default(), &review).await.map_err(|e| {
-            tracing::warn!("TokenReview failed: {e}");
-            Status::unavailable(format!("the Kubernetes API could not review the token: {e}"))
-        })?;
+        let reviewed = api
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|e| {
+                tracing::warn!("TokenReview failed: {e}");
+                Status::unavailable(format!(
+                    "the Kubernetes API could not review the token: {e}"
+                ))
+            })?;
         let (ns, sa) = identity_of(&reviewed).map_err(Status::unauthenticated)?;
         let mut cache = self.lock();
         if cache.len() >= CACHE_MAX {
@@ -63,7 +74,10 @@ impl TokenReviewer {
 /// Reads a TokenReview's answer: authenticated, for `istio-ca` (when the server says which
 /// audiences it checked), and a service account's.
 pub fn identity_of(review: &TokenReview) -> Result<(String, String), String> {
-    let status = review.status.as_ref().ok_or("the TokenReview has no status")?;
+    let status = review
+        .status
+        .as_ref()
+        .ok_or("the TokenReview has no status")?;
     if status.authenticated != Some(true) {
         let why = status.error.as_deref().unwrap_or("not authenticated");
         return Err(format!("the token was refused: {why}"));
@@ -71,11 +85,21 @@ pub fn identity_of(review: &TokenReview) -> Result<(String, String), String> {
     if let Some(audiences) = &status.audiences
         && !audiences.iter().any(|a| a == AUDIENCE)
     {
-        return Err(format!("the token is not for the audience {AUDIENCE:?} (it is for {audiences:?})"));
+        return Err(format!(
+            "the token is not for the audience {AUDIENCE:?} (it is for {audiences:?})"
+        ));
     }
-    let user = status.user.as_ref().and_then(|u| u.username.as_deref()).unwrap_or_default();
-    let rest = user.strip_prefix(USER_PREFIX).ok_or_else(|| format!("user {user:?} is not a service account"))?;
-    let (ns, sa) = rest.split_once(':').ok_or_else(|| format!("user {user:?} is not system:serviceaccount:<namespace>:<name>"))?;
+    let user = status
+        .user
+        .as_ref()
+        .and_then(|u| u.username.as_deref())
+        .unwrap_or_default();
+    let rest = user
+        .strip_prefix(USER_PREFIX)
+        .ok_or_else(|| format!("user {user:?} is not a service account"))?;
+    let (ns, sa) = rest
+        .split_once(':')
+        .ok_or_else(|| format!("user {user:?} is not system:serviceaccount:<namespace>:<name>"))?;
     Ok((ns.to_string(), sa.to_string()))
 }
 
@@ -88,7 +112,10 @@ mod tests {
         TokenReview {
             status: Some(TokenReviewStatus {
                 authenticated: Some(authenticated),
-                user: Some(UserInfo { username: Some(user.into()), ..Default::default() }),
+                user: Some(UserInfo {
+                    username: Some(user.into()),
+                    ..Default::default()
+                }),
                 audiences: audiences.map(|a| a.into_iter().map(String::from).collect()),
                 error: (!authenticated).then(|| "token expired".to_string()),
             }),
@@ -98,15 +125,38 @@ mod tests {
 
     #[test]
     fn a_service_account_for_istio_ca_is_accepted() {
-        let ok = answered(true, "system:serviceaccount:foo:sleep", Some(vec!["istio-ca"]));
-        assert_eq!(identity_of(&ok).unwrap(), ("foo".to_string(), "sleep".to_string()));
+        let ok = answered(
+            true,
+            "system:serviceaccount:foo:sleep",
+            Some(vec!["istio-ca"]),
+        );
+        assert_eq!(
+            identity_of(&ok).unwrap(),
+            ("foo".to_string(), "sleep".to_string())
+        );
         assert!(identity_of(&answered(true, "system:serviceaccount:foo:sleep", None)).is_ok());
     }
 
     #[test]
     fn refusals_say_why() {
-        assert!(identity_of(&answered(false, "", None)).unwrap_err().contains("token expired"));
-        assert!(identity_of(&answered(true, "system:serviceaccount:foo:sleep", Some(vec!["api"]))).unwrap_err().contains("istio-ca"));
-        assert!(identity_of(&answered(true, "jane", None)).unwrap_err().contains("not a service account"));
+        assert!(
+            identity_of(&answered(false, "", None))
+                .unwrap_err()
+                .contains("token expired")
+        );
+        assert!(
+            identity_of(&answered(
+                true,
+                "system:serviceaccount:foo:sleep",
+                Some(vec!["api"])
+            ))
+            .unwrap_err()
+            .contains("istio-ca")
+        );
+        assert!(
+            identity_of(&answered(true, "jane", None))
+                .unwrap_err()
+                .contains("not a service account")
+        );
     }
 }

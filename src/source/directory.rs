@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use crate::config::parse::{self, Located};
 use crate::config::ObjectKey;
+use crate::config::parse::{self, Located};
 use crate::diagnostic::Diagnostic;
 use crate::store::Entry;
 
@@ -31,14 +31,24 @@ pub struct Directory {
 /// Whether a path names a manifest: `.yaml`, `.yml` or `.json`, not hidden (editor swap
 /// files, Kubernetes' `..data` ConfigMap links).
 pub fn is_manifest(path: &Path) -> bool {
-    let hidden = path.components().any(|c| c.as_os_str().to_string_lossy().starts_with('.') && c.as_os_str() != "." && c.as_os_str() != "..");
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
+    let hidden = path.components().any(|c| {
+        c.as_os_str().to_string_lossy().starts_with('.')
+            && c.as_os_str() != "."
+            && c.as_os_str() != ".."
+    });
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default();
     !hidden && matches!(ext, "yaml" | "yml" | "json")
 }
 
 impl Directory {
     pub fn new(root: impl Into<PathBuf>) -> Directory {
-        Directory { root: root.into(), files: BTreeMap::new() }
+        Directory {
+            root: root.into(),
+            files: BTreeMap::new(),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -72,8 +82,12 @@ impl Directory {
         let paths = self.scan()?;
         let mut changed = false;
         // `scan` sorts: a binary search keeps a rescan of thousands of files linear-ish.
-        let gone: Vec<PathBuf> =
-            self.files.keys().filter(|p| paths.binary_search(p).is_err()).cloned().collect();
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| paths.binary_search(p).is_err())
+            .cloned()
+            .collect();
         for path in gone {
             changed |= self.files.remove(&path).is_some();
         }
@@ -97,7 +111,10 @@ impl Directory {
             }
             Err(e) => {
                 let state = self.files.entry(path.to_path_buf()).or_default();
-                state.diagnostics = vec![Diagnostic::error("", format!("{}: cannot read: {e}", path.display()))];
+                state.diagnostics = vec![Diagnostic::error(
+                    "",
+                    format!("{}: cannot read: {e}", path.display()),
+                )];
                 return true;
             }
         };
@@ -111,29 +128,44 @@ impl Directory {
         let text = String::from_utf8_lossy(&bytes);
         match parse::parse_text(&label, &text) {
             Err(syntax) => {
-                state.diagnostics = vec![Diagnostic::error(
-                    "",
-                    format!("{}; keeping the {} object(s) last read from this file", syntax.message, state.objects.len()),
-                )
-                .at(Some(&syntax.origin))];
+                state.diagnostics = vec![
+                    Diagnostic::error(
+                        "",
+                        format!(
+                            "{}; keeping the {} object(s) last read from this file",
+                            syntax.message,
+                            state.objects.len()
+                        ),
+                    )
+                    .at(Some(&syntax.origin)),
+                ];
             }
             Ok(parsed) => {
-                let previous: HashMap<ObjectKey, Located> =
-                    std::mem::take(&mut state.objects).into_iter().map(|l| (l.object.key(), l)).collect();
+                let previous: HashMap<ObjectKey, Located> = std::mem::take(&mut state.objects)
+                    .into_iter()
+                    .map(|l| (l.object.key(), l))
+                    .collect();
                 let mut diagnostics = parsed.diagnostics;
                 let mut objects = Vec::new();
                 for located in parsed.objects {
                     let key = located.object.key();
                     let found = crate::validate::validate(&located.object);
                     let rejected = found.iter().any(Diagnostic::is_error);
-                    diagnostics.extend(found.into_iter().map(|d| d.at(Some(&located.origin)).on(&key)));
+                    diagnostics.extend(
+                        found
+                            .into_iter()
+                            .map(|d| d.at(Some(&located.origin)).on(&key)),
+                    );
                     if !rejected {
                         objects.push(located);
                     } else if let Some(old) = previous.get(&key) {
                         diagnostics.push(
-                            Diagnostic::warning("", "rejected; the previous version keeps being served")
-                                .at(Some(&located.origin))
-                                .on(&key),
+                            Diagnostic::warning(
+                                "",
+                                "rejected; the previous version keeps being served",
+                            )
+                            .at(Some(&located.origin))
+                            .on(&key),
                         );
                         objects.push(old.clone());
                     }
@@ -157,9 +189,15 @@ impl Directory {
                 let key = located.object.key();
                 if let Some(first) = seen.get(&key) {
                     diagnostics.push(
-                        Diagnostic::error("metadata.name", format!("duplicate object; {} defines it first and is served", first.origin))
-                            .at(Some(&located.origin))
-                            .on(&key),
+                        Diagnostic::error(
+                            "metadata.name",
+                            format!(
+                                "duplicate object; {} defines it first and is served",
+                                first.origin
+                            ),
+                        )
+                        .at(Some(&located.origin))
+                        .on(&key),
                     );
                     continue;
                 }
@@ -179,7 +217,11 @@ mod tests {
     const GW: &str = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: istio-system}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n";
 
     fn names(dir: &Directory) -> Vec<String> {
-        dir.entries().0.iter().map(|e| e.object.key().to_string()).collect()
+        dir.entries()
+            .0
+            .iter()
+            .map(|e| e.object.key().to_string())
+            .collect()
     }
 
     #[test]
@@ -187,7 +229,11 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(tmp.path().join("a/b")).unwrap();
         std::fs::write(tmp.path().join("a/b/gw.yaml"), GW).unwrap();
-        std::fs::write(tmp.path().join(".swp.yaml"), GW.replace("name: gw", "name: hidden")).unwrap();
+        std::fs::write(
+            tmp.path().join(".swp.yaml"),
+            GW.replace("name: gw", "name: hidden"),
+        )
+        .unwrap();
         std::fs::write(tmp.path().join("notes.txt"), "not yaml").unwrap();
         let mut dir = Directory::new(tmp.path());
         assert!(dir.rescan().unwrap());
@@ -219,7 +265,11 @@ mod tests {
     fn duplicates_are_reported_and_the_first_wins() {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("a.yaml"), GW).unwrap();
-        std::fs::write(tmp.path().join("b.yaml"), GW.replace("number: 80", "number: 81")).unwrap();
+        std::fs::write(
+            tmp.path().join("b.yaml"),
+            GW.replace("number: 80", "number: 81"),
+        )
+        .unwrap();
         let mut dir = Directory::new(tmp.path());
         dir.rescan().unwrap();
         let (entries, diags) = dir.entries();
@@ -243,18 +293,32 @@ mod tests {
         assert!(dir.reload(&file));
         let (entries, diags) = dir.entries();
         assert_eq!(entries.len(), 1);
-        let spec = entries[0].object.spec::<crate::config::istio::Gateway>().unwrap();
+        let spec = entries[0]
+            .object
+            .spec::<crate::config::istio::Gateway>()
+            .unwrap();
         assert_eq!(spec.servers[0].port.number, 80);
-        let error = diags.iter().find(|d| d.is_error()).expect("an error names the field");
+        let error = diags
+            .iter()
+            .find(|d| d.is_error())
+            .expect("an error names the field");
         assert!(error.field.contains("servers[0].port"), "{error}");
         assert!(error.to_string().contains("gw.yaml"), "{error}");
-        assert!(diags.iter().any(|d| d.message.contains("previous version keeps being served")));
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.message.contains("previous version keeps being served"))
+        );
     }
 
     #[test]
     fn an_invalid_new_object_is_not_served() {
         let tmp = tempfile::tempdir().unwrap();
-        std::fs::write(tmp.path().join("gw.yaml"), GW.replace("number: 80", "number: 70000")).unwrap();
+        std::fs::write(
+            tmp.path().join("gw.yaml"),
+            GW.replace("number: 80", "number: 70000"),
+        )
+        .unwrap();
         let mut dir = Directory::new(tmp.path());
         dir.rescan().unwrap();
         let (entries, diags) = dir.entries();

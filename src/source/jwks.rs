@@ -253,8 +253,15 @@ impl Jwks {
 impl Jwks {
     /// Every key set fetched so far: the input one revision's generation inlines.
     pub fn keys(&self) -> JwksKeys {
-        let entries = self.shared.entries.read().unwrap_or_else(|e| e.into_inner());
-        entries.iter().filter_map(|(source, e)| Some((source.clone(), e.keys.clone()?))).collect()
+        let entries = self
+            .shared
+            .entries
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        entries
+            .iter()
+            .filter_map(|(source, e)| Some((source.clone(), e.keys.clone()?)))
+            .collect()
     }
 }
 

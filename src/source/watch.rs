@@ -22,7 +22,10 @@ pub enum WatchError {
     // The cause is in the message (logs print only the message), so it is not also a `source`
     // that anyhow's chain would print a second time.
     #[error("cannot read config directory {path}: {cause}")]
-    Read { path: PathBuf, cause: std::io::Error },
+    Read {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
     #[error("cannot watch config directory {path}: {cause}")]
     Watch { path: PathBuf, cause: notify::Error },
 }
@@ -49,15 +52,23 @@ pub fn sync(dir: &Directory, store: &Mutex<Store>, previous: &[Diagnostic]) -> V
 
 /// Loads the directory once; the caller serves only after this.
 pub fn load(dir: &mut Directory, store: &Mutex<Store>) -> Result<Vec<Diagnostic>, WatchError> {
-    dir.rescan().map_err(|cause| WatchError::Read { path: dir.root().to_path_buf(), cause })?;
+    dir.rescan().map_err(|cause| WatchError::Read {
+        path: dir.root().to_path_buf(),
+        cause,
+    })?;
     Ok(sync(dir, store, &[]))
 }
 
 /// Reads a directory once, for the commands that do not serve (`validate`, `render`): its
 /// objects as a store snapshot, and the diagnostics of its files.
-pub fn read_once(root: &std::path::Path) -> Result<(Arc<crate::store::Snapshot>, Vec<Diagnostic>), WatchError> {
+pub fn read_once(
+    root: &std::path::Path,
+) -> Result<(Arc<crate::store::Snapshot>, Vec<Diagnostic>), WatchError> {
     let mut dir = Directory::new(root);
-    dir.rescan().map_err(|cause| WatchError::Read { path: root.to_path_buf(), cause })?;
+    dir.rescan().map_err(|cause| WatchError::Read {
+        path: root.to_path_buf(),
+        cause,
+    })?;
     let (entries, diagnostics) = dir.entries();
     Ok((crate::store::Snapshot::of(entries), diagnostics))
 }
@@ -75,10 +86,16 @@ pub async fn run(
         // The receiver is gone only at shutdown.
         let _ = tx.send(event);
     })
-    .map_err(|cause| WatchError::Watch { path: root.clone(), cause })?;
+    .map_err(|cause| WatchError::Watch {
+        path: root.clone(),
+        cause,
+    })?;
     watcher
         .watch(&root, RecursiveMode::Recursive)
-        .map_err(|cause| WatchError::Watch { path: root.clone(), cause })?;
+        .map_err(|cause| WatchError::Watch {
+            path: root.clone(),
+            cause,
+        })?;
 
     while let Some(first) = rx.recv().await {
         let mut events = vec![first];
@@ -90,7 +107,8 @@ pub async fn run(
         for event in events {
             match event {
                 Ok(e) => {
-                    rescan |= matches!(e.kind, EventKind::Other | EventKind::Any) || e.need_rescan();
+                    rescan |=
+                        matches!(e.kind, EventKind::Other | EventKind::Any) || e.need_rescan();
                     for p in e.paths {
                         rescan |= p.is_dir();
                         paths.insert(p);
@@ -104,7 +122,10 @@ pub async fn run(
         }
         let changed = if rescan {
             dir.rescan().unwrap_or_else(|e| {
-                tracing::error!("re-reading {}: {e}; keeping the config last read", root.display());
+                tracing::error!(
+                    "re-reading {}: {e}; keeping the config last read",
+                    root.display()
+                );
                 false
             })
         } else {

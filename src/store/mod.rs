@@ -58,7 +58,8 @@ impl Snapshot {
 
     /// Every object of a kind with its typed spec.
     pub fn typed<T: KindSpec + 'static>(&self) -> impl Iterator<Item = (&Arc<Entry>, &T)> {
-        self.entries(T::KIND).filter_map(|e| e.object.spec::<T>().map(|s| (e, s)))
+        self.entries(T::KIND)
+            .filter_map(|e| e.object.spec::<T>().map(|s| (e, s)))
     }
 
     pub fn get(&self, key: &ObjectKey) -> Option<&Arc<Entry>> {
@@ -66,7 +67,11 @@ impl Snapshot {
     }
 
     /// Every object of one kind in one namespace, by name.
-    pub fn in_namespace<'a>(&'a self, kind: Kind, namespace: &'a str) -> impl Iterator<Item = &'a Arc<Entry>> {
+    pub fn in_namespace<'a>(
+        &'a self,
+        kind: Kind,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<Entry>> {
         self.kinds[kind as usize]
             .range((namespace.to_string(), String::new())..)
             .take_while(move |((ns, _), _)| ns == namespace)
@@ -81,17 +86,25 @@ impl Snapshot {
 
     /// The objects of one kind that differ from `before`: (before, now) per key, `None` where
     /// absent. One ordered pass over both maps, and nothing for an unchanged kind.
-    pub fn changes<'a>(&'a self, before: &'a Snapshot, kind: Kind) -> Vec<(Option<&'a Arc<Entry>>, Option<&'a Arc<Entry>>)> {
+    pub fn changes<'a>(
+        &'a self,
+        before: &'a Snapshot,
+        kind: Kind,
+    ) -> Vec<(Option<&'a Arc<Entry>>, Option<&'a Arc<Entry>>)> {
         if self.same_kind(before, kind) {
             return Vec::new();
         }
         let mut out = Vec::new();
-        merge_join(&before.kinds[kind as usize], &self.kinds[kind as usize], |side| match side {
-            Side::Both(x, y) if Arc::ptr_eq(x, y) || x == y => {}
-            Side::Both(x, y) => out.push((Some(x), Some(y))),
-            Side::Old(_, x) => out.push((Some(x), None)),
-            Side::New(_, y) => out.push((None, Some(y))),
-        });
+        merge_join(
+            &before.kinds[kind as usize],
+            &self.kinds[kind as usize],
+            |side| match side {
+                Side::Both(x, y) if Arc::ptr_eq(x, y) || x == y => {}
+                Side::Both(x, y) => out.push((Some(x), Some(y))),
+                Side::Old(_, x) => out.push((Some(x), None)),
+                Side::New(_, y) => out.push((None, Some(y))),
+            },
+        );
         out
     }
 
@@ -107,14 +120,24 @@ impl Snapshot {
 impl Entry {
     /// An object read from a file.
     pub fn from_file(located: crate::config::parse::Located) -> Entry {
-        Entry { object: located.object, origin: Some(located.origin), source: SourceId::Files }
+        Entry {
+            object: located.object,
+            origin: Some(located.origin),
+            source: SourceId::Files,
+        }
     }
 
     /// This object with another spec, same metadata, origin and source: what the index makes of
     /// it (merged DestinationRules, VirtualServices with their delegates), so diagnostics still
     /// name the file it came from.
     pub fn with_spec(&self, spec: crate::config::Spec) -> Arc<Entry> {
-        Arc::new(Entry { object: Arc::new(crate::config::Object { meta: self.object.meta.clone(), spec }), ..self.clone() })
+        Arc::new(Entry {
+            object: Arc::new(crate::config::Object {
+                meta: self.object.meta.clone(),
+                spec,
+            }),
+            ..self.clone()
+        })
     }
 }
 
@@ -140,7 +163,11 @@ impl Default for Store {
 impl Store {
     pub fn new() -> Store {
         let (tx, _) = watch::channel(Arc::new(Snapshot::default()));
-        Store { current: Snapshot::default(), dirty: false, tx }
+        Store {
+            current: Snapshot::default(),
+            dirty: false,
+            tx,
+        }
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
@@ -193,7 +220,12 @@ impl Store {
         self.replace(source, entries, |k| k == kind)
     }
 
-    fn replace(&mut self, source: SourceId, entries: Vec<Entry>, replaced: impl Fn(Kind) -> bool) -> bool {
+    fn replace(
+        &mut self,
+        source: SourceId,
+        entries: Vec<Entry>,
+        replaced: impl Fn(Kind) -> bool,
+    ) -> bool {
         let mut keep: std::collections::HashSet<ObjectKey> = std::collections::HashSet::new();
         let mut changed = false;
         for entry in entries {
@@ -240,7 +272,10 @@ mod tests {
     fn ns(name: &str) -> Entry {
         Entry {
             object: Arc::new(Object {
-                meta: Meta { name: name.into(), ..Default::default() },
+                meta: Meta {
+                    name: name.into(),
+                    ..Default::default()
+                },
                 spec: Spec::Namespace,
             }),
             origin: None,
@@ -268,7 +303,10 @@ mod tests {
         store.publish();
         let after = store.snapshot();
         assert_eq!(after.len(), 1);
-        assert!(Arc::ptr_eq(&before.kinds[Kind::Service as usize], &after.kinds[Kind::Service as usize]));
+        assert!(Arc::ptr_eq(
+            &before.kinds[Kind::Service as usize],
+            &after.kinds[Kind::Service as usize]
+        ));
         assert_eq!(before.len(), 2, "old snapshots never change");
     }
 
@@ -276,19 +314,35 @@ mod tests {
     fn changes_between_snapshots_and_objects_by_namespace() {
         let pod = |ns: &str, name: &str, ip: &str| Entry {
             object: Arc::new(Object {
-                meta: Meta { name: name.into(), namespace: ns.into(), ..Default::default() },
-                spec: Spec::Pod(crate::config::kube::Pod { ips: vec![ip.into()], ..Default::default() }),
+                meta: Meta {
+                    name: name.into(),
+                    namespace: ns.into(),
+                    ..Default::default()
+                },
+                spec: Spec::Pod(crate::config::kube::Pod {
+                    ips: vec![ip.into()],
+                    ..Default::default()
+                }),
             }),
             origin: None,
             source: SourceId::Kubernetes,
         };
         let mut store = Store::new();
-        for (ns, name, ip) in [("a", "p1", "10.0.0.1"), ("b", "p1", "10.0.0.2"), ("b", "p2", "10.0.0.3"), ("c", "p1", "10.0.0.4")] {
+        for (ns, name, ip) in [
+            ("a", "p1", "10.0.0.1"),
+            ("b", "p1", "10.0.0.2"),
+            ("b", "p2", "10.0.0.3"),
+            ("c", "p1", "10.0.0.4"),
+        ] {
             store.apply(Change::Upsert(pod(ns, name, ip)));
         }
         store.publish();
         let before = store.snapshot();
-        let names = |s: &Snapshot, ns: &str| s.in_namespace(Kind::Pod, ns).map(|e| e.object.meta.name.clone()).collect::<Vec<_>>();
+        let names = |s: &Snapshot, ns: &str| {
+            s.in_namespace(Kind::Pod, ns)
+                .map(|e| e.object.meta.name.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names(&before, "b"), ["p1", "p2"]);
         assert!(names(&before, "bb").is_empty());
         assert!(before.changes(&before, Kind::Pod).is_empty());
@@ -303,12 +357,21 @@ mod tests {
             .changes(&before, Kind::Pod)
             .into_iter()
             .map(|(old, new)| {
-                let ip = |e: &Arc<Entry>| e.object.spec::<crate::config::kube::Pod>().unwrap().ips[0].clone();
+                let ip = |e: &Arc<Entry>| {
+                    e.object.spec::<crate::config::kube::Pod>().unwrap().ips[0].clone()
+                };
                 (old.map(ip), new.map(ip))
             })
             .collect();
         let some = |s: &str| Some(s.to_string());
-        assert_eq!(seen, [(some("10.0.0.1"), None), (some("10.0.0.3"), some("10.0.0.9")), (None, some("10.0.0.5"))]);
+        assert_eq!(
+            seen,
+            [
+                (some("10.0.0.1"), None),
+                (some("10.0.0.3"), some("10.0.0.9")),
+                (None, some("10.0.0.5"))
+            ]
+        );
         assert!(after.same_kind(&before, Kind::Service));
         assert!(!after.same_kind(&before, Kind::Pod));
     }
@@ -316,23 +379,36 @@ mod tests {
     #[test]
     fn one_source_does_not_remove_anothers_objects() {
         let mut store = Store::new();
-        store.apply(Change::Upsert(Entry { source: SourceId::Kubernetes, ..ns("k") }));
+        store.apply(Change::Upsert(Entry {
+            source: SourceId::Kubernetes,
+            ..ns("k")
+        }));
         store.replace_source(SourceId::Files, vec![ns("f")]);
         store.replace_source(SourceId::Files, vec![]);
         store.publish();
         let snap = store.snapshot();
-        let names: Vec<_> = snap.entries(Kind::Namespace).map(|e| e.object.meta.name.clone()).collect();
+        let names: Vec<_> = snap
+            .entries(Kind::Namespace)
+            .map(|e| e.object.meta.name.clone())
+            .collect();
         assert_eq!(names, vec!["k"]);
     }
 
     #[test]
     fn replacing_one_kind_leaves_the_others() {
         let mut store = Store::new();
-        let kube = |e: Entry| Entry { source: SourceId::Kubernetes, ..e };
+        let kube = |e: Entry| Entry {
+            source: SourceId::Kubernetes,
+            ..e
+        };
         store.apply(Change::Upsert(kube(ns("a"))));
         let config_map = Entry {
             object: Arc::new(Object {
-                meta: Meta { name: "istio".into(), namespace: "istio-system".into(), ..Default::default() },
+                meta: Meta {
+                    name: "istio".into(),
+                    namespace: "istio-system".into(),
+                    ..Default::default()
+                },
                 spec: Spec::ConfigMap(Default::default()),
             }),
             ..kube(ns("unused"))
@@ -341,10 +417,16 @@ mod tests {
         assert!(store.replace_kind(SourceId::Kubernetes, Kind::Namespace, vec![kube(ns("b"))]));
         store.publish();
         let snap = store.snapshot();
-        let names: Vec<_> = snap.entries(Kind::Namespace).map(|e| e.object.meta.name.clone()).collect();
+        let names: Vec<_> = snap
+            .entries(Kind::Namespace)
+            .map(|e| e.object.meta.name.clone())
+            .collect();
         assert_eq!(names, vec!["b"]);
         assert_eq!(snap.entries(Kind::ConfigMap).count(), 1);
-        assert!(!store.replace_kind(SourceId::Kubernetes, Kind::Namespace, vec![kube(ns("b"))]), "a re-list of the same set changes nothing");
+        assert!(
+            !store.replace_kind(SourceId::Kubernetes, Kind::Namespace, vec![kube(ns("b"))]),
+            "a re-list of the same set changes nothing"
+        );
     }
 
     #[test]
@@ -354,10 +436,16 @@ mod tests {
         store.replace_source(SourceId::Files, vec![entry.clone()]);
         store.publish();
         // The same object again, as a fresh Arc with equal content: nothing changes either.
-        let fresh = Entry { object: Arc::new((*entry.object).clone()), ..entry.clone() };
+        let fresh = Entry {
+            object: Arc::new((*entry.object).clone()),
+            ..entry.clone()
+        };
         assert!(!store.replace_source(SourceId::Files, vec![fresh]));
         let snap = store.snapshot();
         let kept = snap.entries(Kind::Namespace).next().unwrap();
-        assert!(Arc::ptr_eq(&kept.object, &entry.object), "the first Arc is kept");
+        assert!(
+            Arc::ptr_eq(&kept.object, &entry.object),
+            "the first Arc is kept"
+        );
     }
 }

@@ -55,7 +55,10 @@ fn is_wildcard_label(s: &str) -> bool {
     if s == "*" {
         return true;
     }
-    let rest = s.strip_prefix("*-").or_else(|| s.strip_prefix('*')).unwrap_or(s);
+    let rest = s
+        .strip_prefix("*-")
+        .or_else(|| s.strip_prefix('*'))
+        .unwrap_or(s);
     is_dns1123_label(rest)
 }
 
@@ -75,14 +78,18 @@ fn check_dns1123_labels(domain: &str) -> Result<(), String> {
     let parts: Vec<&str> = domain.split('.').collect();
     let tld = parts[parts.len() - 1];
     if !tld.is_empty() && tld.bytes().all(|c| c.is_ascii_digit()) {
-        return Err(format!("domain name {domain:?} invalid (top level domain {tld:?} cannot be all-numeric)"));
+        return Err(format!(
+            "domain name {domain:?} invalid (top level domain {tld:?} cannot be all-numeric)"
+        ));
     }
     for (i, label) in parts.iter().enumerate() {
         if i == parts.len() - 1 && label.is_empty() {
             return Ok(());
         }
         if !is_dns1123_label(label) {
-            return Err(format!("domain name {domain:?} invalid (label {label:?} invalid)"));
+            return Err(format!(
+                "domain name {domain:?} invalid (label {label:?} invalid)"
+            ));
         }
     }
     Ok(())
@@ -102,7 +109,9 @@ pub fn validate_wildcard_domain(name: &str) -> Result<(), String> {
         None => (name, None),
     };
     if !is_wildcard_label(first) {
-        return Err(format!("domain name {name:?} invalid (label {first:?} invalid)"));
+        return Err(format!(
+            "domain name {name:?} invalid (label {first:?} invalid)"
+        ));
     }
     rest.map_or(Ok(()), check_dns1123_labels)
 }
@@ -128,7 +137,11 @@ pub fn is_ip(s: &str) -> bool {
 }
 
 pub fn validate_ip(s: &str) -> Result<(), String> {
-    if is_ip(s) { Ok(()) } else { Err(format!("{s} is not a valid IP")) }
+    if is_ip(s) {
+        Ok(())
+    } else {
+        Err(format!("{s} is not a valid IP"))
+    }
 }
 
 /// An IP address or a CIDR block (`10.0.0.0/8`, `2001:db8::/32`).
@@ -185,7 +198,9 @@ pub fn validate_percent(value: i64) -> Result<(), String> {
 /// A fractional percentage: 0, or within [0.0001, 100] (Envoy's smallest step is a millionth).
 pub fn validate_percentage(value: f64) -> Result<(), String> {
     if !(0.0..=100.0).contains(&value) || (value > 0.0 && value < 0.0001) {
-        return Err(format!("percentage {value} is neither 0.0, nor in range [0.0001, 100.0]"));
+        return Err(format!(
+            "percentage {value} is neither 0.0, nor in range [0.0001, 100.0]"
+        ));
     }
     Ok(())
 }
@@ -209,7 +224,9 @@ pub fn validate_string_match(m: &StringMatch, allow_empty_prefix: bool) -> Resul
         StringMatch::Prefix(p) if p.is_empty() && !allow_empty_prefix => {
             Err("prefix string match should not be empty".into())
         }
-        StringMatch::Regex(r) if r.is_empty() => Err("regex string match should not be empty".into()),
+        StringMatch::Regex(r) if r.is_empty() => {
+            Err("regex string match should not be empty".into())
+        }
         StringMatch::Regex(r) => validate_regex(r),
         _ => Ok(()),
     }
@@ -220,7 +237,10 @@ pub fn validate_header_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("header name cannot be empty".into());
     }
-    if !name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
+    if !name
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+    {
         return Err(format!("header name {name} is not a valid header name"));
     }
     Ok(())
@@ -229,7 +249,10 @@ pub fn validate_header_name(name: &str) -> Result<(), String> {
 /// A header value Envoy accepts: no control characters but tab, and `%` only as `%%` or around
 /// a command operator (`%HOSTNAME%`).
 pub fn validate_header_value(value: &str) -> Result<(), String> {
-    if value.chars().any(|c| (c.is_control() && c != '\t') && (c as u32) < 0x80) {
+    if value
+        .chars()
+        .any(|c| (c.is_control() && c != '\t') && (c as u32) < 0x80)
+    {
         return Err(format!("header value configuration {value:?} is invalid"));
     }
     let mut rest = value;
@@ -240,11 +263,15 @@ pub fn validate_header_value(value: &str) -> Result<(), String> {
             continue;
         }
         let Some(end) = after.find('%') else {
-            return Err(format!("header value configuration {value:?}: un-terminated variable expression"));
+            return Err(format!(
+                "header value configuration {value:?}: un-terminated variable expression"
+            ));
         };
         let var = &after[..end];
         if !var.starts_with(|c: char| c.is_ascii_uppercase()) {
-            return Err(format!("header value configuration {value:?}: invalid variable name {var:?}"));
+            return Err(format!(
+                "header value configuration {value:?}: invalid variable name {var:?}"
+            ));
         }
         rest = &after[end + 1..];
     }
@@ -262,7 +289,11 @@ pub fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), String> 
             errs.push(format!("invalid tag value: {v:?}"));
         }
     }
-    if errs.is_empty() { Ok(()) } else { Err(errs.join("; ")) }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(errs.join("; "))
+    }
 }
 
 fn is_qualified_name(s: &str) -> bool {
@@ -270,7 +301,8 @@ fn is_qualified_name(s: &str) -> bool {
     !b.is_empty()
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
 fn is_label_key(k: &str) -> bool {
@@ -286,42 +318,71 @@ fn is_label_key(k: &str) -> bool {
 pub fn validate_selector_labels(out: &mut Diags, field: &str, labels: &BTreeMap<String, String>) {
     for (k, v) in labels {
         if k.is_empty() {
-            out.error(field, format!("empty key is not supported in selector: \"={v}\""));
+            out.error(
+                field,
+                format!("empty key is not supported in selector: \"={v}\""),
+            );
         }
         if k.contains('*') || v.contains('*') {
-            out.error(format!("{field}.{k}"), format!("wildcard is not supported in selector: \"{k}={v}\""));
+            out.error(
+                format!("{field}.{k}"),
+                format!("wildcard is not supported in selector: \"{k}={v}\""),
+            );
         }
     }
 }
 
 /// `exportTo`: `.` (this namespace), `*` (all), `~` (nobody; ServiceEntry only) or namespace
 /// names, without duplicates, and `*`/`~` alone.
-pub fn validate_export_to(out: &mut Diags, field: &str, namespace: &str, export_to: &[String], is_service_entry: bool) {
+pub fn validate_export_to(
+    out: &mut Diags,
+    field: &str,
+    namespace: &str,
+    export_to: &[String],
+    is_service_entry: bool,
+) {
     let mut seen: Vec<&str> = Vec::new();
     for (i, e) in export_to.iter().enumerate() {
         let at = format!("{field}[{i}]");
         let key = if e == "." { namespace } else { e.as_str() };
         if seen.contains(&key) {
             if key != e {
-                out.error(at, format!("duplicate entries in exportTo: . and current namespace {namespace}"));
+                out.error(
+                    at,
+                    format!("duplicate entries in exportTo: . and current namespace {namespace}"),
+                );
             } else {
                 out.error(at, format!("duplicate entries in exportTo for entry {e}"));
             }
             continue;
         }
-        let valid = key == "*" || (key == "~" && is_service_entry) || key == namespace || is_dns1123_label(key);
+        let valid = key == "*"
+            || (key == "~" && is_service_entry)
+            || key == namespace
+            || is_dns1123_label(key);
         if valid {
             seen.push(key);
         } else {
-            out.error(at, format!("only . or * or valid DNS 1123 label is allowed as exportTo entry, got {e:?}"));
+            out.error(
+                at,
+                format!(
+                    "only . or * or valid DNS 1123 label is allowed as exportTo entry, got {e:?}"
+                ),
+            );
         }
     }
     if export_to.len() > 1 {
         if seen.contains(&"*") {
-            out.error(field, "cannot have both public (*) and non-public exportTo values for a resource");
+            out.error(
+                field,
+                "cannot have both public (*) and non-public exportTo values for a resource",
+            );
         }
         if seen.contains(&"~") {
-            out.error(field, "cannot export service entry to no one (~) and someone");
+            out.error(
+                field,
+                "cannot export service entry to no one (~) and someone",
+            );
         }
     }
 }
@@ -369,5 +430,9 @@ pub fn validate_subset_name(name: &str) -> Result<(), String> {
 
 /// A port name (ServiceEntry ports, WorkloadEntry port keys): a DNS-1123 label.
 pub fn validate_port_name(name: &str) -> Result<(), String> {
-    if is_dns1123_label(name) { Ok(()) } else { Err(format!("invalid port name: {name:?}")) }
+    if is_dns1123_label(name) {
+        Ok(())
+    } else {
+        Err(format!("invalid port name: {name:?}"))
+    }
 }

@@ -8,28 +8,43 @@ use crate::config::mesh_config::{self, CONFIG_MAP_NAME, MESH_KEY};
 use crate::config::{Object, Spec};
 use crate::model::MeshConfig;
 
-use super::common::{is_ip, is_k8s_dns1035_label, is_k8s_label, is_k8s_subdomain, Diags};
+use super::common::{Diags, is_ip, is_k8s_dns1035_label, is_k8s_label, is_k8s_subdomain};
 
 pub fn validate(object: &Object, out: &mut Diags) {
     let name = object.meta.name.as_str();
     // Service names become DNS labels (`name.ns.svc`); Namespaces are labels too.
     let (ok, what) = match &object.spec {
-        Spec::Service(_) => (is_k8s_dns1035_label(name), "a DNS-1035 label (lower case, starting with a letter)"),
+        Spec::Service(_) => (
+            is_k8s_dns1035_label(name),
+            "a DNS-1035 label (lower case, starting with a letter)",
+        ),
         Spec::Namespace => (is_k8s_label(name), "a DNS-1123 label"),
         _ => (is_k8s_subdomain(name), "a DNS-1123 subdomain"),
     };
     if !ok {
-        out.error("metadata.name", format!("{name:?} is not a valid {} name: must be {what}", object.kind()));
+        out.error(
+            "metadata.name",
+            format!(
+                "{name:?} is not a valid {} name: must be {what}",
+                object.kind()
+            ),
+        );
     }
     match &object.spec {
         Spec::Service(svc) => {
             let mut names = BTreeSet::new();
             for (i, p) in svc.ports.iter().enumerate() {
                 if svc.ports.len() > 1 && p.name.is_empty() {
-                    out.error(format!("spec.ports[{i}].name"), "port name is required when a Service has several ports");
+                    out.error(
+                        format!("spec.ports[{i}].name"),
+                        "port name is required when a Service has several ports",
+                    );
                 }
                 if !p.name.is_empty() && !names.insert(p.name.as_str()) {
-                    out.error(format!("spec.ports[{i}].name"), format!("duplicate port name {:?}", p.name));
+                    out.error(
+                        format!("spec.ports[{i}].name"),
+                        format!("duplicate port name {:?}", p.name),
+                    );
                 }
             }
             if let Some(ip) = &svc.cluster_ip
@@ -49,7 +64,10 @@ pub fn validate(object: &Object, out: &mut Diags) {
                 for (i, e) in slice.endpoints.iter().enumerate() {
                     for (j, a) in e.addresses.iter().enumerate() {
                         if !is_ip(a) {
-                            out.error(format!("endpoints[{i}].addresses[{j}]"), format!("{a:?} is not a valid {} address", slice.address_type));
+                            out.error(
+                                format!("endpoints[{i}].addresses[{j}]"),
+                                format!("{a:?} is not a valid {} address", slice.address_type),
+                            );
                         }
                     }
                 }
@@ -59,7 +77,10 @@ pub fn validate(object: &Object, out: &mut Diags) {
         Spec::Pod(pod) => {
             for (i, ip) in pod.ips.iter().enumerate() {
                 if !is_ip(ip) {
-                    out.error(format!("status.podIPs[{i}].ip"), format!("{ip:?} is not a valid IP"));
+                    out.error(
+                        format!("status.podIPs[{i}].ip"),
+                        format!("{ip:?} is not a valid IP"),
+                    );
                 }
             }
         }
@@ -71,9 +92,14 @@ pub fn validate(object: &Object, out: &mut Diags) {
 /// applies (a ConfigMap that fails keeps its previous version, so the mesh config stays good).
 fn validate_config_map(name: &str, cm: &ConfigMap, out: &mut Diags) {
     for key in cm.data.keys() {
-        let chars_ok = key.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+        let chars_ok = key
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
         if key.is_empty() || key.len() > 253 || !chars_ok || key == "." || key.starts_with("..") {
-            out.error(format!("data.{key}"), format!("{key:?} is not a valid ConfigMap key: alphanumerics, '-', '_' or '.'"));
+            out.error(
+                format!("data.{key}"),
+                format!("{key:?} is not a valid ConfigMap key: alphanumerics, '-', '_' or '.'"),
+            );
         }
     }
     if name == CONFIG_MAP_NAME

@@ -25,7 +25,7 @@ mod tests;
 use crate::config::{Object, Spec};
 use crate::diagnostic::Diagnostic;
 
-use common::{is_k8s_label, is_k8s_subdomain, Diags};
+use common::{Diags, is_k8s_label, is_k8s_subdomain};
 /// Cipher suites Envoy accepts: generation drops the others, as istiod's `FilterCipherSuites`.
 pub(crate) use gateway::CIPHER_SUITES;
 
@@ -72,11 +72,21 @@ fn validate_meta(object: &Object, out: &mut Diags) {
             format!("{:?} is not a valid name: lower-case alphanumerics, '-' and '.', at most 253 characters", meta.name),
         );
     }
-    if object.kind().is_namespaced() && !meta.namespace.is_empty() && !is_k8s_label(&meta.namespace) {
-        out.error("metadata.namespace", format!("{:?} is not a valid namespace name (DNS-1123 label)", meta.namespace));
+    if object.kind().is_namespaced() && !meta.namespace.is_empty() && !is_k8s_label(&meta.namespace)
+    {
+        out.error(
+            "metadata.namespace",
+            format!(
+                "{:?} is not a valid namespace name (DNS-1123 label)",
+                meta.namespace
+            ),
+        );
     }
     if meta.annotations.contains_key(ALWAYS_REJECT) {
-        out.error(format!("metadata.annotations.{ALWAYS_REJECT}"), format!("{ALWAYS_REJECT:?} annotation found, rejecting"));
+        out.error(
+            format!("metadata.annotations.{ALWAYS_REJECT}"),
+            format!("{ALWAYS_REJECT:?} annotation found, rejecting"),
+        );
     }
     if let Some(value) = meta.annotations.get(DRY_RUN) {
         let at = format!("metadata.annotations.{DRY_RUN}");

@@ -6,7 +6,7 @@
 use crate::config::istio::common::MatchLabels;
 use crate::config::istio::security::PolicyTargetReference;
 
-use super::common::{is_k8s_subdomain, validate_selector_labels, Diags};
+use super::common::{Diags, is_k8s_subdomain, validate_selector_labels};
 
 /// The CRD's limits on `selector.matchLabels` and `targetRefs`.
 const MAX_SELECTOR_LABELS: usize = 4096;
@@ -41,7 +41,10 @@ pub fn validate(
     {
         out.error(
             format!("spec.{last}"),
-            format!("only one of targetRefs or workloadSelector can be set; found {}", set.join(", ")),
+            format!(
+                "only one of targetRefs or workloadSelector can be set; found {}",
+                set.join(", ")
+            ),
         );
     }
     if let Some(selector) = selector {
@@ -51,7 +54,13 @@ pub fn validate(
         validate_target_ref(out, "spec.targetRef", r);
     }
     if target_refs.len() > MAX_TARGET_REFS {
-        out.error("spec.targetRefs", format!("at most {MAX_TARGET_REFS} targetRefs are allowed, got {}", target_refs.len()));
+        out.error(
+            "spec.targetRefs",
+            format!(
+                "at most {MAX_TARGET_REFS} targetRefs are allowed, got {}",
+                target_refs.len()
+            ),
+        );
     }
     for (i, r) in target_refs.iter().enumerate() {
         validate_target_ref(out, &format!("spec.targetRefs[{i}]"), r);
@@ -65,15 +74,27 @@ pub fn validate_selector(out: &mut Diags, selector: &MatchLabels) {
     let labels = &selector.match_labels;
     validate_selector_labels(out, at, labels);
     if labels.len() > MAX_SELECTOR_LABELS {
-        out.error(at, format!("at most {MAX_SELECTOR_LABELS} labels are allowed, got {}", labels.len()));
+        out.error(
+            at,
+            format!(
+                "at most {MAX_SELECTOR_LABELS} labels are allowed, got {}",
+                labels.len()
+            ),
+        );
     }
     for (k, v) in labels {
         if v.len() > MAX_LABEL_VALUE {
-            out.error(format!("{at}.{k}"), format!("label value may not be more than {MAX_LABEL_VALUE} bytes"));
+            out.error(
+                format!("{at}.{k}"),
+                format!("label value may not be more than {MAX_LABEL_VALUE} bytes"),
+            );
         }
     }
     if labels.is_empty() {
-        out.warning("spec.selector", "workload selector specified without labels");
+        out.warning(
+            "spec.selector",
+            "workload selector specified without labels",
+        );
     }
 }
 
@@ -81,7 +102,10 @@ fn validate_target_ref(out: &mut Diags, at: &str, r: &PolicyTargetReference) {
     if r.name.is_empty() {
         out.error(format!("{at}.name"), "targetRef name must be set");
     } else if r.name.len() > 253 {
-        out.error(format!("{at}.name"), "targetRef name may not be more than 253 characters");
+        out.error(
+            format!("{at}.name"),
+            "targetRef name may not be more than 253 characters",
+        );
     }
     if !r.namespace.is_empty() {
         out.error(
@@ -90,7 +114,13 @@ fn validate_target_ref(out: &mut Diags, at: &str, r: &PolicyTargetReference) {
         );
     }
     if !r.group.is_empty() && !is_k8s_subdomain(&r.group) {
-        out.error(format!("{at}.group"), format!("{:?} is not a valid API group (a lower-case DNS subdomain)", r.group));
+        out.error(
+            format!("{at}.group"),
+            format!(
+                "{:?} is not a valid API group (a lower-case DNS subdomain)",
+                r.group
+            ),
+        );
     }
     if !is_kind_name(&r.kind) {
         out.error(
@@ -98,12 +128,24 @@ fn validate_target_ref(out: &mut Diags, at: &str, r: &PolicyTargetReference) {
             format!("{:?} is not a valid kind: a letter, then letters, digits and '-', at most 63 characters", r.kind),
         );
     }
-    let group = if r.group.is_empty() { "core" } else { r.group.as_str() };
+    let group = if r.group.is_empty() {
+        "core"
+    } else {
+        r.group.as_str()
+    };
     if !ALLOWED_TARGETS.contains(&(group, r.kind.as_str())) {
-        let allowed: Vec<String> = ALLOWED_TARGETS.iter().map(|(g, k)| format!("{g}/{k}")).collect();
+        let allowed: Vec<String> = ALLOWED_TARGETS
+            .iter()
+            .map(|(g, k)| format!("{g}/{k}"))
+            .collect();
         out.error(
             at,
-            format!("targetRef must be to one of [{}] but was {}/{}", allowed.join(", "), r.group, r.kind),
+            format!(
+                "targetRef must be to one of [{}] but was {}/{}",
+                allowed.join(", "),
+                r.group,
+                r.kind
+            ),
         );
     }
 }

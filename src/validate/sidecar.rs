@@ -5,13 +5,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::istio::common::Port;
 use crate::config::istio::gateway::{ServerTls, ServerTlsMode};
-use crate::config::istio::sidecar::{split_host_port, CaptureMode, EgressListener, IngressListener, OutboundTrafficPolicy, Sidecar};
-use crate::model::mesh::OutboundTrafficMode;
+use crate::config::istio::sidecar::{
+    CaptureMode, EgressListener, IngressListener, OutboundTrafficPolicy, Sidecar, split_host_port,
+};
 use crate::model::Protocol;
+use crate::model::mesh::OutboundTrafficMode;
 
 use super::common::{
-    is_dns1123_label, validate_fqdn, validate_ip, validate_partial_wildcard, validate_port, validate_port_name,
-    validate_selector_labels, validate_unix_address, validate_wildcard_domain, Diags,
+    Diags, is_dns1123_label, validate_fqdn, validate_ip, validate_partial_wildcard, validate_port,
+    validate_port_name, validate_selector_labels, validate_unix_address, validate_wildcard_domain,
 };
 use super::destination_rule::validate_connection_pool;
 use super::gateway::validate_tls;
@@ -27,11 +29,20 @@ pub fn validate(namespace: &str, sc: &Sidecar, out: &mut Diags) {
         let at = "spec.workloadSelector.labels";
         validate_selector_labels(out, at, &sel.labels);
         if sel.labels.len() > MAX_SELECTOR_LABELS {
-            out.error(at, format!("at most {MAX_SELECTOR_LABELS} labels are allowed, got {}", sel.labels.len()));
+            out.error(
+                at,
+                format!(
+                    "at most {MAX_SELECTOR_LABELS} labels are allowed, got {}",
+                    sel.labels.len()
+                ),
+            );
         }
         for (k, v) in &sel.labels {
             if v.len() > MAX_LABEL_VALUE {
-                out.error(format!("{at}.{k}"), format!("label value may not be more than {MAX_LABEL_VALUE} bytes"));
+                out.error(
+                    format!("{at}.{k}"),
+                    format!("label value may not be more than {MAX_LABEL_VALUE} bytes"),
+                );
             }
         }
         if sel.labels.is_empty() {
@@ -41,7 +52,11 @@ pub fn validate(namespace: &str, sc: &Sidecar, out: &mut Diags) {
             );
         }
     }
-    if sc.egress.is_empty() && sc.ingress.is_empty() && sc.outbound_traffic_policy.is_none() && sc.inbound_connection_pool.is_none() {
+    if sc.egress.is_empty()
+        && sc.ingress.is_empty()
+        && sc.outbound_traffic_policy.is_none()
+        && sc.inbound_connection_pool.is_none()
+    {
         out.error("spec", "sidecar: empty configuration provided");
         return;
     }
@@ -63,7 +78,10 @@ pub fn validate(namespace: &str, sc: &Sidecar, out: &mut Diags) {
             // One listener without a port catches what the others do not; it must come last.
             None => {
                 if catch_all {
-                    out.error(format!("{at}.port"), "sidecar: egress can have only one listener with empty port");
+                    out.error(
+                        format!("{at}.port"),
+                        "sidecar: egress can have only one listener with empty port",
+                    );
                 } else if i + 1 != sc.egress.len() {
                     out.error(format!("{at}.port"), "sidecar: the egress listener with empty port should be the last listener in the list");
                 }
@@ -81,16 +99,25 @@ pub fn validate(namespace: &str, sc: &Sidecar, out: &mut Diags) {
 
 fn validate_ingress(at: &str, l: &IngressListener, ports: &mut BTreeSet<u32>, out: &mut Diags) {
     let Some(port) = &l.port else {
-        out.error(format!("{at}.port"), "sidecar: port is required for ingress listeners");
+        out.error(
+            format!("{at}.port"),
+            "sidecar: port is required for ingress listeners",
+        );
         return;
     };
     validate_port_fields(at, port, out);
-    out.check(format!("{at}.port.number"), validate_port(port.number.into()));
+    out.check(
+        format!("{at}.port.number"),
+        validate_port(port.number.into()),
+    );
     if !l.bind.is_empty() {
         out.check(format!("{at}.bind"), validate_ip(&l.bind));
     }
     if !ports.insert(port.number) {
-        out.error(format!("{at}.port.number"), "sidecar: ports on IP bound listeners must be unique");
+        out.error(
+            format!("{at}.port.number"),
+            "sidecar: ports on IP bound listeners must be unique",
+        );
     }
     if !l.default_endpoint.is_empty() {
         validate_default_endpoint(&format!("{at}.defaultEndpoint"), &l.default_endpoint, out);
@@ -116,13 +143,19 @@ fn validate_ingress(at: &str, l: &IngressListener, ports: &mut BTreeSet<u32>, ou
 /// sniffed), and no `targetPort`.
 fn validate_port_fields(at: &str, port: &Port, out: &mut Diags) {
     if port.target_port.is_some_and(|p| p > 0) {
-        out.error(format!("{at}.port.targetPort"), "targetPort has no impact on Sidecars");
+        out.error(
+            format!("{at}.port.targetPort"),
+            "targetPort has no impact on Sidecars",
+        );
     }
     if !port.name.is_empty() {
         out.check(format!("{at}.port.name"), validate_port_name(&port.name));
     }
     if !port.protocol.is_empty() && Protocol::parse(&port.protocol) == Protocol::Unsupported {
-        out.error(format!("{at}.port.protocol"), format!("unsupported protocol: {}", port.protocol));
+        out.error(
+            format!("{at}.port.protocol"),
+            format!("unsupported protocol: {}", port.protocol),
+        );
     }
 }
 
@@ -144,7 +177,10 @@ fn validate_default_endpoint(at: &str, endpoint: &str, out: &mut Diags) {
     }
     match port.parse::<i64>() {
         Ok(n) => out.check(at, validate_port(n)),
-        Err(_) => out.error(at, format!("sidecar: defaultEndpoint port ({port}) is not a number")),
+        Err(_) => out.error(
+            at,
+            format!("sidecar: defaultEndpoint port ({port}) is not a number"),
+        ),
     }
 }
 
@@ -152,11 +188,31 @@ fn validate_default_endpoint(at: &str, endpoint: &str, out: &mut Diags) {
 /// only on TLS/HTTPS ports.
 fn validate_ingress_tls(at: &str, tls: &ServerTls, port: &Port, out: &mut Diags) {
     let unsupported = [
-        ("subjectAltNames", !tls.subject_alt_names.is_empty(), "sidecar: subjectAltNames is not supported in ingress tls"),
-        ("httpsRedirect", tls.https_redirect, "sidecar: httpsRedirect is not supported"),
-        ("credentialName", !tls.credential_name.is_empty(), "sidecar: credentialName is not currently supported"),
-        ("credentialNames", !tls.credential_names.is_empty(), "sidecar: credentialNames is not currently supported"),
-        ("tlsCertificates", !tls.tls_certificates.is_empty(), "sidecar: tls_certificates is not currently supported"),
+        (
+            "subjectAltNames",
+            !tls.subject_alt_names.is_empty(),
+            "sidecar: subjectAltNames is not supported in ingress tls",
+        ),
+        (
+            "httpsRedirect",
+            tls.https_redirect,
+            "sidecar: httpsRedirect is not supported",
+        ),
+        (
+            "credentialName",
+            !tls.credential_name.is_empty(),
+            "sidecar: credentialName is not currently supported",
+        ),
+        (
+            "credentialNames",
+            !tls.credential_names.is_empty(),
+            "sidecar: credentialNames is not currently supported",
+        ),
+        (
+            "tlsCertificates",
+            !tls.tls_certificates.is_empty(),
+            "sidecar: tls_certificates is not currently supported",
+        ),
     ];
     for (field, set, message) in unsupported {
         if set {
@@ -169,10 +225,16 @@ fn validate_ingress_tls(at: &str, tls: &ServerTls, port: &Port, out: &mut Diags)
         _ => None,
     };
     if let Some(mode) = mode {
-        out.error(format!("{at}.mode"), format!("configuration is invalid: cannot set mode to {mode} in sidecar ingress tls"));
+        out.error(
+            format!("{at}.mode"),
+            format!("configuration is invalid: cannot set mode to {mode} in sidecar ingress tls"),
+        );
     }
     if !Protocol::parse(&port.protocol).is_tls() {
-        out.error(at, "server cannot have TLS settings for non HTTPS/TLS ports");
+        out.error(
+            at,
+            "server cannot have TLS settings for non HTTPS/TLS ports",
+        );
     }
     validate_tls(at, tls, out);
 }
@@ -189,22 +251,37 @@ fn validate_egress_port(
     if port.number == 0 {
         // Port 0 is how a listener on a Unix domain socket is written.
         match l.bind.strip_prefix(UNIX_PREFIX) {
-            None => out.error(format!("{at}.bind"), "sidecar: ports with 0 value must have a unix domain socket bind address"),
+            None => out.error(
+                format!("{at}.bind"),
+                "sidecar: ports with 0 value must have a unix domain socket bind address",
+            ),
             Some(path) => out.check(format!("{at}.bind"), validate_unix_address(path)),
         }
         if !matches!(l.capture_mode, CaptureMode::Default | CaptureMode::None) {
-            out.error(format!("{at}.captureMode"), "sidecar: captureMode must be DEFAULT/NONE for unix domain socket listeners");
+            out.error(
+                format!("{at}.captureMode"),
+                "sidecar: captureMode must be DEFAULT/NONE for unix domain socket listeners",
+            );
         }
         if !sockets.insert(l.bind.clone()) {
-            out.error(format!("{at}.bind"), "sidecar: unix domain socket values for listeners must be unique");
+            out.error(
+                format!("{at}.bind"),
+                "sidecar: unix domain socket values for listeners must be unique",
+            );
         }
     } else {
-        out.check(format!("{at}.port.number"), validate_port(port.number.into()));
+        out.check(
+            format!("{at}.port.number"),
+            validate_port(port.number.into()),
+        );
         if !l.bind.is_empty() {
             out.check(format!("{at}.bind"), validate_ip(&l.bind));
         }
         if !ports.insert(port.number) {
-            out.error(format!("{at}.port.number"), "sidecar: ports on IP bound listeners must be unique");
+            out.error(
+                format!("{at}.port.number"),
+                "sidecar: ports on IP bound listeners must be unique",
+            );
         }
     }
 }
@@ -212,15 +289,24 @@ fn validate_egress_port(
 /// `hosts`: at least one, each `namespace/dnsName`; repeats are warnings, as in istiod.
 fn validate_egress_hosts(at: &str, namespace: &str, l: &EgressListener, out: &mut Diags) {
     if l.hosts.is_empty() {
-        out.error(format!("{at}.hosts"), "sidecar: egress listener must contain at least one host");
+        out.error(
+            format!("{at}.hosts"),
+            "sidecar: egress listener must contain at least one host",
+        );
         return;
     }
     let mut by_namespace: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for (j, host) in l.hosts.iter().enumerate() {
         let hat = format!("{at}.hosts[{j}]");
         if let Some((ns, name)) = host.split_once('/') {
-            let names = by_namespace.entry(if ns == "." { namespace } else { ns }).or_default();
-            let repeated = if name == "*" { !names.is_empty() } else { names.contains(name) || names.contains("*") };
+            let names = by_namespace
+                .entry(if ns == "." { namespace } else { ns })
+                .or_default();
+            let repeated = if name == "*" {
+                !names.is_empty()
+            } else {
+                names.contains(name) || names.contains("*")
+            };
             if repeated {
                 out.warning(&hat, format!("duplicated egress host: {host}"));
             }
@@ -228,8 +314,15 @@ fn validate_egress_hosts(at: &str, namespace: &str, l: &EgressListener, out: &mu
         }
         validate_egress_host(&hat, host, out);
     }
-    if by_namespace.get("*").is_some_and(|names| names.contains("*")) && by_namespace.len() != 1 {
-        out.warning(format!("{at}.hosts"), "`*/*` host select all resources, no other hosts can be added");
+    if by_namespace
+        .get("*")
+        .is_some_and(|names| names.contains("*"))
+        && by_namespace.len() != 1
+    {
+        out.warning(
+            format!("{at}.hosts"),
+            "`*/*` host select all resources, no other hosts can be added",
+        );
     }
 }
 
@@ -240,13 +333,19 @@ fn validate_egress_host(at: &str, host: &str, out: &mut Diags) {
         return out.error(at, "host must be of form namespace/dnsName");
     };
     if ns.is_empty() || name.is_empty() {
-        out.error(at, "config namespace and dnsName in host entry cannot be empty");
+        out.error(
+            at,
+            "config namespace and dnsName in host entry cannot be empty",
+        );
     }
     if !matches!(ns, "*" | "." | "~") && !is_dns1123_label(ns) {
         out.error(at, format!("invalid namespace value {ns:?} in sidecar"));
     }
     if name != "*" && !name.contains('.') {
-        out.error(at, format!("short names (non FQDN) are not allowed: {name:?}"));
+        out.error(
+            at,
+            format!("short names (non FQDN) are not allowed: {name:?}"),
+        );
     }
     out.check(at, validate_wildcard_domain(name));
     out.check(at, validate_partial_wildcard(name));
@@ -254,22 +353,35 @@ fn validate_egress_host(at: &str, host: &str, out: &mut Diags) {
 
 /// An egress proxy replaces passthrough, so it only makes sense with ALLOW_ANY.
 fn validate_outbound_policy(at: &str, policy: &OutboundTrafficPolicy, out: &mut Diags) {
-    let Some(proxy) = &policy.egress_proxy else { return };
+    let Some(proxy) = &policy.egress_proxy else {
+        return;
+    };
     let pat = format!("{at}.egressProxy");
     if policy.mode() != OutboundTrafficMode::AllowAny {
-        out.error(pat, "sidecar: egress_proxy must be set only with ALLOW_ANY outbound_traffic_policy mode");
+        out.error(
+            pat,
+            "sidecar: egress_proxy must be set only with ALLOW_ANY outbound_traffic_policy mode",
+        );
         return;
     }
     let fqdn = validate_fqdn(&proxy.host);
     let host_ok = fqdn.is_ok();
     out.check(format!("{pat}.host"), fqdn);
     if proxy.port.is_none() {
-        out.error(format!("{pat}.port"), "sidecar: egress_proxy port must be non-nil");
+        out.error(
+            format!("{pat}.port"),
+            "sidecar: egress_proxy port must be non-nil",
+        );
         return;
     }
     // The destination checks repeat the host's; keep the FQDN error alone.
     let mut destination = Diags::default();
     validate_destination(&pat, proxy, &mut destination);
     let host_field = format!("{pat}.host");
-    out.0.extend(destination.0.into_iter().filter(|d| host_ok || d.field != host_field));
+    out.0.extend(
+        destination
+            .0
+            .into_iter()
+            .filter(|d| host_ok || d.field != host_field),
+    );
 }

@@ -6,16 +6,26 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::config::istio::virtual_service::{HeaderMatch, HttpMatchRequest, HttpRoute, VirtualService};
 use crate::config::istio::StringMatch;
+use crate::config::istio::virtual_service::{
+    HeaderMatch, HttpMatchRequest, HttpRoute, VirtualService,
+};
 
 use super::common::Diags;
 
 pub fn analyze(vs: &VirtualService, out: &mut Diags) {
     analyze_http(&vs.http, out);
-    let tcp: Vec<Vec<String>> = vs.tcp.iter().map(|r| r.matches.iter().map(as_json).collect()).collect();
+    let tcp: Vec<Vec<String>> = vs
+        .tcp
+        .iter()
+        .map(|r| r.matches.iter().map(as_json).collect())
+        .collect();
     analyze_l4("tcp", &tcp, out);
-    let tls: Vec<Vec<String>> = vs.tls.iter().map(|r| r.matches.iter().map(as_json).collect()).collect();
+    let tls: Vec<Vec<String>> = vs
+        .tls
+        .iter()
+        .map(|r| r.matches.iter().map(as_json).collect())
+        .collect();
     analyze_l4("tls", &tls, out);
 }
 
@@ -24,15 +34,26 @@ fn as_json<T: Serialize>(m: &T) -> String {
 }
 
 fn route_name(r: &HttpRoute, i: usize) -> String {
-    if r.name.is_empty() { format!("#{i}") } else { format!("{:?}", r.name) }
+    if r.name.is_empty() {
+        format!("#{i}")
+    } else {
+        format!("{:?}", r.name)
+    }
 }
 
 fn match_name(m: &HttpMatchRequest, j: usize) -> String {
-    if m.name.is_empty() { format!("#{j}") } else { format!("{:?}", m.name) }
+    if m.name.is_empty() {
+        format!("#{j}")
+    } else {
+        format!("{:?}", m.name)
+    }
 }
 
 fn unused(out: &mut Diags, at: String, rule: &str, reason: &str) {
-    out.warning(at, format!("virtualService rule {rule} not used ({reason})"));
+    out.warning(
+        at,
+        format!("virtualService rule {rule} not used ({reason})"),
+    );
 }
 
 fn ineffective(out: &mut Diags, at: String, rule: &str, m: &str, dup: &str) {
@@ -46,7 +67,12 @@ fn matches_everything(m: &HttpMatchRequest) -> bool {
         Some(StringMatch::Prefix(p)) => p.is_empty() || p == "/",
         _ => false,
     };
-    let rest = HttpMatchRequest { name: String::new(), uri: None, ignore_uri_case: false, ..m.clone() };
+    let rest = HttpMatchRequest {
+        name: String::new(),
+        uri: None,
+        ignore_uri_case: false,
+        ..m.clone()
+    };
     catch_all_uri && rest == HttpMatchRequest::default()
 }
 
@@ -62,7 +88,12 @@ fn analyze_http(routes: &[HttpRoute], out: &mut Diags) {
             if empty_match.is_some() {
                 unused(out, at, &name, "only the last rule can have no matches");
             } else if let Some(c) = catch_all {
-                unused(out, at, &name, &format!("rule {} matches all requests", route_name(&routes[c], c)));
+                unused(
+                    out,
+                    at,
+                    &name,
+                    &format!("rule {} matches all requests", route_name(&routes[c], c)),
+                );
             }
             empty_match = Some(i);
             if route.delegate.is_none() {
@@ -71,14 +102,28 @@ fn analyze_http(routes: &[HttpRoute], out: &mut Diags) {
             continue;
         }
         if let Some(c) = catch_all {
-            unused(out, at, &name, &format!("rule {} matches all requests", route_name(&routes[c], c)));
+            unused(
+                out,
+                at,
+                &name,
+                &format!("rule {} matches all requests", route_name(&routes[c], c)),
+            );
             continue;
         }
         let mut duplicates = 0;
         for (j, m) in route.matches.iter().enumerate() {
-            let key = as_json(&HttpMatchRequest { name: String::new(), ..m.clone() });
+            let key = as_json(&HttpMatchRequest {
+                name: String::new(),
+                ..m.clone()
+            });
             if let Some(&dup) = seen.get(&key) {
-                ineffective(out, format!("{at}.match[{j}]"), &name, &match_name(m, j), &route_name(&routes[dup], dup));
+                ineffective(
+                    out,
+                    format!("{at}.match[{j}]"),
+                    &name,
+                    &match_name(m, j),
+                    &route_name(&routes[dup], dup),
+                );
                 duplicates += 1;
                 continue;
             }
@@ -114,7 +159,12 @@ fn analyze_l4(kind: &str, routes: &[Vec<String>], out: &mut Diags) {
         let name = format!("#{i}");
         if matches.is_empty() {
             if empty_match {
-                unused(out, format!("spec.{kind}[{i}]"), &name, "only the last rule can have no matches");
+                unused(
+                    out,
+                    format!("spec.{kind}[{i}]"),
+                    &name,
+                    "only the last rule can have no matches",
+                );
             }
             empty_match = true;
             continue;
@@ -122,14 +172,25 @@ fn analyze_l4(kind: &str, routes: &[Vec<String>], out: &mut Diags) {
         let mut duplicates = 0;
         for (j, key) in matches.iter().enumerate() {
             if let Some(&dup) = seen.get(key.as_str()) {
-                ineffective(out, format!("spec.{kind}[{i}].match[{j}]"), &name, &format!("#{j}"), &format!("#{dup}"));
+                ineffective(
+                    out,
+                    format!("spec.{kind}[{i}].match[{j}]"),
+                    &name,
+                    &format!("#{j}"),
+                    &format!("#{dup}"),
+                );
                 duplicates += 1;
             } else {
                 seen.insert(key, i);
             }
         }
         if duplicates == matches.len() {
-            unused(out, format!("spec.{kind}[{i}]"), &name, "all matches used by prior rules");
+            unused(
+                out,
+                format!("spec.{kind}[{i}]"),
+                &name,
+                "all matches used by prior rules",
+            );
         }
     }
 }
@@ -159,7 +220,9 @@ fn exact_or_prefix(m: Option<&StringMatch>) -> String {
 }
 
 fn header_values(map: &BTreeMap<String, HeaderMatch>) -> BTreeMap<String, String> {
-    map.iter().map(|(k, v)| (k.clone(), exact_or_prefix(v.as_string_match().as_ref()))).collect()
+    map.iter()
+        .map(|(k, v)| (k.clone(), exact_or_prefix(v.as_string_match().as_ref())))
+        .collect()
 }
 
 /// istiod's loose comparison: equal, or the earlier value starts with the later one.
@@ -169,7 +232,9 @@ fn loosely_covers(a: &str, b: &str) -> bool {
 
 impl PrefixMatch {
     fn new(route: &HttpRoute, rule: usize, m: &HttpMatchRequest, j: usize) -> Option<PrefixMatch> {
-        let Some(StringMatch::Prefix(prefix)) = &m.uri else { return None };
+        let Some(StringMatch::Prefix(prefix)) = &m.uri else {
+            return None;
+        };
         if prefix.is_empty() {
             return None;
         }
@@ -195,7 +260,9 @@ impl PrefixMatch {
     /// Whether `self` (earlier) takes every request `later` would.
     fn covers(&self, later: &PrefixMatch) -> bool {
         let maps_cover = |a: &BTreeMap<String, String>, b: &BTreeMap<String, String>| {
-            a.len() == b.len() && a.iter().all(|(k, v)| b.get(k).is_some_and(|bv| loosely_covers(v, bv)))
+            a.len() == b.len()
+                && a.iter()
+                    .all(|(k, v)| b.get(k).is_some_and(|bv| loosely_covers(v, bv)))
         };
         later.prefix.starts_with(&self.prefix)
             && self.port == later.port

@@ -2,19 +2,19 @@
 //! destinations all routes share. HTTP routes are in [`super::http_route`], the unreachable-rule
 //! warnings in [`super::unreachable`].
 
-use std::collections::BTreeMap;
 use crate::config::istio::virtual_service::{
-    Destination, HeaderOperations, Headers, L4MatchAttributes, RouteDestination, TlsMatchAttributes, TlsRoute,
-    VirtualService,
+    Destination, HeaderOperations, Headers, L4MatchAttributes, RouteDestination,
+    TlsMatchAttributes, TlsRoute, VirtualService,
 };
+use std::collections::BTreeMap;
 
-use crate::model::host;
 use super::common::{
-    is_dns1123_label, is_ip, validate_export_to, validate_gateway_names,
-    validate_header_value, validate_ip_subnet, validate_labels, validate_port, validate_subset_name,
-    validate_wildcard_domain, Diags,
+    Diags, is_dns1123_label, is_ip, validate_export_to, validate_gateway_names,
+    validate_header_value, validate_ip_subnet, validate_labels, validate_port,
+    validate_subset_name, validate_wildcard_domain,
 };
 use super::{http_route, unreachable};
+use crate::model::host;
 
 /// The name of the implicit gateway of every sidecar.
 const MESH: &str = "mesh";
@@ -23,9 +23,16 @@ pub fn validate(namespace: &str, vs: &VirtualService, out: &mut Diags) {
     // A VirtualService without hosts can only be used as a delegate of another one.
     let delegate = vs.hosts.is_empty();
     if delegate {
-        for (field, set) in [("gateways", !vs.gateways.is_empty()), ("tls", !vs.tls.is_empty()), ("tcp", !vs.tcp.is_empty())] {
+        for (field, set) in [
+            ("gateways", !vs.gateways.is_empty()),
+            ("tls", !vs.tls.is_empty()),
+            ("tcp", !vs.tcp.is_empty()),
+        ] {
             if set {
-                out.error(format!("spec.{field}"), format!("delegate virtual service (no hosts) must have no {field} specified"));
+                out.error(
+                    format!("spec.{field}"),
+                    format!("delegate virtual service (no hosts) must have no {field} specified"),
+                );
             }
         }
     }
@@ -36,7 +43,10 @@ pub fn validate(namespace: &str, vs: &VirtualService, out: &mut Diags) {
     if !applies_to_gateway {
         for (i, route) in vs.http.iter().enumerate() {
             for (j, m) in route.matches.iter().enumerate() {
-                for (field, map) in [("headers", &m.headers), ("withoutHeaders", &m.without_headers)] {
+                for (field, map) in [
+                    ("headers", &m.headers),
+                    ("withoutHeaders", &m.without_headers),
+                ] {
                     for key in map.keys().filter(|k| http_route::is_jwt_claim(k)) {
                         out.error(
                             format!("spec.http[{i}].match[{j}].{field}.{key}"),
@@ -49,16 +59,26 @@ pub fn validate(namespace: &str, vs: &VirtualService, out: &mut Diags) {
     }
 
     let mut all_hosts_valid = true;
-    let sni = vs.tls.iter().any(|t| t.matches.iter().any(|m| !m.sni_hosts.is_empty()));
+    let sni = vs
+        .tls
+        .iter()
+        .any(|t| t.matches.iter().any(|m| !m.sni_hosts.is_empty()));
     for (i, host) in vs.hosts.iter().enumerate() {
-        let result = if applies_to_gateway { validate_gateway_bound_host(sni, host) } else { validate_wildcard_domain(host) };
+        let result = if applies_to_gateway {
+            validate_gateway_bound_host(sni, host)
+        } else {
+            validate_wildcard_domain(host)
+        };
         match result {
             Err(e) if !is_ip(host) => {
                 out.error(format!("spec.hosts[{i}]"), e);
                 all_hosts_valid = false;
             }
             Ok(()) if applies_to_mesh && host == "*" => {
-                out.error(format!("spec.hosts[{i}]"), "wildcard host * is not allowed for virtual services bound to the mesh gateway");
+                out.error(
+                    format!("spec.hosts[{i}]"),
+                    "wildcard host * is not allowed for virtual services bound to the mesh gateway",
+                );
                 all_hosts_valid = false;
             }
             _ => {}
@@ -68,20 +88,32 @@ pub fn validate(namespace: &str, vs: &VirtualService, out: &mut Diags) {
         for (i, a) in vs.hosts.iter().enumerate() {
             for b in &vs.hosts[i + 1..] {
                 if host::overlap(a, b) {
-                    out.error(format!("spec.hosts[{i}]"), format!("duplicate hosts in virtual service: {a} & {b}"));
+                    out.error(
+                        format!("spec.hosts[{i}]"),
+                        format!("duplicate hosts in virtual service: {a} & {b}"),
+                    );
                 }
             }
         }
     }
 
     if vs.http.is_empty() && vs.tcp.is_empty() && vs.tls.is_empty() {
-        out.error("spec", "http, tcp or tls must be provided in virtual service");
+        out.error(
+            "spec",
+            "http, tcp or tls must be provided in virtual service",
+        );
     }
     for (i, route) in vs.http.iter().enumerate() {
         http_route::validate(&format!("spec.http[{i}]"), route, delegate, out);
     }
     for (i, route) in vs.tls.iter().enumerate() {
-        validate_tls_route(&format!("spec.tls[{i}]"), route, vs, applies_to_gateway, out);
+        validate_tls_route(
+            &format!("spec.tls[{i}]"),
+            route,
+            vs,
+            applies_to_gateway,
+            out,
+        );
     }
     for (i, route) in vs.tcp.iter().enumerate() {
         let at = format!("spec.tcp[{i}]");
@@ -102,15 +134,32 @@ pub fn validate(namespace: &str, vs: &VirtualService, out: &mut Diags) {
 fn validate_gateway_bound_host(sni: bool, host: &str) -> Result<(), String> {
     if sni && host.split('.').next() == Some("outbound_") {
         let rest = &host["outbound_".len()..];
-        let ok = rest.strip_prefix('.').is_some_and(|r| r.starts_with(|c: char| ('0'..='8').contains(&c)));
-        return if ok { Ok(()) } else { Err(format!("domain name {host:?} invalid (label \"outbound_\" invalid)")) };
+        let ok = rest
+            .strip_prefix('.')
+            .is_some_and(|r| r.starts_with(|c: char| ('0'..='8').contains(&c)));
+        return if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "domain name {host:?} invalid (label \"outbound_\" invalid)"
+            ))
+        };
     }
     validate_wildcard_domain(host)
 }
 
-fn validate_tls_route(at: &str, route: &TlsRoute, vs: &VirtualService, applies_to_gateway: bool, out: &mut Diags) {
+fn validate_tls_route(
+    at: &str,
+    route: &TlsRoute,
+    vs: &VirtualService,
+    applies_to_gateway: bool,
+    out: &mut Diags,
+) {
     if route.matches.is_empty() {
-        out.error(format!("{at}.match"), "TLS route must have at least one match condition");
+        out.error(
+            format!("{at}.match"),
+            "TLS route must have at least one match condition",
+        );
     }
     for (j, m) in route.matches.iter().enumerate() {
         validate_tls_match(&format!("{at}.match[{j}]"), m, vs, applies_to_gateway, out);
@@ -121,13 +170,26 @@ fn validate_tls_route(at: &str, route: &TlsRoute, vs: &VirtualService, applies_t
     validate_route_destinations(&format!("{at}.route"), &route.route, out);
 }
 
-fn validate_tls_match(at: &str, m: &TlsMatchAttributes, vs: &VirtualService, applies_to_gateway: bool, out: &mut Diags) {
+fn validate_tls_match(
+    at: &str,
+    m: &TlsMatchAttributes,
+    vs: &VirtualService,
+    applies_to_gateway: bool,
+    out: &mut Diags,
+) {
     if m.sni_hosts.is_empty() {
-        out.error(format!("{at}.sniHosts"), "TLS match must have at least one SNI host");
+        out.error(
+            format!("{at}.sniHosts"),
+            "TLS match must have at least one SNI host",
+        );
     }
     for (k, sni) in m.sni_hosts.iter().enumerate() {
         let field = format!("{at}.sniHosts[{k}]");
-        let result = if applies_to_gateway { validate_gateway_bound_host(true, sni) } else { validate_wildcard_domain(sni) };
+        let result = if applies_to_gateway {
+            validate_gateway_bound_host(true, sni)
+        } else {
+            validate_wildcard_domain(sni)
+        };
         if let Err(e) = result {
             if is_ip(sni) {
                 out.warning(field, format!("using an IP address ({sni:?}) goes against SNI spec and most clients do not support this"));
@@ -143,11 +205,27 @@ fn validate_tls_match(at: &str, m: &TlsMatchAttributes, vs: &VirtualService, app
             );
         }
     }
-    validate_l4_fields(at, &m.destination_subnets, m.port, &m.source_labels, &m.gateways, &m.source_namespace, out);
+    validate_l4_fields(
+        at,
+        &m.destination_subnets,
+        m.port,
+        &m.source_labels,
+        &m.gateways,
+        &m.source_namespace,
+        out,
+    );
 }
 
 fn validate_l4_match(at: &str, m: &L4MatchAttributes, out: &mut Diags) {
-    validate_l4_fields(at, &m.destination_subnets, m.port, &m.source_labels, &m.gateways, &m.source_namespace, out);
+    validate_l4_fields(
+        at,
+        &m.destination_subnets,
+        m.port,
+        &m.source_labels,
+        &m.gateways,
+        &m.source_namespace,
+        out,
+    );
 }
 
 fn validate_l4_fields(
@@ -160,7 +238,10 @@ fn validate_l4_fields(
     out: &mut Diags,
 ) {
     for (k, subnet) in destination_subnets.iter().enumerate() {
-        out.check(format!("{at}.destinationSubnets[{k}]"), validate_ip_subnet(subnet));
+        out.check(
+            format!("{at}.destinationSubnets[{k}]"),
+            validate_ip_subnet(subnet),
+        );
     }
     validate_source_match(at, port, source_labels, gateways, source_namespace, out);
 }
@@ -181,7 +262,10 @@ pub fn validate_source_match(
     out.check(format!("{at}.sourceLabels"), validate_labels(source_labels));
     validate_gateway_names(out, &format!("{at}.gateways"), gateways);
     if !source_namespace.is_empty() && !is_dns1123_label(source_namespace) {
-        out.error(format!("{at}.sourceNamespace"), format!("sourceNamespace match {source_namespace} is invalid"));
+        out.error(
+            format!("{at}.sourceNamespace"),
+            format!("sourceNamespace match {source_namespace} is invalid"),
+        );
     }
 }
 
@@ -190,7 +274,10 @@ pub fn validate_destination(at: &str, d: &Destination, out: &mut Diags) {
     if d.host.is_empty() {
         out.error(format!("{at}.host"), "destination host is required");
     } else if d.host == "*" {
-        out.error(format!("{at}.host"), format!("invalid destination host {}", d.host));
+        out.error(
+            format!("{at}.host"),
+            format!("invalid destination host {}", d.host),
+        );
     } else {
         out.check(format!("{at}.host"), validate_wildcard_domain(&d.host));
     }
@@ -198,7 +285,10 @@ pub fn validate_destination(at: &str, d: &Destination, out: &mut Diags) {
         out.check(format!("{at}.subset"), validate_subset_name(&d.subset));
     }
     if let Some(port) = d.port {
-        out.check(format!("{at}.port.number"), validate_port(port.number.into()));
+        out.check(
+            format!("{at}.port.number"),
+            validate_port(port.number.into()),
+        );
     }
 }
 
@@ -235,13 +325,20 @@ pub fn validate_header_operations(at: &str, headers: &Headers, out: &mut Diags) 
         for (verb, map) in [("set", &ops.set), ("add", &ops.add)] {
             for (name, value) in map {
                 let field = format!("{at}.{kind}.{verb}.{name}");
-                let result = if is_request { check_request_header_name(name) } else { check_header_operation_name(name) };
+                let result = if is_request {
+                    check_request_header_name(name)
+                } else {
+                    check_header_operation_name(name)
+                };
                 out.check(&field, result);
                 out.check(field, validate_header_value(value));
             }
         }
         for (i, name) in ops.remove.iter().enumerate() {
-            out.check(format!("{at}.{kind}.remove[{i}]"), check_header_operation_name(name));
+            out.check(
+                format!("{at}.{kind}.remove[{i}]"),
+                check_header_operation_name(name),
+            );
         }
     }
 }
@@ -255,7 +352,9 @@ fn check_request_header_name(name: &str) -> Result<(), String> {
         return Err("header name cannot be empty".into());
     }
     if (name.starts_with(':') || name.eq_ignore_ascii_case("host")) && !is_authority_header(name) {
-        return Err(format!("invalid header {name:?}: header cannot have \":\" prefix"));
+        return Err(format!(
+            "invalid header {name:?}: header cannot have \":\" prefix"
+        ));
     }
     Ok(())
 }
@@ -268,7 +367,9 @@ fn check_header_operation_name(name: &str) -> Result<(), String> {
         return Err(format!("invalid header {name:?}: cannot set Host header"));
     }
     if name.starts_with(':') {
-        return Err(format!("invalid header {name:?}: header cannot have \":\" prefix"));
+        return Err(format!(
+            "invalid header {name:?}: header cannot have \":\" prefix"
+        ));
     }
     Ok(())
 }

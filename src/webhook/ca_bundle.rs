@@ -58,11 +58,19 @@ impl Default for Options {
 pub enum CaBundleError {
     #[error("ValidatingWebhookConfiguration {0} not found")]
     NotFound(String),
-    #[error("ValidatingWebhookConfiguration {name}: no webhook calls Service {namespace}/{service}")]
-    NoWebhook { name: String, namespace: String, service: String },
+    #[error(
+        "ValidatingWebhookConfiguration {name}: no webhook calls Service {namespace}/{service}"
+    )]
+    NoWebhook {
+        name: String,
+        namespace: String,
+        service: String,
+    },
     #[error("ValidatingWebhookConfiguration {name}: {source}")]
     Api { name: String, source: kube::Error },
-    #[error("ValidatingWebhookConfiguration {name}: not switching to failurePolicy Fail yet: {reason}")]
+    #[error(
+        "ValidatingWebhookConfiguration {name}: not switching to failurePolicy Fail yet: {reason}"
+    )]
     NotReady { name: String, reason: String },
 }
 
@@ -87,18 +95,36 @@ fn is_ours(webhook: &Value, service: &str, namespace: &str) -> bool {
     svc["name"].as_str() == Some(service) && svc["namespace"].as_str() == Some(namespace)
 }
 
-fn ours_mut<'a>(config: &'a mut Value, service: &'a str, namespace: &'a str) -> impl Iterator<Item = &'a mut Value> + 'a {
-    let webhooks = config.get_mut("webhooks").and_then(Value::as_array_mut).map(|w| w.iter_mut());
-    webhooks.into_iter().flatten().filter(move |w| is_ours(w, service, namespace))
+fn ours_mut<'a>(
+    config: &'a mut Value,
+    service: &'a str,
+    namespace: &'a str,
+) -> impl Iterator<Item = &'a mut Value> + 'a {
+    let webhooks = config
+        .get_mut("webhooks")
+        .and_then(Value::as_array_mut)
+        .map(|w| w.iter_mut());
+    webhooks
+        .into_iter()
+        .flatten()
+        .filter(move |w| is_ours(w, service, namespace))
 }
 
 /// Sets `caBundle` (base64 of `root_pem`) on our webhooks in `config` (the object as JSON).
-pub fn set_ca_bundle(config: &mut Value, service: &str, namespace: &str, root_pem: &str) -> Changed {
+pub fn set_ca_bundle(
+    config: &mut Value,
+    service: &str,
+    namespace: &str,
+    root_pem: &str,
+) -> Changed {
     let wanted = ByteString(root_pem.as_bytes().to_vec());
     let mut out = Changed::default();
     for webhook in ours_mut(config, service, namespace) {
         out.ours += 1;
-        let current = webhook["clientConfig"].get("caBundle").cloned().map(serde_json::from_value::<ByteString>);
+        let current = webhook["clientConfig"]
+            .get("caBundle")
+            .cloned()
+            .map(serde_json::from_value::<ByteString>);
         if !matches!(current, Some(Ok(ref c)) if *c == wanted) {
             webhook["clientConfig"]["caBundle"] = json!(wanted);
             out.changed += 1;
@@ -137,13 +163,28 @@ fn config_resource() -> ApiResource {
 }
 
 impl CaBundle {
-    pub fn new(client: kube::Client, options: Options, root_pem: String, is_leader: IsLeader) -> CaBundle {
+    pub fn new(
+        client: kube::Client,
+        options: Options,
+        root_pem: String,
+        is_leader: IsLeader,
+    ) -> CaBundle {
         let configs = Api::all_with(client.clone(), &config_resource());
-        CaBundle { options, client, configs, root_pem, is_leader, webhook_proven: false }
+        CaBundle {
+            options,
+            client,
+            configs,
+            root_pem,
+            is_leader,
+            webhook_proven: false,
+        }
     }
 
     fn api_error(&self, source: kube::Error) -> CaBundleError {
-        CaBundleError::Api { name: self.options.config_name.clone(), source }
+        CaBundleError::Api {
+            name: self.options.config_name.clone(),
+            source,
+        }
     }
 
     /// One pass: at most one write (the caBundle first, then the failure policy).
@@ -153,24 +194,42 @@ impl CaBundle {
         }
         let name = self.options.config_name.clone();
         let (service, namespace) = (self.options.service.clone(), self.options.namespace.clone());
-        let config = self.configs.get_opt(&name).await.map_err(|e| self.api_error(e))?;
+        let config = self
+            .configs
+            .get_opt(&name)
+            .await
+            .map_err(|e| self.api_error(e))?;
         let mut config = config.ok_or_else(|| CaBundleError::NotFound(name.clone()))?;
         let bundle = set_ca_bundle(&mut config.data, &service, &namespace, &self.root_pem);
         if bundle.ours == 0 {
-            return Err(CaBundleError::NoWebhook { name, namespace, service });
+            return Err(CaBundleError::NoWebhook {
+                name,
+                namespace,
+                service,
+            });
         }
         if bundle.changed > 0 {
             self.write(&config).await?;
-            tracing::info!("set caBundle of {} webhook(s) in ValidatingWebhookConfiguration {name}", bundle.changed);
+            tracing::info!(
+                "set caBundle of {} webhook(s) in ValidatingWebhookConfiguration {name}",
+                bundle.changed
+            );
             return Ok(Pass::Written);
         }
         if set_fail_closed(&mut config.data, &service, &namespace).changed == 0 {
             return Ok(Pass::UpToDate);
         }
         if !self.webhook_proven {
-            self.prove_webhook().await.map_err(|reason| CaBundleError::NotReady { name: name.clone(), reason })?;
+            self.prove_webhook()
+                .await
+                .map_err(|reason| CaBundleError::NotReady {
+                    name: name.clone(),
+                    reason,
+                })?;
             self.webhook_proven = true;
-            tracing::info!("the API server rejects invalid config through the webhook; switching {name} to failurePolicy Fail");
+            tracing::info!(
+                "the API server rejects invalid config through the webhook; switching {name} to failurePolicy Fail"
+            );
         }
         self.write(&config).await?;
         tracing::info!("set failurePolicy Fail in ValidatingWebhookConfiguration {name}");
@@ -182,7 +241,10 @@ impl CaBundle {
         if !(self.is_leader)() {
             return Ok(());
         }
-        self.configs.replace(&self.options.config_name, &PostParams::default(), config).await.map_err(|e| self.api_error(e))?;
+        self.configs
+            .replace(&self.options.config_name, &PostParams::default(), config)
+            .await
+            .map_err(|e| self.api_error(e))?;
         Ok(())
     }
 
@@ -196,30 +258,48 @@ impl CaBundle {
             kind: "Gateway".into(),
             plural: "gateways".into(),
         };
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.options.namespace, &resource);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &self.options.namespace, &resource);
         let mut gateway = DynamicObject::new("", &resource).data(json!({ "spec": {} }));
-        gateway.metadata =
-            ObjectMeta { generate_name: Some("pilotfish-webhook-check-".into()), ..ObjectMeta::default() };
-        let params = PostParams { dry_run: true, ..PostParams::default() };
+        gateway.metadata = ObjectMeta {
+            generate_name: Some("pilotfish-webhook-check-".into()),
+            ..ObjectMeta::default()
+        };
+        let params = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
         match api.create(&params, &gateway).await {
             Ok(_) => Err("a dry run of an invalid Gateway was admitted".into()),
-            Err(kube::Error::Api(status)) if status.message.contains("denied the request") => Ok(()),
+            Err(kube::Error::Api(status)) if status.message.contains("denied the request") => {
+                Ok(())
+            }
             // As istiod: without the Gateway CRD (or with a webhook that cannot dry-run) the
             // check cannot be made, so it is not waited for.
             Err(kube::Error::Api(status))
                 if status.code == 404 || status.message.contains("does not support dry run") =>
             {
-                tracing::warn!("cannot check the webhook with a dry-run Gateway ({}); assuming it is reachable", status.message);
+                tracing::warn!(
+                    "cannot check the webhook with a dry-run Gateway ({}); assuming it is reachable",
+                    status.message
+                );
                 Ok(())
             }
-            Err(e) => Err(format!("a dry run of an invalid Gateway failed for another reason: {e}")),
+            Err(e) => Err(format!(
+                "a dry run of an invalid Gateway failed for another reason: {e}"
+            )),
         }
     }
 
     /// Runs passes until `shutdown` completes.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let fields = format!("metadata.name={}", self.options.config_name);
-        let mut events = watcher(self.configs.clone(), watcher::Config::default().fields(&fields)).default_backoff().boxed();
+        let mut events = watcher(
+            self.configs.clone(),
+            watcher::Config::default().fields(&fields),
+        )
+        .default_backoff()
+        .boxed();
         let mut leader_poll = tokio::time::interval(self.options.leader_poll);
         let mut was_leader = false;
         let mut next = Instant::now();
@@ -284,22 +364,56 @@ mod tests {
     fn the_bundle_goes_only_to_webhooks_calling_our_service_and_only_when_it_differs() {
         let mut c = config();
         let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
-        assert_eq!(set_ca_bundle(&mut c, "istiod", "istio-system", pem), Changed { ours: 1, changed: 1 });
-        let written: ByteString = serde_json::from_value(c["webhooks"][0]["clientConfig"]["caBundle"].clone()).unwrap();
+        assert_eq!(
+            set_ca_bundle(&mut c, "istiod", "istio-system", pem),
+            Changed {
+                ours: 1,
+                changed: 1
+            }
+        );
+        let written: ByteString =
+            serde_json::from_value(c["webhooks"][0]["clientConfig"]["caBundle"].clone()).unwrap();
         assert_eq!(written.0, pem.as_bytes());
         assert_eq!(c["webhooks"][1]["clientConfig"]["caBundle"], "Zm9v");
         assert!(c["webhooks"][2]["clientConfig"].get("caBundle").is_none());
-        assert_eq!(set_ca_bundle(&mut c, "istiod", "istio-system", pem), Changed { ours: 1, changed: 0 });
-        assert_eq!(set_ca_bundle(&mut c, "istiod", "istio-system", "another root"), Changed { ours: 1, changed: 1 });
+        assert_eq!(
+            set_ca_bundle(&mut c, "istiod", "istio-system", pem),
+            Changed {
+                ours: 1,
+                changed: 0
+            }
+        );
+        assert_eq!(
+            set_ca_bundle(&mut c, "istiod", "istio-system", "another root"),
+            Changed {
+                ours: 1,
+                changed: 1
+            }
+        );
     }
 
     #[test]
     fn fail_closed_touches_only_our_webhooks() {
         let mut c = config();
-        assert_eq!(set_fail_closed(&mut c, "istiod", "istio-system"), Changed { ours: 1, changed: 1 });
+        assert_eq!(
+            set_fail_closed(&mut c, "istiod", "istio-system"),
+            Changed {
+                ours: 1,
+                changed: 1
+            }
+        );
         assert_eq!(c["webhooks"][0]["failurePolicy"], "Fail");
         assert_eq!(c["webhooks"][1]["failurePolicy"], "Ignore");
-        assert_eq!(set_fail_closed(&mut c, "istiod", "istio-system"), Changed { ours: 1, changed: 0 });
-        assert_eq!(set_fail_closed(&mut c, "nobody", "istio-system"), Changed::default());
+        assert_eq!(
+            set_fail_closed(&mut c, "istiod", "istio-system"),
+            Changed {
+                ours: 1,
+                changed: 0
+            }
+        );
+        assert_eq!(
+            set_fail_closed(&mut c, "nobody", "istio-system"),
+            Changed::default()
+        );
     }
 }

@@ -22,8 +22,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::admission::{self, Outcome};
-use crate::ca::serving::{self, ServingError};
 use crate::ca::Authority;
+use crate::ca::serving::{self, ServingError};
 
 /// Largest request body read.
 pub const MAX_BODY: usize = 6 << 20;
@@ -51,15 +51,26 @@ pub fn router() -> Router {
 
 async fn validate(request: Request) -> Response {
     let headers = request.headers();
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     let media_type = content_type.split(';').next().unwrap_or_default().trim();
     if !media_type.eq_ignore_ascii_case("application/json") {
         let message = format!("invalid Content-Type {content_type:?}, want `application/json`\n");
         return (StatusCode::UNSUPPORTED_MEDIA_TYPE, message).into_response();
     }
     // An announced length over the limit is refused before any of the body is read.
-    let announced = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    let too_large = || (StatusCode::PAYLOAD_TOO_LARGE, format!("the body exceeds {MAX_BODY} bytes\n")).into_response();
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let too_large = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body exceeds {MAX_BODY} bytes\n"),
+        )
+            .into_response()
+    };
     if announced.is_some_and(|n| n > MAX_BODY) {
         return too_large();
     }
@@ -75,7 +86,9 @@ async fn validate(request: Request) -> Response {
             match &reviewed.outcome {
                 Outcome::Denied { message } => tracing::info!("admission denied: {message}"),
                 Outcome::Allowed { warnings } => tracing::debug!(warnings, "admission allowed"),
-                Outcome::NotChecked { reason } => tracing::debug!("admission allowed unchecked: {reason}"),
+                Outcome::NotChecked { reason } => {
+                    tracing::debug!("admission allowed unchecked: {reason}")
+                }
             }
             axum::Json(reviewed.review).into_response()
         }
@@ -136,7 +149,10 @@ pub async fn serve_with_ttl(
     }
     stop_tx.send_replace(true);
     renewal.abort();
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while connections.join_next().await.is_some() {} }).await;
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
     if drained.is_err() {
         tracing::debug!("webhook connections still open after {DRAIN_TIMEOUT:?}; closing them");
     }
@@ -149,14 +165,20 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await.map(|_| ());
 }
 
-async fn connection(acceptor: tokio_rustls::TlsAcceptor, tcp: TcpStream, router: Router, mut stop: watch::Receiver<bool>) {
+async fn connection(
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: TcpStream,
+    router: Router,
+    mut stop: watch::Receiver<bool>,
+) {
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => return tracing::debug!("webhook TLS handshake failed: {e}"),
         Err(_) => return tracing::debug!("webhook TLS handshake timed out"),
     };
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(HANDSHAKE_TIMEOUT);
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HANDSHAKE_TIMEOUT);
     let conn = http.serve_connection(TokioIo::new(tls), TowerToHyperService::new(router));
     tokio::pin!(conn);
     tokio::select! {

@@ -26,7 +26,10 @@ pub struct GrpcBody<S> {
 
 impl<S> GrpcBody<S> {
     pub fn new(responses: S) -> Self {
-        GrpcBody { responses, done: false }
+        GrpcBody {
+            responses,
+            done: false,
+        }
     }
 }
 
@@ -38,7 +41,10 @@ where
     type Data = Bytes;
     type Error = Status;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         if self.done {
             return Poll::Ready(None);
         }
@@ -66,7 +72,8 @@ where
 /// One length-prefixed gRPC message in a buffer of exactly its size.
 pub fn frame(response: &impl WireResponse) -> Result<Bytes, Status> {
     let len = response.encoded_len();
-    let prefix_len = u32::try_from(len).map_err(|_| Status::resource_exhausted(format!("response of {len} bytes")))?;
+    let prefix_len = u32::try_from(len)
+        .map_err(|_| Status::resource_exhausted(format!("response of {len} bytes")))?;
     let mut buf = Vec::with_capacity(PREFIX + len);
     buf.push(0);
     buf.extend_from_slice(&prefix_len.to_be_bytes());
@@ -106,8 +113,17 @@ mod tests {
         let len = u32::from_be_bytes([first[1], first[2], first[3], first[4]]) as usize;
         assert_eq!(len, first.len() - PREFIX);
         let decoded = DiscoveryResponse::decode(&first[PREFIX..]).unwrap();
-        assert_eq!((decoded.version_info.as_str(), decoded.nonce.as_str()), ("v1", "n1"));
-        let trailers = body.frame().await.unwrap().unwrap().into_trailers().unwrap();
+        assert_eq!(
+            (decoded.version_info.as_str(), decoded.nonce.as_str()),
+            ("v1", "n1")
+        );
+        let trailers = body
+            .frame()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_trailers()
+            .unwrap();
         assert_eq!(trailers.get("grpc-status").unwrap(), "0");
         assert!(body.is_end_stream());
         assert!(body.frame().await.is_none());
@@ -115,10 +131,22 @@ mod tests {
 
     #[tokio::test]
     async fn an_error_ends_the_stream_with_its_status() {
-        let stream = futures_util::stream::iter(vec![Err::<SotwResponse, _>(Status::invalid_argument("no node"))]);
+        let stream = futures_util::stream::iter(vec![Err::<SotwResponse, _>(
+            Status::invalid_argument("no node"),
+        )]);
         let mut body = GrpcBody::new(stream);
-        let trailers = body.frame().await.unwrap().unwrap().into_trailers().unwrap();
+        let trailers = body
+            .frame()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_trailers()
+            .unwrap();
         assert_eq!(trailers.get("grpc-status").unwrap(), "3");
-        assert_eq!(trailers.get("grpc-message").unwrap(), "no%20node", "percent-encoded, as gRPC requires");
+        assert_eq!(
+            trailers.get("grpc-message").unwrap(),
+            "no%20node",
+            "percent-encoded, as gRPC requires"
+        );
     }
 }

@@ -44,7 +44,11 @@ pub trait WireResponse {
 impl WireResponse for SotwResponse {
     fn encoded_len(&self) -> usize {
         string_len(1, &self.version_info)
-            + self.resources.iter().map(|r| bytes_len(2, r.any.len())).sum::<usize>()
+            + self
+                .resources
+                .iter()
+                .map(|r| bytes_len(2, r.any.len()))
+                .sum::<usize>()
             + string_len(4, &self.type_url)
             + string_len(5, &self.nonce)
             + control_plane_len(6, self.control_plane.as_deref())
@@ -64,10 +68,18 @@ impl WireResponse for SotwResponse {
 impl WireResponse for DeltaResponse {
     fn encoded_len(&self) -> usize {
         string_len(1, &self.system_version_info)
-            + self.resources.iter().map(|r| bytes_len(2, delta_resource_len(r))).sum::<usize>()
+            + self
+                .resources
+                .iter()
+                .map(|r| bytes_len(2, delta_resource_len(r)))
+                .sum::<usize>()
             + string_len(4, &self.type_url)
             + string_len(5, &self.nonce)
-            + self.removed_resources.iter().map(|n| bytes_len(6, n.len())).sum::<usize>()
+            + self
+                .removed_resources
+                .iter()
+                .map(|n| bytes_len(6, n.len()))
+                .sum::<usize>()
             + control_plane_len(7, self.control_plane.as_deref())
     }
 
@@ -109,7 +121,11 @@ fn delta_resource_len(r: &Resource) -> usize {
 
 /// Length of a length-delimited field; proto3 omits empty strings.
 fn string_len(tag: u32, s: &str) -> usize {
-    if s.is_empty() { 0 } else { bytes_len(tag, s.len()) }
+    if s.is_empty() {
+        0
+    } else {
+        bytes_len(tag, s.len())
+    }
 }
 
 fn bytes_len(tag: u32, len: usize) -> usize {
@@ -151,16 +167,22 @@ pub fn to_bytes(response: &impl WireResponse) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prost::Message;
     use envoy_types::pb::envoy::config::cluster::v3::Cluster;
     use envoy_types::pb::envoy::config::core::v3::ControlPlane;
     use envoy_types::pb::envoy::service::discovery::v3 as pb;
     use envoy_types::pb::google::protobuf::Any;
+    use prost::Message;
 
     const CDS: &str = crate::xds::TypeUrl::Cluster.url();
 
     fn cluster(name: &str) -> Arc<Resource> {
-        Arc::new(Resource::encode(name, &Cluster { name: name.into(), ..Default::default() }))
+        Arc::new(Resource::encode(
+            name,
+            &Cluster {
+                name: name.into(),
+                ..Default::default()
+            },
+        ))
     }
 
     fn any(r: &Resource) -> Any {
@@ -182,18 +204,26 @@ mod tests {
             resources: vec![any(&a), any(&b)],
             type_url: CDS.into(),
             nonce: "7".into(),
-            control_plane: Some(ControlPlane { identifier: "pilotfish".into() }),
+            control_plane: Some(ControlPlane {
+                identifier: "pilotfish".into(),
+            }),
             ..Default::default()
         };
         let bytes = to_bytes(&ours);
         assert_eq!(bytes.len(), ours.encoded_len());
-        assert_eq!(pb::DiscoveryResponse::decode(bytes.as_slice()).unwrap(), theirs);
+        assert_eq!(
+            pb::DiscoveryResponse::decode(bytes.as_slice()).unwrap(),
+            theirs
+        );
         assert_eq!(bytes, theirs.encode_to_vec());
     }
 
     #[test]
     fn empty_sotw_matches_prost() {
-        let ours = SotwResponse { type_url: "type.googleapis.com/x".into(), ..Default::default() };
+        let ours = SotwResponse {
+            type_url: "type.googleapis.com/x".into(),
+            ..Default::default()
+        };
         let theirs = pb::DiscoveryResponse {
             type_url: "type.googleapis.com/x".into(),
             ..Default::default()
@@ -204,7 +234,11 @@ mod tests {
     #[test]
     fn hex_version_matches_resource_version() {
         for hash in [0, 1, 0xdead_beef, u64::MAX, 0x0123_4567_89ab_cdef] {
-            let r = Resource { name: String::new(), hash, any: Default::default() };
+            let r = Resource {
+                name: String::new(),
+                hash,
+                any: Default::default(),
+            };
             assert_eq!(hex16(hash).as_slice(), r.version().as_bytes());
         }
     }
@@ -231,12 +265,17 @@ mod tests {
             type_url: CDS.into(),
             nonce: "n".into(),
             removed_resources: vec!["gone".into(), "also-gone".into()],
-            control_plane: Some(ControlPlane { identifier: "pilotfish".into() }),
+            control_plane: Some(ControlPlane {
+                identifier: "pilotfish".into(),
+            }),
             ..Default::default()
         };
         let bytes = to_bytes(&ours);
         assert_eq!(bytes.len(), ours.encoded_len());
-        assert_eq!(pb::DeltaDiscoveryResponse::decode(bytes.as_slice()).unwrap(), theirs);
+        assert_eq!(
+            pb::DeltaDiscoveryResponse::decode(bytes.as_slice()).unwrap(),
+            theirs
+        );
         assert_eq!(bytes, theirs.encode_to_vec());
     }
 }

@@ -130,7 +130,11 @@ impl Connections {
 
     /// The newest live connection of a proxy.
     pub fn by_proxy(&self, proxy_id: &str) -> Option<ConnectionInfo> {
-        self.lock().values().rev().find(|c| c.proxy_id == proxy_id).cloned()
+        self.lock()
+            .values()
+            .rev()
+            .find(|c| c.proxy_id == proxy_id)
+            .cloned()
     }
 
     /// A receiver that changes whenever any connection's state does.
@@ -167,7 +171,11 @@ impl Connections {
         self.lock().insert(id, info);
         self.bump();
         crate::metrics::global().xds_clients_add(istio_version, 1);
-        Registration { connections: Arc::clone(self), id, istio_version: istio_version.to_string() }
+        Registration {
+            connections: Arc::clone(self),
+            id,
+            istio_version: istio_version.to_string(),
+        }
     }
 
     /// A poisoned lock only means a reader panicked mid-clone; the map itself is intact.
@@ -223,7 +231,8 @@ impl Drop for Registration {
 }
 
 pub(crate) fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]
@@ -234,10 +243,25 @@ mod tests {
     fn registration_lives_as_long_as_the_stream() {
         let conns = Connections::new();
         let version = "registration_lives_as_long_as_the_stream";
-        let reg = conns.register("sidecar~1~a.b~b.svc.cluster.local", version, None, Variant::Sotw);
-        assert_eq!(crate::metrics::global().xds_clients(version), 1, "pilot_xds counts the connection");
+        let reg = conns.register(
+            "sidecar~1~a.b~b.svc.cluster.local",
+            version,
+            None,
+            Variant::Sotw,
+        );
+        assert_eq!(
+            crate::metrics::global().xds_clients(version),
+            1,
+            "pilot_xds counts the connection"
+        );
         let mut types = BTreeMap::new();
-        types.insert("t".to_string(), TypeStatus { responses: 2, ..Default::default() });
+        types.insert(
+            "t".to_string(),
+            TypeStatus {
+                responses: 2,
+                ..Default::default()
+            },
+        );
         reg.update(types);
         let info = conns.by_proxy("sidecar~1~a.b~b.svc.cluster.local").unwrap();
         assert_eq!(info.types["t"].responses, 2);

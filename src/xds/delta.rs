@@ -85,12 +85,20 @@ impl Protocol for Delta {
             || !request.resource_names_unsubscribe.is_empty();
         // What the proxy held is described by the subscription it held it under.
         let old = resubscribes.then(|| state.subscription.clone());
-        let asked = state.subscription.subscribe(request.resource_names_subscribe, &map);
-        state.subscription.unsubscribe(&request.resource_names_unsubscribe, &map);
+        let asked = state
+            .subscription
+            .subscribe(request.resource_names_subscribe, &map);
+        state
+            .subscription
+            .unsubscribe(&request.resource_names_unsubscribe, &map);
         if resubscribes {
             state.recount();
         }
-        let ctx = Context { resources, nonces: &mut self.nonces, control_plane: &self.control_plane };
+        let ctx = Context {
+            resources,
+            nonces: &mut self.nonces,
+            control_plane: &self.control_plane,
+        };
         out.extend(diff(state, &map, old.as_ref(), &asked, initial, ctx, first));
     }
 
@@ -102,13 +110,18 @@ impl Protocol for Delta {
         out: &mut Vec<DeltaResponse>,
     ) {
         for &ty in types {
-            let Some(state) = self.types.get_mut(ty.url()) else { continue };
+            let Some(state) = self.types.get_mut(ty.url()) else {
+                continue;
+            };
             let map = resources.get(ty);
             if Arc::ptr_eq(previous.get(ty), map) {
                 continue;
             }
-            let ctx =
-                Context { resources, nonces: &mut self.nonces, control_plane: &self.control_plane };
+            let ctx = Context {
+                resources,
+                nonces: &mut self.nonces,
+                control_plane: &self.control_plane,
+            };
             out.extend(diff(state, map, None, &[], None, ctx, false));
         }
     }
@@ -147,7 +160,11 @@ fn diff(
         return None;
     }
     let held_before: Box<dyn Fn(&str) -> bool + '_>;
-    let Changes { send, gone, same_names } = match &initial {
+    let Changes {
+        send,
+        gone,
+        same_names,
+    } = match &initial {
         Some(initial) => {
             held_before = Box::new(|n: &str| initial.contains_key(n));
             from_initial(state, map, initial)
@@ -161,7 +178,12 @@ fn diff(
         }
     };
     let mut removed = gone;
-    removed.extend(asked.iter().filter(|n| !map.contains_key(*n) && !held_before(n)).cloned());
+    removed.extend(
+        asked
+            .iter()
+            .filter(|n| !map.contains_key(*n) && !held_before(n))
+            .cloned(),
+    );
     drop(held_before);
     if send.is_empty() && removed.is_empty() && !always {
         state.hold(map, same_names);
@@ -177,7 +199,13 @@ fn diff(
         type_url = %state.url, %version, count = send.len(), removed = removed.len(),
         "sending delta response"
     );
-    state.sent(nonce.clone(), version.clone(), map, Carried::These(send.clone()), false);
+    state.sent(
+        nonce.clone(),
+        version.clone(),
+        map,
+        Carried::These(send.clone()),
+        false,
+    );
     Some(DeltaResponse {
         system_version_info: version,
         resources: send,
@@ -190,13 +218,26 @@ fn diff(
 
 /// The first request's view: the proxy holds `initial` (name → hash), of which it keeps what it
 /// subscribes to.
-fn from_initial(state: &TypeState, map: &Arc<ResourceMap>, initial: &BTreeMap<String, u64>) -> Changes {
+fn from_initial(
+    state: &TypeState,
+    map: &Arc<ResourceMap>,
+    initial: &BTreeMap<String, u64>,
+) -> Changes {
     let held = |name: &str, hash: u64| initial.get(name) == Some(&hash);
-    let send = state.selected(map).into_iter().filter(|r| !held(&r.name, r.hash)).cloned().collect();
+    let send = state
+        .selected(map)
+        .into_iter()
+        .filter(|r| !held(&r.name, r.hash))
+        .cloned()
+        .collect();
     let gone = initial
         .keys()
         .filter(|n| state.subscription.covers(n) && !map.contains_key(*n))
         .cloned()
         .collect();
-    Changes { send, gone, same_names: false }
+    Changes {
+        send,
+        gone,
+        same_names: false,
+    }
 }

@@ -30,7 +30,11 @@ pub(crate) const HOLD_TIMEOUT: Duration = Duration::from_secs(5);
 /// What goes out at once: clusters, and endpoints of those the proxy already watches.
 const FIRST: [TypeUrl; 2] = [TypeUrl::Cluster, TypeUrl::ClusterLoadAssignment];
 /// What waits for new clusters to be warmable: everything that may route to them.
-const SECOND: [TypeUrl; 3] = [TypeUrl::Listener, TypeUrl::RouteConfiguration, TypeUrl::Secret];
+const SECOND: [TypeUrl; 3] = [
+    TypeUrl::Listener,
+    TypeUrl::RouteConfiguration,
+    TypeUrl::Secret,
+];
 
 /// The second stage of a push, waiting for the proxy.
 #[derive(Debug)]
@@ -67,7 +71,10 @@ impl Gate {
         let added = sent_eds_clusters(protocol, unheld);
         match &mut self.held {
             Some(held) => {
-                debug!(added = added.len(), "push superseded a held one; still holding LDS/RDS");
+                debug!(
+                    added = added.len(),
+                    "push superseded a held one; still holding LDS/RDS"
+                );
                 held.clusters.extend(added);
             }
             None if added.is_empty() => protocol.on_push(previous, resources, &SECOND, out),
@@ -138,7 +145,9 @@ fn sent_eds_clusters<P: Protocol>(
     protocol: &P,
     candidates: Vec<&Arc<Resource>>,
 ) -> BTreeMap<String, String> {
-    let Some(cds) = protocol.type_state(TypeUrl::Cluster) else { return BTreeMap::new() };
+    let Some(cds) = protocol.type_state(TypeUrl::Cluster) else {
+        return BTreeMap::new();
+    };
     candidates
         .into_iter()
         .filter(|c| cds.holds(&c.name))
@@ -159,7 +168,10 @@ fn eds_name(cluster: &Resource) -> Option<String> {
     if c.cluster_discovery_type != Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)) {
         return None;
     }
-    let service = c.eds_cluster_config.map(|e| e.service_name).unwrap_or_default();
+    let service = c
+        .eds_cluster_config
+        .map(|e| e.service_name)
+        .unwrap_or_default();
     Some(if service.is_empty() { c.name } else { service })
 }
 
@@ -170,7 +182,9 @@ fn waiting_for<P: Protocol>(
     held: &HeldPush,
     resources: &ProxyResources,
 ) -> Vec<String> {
-    let Some(cds) = protocol.type_state(TypeUrl::Cluster) else { return Vec::new() };
+    let Some(cds) = protocol.type_state(TypeUrl::Cluster) else {
+        return Vec::new();
+    };
     if cds.status.state == AckState::Pending {
         return vec!["CDS ACK".to_string()];
     }

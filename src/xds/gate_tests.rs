@@ -60,13 +60,20 @@ fn after(route_vhosts: usize) -> Arc<ProxyResources> {
 }
 
 fn types<R>(out: &[R], url: impl Fn(&R) -> &str) -> Vec<TypeUrl> {
-    out.iter().filter_map(|r| TypeUrl::from_url(url(r))).collect()
+    out.iter()
+        .filter_map(|r| TypeUrl::from_url(url(r)))
+        .collect()
 }
 
 /// A SotW proxy holding and having ACKed all of `res`.
 fn synced_sotw(res: &ProxyResources) -> super::sotw::Sotw {
     let mut s = sotw();
-    for (ty, sub) in [(CDS, vec![]), (EDS, vec!["a-eds"]), (LDS, vec![]), (RDS, vec!["r"])] {
+    for (ty, sub) in [
+        (CDS, vec![]),
+        (EDS, vec!["a-eds"]),
+        (LDS, vec![]),
+        (RDS, vec!["r"]),
+    ] {
         let out = on_request(&mut s, req(ty, &sub, "", ""), res);
         let ack = req(ty, &sub, &out[0].version_info, &out[0].nonce);
         assert!(on_request(&mut s, ack, res).is_empty());
@@ -76,7 +83,12 @@ fn synced_sotw(res: &ProxyResources) -> super::sotw::Sotw {
 
 fn synced_delta(res: &ProxyResources) -> super::delta::Delta {
     let mut d = delta();
-    for (ty, sub) in [(CDS, vec![]), (EDS, vec!["a-eds"]), (LDS, vec![]), (RDS, vec!["r"])] {
+    for (ty, sub) in [
+        (CDS, vec![]),
+        (EDS, vec!["a-eds"]),
+        (LDS, vec![]),
+        (RDS, vec!["r"]),
+    ] {
         let out = on_request(&mut d, dreq(ty, &sub, &[], ""), res);
         assert!(on_request(&mut d, dreq(ty, &[], &[], &out[0].nonce), res).is_empty());
     }
@@ -84,7 +96,9 @@ fn synced_delta(res: &ProxyResources) -> super::delta::Delta {
 }
 
 fn sent_nonce<P: Protocol>(p: &P, ty: TypeUrl) -> String {
-    p.type_state(ty).and_then(|t| t.status.sent_nonce.clone()).unwrap_or_default()
+    p.type_state(ty)
+        .and_then(|t| t.status.sent_nonce.clone())
+        .unwrap_or_default()
 }
 
 #[test]
@@ -100,11 +114,23 @@ fn sotw_routes_wait_for_cds_answer_and_new_endpoints() {
     // Subscribing c2's endpoints (with the last EDS nonce, as Envoy does) sends them, but the
     // CDS is not answered yet.
     let eds_nonce = sent_nonce(&s, EDS);
-    let out = on_request(&mut s, req(EDS, &["a-eds", "c2-eds"], "", &eds_nonce), &res2);
-    assert_eq!(names(&out[0]), ["a-eds", "c2-eds"], "SotW answers with the whole subscription");
+    let out = on_request(
+        &mut s,
+        req(EDS, &["a-eds", "c2-eds"], "", &eds_nonce),
+        &res2,
+    );
+    assert_eq!(
+        names(&out[0]),
+        ["a-eds", "c2-eds"],
+        "SotW answers with the whole subscription"
+    );
     let mut out = Vec::new();
     gate.poll(&mut s, &res2, now, &mut out);
-    assert!(out.is_empty(), "CDS not answered: {:?}", types(&out, |r| &r.type_url));
+    assert!(
+        out.is_empty(),
+        "CDS not answered: {:?}",
+        types(&out, |r| &r.type_url)
+    );
 
     assert!(on_request(&mut s, req(CDS, &[], &cds.version_info, &cds.nonce), &res2).is_empty());
     gate.poll(&mut s, &res2, now, &mut out);
@@ -142,10 +168,19 @@ fn held_push_is_released_at_the_deadline() {
     gate.push(&mut s, &res1, &res2, now, &mut out);
     assert_eq!(gate.deadline(), Some(now + HOLD_TIMEOUT));
     out.clear();
-    gate.poll(&mut s, &res2, now + HOLD_TIMEOUT - Duration::from_millis(1), &mut out);
+    gate.poll(
+        &mut s,
+        &res2,
+        now + HOLD_TIMEOUT - Duration::from_millis(1),
+        &mut out,
+    );
     assert!(out.is_empty());
     gate.poll(&mut s, &res2, now + HOLD_TIMEOUT, &mut out);
-    assert_eq!(types(&out, |r| &r.type_url), [RDS], "never answered, never subscribed");
+    assert_eq!(
+        types(&out, |r| &r.type_url),
+        [RDS],
+        "never answered, never subscribed"
+    );
 }
 
 #[test]
@@ -158,14 +193,26 @@ fn newer_snapshot_supersedes_a_held_push() {
     let later = now + Duration::from_secs(1);
     gate.push(&mut s, &res2, &res3, later, &mut out);
     assert!(out.is_empty(), "clusters unchanged, routes still held");
-    assert_eq!(gate.deadline(), Some(now + HOLD_TIMEOUT), "the first hold bounds the wait");
+    assert_eq!(
+        gate.deadline(),
+        Some(now + HOLD_TIMEOUT),
+        "the first hold bounds the wait"
+    );
 
     on_request(&mut s, req(CDS, &[], &cds.version_info, &cds.nonce), &res3);
     let eds_nonce = sent_nonce(&s, EDS);
-    on_request(&mut s, req(EDS, &["a-eds", "c2-eds"], "", &eds_nonce), &res3);
+    on_request(
+        &mut s,
+        req(EDS, &["a-eds", "c2-eds"], "", &eds_nonce),
+        &res3,
+    );
     gate.poll(&mut s, &res3, later, &mut out);
     assert_eq!(types(&out, |r| &r.type_url), [RDS]);
-    assert_eq!(out[0].resources[0].hash, route("r", 3).hash, "the newest routes, once");
+    assert_eq!(
+        out[0].resources[0].hash,
+        route("r", 3).hash,
+        "the newest routes, once"
+    );
 }
 
 #[test]
@@ -205,11 +252,23 @@ async fn stream_releases_a_held_push_on_its_timer() {
     let (publish, snapshots) = watch::channel::<Arc<dyn Snapshot>>(Arc::new(Fixed(before())));
     let (_stop, shutdown) = watch::channel(false);
     let connections = Connections::new();
-    let shared = Shared { snapshots, connections, shutdown, control_plane: "test".into(), security: None };
+    let shared = Shared {
+        snapshots,
+        connections,
+        shutdown,
+        control_plane: "test".into(),
+        security: None,
+    };
     let (tx, rx) = mpsc::channel(16);
     let mut responses =
         stream::start::<super::sotw::Sotw, _>(&shared, None, None, ReceiverStream::new(rx).map(Ok));
-    let mut recv = async || responses.next().await.expect("stream open").expect("response");
+    let mut recv = async || {
+        responses
+            .next()
+            .await
+            .expect("stream open")
+            .expect("response")
+    };
 
     let mut first = req(CDS, &[], "", "");
     first.node = Some(Node {
@@ -218,17 +277,30 @@ async fn stream_releases_a_held_push_on_its_timer() {
     });
     tx.send(first).await.expect("send");
     let cds = recv().await;
-    tx.send(req(CDS, &[], &cds.version_info, &cds.nonce)).await.expect("send");
+    tx.send(req(CDS, &[], &cds.version_info, &cds.nonce))
+        .await
+        .expect("send");
     tx.send(req(RDS, &["r"], "", "")).await.expect("send");
     let rds = recv().await;
-    tx.send(req(RDS, &["r"], &rds.version_info, &rds.nonce)).await.expect("send");
+    tx.send(req(RDS, &["r"], &rds.version_info, &rds.nonce))
+        .await
+        .expect("send");
 
     publish.send_replace(Arc::new(Fixed(after(2))));
     let pushed = Instant::now();
-    assert_eq!(recv().await.type_url, CDS.url(), "the proxy neither ACKs nor subscribes");
+    assert_eq!(
+        recv().await.type_url,
+        CDS.url(),
+        "the proxy neither ACKs nor subscribes"
+    );
     let early = timeout(HOLD_TIMEOUT - Duration::from_millis(10), recv()).await;
-    assert!(early.is_err(), "routes went out before the deadline: {early:?}");
-    let rds = timeout(Duration::from_secs(1), recv()).await.expect("routes never released");
+    assert!(
+        early.is_err(),
+        "routes went out before the deadline: {early:?}"
+    );
+    let rds = timeout(Duration::from_secs(1), recv())
+        .await
+        .expect("routes never released");
     assert_eq!(rds.type_url, RDS.url());
     assert!(pushed.elapsed() >= HOLD_TIMEOUT);
 }

@@ -7,10 +7,10 @@
 
 use std::sync::Arc;
 
-use super::subscription::Subscription;
 use super::resource::MapChange;
-use crate::sorted::{Side, merge_join};
+use super::subscription::Subscription;
 use super::{Resource, ResourceMap};
+use crate::sorted::{Side, merge_join};
 
 /// One name of the merge walk of an old and a new map.
 enum Step<'o, 'n> {
@@ -57,7 +57,10 @@ pub(crate) fn changes(
     wanted_by: &Subscription,
     hint: Option<&MapChange>,
 ) -> Changes {
-    let mut out = Changes { same_names: sent.len() == map.len(), ..Changes::default() };
+    let mut out = Changes {
+        same_names: sent.len() == map.len(),
+        ..Changes::default()
+    };
     // The builder of `map` says which names differ from `sent`: every other is the same `Arc`
     // in both, and, the subscription being unchanged, needs nothing.
     if let Some(hint) = hint
@@ -93,12 +96,14 @@ fn looked_up<'o, 'n, 'a>(
     new: &'n ResourceMap,
     names: impl IntoIterator<Item = &'a str>,
 ) -> impl Iterator<Item = Step<'o, 'n>> {
-    names.into_iter().filter_map(move |name| match (old.get_key_value(name), new.get(name)) {
-        (Some((_, x)), Some(y)) => Some(Step::Both(x, y)),
-        (Some((name, _)), None) => Some(Step::Old(name)),
-        (None, Some(y)) => Some(Step::New(y)),
-        (None, None) => None,
-    })
+    names
+        .into_iter()
+        .filter_map(move |name| match (old.get_key_value(name), new.get(name)) {
+            (Some((_, x)), Some(y)) => Some(Step::Both(x, y)),
+            (Some((name, _)), None) => Some(Step::Old(name)),
+            (None, Some(y)) => Some(Step::New(y)),
+            (None, None) => None,
+        })
 }
 
 fn record(out: &mut Changes, step: Step<'_, '_>, held_by: &Subscription, wanted_by: &Subscription) {
@@ -124,7 +129,10 @@ fn record(out: &mut Changes, step: Step<'_, '_>, held_by: &Subscription, wanted_
 }
 
 /// The resources of `map` the subscription selects, in name order.
-pub(crate) fn selected<'a>(map: &'a Arc<ResourceMap>, sub: &Subscription) -> Vec<&'a Arc<Resource>> {
+pub(crate) fn selected<'a>(
+    map: &'a Arc<ResourceMap>,
+    sub: &Subscription,
+) -> Vec<&'a Arc<Resource>> {
     if sub.is_all_of(map) {
         map.values().collect()
     } else {
@@ -134,7 +142,11 @@ pub(crate) fn selected<'a>(map: &'a Arc<ResourceMap>, sub: &Subscription) -> Vec
 
 /// How many resources of `map` the subscription selects.
 pub(crate) fn count_selected(map: &Arc<ResourceMap>, sub: &Subscription) -> usize {
-    if sub.is_all_of(map) { map.len() } else { sub.names().filter(|n| map.contains_key(*n)).count() }
+    if sub.is_all_of(map) {
+        map.len()
+    } else {
+        sub.names().filter(|n| map.contains_key(*n)).count()
+    }
 }
 
 /// The resources of `map` the subscription selects that the proxy does not hold by name
@@ -161,7 +173,10 @@ mod tests {
     use crate::xds::tests::cla;
 
     fn map(items: &[(&str, usize)]) -> ResourceMap {
-        items.iter().map(|(n, v)| (n.to_string(), cla(n, *v))).collect()
+        items
+            .iter()
+            .map(|(n, v)| (n.to_string(), cla(n, *v)))
+            .collect()
     }
 
     fn names(rs: &[Arc<Resource>]) -> Vec<&str> {
@@ -192,11 +207,18 @@ mod tests {
         let next = Arc::new(next);
         let mut some = Subscription::default();
         some.subscribe(vec!["b".into(), "c".into(), "d".into(), "e".into()], &sent);
-        let hint = MapChange { from: sent.clone(), to: next.clone(), names: vec!["b".into(), "c".into(), "d".into()] };
+        let hint = MapChange {
+            from: sent.clone(),
+            to: next.clone(),
+            names: vec!["b".into(), "c".into(), "d".into()],
+        };
         let hinted = changes(&sent, &next, &some, &some, Some(&hint));
         let walked = changes(&sent, &next, &some, &some, None);
         assert_eq!(names(&hinted.send), ["b", "d"]);
-        assert_eq!((names(&hinted.send), &hinted.gone, hinted.same_names), (names(&walked.send), &walked.gone, walked.same_names));
+        assert_eq!(
+            (names(&hinted.send), &hinted.gone, hinted.same_names),
+            (names(&walked.send), &walked.gone, walked.same_names)
+        );
 
         // A hint about other maps is not believed: "e" changed too.
         let mut other = (*next).clone();
@@ -217,6 +239,12 @@ mod tests {
         let more = map(&[("a", 1), ("b", 1), ("c", 1)]);
         let mut all = Subscription::default();
         all.wildcard = true;
-        assert_eq!(added(&sent, &more, &all).iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["c"]);
+        assert_eq!(
+            added(&sent, &more, &all)
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>(),
+            ["c"]
+        );
     }
 }

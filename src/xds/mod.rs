@@ -20,8 +20,8 @@ pub mod service;
 pub mod snapshot;
 mod sotw;
 mod state;
-mod subscription;
 mod stream;
+mod subscription;
 
 #[cfg(test)]
 mod gate_tests;
@@ -43,7 +43,10 @@ pub use snapshot::{Snapshot, SnapshotRx};
 #[derive(Debug, thiserror::Error)]
 pub enum XdsError {
     #[error("binding the xDS listener on {addr}: {source}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("xDS server: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("xDS server task failed: {0}")]

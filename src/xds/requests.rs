@@ -31,7 +31,12 @@ pub struct Requests<B, M> {
 
 impl<B, M> Requests<B, M> {
     pub fn new(body: B) -> Self {
-        Requests { body, buf: BytesMut::new(), done: false, message: PhantomData }
+        Requests {
+            body,
+            buf: BytesMut::new(),
+            done: false,
+            message: PhantomData,
+        }
     }
 
     /// The next whole message in the buffer, if there is one.
@@ -43,18 +48,23 @@ impl<B, M> Requests<B, M> {
             return Ok(None);
         }
         if self.buf[0] != 0 {
-            return Err(Status::unimplemented("compressed requests are not accepted"));
+            return Err(Status::unimplemented(
+                "compressed requests are not accepted",
+            ));
         }
         let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
         if len > MAX_MESSAGE {
-            return Err(Status::out_of_range(format!("request of {len} bytes; the limit is {MAX_MESSAGE}")));
+            return Err(Status::out_of_range(format!(
+                "request of {len} bytes; the limit is {MAX_MESSAGE}"
+            )));
         }
         if self.buf.len() < HEADER + len {
             self.buf.reserve(HEADER + len - self.buf.len());
             return Ok(None);
         }
         self.buf.advance(HEADER);
-        let message = M::decode(&self.buf[..len]).map_err(|e| Status::internal(format!("undecodable request: {e}")))?;
+        let message = M::decode(&self.buf[..len])
+            .map_err(|e| Status::internal(format!("undecodable request: {e}")))?;
         self.buf.advance(len);
         if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
             self.buf = BytesMut::new();
@@ -95,7 +105,9 @@ where
                 Some(Err(_)) | None => {
                     this.done = true;
                     if !this.buf.is_empty() {
-                        return Poll::Ready(Some(Err(Status::internal("request stream ended inside a message"))));
+                        return Poll::Ready(Some(Err(Status::internal(
+                            "request stream ended inside a message",
+                        ))));
                     }
                 }
             }
@@ -120,32 +132,56 @@ mod tests {
     }
 
     /// A body that delivers `bytes` in chunks of `chunk`.
-    fn body(bytes: Vec<u8>, chunk: usize) -> impl Body<Data = bytes::Bytes, Error = std::convert::Infallible> + Unpin {
-        let frames: Vec<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>> =
-            bytes.chunks(chunk).map(|c| Ok(http_body::Frame::data(bytes::Bytes::copy_from_slice(c)))).collect();
+    fn body(
+        bytes: Vec<u8>,
+        chunk: usize,
+    ) -> impl Body<Data = bytes::Bytes, Error = std::convert::Infallible> + Unpin {
+        let frames: Vec<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>> = bytes
+            .chunks(chunk)
+            .map(|c| Ok(http_body::Frame::data(bytes::Bytes::copy_from_slice(c))))
+            .collect();
         StreamBody::new(futures_util::stream::iter(frames))
     }
 
     #[tokio::test]
     async fn messages_split_across_frames_decode_and_a_large_buffer_is_let_go() {
-        let big = DiscoveryRequest { resource_names: (0..2000).map(|i| format!("outbound|9080||svc-{i}.ns.svc.cluster.local")).collect(), ..Default::default() };
-        let small = DiscoveryRequest { type_url: "t".into(), ..Default::default() };
+        let big = DiscoveryRequest {
+            resource_names: (0..2000)
+                .map(|i| format!("outbound|9080||svc-{i}.ns.svc.cluster.local"))
+                .collect(),
+            ..Default::default()
+        };
+        let small = DiscoveryRequest {
+            type_url: "t".into(),
+            ..Default::default()
+        };
         let mut bytes = framed(&big);
         bytes.extend(framed(&small));
         let mut requests: Requests<_, DiscoveryRequest> = Requests::new(body(bytes, 1000));
         assert_eq!(requests.next().await.unwrap().unwrap(), big);
         assert_eq!(requests.next().await.unwrap().unwrap(), small);
-        assert!(requests.buf.capacity() <= KEEP_CAPACITY, "{}", requests.buf.capacity());
+        assert!(
+            requests.buf.capacity() <= KEEP_CAPACITY,
+            "{}",
+            requests.buf.capacity()
+        );
         assert!(requests.next().await.is_none());
     }
 
     #[tokio::test]
     async fn a_truncated_or_compressed_message_is_an_error() {
-        let mut truncated = framed(&DiscoveryRequest { type_url: "t".into(), ..Default::default() });
+        let mut truncated = framed(&DiscoveryRequest {
+            type_url: "t".into(),
+            ..Default::default()
+        });
         truncated.pop();
         let mut requests: Requests<_, DiscoveryRequest> = Requests::new(body(truncated, 3));
         assert!(requests.next().await.unwrap().is_err());
-        let mut requests: Requests<_, DiscoveryRequest> = Requests::new(body(vec![1, 0, 0, 0, 0], 5));
-        assert_eq!(requests.next().await.unwrap().unwrap_err().code(), tonic::Code::Unimplemented);
+        let mut requests: Requests<_, DiscoveryRequest> =
+            Requests::new(body(vec![1, 0, 0, 0, 0], 5));
+        assert_eq!(
+            requests.next().await.unwrap().unwrap_err().code(),
+            tonic::Code::Unimplemented
+        );
     }
 }

@@ -39,7 +39,9 @@ impl TypeUrl {
             TypeUrl::RouteConfiguration => {
                 "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
             }
-            TypeUrl::Secret => "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+            TypeUrl::Secret => {
+                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+            }
         }
     }
 
@@ -87,7 +89,13 @@ pub struct Resource {
 
 impl fmt::Debug for Resource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Resource({} {:016x} {}B)", self.name, self.hash, self.any.len())
+        write!(
+            f,
+            "Resource({} {:016x} {}B)",
+            self.name,
+            self.hash,
+            self.any.len()
+        )
     }
 }
 
@@ -101,7 +109,11 @@ impl Resource {
     /// Builds a resource whose message body (`len` bytes) `write` appends, wrapped in its `Any`
     /// envelope in one buffer: no intermediate copy of what can be a megabyte-sized route
     /// configuration, and room for bodies spliced together from parts encoded earlier.
-    pub fn encode_with<M: Name>(name: impl Into<String>, len: usize, write: impl FnOnce(&mut Vec<u8>)) -> Resource {
+    pub fn encode_with<M: Name>(
+        name: impl Into<String>,
+        len: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Resource {
         let type_url = M::type_url();
         let mut buf = Vec::with_capacity(type_url.len() + len + 12);
         prost::encoding::string::encode(1, &type_url, &mut buf);
@@ -109,8 +121,16 @@ impl Resource {
         prost::encoding::encode_varint(len as u64, &mut buf);
         let body_start = buf.len();
         write(&mut buf);
-        debug_assert_eq!(buf.len() - body_start, len, "encode_with: body length mismatch");
-        Resource { name: name.into(), hash: hash_bytes(&buf), any: Bytes::from(buf) }
+        debug_assert_eq!(
+            buf.len() - body_start,
+            len,
+            "encode_with: body length mismatch"
+        );
+        Resource {
+            name: name.into(),
+            hash: hash_bytes(&buf),
+            any: Bytes::from(buf),
+        }
     }
 
     /// The version string of this resource (delta xDS, debug output).
@@ -175,9 +195,13 @@ impl ProxyResources {
     /// The version of every resource of `ty`, as [`version_of`] gives it, computed once.
     pub fn version(&self, ty: TypeUrl) -> String {
         let map = self.get(ty);
-        let (cached, version) = self.versions[ty.index()]
-            .get_or_init(|| (Arc::clone(map), version_of(map.values())));
-        if Arc::ptr_eq(cached, map) { version.clone() } else { version_of(map.values()) }
+        let (cached, version) =
+            self.versions[ty.index()].get_or_init(|| (Arc::clone(map), version_of(map.values())));
+        if Arc::ptr_eq(cached, map) {
+            version.clone()
+        } else {
+            version_of(map.values())
+        }
     }
 }
 
@@ -208,11 +232,20 @@ mod tests {
 
     #[test]
     fn equal_content_equal_hash() {
-        let c = Cluster { name: "a".into(), ..Default::default() };
+        let c = Cluster {
+            name: "a".into(),
+            ..Default::default()
+        };
         let r1 = Resource::encode("a", &c);
         let r2 = Resource::encode("a", &c.clone());
         assert_eq!(r1.hash, r2.hash);
-        let other = Resource::encode("b", &Cluster { name: "b".into(), ..Default::default() });
+        let other = Resource::encode(
+            "b",
+            &Cluster {
+                name: "b".into(),
+                ..Default::default()
+            },
+        );
         assert_ne!(r1.hash, other.hash);
         let back: Cluster = r1.decode().unwrap();
         assert_eq!(back, c);
@@ -223,19 +256,44 @@ mod tests {
 
     #[test]
     fn set_version_depends_on_names_and_content() {
-        let a = Arc::new(Resource::encode("a", &Cluster { name: "a".into(), ..Default::default() }));
-        let b = Arc::new(Resource::encode("b", &Cluster { name: "b".into(), ..Default::default() }));
+        let a = Arc::new(Resource::encode(
+            "a",
+            &Cluster {
+                name: "a".into(),
+                ..Default::default()
+            },
+        ));
+        let b = Arc::new(Resource::encode(
+            "b",
+            &Cluster {
+                name: "b".into(),
+                ..Default::default()
+            },
+        ));
         assert_eq!(version_of([&a, &b]), version_of([&a, &b]));
         assert_ne!(version_of([&a, &b]), version_of([&a]));
     }
 
     #[test]
     fn cached_version_follows_the_map() {
-        let a = Arc::new(Resource::encode("a", &Cluster { name: "a".into(), ..Default::default() }));
+        let a = Arc::new(Resource::encode(
+            "a",
+            &Cluster {
+                name: "a".into(),
+                ..Default::default()
+            },
+        ));
         let mut res = ProxyResources::default();
-        res.set(TypeUrl::Cluster, [("a".to_string(), Arc::clone(&a))].into_iter().collect());
+        res.set(
+            TypeUrl::Cluster,
+            [("a".to_string(), Arc::clone(&a))].into_iter().collect(),
+        );
         assert_eq!(res.version(TypeUrl::Cluster), version_of([&a]));
         res.by_type[TypeUrl::Cluster.index()] = Arc::default();
-        assert_eq!(res.version(TypeUrl::Cluster), version_of([]), "a replaced map is rehashed");
+        assert_eq!(
+            res.version(TypeUrl::Cluster),
+            version_of([]),
+            "a replaced map is rehashed"
+        );
     }
 }

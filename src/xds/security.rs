@@ -26,7 +26,11 @@ pub struct Peer {
 pub trait Authenticate: Send + Sync + 'static {
     /// The caller's identity: its verified client certificate's, else its bearer token's
     /// (`authorization: Bearer …`). Neither is `Status::unauthenticated`.
-    fn authenticate(&self, client_cert: Option<SpiffeId>, bearer: Option<String>) -> BoxFuture<SpiffeId, Status>;
+    fn authenticate(
+        &self,
+        client_cert: Option<SpiffeId>,
+        bearer: Option<String>,
+    ) -> BoxFuture<SpiffeId, Status>;
 }
 
 pub trait IssueSecrets: Send + Sync + 'static {
@@ -52,18 +56,26 @@ pub struct Security {
 /// account, when it names one) it authenticated as, since its config and secrets follow them.
 pub fn check_identity(proxy: &Proxy, identity: &SpiffeId) -> Result<(), String> {
     if proxy.namespace != identity.namespace() {
-        return Err(format!("the proxy says namespace {:?}, but authenticated as {identity}", proxy.namespace));
+        return Err(format!(
+            "the proxy says namespace {:?}, but authenticated as {identity}",
+            proxy.namespace
+        ));
     }
     let account = &proxy.metadata.service_account;
     if !account.is_empty() && account != identity.service_account() {
-        return Err(format!("the proxy says SERVICE_ACCOUNT {account:?}, but authenticated as {identity}"));
+        return Err(format!(
+            "the proxy says SERVICE_ACCOUNT {account:?}, but authenticated as {identity}"
+        ));
     }
     Ok(())
 }
 
 /// A proxy's resources as sent: the config's secrets (gateway credentials) with the identity's
 /// own, or — for an unauthenticated proxy — no secrets at all.
-pub fn with_secrets(base: &Arc<ProxyResources>, own: Option<&IdentitySecrets>) -> Arc<ProxyResources> {
+pub fn with_secrets(
+    base: &Arc<ProxyResources>,
+    own: Option<&IdentitySecrets>,
+) -> Arc<ProxyResources> {
     let config = base.get(TypeUrl::Secret);
     match own {
         None if config.is_empty() => Arc::clone(base),
@@ -80,7 +92,11 @@ pub fn with_secrets(base: &Arc<ProxyResources>, own: Option<&IdentitySecrets>) -
                 base.version(ty);
             }
             let mut merged = ResourceMap::clone(config);
-            merged.extend(own.resources.iter().map(|(k, v)| (k.clone(), Arc::clone(v))));
+            merged.extend(
+                own.resources
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Arc::clone(v))),
+            );
             let mut r = ProxyResources::clone(base);
             r.set(TypeUrl::Secret, merged);
             Arc::new(r)
@@ -95,7 +111,13 @@ mod tests {
     use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 
     fn secret(name: &str) -> Arc<Resource> {
-        Arc::new(Resource::encode(name, &Secret { name: name.into(), ..Default::default() }))
+        Arc::new(Resource::encode(
+            name,
+            &Secret {
+                name: name.into(),
+                ..Default::default()
+            },
+        ))
     }
 
     fn proxy(id: &str, account: &str) -> Proxy {
@@ -107,24 +129,59 @@ mod tests {
     #[test]
     fn a_proxy_claims_only_its_own_namespace_and_account() {
         let id: SpiffeId = "spiffe://cluster.local/ns/foo/sa/sleep".parse().unwrap();
-        assert!(check_identity(&proxy("sidecar~10.0.0.1~sleep-1.foo~foo.svc.cluster.local", "sleep"), &id).is_ok());
-        assert!(check_identity(&proxy("sidecar~10.0.0.1~sleep-1.foo~foo.svc.cluster.local", ""), &id).is_ok());
-        let other_ns = check_identity(&proxy("sidecar~10.0.0.1~x-1.bar~bar.svc.cluster.local", "sleep"), &id).unwrap_err();
+        assert!(
+            check_identity(
+                &proxy(
+                    "sidecar~10.0.0.1~sleep-1.foo~foo.svc.cluster.local",
+                    "sleep"
+                ),
+                &id
+            )
+            .is_ok()
+        );
+        assert!(
+            check_identity(
+                &proxy("sidecar~10.0.0.1~sleep-1.foo~foo.svc.cluster.local", ""),
+                &id
+            )
+            .is_ok()
+        );
+        let other_ns = check_identity(
+            &proxy("sidecar~10.0.0.1~x-1.bar~bar.svc.cluster.local", "sleep"),
+            &id,
+        )
+        .unwrap_err();
         assert!(other_ns.contains("\"bar\""), "{other_ns}");
-        let other_sa = check_identity(&proxy("sidecar~10.0.0.1~x-1.foo~foo.svc.cluster.local", "httpbin"), &id).unwrap_err();
+        let other_sa = check_identity(
+            &proxy("sidecar~10.0.0.1~x-1.foo~foo.svc.cluster.local", "httpbin"),
+            &id,
+        )
+        .unwrap_err();
         assert!(other_sa.contains("\"httpbin\""), "{other_sa}");
     }
 
     #[test]
     fn unauthenticated_proxies_get_no_secrets_and_others_get_their_own() {
         let mut base = ProxyResources::default();
-        base.set(TypeUrl::Secret, [("kubernetes://cert".to_string(), secret("kubernetes://cert"))].into());
+        base.set(
+            TypeUrl::Secret,
+            [("kubernetes://cert".to_string(), secret("kubernetes://cert"))].into(),
+        );
         let base = Arc::new(base);
         assert!(with_secrets(&base, None).get(TypeUrl::Secret).is_empty());
-        let own = IdentitySecrets { resources: Arc::new([("default".to_string(), secret("default"))].into()), refresh_at: SystemTime::now() };
+        let own = IdentitySecrets {
+            resources: Arc::new([("default".to_string(), secret("default"))].into()),
+            refresh_at: SystemTime::now(),
+        };
         let got = with_secrets(&base, Some(&own));
-        assert_eq!(got.get(TypeUrl::Secret).keys().collect::<Vec<_>>(), ["default", "kubernetes://cert"]);
+        assert_eq!(
+            got.get(TypeUrl::Secret).keys().collect::<Vec<_>>(),
+            ["default", "kubernetes://cert"]
+        );
         let plain = Arc::new(ProxyResources::default());
-        assert!(Arc::ptr_eq(&with_secrets(&plain, None), &plain), "nothing to strip: shared as is");
+        assert!(
+            Arc::ptr_eq(&with_secrets(&plain, None), &plain),
+            "nothing to strip: shared as is"
+        );
     }
 }

@@ -36,8 +36,9 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let csds = CsdsService::server(Arc::clone(&connections));
     let service = AdsService::new(snapshots, connections, stop_rx);
-    let incoming =
-        TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(TCP_KEEPALIVE));
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(TCP_KEEPALIVE));
     info!(?addr, "serving xDS");
     let signal = async move {
         shutdown.await;
@@ -68,9 +69,12 @@ impl RunningServer {
         snapshots: SnapshotRx,
         connections: Arc<Connections>,
     ) -> Result<RunningServer, XdsError> {
-        let listener =
-            TcpListener::bind(addr).await.map_err(|source| XdsError::Bind { addr, source })?;
-        let addr = listener.local_addr().map_err(|source| XdsError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| XdsError::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| XdsError::Bind { addr, source })?;
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = async move {
             let _ = stopped.await;

@@ -9,19 +9,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::sync::watch;
+use tonic::Status;
 use tonic::codegen::{Body, BoxFuture, Context, Poll, Service, StdError, http};
 use tonic::server::NamedService;
 use tonic::transport::server::TcpConnectInfo;
-use tonic::Status;
 
 use super::SnapshotRx;
 use super::body::GrpcBody;
 use super::codec::WireResponse;
-use super::requests::Requests;
 use super::connection::Connections;
 use super::delta::Delta;
-use super::sotw::Sotw;
+use super::requests::Requests;
 use super::security::{Peer, Security};
+use super::sotw::Sotw;
 use super::stream::{self, Protocol, Shared};
 use crate::ca::SpiffeId;
 
@@ -94,8 +94,15 @@ where
             let caller = match &shared.security {
                 None => None,
                 Some(security) => {
-                    let cert = req.extensions().get::<Peer>().and_then(|p| p.identity.clone());
-                    match security.authenticate.authenticate(cert, bearer_token(req.headers())).await {
+                    let cert = req
+                        .extensions()
+                        .get::<Peer>()
+                        .and_then(|p| p.identity.clone());
+                    match security
+                        .authenticate
+                        .authenticate(cert, bearer_token(req.headers()))
+                        .await
+                    {
                         Ok(identity) => Some(identity),
                         Err(status) => {
                             tracing::info!(peer = ?peer_addr(&req), error = status.message(), "refusing an unauthenticated xDS stream");
@@ -111,7 +118,11 @@ where
 
 /// Starts the stream task for protocol `P`: requests decode through [`Requests`],
 /// responses go out through [`GrpcBody`], one exact-size frame each.
-fn respond<P, B>(shared: &Shared, req: http::Request<B>, caller: Option<SpiffeId>) -> http::Response<tonic::body::Body>
+fn respond<P, B>(
+    shared: &Shared,
+    req: http::Request<B>,
+    caller: Option<SpiffeId>,
+) -> http::Response<tonic::body::Body>
 where
     P: Protocol,
     P::Request: prost::Message + Default,
@@ -123,9 +134,10 @@ where
     let requests = Requests::<_, P::Request>::new(Box::pin(req.into_body()));
     let responses = stream::start::<P, _>(shared, peer, caller, requests);
     let mut response = http::Response::new(tonic::body::Body::new(GrpcBody::new(responses)));
-    response
-        .headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
     response
 }
 
@@ -141,6 +153,9 @@ fn peer_addr<B>(req: &http::Request<B>) -> Option<SocketAddr> {
 /// The bearer token of gRPC's `authorization` metadata, as istio-agent sends it.
 pub fn bearer_token(headers: &http::HeaderMap) -> Option<String> {
     let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim();
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?
+        .trim();
     (!token.is_empty()).then(|| token.to_string())
 }

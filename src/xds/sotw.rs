@@ -31,7 +31,12 @@ impl Protocol for Sotw {
     }
 
     fn new(proxy_id: String, connection_id: u64, control_plane: Arc<str>) -> Self {
-        Sotw { proxy_id, control_plane, nonces: Nonces::new(connection_id), types: TypeStates::default() }
+        Sotw {
+            proxy_id,
+            control_plane,
+            nonces: Nonces::new(connection_id),
+            types: TypeStates::default(),
+        }
     }
 
     fn on_request(
@@ -68,7 +73,15 @@ impl Protocol for Sotw {
         if check == NonceCheck::Fresh || (changed && (added || full_state)) {
             let send = state.selected(&map).into_iter().cloned().collect();
             let version = state.version_in(resources, &map);
-            out.push(respond(state, &mut self.nonces, &self.control_plane, version, &map, send, true));
+            out.push(respond(
+                state,
+                &mut self.nonces,
+                &self.control_plane,
+                version,
+                &map,
+                send,
+                true,
+            ));
         }
     }
 
@@ -80,7 +93,9 @@ impl Protocol for Sotw {
         out: &mut Vec<SotwResponse>,
     ) {
         for &ty in types {
-            let Some(state) = self.types.get_mut(ty.url()) else { continue };
+            let Some(state) = self.types.get_mut(ty.url()) else {
+                continue;
+            };
             let map = resources.get(ty);
             // Nothing sent yet means the proxy's first request is still to be answered. The
             // pointer checks are what make an unchanged type free for every connection.
@@ -110,7 +125,15 @@ impl Protocol for Sotw {
                 state.subscription.rebase(&old, map);
             }
             let version = state.version_in(resources, map);
-            out.push(respond(state, &mut self.nonces, &self.control_plane, version, map, send, full));
+            out.push(respond(
+                state,
+                &mut self.nonces,
+                &self.control_plane,
+                version,
+                map,
+                send,
+                full,
+            ));
         }
     }
 
@@ -136,7 +159,11 @@ fn respond(
 ) -> SotwResponse {
     let nonce = nonces.next();
     debug!(type_url = %state.url, %version, count = send.len(), "sending SotW response");
-    let carried = if full { Carried::All } else { Carried::These(send.clone()) };
+    let carried = if full {
+        Carried::All
+    } else {
+        Carried::These(send.clone())
+    };
     state.sent(nonce.clone(), version.clone(), map, carried, false);
     SotwResponse {
         version_info: version,

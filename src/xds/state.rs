@@ -64,7 +64,10 @@ impl TypeState {
             subscription: Subscription::default(),
             sent: Arc::clone(&EMPTY),
             held: 0,
-            status: TypeStatus { type_url: url.to_string(), ..Default::default() },
+            status: TypeStatus {
+                type_url: url.to_string(),
+                ..Default::default()
+            },
             carried: Carried::These(Vec::new()),
             sent_at: None,
         }
@@ -95,8 +98,19 @@ impl TypeState {
 
     /// What the proxy lacks of `map`; see [`held::changes`]. `old` is the subscription before
     /// the request being handled changed it; `hint`, how `map` differs from its predecessor.
-    pub fn changes(&self, map: &ResourceMap, old: Option<&Subscription>, hint: Option<&MapChange>) -> Changes {
-        held::changes(&self.sent, map, old.unwrap_or(&self.subscription), &self.subscription, hint)
+    pub fn changes(
+        &self,
+        map: &ResourceMap,
+        old: Option<&Subscription>,
+        hint: Option<&MapChange>,
+    ) -> Changes {
+        held::changes(
+            &self.sent,
+            map,
+            old.unwrap_or(&self.subscription),
+            &self.subscription,
+            hint,
+        )
     }
 
     /// The version of what the subscription selects in `map`: the shared, cached one when it
@@ -140,7 +154,9 @@ impl TypeState {
     /// convergence time.
     pub fn ack(&mut self, version: String) {
         if let Some(sent_at) = self.sent_at.take() {
-            crate::metrics::global().convergence.observe(sent_at.elapsed().as_secs_f64());
+            crate::metrics::global()
+                .convergence
+                .observe(sent_at.elapsed().as_secs_f64());
         }
         self.status.acked_version = Some(version);
         self.status.state = AckState::Acked;
@@ -159,7 +175,11 @@ impl TypeState {
             "proxy rejected config (NACK)"
         );
         let resources = match &self.carried {
-            Carried::All => self.selected(&self.sent).iter().map(|r| r.name.clone()).collect(),
+            Carried::All => self
+                .selected(&self.sent)
+                .iter()
+                .map(|r| r.name.clone())
+                .collect(),
             Carried::These(sent) => sent.iter().map(|r| r.name.clone()).collect(),
         };
         self.status.state = AckState::Nacked;
@@ -229,7 +249,10 @@ pub(crate) struct Nonces {
 
 impl Nonces {
     pub fn new(connection_id: u64) -> Nonces {
-        Nonces { prefix: connection_id, next: 0 }
+        Nonces {
+            prefix: connection_id,
+            next: 0,
+        }
     }
 
     pub fn next(&mut self) -> String {
@@ -273,7 +296,10 @@ impl TypeStates {
 
     /// The registry view of a connection's types.
     pub fn statuses(&self) -> BTreeMap<String, TypeStatus> {
-        self.0.iter().map(|t| (t.url.clone(), t.snapshot())).collect()
+        self.0
+            .iter()
+            .map(|t| (t.url.clone(), t.snapshot()))
+            .collect()
     }
 }
 
@@ -285,11 +311,27 @@ mod tests {
     fn nonce_checks() {
         let mut s = TypeState::new(TypeUrl::Cluster.url());
         assert_eq!(s.check_nonce(""), NonceCheck::Fresh);
-        assert_eq!(s.check_nonce("1-1"), NonceCheck::Fresh, "nothing sent on this stream yet");
+        assert_eq!(
+            s.check_nonce("1-1"),
+            NonceCheck::Fresh,
+            "nothing sent on this stream yet"
+        );
         let none = Arc::default();
-        s.sent("1-1".into(), "v".into(), &none, Carried::These(vec![]), false);
+        s.sent(
+            "1-1".into(),
+            "v".into(),
+            &none,
+            Carried::These(vec![]),
+            false,
+        );
         assert_eq!(s.check_nonce("1-1"), NonceCheck::Current);
-        s.sent("1-2".into(), "v2".into(), &none, Carried::These(vec![]), false);
+        s.sent(
+            "1-2".into(),
+            "v2".into(),
+            &none,
+            Carried::These(vec![]),
+            false,
+        );
         assert_eq!(s.check_nonce("1-1"), NonceCheck::Stale);
         assert_eq!(s.check_nonce(""), NonceCheck::Fresh);
     }
@@ -299,15 +341,27 @@ mod tests {
         let mut s = TypeState::new(TypeUrl::Listener.url());
         let l1 = crate::xds::tests::route("l1", 1);
         let map: Arc<ResourceMap> = Arc::new([("l1".to_string(), Arc::clone(&l1))].into());
-        s.sent("1-1".into(), "abc".into(), &map, Carried::These(vec![l1]), false);
+        s.sent(
+            "1-1".into(),
+            "abc".into(),
+            &map,
+            Carried::These(vec![l1]),
+            false,
+        );
         s.nack("p", "bad listener".into());
         let st = s.snapshot();
         assert_eq!(st.state, AckState::Nacked);
         let nack = st.last_nack.unwrap();
-        assert_eq!((nack.version.as_str(), nack.error.as_str()), ("abc", "bad listener"));
+        assert_eq!(
+            (nack.version.as_str(), nack.error.as_str()),
+            ("abc", "bad listener")
+        );
         assert_eq!(nack.resources, vec!["l1"]);
         s.ack("abc".into());
         assert_eq!(s.snapshot().state, AckState::Acked);
-        assert!(s.snapshot().last_nack.is_some(), "the last NACK stays visible");
+        assert!(
+            s.snapshot().last_nack.is_some(),
+            "the last NACK stays visible"
+        );
     }
 }

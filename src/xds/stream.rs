@@ -16,8 +16,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::connection::{Connections, TypeStatus, Variant};
 use super::gate::Gate;
-use super::state::TypeState;
 use super::security::{self, Security};
+use super::state::TypeState;
 use super::{ProxyResources, SnapshotRx, TypeUrl};
 use crate::ca::SpiffeId;
 use crate::model::Proxy;
@@ -69,7 +69,9 @@ const RENEW_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A wall-clock time as a timer deadline (now, if it has passed).
 fn refresh_instant(at: std::time::SystemTime) -> Instant {
-    Instant::now() + at.duration_since(std::time::SystemTime::now()).unwrap_or_default()
+    Instant::now()
+        + at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default()
 }
 
 /// Responses queued per stream before the task waits for the client to read.
@@ -134,8 +136,12 @@ async fn run<P, S>(
         }
         _ => None,
     };
-    let registration =
-        shared.connections.register(&proxy.id, &proxy.metadata.istio_version, peer.map(|p| p.to_string()), P::VARIANT);
+    let registration = shared.connections.register(
+        &proxy.id,
+        &proxy.metadata.istio_version,
+        peer.map(|p| p.to_string()),
+        P::VARIANT,
+    );
     let span = info_span!("xds", proxy = %proxy.id, conn = registration.id());
     async move {
         info!(variant = ?P::VARIANT, peer = ?peer, "proxy connected");

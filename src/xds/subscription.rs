@@ -131,7 +131,10 @@ impl Subscription {
     }
 
     pub fn status(&self) -> SubscriptionStatus {
-        SubscriptionStatus { wildcard: self.wildcard, names: self.name_count() }
+        SubscriptionStatus {
+            wildcard: self.wildcard,
+            names: self.name_count(),
+        }
     }
 
     fn take_set(&mut self) -> BTreeSet<String> {
@@ -147,7 +150,11 @@ fn compact(names: Vec<String>, current: &Arc<ResourceMap>) -> Names {
     let all = !names.is_empty()
         && names.len() == current.len()
         && names.iter().zip(current.keys()).all(|(a, b)| a == b);
-    if all { Names::KeysOf(Arc::clone(current)) } else { Names::Set(names.into_iter().collect()) }
+    if all {
+        Names::KeysOf(Arc::clone(current))
+    } else {
+        Names::Set(names.into_iter().collect())
+    }
 }
 
 /// Of two sorted sequences of distinct names: whether `a` has names `b` lacks, and whether
@@ -201,10 +208,21 @@ mod tests {
     fn a_full_set_of_names_is_the_map() {
         let m = map(&["a", "b"]);
         let mut s = Subscription::default();
-        assert_eq!(s.replace(false, strings(&["b", "a", "b"]), &m), (true, true));
+        assert_eq!(
+            s.replace(false, strings(&["b", "a", "b"]), &m),
+            (true, true)
+        );
         assert!(s.is_all_of(&m));
-        assert_eq!(s.replace(false, strings(&["a", "b"]), &m), (false, false), "unchanged");
-        assert_eq!(s.replace(false, strings(&["a"]), &m), (true, false), "shrank");
+        assert_eq!(
+            s.replace(false, strings(&["a", "b"]), &m),
+            (false, false),
+            "unchanged"
+        );
+        assert_eq!(
+            s.replace(false, strings(&["a"]), &m),
+            (true, false),
+            "shrank"
+        );
         assert!(!s.is_all_of(&m) && s.covers("a") && !s.covers("b"));
         let m2 = map(&["a", "b"]);
         s.replace(false, strings(&["a", "b"]), &m);

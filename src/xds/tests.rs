@@ -21,7 +21,11 @@ pub(super) const RDS: TypeUrl = TypeUrl::RouteConfiguration;
 
 /// A cluster whose content varies with `alt`.
 pub(super) fn cluster(name: &str, alt: &str) -> Arc<Resource> {
-    let c = Cluster { name: name.into(), alt_stat_name: alt.into(), ..Default::default() };
+    let c = Cluster {
+        name: name.into(),
+        alt_stat_name: alt.into(),
+        ..Default::default()
+    };
     Arc::new(Resource::encode(name, &c))
 }
 
@@ -46,7 +50,12 @@ pub(super) fn route(name: &str, vhosts: usize) -> Arc<Resource> {
 pub(super) fn proxy_resources(by_type: &[(TypeUrl, Vec<Arc<Resource>>)]) -> ProxyResources {
     let mut res = ProxyResources::default();
     for (ty, list) in by_type {
-        res.set(*ty, list.iter().map(|r| (r.name.clone(), Arc::clone(r))).collect());
+        res.set(
+            *ty,
+            list.iter()
+                .map(|r| (r.name.clone(), Arc::clone(r)))
+                .collect(),
+        );
     }
     res
 }
@@ -62,11 +71,19 @@ pub(super) fn req(ty: TypeUrl, names: &[&str], version: &str, nonce: &str) -> Di
 }
 
 pub(super) fn sotw() -> Sotw {
-    Sotw::new("sidecar~10.0.0.1~a.default~default.svc.cluster.local".into(), 1, "test".into())
+    Sotw::new(
+        "sidecar~10.0.0.1~a.default~default.svc.cluster.local".into(),
+        1,
+        "test".into(),
+    )
 }
 
 pub(super) fn delta() -> Delta {
-    Delta::new("sidecar~10.0.0.1~a.default~default.svc.cluster.local".into(), 1, "test".into())
+    Delta::new(
+        "sidecar~10.0.0.1~a.default~default.svc.cluster.local".into(),
+        1,
+        "test".into(),
+    )
 }
 
 pub(super) fn names(r: &SotwResponse) -> Vec<&str> {
@@ -104,19 +121,30 @@ fn sotw_wildcard_cds_then_ack_then_nack_is_not_resent() {
     assert_eq!(out[0].version_info, version_of([&a, &b]));
     let (v1, n1) = (out[0].version_info.clone(), out[0].nonce.clone());
 
-    assert!(on_request(&mut s, req(CDS, &[], &v1, &n1), &res).is_empty(), "an ACK gets no answer");
+    assert!(
+        on_request(&mut s, req(CDS, &[], &v1, &n1), &res).is_empty(),
+        "an ACK gets no answer"
+    );
     assert_eq!(s.status()[CDS.url()].state, AckState::Acked);
-    assert_eq!(s.status()[CDS.url()].acked_version.as_deref(), Some(v1.as_str()));
+    assert_eq!(
+        s.status()[CDS.url()].acked_version.as_deref(),
+        Some(v1.as_str())
+    );
 
     // A change to a, rejected.
-    let res2 =
-        proxy_resources(&[(CDS, vec![cluster("a", "2"), b.clone()]), (EDS, vec![cla("a", 1)])]);
+    let res2 = proxy_resources(&[
+        (CDS, vec![cluster("a", "2"), b.clone()]),
+        (EDS, vec![cla("a", 1)]),
+    ]);
     let out = on_push(&mut s, &res, &res2);
     assert_eq!(out.len(), 1);
     let (v2, n2) = (out[0].version_info.clone(), out[0].nonce.clone());
     let mut nack = req(CDS, &[], &v1, &n2);
-    nack.error_detail =
-        Some(RpcStatus { code: 3, message: "bad cluster a".into(), details: vec![] });
+    nack.error_detail = Some(RpcStatus {
+        code: 3,
+        message: "bad cluster a".into(),
+        details: vec![],
+    });
     assert!(
         on_request(&mut s, nack, &res2).is_empty(),
         "a NACK is not answered with the same config"
@@ -124,13 +152,21 @@ fn sotw_wildcard_cds_then_ack_then_nack_is_not_resent() {
     let st = &s.status()[CDS.url()];
     assert_eq!(st.state, AckState::Nacked);
     let last = st.last_nack.as_ref().unwrap();
-    assert_eq!((last.version.as_str(), last.error.as_str()), (v2.as_str(), "bad cluster a"));
+    assert_eq!(
+        (last.version.as_str(), last.error.as_str()),
+        (v2.as_str(), "bad cluster a")
+    );
     assert_eq!(last.resources, ["a", "b"]);
 
     // An unrelated snapshot (EDS changed) does not resend the rejected clusters.
-    let res3 =
-        proxy_resources(&[(CDS, vec![cluster("a", "2"), b.clone()]), (EDS, vec![cla("a", 2)])]);
-    assert!(on_push(&mut s, &res2, &res3).is_empty(), "EDS is not subscribed, CDS unchanged");
+    let res3 = proxy_resources(&[
+        (CDS, vec![cluster("a", "2"), b.clone()]),
+        (EDS, vec![cla("a", 2)]),
+    ]);
+    assert!(
+        on_push(&mut s, &res2, &res3).is_empty(),
+        "EDS is not subscribed, CDS unchanged"
+    );
     // A fixed cluster goes out.
     let res4 = proxy_resources(&[(CDS, vec![cluster("a", "3"), b]), (EDS, vec![cla("a", 2)])]);
     assert_eq!(on_push(&mut s, &res3, &res4).len(), 1);
@@ -143,14 +179,24 @@ fn sotw_eds_carries_only_subscribed_and_changed_names() {
     let out = on_request(&mut s, req(EDS, &["a", "b"], "", ""), &res);
     assert_eq!(names(&out[0]), ["a", "b"]);
     let n1 = out[0].nonce.clone();
-    on_request(&mut s, req(EDS, &["a", "b"], &out[0].version_info, &n1), &res);
+    on_request(
+        &mut s,
+        req(EDS, &["a", "b"], &out[0].version_info, &n1),
+        &res,
+    );
 
     let res2 = proxy_resources(&[(EDS, vec![cla("a", 1), cla("b", 1), cla("c", 2)])]);
-    assert!(on_push(&mut s, &res, &res2).is_empty(), "only an unsubscribed name changed");
+    assert!(
+        on_push(&mut s, &res, &res2).is_empty(),
+        "only an unsubscribed name changed"
+    );
     let res3 = proxy_resources(&[(EDS, vec![cla("a", 1), cla("b", 3), cla("c", 2)])]);
     let out = on_push(&mut s, &res2, &res3);
     assert_eq!(names(&out[0]), ["b"]);
-    assert_eq!(out[0].version_info, version_of([&cla("a", 1), &cla("b", 3)]));
+    assert_eq!(
+        out[0].version_info,
+        version_of([&cla("a", 1), &cla("b", 3)])
+    );
 
     // Growing the subscription answers with what is asked; shrinking it does not.
     let n = out[0].nonce.clone();
@@ -158,14 +204,20 @@ fn sotw_eds_carries_only_subscribed_and_changed_names() {
     assert_eq!(names(&out[0]), ["a", "b", "c"]);
     let n = out[0].nonce.clone();
     assert!(on_request(&mut s, req(EDS, &["a"], "", &n), &res3).is_empty());
-    assert_eq!(s.status()[EDS.url()].resources, 1, "dropped names are forgotten");
+    assert_eq!(
+        s.status()[EDS.url()].resources,
+        1,
+        "dropped names are forgotten"
+    );
 }
 
 #[test]
 fn sotw_stale_nonce_is_ignored() {
     let res = proxy_resources(&[(RDS, vec![route("r", 1)])]);
     let mut s = sotw();
-    let n1 = on_request(&mut s, req(RDS, &["r"], "", ""), &res)[0].nonce.clone();
+    let n1 = on_request(&mut s, req(RDS, &["r"], "", ""), &res)[0]
+        .nonce
+        .clone();
     let res2 = proxy_resources(&[(RDS, vec![route("r", 2)])]);
     let n2 = on_push(&mut s, &res, &res2)[0].nonce.clone();
     assert_ne!(n1, n2);
@@ -189,7 +241,10 @@ fn sotw_unknown_type_gets_one_empty_response() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].type_url, url);
     assert!(out[0].resources.is_empty());
-    let ack = DiscoveryRequest { response_nonce: out[0].nonce.clone(), ..r };
+    let ack = DiscoveryRequest {
+        response_nonce: out[0].nonce.clone(),
+        ..r
+    };
     assert!(on_request(&mut s, ack, &ProxyResources::default()).is_empty());
 }
 
@@ -225,7 +280,14 @@ fn delta_sends_changes_and_removals_only() {
     let out = on_push(&mut d, &res, &res2);
     assert_eq!(dnames(&out[0]), ["a"]);
     assert_eq!(out[0].removed_resources, ["b"]);
-    assert!(on_push(&mut d, &res2, &proxy_resources(&[(CDS, vec![cluster("a", "2")])])).is_empty());
+    assert!(
+        on_push(
+            &mut d,
+            &res2,
+            &proxy_resources(&[(CDS, vec![cluster("a", "2")])])
+        )
+        .is_empty()
+    );
 }
 
 #[test]
@@ -252,7 +314,11 @@ fn delta_named_subscriptions() {
     let mut d = delta();
     let out = on_request(&mut d, dreq(EDS, &["a", "missing"], &[], ""), &res);
     assert_eq!(dnames(&out[0]), ["a"]);
-    assert_eq!(out[0].removed_resources, ["missing"], "absence is reported, not waited on");
+    assert_eq!(
+        out[0].removed_resources,
+        ["missing"],
+        "absence is reported, not waited on"
+    );
     let n = out[0].nonce.clone();
     // Subscribe b while ACKing.
     let out = on_request(&mut d, dreq(EDS, &["b"], &[], &n), &res);
@@ -270,7 +336,9 @@ fn delta_named_subscriptions() {
 fn delta_stale_nonce_keeps_subscription_changes() {
     let res = proxy_resources(&[(RDS, vec![route("r", 1), route("s", 1)])]);
     let mut d = delta();
-    let n1 = on_request(&mut d, dreq(RDS, &["r"], &[], ""), &res)[0].nonce.clone();
+    let n1 = on_request(&mut d, dreq(RDS, &["r"], &[], ""), &res)[0]
+        .nonce
+        .clone();
     let res2 = proxy_resources(&[(RDS, vec![route("r", 2), route("s", 1)])]);
     assert_eq!(on_push(&mut d, &res, &res2).len(), 1);
     let out = on_request(&mut d, dreq(RDS, &["s"], &[], &n1), &res2);
@@ -283,9 +351,15 @@ fn delta_stale_nonce_keeps_subscription_changes() {
 fn delta_nack_is_not_resent() {
     let res = proxy_resources(&[(CDS, vec![cluster("a", "1")])]);
     let mut d = delta();
-    let n = on_request(&mut d, dreq(CDS, &[], &[], ""), &res)[0].nonce.clone();
+    let n = on_request(&mut d, dreq(CDS, &[], &[], ""), &res)[0]
+        .nonce
+        .clone();
     let mut nack = dreq(CDS, &[], &[], &n);
-    nack.error_detail = Some(RpcStatus { code: 3, message: "no".into(), details: vec![] });
+    nack.error_detail = Some(RpcStatus {
+        code: 3,
+        message: "no".into(),
+        details: vec![],
+    });
     assert!(on_request(&mut d, nack, &res).is_empty());
     let res2 = proxy_resources(&[(CDS, vec![cluster("a", "1")]), (EDS, vec![cla("x", 1)])]);
     assert!(on_push(&mut d, &res, &res2).is_empty());

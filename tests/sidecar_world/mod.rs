@@ -6,9 +6,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::config::listener::v3::{filter::ConfigType, Listener};
-use envoy_types::pb::envoy::config::route::v3::{route::Action, route_action::ClusterSpecifier, RouteConfiguration, VirtualHost};
-use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{tcp_proxy, TcpProxy};
+use envoy_types::pb::envoy::config::listener::v3::{Listener, filter::ConfigType};
+use envoy_types::pb::envoy::config::route::v3::{
+    RouteConfiguration, VirtualHost, route::Action, route_action::ClusterSpecifier,
+};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use pilotfish::generate::PushContext;
 use pilotfish::model::{MeshConfig, Proxy};
 use pilotfish::source::watch;
@@ -126,17 +128,30 @@ pub fn world_with(extra: &str, mesh: MeshConfig) -> World {
     std::fs::write(tmp.path().join("extra.yaml"), extra).unwrap();
     let (snapshot, diagnostics) = watch::read_once(tmp.path()).unwrap();
     assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:?}");
-    World { context: pilotfish::push::build(&snapshot, &mesh, None) }
+    World {
+        context: pilotfish::push::build(&snapshot, &mesh, None),
+    }
 }
 
 pub fn proxy(ip: &str, pod: &str, labels: &[(&str, &str)]) -> Proxy {
-    Proxy::from_id(&format!("sidecar~{ip}~{pod}.default~default.svc.cluster.local"))
-        .unwrap()
-        .with_labels(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>())
+    Proxy::from_id(&format!(
+        "sidecar~{ip}~{pod}.default~default.svc.cluster.local"
+    ))
+    .unwrap()
+    .with_labels(
+        labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+    )
 }
 
 pub fn reviews_proxy() -> Proxy {
-    proxy("10.1.0.5", "reviews-v1", &[("app", "reviews"), ("version", "v1")])
+    proxy(
+        "10.1.0.5",
+        "reviews-v1",
+        &[("app", "reviews"), ("version", "v1")],
+    )
 }
 
 /// Everything a sidecar is sent, as the xDS server gets it.
@@ -157,7 +172,10 @@ pub fn listener(r: &ProxyResources, name: &str) -> Listener {
 }
 
 pub fn vhost<'a>(rc: &'a RouteConfiguration, name: &str) -> &'a VirtualHost {
-    rc.virtual_hosts.iter().find(|v| v.name == name).unwrap_or_else(|| panic!("no virtual host {name} in {rc:?}"))
+    rc.virtual_hosts
+        .iter()
+        .find(|v| v.name == name)
+        .unwrap_or_else(|| panic!("no virtual host {name} in {rc:?}"))
 }
 
 pub fn route_clusters(vh: &VirtualHost) -> Vec<String> {
@@ -179,11 +197,18 @@ pub fn tcp_proxy_clusters(l: &Listener) -> Vec<String> {
         .flat_map(|c| &c.filters)
         .filter_map(|f| match &f.config_type {
             Some(ConfigType::TypedConfig(any)) if any.type_url.ends_with("TcpProxy") => {
-                match TcpProxy::decode(any.value.as_slice()).ok()?.cluster_specifier {
+                match TcpProxy::decode(any.value.as_slice())
+                    .ok()?
+                    .cluster_specifier
+                {
                     Some(tcp_proxy::ClusterSpecifier::Cluster(c)) => Some(c),
-                    Some(tcp_proxy::ClusterSpecifier::WeightedClusters(w)) => {
-                        Some(w.clusters.iter().map(|c| format!("{}*{}", c.name, c.weight)).collect::<Vec<_>>().join(" "))
-                    }
+                    Some(tcp_proxy::ClusterSpecifier::WeightedClusters(w)) => Some(
+                        w.clusters
+                            .iter()
+                            .map(|c| format!("{}*{}", c.name, c.weight))
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    ),
                     None => None,
                 }
             }

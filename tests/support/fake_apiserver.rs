@@ -82,7 +82,11 @@ struct Faults {
 
 impl Faults {
     fn new() -> Self {
-        Faults { failures: Mutex::default(), latency: Mutex::default(), paused: tokio::sync::watch::Sender::new(false) }
+        Faults {
+            failures: Mutex::default(),
+            latency: Mutex::default(),
+            paused: tokio::sync::watch::Sender::new(false),
+        }
     }
 
     /// Hangs while paused, then waits out the latency.
@@ -123,15 +127,35 @@ struct Context {
     local: Arc<Faults>,
 }
 
-async fn handle(State(cx): State<Context>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let target = uri.path_and_query().map_or_else(|| uri.path().to_string(), |p| p.to_string());
+async fn handle(
+    State(cx): State<Context>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let target = uri
+        .path_and_query()
+        .map_or_else(|| uri.path().to_string(), |p| p.to_string());
     lock(&cx.shared.requests).push((method.to_string(), target));
     cx.shared.faults.delay().await;
     cx.local.delay().await;
-    if let Some(error) = cx.local.take_failure().or_else(|| cx.shared.faults.take_failure()) {
+    if let Some(error) = cx
+        .local
+        .take_failure()
+        .or_else(|| cx.shared.faults.take_failure())
+    {
         return rest::error_response(&error);
     }
-    rest::respond(&cx.shared, rest::Request { method: &method, uri: &uri, headers: &headers, body: &body })
+    rest::respond(
+        &cx.shared,
+        rest::Request {
+            method: &method,
+            uri: &uri,
+            headers: &headers,
+            body: &body,
+        },
+    )
 }
 
 /// One address of the server. Every endpoint serves the same objects; faults injected on
@@ -145,15 +169,24 @@ pub struct Endpoint {
 
 impl Endpoint {
     fn serve(shared: Arc<Shared>, listener: TcpListener) -> Endpoint {
-        let address = listener.local_addr().expect("the fake API server's listener has an address");
+        let address = listener
+            .local_addr()
+            .expect("the fake API server's listener has an address");
         let faults = Arc::new(Faults::new());
-        let app = Router::new().fallback(handle).with_state(Context { shared, local: faults.clone() });
+        let app = Router::new().fallback(handle).with_state(Context {
+            shared,
+            local: faults.clone(),
+        });
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 eprintln!("fake API server on {address}: {e}");
             }
         });
-        Endpoint { address, faults, task }
+        Endpoint {
+            address,
+            faults,
+            task,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -162,14 +195,19 @@ impl Endpoint {
 
     /// A client of this endpoint, default namespace `default`.
     pub fn client(&self) -> kube::Client {
-        let url: axum::http::Uri = self.url().parse().expect("the fake API server's URL parses");
-        kube::Client::try_from(kube::Config::new(url)).expect("a kube client for the fake API server")
+        let url: axum::http::Uri = self
+            .url()
+            .parse()
+            .expect("the fake API server's URL parses");
+        kube::Client::try_from(kube::Config::new(url))
+            .expect("a kube client for the fake API server")
     }
 
     /// Writes a kubeconfig for this endpoint to `dir/kubeconfig` and returns its path.
     pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
         let path = dir.join("kubeconfig");
-        self.write_kubeconfig(&path).expect("writing the fake API server's kubeconfig");
+        self.write_kubeconfig(&path)
+            .expect("writing the fake API server's kubeconfig");
         path
     }
 
@@ -231,7 +269,9 @@ fn split_api_version(api_version: &str) -> (&str, &str) {
 
 impl FakeApiServer {
     pub async fn start() -> FakeApiServer {
-        Self::start_on(0).await.expect("binding the fake API server to 127.0.0.1:0")
+        Self::start_on(0)
+            .await
+            .expect("binding the fake API server to 127.0.0.1:0")
     }
 
     /// Starts on `127.0.0.1:port` (0: a free port).
@@ -241,7 +281,10 @@ impl FakeApiServer {
         let shared = Arc::new(Shared {
             registry: Mutex::new(Registry::builtin()),
             store: Arc::new(Mutex::new(Store::new(HISTORY))),
-            settings: Mutex::new(Settings { bookmark_interval: Duration::from_secs(1), gone_mode: GoneMode::Event }),
+            settings: Mutex::new(Settings {
+                bookmark_interval: Duration::from_secs(1),
+                gone_mode: GoneMode::Event,
+            }),
             requests: Mutex::default(),
             faults: Faults::new(),
             address,
@@ -253,7 +296,9 @@ impl FakeApiServer {
 
     /// Another address onto this server, with faults of its own.
     pub async fn endpoint(&self) -> Endpoint {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding a fake API server endpoint");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding a fake API server endpoint");
         Endpoint::serve(self.shared.clone(), listener)
     }
 
@@ -279,7 +324,14 @@ impl FakeApiServer {
     }
 
     /// Serves a custom resource from now on (replacing its definition if installed).
-    pub fn install_crd(&self, group: &str, versions: &[&str], kind: &str, plural: &str, namespaced: bool) {
+    pub fn install_crd(
+        &self,
+        group: &str,
+        versions: &[&str],
+        kind: &str,
+        plural: &str,
+        namespaced: bool,
+    ) {
         let mut versions: Vec<String> = versions.iter().map(|v| v.to_string()).collect();
         resources::sort_versions(&mut versions);
         lock(&self.shared.registry).install(ResourceType {
@@ -304,7 +356,10 @@ impl FakeApiServer {
         let (group, version) = split_api_version(api_version);
         let registry = lock(&self.shared.registry);
         let resource = registry.by_kind(group, version, kind).ok_or_else(|| {
-            ApiError::not_found("the server could not find the requested resource", &format!("{api_version} {kind}"))
+            ApiError::not_found(
+                "the server could not find the requested resource",
+                &format!("{api_version} {kind}"),
+            )
         })?;
         Ok((resource.clone(), version.to_string()))
     }
@@ -313,7 +368,8 @@ impl FakeApiServer {
     /// name, unconditionally; returns it as stored.
     pub fn apply(&self, object: Value) -> Result<Value, ApiError> {
         let field = |name: &str| object.get(name).and_then(Value::as_str).map(str::to_string);
-        let api_version = field("apiVersion").ok_or_else(|| ApiError::bad_request("apiVersion: Required value"))?;
+        let api_version = field("apiVersion")
+            .ok_or_else(|| ApiError::bad_request("apiVersion: Required value"))?;
         let kind = field("kind").ok_or_else(|| ApiError::bad_request("kind: Required value"))?;
         let name = object
             .pointer("/metadata/name")
@@ -321,9 +377,16 @@ impl FakeApiServer {
             .ok_or_else(|| ApiError::invalid(format!("{kind}: metadata.name: Required value")))?
             .to_string();
         let (resource, version) = self.resource(&api_version, &kind)?;
-        let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default").to_string();
-        let place =
-            Place { resource: &resource, version: &version, namespace: resource.namespaced.then_some(namespace.as_str()) };
+        let namespace = object
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+            .to_string();
+        let place = Place {
+            resource: &resource,
+            version: &version,
+            namespace: resource.namespaced.then_some(namespace.as_str()),
+        };
         let mut store = lock(&self.shared.store);
         let written = if store.get(&resource.key(), &place.key(&name)).is_some() {
             let mut object = object;
@@ -343,17 +406,47 @@ impl FakeApiServer {
 
     /// Writes only `status` of an existing object, as a controller's status update does.
     pub fn apply_status(&self, object: Value) -> Result<Value, ApiError> {
-        let field = |pointer: &str| object.pointer(pointer).and_then(Value::as_str).unwrap_or_default().to_string();
+        let field = |pointer: &str| {
+            object
+                .pointer(pointer)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         let (resource, version) = self.resource(&field("/apiVersion"), &field("/kind"))?;
-        let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default").to_string();
-        let place =
-            Place { resource: &resource, version: &version, namespace: resource.namespaced.then_some(namespace.as_str()) };
-        objects::update(&mut lock(&self.shared.store), place, &field("/metadata/name"), object, objects::Part::Status, false)
+        let namespace = object
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+            .to_string();
+        let place = Place {
+            resource: &resource,
+            version: &version,
+            namespace: resource.namespaced.then_some(namespace.as_str()),
+        };
+        objects::update(
+            &mut lock(&self.shared.store),
+            place,
+            &field("/metadata/name"),
+            object,
+            objects::Part::Status,
+            false,
+        )
     }
 
-    pub fn delete(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Result<Value, ApiError> {
+    pub fn delete(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
         let (resource, version) = self.resource(api_version, kind)?;
-        let place = Place { resource: &resource, version: &version, namespace: namespace.filter(|_| resource.namespaced) };
+        let place = Place {
+            resource: &resource,
+            version: &version,
+            namespace: namespace.filter(|_| resource.namespaced),
+        };
         let deleted = objects::delete(&mut lock(&self.shared.store), place, name, None)?;
         if crds::is_crd(&resource) {
             crds::deleted(&self.shared, &deleted);
@@ -361,17 +454,33 @@ impl FakeApiServer {
         Ok(deleted)
     }
 
-    pub fn get(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
+    pub fn get(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<Value> {
         let (resource, _) = self.resource(api_version, kind).ok()?;
-        let key = (namespace.filter(|_| resource.namespaced).unwrap_or_default().to_string(), name.to_string());
-        let mut object = lock(&self.shared.store).get(&resource.key(), &key).cloned()?;
+        let key = (
+            namespace
+                .filter(|_| resource.namespaced)
+                .unwrap_or_default()
+                .to_string(),
+            name.to_string(),
+        );
+        let mut object = lock(&self.shared.store)
+            .get(&resource.key(), &key)
+            .cloned()?;
         object["apiVersion"] = Value::String(api_version.to_string());
         Some(object)
     }
 
     /// Every object of a kind (in `namespace`, if given), ordered by namespace and name.
     pub fn list(&self, api_version: &str, kind: &str, namespace: Option<&str>) -> Vec<Value> {
-        let Ok((resource, _)) = self.resource(api_version, kind) else { return Vec::new() };
+        let Ok((resource, _)) = self.resource(api_version, kind) else {
+            return Vec::new();
+        };
         let objects = lock(&self.shared.store).all(&resource.key());
         objects
             .into_iter()
@@ -428,8 +537,15 @@ impl FakeApiServer {
     /// A token TokenReviews accept, as `user` (`system:serviceaccount:<ns>:<name>`), valid
     /// for `audiences`.
     pub fn add_token(&self, token: &str, user: &str, audiences: &[&str]) {
-        let entry = (user.to_string(), audiences.iter().map(|a| a.to_string()).collect());
-        self.shared.tokens.lock().unwrap_or_else(|e| e.into_inner()).insert(token.to_string(), entry);
+        let entry = (
+            user.to_string(),
+            audiences.iter().map(|a| a.to_string()).collect(),
+        );
+        self.shared
+            .tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(token.to_string(), entry);
     }
 
     pub fn set_latency(&self, latency: Duration) {

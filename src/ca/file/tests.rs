@@ -5,9 +5,18 @@ fn a_root_is_generated_once_and_read_back() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("ca");
     let first = load_or_create(&dir, "example.org").unwrap();
-    assert_eq!(fs::read_to_string(dir.join(CA_CERT)).unwrap(), first.cert_pem());
-    assert_eq!(fs::read_to_string(dir.join(CA_KEY)).unwrap(), first.key_pem());
-    let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(
+        fs::read_to_string(dir.join(CA_CERT)).unwrap(),
+        first.cert_pem()
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join(CA_KEY)).unwrap(),
+        first.key_pem()
+    );
+    let names: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
     #[cfg(unix)]
     {
@@ -16,7 +25,11 @@ fn a_root_is_generated_once_and_read_back() {
         assert_eq!(mode & 0o777, 0o600, "{mode:o}");
     }
     let second = load_or_create(&dir, "other.org").unwrap();
-    assert_eq!(second.root_der(), first.root_der(), "the same root, not a new one");
+    assert_eq!(
+        second.root_der(),
+        first.root_der(),
+        "the same root, not a new one"
+    );
     assert_eq!(second.key_pem(), first.key_pem());
 }
 
@@ -26,22 +39,41 @@ fn a_lone_file_or_a_bad_root_is_refused_and_left_alone() {
     let dir = tmp.path();
     let ca = Authority::generate("cluster.local").unwrap();
     fs::write(dir.join(CA_KEY), ca.key_pem()).unwrap();
-    let err = load_or_create(dir, "cluster.local").unwrap_err().to_string();
-    let expected = "ca-key.pem exists but ca-cert.pem is missing; remove ca-key.pem to generate a new root";
+    let err = load_or_create(dir, "cluster.local")
+        .unwrap_err()
+        .to_string();
+    let expected =
+        "ca-key.pem exists but ca-cert.pem is missing; remove ca-key.pem to generate a new root";
     assert_eq!(err, format!("{}: {expected}", dir.display()));
     assert_eq!(fs::read_to_string(dir.join(CA_KEY)).unwrap(), ca.key_pem());
     assert!(!dir.join(CA_CERT).exists());
 
     fs::remove_file(dir.join(CA_KEY)).unwrap();
     fs::write(dir.join(CA_CERT), ca.cert_pem()).unwrap();
-    let err = load_or_create(dir, "cluster.local").unwrap_err().to_string();
-    assert!(err.contains("ca-cert.pem exists but ca-key.pem is missing"), "{err}");
+    let err = load_or_create(dir, "cluster.local")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ca-cert.pem exists but ca-key.pem is missing"),
+        "{err}"
+    );
 
-    fs::write(dir.join(CA_KEY), Authority::generate("cluster.local").unwrap().key_pem()).unwrap();
-    let err = load_or_create(dir, "cluster.local").unwrap_err().to_string();
-    assert!(err.contains(": ca-key.pem does not belong to the certificate in ca-cert.pem"), "{err}");
+    fs::write(
+        dir.join(CA_KEY),
+        Authority::generate("cluster.local").unwrap().key_pem(),
+    )
+    .unwrap();
+    let err = load_or_create(dir, "cluster.local")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(": ca-key.pem does not belong to the certificate in ca-cert.pem"),
+        "{err}"
+    );
     fs::write(dir.join(CA_CERT), "junk").unwrap();
-    let err = load_or_create(dir, "cluster.local").unwrap_err().to_string();
+    let err = load_or_create(dir, "cluster.local")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(": ca-cert.pem: no CERTIFICATE block"), "{err}");
 }
 
@@ -56,6 +88,9 @@ fn a_stale_temporary_key_is_replaced_with_a_private_one() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

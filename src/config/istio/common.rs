@@ -32,9 +32,13 @@ impl Duration {
         let mut total: u128 = 0;
         let mut rest = text;
         while !rest.is_empty() {
-            let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+            let num_len = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(rest.len());
             let (number, after) = rest.split_at(num_len);
-            let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+            let unit_len = after
+                .find(|c: char| c.is_ascii_digit() || c == '.')
+                .unwrap_or(after.len());
             let (unit, after) = after.split_at(unit_len);
             let scale: u128 = match unit {
                 "h" => 3_600_000_000_000,
@@ -50,10 +54,17 @@ impl Duration {
             if (int.is_empty() && frac.is_empty()) || frac.contains('.') {
                 return Err(format!("invalid number in duration {text:?}"));
             }
-            let parse = |d: &str| if d.is_empty() { Ok(0) } else { d.parse::<u128>() };
+            let parse = |d: &str| {
+                if d.is_empty() {
+                    Ok(0)
+                } else {
+                    d.parse::<u128>()
+                }
+            };
             let int = parse(int).map_err(|_| format!("duration {text:?} is out of range"))?;
             let frac_digits = &frac[..frac.len().min(18)];
-            let frac_value = parse(frac_digits).map_err(|_| format!("invalid number in duration {text:?}"))?;
+            let frac_value =
+                parse(frac_digits).map_err(|_| format!("invalid number in duration {text:?}"))?;
             let frac_nanos = frac_value * scale / 10u128.pow(frac_digits.len() as u32);
             total = int
                 .checked_mul(scale)
@@ -67,7 +78,10 @@ impl Duration {
             return Err(format!("duration {text:?} is out of range"));
         }
         let secs = (total / 1_000_000_000) as u64;
-        Ok(Duration(StdDuration::new(secs, (total % 1_000_000_000) as u32)))
+        Ok(Duration(StdDuration::new(
+            secs,
+            (total % 1_000_000_000) as u32,
+        )))
     }
 
     pub fn as_std(self) -> StdDuration {
@@ -161,17 +175,35 @@ mod tests {
 
     #[test]
     fn parses_proto_and_go_durations() {
-        assert_eq!(Duration::parse("1.5s").unwrap().0, StdDuration::from_millis(1500));
-        assert_eq!(Duration::parse("100ms").unwrap().0, StdDuration::from_millis(100));
-        assert_eq!(Duration::parse("1m30s").unwrap().0, StdDuration::from_secs(90));
-        assert_eq!(Duration::parse("2h").unwrap().0, StdDuration::from_secs(7200));
+        assert_eq!(
+            Duration::parse("1.5s").unwrap().0,
+            StdDuration::from_millis(1500)
+        );
+        assert_eq!(
+            Duration::parse("100ms").unwrap().0,
+            StdDuration::from_millis(100)
+        );
+        assert_eq!(
+            Duration::parse("1m30s").unwrap().0,
+            StdDuration::from_secs(90)
+        );
+        assert_eq!(
+            Duration::parse("2h").unwrap().0,
+            StdDuration::from_secs(7200)
+        );
         assert!(Duration::parse("10").is_err());
         assert!(Duration::parse("1x").is_err());
         assert!(Duration::parse("").is_err());
         assert!(Duration::parse("s").is_err());
         assert!(Duration::parse("1.2.3s").is_err());
-        assert_eq!(Duration::parse("0.1s").unwrap().0, StdDuration::from_millis(100));
-        assert_eq!(Duration::parse("1.000000001s").unwrap().0, StdDuration::new(1, 1));
+        assert_eq!(
+            Duration::parse("0.1s").unwrap().0,
+            StdDuration::from_millis(100)
+        );
+        assert_eq!(
+            Duration::parse("1.000000001s").unwrap().0,
+            StdDuration::new(1, 1)
+        );
         assert!(Duration::parse("99999999999999999999999h").is_err());
     }
 

@@ -190,8 +190,14 @@ pub struct JwtRule {
 
 /// schemars leaves serde aliases out; the CRD must name `jwks_uri` or the API server prunes it.
 fn mirror_jwks_uri_alias(schema: &mut schemars::Schema) {
-    let alias = schema.get("properties").and_then(|p| p.get("jwksUri")).cloned();
-    if let (Some(alias), Some(properties)) = (alias, schema.get_mut("properties").and_then(|p| p.as_object_mut())) {
+    let alias = schema
+        .get("properties")
+        .and_then(|p| p.get("jwksUri"))
+        .cloned();
+    if let (Some(alias), Some(properties)) = (
+        alias,
+        schema.get_mut("properties").and_then(|p| p.as_object_mut()),
+    ) {
         properties.insert("jwks_uri".into(), alias);
     }
 }
@@ -233,14 +239,17 @@ mod tests {
         let ports = pa.port_level_mtls.unwrap();
         assert_eq!(ports[&80].mode, MtlsMode::Strict);
         assert_eq!(ports[&8080].mode, MtlsMode::Disable);
-        assert!(serde_json::from_str::<PeerAuthentication>(r#"{"portLevelMtls":{"http":{}}}"#).is_err());
+        assert!(
+            serde_json::from_str::<PeerAuthentication>(r#"{"portLevelMtls":{"http":{}}}"#).is_err()
+        );
     }
 
     #[test]
     fn rules_keep_nil_apart_from_empty() {
         let none: AuthorizationPolicy = serde_json::from_str(r#"{"action":"DENY"}"#).unwrap();
         assert_eq!(none.rules, None);
-        let empty_rule: AuthorizationPolicy = serde_json::from_str(r#"{"action":"DENY","rules":[{}]}"#).unwrap();
+        let empty_rule: AuthorizationPolicy =
+            serde_json::from_str(r#"{"action":"DENY","rules":[{}]}"#).unwrap();
         assert_eq!(empty_rule.rules, Some(vec![Rule::default()]));
         assert_eq!(empty_rule.action, Action::Deny);
     }

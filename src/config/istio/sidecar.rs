@@ -26,7 +26,9 @@ impl Sidecar {
     /// The outbound mode for proxies this Sidecar applies to: its own when it has an
     /// `outboundTrafficPolicy`, else the mesh's (istiod's `SidecarScope.OutboundTrafficPolicy`).
     pub fn outbound_mode(&self, mesh: OutboundTrafficMode) -> OutboundTrafficMode {
-        self.outbound_traffic_policy.as_ref().map_or(mesh, OutboundTrafficPolicy::mode)
+        self.outbound_traffic_policy
+            .as_ref()
+            .map_or(mesh, OutboundTrafficPolicy::mode)
     }
 }
 
@@ -64,7 +66,10 @@ impl EgressListener {
     /// The listener's hosts, parsed; hosts that do not parse are left out (validation rejects
     /// them before a Sidecar is served).
     pub fn egress_hosts(&self, own_namespace: &str) -> Vec<EgressHost> {
-        self.hosts.iter().filter_map(|h| EgressHost::parse(h, own_namespace).ok()).collect()
+        self.hosts
+            .iter()
+            .filter_map(|h| EgressHost::parse(h, own_namespace).ok())
+            .collect()
     }
 }
 
@@ -141,10 +146,17 @@ impl EgressHost {
     /// Parses `ns/host`, with `.` meaning `own_namespace`, `*` any namespace and `~` none.
     /// Structure only; [`crate::validate`] checks the DNS syntax of each part.
     pub fn parse(host: &str, own_namespace: &str) -> Result<EgressHost, EgressHostError> {
-        let err = |reason| EgressHostError { host: host.to_string(), reason };
-        let (ns, name) = host.split_once('/').ok_or_else(|| err("host must be of form namespace/dnsName"))?;
+        let err = |reason| EgressHostError {
+            host: host.to_string(),
+            reason,
+        };
+        let (ns, name) = host
+            .split_once('/')
+            .ok_or_else(|| err("host must be of form namespace/dnsName"))?;
         if ns.is_empty() || name.is_empty() {
-            return Err(err("config namespace and dnsName in host entry cannot be empty"));
+            return Err(err(
+                "config namespace and dnsName in host entry cannot be empty",
+            ));
         }
         let namespace = match ns {
             "*" => NamespaceSelector::Any,
@@ -186,7 +198,10 @@ impl EgressHost {
             && match &self.host {
                 HostPattern::Any => true,
                 HostPattern::Exact(h) => h == hostname,
-                HostPattern::Suffix(s) => hostname.strip_prefix('*').unwrap_or(hostname).ends_with(s.as_str()),
+                HostPattern::Suffix(s) => hostname
+                    .strip_prefix('*')
+                    .unwrap_or(hostname)
+                    .ends_with(s.as_str()),
             }
     }
 
@@ -211,14 +226,22 @@ impl EgressHost {
 /// endpoints that passed.
 pub fn split_host_port(addr: &str) -> Result<(&str, &str), String> {
     let fail = |why: &str| Err(format!("address {addr}: {why}"));
-    let Some(colon) = addr.rfind(':') else { return fail("missing port in address") };
+    let Some(colon) = addr.rfind(':') else {
+        return fail("missing port in address");
+    };
     let (host, j, k) = if addr.starts_with('[') {
-        let Some(end) = addr.find(']') else { return fail("missing ']' in address") };
+        let Some(end) = addr.find(']') else {
+            return fail("missing ']' in address");
+        };
         if end + 1 == addr.len() {
             return fail("missing port in address");
         }
         if end + 1 != colon {
-            return if addr.as_bytes()[end + 1] == b':' { fail("too many colons in address") } else { fail("missing port in address") };
+            return if addr.as_bytes()[end + 1] == b':' {
+                fail("too many colons in address")
+            } else {
+                fail("missing port in address")
+            };
         }
         (&addr[1..end], 1, end + 1)
     } else {
@@ -247,21 +270,49 @@ mod tests {
 
     #[test]
     fn parses_namespace_and_host() {
-        assert_eq!(parse("./*"), EgressHost { namespace: NamespaceSelector::Named("bookinfo".into()), host: HostPattern::Any });
+        assert_eq!(
+            parse("./*"),
+            EgressHost {
+                namespace: NamespaceSelector::Named("bookinfo".into()),
+                host: HostPattern::Any
+            }
+        );
         assert_eq!(parse("*/*").namespace, NamespaceSelector::Any);
         assert_eq!(parse("~/*").namespace, NamespaceSelector::Nothing);
-        assert_eq!(parse("istio-system/*").namespace, NamespaceSelector::Named("istio-system".into()));
-        assert_eq!(parse("*/*.example.com").host, HostPattern::Suffix(".example.com".into()));
-        assert_eq!(parse("*/reviews.bookinfo.svc.cluster.local").host, HostPattern::Exact("reviews.bookinfo.svc.cluster.local".into()));
+        assert_eq!(
+            parse("istio-system/*").namespace,
+            NamespaceSelector::Named("istio-system".into())
+        );
+        assert_eq!(
+            parse("*/*.example.com").host,
+            HostPattern::Suffix(".example.com".into())
+        );
+        assert_eq!(
+            parse("*/reviews.bookinfo.svc.cluster.local").host,
+            HostPattern::Exact("reviews.bookinfo.svc.cluster.local".into())
+        );
     }
 
     #[test]
     fn rejects_what_istiod_rejects() {
-        for bad in ["reviews.com", "/a.com", "ns/", "ns/reviews", "ns/*a.com", "ns/a.*.com", "ns/*.", "a.b/x.com", "*/**"] {
+        for bad in [
+            "reviews.com",
+            "/a.com",
+            "ns/",
+            "ns/reviews",
+            "ns/*a.com",
+            "ns/a.*.com",
+            "ns/*.",
+            "a.b/x.com",
+            "*/**",
+        ] {
             assert!(EgressHost::parse(bad, "ns").is_err(), "{bad}");
         }
         let err = EgressHost::parse("ns/reviews", "ns").unwrap_err();
-        assert_eq!(err.to_string(), "egress host \"ns/reviews\": short names (non FQDN) are not allowed");
+        assert_eq!(
+            err.to_string(),
+            "egress host \"ns/reviews\": short names (non FQDN) are not allowed"
+        );
     }
 
     #[test]
@@ -297,14 +348,26 @@ mod tests {
     fn outbound_mode_defaults() {
         use OutboundTrafficMode::*;
         let sc = |yaml: &str| serde_saphyr::from_str::<Sidecar>(yaml).unwrap();
-        assert_eq!(sc("egress: [{hosts: [\"./*\"]}]").outbound_mode(AllowAny), AllowAny);
-        assert_eq!(sc("outboundTrafficPolicy: {}").outbound_mode(AllowAny), RegistryOnly);
-        assert_eq!(sc("outboundTrafficPolicy: {mode: ALLOW_ANY}").outbound_mode(RegistryOnly), AllowAny);
+        assert_eq!(
+            sc("egress: [{hosts: [\"./*\"]}]").outbound_mode(AllowAny),
+            AllowAny
+        );
+        assert_eq!(
+            sc("outboundTrafficPolicy: {}").outbound_mode(AllowAny),
+            RegistryOnly
+        );
+        assert_eq!(
+            sc("outboundTrafficPolicy: {mode: ALLOW_ANY}").outbound_mode(RegistryOnly),
+            AllowAny
+        );
     }
 
     #[test]
     fn parsed_listener_hosts_skip_invalid_entries() {
-        let l = EgressListener { hosts: vec!["./*".into(), "bad".into()], ..Default::default() };
+        let l = EgressListener {
+            hosts: vec!["./*".into(), "bad".into()],
+            ..Default::default()
+        };
         assert_eq!(l.egress_hosts("ns").len(), 1);
     }
 

@@ -78,10 +78,15 @@ pub struct CustomTag {
 
 impl CustomTag {
     pub fn sources_set(&self) -> usize {
-        [self.literal.is_some(), self.environment.is_some(), self.header.is_some(), self.formatter.is_some()]
-            .into_iter()
-            .filter(|set| *set)
-            .count()
+        [
+            self.literal.is_some(),
+            self.environment.is_some(),
+            self.header.is_some(),
+            self.formatter.is_some(),
+        ]
+        .into_iter()
+        .filter(|set| *set)
+        .count()
     }
 }
 
@@ -198,12 +203,33 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(t.tracing[0].random_sampling_percentage, Some(12.5));
-        assert_eq!(t.tracing[0].custom_tags["env"].environment.as_ref().map(|e| e.name.as_str()), Some("POD"));
+        assert_eq!(
+            t.tracing[0].custom_tags["env"]
+                .environment
+                .as_ref()
+                .map(|e| e.name.as_str()),
+            Some("POD")
+        );
         assert_eq!(t.tracing[0].custom_tags["fmt"].sources_set(), 1);
         let m = t.metrics[0].overrides[0].matches.as_ref().unwrap();
-        assert_eq!((m.metric, m.mode), (Some(IstioMetric::RequestCount), WorkloadMode::Client));
-        assert_eq!(t.metrics[0].overrides[0].tag_overrides["a"], TagOverride { operation: TagOperation::Remove, value: None });
-        assert_eq!(t.metrics[0].reporting_interval.map(|d| d.to_string()), Some("10s".into()));
-        assert_eq!(t.access_logging[0].matches.map(|m| m.mode), Some(WorkloadMode::Server));
+        assert_eq!(
+            (m.metric, m.mode),
+            (Some(IstioMetric::RequestCount), WorkloadMode::Client)
+        );
+        assert_eq!(
+            t.metrics[0].overrides[0].tag_overrides["a"],
+            TagOverride {
+                operation: TagOperation::Remove,
+                value: None
+            }
+        );
+        assert_eq!(
+            t.metrics[0].reporting_interval.map(|d| d.to_string()),
+            Some("10s".into())
+        );
+        assert_eq!(
+            t.access_logging[0].matches.map(|m| m.mode),
+            Some(WorkloadMode::Server)
+        );
     }
 }

@@ -45,8 +45,14 @@ pub struct HttpRoute {
 
 /// schemars leaves serde aliases out; the CRD must name `mirror_percent` or the API server prunes it.
 fn mirror_percent_alias(schema: &mut schemars::Schema) {
-    let alias = schema.get("properties").and_then(|p| p.get("mirrorPercent")).cloned();
-    if let (Some(alias), Some(properties)) = (alias, schema.get_mut("properties").and_then(|p| p.as_object_mut())) {
+    let alias = schema
+        .get("properties")
+        .and_then(|p| p.get("mirrorPercent"))
+        .cloned();
+    if let (Some(alias), Some(properties)) = (
+        alias,
+        schema.get_mut("properties").and_then(|p| p.as_object_mut()),
+    ) {
         properties.insert("mirror_percent".into(), alias);
     }
 }
@@ -97,7 +103,10 @@ impl HeaderMatch {
     }
 
     pub fn fields_set(&self) -> usize {
-        [&self.exact, &self.prefix, &self.regex].iter().filter(|f| f.is_some()).count()
+        [&self.exact, &self.prefix, &self.regex]
+            .iter()
+            .filter(|f| f.is_some())
+            .count()
     }
 }
 

@@ -35,7 +35,11 @@ const MAX_BATCH: usize = 16_384;
 
 /// Applies events until every watcher has gone. Publishes nothing until every kind has been
 /// listed once; then `ready` turns true, and every batch after that is published.
-pub async fn run(mut rx: mpsc::Receiver<Event>, store: Arc<Mutex<Store>>, ready: watch::Sender<bool>) {
+pub async fn run(
+    mut rx: mpsc::Receiver<Event>,
+    store: Arc<Mutex<Store>>,
+    ready: watch::Sender<bool>,
+) {
     let mut applier = Applier::default();
     while let Some(first) = rx.recv().await {
         let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
@@ -50,7 +54,10 @@ pub async fn run(mut rx: mpsc::Receiver<Event>, store: Arc<Mutex<Store>>, ready:
             store.publish();
         } else if applier.synced.len() == Kind::ALL.len() {
             store.publish();
-            tracing::info!(objects = store.snapshot().len(), "listed every kind from the Kubernetes API");
+            tracing::info!(
+                objects = store.snapshot().len(),
+                "listed every kind from the Kubernetes API"
+            );
             ready.send_replace(true);
         }
     }
@@ -81,7 +88,8 @@ impl Applier {
             }
             Event::ListDone(kind) => {
                 let (entries, seen) = self.listing.remove(&kind).unwrap_or_default();
-                self.diagnostics.retain(|key, _| key.kind != kind || seen.contains(key));
+                self.diagnostics
+                    .retain(|key, _| key.kind != kind || seen.contains(key));
                 store.replace_kind(SourceId::Kubernetes, kind, entries);
                 self.synced.insert(kind);
             }
@@ -107,19 +115,36 @@ impl Applier {
     /// already stored (as the API server keeps the old object when an update is refused), or
     /// nothing. Logs the object's diagnostics that are new.
     fn accept(&mut self, store: &Store, converted: Converted) -> Option<Entry> {
-        let Converted { key, object, mut diagnostics } = converted;
+        let Converted {
+            key,
+            object,
+            mut diagnostics,
+        } = converted;
         let entry = match object {
-            Some(object) => Some(Entry { object: Arc::new(object), origin: None, source: SourceId::Kubernetes }),
+            Some(object) => Some(Entry {
+                object: Arc::new(object),
+                origin: None,
+                source: SourceId::Kubernetes,
+            }),
             None => {
                 let previous = store.get(&key).map(|e| (**e).clone());
                 if previous.is_some() {
-                    diagnostics.push(Diagnostic::warning("", "rejected; the previous version keeps being served").on(&key));
+                    diagnostics.push(
+                        Diagnostic::warning(
+                            "",
+                            "rejected; the previous version keeps being served",
+                        )
+                        .on(&key),
+                    );
                 }
                 previous
             }
         };
         let known = self.diagnostics.get(&key);
-        for d in diagnostics.iter().filter(|d| !known.is_some_and(|k| k.contains(d))) {
+        for d in diagnostics
+            .iter()
+            .filter(|d| !known.is_some_and(|k| k.contains(d)))
+        {
             if d.is_error() {
                 tracing::error!("{d}");
             } else {

@@ -27,8 +27,16 @@ pub struct Converted {
 /// The key an API object will have in the store.
 pub fn key_of<K: Resource>(kind: Kind, object: &K) -> ObjectKey {
     let meta = object.meta();
-    let namespace = if kind.is_namespaced() { meta.namespace.clone().unwrap_or_default() } else { String::new() };
-    ObjectKey { kind, namespace, name: meta.name.clone().unwrap_or_default() }
+    let namespace = if kind.is_namespaced() {
+        meta.namespace.clone().unwrap_or_default()
+    } else {
+        String::new()
+    };
+    ObjectKey {
+        kind,
+        namespace,
+        name: meta.name.clone().unwrap_or_default(),
+    }
 }
 
 /// A Kubernetes kind, through its `TryFrom` conversion (`config::kube`).
@@ -41,7 +49,11 @@ where
     let key = key_of(kind, &object);
     match Object::try_from(object) {
         Ok(object) => checked(key, object, Vec::new()),
-        Err(e) => Converted { diagnostics: vec![Diagnostic::error(e.field(), e.message()).on(&key)], key, object: None },
+        Err(e) => Converted {
+            diagnostics: vec![Diagnostic::error(e.field(), e.message()).on(&key)],
+            key,
+            object: None,
+        },
     }
 }
 
@@ -74,12 +86,22 @@ pub fn dynamic(kind: Kind, object: DynamicObject) -> Option<Converted> {
     let key = key_of(kind, &object);
     let value = match serde_json::to_value(&object) {
         Ok(value) => value,
-        Err(e) => return Some(Converted { diagnostics: vec![Diagnostic::error("", e.to_string()).on(&key)], key, object: None }),
+        Err(e) => {
+            return Some(Converted {
+                diagnostics: vec![Diagnostic::error("", e.to_string()).on(&key)],
+                key,
+                object: None,
+            });
+        }
     };
     match parse::parse_object(value) {
         Ok(None) => None,
         Ok(Some((object, warnings))) => Some(checked(key, object, warnings)),
-        Err(d) => Some(Converted { diagnostics: vec![d.on(&key)], key, object: None }),
+        Err(d) => Some(Converted {
+            diagnostics: vec![d.on(&key)],
+            key,
+            object: None,
+        }),
     }
 }
 
@@ -89,9 +111,17 @@ pub fn dynamic(kind: Kind, object: DynamicObject) -> Option<Converted> {
 fn checked(key: ObjectKey, mut object: Object, mut diagnostics: Vec<Diagnostic>) -> Converted {
     object.meta.resource_version.clear();
     object.meta.annotations.remove(LAST_APPLIED);
-    diagnostics.extend(crate::validate::validate(&object).into_iter().map(|d| d.on(&key)));
+    diagnostics.extend(
+        crate::validate::validate(&object)
+            .into_iter()
+            .map(|d| d.on(&key)),
+    );
     let rejected = diagnostics.iter().any(Diagnostic::is_error);
-    Converted { key, object: (!rejected).then_some(object), diagnostics }
+    Converted {
+        key,
+        object: (!rejected).then_some(object),
+        diagnostics,
+    }
 }
 
 #[cfg(test)]
@@ -125,7 +155,10 @@ mod tests {
         let converted = dynamic(Kind::VirtualService, bad).unwrap();
         assert!(converted.object.is_none());
         let error = converted.diagnostics.iter().find(|d| d.is_error()).unwrap();
-        assert!(error.to_string().contains("VirtualService default/bad"), "{error}");
+        assert!(
+            error.to_string().contains("VirtualService default/bad"),
+            "{error}"
+        );
         assert!(error.field.contains("port"), "{error}");
     }
 
@@ -138,7 +171,9 @@ mod tests {
         .unwrap();
         let converted = typed(Kind::Service, service);
         assert!(converted.object.is_none());
-        let [d] = &converted.diagnostics[..] else { panic!("{:?}", converted.diagnostics) };
+        let [d] = &converted.diagnostics[..] else {
+            panic!("{:?}", converted.diagnostics)
+        };
         assert_eq!(d.field, "spec.ports[0].port");
         assert!(d.to_string().contains("Service ns/s"), "{d}");
     }

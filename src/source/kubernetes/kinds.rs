@@ -24,18 +24,57 @@ const SECRET_FIELDS: &str = "type!=helm.sh/release.v1,type!=kubernetes.io/servic
 pub async fn watch(kind: Kind, client: Client, options: KubeOptions, tx: mpsc::Sender<Event>) {
     let all = watcher::Config::default();
     match kind {
-        Kind::Service => follow(kind, Api::<core::Service>::all(client), all, &tx, typed(kind)).await,
-        Kind::EndpointSlice => follow(kind, Api::<discovery::EndpointSlice>::all(client), all, &tx, typed(kind)).await,
+        Kind::Service => {
+            follow(
+                kind,
+                Api::<core::Service>::all(client),
+                all,
+                &tx,
+                typed(kind),
+            )
+            .await
+        }
+        Kind::EndpointSlice => {
+            follow(
+                kind,
+                Api::<discovery::EndpointSlice>::all(client),
+                all,
+                &tx,
+                typed(kind),
+            )
+            .await
+        }
         // Pods dominate a large cluster's sync: decoded into only the fields pilotfish reads.
         Kind::Pod => follow(kind, Api::<SlimPod>::all(client), all, &tx, typed(kind)).await,
-        Kind::Namespace => follow(kind, Api::<core::Namespace>::all(client), all, &tx, typed(kind)).await,
+        Kind::Namespace => {
+            follow(
+                kind,
+                Api::<core::Namespace>::all(client),
+                all,
+                &tx,
+                typed(kind),
+            )
+            .await
+        }
         Kind::ConfigMap => {
             // Only istiod's mesh config: every other ConfigMap of the cluster is of no use here.
             let api = Api::<core::ConfigMap>::namespaced(client, &options.mesh_namespace);
-            let name = format!("metadata.name={}", crate::config::mesh_config::CONFIG_MAP_NAME);
+            let name = format!(
+                "metadata.name={}",
+                crate::config::mesh_config::CONFIG_MAP_NAME
+            );
             follow(kind, api, all.fields(&name), &tx, typed(kind)).await
         }
-        Kind::Secret => follow(kind, Api::<core::Secret>::all(client), all.fields(SECRET_FIELDS), &tx, typed(kind)).await,
+        Kind::Secret => {
+            follow(
+                kind,
+                Api::<core::Secret>::all(client),
+                all.fields(SECRET_FIELDS),
+                &tx,
+                typed(kind),
+            )
+            .await
+        }
         istio => {
             watch_custom(istio, client, options, &tx).await;
             Ended::Closed
@@ -69,7 +108,10 @@ async fn watch_custom(kind: Kind, client: Client, options: KubeOptions, tx: &mps
             Ok(Some(resource)) => {
                 tracing::info!("watching {kind}s ({})", resource.api_version);
                 reported_missing = false;
-                let types = TypeMeta { api_version: resource.api_version.clone(), kind: resource.kind.clone() };
+                let types = TypeMeta {
+                    api_version: resource.api_version.clone(),
+                    kind: resource.kind.clone(),
+                };
                 let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
                 let convert = |mut object: DynamicObject| {
                     // List items of some API servers carry no apiVersion/kind: the parser needs them.
@@ -78,12 +120,16 @@ async fn watch_custom(kind: Kind, client: Client, options: KubeOptions, tx: &mps
                 };
                 match follow(kind, api, watcher::Config::default(), tx, convert).await {
                     Ended::Closed => return,
-                    Ended::NotFound => tracing::warn!("the {kind} CRD was removed; serving no {kind}s until it is back"),
+                    Ended::NotFound => tracing::warn!(
+                        "the {kind} CRD was removed; serving no {kind}s until it is back"
+                    ),
                 }
             }
             Ok(None) => {
                 if !reported_missing {
-                    tracing::warn!("the {kind} CRD ({group}) is not installed; serving no {kind}s until it is");
+                    tracing::warn!(
+                        "the {kind} CRD ({group}) is not installed; serving no {kind}s until it is"
+                    );
                     reported_missing = true;
                 }
                 if tx.send(Event::Missing(kind)).await.is_err() {
@@ -102,12 +148,18 @@ async fn resolve(client: &Client, kind: Kind) -> Result<Option<ApiResource>, kub
     let (group, versions) = kind.group_versions();
     let api_group = match kube::discovery::oneshot::group(client, group).await {
         Ok(g) => g,
-        Err(kube::Error::Discovery(kube::error::DiscoveryError::MissingApiGroup(_))) => return Ok(None),
+        Err(kube::Error::Discovery(kube::error::DiscoveryError::MissingApiGroup(_))) => {
+            return Ok(None);
+        }
         Err(e) => return Err(e),
     };
     // `versions` is newest first, as `Kind::group_versions` lists them.
     Ok(versions.iter().find_map(|version| {
-        api_group.versioned_resources(version).into_iter().map(|(r, _)| r).find(|r| r.kind == kind.name())
+        api_group
+            .versioned_resources(version)
+            .into_iter()
+            .map(|(r, _)| r)
+            .find(|r| r.kind == kind.name())
     }))
 }
 
@@ -138,7 +190,9 @@ where
                 // Logged once per outage; the watcher backs off and retries, and the store keeps
                 // serving what it has.
                 if !std::mem::replace(&mut failing, true) {
-                    tracing::warn!("watching {kind}s: {e}; retrying, the last objects read keep being served");
+                    tracing::warn!(
+                        "watching {kind}s: {e}; retrying, the last objects read keep being served"
+                    );
                 } else {
                     tracing::debug!("watching {kind}s: {e}");
                 }
@@ -167,9 +221,8 @@ where
 
 fn is_not_found(e: &watcher::Error) -> bool {
     match e {
-        watcher::Error::InitialListFailed(kube::Error::Api(s)) | watcher::Error::WatchStartFailed(kube::Error::Api(s)) => {
-            s.code == 404
-        }
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s)) => s.code == 404,
         watcher::Error::WatchError(s) => s.code == 404,
         _ => false,
     }

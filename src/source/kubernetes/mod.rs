@@ -34,7 +34,10 @@ pub struct KubeOptions {
 
 impl Default for KubeOptions {
     fn default() -> Self {
-        KubeOptions { mesh_namespace: "istio-system".into(), missing_crd_retry: Duration::from_secs(10) }
+        KubeOptions {
+            mesh_namespace: "istio-system".into(),
+            missing_crd_retry: Duration::from_secs(10),
+        }
     }
 }
 
@@ -50,11 +53,24 @@ const EVENT_BUFFER: usize = 4096;
 
 impl KubeSource {
     /// Starts a watcher per kind and the task that feeds the store.
-    pub fn start(client: kube::Client, store: Arc<Mutex<Store>>, options: KubeOptions) -> KubeSource {
+    pub fn start(
+        client: kube::Client,
+        store: Arc<Mutex<Store>>,
+        options: KubeOptions,
+    ) -> KubeSource {
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let (ready_tx, ready) = watch::channel(false);
-        let mut tasks: Vec<JoinHandle<()>> =
-            Kind::ALL.into_iter().map(|kind| tokio::spawn(kinds::watch(kind, client.clone(), options.clone(), tx.clone()))).collect();
+        let mut tasks: Vec<JoinHandle<()>> = Kind::ALL
+            .into_iter()
+            .map(|kind| {
+                tokio::spawn(kinds::watch(
+                    kind,
+                    client.clone(),
+                    options.clone(),
+                    tx.clone(),
+                ))
+            })
+            .collect();
         drop(tx);
         tasks.push(tokio::spawn(apply::run(rx, store, ready_tx)));
         KubeSource { ready, tasks }

@@ -13,10 +13,25 @@ fn dns_names() {
 
 #[test]
 fn hosts_with_wildcards() {
-    for ok in ["example.com", "*.example.com", "*", "*x", "reviews", "istio.io.", "*-foo.bar"] {
+    for ok in [
+        "example.com",
+        "*.example.com",
+        "*",
+        "*x",
+        "reviews",
+        "istio.io.",
+        "*-foo.bar",
+    ] {
         assert_eq!(validate_wildcard_domain(ok), Ok(()), "{ok}");
     }
-    for bad in ["", "a.*.com", "foo_bar.com", "1.2.3.4", "example.123", "a..b"] {
+    for bad in [
+        "",
+        "a.*.com",
+        "foo_bar.com",
+        "1.2.3.4",
+        "example.123",
+        "a..b",
+    ] {
         assert!(validate_wildcard_domain(bad).is_err(), "{bad}");
     }
     assert!(validate_fqdn("*.example.com").is_err());
@@ -28,7 +43,9 @@ fn hosts_with_wildcards() {
 fn ports_ips_and_subnets() {
     assert!(validate_port(1).is_ok() && validate_port(65535).is_ok());
     assert!(validate_port(0).is_err() && validate_port(65536).is_err());
-    assert!(validate_ip_subnet("10.0.0.0/8").is_ok() && validate_ip_subnet("2001:db8::/32").is_ok());
+    assert!(
+        validate_ip_subnet("10.0.0.0/8").is_ok() && validate_ip_subnet("2001:db8::/32").is_ok()
+    );
     assert!(validate_ip_subnet("001:db8::").is_ok());
     assert!(validate_ip_subnet("1.2.3.4/99").is_err() && validate_ip_subnet("1.2.3/8").is_err());
     assert!(validate_ip_subnet("a/b/c").is_err());
@@ -44,7 +61,11 @@ fn durations_need_a_whole_millisecond() {
 
 #[test]
 fn percentages() {
-    assert!(validate_percent(0).is_ok() && validate_percent(100).is_ok() && validate_percent(101).is_err());
+    assert!(
+        validate_percent(0).is_ok()
+            && validate_percent(100).is_ok()
+            && validate_percent(101).is_err()
+    );
     assert!(validate_percentage(0.0).is_ok() && validate_percentage(12.5).is_ok());
     assert!(validate_percentage(-1.0).is_err() && validate_percentage(100.1).is_err());
     assert!(validate_percentage(0.00001).is_err());
@@ -104,13 +125,17 @@ fn metadata_names_and_annotations() {
         "metadata.annotations.istio.io/alwaysReject",
         "rejecting",
     );
-    let found = run("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a, namespace: ns}\nspec: {host: a.com}\n");
+    let found = run(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a, namespace: ns}\nspec: {host: a.com}\n",
+    );
     assert!(found.is_empty(), "{found:?}");
 }
 
 #[test]
 fn diagnostics_name_their_object() {
-    let found = errors("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r, namespace: ns}\nspec: {host: \"\"}\n");
+    let found = errors(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r, namespace: ns}\nspec: {host: \"\"}\n",
+    );
     let key = found[0].object.as_ref().expect("object key");
     assert_eq!(key.to_string(), "DestinationRule ns/r");
 }

@@ -36,12 +36,21 @@ pub struct NodeFilter {
 impl NodeFilter {
     pub fn matches(&self, node_id: &str) -> bool {
         self.any_of.is_empty()
-            || self.any_of.iter().any(|(m, ignore_case)| test(m, *ignore_case, node_id))
+            || self
+                .any_of
+                .iter()
+                .any(|(m, ignore_case)| test(m, *ignore_case, node_id))
     }
 }
 
 fn test(m: &IdMatch, ignore_case: bool, id: &str) -> bool {
-    let fold = |s: &str| if ignore_case { s.to_lowercase() } else { s.to_string() };
+    let fold = |s: &str| {
+        if ignore_case {
+            s.to_lowercase()
+        } else {
+            s.to_string()
+        }
+    };
     match m {
         IdMatch::Any => true,
         IdMatch::Exact(v) => fold(id) == fold(v),
@@ -49,7 +58,9 @@ fn test(m: &IdMatch, ignore_case: bool, id: &str) -> bool {
         IdMatch::Suffix(v) => fold(id).ends_with(&fold(v)),
         IdMatch::Contains(v) => fold(id).contains(&fold(v)),
         // Envoy's safe_regex must match the whole string.
-        IdMatch::Regex(re) => re.find(id).is_some_and(|m| m.start() == 0 && m.end() == id.len()),
+        IdMatch::Regex(re) => re
+            .find(id)
+            .is_some_and(|m| m.start() == 0 && m.end() == id.len()),
     }
 }
 
@@ -85,7 +96,10 @@ fn id_match(index: usize, matcher: &StringMatcher) -> Result<IdMatch, MatcherErr
             Regex::new(&re.regex).map_err(|source| MatcherError::Regex { index, source })?,
         ),
         Some(MatchPattern::Custom(_)) => {
-            return Err(MatcherError::Unsupported { index, what: "a custom matcher" });
+            return Err(MatcherError::Unsupported {
+                index,
+                what: "a custom matcher",
+            });
         }
     })
 }

@@ -46,7 +46,10 @@ pub fn status(
 /// One connection as CSDS shows it: the node, and per type what was sent and how it stands.
 pub fn client_config(connection: &ConnectionInfo) -> ClientConfig {
     ClientConfig {
-        node: Some(Node { id: connection.proxy_id.clone(), ..Default::default() }),
+        node: Some(Node {
+            id: connection.proxy_id.clone(),
+            ..Default::default()
+        }),
         generic_xds_configs: connection.types.values().map(generic_config).collect(),
         ..Default::default()
     }
@@ -67,7 +70,10 @@ fn generic_config(status: &TypeStatus) -> GenericXdsConfig {
         AckState::Pending => status.sent_version.clone(),
         _ => status.acked_version.clone(),
     };
-    let nack = status.last_nack.as_ref().filter(|_| status.state == AckState::Nacked);
+    let nack = status
+        .last_nack
+        .as_ref()
+        .filter(|_| status.state == AckState::Nacked);
     GenericXdsConfig {
         type_url: status.type_url.clone(),
         version_info: version_info.unwrap_or_default(),
@@ -85,5 +91,8 @@ fn generic_config(status: &TypeStatus) -> GenericXdsConfig {
 }
 
 fn timestamp(unix_ms: u64) -> Timestamp {
-    Timestamp { seconds: (unix_ms / 1000) as i64, nanos: ((unix_ms % 1000) * 1_000_000) as i32 }
+    Timestamp {
+        seconds: (unix_ms / 1000) as i64,
+        nanos: ((unix_ms % 1000) * 1_000_000) as i32,
+    }
 }

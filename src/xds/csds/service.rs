@@ -51,7 +51,9 @@ impl ClientStatusDiscoveryService for CsdsService {
         request: Request<Streaming<ClientStatusRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
         let connections = Arc::clone(&self.connections);
-        let responses = request.into_inner().map(move |req| answer(&connections, &req?));
+        let responses = request
+            .into_inner()
+            .map(move |req| answer(&connections, &req?));
         Ok(Response::new(Box::pin(responses)))
     }
 

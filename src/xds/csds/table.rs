@@ -11,8 +11,9 @@ use envoy_types::pb::google::protobuf::value::Kind;
 
 use crate::xds::TypeUrl;
 
-pub const HEADER: [&str; 9] =
-    ["NAME", "CLUSTER", "CDS", "LDS", "EDS", "RDS", "ECDS", "ISTIOD", "VERSION"];
+pub const HEADER: [&str; 9] = [
+    "NAME", "CLUSTER", "CDS", "LDS", "EDS", "RDS", "ECDS", "ISTIOD", "VERSION",
+];
 const ECDS_URL: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
 /// Go tabwriter's padding in istioctl's writer.
 const PADDING: usize = 5;
@@ -58,7 +59,12 @@ pub fn rows(response: &ClientStatusResponse, istiod: &str) -> Vec<Row> {
 fn row(config: &ClientConfig, istiod: &str) -> Row {
     let node = config.node.clone().unwrap_or_default();
     let of = |url: &str| {
-        config.generic_xds_configs.iter().find(|g| g.type_url == url).map(word).unwrap_or_default()
+        config
+            .generic_xds_configs
+            .iter()
+            .find(|g| g.type_url == url)
+            .map(word)
+            .unwrap_or_default()
     };
     Row {
         name: proxy_name(&node.id),
@@ -96,8 +102,11 @@ fn proxy_name(node_id: &str) -> String {
 }
 
 fn metadata(node: &Node, key: &str) -> String {
-    let value =
-        node.metadata.as_ref().and_then(|m| m.fields.get(key)).and_then(|v| v.kind.as_ref());
+    let value = node
+        .metadata
+        .as_ref()
+        .and_then(|m| m.fields.get(key))
+        .and_then(|v| v.kind.as_ref());
     match value {
         Some(Kind::StringValue(s)) => s.clone(),
         _ => String::new(),
@@ -117,7 +126,10 @@ pub fn render(rows: &[Row]) -> String {
         istiod: HEADER[7].into(),
         version: HEADER[8].into(),
     };
-    let lines: Vec<[&str; 9]> = std::iter::once(&header).chain(rows).map(Row::cells).collect();
+    let lines: Vec<[&str; 9]> = std::iter::once(&header)
+        .chain(rows)
+        .map(Row::cells)
+        .collect();
     let mut widths = [0usize; 9];
     for cells in &lines {
         for (w, c) in widths.iter_mut().zip(cells) {

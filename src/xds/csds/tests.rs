@@ -18,7 +18,11 @@ const GW: &str = "router~10.0.0.9~gw-1.istio-system~istio-system.svc.cluster.loc
 const APP: &str = "sidecar~10.0.0.1~app-1.default~default.svc.cluster.local";
 
 fn type_status(ty: TypeUrl, state: AckState) -> TypeStatus {
-    let mut s = TypeStatus { type_url: ty.url().into(), state, ..Default::default() };
+    let mut s = TypeStatus {
+        type_url: ty.url().into(),
+        state,
+        ..Default::default()
+    };
     match state {
         AckState::None => {}
         AckState::Pending => s.sent_version = Some("v2".into()),
@@ -38,25 +42,38 @@ fn type_status(ty: TypeUrl, state: AckState) -> TypeStatus {
 }
 
 fn by_url(statuses: Vec<TypeStatus>) -> BTreeMap<String, TypeStatus> {
-    statuses.into_iter().map(|s| (s.type_url.clone(), s)).collect()
+    statuses
+        .into_iter()
+        .map(|s| (s.type_url.clone(), s))
+        .collect()
 }
 
 fn request(matchers: Vec<StringMatcher>) -> ClientStatusRequest {
     ClientStatusRequest {
         node_matchers: matchers
             .into_iter()
-            .map(|m| NodeMatcher { node_id: Some(m), ..Default::default() })
+            .map(|m| NodeMatcher {
+                node_id: Some(m),
+                ..Default::default()
+            })
             .collect(),
         ..Default::default()
     }
 }
 
 fn matcher(p: MatchPattern) -> StringMatcher {
-    StringMatcher { match_pattern: Some(p), ..Default::default() }
+    StringMatcher {
+        match_pattern: Some(p),
+        ..Default::default()
+    }
 }
 
 fn ids(response: &ClientStatusResponse) -> Vec<String> {
-    response.config.iter().map(|c| c.node.as_ref().unwrap().id.clone()).collect()
+    response
+        .config
+        .iter()
+        .map(|c| c.node.as_ref().unwrap().id.clone())
+        .collect()
 }
 
 #[test]
@@ -80,11 +97,17 @@ fn each_ack_state_maps_to_its_config_status() {
             .clone()
     };
     let cds = get(TypeUrl::Cluster);
-    assert_eq!((cds.config_status, cds.version_info.as_str()), (ConfigStatus::Synced as i32, "v1"));
+    assert_eq!(
+        (cds.config_status, cds.version_info.as_str()),
+        (ConfigStatus::Synced as i32, "v1")
+    );
     assert!(cds.error_state.is_none());
     let lds = get(TypeUrl::Listener);
     assert_eq!(lds.config_status, ConfigStatus::Error as i32);
-    assert_eq!(lds.version_info, "v1", "a NACKed type still runs the ACKed version");
+    assert_eq!(
+        lds.version_info, "v1",
+        "a NACKed type still runs the ACKed version"
+    );
     let err = lds.error_state.unwrap();
     assert_eq!(
         (err.details.as_str(), err.version_info.as_str()),
@@ -93,9 +116,20 @@ fn each_ack_state_maps_to_its_config_status() {
     let at = err.last_update_attempt.unwrap();
     assert_eq!((at.seconds, at.nanos), (1_700_000_000, 250_000_000));
     let rds = get(TypeUrl::RouteConfiguration);
-    assert_eq!((rds.config_status, rds.version_info.as_str()), (ConfigStatus::Stale as i32, "v2"));
-    assert_eq!(get(TypeUrl::ClusterLoadAssignment).config_status, ConfigStatus::NotSent as i32);
-    assert!(response.config[0].generic_xds_configs.iter().all(|g| g.xds_config.is_none()));
+    assert_eq!(
+        (rds.config_status, rds.version_info.as_str()),
+        (ConfigStatus::Stale as i32, "v2")
+    );
+    assert_eq!(
+        get(TypeUrl::ClusterLoadAssignment).config_status,
+        ConfigStatus::NotSent as i32
+    );
+    assert!(
+        response.config[0]
+            .generic_xds_configs
+            .iter()
+            .all(|g| g.xds_config.is_none())
+    );
 }
 
 #[test]
@@ -119,19 +153,35 @@ fn node_matchers_filter_by_id_and_are_ored() {
     let ask = |m: Vec<StringMatcher>| ids(&status(&conns, &request(m)).unwrap());
     assert_eq!(ask(vec![]), [GW, APP]);
     assert_eq!(ask(vec![matcher(MatchPattern::Exact(APP.into()))]), [APP]);
-    assert_eq!(ask(vec![matcher(MatchPattern::Prefix("router~".into()))]), [GW]);
-    assert_eq!(ask(vec![matcher(MatchPattern::Prefix("nobody".into()))]), Vec::<String>::new());
+    assert_eq!(
+        ask(vec![matcher(MatchPattern::Prefix("router~".into()))]),
+        [GW]
+    );
+    assert_eq!(
+        ask(vec![matcher(MatchPattern::Prefix("nobody".into()))]),
+        Vec::<String>::new()
+    );
     let both = vec![
         matcher(MatchPattern::Exact(APP.into())),
-        matcher(MatchPattern::Suffix("istio-system.svc.cluster.local".into())),
+        matcher(MatchPattern::Suffix(
+            "istio-system.svc.cluster.local".into(),
+        )),
     ];
     assert_eq!(ask(both), [GW, APP]);
-    let upper =
-        StringMatcher { ignore_case: true, ..matcher(MatchPattern::Prefix("SIDECAR~".into())) };
+    let upper = StringMatcher {
+        ignore_case: true,
+        ..matcher(MatchPattern::Prefix("SIDECAR~".into()))
+    };
     assert_eq!(ask(vec![upper]), [APP]);
-    let re = RegexMatcher { regex: "sidecar~.*~app-\\d\\.default~.*".into(), ..Default::default() };
+    let re = RegexMatcher {
+        regex: "sidecar~.*~app-\\d\\.default~.*".into(),
+        ..Default::default()
+    };
     assert_eq!(ask(vec![matcher(MatchPattern::SafeRegex(re))]), [APP]);
-    let partial = RegexMatcher { regex: "app-1".into(), ..Default::default() };
+    let partial = RegexMatcher {
+        regex: "app-1".into(),
+        ..Default::default()
+    };
     assert_eq!(
         ask(vec![matcher(MatchPattern::SafeRegex(partial))]),
         Vec::<String>::new(),
@@ -141,15 +191,28 @@ fn node_matchers_filter_by_id_and_are_ored() {
 
 #[test]
 fn unsupported_matchers_are_rejected_naming_the_field() {
-    let bad = RegexMatcher { regex: "(".into(), ..Default::default() };
+    let bad = RegexMatcher {
+        regex: "(".into(),
+        ..Default::default()
+    };
     let m = [
         NodeMatcher::default(),
-        NodeMatcher { node_id: Some(matcher(MatchPattern::SafeRegex(bad))), ..Default::default() },
+        NodeMatcher {
+            node_id: Some(matcher(MatchPattern::SafeRegex(bad))),
+            ..Default::default()
+        },
     ];
     let err = NodeFilter::try_from(m.as_slice()).unwrap_err();
     assert!(matches!(err, MatcherError::Regex { index: 1, .. }));
-    assert!(err.to_string().starts_with("node_matchers[1].node_id.safe_regex"), "{err}");
-    let meta = [NodeMatcher { node_metadatas: vec![Default::default()], ..Default::default() }];
+    assert!(
+        err.to_string()
+            .starts_with("node_matchers[1].node_id.safe_regex"),
+        "{err}"
+    );
+    let meta = [NodeMatcher {
+        node_metadatas: vec![Default::default()],
+        ..Default::default()
+    }];
     assert!(matches!(
         NodeFilter::try_from(meta.as_slice()),
         Err(MatcherError::Metadata { index: 0 })
@@ -157,15 +220,30 @@ fn unsupported_matchers_are_rejected_naming_the_field() {
 }
 
 fn generic(ty: &str, status: ConfigStatus) -> GenericXdsConfig {
-    GenericXdsConfig { type_url: ty.into(), config_status: status as i32, ..Default::default() }
+    GenericXdsConfig {
+        type_url: ty.into(),
+        config_status: status as i32,
+        ..Default::default()
+    }
 }
 
 fn node(id: &str, meta: &[(&str, &str)]) -> Node {
     let fields = meta
         .iter()
-        .map(|(k, v)| (k.to_string(), Value { kind: Some(Kind::StringValue(v.to_string())) }))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                Value {
+                    kind: Some(Kind::StringValue(v.to_string())),
+                },
+            )
+        })
         .collect();
-    Node { id: id.into(), metadata: Some(Struct { fields }), ..Default::default() }
+    Node {
+        id: id.into(),
+        metadata: Some(Struct { fields }),
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -173,7 +251,10 @@ fn proxy_status_table_reads_like_istioctl() {
     let response = ClientStatusResponse {
         config: vec![
             ClientConfig {
-                node: Some(node(APP, &[("CLUSTER_ID", "Kubernetes"), ("ISTIO_VERSION", "1.24.0")])),
+                node: Some(node(
+                    APP,
+                    &[("CLUSTER_ID", "Kubernetes"), ("ISTIO_VERSION", "1.24.0")],
+                )),
                 generic_xds_configs: vec![
                     generic(TypeUrl::Cluster.url(), ConfigStatus::Synced),
                     generic(TypeUrl::Listener.url(), ConfigStatus::Error),
@@ -202,7 +283,10 @@ fn proxy_status_table_reads_like_istioctl() {
 #[test]
 fn a_node_id_not_in_istio_form_is_shown_whole() {
     let response = ClientStatusResponse {
-        config: vec![ClientConfig { node: Some(node("envoy-1", &[])), ..Default::default() }],
+        config: vec![ClientConfig {
+            node: Some(node("envoy-1", &[])),
+            ..Default::default()
+        }],
     };
     assert_eq!(rows(&response, "x")[0].name, "envoy-1");
 }

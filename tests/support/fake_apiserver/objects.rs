@@ -20,7 +20,10 @@ pub struct Place<'a> {
 
 impl Place<'_> {
     pub fn key(&self, name: &str) -> ObjectKey {
-        (self.namespace.unwrap_or_default().to_string(), name.to_string())
+        (
+            self.namespace.unwrap_or_default().to_string(),
+            name.to_string(),
+        )
     }
 
     fn not_found(&self, name: &str) -> ApiError {
@@ -29,17 +32,24 @@ impl Place<'_> {
 }
 
 fn now() -> String {
-    k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 fn str_at<'v>(object: &'v Value, pointer: &str) -> Option<&'v str> {
-    object.pointer(pointer).and_then(Value::as_str).filter(|s| !s.is_empty())
+    object
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 /// Checks the body names this resource and this namespace, and fills in apiVersion and kind.
 fn conform(place: Place, object: &mut Value) -> Result<(), ApiError> {
     if !object.is_object() {
-        return Err(ApiError::bad_request("the request body is not a JSON object"));
+        return Err(ApiError::bad_request(
+            "the request body is not a JSON object",
+        ));
     }
     let resource = place.resource;
     if let Some(kind) = str_at(object, "/kind")
@@ -87,10 +97,17 @@ pub fn create(store: &mut Store, place: Place, mut object: Value) -> Result<Valu
         )));
     }
     conform(place, &mut object)?;
-    let name = match (str_at(&object, "/metadata/name"), str_at(&object, "/metadata/generateName")) {
+    let name = match (
+        str_at(&object, "/metadata/name"),
+        str_at(&object, "/metadata/generateName"),
+    ) {
         (Some(name), _) => name.to_string(),
         (None, Some(prefix)) => format!("{prefix}{:05x}", store.resource_version()),
-        (None, None) => return Err(ApiError::invalid("metadata.name: Required value: name or generateName is required")),
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "metadata.name: Required value: name or generateName is required",
+            ));
+        }
     };
     let key = place.key(&name);
     if store.get(&place.resource.key(), &key).is_some() {
@@ -103,7 +120,9 @@ pub fn create(store: &mut Store, place: Place, mut object: Value) -> Result<Valu
     if place.resource.custom {
         metadata["generation"] = json!(1);
     }
-    store.write(place.resource, key, Some(object)).ok_or_else(|| ApiError::new(500, "InternalError", "create wrote nothing"))
+    store
+        .write(place.resource, key, Some(object))
+        .ok_or_else(|| ApiError::new(500, "InternalError", "create wrote nothing"))
 }
 
 /// Which part of the object a write may change.
@@ -126,7 +145,10 @@ pub fn update(
     check_version: bool,
 ) -> Result<Value, ApiError> {
     let key = place.key(name);
-    let current = store.get(&place.resource.key(), &key).cloned().ok_or_else(|| place.not_found(name))?;
+    let current = store
+        .get(&place.resource.key(), &key)
+        .cloned()
+        .ok_or_else(|| place.not_found(name))?;
     conform(place, &mut object)?;
     if let Some(body_name) = str_at(&object, "/metadata/name")
         && body_name != name
@@ -165,20 +187,29 @@ pub fn update(
     {
         o.remove("status");
     }
-    for field in ["name", "uid", "creationTimestamp", "resourceVersion", "generation"] {
+    for field in [
+        "name",
+        "uid",
+        "creationTimestamp",
+        "resourceVersion",
+        "generation",
+    ] {
         next["metadata"][field] = current["metadata"][field].clone();
     }
     if let Some(metadata) = next["metadata"].as_object_mut() {
         metadata.retain(|_, v| !v.is_null());
     }
     if place.resource.custom && next.get("spec") != current.get("spec") {
-        next["metadata"]["generation"] = json!(current["metadata"]["generation"].as_i64().unwrap_or(0) + 1);
+        next["metadata"]["generation"] =
+            json!(current["metadata"]["generation"].as_i64().unwrap_or(0) + 1);
     }
     if next == current {
         // A no-op update writes nothing, as on a real server: no new resourceVersion, no event.
         return Ok(current);
     }
-    store.write(place.resource, key, Some(next)).ok_or_else(|| place.not_found(name))
+    store
+        .write(place.resource, key, Some(next))
+        .ok_or_else(|| place.not_found(name))
 }
 
 /// The patch formats the real server accepts, by Content-Type.
@@ -191,7 +222,8 @@ pub fn patch(
     part: Part,
 ) -> Result<Value, ApiError> {
     let media = content_type.split(';').next().unwrap_or_default().trim();
-    let patch: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the patch is not JSON: {e}")))?;
+    let patch: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the patch is not JSON: {e}")))?;
     let current = store.get(&place.resource.key(), &place.key(name)).cloned();
     let mut object = match (current, media) {
         (Some(current), _) => current,
@@ -200,21 +232,31 @@ pub fn patch(
         (None, _) => return Err(place.not_found(name)),
     };
     match media {
-        "application/merge-patch+json" | "application/apply-patch+yaml" => patch::merge(&mut object, &patch),
+        "application/merge-patch+json" | "application/apply-patch+yaml" => {
+            patch::merge(&mut object, &patch)
+        }
         // As on a real server: custom resources have no Go types to take merge keys from.
         "application/strategic-merge-patch+json" if place.resource.custom => {
             return Err(ApiError::new(
                 415,
                 "UnsupportedMediaType",
-                format!("strategic merge patch is not supported for {}", place.resource.qualified()),
+                format!(
+                    "strategic merge patch is not supported for {}",
+                    place.resource.qualified()
+                ),
             ));
         }
-        "application/strategic-merge-patch+json" => {
-            patch::strategic_merge(&mut object, &patch).map_err(|e| ApiError::bad_request(format!("strategic merge patch: {e}")))?
+        "application/strategic-merge-patch+json" => patch::strategic_merge(&mut object, &patch)
+            .map_err(|e| ApiError::bad_request(format!("strategic merge patch: {e}")))?,
+        "application/json-patch+json" => {
+            patch::json_patch(&mut object, &patch).map_err(ApiError::invalid)?
         }
-        "application/json-patch+json" => patch::json_patch(&mut object, &patch).map_err(ApiError::invalid)?,
         other => {
-            return Err(ApiError::new(415, "UnsupportedMediaType", format!("the patch Content-Type {other:?} is not supported")));
+            return Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!("the patch Content-Type {other:?} is not supported"),
+            ));
         }
     }
     update(store, place, name, object, part, true)
@@ -222,15 +264,26 @@ pub fn patch(
 
 /// Deletes an object; `preconditions` (`{"uid": .., "resourceVersion": ..}` of DeleteOptions)
 /// must hold.
-pub fn delete(store: &mut Store, place: Place, name: &str, preconditions: Option<&Value>) -> Result<Value, ApiError> {
+pub fn delete(
+    store: &mut Store,
+    place: Place,
+    name: &str,
+    preconditions: Option<&Value>,
+) -> Result<Value, ApiError> {
     let key = place.key(name);
-    let current = store.get(&place.resource.key(), &key).ok_or_else(|| place.not_found(name))?;
+    let current = store
+        .get(&place.resource.key(), &key)
+        .ok_or_else(|| place.not_found(name))?;
     for field in ["uid", "resourceVersion"] {
-        if let Some(expected) = preconditions.and_then(|p| p.get(field)).and_then(Value::as_str)
+        if let Some(expected) = preconditions
+            .and_then(|p| p.get(field))
+            .and_then(Value::as_str)
             && Some(expected) != current["metadata"][field].as_str()
         {
             return Err(ApiError::conflict(&place.resource.qualified(), name));
         }
     }
-    store.write(place.resource, key, None).ok_or_else(|| place.not_found(name))
+    store
+        .write(place.resource, key, None)
+        .ok_or_else(|| place.not_found(name))
 }

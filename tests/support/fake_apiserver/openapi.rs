@@ -30,7 +30,11 @@ pub fn version() -> Value {
 
 /// `api/v1` or `apis/{group}/{version}`: how `/openapi/v3` names a group version.
 fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 /// `GET /openapi/v3`: every served group version, with a hash of its document so a client's
@@ -51,13 +55,21 @@ pub fn root(registry: &Registry) -> Value {
 /// `GET /openapi/v3/{gv path}`: a PATCH operation per kind, tagged with its kind and
 /// accepting `fieldValidation`.
 pub fn group_version(registry: &Registry, group: &str, version: &str) -> Option<Value> {
-    let served: Vec<_> = registry.types().iter().filter(|t| t.group == group && t.serves(version)).collect();
+    let served: Vec<_> = registry
+        .types()
+        .iter()
+        .filter(|t| t.group == group && t.serves(version))
+        .collect();
     if served.is_empty() {
         return None;
     }
     let mut paths = Map::new();
     for t in served {
-        let scope = if t.namespaced { "/namespaces/{namespace}" } else { "" };
+        let scope = if t.namespaced {
+            "/namespaces/{namespace}"
+        } else {
+            ""
+        };
         let path = format!("/{}{scope}/{}/{{name}}", gv_path(group, version), t.plural);
         let body = json!({"schema": {"type": "object"}});
         paths.insert(
@@ -95,12 +107,30 @@ mod tests {
     fn each_served_kind_has_a_patch_operation_accepting_field_validation() {
         let registry = super::Registry::builtin();
         let root = super::root(&registry);
-        let url = root["paths"]["apis/discovery.k8s.io/v1"]["serverRelativeURL"].as_str().unwrap();
-        assert!(url.starts_with("/openapi/v3/apis/discovery.k8s.io/v1?hash="), "{url}");
+        let url = root["paths"]["apis/discovery.k8s.io/v1"]["serverRelativeURL"]
+            .as_str()
+            .unwrap();
+        assert!(
+            url.starts_with("/openapi/v3/apis/discovery.k8s.io/v1?hash="),
+            "{url}"
+        );
         let document = super::group_version(&registry, "discovery.k8s.io", "v1").unwrap();
-        let patch = &document["paths"]["/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices/{name}"]["patch"];
-        assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "EndpointSlice");
-        assert!(patch["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
-        assert!(super::group_version(&registry, "networking.istio.io", "v1").is_none(), "no CRD installed");
+        let patch = &document["paths"]["/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices/{name}"]
+            ["patch"];
+        assert_eq!(
+            patch["x-kubernetes-group-version-kind"]["kind"],
+            "EndpointSlice"
+        );
+        assert!(
+            patch["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "fieldValidation")
+        );
+        assert!(
+            super::group_version(&registry, "networking.istio.io", "v1").is_none(),
+            "no CRD installed"
+        );
     }
 }

@@ -46,7 +46,11 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) -> Result<(), String> 
         None | Some("merge") => {}
         Some("replace") => {
             let mut replacement = Value::Object(Map::new());
-            let rest: Map<String, Value> = patch.iter().filter(|(k, _)| *k != PATCH).map(|(k, v)| (k.clone(), v.clone())).collect();
+            let rest: Map<String, Value> = patch
+                .iter()
+                .filter(|(k, _)| *k != PATCH)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             strategic_merge(&mut replacement, &Value::Object(rest))?;
             *target = replacement;
             return Ok(());
@@ -56,7 +60,9 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) -> Result<(), String> 
     if !target.is_object() {
         *target = Value::Object(Map::new());
     }
-    let Value::Object(target) = target else { return Ok(()) };
+    let Value::Object(target) = target else {
+        return Ok(());
+    };
     for (key, value) in patch {
         if key.starts_with('$') {
             continue;
@@ -68,10 +74,15 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) -> Result<(), String> 
             Value::Object(_) if directive(value) == Some("delete") => {
                 target.remove(key);
             }
-            Value::Object(_) => strategic_merge(target.entry(key.clone()).or_insert(Value::Null), value)?,
+            Value::Object(_) => {
+                strategic_merge(target.entry(key.clone()).or_insert(Value::Null), value)?
+            }
             Value::Array(items) => {
-                let order = patch.get(&format!("{ORDER}{key}")).and_then(Value::as_array);
-                let merged = merge_list(target.get(key), items, order).map_err(|e| format!("{key}: {e}"))?;
+                let order = patch
+                    .get(&format!("{ORDER}{key}"))
+                    .and_then(Value::as_array);
+                let merged =
+                    merge_list(target.get(key), items, order).map_err(|e| format!("{key}: {e}"))?;
                 target.insert(key.clone(), merged);
             }
             _ => {
@@ -81,19 +92,25 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) -> Result<(), String> 
     }
     for (key, value) in patch {
         if let Some(field) = key.strip_prefix(DELETE_PRIMITIVES) {
-            let doomed = value.as_array().ok_or_else(|| format!("{key}: expected a list"))?;
+            let doomed = value
+                .as_array()
+                .ok_or_else(|| format!("{key}: expected a list"))?;
             if let Some(Value::Array(items)) = target.get_mut(field) {
                 items.retain(|item| !doomed.contains(item));
             }
         } else if let Some(field) = key.strip_prefix(ORDER) {
-            let order = value.as_array().ok_or_else(|| format!("{key}: expected a list"))?;
+            let order = value
+                .as_array()
+                .ok_or_else(|| format!("{key}: expected a list"))?;
             if let Some(Value::Array(items)) = target.get_mut(field) {
                 reorder(items, order);
             }
         }
     }
     if let Some(retain) = patch.get(RETAIN_KEYS) {
-        let retain = retain.as_array().ok_or_else(|| format!("{RETAIN_KEYS}: expected a list"))?;
+        let retain = retain
+            .as_array()
+            .ok_or_else(|| format!("{RETAIN_KEYS}: expected a list"))?;
         target.retain(|k, _| retain.iter().any(|r| r.as_str() == Some(k)));
     }
     Ok(())
@@ -108,13 +125,29 @@ fn merge_key(items: &[Value], order: Option<&Vec<Value>>) -> Option<String> {
         keys.next().is_none().then_some(key)
     };
     let from_order = order.into_iter().flatten().find_map(single_key);
-    from_order.or_else(|| items.iter().filter(|i| directive(i) == Some("delete")).find_map(single_key))
+    from_order.or_else(|| {
+        items
+            .iter()
+            .filter(|i| directive(i) == Some("delete"))
+            .find_map(single_key)
+    })
 }
 
-fn merge_list(current: Option<&Value>, items: &[Value], order: Option<&Vec<Value>>) -> Result<Value, String> {
-    let current: Vec<Value> = current.and_then(Value::as_array).cloned().unwrap_or_default();
+fn merge_list(
+    current: Option<&Value>,
+    items: &[Value],
+    order: Option<&Vec<Value>>,
+) -> Result<Value, String> {
+    let current: Vec<Value> = current
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     if items.iter().any(|i| directive(i) == Some("replace")) {
-        let rest: Vec<Value> = items.iter().filter(|i| directive(i) != Some("replace")).cloned().collect();
+        let rest: Vec<Value> = items
+            .iter()
+            .filter(|i| directive(i) != Some("replace"))
+            .cloned()
+            .collect();
         return merge_list(None, &rest, None);
     }
     let fresh = |item: &Value| {
@@ -124,7 +157,9 @@ fn merge_list(current: Option<&Value>, items: &[Value], order: Option<&Vec<Value
     if let Some(key) = merge_key(items, order) {
         let mut merged = current;
         for item in items {
-            let id = item.get(&key).ok_or_else(|| format!("an entry has no merge key {key:?}: {item}"))?;
+            let id = item
+                .get(&key)
+                .ok_or_else(|| format!("an entry has no merge key {key:?}: {item}"))?;
             let position = merged.iter().position(|m| m.get(&key) == Some(id));
             match (directive(item), position) {
                 (Some("delete"), Some(i)) => {
@@ -147,7 +182,11 @@ fn merge_list(current: Option<&Value>, items: &[Value], order: Option<&Vec<Value
         }
         return Ok(Value::Array(merged));
     }
-    items.iter().map(fresh).collect::<Result<Vec<_>, _>>().map(Value::Array)
+    items
+        .iter()
+        .map(fresh)
+        .collect::<Result<Vec<_>, _>>()
+        .map(Value::Array)
 }
 
 /// Puts the items `order` names first, in its order; the others keep theirs after them.
@@ -167,8 +206,12 @@ fn unescape(token: &str) -> String {
 
 /// The parent of `pointer`'s target and the last token.
 fn parent<'a>(document: &'a mut Value, pointer: &str) -> Result<(&'a mut Value, String), String> {
-    let (parent, last) = pointer.rsplit_once('/').ok_or_else(|| format!("path {pointer:?} is not a JSON pointer"))?;
-    let parent = document.pointer_mut(parent).ok_or_else(|| format!("path {pointer:?}: parent does not exist"))?;
+    let (parent, last) = pointer
+        .rsplit_once('/')
+        .ok_or_else(|| format!("path {pointer:?} is not a JSON pointer"))?;
+    let parent = document
+        .pointer_mut(parent)
+        .ok_or_else(|| format!("path {pointer:?}: parent does not exist"))?;
     Ok((parent, unescape(last)))
 }
 
@@ -212,10 +255,20 @@ fn remove(document: &mut Value, path: &str) -> Result<Value, String> {
 }
 
 pub fn json_patch(document: &mut Value, operations: &Value) -> Result<(), String> {
-    let operations = operations.as_array().ok_or("a JSON patch must be an array of operations")?;
+    let operations = operations
+        .as_array()
+        .ok_or("a JSON patch must be an array of operations")?;
     for (i, op) in operations.iter().enumerate() {
-        let field = |name: &str| op.get(name).and_then(Value::as_str).ok_or_else(|| format!("operation {i}: missing {name:?}"));
-        let value = || op.get("value").cloned().ok_or_else(|| format!("operation {i}: missing \"value\""));
+        let field = |name: &str| {
+            op.get(name)
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("operation {i}: missing {name:?}"))
+        };
+        let value = || {
+            op.get("value")
+                .cloned()
+                .ok_or_else(|| format!("operation {i}: missing \"value\""))
+        };
         let path = field("path")?;
         match field("op")? {
             "add" => add(document, path, value()?)?,
@@ -223,7 +276,9 @@ pub fn json_patch(document: &mut Value, operations: &Value) -> Result<(), String
                 remove(document, path)?;
             }
             "replace" => {
-                let target = document.pointer_mut(path).ok_or_else(|| format!("operation {i}: path {path:?} does not exist"))?;
+                let target = document
+                    .pointer_mut(path)
+                    .ok_or_else(|| format!("operation {i}: path {path:?} does not exist"))?;
                 *target = value()?;
             }
             "test" => {
@@ -237,8 +292,10 @@ pub fn json_patch(document: &mut Value, operations: &Value) -> Result<(), String
             }
             "copy" => {
                 let from = field("from")?;
-                let copied =
-                    document.pointer(from).cloned().ok_or_else(|| format!("operation {i}: from {from:?} does not exist"))?;
+                let copied = document
+                    .pointer(from)
+                    .cloned()
+                    .ok_or_else(|| format!("operation {i}: from {from:?} does not exist"))?;
                 add(document, path, copied)?;
             }
             other => return Err(format!("operation {i}: unknown op {other:?}")),
@@ -254,7 +311,10 @@ mod tests {
     #[test]
     fn merge_patch_replaces_removes_and_recurses() {
         let mut doc = serde_json::json!({"a": {"b": 1, "c": 2}, "d": [1, 2], "e": 1});
-        super::merge(&mut doc, &serde_json::json!({"a": {"b": null, "x": 3}, "d": [3], "e": null}));
+        super::merge(
+            &mut doc,
+            &serde_json::json!({"a": {"b": null, "x": 3}, "d": [3], "e": null}),
+        );
         assert_eq!(doc, serde_json::json!({"a": {"c": 2, "x": 3}, "d": [3]}));
     }
 
@@ -268,9 +328,12 @@ mod tests {
             "spec": {"$setElementOrder/ports": [{"port": 9081}, {"port": 9080}],
                 "ports": [{"name": "http2", "port": 9081}, {"port": 9080, "targetPort": 8080}, {"$patch": "delete", "port": 9090}]}});
         super::strategic_merge(&mut service, &patch).unwrap();
-        assert_eq!(service, serde_json::json!({"metadata": {"labels": {"app": "web"}, "finalizers": ["x", "y"]},
+        assert_eq!(
+            service,
+            serde_json::json!({"metadata": {"labels": {"app": "web"}, "finalizers": ["x", "y"]},
             "spec": {"selector": {"app": "web"},
-                "ports": [{"name": "http2", "port": 9081}, {"name": "http", "port": 9080, "targetPort": 8080}]}}));
+                "ports": [{"name": "http2", "port": 9081}, {"name": "http", "port": 9080, "targetPort": 8080}]}})
+        );
     }
 
     #[test]
@@ -283,9 +346,16 @@ mod tests {
             "data": {"$patch": "replace", "c": "3"}, "extra": {"$patch": "delete"},
             "$deleteFromPrimitiveList/finalizers": ["x"]});
         super::strategic_merge(&mut slice, &patch).unwrap();
-        assert_eq!(slice, serde_json::json!({"endpoints": [{"addresses": ["10.0.0.3"]}], "spec": {"strategy": {"type": "Recreate"}},
-            "data": {"c": "3"}, "finalizers": ["y"]}));
-        let err = super::strategic_merge(&mut slice, &serde_json::json!({"data": {"$patch": "explode"}})).unwrap_err();
+        assert_eq!(
+            slice,
+            serde_json::json!({"endpoints": [{"addresses": ["10.0.0.3"]}], "spec": {"strategy": {"type": "Recreate"}},
+            "data": {"c": "3"}, "finalizers": ["y"]})
+        );
+        let err = super::strategic_merge(
+            &mut slice,
+            &serde_json::json!({"data": {"$patch": "explode"}}),
+        )
+        .unwrap_err();
         assert!(err.contains("explode"), "{err}");
     }
 
@@ -301,8 +371,15 @@ mod tests {
             {"op": "remove", "path": "/webhooks/0/clientConfig"},
         ]);
         super::json_patch(&mut doc, &ops).unwrap();
-        assert_eq!(doc, serde_json::json!({"webhooks": [{"name": "a"}], "second": {"name": "b", "clientConfig": {"caBundle": "Zm9v"}}}));
-        let err = super::json_patch(&mut doc, &serde_json::json!([{"op": "test", "path": "/second/name", "value": "a"}])).unwrap_err();
+        assert_eq!(
+            doc,
+            serde_json::json!({"webhooks": [{"name": "a"}], "second": {"name": "b", "clientConfig": {"caBundle": "Zm9v"}}})
+        );
+        let err = super::json_patch(
+            &mut doc,
+            &serde_json::json!([{"op": "test", "path": "/second/name", "value": "a"}]),
+        )
+        .unwrap_err();
         assert!(err.contains("/second/name"), "{err}");
     }
 }

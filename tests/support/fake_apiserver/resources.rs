@@ -10,7 +10,16 @@ use serde_json::{Value, json};
 /// `(group, plural)`: a resource whatever version it is read at.
 pub type ResourceKey = (String, String);
 
-const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const VERBS: [&str; 8] = [
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResourceType {
@@ -58,12 +67,20 @@ impl ResourceType {
     }
 
     pub fn api_version(&self, version: &str) -> String {
-        if self.group.is_empty() { version.to_string() } else { format!("{}/{version}", self.group) }
+        if self.group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{}/{version}", self.group)
+        }
     }
 
     /// `plural.group`, the name error messages use.
     pub fn qualified(&self) -> String {
-        if self.group.is_empty() { self.plural.clone() } else { format!("{}.{}", self.plural, self.group) }
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
     }
 
     fn singular(&self) -> String {
@@ -121,8 +138,13 @@ impl Registry {
                 "mutatingwebhookconfigurations",
                 false,
             ),
-            ResourceType::builtin(super::crds::GROUP, super::crds::KIND, super::crds::PLURAL, false)
-                .with_short_names(&["crd", "crds"]),
+            ResourceType::builtin(
+                super::crds::GROUP,
+                super::crds::KIND,
+                super::crds::PLURAL,
+                false,
+            )
+            .with_short_names(&["crd", "crds"]),
         ];
         Registry { types }
     }
@@ -136,20 +158,29 @@ impl Registry {
     }
 
     pub fn remove(&mut self, group: &str, plural: &str) -> Option<ResourceType> {
-        let index = self.types.iter().position(|t| t.group == group && t.plural == plural)?;
+        let index = self
+            .types
+            .iter()
+            .position(|t| t.group == group && t.plural == plural)?;
         Some(self.types.remove(index))
     }
 
     pub fn by_plural(&self, group: &str, version: &str, plural: &str) -> Option<&ResourceType> {
-        self.types.iter().find(|t| t.group == group && t.plural == plural && t.serves(version))
+        self.types
+            .iter()
+            .find(|t| t.group == group && t.plural == plural && t.serves(version))
     }
 
     pub fn by_kind(&self, group: &str, version: &str, kind: &str) -> Option<&ResourceType> {
-        self.types.iter().find(|t| t.group == group && t.kind == kind && t.serves(version))
+        self.types
+            .iter()
+            .find(|t| t.group == group && t.kind == kind && t.serves(version))
     }
 
     pub fn by_key(&self, key: &ResourceKey) -> Option<&ResourceType> {
-        self.types.iter().find(|t| t.group == key.0 && t.plural == key.1)
+        self.types
+            .iter()
+            .find(|t| t.group == key.0 && t.plural == key.1)
     }
 
     pub fn types(&self) -> &[ResourceType] {
@@ -158,8 +189,13 @@ impl Registry {
 
     /// Every served (group, version), the core group's first.
     pub fn group_versions(&self) -> Vec<(String, String)> {
-        let named = self.groups().into_iter().flat_map(|(group, versions)| versions.into_iter().map(move |v| (group.clone(), v)));
-        std::iter::once((String::new(), "v1".to_string())).chain(named).collect()
+        let named = self
+            .groups()
+            .into_iter()
+            .flat_map(|(group, versions)| versions.into_iter().map(move |v| (group.clone(), v)));
+        std::iter::once((String::new(), "v1".to_string()))
+            .chain(named)
+            .collect()
     }
 
     /// Named groups in first-installed order, each with its versions, most preferred first.
@@ -195,8 +231,10 @@ impl Registry {
     }
 
     fn group_document(name: &str, versions: &[String]) -> Value {
-        let versions: Vec<Value> =
-            versions.iter().map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v})).collect();
+        let versions: Vec<Value> = versions
+            .iter()
+            .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
+            .collect();
         json!({
             "kind": "APIGroup",
             "apiVersion": "v1",
@@ -225,12 +263,19 @@ impl Registry {
 
     /// `GET /apis/{group}`.
     pub fn group(&self, name: &str) -> Option<Value> {
-        self.groups().into_iter().find(|(g, _)| g == name).map(|(g, versions)| Self::group_document(&g, &versions))
+        self.groups()
+            .into_iter()
+            .find(|(g, _)| g == name)
+            .map(|(g, versions)| Self::group_document(&g, &versions))
     }
 
     /// `GET /api/v1` or `GET /apis/{group}/{version}`.
     pub fn resource_list(&self, group: &str, version: &str) -> Option<Value> {
-        let served: Vec<&ResourceType> = self.types.iter().filter(|t| t.group == group && t.serves(version)).collect();
+        let served: Vec<&ResourceType> = self
+            .types
+            .iter()
+            .filter(|t| t.group == group && t.serves(version))
+            .collect();
         if served.is_empty() {
             return None;
         }
@@ -253,13 +298,23 @@ impl Registry {
                 "verbs": ["get", "patch", "update"],
             }));
         }
-        let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-        Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}))
+        let group_version = if group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{group}/{version}")
+        };
+        Some(
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}),
+        )
     }
 
     /// Aggregated discovery (`apidiscovery.k8s.io/v2`) of `/api` (`core`) or `/apis`.
     pub fn aggregated(&self, core: bool) -> Value {
-        let groups = if core { vec![(String::new(), vec!["v1".to_string()])] } else { self.groups() };
+        let groups = if core {
+            vec![(String::new(), vec!["v1".to_string()])]
+        } else {
+            self.groups()
+        };
         let items: Vec<Value> = groups
             .iter()
             .map(|(group, versions)| {

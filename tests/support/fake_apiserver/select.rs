@@ -34,7 +34,11 @@ fn terms(selector: &str) -> Vec<&str> {
         }
     }
     terms.push(&selector[start..]);
-    terms.into_iter().map(str::trim).filter(|t| !t.is_empty()).collect()
+    terms
+        .into_iter()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 /// `=`, `==` or `!=` in `term`: (key, negated, value).
@@ -45,28 +49,43 @@ fn equality(term: &str) -> Option<(&str, bool, &str)> {
     if let Some((k, v)) = term.split_once("==") {
         return Some((k.trim(), false, v.trim()));
     }
-    term.split_once('=').map(|(k, v)| (k.trim(), false, v.trim()))
+    term.split_once('=')
+        .map(|(k, v)| (k.trim(), false, v.trim()))
 }
 
 impl LabelSelector {
     pub fn parse(selector: &str) -> Result<Self, ApiError> {
-        let invalid = |term: &str| ApiError::bad_request(format!("unable to parse requirement: labelSelector term {term:?}"));
+        let invalid = |term: &str| {
+            ApiError::bad_request(format!(
+                "unable to parse requirement: labelSelector term {term:?}"
+            ))
+        };
         let mut requirements = Vec::new();
         for term in terms(selector) {
             if let Some(key) = term.strip_prefix('!') {
                 requirements.push(Requirement::NotExists(key.trim().to_string()));
             } else if let Some(open) = term.find('(') {
-                let values = term[open + 1..].strip_suffix(')').ok_or_else(|| invalid(term))?;
+                let values = term[open + 1..]
+                    .strip_suffix(')')
+                    .ok_or_else(|| invalid(term))?;
                 let values: Vec<String> = values.split(',').map(|v| v.trim().to_string()).collect();
                 let mut words = term[..open].split_whitespace();
                 match (words.next(), words.next(), words.next()) {
-                    (Some(key), Some("in"), None) => requirements.push(Requirement::In(key.into(), values)),
-                    (Some(key), Some("notin"), None) => requirements.push(Requirement::NotIn(key.into(), values)),
+                    (Some(key), Some("in"), None) => {
+                        requirements.push(Requirement::In(key.into(), values))
+                    }
+                    (Some(key), Some("notin"), None) => {
+                        requirements.push(Requirement::NotIn(key.into(), values))
+                    }
                     _ => return Err(invalid(term)),
                 }
             } else if let Some((key, negated, value)) = equality(term) {
                 let (key, value) = (key.to_string(), value.to_string());
-                requirements.push(if negated { Requirement::NotEquals(key, value) } else { Requirement::Equals(key, value) });
+                requirements.push(if negated {
+                    Requirement::NotEquals(key, value)
+                } else {
+                    Requirement::Equals(key, value)
+                });
             } else if term.split_whitespace().count() == 1 {
                 requirements.push(Requirement::Exists(term.to_string()));
             } else {
@@ -77,7 +96,12 @@ impl LabelSelector {
     }
 
     pub fn matches(&self, object: &Value) -> bool {
-        let label = |key: &str| object.pointer("/metadata/labels").and_then(|l| l.get(key)).and_then(Value::as_str);
+        let label = |key: &str| {
+            object
+                .pointer("/metadata/labels")
+                .and_then(|l| l.get(key))
+                .and_then(Value::as_str)
+        };
         self.0.iter().all(|r| match r {
             Requirement::Equals(k, v) => label(k) == Some(v.as_str()),
             Requirement::NotEquals(k, v) => label(k) != Some(v.as_str()),
@@ -104,9 +128,15 @@ impl FieldSelector {
         let mut requirements = Vec::new();
         for term in terms(selector) {
             let (path, negated, value) = equality(term).ok_or_else(|| {
-                ApiError::bad_request(format!("invalid fieldSelector term {term:?}: expected field=value or field!=value"))
+                ApiError::bad_request(format!(
+                    "invalid fieldSelector term {term:?}: expected field=value or field!=value"
+                ))
             })?;
-            requirements.push((path.split('.').map(str::to_string).collect(), negated, value.to_string()));
+            requirements.push((
+                path.split('.').map(str::to_string).collect(),
+                negated,
+                value.to_string(),
+            ));
         }
         Ok(FieldSelector(requirements))
     }
@@ -139,10 +169,17 @@ mod tests {
 
     #[test]
     fn label_selectors_combine_every_operator() {
-        let s = LabelSelector::parse("app=web, tier in (front,edge),env!=prod,!canary,team").unwrap();
-        assert!(s.matches(&pod(json!({"app": "web", "tier": "edge", "env": "dev", "team": "x"}))));
-        assert!(!s.matches(&pod(json!({"app": "web", "tier": "back", "env": "dev", "team": "x"}))));
-        assert!(!s.matches(&pod(json!({"app": "web", "tier": "edge", "env": "dev", "team": "x", "canary": "1"}))));
+        let s =
+            LabelSelector::parse("app=web, tier in (front,edge),env!=prod,!canary,team").unwrap();
+        assert!(s.matches(&pod(
+            json!({"app": "web", "tier": "edge", "env": "dev", "team": "x"})
+        )));
+        assert!(!s.matches(&pod(
+            json!({"app": "web", "tier": "back", "env": "dev", "team": "x"})
+        )));
+        assert!(!s.matches(&pod(
+            json!({"app": "web", "tier": "edge", "env": "dev", "team": "x", "canary": "1"})
+        )));
         assert!(!s.matches(&pod(json!({"app": "web", "tier": "edge", "env": "dev"}))));
         let notin = LabelSelector::parse("tier notin (back)").unwrap();
         assert!(notin.matches(&pod(json!({}))));
@@ -152,7 +189,10 @@ mod tests {
 
     #[test]
     fn field_selectors_compare_missing_fields_as_empty() {
-        let s = FieldSelector::parse("type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token").unwrap();
+        let s = FieldSelector::parse(
+            "type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token",
+        )
+        .unwrap();
         assert!(s.matches(&pod(json!({}))));
         assert!(s.matches(&json!({"metadata": {"name": "x"}})));
         assert!(!s.matches(&json!({"type": "helm.sh/release.v1"})));

@@ -47,7 +47,9 @@ struct Presented<'a> {
 impl serde::Serialize for Presented<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let Some(fields) = self.object.as_object() else { return self.object.serialize(serializer) };
+        let Some(fields) = self.object.as_object() else {
+            return self.object.serialize(serializer);
+        };
         let mut map = serializer.serialize_map(None)?;
         if let Some(api_version) = self.api_version {
             map.serialize_entry("apiVersion", api_version)?;
@@ -87,13 +89,18 @@ pub struct Filter {
 
 impl Filter {
     pub fn matches(&self, key: &ObjectKey, object: &Value) -> bool {
-        self.namespace.as_ref().is_none_or(|ns| *ns == key.0) && self.labels.matches(object) && self.fields.matches(object)
+        self.namespace.as_ref().is_none_or(|ns| *ns == key.0)
+            && self.labels.matches(object)
+            && self.fields.matches(object)
     }
 
     /// `object` as a list item for this client, serialized without a copy: in the apiVersion
     /// it asked for, or without apiVersion and kind for a built-in kind.
     fn presented<'a>(&'a self, object: &'a Value, builtin: bool) -> Presented<'a> {
-        Presented { object, api_version: (!builtin).then_some(self.api_version.as_str()) }
+        Presented {
+            object,
+            api_version: (!builtin).then_some(self.api_version.as_str()),
+        }
     }
 
     /// `object` as this client reads it: in the apiVersion it asked for.
@@ -109,7 +116,10 @@ impl Filter {
         if change.resource != self.resource {
             return None;
         }
-        let was = change.previous.as_ref().is_some_and(|p| self.matches(&change.key, p));
+        let was = change
+            .previous
+            .as_ref()
+            .is_some_and(|p| self.matches(&change.key, p));
         let is = change.kind != ChangeKind::Deleted && self.matches(&change.key, &change.object);
         match (change.kind, was, is) {
             (ChangeKind::Deleted, true, _) => Some(("DELETED", change.object.clone())),
@@ -118,7 +128,8 @@ impl Filter {
             (_, true, false) => {
                 // Stopped matching: deleted as far as this watch knows, at this resourceVersion.
                 let mut last = change.previous.clone().unwrap_or(Value::Null);
-                last["metadata"]["resourceVersion"] = change.object["metadata"]["resourceVersion"].clone();
+                last["metadata"]["resourceVersion"] =
+                    change.object["metadata"]["resourceVersion"].clone();
                 Some(("DELETED", last))
             }
             _ => None,
@@ -194,7 +205,9 @@ impl Store {
     }
 
     pub fn get(&self, resource: &ResourceKey, key: &ObjectKey) -> Option<&Value> {
-        self.objects.get(resource).and_then(|objects| objects.get(key))
+        self.objects
+            .get(resource)
+            .and_then(|objects| objects.get(key))
     }
 
     pub fn next_uid(&mut self) -> String {
@@ -205,7 +218,12 @@ impl Store {
     /// Writes (or, with `None`, deletes) an object: stamps the next resourceVersion, records
     /// the change and sends it to every open watch that sees it. Returns the stored object
     /// (for a deletion, its final state).
-    pub fn write(&mut self, resource: &ResourceType, key: ObjectKey, object: Option<Value>) -> Option<Value> {
+    pub fn write(
+        &mut self,
+        resource: &ResourceType,
+        key: ObjectKey,
+        object: Option<Value>,
+    ) -> Option<Value> {
         let objects = self.objects.entry(resource.key()).or_default();
         let previous = objects.get(&key).cloned();
         let (kind, mut object) = match (object, &previous) {
@@ -221,7 +239,14 @@ impl Store {
         } else {
             objects.insert(key.clone(), object.clone());
         }
-        let change = Change { rv: self.rv, resource: resource.key(), key, kind, object: object.clone(), previous };
+        let change = Change {
+            rv: self.rv,
+            resource: resource.key(),
+            key,
+            kind,
+            object: object.clone(),
+            previous,
+        };
         self.watches.retain(|w| match w.filter.event_for(&change) {
             Some((t, o)) => w.tx.send(WatchMessage::Line(w.filter.line(t, &o))).is_ok(),
             None => !w.tx.is_closed(),
@@ -233,12 +258,22 @@ impl Store {
 
     /// The objects of `resource` as they were at `at`: the current ones, with every later
     /// change undone (copied only when there is one).
-    fn snapshot(&self, resource: &ResourceKey, at: ReadAt) -> Result<Cow<'_, BTreeMap<ObjectKey, Value>>, ApiError> {
+    fn snapshot(
+        &self,
+        resource: &ResourceKey,
+        at: ReadAt,
+    ) -> Result<Cow<'_, BTreeMap<ObjectKey, Value>>, ApiError> {
         let current = self.objects.get(resource);
         let unchanged = || current.map_or_else(|| Cow::Owned(BTreeMap::new()), Cow::Borrowed);
-        let ReadAt::Exact(rv) = at else { return Ok(unchanged()) };
+        let ReadAt::Exact(rv) = at else {
+            return Ok(unchanged());
+        };
         if rv > self.rv {
-            return Err(ApiError::new(504, "Timeout", format!("Too large resource version: {rv}, current: {}", self.rv)));
+            return Err(ApiError::new(
+                504,
+                "Timeout",
+                format!("Too large resource version: {rv}, current: {}", self.rv),
+            ));
         }
         if rv < self.compacted {
             return Err(ApiError::expired(format!(
@@ -246,8 +281,13 @@ impl Store {
                 self.compacted
             )));
         }
-        let later: Vec<&Change> =
-            self.history.iter().rev().take_while(|c| c.rv > rv).filter(|c| c.resource == *resource).collect();
+        let later: Vec<&Change> = self
+            .history
+            .iter()
+            .rev()
+            .take_while(|c| c.rv > rv)
+            .filter(|c| c.resource == *resource)
+            .collect();
         if later.is_empty() {
             return Ok(unchanged());
         }
@@ -277,14 +317,29 @@ impl Store {
             ReadAt::Exact(rv) => rv,
         };
         let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut matching = objects.range((start, Bound::Unbounded)).filter(|(k, o)| filter.matches(k, o));
+        let mut matching = objects
+            .range((start, Bound::Unbounded))
+            .filter(|(k, o)| filter.matches(k, o));
         let limit = limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
         let page: Vec<(&ObjectKey, &Value)> = matching.by_ref().take(limit).collect();
         let remaining = matching.count();
-        let continue_after = if remaining > 0 { page.last().map(|(k, _)| (*k).clone()) } else { None };
-        let presented: Vec<Presented<'_>> = page.into_iter().map(|(_, object)| filter.presented(object, builtin)).collect();
-        let items = serde_json::to_vec(&presented).map_err(|e| ApiError::new(500, "InternalError", e.to_string()))?;
-        Ok(Page { rv, items, continue_after, remaining })
+        let continue_after = if remaining > 0 {
+            page.last().map(|(k, _)| (*k).clone())
+        } else {
+            None
+        };
+        let presented: Vec<Presented<'_>> = page
+            .into_iter()
+            .map(|(_, object)| filter.presented(object, builtin))
+            .collect();
+        let items = serde_json::to_vec(&presented)
+            .map_err(|e| ApiError::new(500, "InternalError", e.to_string()))?;
+        Ok(Page {
+            rv,
+            items,
+            continue_after,
+            remaining,
+        })
     }
 
     /// Opens a watch from `since` (`None`: the current objects as `ADDED` events first).
@@ -294,7 +349,13 @@ impl Store {
         filter: Filter,
         since: Option<u64>,
         initial_events_end: bool,
-    ) -> Result<(mpsc::UnboundedSender<WatchMessage>, mpsc::UnboundedReceiver<WatchMessage>), ApiError> {
+    ) -> Result<
+        (
+            mpsc::UnboundedSender<WatchMessage>,
+            mpsc::UnboundedReceiver<WatchMessage>,
+        ),
+        ApiError,
+    > {
         let (tx, rx) = mpsc::unbounded_channel();
         match since {
             None => {
@@ -308,7 +369,10 @@ impl Store {
                 }
             }
             Some(rv) if rv < self.compacted => {
-                return Err(ApiError::expired(format!("too old resource version: {rv} ({})", self.compacted)));
+                return Err(ApiError::expired(format!(
+                    "too old resource version: {rv} ({})",
+                    self.compacted
+                )));
             }
             Some(rv) => {
                 for change in self.history.iter().filter(|c| c.rv > rv) {
@@ -318,7 +382,10 @@ impl Store {
                 }
             }
         }
-        self.watches.push(Watch { filter, tx: tx.clone() });
+        self.watches.push(Watch {
+            filter,
+            tx: tx.clone(),
+        });
         Ok((tx, rx))
     }
 
@@ -327,7 +394,8 @@ impl Store {
         if initial_events_end {
             metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        let object = json!({"kind": filter.kind, "apiVersion": filter.api_version, "metadata": metadata});
+        let object =
+            json!({"kind": filter.kind, "apiVersion": filter.api_version, "metadata": metadata});
         json!({"type": "BOOKMARK", "object": object}).to_string()
     }
 
@@ -341,7 +409,9 @@ impl Store {
         self.compacted = self.rv;
         self.history.clear();
         for watch in self.watches.drain(..) {
-            let _ = watch.tx.send(WatchMessage::Gone(ApiError::expired("too old resource version: watch compacted")));
+            let _ = watch.tx.send(WatchMessage::Gone(ApiError::expired(
+                "too old resource version: watch compacted",
+            )));
         }
     }
 
@@ -363,6 +433,11 @@ impl Store {
 
     /// Every object of `resource`, as stored.
     pub fn all(&self, resource: &ResourceKey) -> Vec<(ObjectKey, Value)> {
-        self.objects.get(resource).into_iter().flatten().map(|(k, o)| (k.clone(), o.clone())).collect()
+        self.objects
+            .get(resource)
+            .into_iter()
+            .flatten()
+            .map(|(k, o)| (k.clone(), o.clone()))
+            .collect()
     }
 }

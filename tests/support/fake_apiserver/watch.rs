@@ -48,9 +48,17 @@ async fn until(deadline: Option<Instant>) {
 
 /// Registers `tx` as a second sender of the stream's messages; returns the body.
 pub fn body(stream: WatchStream, tx: mpsc::UnboundedSender<WatchMessage>) -> Body {
-    let bookmarks = stream.bookmarks.map(|p| tokio::time::interval_at(Instant::now() + p, p));
+    let bookmarks = stream
+        .bookmarks
+        .map(|p| tokio::time::interval_at(Instant::now() + p, p));
     let deadline = stream.timeout.map(|t| Instant::now() + t);
-    let state = State { stream, tx, bookmarks, deadline, done: false };
+    let state = State {
+        stream,
+        tx,
+        bookmarks,
+        deadline,
+        done: false,
+    };
     let events = futures_util::stream::unfold(state, |mut s| async move {
         if s.done {
             return None;
