@@ -23,6 +23,10 @@ use pilotfish::xds;
     about = "An Envoy xDS control plane that serves Istio's APIs"
 )]
 struct Cli {
+    /// Log one JSON object per line instead of text (istiod's `--log_as_json`); the level
+    /// filter is `RUST_LOG` (`info` when unset), e.g. `pilotfish::xds=debug,info`.
+    #[arg(long, global = true, env = "PILOTFISH_LOG_AS_JSON")]
+    log_as_json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -232,13 +236,18 @@ fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()) {
+        .with_writer(std::io::stderr);
+    if cli.log_as_json {
+        logs.json().flatten_event(true).with_span_list(false).init();
+    } else {
+        logs.init();
+    }
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -40,11 +40,12 @@ const SIZE_BUCKETS: [f64; 6] = [
 ];
 
 /// Counters registered as [`Count`]; their `# TYPE` line is rewritten to `counter`.
-const COUNTERS: [&str; 4] = [
+const COUNTERS: [&str; 5] = [
     "pilot_xds_pushes",
     "pilot_total_xds_rejects",
     "citadel_server_csr_count",
     "citadel_server_success_cert_issuance_count",
+    "pilot_total_xds_internal_errors",
 ];
 
 type TypeLabel = [(&'static str, &'static str); 1];
@@ -174,6 +175,12 @@ pub struct Metrics {
     pub push_context_init: AtomicHistogram,
     /// `pilot_proxy_convergence_time`: from a response's send to the proxy's ACK of it.
     pub convergence: AtomicHistogram,
+    /// `pilot_debounce_time`: from the first change of a push to the push; zero for a change
+    /// after a quiet period, which is pushed at once.
+    pub debounce: AtomicHistogram,
+    /// `pilot_total_xds_internal_errors`: the server failed a proxy for reasons of its own
+    /// (issuing its certificate, reading a resource it built), not the proxy's.
+    pub internal_errors: Count,
     pub services: Gauge,
     pub virtual_services: Gauge,
     /// `citadel_server_csr_count`: CreateCertificate calls.
@@ -246,6 +253,18 @@ impl Metrics {
             "Delay in seconds between config change and a proxy receiving all required configuration.",
             convergence.clone(),
         );
+        let debounce = AtomicHistogram::new(&TIME_BUCKETS);
+        registry.register(
+            "pilot_debounce_time",
+            "Delay in seconds between the first config enters debouncing and the merged push request is pushed into the push queue.",
+            debounce.clone(),
+        );
+        let internal_errors = Count::default();
+        registry.register(
+            "pilot_total_xds_internal_errors",
+            "Total number of internal XDS errors in pilot.",
+            internal_errors.clone(),
+        );
         let services = Gauge::default();
         registry.register(
             "pilot_services",
@@ -277,6 +296,8 @@ impl Metrics {
             push_time,
             push_context_init,
             convergence,
+            debounce,
+            internal_errors,
             services,
             virtual_services,
             csr,

@@ -161,6 +161,7 @@ fn eds_name(cluster: &Resource) -> Option<String> {
     let c = match cluster.decode::<Cluster>() {
         Ok(c) => c,
         Err(e) => {
+            crate::metrics::global().internal_errors.inc();
             warn!(cluster = %cluster.name, error = %e, "undecodable cluster; not waiting for it");
             return None;
         }
@@ -201,4 +202,22 @@ fn waiting_for<P: Protocol>(
         .filter(|(cluster, name)| cds.holds(cluster) && !ready(name))
         .map(|(_, name)| name.clone())
         .collect()
+}
+
+#[cfg(test)]
+mod internal_error_tests {
+    use super::*;
+
+    #[test]
+    fn an_undecodable_cluster_counts_as_an_internal_error() {
+        let errors = &crate::metrics::global().internal_errors;
+        let before = errors.get();
+        let garbage = Resource {
+            name: "c".into(),
+            hash: 0,
+            any: bytes::Bytes::from_static(&[0xff, 0xff, 0xff]),
+        };
+        assert_eq!(eds_name(&garbage), None);
+        assert_eq!(errors.get() - before, 1);
+    }
 }

@@ -158,7 +158,6 @@ fn respond(
     full: bool,
 ) -> SotwResponse {
     let nonce = nonces.next();
-    debug!(type_url = %state.url, %version, count = send.len(), "sending SotW response");
     let carried = if full {
         Carried::All
     } else {

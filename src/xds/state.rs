@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 use std::time::{Instant, SystemTime};
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::connection::{AckState, Nack, TypeStatus, unix_ms};
 use super::held::{self, Changes};
@@ -212,13 +212,21 @@ impl TypeState {
         same_names: bool,
     ) {
         self.hold(map, same_names);
+        let (count, bytes) = match &carried {
+            Carried::All => {
+                let selected = self.selected(map);
+                (
+                    selected.len(),
+                    selected.iter().map(|r| r.any.len()).sum::<usize>(),
+                )
+            }
+            Carried::These(sent) => (sent.len(), sent.iter().map(|r| r.any.len()).sum()),
+        };
+        // istiod's "LDS: PUSH for node:… resources:… size:…"; the span names the proxy.
+        info!(type_url = %self.url, %version, resources = count, bytes, "push");
         if let Some(ty) = self.ty {
             let metrics = crate::metrics::global().xds_type(ty);
             metrics.pushes.inc();
-            let bytes: usize = match &carried {
-                Carried::All => self.selected(map).iter().map(|r| r.any.len()).sum(),
-                Carried::These(sent) => sent.iter().map(|r| r.any.len()).sum(),
-            };
             metrics.config_size.observe(bytes as f64);
         }
         self.sent_at = Some(Instant::now());

@@ -121,7 +121,12 @@ async fn run<P, S>(
         (Some(identity), Some(security)) => {
             let issued = security::check_identity(&proxy, &identity)
                 .map_err(Status::permission_denied)
-                .and_then(|()| security.secrets.issue(&identity));
+                .and_then(|()| {
+                    security
+                        .secrets
+                        .issue(&identity)
+                        .inspect_err(|_| crate::metrics::global().internal_errors.inc())
+                });
             match issued {
                 Ok(issued) => {
                     proxy.identity = Some(identity);
@@ -197,6 +202,7 @@ async fn run<P, S>(
                                 gate.push(&mut protocol, &previous, &resources, Instant::now(), &mut out);
                             }
                             Err(status) => {
+                                crate::metrics::global().internal_errors.inc();
                                 warn!(error = status.message(), "renewing the proxy's certificate failed; retrying in {RENEW_RETRY:?}");
                                 if let Some(o) = own.as_mut() {
                                     o.refresh_at = std::time::SystemTime::now() + RENEW_RETRY;
