@@ -24,6 +24,10 @@ pub enum FileError {
     Generate { dir: PathBuf, source: CaError },
 }
 
+/// Held while a root is looked for and generated: `pilotfish serve` and `pilotfish ca issue`
+/// may both find the directory empty, and must end up with one root, not two half-written.
+const LOCK: &str = ".ca.lock";
+
 /// The root of `dir`: read when both files exist, else generated (`O=<trust_domain>`) and
 /// written. One file alone is an error, never overwritten: it may be half of a root in use.
 pub fn load_or_create(dir: &Path, trust_domain: &str) -> Result<Authority, FileError> {
@@ -31,6 +35,20 @@ pub fn load_or_create(dir: &Path, trust_domain: &str) -> Result<Authority, FileE
         dir: dir.to_path_buf(),
         source,
     };
+    // A complete root is read without the lock, so a read-only directory still serves.
+    if let (Some(cert), Some(key)) = (read(&dir.join(CA_CERT))?, read(&dir.join(CA_KEY))?) {
+        return Authority::from_pem(&cert, &key).map_err(invalid);
+    }
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let lock_path = dir.join(LOCK);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_err(&lock_path))?;
+    lock.lock().map_err(io_err(&lock_path))?;
+    // Another process may have written the root while this one waited.
     match (read(&dir.join(CA_CERT))?, read(&dir.join(CA_KEY))?) {
         (Some(cert), Some(key)) => Authority::from_pem(&cert, &key).map_err(invalid),
         (Some(_), None) => Err(FileError::Incomplete {
@@ -49,7 +67,6 @@ pub fn load_or_create(dir: &Path, trust_domain: &str) -> Result<Authority, FileE
                     dir: dir.to_path_buf(),
                     source,
                 })?;
-            fs::create_dir_all(dir).map_err(io_err(dir))?;
             // The key first: a crash before the certificate is written leaves a key alone,
             // refused on the next start, rather than a certificate without its key.
             write_atomically(&dir.join(CA_KEY), authority.key_pem(), 0o600)?;

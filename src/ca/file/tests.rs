@@ -17,7 +17,8 @@ fn a_root_is_generated_once_and_read_back() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
+    assert_eq!(names.len(), 3, "no temporary file left: {names:?}");
+    assert!(names.iter().any(|n| n == LOCK), "{names:?}");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -93,4 +94,21 @@ fn a_stale_temporary_key_is_replaced_with_a_private_one() {
             0o600
         );
     }
+}
+
+#[test]
+fn processes_starting_together_share_one_root() {
+    // `pilotfish serve --ca-dir` and `pilotfish ca issue` may both find the directory empty.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ca");
+    let roots: Vec<Vec<u8>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| load_or_create(&dir, "example.org").map(|a| a.root_der().to_vec())))
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap().unwrap())
+            .collect()
+    });
+    assert!(roots.windows(2).all(|w| w[0] == w[1]), "one root for all");
 }
