@@ -100,6 +100,15 @@ pub fn build(index: &Index, proxy: &Proxy, gateways: &[&Typed<Gateway>]) -> Gate
             Arc::new(Resource::encode(listener_name, &listener)),
         );
     }
+    // A gateway's CDS has every service's clusters; all its listeners are the client side.
+    let workload = crate::index::security::Workload {
+        namespace: &proxy.namespace,
+        labels: &proxy.labels,
+    };
+    let plan = super::telemetry::plan(index, workload, &|_| true);
+    super::telemetry::decorate(&mut out.listeners, &plan, |_| {
+        crate::index::telemetry::Side::Client
+    });
     out
 }
 

@@ -13,6 +13,7 @@ pub mod route;
 pub mod route_config;
 pub mod security;
 pub mod sidecar;
+pub mod telemetry;
 pub mod traffic_policy;
 pub mod virtual_service;
 

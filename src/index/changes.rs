@@ -22,6 +22,7 @@ impl Index {
                 Kind::PeerAuthentication,
                 Kind::AuthorizationPolicy,
                 Kind::RequestAuthentication,
+                Kind::Telemetry,
             ]
             .into_iter()
             .all(|k| same_kind(self.snapshot(), previous.snapshot(), k))

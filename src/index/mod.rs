@@ -8,6 +8,7 @@ mod delegate;
 pub mod scope;
 pub mod security;
 pub mod services;
+pub mod telemetry;
 mod services_by_ip;
 pub mod visibility;
 

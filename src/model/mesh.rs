@@ -24,7 +24,119 @@ pub struct MeshConfig {
     pub default_virtual_service_export_to: Vec<String>,
     /// `exportTo` of DestinationRules that do not set one.
     pub default_destination_rule_export_to: Vec<String>,
+    /// `accessLogFile`: where every proxy logs requests when no Telemetry configures access
+    /// logging (empty: no log).
+    pub access_log_file: String,
+    /// `accessLogFormat`: a text format, or a JSON object of labels with `JSON` encoding; empty
+    /// for istiod's default.
+    pub access_log_format: String,
+    pub access_log_encoding: AccessLogEncoding,
+    /// `enableTracing`. Without a Telemetry or default tracing provider, istiod's tracing comes
+    /// from the proxy's bootstrap, which stock Envoy does not have: pilotfish then traces nothing.
+    pub enable_tracing: bool,
+    /// `defaultProviders`: what applies when a Telemetry names no provider, or none applies.
+    pub default_providers: DefaultProviders,
+    /// `extensionProviders`, istiod's built-in `envoy` (file log to stdout) and `prometheus`
+    /// included unless replaced by name.
+    pub extension_providers: Vec<ExtensionProvider>,
 }
+
+/// `accessLogEncoding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AccessLogEncoding {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `defaultProviders`: provider names per telemetry kind.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize)]
+pub struct DefaultProviders {
+    pub tracing: Vec<String>,
+    pub access_logging: Vec<String>,
+    pub metrics: Vec<String>,
+}
+
+/// One `extensionProviders` entry: a name Telemetry refers to and what it is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct ExtensionProvider {
+    pub name: String,
+    pub kind: ProviderKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub enum ProviderKind {
+    /// `envoyFileAccessLog`.
+    FileAccessLog { path: String, format: LogFormat },
+    /// `zipkin`: spans POSTed as JSON v2 to the service's outbound cluster.
+    Zipkin(ZipkinProvider),
+    /// `opentelemetry` with the gRPC exporter.
+    OpenTelemetry(CollectorService),
+    /// A kind pilotfish parses but cannot configure on stock Envoy (`prometheus`,
+    /// `envoyExtAuthzHttp`, …): its field name.
+    Unsupported(String),
+}
+
+/// `envoyFileAccessLog.logFormat`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize)]
+pub enum LogFormat {
+    /// istiod's default text format, or for the built-in `envoy` provider the mesh's own.
+    #[default]
+    Default,
+    Text(String),
+    /// JSON labels, as canonical JSON text (sorted keys) so the config stays hashable; `{}`
+    /// for istiod's default labels.
+    Labels(String),
+}
+
+/// A collector reached through a mesh service (`[namespace/]hostname`) and port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct CollectorService {
+    pub service: String,
+    pub port: u16,
+    /// `maxTagLength` (0: Envoy's default).
+    pub max_tag_length: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct ZipkinProvider {
+    pub collector: CollectorService,
+    /// `path` (istiod's default `/api/v2/spans`).
+    pub path: String,
+    /// `enable64bitTraceId`: istiod sends 128-bit trace ids unless set.
+    pub trace_id_64bit: bool,
+}
+
+impl MeshConfig {
+    /// The extension provider named `name` (case-insensitive, as istiod looks it up).
+    pub fn provider(&self, name: &str) -> Option<&ExtensionProvider> {
+        self.extension_providers
+            .iter()
+            .find(|p| p.name.eq_ignore_ascii_case(name))
+    }
+}
+
+/// istiod's built-in providers, present unless the mesh config names its own of the name.
+pub fn builtin_providers() -> Vec<ExtensionProvider> {
+    vec![
+        ExtensionProvider {
+            name: "prometheus".into(),
+            kind: ProviderKind::Unsupported("prometheus".into()),
+        },
+        ExtensionProvider {
+            name: BUILTIN_ENVOY_PROVIDER.into(),
+            kind: ProviderKind::FileAccessLog {
+                path: "/dev/stdout".into(),
+                format: LogFormat::Default,
+            },
+        },
+    ]
+}
+
+/// The built-in file access log provider; without a format of its own it logs in the mesh's
+/// `accessLogFormat`/`accessLogEncoding`.
+pub const BUILTIN_ENVOY_PROVIDER: &str = "envoy";
 
 impl Default for MeshConfig {
     /// istiod's defaults (`mesh.DefaultMeshConfig`).
@@ -37,6 +149,15 @@ impl Default for MeshConfig {
             default_service_export_to: vec!["*".into()],
             default_virtual_service_export_to: vec!["*".into()],
             default_destination_rule_export_to: vec!["*".into()],
+            access_log_file: String::new(),
+            access_log_format: String::new(),
+            access_log_encoding: AccessLogEncoding::Text,
+            enable_tracing: true,
+            default_providers: DefaultProviders {
+                metrics: vec!["prometheus".into()],
+                ..DefaultProviders::default()
+            },
+            extension_providers: builtin_providers(),
         }
     }
 }

@@ -24,6 +24,8 @@ use std::sync::Arc;
 
 use crate::index::Index;
 use crate::index::scope::{self, Scope};
+use crate::index::security::Workload;
+use crate::index::telemetry::Side;
 use crate::model::Proxy;
 use crate::xds::ResourceMap;
 
@@ -74,6 +76,9 @@ pub struct ProxyKey {
     pub secure: bool,
     /// The security policies that select it, by name: all its inbound side reads of them.
     pub policies: InboundPolicies,
+    /// The Telemetry that selects it by label (`namespace/name`); the root namespace's and its
+    /// namespace's follow from `namespace`.
+    telemetry: Option<String>,
 }
 
 impl ProxyKey {
@@ -100,7 +105,17 @@ impl ProxyKey {
                 .collect()
         };
         let policies = InboundPolicies::of(index, proxy, &inbound);
+        let telemetry = crate::index::telemetry::applying(
+            index.snapshot(),
+            &index.mesh.root_namespace,
+            Workload {
+                namespace: &proxy.namespace,
+                labels: &proxy.labels,
+            },
+        )
+        .workload_key();
         ProxyKey {
+            telemetry,
             secure: proxy.identity.is_some(),
             policies,
             namespace: proxy.namespace.clone(),
@@ -125,6 +140,7 @@ pub struct SidecarConfig {
 pub fn build(index: &Index, proxy: &Proxy, key: &ProxyKey, scope: &Scope) -> SidecarConfig {
     let mut out = SidecarConfig::default();
     outbound::build(index, proxy, scope, &mut out);
+    let mut inbound_names = vec![names::VIRTUAL_INBOUND.to_string()];
     match key.interception {
         Interception::Redirect => {
             let listener = inbound::virtual_inbound(index, &key.inbound, &key.policies, key.secure);
@@ -137,9 +153,58 @@ pub fn build(index: &Index, proxy: &Proxy, key: &ProxyKey, scope: &Scope) -> Sid
                     tracing::warn!(listener = %l.name, "Sidecar ingress listener has the address of an outbound one; skipped");
                     continue;
                 }
+                inbound_names.push(l.name.clone());
                 out.listeners.insert(l.name.clone(), Arc::new(l));
             }
         }
     }
+    let workload = Workload {
+        namespace: &proxy.namespace,
+        labels: &proxy.labels,
+    };
+    let plan = super::telemetry::plan(index, workload, &|host| scope.sees(host));
+    super::telemetry::decorate(&mut out.listeners, &plan, |name| {
+        if inbound_names.iter().any(|n| n == name) {
+            Side::Server
+        } else {
+            Side::Client
+        }
+    });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse::parse_text;
+    use crate::model::MeshConfig;
+    use crate::store::{Entry, Snapshot};
+
+    fn proxy(app: &str) -> Proxy {
+        Proxy::from_id("sidecar~10.0.0.5~a-1.foo~foo.svc.cluster.local")
+            .unwrap()
+            .with_labels([("app".to_string(), app.to_string())].into_iter().collect())
+    }
+
+    fn index(yaml: &str) -> Index {
+        let parsed = parse_text("t.yaml", yaml).unwrap();
+        let snapshot = Snapshot::of(parsed.objects.into_iter().map(Entry::from_file).collect());
+        Index::build(&snapshot, &MeshConfig::default())
+    }
+
+    #[test]
+    fn a_telemetry_selecting_a_workload_separates_its_key() {
+        let plain = index("");
+        assert_eq!(
+            ProxyKey::of(&plain, &proxy("a")),
+            ProxyKey::of(&plain, &proxy("b")),
+            "labels nothing reads share a key"
+        );
+        let selected = index(
+            "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: t, namespace: foo}\nspec:\n  selector: {matchLabels: {app: a}}\n  accessLogging: [{providers: [{name: envoy}]}]\n",
+        );
+        let a = ProxyKey::of(&selected, &proxy("a"));
+        assert_eq!(a.telemetry.as_deref(), Some("foo/t"));
+        assert_ne!(a, ProxyKey::of(&selected, &proxy("b")));
+    }
 }
