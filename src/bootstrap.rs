@@ -6,6 +6,9 @@
 //! listeners, routes, clusters, endpoints — comes over ADS from the `xds-grpc` cluster, which
 //! must speak HTTP/2 (gRPC); without it Envoy's ADS stream is reset on every attempt.
 //!
+//! Optionally it also opens istio-proxy's Prometheus (15090) and health (15021) ports
+//! ([`ports`]), so scrape configs and probes written for Istio find a stock Envoy too.
+//!
 //! Pure: no I/O, no transport; the CLI parses flags with [`parse_labels`] and
 //! [`parse_xds_address`] and prints [`bootstrap`]'s value.
 
@@ -15,6 +18,13 @@ use std::net::IpAddr;
 use serde_json::{Value, json};
 
 use crate::model::Proxy;
+
+mod ports;
+
+pub use ports::{
+    DEFAULT_HEALTH_PORT, DEFAULT_STATS_PORT, DataPlanePorts, HEALTH_CLUSTER, HEALTH_PATH,
+    STATS_CLUSTER, STATS_PATH,
+};
 
 /// The name of the static cluster that carries ADS.
 pub const XDS_CLUSTER: &str = "xds-grpc";
@@ -32,6 +42,16 @@ pub enum BootstrapError {
     MalformedLabel(String),
     #[error("label key is empty in {0:?}")]
     EmptyLabelKey(String),
+    #[error("{first} and {second} are both {port}: each needs its own port")]
+    PortClash {
+        first: &'static str,
+        second: &'static str,
+        port: u16,
+    },
+    #[error(
+        "admin_port 0 (ephemeral) cannot be routed to: stats_port and health_port need a fixed admin port, or 0 to be off"
+    )]
+    EphemeralAdmin,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +65,8 @@ pub struct BootstrapOptions {
     /// `HOST:PORT` of pilotfish's ADS server; `[ADDR]:PORT` for IPv6.
     pub xds_address: String,
     pub admin_port: u16,
+    /// istio-proxy's stats and health listeners, on the pod's wildcard address.
+    pub ports: DataPlanePorts,
     /// TLS to the xDS server (its 15012): only then is the proxy sent certificates.
     pub tls: Option<XdsTls>,
 }
@@ -68,7 +90,8 @@ pub struct XdsTls {
 impl BootstrapOptions {
     /// Options with the namespace and cluster derived from the node id as istio-agent does
     /// (`ingress-gw.istio-system` → namespace `istio-system`, cluster `ingress-gw.istio-system`),
-    /// no labels and the default admin port. Ids that do not parse keep `default` / the raw id.
+    /// no labels, the default admin port and no stats/health ports (those are wildcard ports,
+    /// which only one Envoy per network namespace can own; the CLI turns them on). Ids that do not parse keep `default` / the raw id.
     pub fn for_node(node_id: &str, xds_address: &str) -> BootstrapOptions {
         let (namespace, cluster) = match Proxy::from_id(node_id) {
             Ok(p) => {
@@ -89,6 +112,7 @@ impl BootstrapOptions {
             labels: BTreeMap::new(),
             xds_address: xds_address.to_string(),
             admin_port: DEFAULT_ADMIN_PORT,
+            ports: DataPlanePorts::OFF,
             tls: None,
         }
     }
@@ -140,10 +164,18 @@ pub fn parse_labels(spec: &str) -> Result<BTreeMap<String, String>, BootstrapErr
 
 /// The bootstrap as JSON (Envoy accepts JSON for `-c` and `--config-yaml`).
 ///
-/// An `xds_address` that does not parse as `HOST:PORT` is used as a host with port 15010;
-/// callers that take it from a user check it first with [`parse_xds_address`].
+/// An `xds_address` that is not `HOST:PORT`, or data-plane ports that clash with each other
+/// or the admin port, are errors.
 pub fn bootstrap(opts: &BootstrapOptions) -> Result<Value, BootstrapError> {
     let (host, port) = parse_xds_address(&opts.xds_address)?;
+    opts.ports.check(opts.admin_port)?;
+    let mut clusters = vec![xds_cluster(&host, port, opts.tls.as_ref())];
+    clusters.extend(opts.ports.clusters(opts.admin_port));
+    let mut static_resources = json!({ "clusters": clusters });
+    let listeners = opts.ports.listeners();
+    if !listeners.is_empty() {
+        static_resources["listeners"] = Value::Array(listeners);
+    }
     Ok(json!({
         "node": node(opts),
         "admin": {
@@ -159,9 +191,7 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<Value, BootstrapError> {
             "cds_config": ads_source(),
             "lds_config": ads_source(),
         },
-        "static_resources": {
-            "clusters": [xds_cluster(&host, port, opts.tls.as_ref())],
-        },
+        "static_resources": static_resources,
         "layered_runtime": {
             "layers": [
                 // As Istio's bootstrap: RBAC matches service accounts and namespaces by regex,
@@ -491,6 +521,61 @@ mod tests {
             parse_labels("=x"),
             Err(BootstrapError::EmptyLabelKey(_))
         ));
+    }
+
+    #[test]
+    fn istio_ports_add_stats_and_health_listeners_routed_to_the_admin() {
+        let opts = BootstrapOptions {
+            ports: DataPlanePorts::ISTIO,
+            ..gateway_opts()
+        };
+        let b = bootstrap(&opts).unwrap();
+        let statics = &b["static_resources"];
+        let listeners: Vec<(&Value, &Value)> = statics["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| (&l["name"], &l["address"]["socket_address"]["port_value"]))
+            .collect();
+        assert_eq!(
+            listeners,
+            [
+                (&json!(STATS_CLUSTER), &json!(DEFAULT_STATS_PORT)),
+                (&json!(HEALTH_CLUSTER), &json!(DEFAULT_HEALTH_PORT)),
+            ]
+        );
+        let clusters = statics["clusters"].as_array().unwrap();
+        let names: Vec<&Value> = clusters.iter().map(|c| &c["name"]).collect();
+        assert_eq!(names, [XDS_CLUSTER, STATS_CLUSTER, HEALTH_CLUSTER]);
+        for c in &clusters[1..] {
+            let addr = &c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+                ["socket_address"];
+            // The admin stays on loopback; only the two routes reach it.
+            assert_eq!(*addr, b["admin"]["address"]["socket_address"], "{c}");
+        }
+    }
+
+    #[test]
+    fn without_ports_there_are_no_static_listeners() {
+        let b = bootstrap(&gateway_opts()).unwrap();
+        assert!(b["static_resources"].get("listeners").is_none());
+    }
+
+    #[test]
+    fn a_port_clash_is_an_error_naming_both_fields() {
+        let opts = BootstrapOptions {
+            ports: DataPlanePorts::from_flags(15100, 15021),
+            ..gateway_opts()
+        };
+        let err = bootstrap(&opts).unwrap_err();
+        assert_eq!(
+            err,
+            BootstrapError::PortClash {
+                first: "admin_port",
+                second: "stats_port",
+                port: 15100
+            }
+        );
     }
 
     #[test]

@@ -152,6 +152,14 @@ enum Command {
         cluster: Option<String>,
         #[arg(long, default_value_t = 15000)]
         admin_port: u16,
+        /// istio-proxy's Prometheus port: `0.0.0.0:PORT/stats/prometheus`; 0 turns it off
+        /// (needed when several Envoys share one network namespace).
+        #[arg(long, default_value_t = pilotfish::bootstrap::DEFAULT_STATS_PORT)]
+        stats_port: u16,
+        /// istio-proxy's health port: `0.0.0.0:PORT/healthz/ready`, 200 once Envoy has its
+        /// config; 0 turns it off.
+        #[arg(long, default_value_t = pilotfish::bootstrap::DEFAULT_HEALTH_PORT)]
+        health_port: u16,
         /// Connect over TLS (pilotfish's TLS xDS port), trusting this mesh root.
         #[arg(long)]
         xds_root_cert: Option<String>,
@@ -352,6 +360,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             namespace,
             cluster,
             admin_port,
+            stats_port,
+            health_port,
             xds_root_cert,
             xds_server_name,
             xds_client_cert_dir,
@@ -380,6 +390,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             options.labels = labels;
             options.admin_port = admin_port;
+            options.ports =
+                pilotfish::bootstrap::DataPlanePorts::from_flags(stats_port, health_port);
             options.namespace = namespace.unwrap_or(options.namespace);
             options.cluster = cluster.unwrap_or(options.cluster);
             let bootstrap = pilotfish::bootstrap::bootstrap(&options)?;

@@ -48,14 +48,19 @@ def bootstrap(
     node_id: str = GATEWAY_NODE_ID,
     labels: Mapping[str, str] = GATEWAY_LABELS,
     identity: Path | None = None,
+    stats_port: int = 0,
+    health_port: int = 0,
 ) -> dict[str, Any]:
     """The Envoy bootstrap `pilotfish bootstrap` prints, parsed.
 
     With `identity` (a dir from `ca_issue`) Envoy speaks TLS to `xds_address` (the secure
     port), trusting the dir's `root-cert.pem` and presenting its client certificate.
+    `stats_port` / `health_port` are istio-proxy's 15090 / 15021 listeners; off (0) unless
+    given, because Envoys sharing the host's network would all bind the same wildcard port.
     """
     args = ["bootstrap", "--node-id", node_id, "--xds-address", xds_address]
     args += ["--admin-port", str(admin_port)]
+    args += ["--stats-port", str(stats_port), "--health-port", str(health_port)]
     if labels:
         args += ["--labels", ",".join(f"{k}={v}" for k, v in labels.items())]
     if identity is not None:

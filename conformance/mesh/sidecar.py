@@ -25,6 +25,10 @@ from .iptables import PROXY_GID, PROXY_UID
 from .netns import NetnsThreads
 
 ADMIN_PORT = 15000
+# istio-proxy's Prometheus and health listeners: each pod has its own netns, so every sidecar
+# owns these wildcard ports as in Kubernetes (iptables.py leaves them uncaptured).
+STATS_PORT = 15090
+HEALTH_PORT = 15021
 ENVOY_COPY = Path("/tmp/pilotfish-envoy/envoy")
 REQUIRED_LISTENERS = ("virtualOutbound", "virtualInbound")
 
@@ -55,7 +59,8 @@ def bootstrap(xds_address: str, ip: str, pod: str, namespace: str, labels: Mappi
     `delta` switches ADS to the incremental protocol (istio-agent's default since Istio 1.22).
     With `identity` (a `pilotfish ca issue` dir) it connects over TLS with that certificate."""
     value = pilotfish_mod.bootstrap(xds_address, ADMIN_PORT, node_id(ip, pod, namespace), labels,
-                                    identity=identity)
+                                    identity=identity, stats_port=STATS_PORT,
+                                    health_port=HEALTH_PORT)
     if delta:
         value["dynamic_resources"]["ads_config"]["api_type"] = "DELTA_GRPC"
     metadata = value["node"].setdefault("metadata", {})
