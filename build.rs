@@ -1,7 +1,8 @@
 //! Compiles the Envoy `.proto` files that envoy-types ships into one encoded
 //! `FileDescriptorSet` (`$OUT_DIR/envoy_descriptors.bin`), which `src/debug/json.rs` embeds to
-//! print resources as Envoy's `/config_dump` does, and generates the gRPC code of the extra
-//! protos in `proto/` (Istio's certificate service).
+//! print resources as Envoy's `/config_dump` does and gRPC server reflection serves (so it holds
+//! the services of the xDS ports too: ADS, CSDS, Istio's certificate service), and generates
+//! the gRPC code of the extra protos in `proto/` (Istio's certificate service).
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -49,12 +50,17 @@ const ROOT_DIRS: &[&str] = &[
 /// Single root files (imports are pulled in by protox).
 const ROOT_FILES: &[&str] = &[
     "envoy/service/discovery/v3/discovery.proto",
+    "envoy/service/discovery/v3/ads.proto",
     "envoy/service/status/v3/csds.proto",
     "envoy/extensions/transport_sockets/tls/v3/tls.proto",
     "envoy/extensions/transport_sockets/tls/v3/secret.proto",
     "envoy/extensions/transport_sockets/tls/v3/common.proto",
     "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
 ];
+
+/// Istio's protos, next to this file, and the certificate service among them.
+const EXTRA_PROTOS: &str = "proto";
+const CA_PROTO: &str = "istio/security/v1alpha1/ca.proto";
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -63,9 +69,11 @@ fn main() -> Result<(), BoxError> {
 
     let proto_dir = envoy_types_dir()?.join("proto");
     let api = proto_dir.join("data-plane-api");
-    let includes: Vec<PathBuf> = INCLUDES.iter().map(|i| proto_dir.join(i)).collect();
+    let mut includes: Vec<PathBuf> = INCLUDES.iter().map(|i| proto_dir.join(i)).collect();
+    includes.push(PathBuf::from(EXTRA_PROTOS));
 
     let mut roots: Vec<String> = ROOT_FILES.iter().map(|f| (*f).to_owned()).collect();
+    roots.push(CA_PROTO.to_owned());
     for dir in ROOT_DIRS {
         roots.extend(protos_in(&api, dir)?);
     }
@@ -89,7 +97,7 @@ fn main() -> Result<(), BoxError> {
 /// `proto/`: Istio's CA service, its well-known types mapped onto envoy-types' own.
 fn compile_extra_protos() -> Result<(), BoxError> {
     println!("cargo:rerun-if-changed=proto");
-    let files = protox::compile(["istio/security/v1alpha1/ca.proto"], ["proto"])?;
+    let files = protox::compile([CA_PROTO], [EXTRA_PROTOS])?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -289,6 +289,7 @@ async fn initial_sync(
         debounce: args.debounce,
         mesh: Default::default(),
         ca: Default::default(),
+        debug_remote: false,
     };
 
     let cpu0 = Cpu::now()?;

@@ -90,7 +90,8 @@ enum Command {
         /// of Istio's CA API (istiod's 15012); not served when unset.
         #[arg(long)]
         secure_xds_address: Option<SocketAddr>,
-        /// Address of `/ready` and `/version` (istiod's 8080); not served when unset.
+        /// Address of `/ready`, `/version`, `/metrics` and `/debug/*` (istiod's 8080); not
+        /// served when unset.
         #[arg(long)]
         http_address: Option<SocketAddr>,
         /// Address of the validating admission webhook (istiod's 15017; Kubernetes only).
@@ -105,6 +106,10 @@ enum Command {
         /// Changes that follow a push within this window are coalesced into one push.
         #[arg(long, default_value = "100ms", value_parser = parse_duration)]
         debounce: Duration,
+        /// Answer the `/debug/*` endpoints on the HTTP address for every client, not only
+        /// loopback ones (istiod's ENABLE_DEBUG_ON_HTTP).
+        #[arg(long, env = "ENABLE_DEBUG_ON_HTTP")]
+        debug_remote: bool,
         #[command(flatten)]
         mesh: MeshArgs,
         #[command(flatten)]
@@ -184,12 +189,42 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: StatusOutput,
     },
+    /// One connected proxy's config, from the control plane's CSDS service, as `istioctl
+    /// proxy-config` prints it.
+    ProxyConfig {
+        #[arg(value_enum)]
+        kind: ConfigKind,
+        /// The proxy's node id, as `proxy-status` lists connections
+        /// (`sidecar~10.0.0.1~app-1.default~default.svc.cluster.local`).
+        proxy_id: String,
+        /// The control plane's plaintext xDS address.
+        #[arg(long, default_value = "127.0.0.1:15010")]
+        xds_address: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: ConfigOutput,
+    },
     /// Print Istio-compatible CustomResourceDefinitions for the kinds pilotfish serves.
     Crds {
         /// Write one `<group>_<plural>.yaml` per kind into this directory instead.
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ConfigKind {
+    Listeners,
+    Routes,
+    Clusters,
+    Endpoints,
+    Secrets,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ConfigOutput {
+    Table,
+    Json,
+    Yaml,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -220,9 +255,14 @@ enum CaCommand {
 fn proxy_status(xds_address: &str, output: StatusOutput) -> Result<ExitCode> {
     use pilotfish::xds::csds::{client, table};
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-    let response = runtime.block_on(client::fetch(xds_address))?;
+    let response = runtime.block_on(client::fetch(xds_address, client::status_request()))?;
     match output {
-        StatusOutput::Table => print!("{}", table::render(&table::rows(&response, xds_address))),
+        StatusOutput::Table => {
+            print!("{}", table::render(&table::rows(&response, xds_address)));
+            for line in table::rejections(&response) {
+                eprintln!("{line}");
+            }
+        }
         StatusOutput::Json => {
             let bytes = prost::Message::encode_to_vec(&response);
             let json = pilotfish::debug::json::message_to_json(
@@ -231,6 +271,42 @@ fn proxy_status(xds_address: &str, output: StatusOutput) -> Result<ExitCode> {
             )?;
             println!("{}", serde_json::to_string_pretty(&json)?);
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn proxy_config(
+    kind: ConfigKind,
+    proxy_id: &str,
+    xds_address: &str,
+    output: ConfigOutput,
+) -> Result<ExitCode> {
+    use pilotfish::xds::csds::client;
+    use pilotfish::xds::csds::proxy_config::{self, Kind};
+    let kind = match kind {
+        ConfigKind::Listeners => Kind::Listeners,
+        ConfigKind::Routes => Kind::Routes,
+        ConfigKind::Clusters => Kind::Clusters,
+        ConfigKind::Endpoints => Kind::Endpoints,
+        ConfigKind::Secrets => Kind::Secrets,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    let response =
+        runtime.block_on(client::fetch(xds_address, client::config_request(proxy_id)))?;
+    let Some(config) = response.config.first() else {
+        anyhow::bail!("proxy {proxy_id:?} is not connected to the control plane at {xds_address}");
+    };
+    let json = proxy_config::client_config_json(config)?;
+    match output {
+        ConfigOutput::Table => print!("{}", proxy_config::render(&proxy_config::rows(kind, &json))),
+        ConfigOutput::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&proxy_config::config_dump(kind, &json))?
+        ),
+        ConfigOutput::Yaml => print!(
+            "{}",
+            serde_saphyr::to_string(&proxy_config::config_dump(kind, &json))?
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -276,6 +352,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             namespace,
             pod_name,
             debounce,
+            debug_remote,
             mesh,
             ca,
         } => {
@@ -314,6 +391,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     debounce: debounce.as_std(),
                     mesh: mesh.mesh(),
                     ca,
+                    debug_remote,
                 };
                 let addresses = Addresses {
                     xds: xds_address,
@@ -330,6 +408,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             xds_address,
             output,
         } => proxy_status(&xds_address, output),
+        Command::ProxyConfig {
+            kind,
+            proxy_id,
+            xds_address,
+            output,
+        } => proxy_config(kind, &proxy_id, &xds_address, output),
         Command::Render {
             config_dir,
             node_id,

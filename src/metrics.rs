@@ -22,6 +22,8 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::xds::TypeUrl;
 
+mod process;
+
 /// The `Content-Type` of what [`Metrics::encode`] returns.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
@@ -40,7 +42,8 @@ const SIZE_BUCKETS: [f64; 6] = [
 ];
 
 /// Counters registered as [`Count`]; their `# TYPE` line is rewritten to `counter`.
-const COUNTERS: [&str; 5] = [
+const COUNTERS: [&str; 6] = [
+    "pilotfish_xds_rejected_objects",
     "pilot_xds_pushes",
     "pilot_total_xds_rejects",
     "citadel_server_csr_count",
@@ -50,6 +53,8 @@ const COUNTERS: [&str; 5] = [
 
 type TypeLabel = [(&'static str, &'static str); 1];
 type VersionLabel = [(&'static str, String); 1];
+/// `type`, `kind`, `namespace`, `name` of a rejected object.
+type RejectedObjectLabels = [(&'static str, String); 4];
 
 /// A monotonic counter encoded under its bare name, as istiod's are.
 #[derive(Debug, Clone, Default)]
@@ -166,6 +171,7 @@ pub struct XdsTypeMetrics {
 /// The registry and a handle on every metric in it.
 pub struct Metrics {
     registry: Registry,
+    process: process::ProcessMetrics,
     xds_clients: Family<VersionLabel, Gauge>,
     types: [XdsTypeMetrics; TypeUrl::ALL.len()],
     /// `pilot_xds_push_time`: building a push context (pilotfish generates once per push, not
@@ -187,6 +193,10 @@ pub struct Metrics {
     pub csr: Count,
     /// `citadel_server_success_cert_issuance_count`.
     pub cert_issued: Count,
+    /// `pilotfish_xds_rejected_objects{type,kind,namespace,name}`: NACKs traced to each Istio
+    /// object (istiod counts NACKs by type only). One series per object that was ever
+    /// rejected, which the config bounds.
+    rejected_objects: Family<RejectedObjectLabels, Count>,
 }
 
 static GLOBAL: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -199,6 +209,7 @@ pub fn global() -> &'static Metrics {
 impl Metrics {
     fn new() -> Metrics {
         let mut registry = Registry::default();
+        let process = process::ProcessMetrics::register(&mut registry);
         let xds_clients = Family::<VersionLabel, Gauge>::default();
         registry.register(
             "pilot_xds",
@@ -289,8 +300,16 @@ impl Metrics {
             "The number of certificates issuances that have succeeded.",
             cert_issued.clone(),
         );
+        let rejected_objects = Family::<RejectedObjectLabels, Count>::default();
+        registry.register(
+            "pilotfish_xds_rejected_objects",
+            "xDS responses rejected by proxies, by the Istio object the rejected resources came from.",
+            rejected_objects.clone(),
+        );
         Metrics {
+            rejected_objects,
             registry,
+            process,
             xds_clients,
             types,
             push_time,
@@ -331,6 +350,20 @@ impl Metrics {
             .get()
     }
 
+    /// A proxy rejected a response of `ty` built from `object`.
+    pub fn rejected_object(&self, ty: TypeUrl, object: &crate::config::ObjectKey) {
+        self.rejected_objects
+            .get_or_create(&rejected_object_labels(ty, object))
+            .inc();
+    }
+
+    /// How many rejections of `ty` were traced to `object`.
+    pub fn rejected_objects(&self, ty: TypeUrl, object: &crate::config::ObjectKey) -> u64 {
+        self.rejected_objects
+            .get_or_create(&rejected_object_labels(ty, object))
+            .get()
+    }
+
     /// A push context was built in `elapsed`, with these counts from its index.
     pub fn pushed(&self, elapsed: Duration, services: usize, virtual_services: usize) {
         self.push_time.observe(elapsed.as_secs_f64());
@@ -343,8 +376,15 @@ impl Metrics {
 
     /// Everything, in the Prometheus text format (0.0.4) istiod serves.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        self.process.refresh();
         let mut text = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)?;
+        // A float counter the crate has no type for: registered as a gauge, typed here.
+        text = text.replacen(
+            "# TYPE process_cpu_seconds_total gauge\n",
+            "# TYPE process_cpu_seconds_total counter\n",
+            1,
+        );
         for name in COUNTERS {
             text = text.replacen(
                 &format!("# TYPE {name} untyped\n"),
@@ -354,6 +394,15 @@ impl Metrics {
         }
         Ok(text)
     }
+}
+
+fn rejected_object_labels(ty: TypeUrl, object: &crate::config::ObjectKey) -> RejectedObjectLabels {
+    [
+        ("type", metric_type(ty).to_string()),
+        ("kind", object.kind.name().to_string()),
+        ("namespace", object.namespace.clone()),
+        ("name", object.name.clone()),
+    ]
 }
 
 /// istiod's `type` label value (`v3.GetMetricType`).
@@ -527,10 +576,13 @@ mod tests {
             value(&samples, "pilot_proxy_convergence_time_sum", &[])
                 .is_some_and(|s| (s - 0.2).abs() < 1e-9)
         );
-        assert!(
-            !text.contains("_total ") && !text.contains("_total{"),
-            "istiod's counters have no _total suffix: {text}"
-        );
+        // istiod's counters have no `_total`; only the conventional process CPU counter does.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            if line.contains("_total ") || line.contains("_total{") {
+                assert!(line.starts_with("process_cpu_seconds_total "), "{line}");
+            }
+        }
+        assert!(text.contains("# TYPE process_cpu_seconds_total counter\n"));
     }
 
     #[test]

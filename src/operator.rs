@@ -3,6 +3,8 @@
 //! every replica serves the validating webhook with a certificate from that root; and the
 //! leader alone keeps the ValidatingWebhookConfiguration trusting it.
 
+pub mod rejections;
+
 use std::future::Future;
 use std::sync::Arc;
 
@@ -54,6 +56,10 @@ pub struct Operator {
     pub leadership: Leadership,
     authority: watch::Receiver<Option<Arc<Authority>>>,
     tasks: Vec<JoinHandle<()>>,
+    /// What [`Operator::report_rejections`] starts with.
+    client: kube::Client,
+    identity: String,
+    stopping: watch::Receiver<bool>,
 }
 
 impl Operator {
@@ -66,6 +72,8 @@ impl Operator {
         stopping: watch::Receiver<bool>,
     ) -> Operator {
         let leadership = Leadership::new();
+        let (own_client, identity, own_stopping) =
+            (client.clone(), options.identity.clone(), stopping.clone());
         let candidate = Candidate {
             namespace: options.namespace.clone(),
             lease_name: LEASE_NAME.into(),
@@ -119,7 +127,27 @@ impl Operator {
             leadership,
             authority,
             tasks,
+            client: own_client,
+            identity,
+            stopping: own_stopping,
         }
+    }
+
+    /// While this replica leads, reports each NACK received on `rejections` (from
+    /// `Connections::subscribe_rejections`) on the objects it was traced to: an Event and a
+    /// status condition (`operator::rejections`).
+    pub fn report_rejections(
+        &mut self,
+        rejections: tokio::sync::broadcast::Receiver<crate::xds::connection::Rejection>,
+    ) {
+        let writer = rejections::Writer::new(self.client.clone(), &self.identity);
+        let leadership = self.leadership.clone();
+        self.tasks.push(tokio::spawn(rejections::run(
+            writer,
+            rejections,
+            move || leadership.is_leader(),
+            stopped(self.stopping.clone()),
+        )));
     }
 
     /// The CA once loaded: `cacerts` if the cluster has it, else `istio-ca-secret` (the leader

@@ -20,6 +20,32 @@ use crate::source::jwks::Jwks;
 use crate::store;
 use crate::xds::Snapshot;
 
+/// One published push, for the debug endpoints (`/debug/push_status` and the views of the
+/// index): the context the xDS server got, when, and how long building it took.
+#[derive(Clone)]
+pub struct Pushed {
+    pub context: Arc<PushContext>,
+    pub at: std::time::SystemTime,
+    pub took: Duration,
+}
+
+impl Pushed {
+    /// Builds a context as [`build`] does, timing it.
+    pub fn build(
+        snapshot: &store::Snapshot,
+        mesh: &MeshConfig,
+        previous: Option<&Arc<PushContext>>,
+    ) -> Pushed {
+        let started = std::time::Instant::now();
+        let context = build(snapshot, mesh, previous);
+        Pushed {
+            context,
+            at: std::time::SystemTime::now(),
+            took: started.elapsed(),
+        }
+    }
+}
+
 /// Builds the context for a store snapshot, logging cross-object problems that are new. With
 /// the previous context, unchanged resources keep their `Arc`s (see `PushContext::after`).
 pub fn build(
@@ -78,13 +104,20 @@ pub fn effective_mesh(snapshot: &store::Snapshot, base: &MeshConfig) -> MeshConf
     })
 }
 
+/// Where [`run`] publishes: the xDS server's snapshots, and the same context typed, with its
+/// timing, for the debug endpoints.
+pub struct Publish {
+    pub snapshots: watch::Sender<Arc<dyn Snapshot>>,
+    pub pushes: watch::Sender<Option<Pushed>>,
+}
+
 /// Runs until the store goes away: every store revision becomes a published snapshot, and so
 /// does every change of the JWKS fetched for RequestAuthentications.
 pub async fn run(
     mut store: watch::Receiver<Arc<store::Snapshot>>,
     mesh: MeshConfig,
     debounce: Duration,
-    publish: watch::Sender<Arc<dyn Snapshot>>,
+    publish: Publish,
     mut current: Arc<PushContext>,
     jwks: Arc<Jwks>,
 ) {
@@ -103,25 +136,31 @@ pub async fn run(
             changed = keys.changed() => if changed.is_err() { return },
         }
         keys.borrow_and_update();
+        crate::metrics::global().debounce.observe(0.0);
         current = pipeline.push(&mut store, &current);
-        // A burst may follow: coalesce whatever arrives within each window.
+        // A burst may follow: coalesce whatever arrives within each window, and push it at the
+        // window's end.
         loop {
-            tokio::time::sleep(debounce).await;
-            match (store.has_changed(), keys.has_changed()) {
-                (Err(_), _) | (_, Err(_)) => return,
-                (Ok(false), Ok(false)) => break,
-                _ => {
-                    keys.borrow_and_update();
-                    current = pipeline.push(&mut store, &current);
-                }
-            }
+            let end = tokio::time::Instant::now() + debounce;
+            let first = tokio::select! {
+                changed = store.changed() => changed.map(|()| tokio::time::Instant::now()),
+                changed = keys.changed() => changed.map(|()| tokio::time::Instant::now()),
+                () = tokio::time::sleep_until(end) => break,
+            };
+            let Ok(first) = first else { return };
+            tokio::time::sleep_until(end).await;
+            keys.borrow_and_update();
+            crate::metrics::global()
+                .debounce
+                .observe(first.elapsed().as_secs_f64());
+            current = pipeline.push(&mut store, &current);
         }
     }
 }
 
 struct Pipeline {
     mesh: MeshConfig,
-    publish: watch::Sender<Arc<dyn Snapshot>>,
+    publish: Publish,
     jwks: Arc<Jwks>,
     /// The JWKS sources last asked for.
     wanted: BTreeMap<JwksSource, Duration>,
@@ -141,8 +180,14 @@ impl Pipeline {
             Some(previous),
             Some(self.jwks.keys()),
         );
-        tracing::info!(revision = snapshot.revision, objects = snapshot.len(), elapsed = ?started.elapsed(), "config indexed; pushing");
-        self.publish.send_replace(context.clone());
+        let took = started.elapsed();
+        tracing::info!(revision = snapshot.revision, objects = snapshot.len(), elapsed = ?took, "config indexed; pushing");
+        self.publish.snapshots.send_replace(context.clone());
+        self.publish.pushes.send_replace(Some(Pushed {
+            context: context.clone(),
+            at: std::time::SystemTime::now(),
+            took,
+        }));
         self.fetch(&snapshot);
         context
     }
@@ -216,16 +261,22 @@ mod tests {
         let mesh = MeshConfig::default();
         let initial = build(&store.snapshot(), &mesh, None);
         let (tx, rx) = watch::channel::<Arc<dyn Snapshot>>(initial.clone());
+        let (pushes, pushed) = watch::channel(None);
         let seen = record(rx);
         tokio::spawn(run(
             store.subscribe(),
             mesh,
             Duration::from_millis(100),
-            tx,
+            Publish {
+                snapshots: tx,
+                pushes,
+            },
             initial,
             Arc::new(Jwks::new(Default::default())),
         ));
         tokio::task::yield_now().await;
+        let debounce = &crate::metrics::global().debounce;
+        let (count, sum) = (debounce.count(), debounce.sum());
 
         let start = Instant::now();
         namespace(&mut store, "a");
@@ -253,6 +304,10 @@ mod tests {
             assert_eq!(seen[1].0, 5);
             assert!(seen[1].1 - start >= Duration::from_millis(100));
         }
+        // pilot_debounce_time: nothing for the lone change, the wait of the burst's first.
+        assert_eq!(debounce.count() - count, 2);
+        let waited = debounce.sum() - sum;
+        assert!((0.098..=0.1).contains(&waited), "{waited}");
 
         // Quiet again: the next lone change goes out at once too.
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -262,5 +317,11 @@ mod tests {
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len(), 3);
         assert!(seen[2].1 - later < Duration::from_millis(1));
+        let last = pushed.borrow().clone().unwrap();
+        assert_eq!(
+            last.context.index().revision,
+            seen[2].0,
+            "the typed publication follows the snapshots"
+        );
     }
 }

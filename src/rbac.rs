@@ -126,7 +126,28 @@ pub fn api_uses() -> Vec<ApiUse> {
             names: &[],
             by: "leader (leader election)",
         },
+        ApiUse {
+            group: "",
+            resource: "events".into(),
+            verbs: &["create"],
+            scope: Scope::Cluster,
+            names: &[],
+            by: "operator::rejections (the leader's ProxyRejected Events on rejected objects)",
+        },
     ]);
+    uses.extend(
+        Kind::ALL
+            .into_iter()
+            .filter(|k| k.group_versions().0.ends_with(".istio.io"))
+            .map(|kind| ApiUse {
+                group: kind.group_versions().0,
+                resource: format!("{}/status", resource_name(kind)),
+                verbs: &["get", "patch"],
+                scope: Scope::Cluster,
+                names: &[],
+                by: "operator::rejections (the leader's Reconciled condition on rejected objects)",
+            }),
+    );
     uses
 }
 

@@ -42,6 +42,9 @@ pub struct ServeOptions {
     pub debounce: Duration,
     pub mesh: MeshConfig,
     pub ca: CaOptions,
+    /// Answer the status port's `/debug/*` endpoints for every client, not only loopback ones
+    /// (istiod's `ENABLE_DEBUG_ON_HTTP`).
+    pub debug_remote: bool,
 }
 
 /// Where the CA's signing certificate comes from and what it signs, for the TLS port.
@@ -82,7 +85,7 @@ pub struct Listeners {
     pub xds: TcpListener,
     /// ADS for authenticated proxies, with their certificates, and the CA API (istiod's 15012).
     pub secure_xds: Option<TcpListener>,
-    /// `/ready` and `/version` (istiod's 8080).
+    /// `/ready`, `/version`, `/metrics` and `/debug/*` (istiod's 8080).
     pub status: Option<TcpListener>,
     /// The validating webhook (istiod's 15017); Kubernetes only.
     pub webhook: Option<TcpListener>,
@@ -138,11 +141,21 @@ pub async fn serve(
     let (ready, ready_rx) = watch::channel(false);
     let (stop, mut stop_rx) = watch::channel(false);
     let (draining, draining_rx) = watch::channel(false);
+    let store = Arc::new(Mutex::new(Store::new()));
+    let (pushes, pushes_rx) = watch::channel(None);
     let status = listeners.status.map(|listener| {
         let stopped = async move {
             let _ = stop_rx.wait_for(|stop| *stop).await;
         };
-        tokio::spawn(crate::status::serve(listener, ready_rx, stopped))
+        let debug = crate::debug::http::Sources {
+            store: store.lock().unwrap_or_else(|p| p.into_inner()).subscribe(),
+            pushes: pushes_rx,
+            connections: connections.clone(),
+            remote: options.debug_remote,
+        };
+        tokio::spawn(crate::status::serve_with_debug(
+            listener, ready_rx, debug, stopped,
+        ))
     });
     let drain = async {
         shutdown.await;
@@ -152,7 +165,6 @@ pub async fn serve(
     };
     tokio::pin!(drain);
 
-    let store = Arc::new(Mutex::new(Store::new()));
     let tokens = match &options.source {
         ConfigSource::Kubernetes { client, .. } => {
             Some(Arc::new(TokenReviewer::new(client.clone())))
@@ -167,18 +179,23 @@ pub async fn serve(
         _ => None,
     };
     let stopping = draining_rx.clone();
-    let following = tokio::select! {
+    let mut following = tokio::select! {
         following = load(options.source, &store, listeners.webhook, draining_rx) => following?,
         () = &mut drain => {
             stop.send_replace(true);
             return Ok(());
         }
     };
+    if let Following::Kubernetes(_, operator) = &mut following {
+        operator.report_rejections(connections.subscribe_rejections());
+    }
     let (store_rx, snapshot) = {
         let store = store.lock().unwrap_or_else(|p| p.into_inner());
         (store.subscribe(), store.snapshot())
     };
-    let context = crate::push::build(&snapshot, &options.mesh, None);
+    let first = crate::push::Pushed::build(&snapshot, &options.mesh, None);
+    let context = first.context.clone();
+    pushes.send_replace(Some(first));
     tracing::info!(objects = snapshot.len(), "config loaded");
 
     let (snapshot_tx, snapshot_rx) = watch::channel::<Arc<dyn Snapshot>>(context.clone());
@@ -188,7 +205,10 @@ pub async fn serve(
         store_rx,
         options.mesh.clone(),
         options.debounce,
-        snapshot_tx,
+        crate::push::Publish {
+            snapshots: snapshot_tx,
+            pushes,
+        },
         context,
         jwks,
     ));

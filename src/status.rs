@@ -7,8 +7,12 @@
 //! been listed from the Kubernetes API and the first push context built. It turns false again
 //! when a drain starts, so Kubernetes takes the replica out of the `istiod` Service before its
 //! streams close.
+//!
+//! `serve` with debug sources also answers istiod's `/debug/*` endpoints
+//! ([`crate::debug::http`]), to loopback clients unless `--debug-remote` is given.
 
 use std::future::Future;
+use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::State;
@@ -59,9 +63,37 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tracing::info!(addr = ?listener.local_addr().ok(), "serving /ready, /version and /metrics");
-    axum::serve(listener, router(ready))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_router(listener, router(ready), shutdown).await
+}
+
+/// [`serve`] with the debug endpoints over `sources`.
+pub async fn serve_with_debug(
+    listener: TcpListener,
+    ready: watch::Receiver<bool>,
+    sources: crate::debug::http::Sources,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tracing::info!(
+        addr = ?listener.local_addr().ok(),
+        remote = sources.remote,
+        "serving /ready, /version, /metrics and /debug/*"
+    );
+    let app = router(ready).merge(crate::debug::http::router(sources));
+    serve_router(listener, app, shutdown).await
+}
+
+/// Records each client's address, which the debug endpoints' access check reads.
+async fn serve_router(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 #[cfg(test)]

@@ -6,9 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::core::v3::DataSource;
 use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    Secret, TlsCertificate, secret,
+};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::envoy::service::status::v3::client_config::GenericXdsConfig;
@@ -18,11 +23,13 @@ use envoy_types::pb::envoy::service::status::v3::{
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 use envoy_types::pb::envoy::r#type::matcher::v3::{NodeMatcher, StringMatcher};
+use envoy_types::pb::google::protobuf::{Any, Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use pilotfish::model::Proxy;
 use pilotfish::xds::{
     AckState, Connections, ProxyResources, Resource, RunningServer, Snapshot, TypeUrl,
 };
+use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 use tokio_stream::wrappers::ReceiverStream;
@@ -32,6 +39,8 @@ const APP: &str = "sidecar~10.0.0.1~app-1.default~default.svc.cluster.local";
 const GW: &str = "router~10.0.0.9~gw-1.istio-system~istio-system.svc.cluster.local";
 const WAIT: Duration = Duration::from_secs(5);
 const NACK_MESSAGE: &str = "Error adding/updating listener(s) l1: no filter chains";
+const GW_SECRET: &str = "kubernetes://istio-system/gw-cert";
+const PRIVATE_KEY: &str = "-----BEGIN PRIVATE KEY----- not-for-your-eyes";
 
 struct FixedSnapshot(Arc<ProxyResources>);
 
@@ -81,7 +90,36 @@ fn resources() -> Arc<dyn Snapshot> {
             },
         )),
     );
+    let secret = Secret {
+        name: GW_SECRET.into(),
+        r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+            certificate_chain: Some(DataSource {
+                specifier: Some(Specifier::InlineString("chain".into())),
+                ..Default::default()
+            }),
+            private_key: Some(DataSource {
+                specifier: Some(Specifier::InlineString(PRIVATE_KEY.into())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+    };
+    r.set(TypeUrl::Secret, one(Resource::encode(GW_SECRET, &secret)));
     Arc::new(FixedSnapshot(Arc::new(r)))
+}
+
+/// The node metadata istio-agent sends, as `proxy-status` reads it back.
+fn metadata(cluster: &str, version: &str) -> Struct {
+    let string = |s: &str| Value {
+        kind: Some(Kind::StringValue(s.into())),
+    };
+    Struct {
+        fields: [
+            ("CLUSTER_ID".to_string(), string(cluster)),
+            ("ISTIO_VERSION".to_string(), string(version)),
+        ]
+        .into(),
+    }
 }
 
 struct FakeProxy {
@@ -114,6 +152,7 @@ impl FakeProxy {
         if std::mem::take(&mut self.first) {
             req.node = Some(Node {
                 id: self.id.into(),
+                metadata: (self.id == APP).then(|| metadata("Kubernetes", "1.24.0")),
                 ..Default::default()
             });
         }
@@ -161,7 +200,7 @@ impl FakeProxy {
 }
 
 /// A server with two proxies: the app ACKs CDS, NACKs LDS and leaves RDS unanswered; the
-/// gateway ACKs CDS.
+/// gateway ACKs CDS and its credential over SDS.
 struct World {
     server: RunningServer,
     _publish: watch::Sender<Arc<dyn Snapshot>>,
@@ -187,6 +226,8 @@ async fn world() -> World {
     let mut gw = FakeProxy::connect(&server, GW).await;
     let gw_cds = gw.subscribe(TypeUrl::Cluster, &[]).await;
     gw.ack(&gw_cds).await;
+    let gw_sds = gw.subscribe(TypeUrl::Secret, &[GW_SECRET]).await;
+    gw.ack(&gw_sds).await;
     let settled = connections.wait_for(|c| {
         let state = |id: &str, ty: TypeUrl| {
             c.by_proxy(id)
@@ -195,6 +236,7 @@ async fn world() -> World {
         state(APP, TypeUrl::Cluster) == Some(AckState::Acked)
             && state(APP, TypeUrl::Listener) == Some(AckState::Nacked)
             && state(GW, TypeUrl::Cluster) == Some(AckState::Acked)
+            && state(GW, TypeUrl::Secret) == Some(AckState::Acked)
     });
     timeout(WAIT, settled)
         .await
@@ -381,10 +423,12 @@ async fn proxy_status_prints_the_table_and_json() {
         lines[1],
         [
             "app-1.default",
+            "Kubernetes",
             "SYNCED",
             "NACKED",
             "STALE",
-            address.as_str()
+            address.as_str(),
+            "1.24.0"
         ],
         "{table}"
     );
@@ -419,4 +463,249 @@ async fn proxy_status_prints_the_table_and_json() {
         .unwrap();
     assert_eq!(lds["config_status"], "ERROR");
     assert_eq!(lds["error_state"]["details"], NACK_MESSAGE);
+}
+
+fn bodies(app: &ClientConfig, ty: TypeUrl) -> Vec<(&str, &Any)> {
+    app.generic_xds_configs
+        .iter()
+        .filter(|g| g.type_url == ty.url())
+        .filter_map(|g| g.xds_config.as_ref().map(|b| (g.name.as_str(), b)))
+        .collect()
+}
+
+#[tokio::test]
+async fn bodies_come_per_resource_with_secret_keys_redacted() {
+    let w = world().await;
+    let mut client = csds(&w.server).await;
+    let with_bodies = ClientStatusRequest {
+        exclude_resource_contents: false,
+        ..Default::default()
+    };
+    let response = client
+        .fetch_client_status(with_bodies)
+        .await
+        .unwrap()
+        .into_inner();
+    let app = config_of(&response, APP);
+    let clusters = bodies(app, TypeUrl::Cluster);
+    assert_eq!(clusters.len(), 1);
+    assert_eq!(clusters[0].0, "c1");
+    let cluster = Cluster::decode(clusters[0].1.value.as_slice()).unwrap();
+    assert_eq!(cluster.name, "c1");
+    let listeners = bodies(app, TypeUrl::Listener);
+    assert_eq!(
+        listeners[0].0, "l1",
+        "a NACKed type still lists what it was sent"
+    );
+    let gw = config_of(&response, GW);
+    let secrets = bodies(gw, TypeUrl::Secret);
+    assert_eq!(secrets.len(), 1);
+    assert_eq!(secrets[0].0, GW_SECRET);
+    let secret = Secret::decode(secrets[0].1.value.as_slice()).unwrap();
+    let Some(secret::Type::TlsCertificate(cert)) = secret.r#type else {
+        panic!("not a certificate: {secret:?}");
+    };
+    assert_eq!(
+        cert.private_key.unwrap().specifier,
+        Some(Specifier::InlineString(
+            pilotfish::xds::csds::REDACTED.into()
+        ))
+    );
+    assert!(cert.certificate_chain.is_some(), "the chain is no secret");
+    let encoded = response.encode_to_vec();
+    assert!(
+        !encoded
+            .windows(PRIVATE_KEY.len())
+            .any(|w| w == PRIVATE_KEY.as_bytes()),
+        "no private key anywhere in the response"
+    );
+
+    let cheap = client
+        .fetch_client_status(pilotfish::xds::csds::client::status_request())
+        .await
+        .unwrap()
+        .into_inner();
+    let app = config_of(&cheap, APP);
+    assert!(
+        app.generic_xds_configs
+            .iter()
+            .all(|g| g.xds_config.is_none() && g.name.is_empty())
+    );
+    assert_eq!(
+        type_of(app, TypeUrl::Cluster).config_status,
+        ConfigStatus::Synced as i32
+    );
+}
+
+#[tokio::test]
+async fn every_sent_type_has_last_updated_and_the_node_its_metadata() {
+    let w = world().await;
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let response = csds(&w.server)
+        .await
+        .fetch_client_status(ClientStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let app = config_of(&response, APP);
+    for ty in [
+        TypeUrl::Cluster,
+        TypeUrl::Listener,
+        TypeUrl::RouteConfiguration,
+    ] {
+        let at = type_of(app, ty)
+            .last_updated
+            .unwrap_or_else(|| panic!("{ty:?} has no last_updated"));
+        assert!((at.seconds - before).abs() < 60, "{ty:?} updated at {at:?}");
+    }
+    let fields = &app.node.as_ref().unwrap().metadata.as_ref().unwrap().fields;
+    let get = |k: &str| match fields.get(k).and_then(|v| v.kind.as_ref()) {
+        Some(Kind::StringValue(s)) => s.clone(),
+        other => panic!("{k}: {other:?}"),
+    };
+    assert_eq!(
+        (get("CLUSTER_ID"), get("ISTIO_VERSION")),
+        ("Kubernetes".into(), "1.24.0".into())
+    );
+}
+
+/// istioctl's in-band debug types on the ADS stream, from a node that is no proxy.
+#[tokio::test]
+async fn debug_types_answer_over_ads() {
+    let w = world().await;
+    let (tx, rx) = mpsc::channel(4);
+    let mut client = AggregatedDiscoveryServiceClient::connect(w.server.url())
+        .await
+        .unwrap();
+    let mut responses = client
+        .stream_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let node = Some(Node {
+        id: "debug~0.0.0.0~istioctl~cluster.local".into(),
+        ..Default::default()
+    });
+    tx.send(DiscoveryRequest {
+        node,
+        type_url: "istio.io/debug/syncz".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let syncz = timeout(WAIT, responses.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(syncz.type_url, "istio.io/debug/syncz");
+    let mut ids: Vec<String> = syncz
+        .resources
+        .iter()
+        .map(|a| {
+            assert_eq!(
+                a.type_url,
+                "type.googleapis.com/envoy.service.status.v3.ClientConfig"
+            );
+            ClientConfig::decode(a.value.as_slice())
+                .unwrap()
+                .node
+                .unwrap()
+                .id
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids, [GW, APP], "the debug client itself is no proxy");
+    tx.send(DiscoveryRequest {
+        type_url: "istio.io/debug/config_dump".into(),
+        resource_names: vec![GW.into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dump = timeout(WAIT, responses.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let types: Vec<&str> = dump.resources.iter().map(|a| a.type_url.as_str()).collect();
+    assert!(
+        types.contains(&"type.googleapis.com/envoy.admin.v3.SecretsConfigDump"),
+        "{types:?}"
+    );
+    assert!(
+        !dump
+            .encode_to_vec()
+            .windows(PRIVATE_KEY.len())
+            .any(|w| w == PRIVATE_KEY.as_bytes())
+    );
+    assert_eq!(w.server.shutdown().await.ok(), Some(()));
+}
+
+/// `pilotfish proxy-config` end to end: CSDS with bodies, as a table and as config_dump JSON.
+#[tokio::test]
+async fn proxy_config_prints_clusters_and_listeners() {
+    let w = world().await;
+    let address = w.server.addr.to_string();
+    let run = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_pilotfish"))
+                .args(args)
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run(&["proxy-config", "clusters", APP, "--xds-address", &address])
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("SERVICE FQDN"), "{table}");
+    assert!(lines[1].starts_with("c1 "), "{table}");
+    let out = run(&[
+        "proxy-config",
+        "listeners",
+        APP,
+        "--xds-address",
+        &address,
+        "-o",
+        "json",
+    ])
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json["@type"],
+        "type.googleapis.com/envoy.admin.v3.ListenersConfigDump"
+    );
+    assert_eq!(json["dynamic_listeners"][0]["name"], "l1");
+    assert_eq!(
+        json["dynamic_listeners"][0]["active_state"]["listener"]["name"],
+        "l1"
+    );
+    let out = run(&[
+        "proxy-config",
+        "clusters",
+        "sidecar~1~nobody.x~x.svc",
+        "--xds-address",
+        &address,
+    ])
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not connected"));
 }

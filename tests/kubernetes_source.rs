@@ -367,6 +367,7 @@ async fn serve_answers_only_after_the_cluster_is_listed_and_follows_it() {
         debounce: Duration::from_millis(10),
         mesh: Default::default(),
         ca: Default::default(),
+        debug_remote: false,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(pilotfish::serve::serve(

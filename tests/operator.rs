@@ -46,6 +46,7 @@ async fn replica(fake: &FakeApiServer, name: &str) -> Replica {
         debounce: Duration::from_millis(10),
         mesh: Default::default(),
         ca: Default::default(),
+        debug_remote: false,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let listeners = Listeners {

@@ -486,6 +486,17 @@ impl Snapshot for PushContext {
             NodeType::Sidecar => self.sidecar(proxy),
         }
     }
+
+    /// Worked out from this revision's index only when a proxy rejects config; see
+    /// `provenance`.
+    fn sources_of(
+        &self,
+        proxy: &Proxy,
+        type_url: &str,
+        names: &[String],
+    ) -> Vec<crate::config::ObjectKey> {
+        super::provenance::sources(&self.index, proxy, type_url, names)
+    }
 }
 
 #[cfg(test)]

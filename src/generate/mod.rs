@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod listener;
 pub mod mtls;
 pub mod names;
+pub mod provenance;
 pub mod route;
 pub mod route_config;
 pub mod security;

@@ -27,6 +27,7 @@ use super::secrets::WorkloadSecrets;
 use crate::ca::serving::{self, ServingError};
 use crate::ca::{Authority, SpiffeId};
 use crate::xds::csds::CsdsService;
+use crate::xds::reflection;
 use crate::xds::{AdsService, Connections, Peer, Security, SnapshotRx};
 
 /// Lifetime of the port's own certificate (renewed two thirds in).
@@ -93,7 +94,8 @@ pub async fn serve(
             port.workload_ttl,
         )),
     };
-    let csds = CsdsService::server(Arc::clone(&connections));
+    let csds = CsdsService::server(Arc::clone(&connections), snapshots.clone());
+    let (reflection, reflection_alpha) = reflection::services(reflection::TLS);
     let ads = AdsService::new(snapshots, connections, stop.clone()).with_security(security);
     let ca = IstioCertificateServiceServer::new(CaService::new(
         port.authority.clone(),
@@ -113,6 +115,8 @@ pub async fn serve(
         .add_service(ads)
         .add_service(ca)
         .add_service(csds)
+        .add_optional_service(reflection)
+        .add_optional_service(reflection_alpha)
         .serve_with_incoming_shutdown(ReceiverStream::new(accepted_rx), signal)
         .await;
     accepting.abort();

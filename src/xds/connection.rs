@@ -8,7 +8,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Serialize, Serializer};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
+
+use crate::config::ObjectKey;
+use crate::model::Proxy;
 
 /// Which ADS flavour a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -51,8 +54,36 @@ pub struct Nack {
     pub error: String,
     /// The resources carried by the rejected response.
     pub resources: Vec<String>,
+    /// The objects the rejected resources came from (`VirtualService default/reviews`).
+    pub sources: Vec<String>,
     pub at_unix_ms: u64,
 }
+
+impl Nack {
+    /// Envoy's error followed by the objects behind it: `… (from VirtualService default/reviews,
+    /// DestinationRule default/reviews)`, as CSDS and `proxy-status` show it.
+    pub fn detail(&self) -> String {
+        if self.sources.is_empty() {
+            self.error.clone()
+        } else {
+            format!("{} (from {})", self.error, self.sources.join(", "))
+        }
+    }
+}
+
+/// A NACK traced to the objects behind it, as published to [`Connections::subscribe_rejections`]
+/// (the leader turns these into Kubernetes Events and status conditions).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    pub proxy_id: String,
+    pub type_url: String,
+    /// `error_detail.message` as Envoy sent it.
+    pub error: String,
+    pub sources: Vec<ObjectKey>,
+}
+
+/// Rejections a slow subscriber may lag behind before it misses some (it is told how many).
+const REJECTIONS_BUFFER: usize = 1024;
 
 /// The state of one type on one connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -71,6 +102,10 @@ pub struct TypeStatus {
     pub nacks: u64,
     /// Requests ignored because their nonce was not the last one sent.
     pub stale: u64,
+    /// When the last response of the type went out (CSDS `last_updated` while it is pending).
+    pub sent_at_unix_ms: Option<u64>,
+    /// When the proxy last ACKed the type (CSDS `last_updated` once it is synced).
+    pub acked_at_unix_ms: Option<u64>,
 }
 
 /// One live connection.
@@ -78,11 +113,19 @@ pub struct TypeStatus {
 pub struct ConnectionInfo {
     pub id: u64,
     pub proxy_id: String,
+    /// Node metadata `CLUSTER_ID`: the proxy's Kubernetes cluster (`proxy-status` CLUSTER).
+    pub cluster_id: String,
+    /// Node metadata `ISTIO_VERSION` (`proxy-status` VERSION).
+    pub istio_version: String,
     pub peer: Option<String>,
     pub variant: Variant,
     pub connected_at_unix_ms: u64,
     /// By type URL.
     pub types: BTreeMap<String, TypeStatus>,
+    /// The proxy as the stream generates for it (metadata, labels, identity), so debug views
+    /// compute exactly its config; shared with the stream, one `Arc` per connection.
+    #[serde(skip)]
+    pub proxy: Arc<Proxy>,
 }
 
 impl ConnectionInfo {
@@ -98,6 +141,7 @@ pub struct Connections {
     live: Mutex<BTreeMap<u64, ConnectionInfo>>,
     /// Bumped on every change, so readers (tests, a debug stream) can wait instead of poll.
     generation: watch::Sender<u64>,
+    rejections: broadcast::Sender<Rejection>,
 }
 
 impl Default for Connections {
@@ -106,6 +150,7 @@ impl Default for Connections {
             next_id: AtomicU64::new(1),
             live: Mutex::default(),
             generation: watch::Sender::new(0),
+            rejections: broadcast::Sender::new(REJECTIONS_BUFFER),
         }
     }
 }
@@ -142,6 +187,16 @@ impl Connections {
         self.generation.subscribe()
     }
 
+    /// Every NACK from now on, traced to its objects.
+    pub fn subscribe_rejections(&self) -> broadcast::Receiver<Rejection> {
+        self.rejections.subscribe()
+    }
+
+    /// Publishes a traced NACK; with no subscriber it is only logged and counted.
+    pub(crate) fn reject(&self, rejection: Rejection) {
+        let _ = self.rejections.send(rejection);
+    }
+
     /// Waits until `pred` holds for the registry (tests, readiness checks).
     pub async fn wait_for(&self, mut pred: impl FnMut(&Connections) -> bool) {
         let mut rx = self.subscribe();
@@ -154,27 +209,30 @@ impl Connections {
 
     pub(crate) fn register(
         self: &Arc<Self>,
-        proxy_id: &str,
-        istio_version: &str,
+        proxy: Arc<Proxy>,
         peer: Option<String>,
         variant: Variant,
     ) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let istio_version = proxy.metadata.istio_version.clone();
         let info = ConnectionInfo {
             id,
-            proxy_id: proxy_id.to_string(),
+            proxy_id: proxy.id.clone(),
+            cluster_id: proxy.metadata.cluster_id.clone(),
+            istio_version: istio_version.clone(),
             peer,
             variant,
             connected_at_unix_ms: unix_ms(SystemTime::now()),
             types: BTreeMap::new(),
+            proxy,
         };
         self.lock().insert(id, info);
         self.bump();
-        crate::metrics::global().xds_clients_add(istio_version, 1);
+        crate::metrics::global().xds_clients_add(&istio_version, 1);
         Registration {
             connections: Arc::clone(self),
             id,
-            istio_version: istio_version.to_string(),
+            istio_version,
         }
     }
 
@@ -206,6 +264,11 @@ pub(crate) struct Registration {
 impl Registration {
     pub(crate) fn id(&self) -> u64 {
         self.id
+    }
+
+    /// See [`Connections::reject`].
+    pub(crate) fn reject(&self, rejection: Rejection) {
+        self.connections.reject(rejection);
     }
 
     pub(crate) fn update(&self, types: BTreeMap<String, TypeStatus>) {
@@ -243,12 +306,10 @@ mod tests {
     fn registration_lives_as_long_as_the_stream() {
         let conns = Connections::new();
         let version = "registration_lives_as_long_as_the_stream";
-        let reg = conns.register(
-            "sidecar~1~a.b~b.svc.cluster.local",
-            version,
-            None,
-            Variant::Sotw,
-        );
+        let mut proxy = Proxy::from_id("sidecar~1~a.b~b.svc.cluster.local").unwrap();
+        proxy.metadata.istio_version = version.into();
+        proxy.metadata.cluster_id = "east".into();
+        let reg = conns.register(Arc::new(proxy), None, Variant::Sotw);
         assert_eq!(
             crate::metrics::global().xds_clients(version),
             1,
@@ -265,8 +326,12 @@ mod tests {
         reg.update(types);
         let info = conns.by_proxy("sidecar~1~a.b~b.svc.cluster.local").unwrap();
         assert_eq!(info.types["t"].responses, 2);
+        assert_eq!(info.cluster_id, "east");
+        assert_eq!(info.istio_version, version);
+        assert_eq!(info.proxy.namespace, "b", "the stream's proxy is kept");
         let json = serde_json::to_value(&*conns).unwrap();
         assert_eq!(json[0]["variant"], "sotw");
+        assert_eq!(json[0]["cluster_id"], "east");
         assert_eq!(json[0]["types"]["t"]["state"], "none");
         drop(reg);
         assert!(conns.is_empty());

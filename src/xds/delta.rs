@@ -9,9 +9,10 @@ use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tracing::debug;
 
 use super::codec::DeltaResponse;
+use super::connection::Rejection;
 use super::connection::{TypeStatus, Variant};
 use super::held::Changes;
-use super::state::{Carried, NonceCheck, Nonces, TypeState, TypeStates};
+use super::state::{Carried, NonceCheck, Nonces, Sources, TypeState, TypeStates};
 use super::stream::Protocol;
 use super::subscription::Subscription;
 use super::{ProxyResources, ResourceMap, TypeUrl};
@@ -66,7 +67,7 @@ impl Protocol for Delta {
         }
         match state.check_nonce(&request.response_nonce) {
             NonceCheck::Current => match request.error_detail {
-                Some(error) => state.nack(&self.proxy_id, error.message),
+                Some(error) => state.nack(error.message),
                 None => {
                     let version = state.status.sent_version.clone().unwrap_or_default();
                     state.ack(version);
@@ -132,6 +133,10 @@ impl Protocol for Delta {
 
     fn status(&self) -> BTreeMap<String, TypeStatus> {
         self.types.statuses()
+    }
+
+    fn trace_nacks(&mut self, sources: Sources<'_>) -> Vec<Rejection> {
+        self.types.trace_nacks(&self.proxy_id, sources)
     }
 }
 

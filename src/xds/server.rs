@@ -15,6 +15,7 @@ use tracing::info;
 
 use super::connection::Connections;
 use super::csds::CsdsService;
+use super::reflection;
 use super::service::AdsService;
 use super::{SnapshotRx, XdsError};
 
@@ -34,8 +35,9 @@ pub async fn serve(
 ) -> Result<(), XdsError> {
     let addr = listener.local_addr().ok();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let csds = CsdsService::server(Arc::clone(&connections));
+    let csds = CsdsService::server(Arc::clone(&connections), snapshots.clone());
     let service = AdsService::new(snapshots, connections, stop_rx);
+    let (reflection, reflection_alpha) = reflection::services(reflection::PLAINTEXT);
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(TCP_KEEPALIVE));
@@ -50,6 +52,8 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(H2_KEEPALIVE_TIMEOUT))
         .add_service(service)
         .add_service(csds)
+        .add_optional_service(reflection)
+        .add_optional_service(reflection_alpha)
         .serve_with_incoming_shutdown(incoming, signal)
         .await?;
     Ok(())

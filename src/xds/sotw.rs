@@ -9,8 +9,9 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tracing::debug;
 
 use super::codec::SotwResponse;
+use super::connection::Rejection;
 use super::connection::{TypeStatus, Variant};
-use super::state::{Carried, NonceCheck, Nonces, TypeState, TypeStates};
+use super::state::{Carried, NonceCheck, Nonces, Sources, TypeState, TypeStates};
 use super::stream::Protocol;
 use super::{ProxyResources, Resource, ResourceMap, TypeUrl};
 
@@ -54,7 +55,7 @@ impl Protocol for Sotw {
         }
         if check == NonceCheck::Current {
             match request.error_detail {
-                Some(error) => state.nack(&self.proxy_id, error.message),
+                Some(error) => state.nack(error.message),
                 None => state.ack(request.version_info),
             }
         }
@@ -143,6 +144,18 @@ impl Protocol for Sotw {
 
     fn status(&self) -> BTreeMap<String, TypeStatus> {
         self.types.statuses()
+    }
+
+    fn trace_nacks(&mut self, sources: Sources<'_>) -> Vec<Rejection> {
+        self.types.trace_nacks(&self.proxy_id, sources)
+    }
+
+    fn debug_request(request: &DiscoveryRequest) -> Option<&DiscoveryRequest> {
+        super::debug_types::is_debug(&request.type_url).then_some(request)
+    }
+
+    fn debug_response(response: SotwResponse) -> Option<SotwResponse> {
+        Some(response)
     }
 }
 

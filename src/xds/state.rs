@@ -12,11 +12,16 @@ use std::time::{Instant, SystemTime};
 
 use tracing::{info, warn};
 
-use super::connection::{AckState, Nack, TypeStatus, unix_ms};
+use super::connection::{AckState, Nack, Rejection, TypeStatus, unix_ms};
 use super::held::{self, Changes};
 use super::resource::{MapChange, version_of};
 use super::subscription::Subscription;
 use super::{ProxyResources, Resource, ResourceMap, TypeUrl};
+use crate::config::ObjectKey;
+
+/// Works out the objects behind resources of a type (`Snapshot::sources_of` for the stream's
+/// proxy): `(type_url, names)` in, objects out.
+pub(crate) type Sources<'a> = &'a dyn Fn(&str, &[String]) -> Vec<ObjectKey>;
 
 /// How a request's `response_nonce` relates to what we sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +59,8 @@ pub(crate) struct TypeState {
     carried: Carried,
     /// When the pending response went out, for `pilot_proxy_convergence_time`.
     sent_at: Option<Instant>,
+    /// The last NACK is recorded but not yet traced to its objects (see [`TypeState::trace`]).
+    untraced: bool,
 }
 
 impl TypeState {
@@ -70,6 +77,7 @@ impl TypeState {
             },
             carried: Carried::These(Vec::new()),
             sent_at: None,
+            untraced: false,
         }
     }
 
@@ -159,21 +167,16 @@ impl TypeState {
                 .observe(sent_at.elapsed().as_secs_f64());
         }
         self.status.acked_version = Some(version);
+        self.status.acked_at_unix_ms = Some(unix_ms(SystemTime::now()));
         self.status.state = AckState::Acked;
         self.status.acks += 1;
     }
 
-    /// Records a rejection. Nothing is resent here: `sent` keeps the rejected content, so the
-    /// same config goes out again only when its content or the subscription changes.
-    pub fn nack(&mut self, proxy_id: &str, error: String) {
+    /// Records a rejection; [`TypeState::trace`] then names the objects behind it. Nothing is
+    /// resent here: `sent` keeps the rejected content, so the same config goes out again only
+    /// when its content or the subscription changes.
+    pub fn nack(&mut self, error: String) {
         let version = self.status.sent_version.clone().unwrap_or_default();
-        warn!(
-            proxy = proxy_id,
-            type_url = %self.url,
-            version = %version,
-            error = %error,
-            "proxy rejected config (NACK)"
-        );
         let resources = match &self.carried {
             Carried::All => self
                 .selected(&self.sent)
@@ -193,8 +196,42 @@ impl TypeState {
             nonce: self.status.sent_nonce.clone().unwrap_or_default(),
             error,
             resources,
+            sources: Vec::new(),
             at_unix_ms: unix_ms(SystemTime::now()),
         });
+        self.untraced = true;
+    }
+
+    /// Traces the last NACK, if not done yet, to the objects its resources came from: those
+    /// Envoy's error names (it usually names the failing listener, route config or cluster),
+    /// else all the response carried. Logs it, counts it per object, and returns what the
+    /// registry publishes.
+    pub fn trace(&mut self, proxy_id: &str, sources: Sources<'_>) -> Option<Rejection> {
+        if !std::mem::take(&mut self.untraced) {
+            return None;
+        }
+        let nack = self.status.last_nack.as_mut()?;
+        let objects = sources(&self.url, &named_in(&nack.error, &nack.resources));
+        nack.sources = objects.iter().map(ToString::to_string).collect();
+        warn!(
+            proxy = proxy_id,
+            type_url = %self.url,
+            version = %nack.version,
+            error = %nack.error,
+            objects = %nack.sources.join(", "),
+            "proxy rejected config (NACK)"
+        );
+        if let Some(ty) = self.ty {
+            for object in &objects {
+                crate::metrics::global().rejected_object(ty, object);
+            }
+        }
+        Some(Rejection {
+            proxy_id: proxy_id.to_string(),
+            type_url: self.url.clone(),
+            error: nack.error.clone(),
+            sources: objects,
+        })
     }
 
     pub fn stale(&mut self) {
@@ -230,6 +267,7 @@ impl TypeState {
             metrics.config_size.observe(bytes as f64);
         }
         self.sent_at = Some(Instant::now());
+        self.status.sent_at_unix_ms = Some(unix_ms(SystemTime::now()));
         self.status.sent_nonce = Some(nonce);
         self.status.sent_version = Some(version);
         self.status.state = AckState::Pending;
@@ -302,12 +340,42 @@ impl TypeStates {
         }
     }
 
+    /// Traces every NACK recorded since the last call; see [`TypeState::trace`].
+    pub fn trace_nacks(&mut self, proxy_id: &str, sources: Sources<'_>) -> Vec<Rejection> {
+        self.0
+            .iter_mut()
+            .filter_map(|t| t.trace(proxy_id, sources))
+            .collect()
+    }
+
     /// The registry view of a connection's types.
     pub fn statuses(&self) -> BTreeMap<String, TypeStatus> {
         self.0
             .iter()
             .map(|t| (t.url.clone(), t.snapshot()))
             .collect()
+    }
+}
+
+/// The resources among `carried` that `error` names as a whole word (not as part of a longer
+/// name: route config `80` is not named by listener `0.0.0.0_80`); all of them if it names none.
+fn named_in(error: &str, carried: &[String]) -> Vec<String> {
+    let part_of_name = |c: char| c.is_ascii_alphanumeric() || "._-|:/".contains(c);
+    let named = |name: &str| {
+        !name.is_empty()
+            && error.match_indices(name).any(|(at, _)| {
+                let before = error[..at].chars().next_back();
+                let after = error[at + name.len()..].chars().next();
+                // A trailing `.` or `:` ends a sentence or introduces the cause.
+                before.is_none_or(|c| !part_of_name(c))
+                    && after.is_none_or(|c| !part_of_name(c) || c == '.' || c == ':')
+            })
+    };
+    let found: Vec<String> = carried.iter().filter(|n| named(n)).cloned().collect();
+    if found.is_empty() {
+        carried.to_vec()
+    } else {
+        found
     }
 }
 
@@ -345,6 +413,78 @@ mod tests {
     }
 
     #[test]
+    fn the_resources_envoys_error_names_are_traced_else_all() {
+        let carried: Vec<String> = ["0.0.0.0_80", "0.0.0.0_8080", "80", "virtualInbound"]
+            .map(String::from)
+            .into();
+        let named = |error: &str| named_in(error, &carried);
+        assert_eq!(
+            named("Error adding/updating listener(s) 0.0.0.0_80: no filter chains"),
+            ["0.0.0.0_80"]
+        );
+        assert_eq!(
+            named("listener 'virtualInbound' and 0.0.0.0_8080 are bad."),
+            ["0.0.0.0_8080", "virtualInbound"]
+        );
+        assert_eq!(named("bad regex in some route"), carried, "names none: all");
+    }
+
+    #[test]
+    fn a_nack_is_traced_once_to_the_objects_of_what_it_names() {
+        let mut s = TypeState::new(TypeUrl::RouteConfiguration.url());
+        let (r80, r90) = (
+            crate::xds::tests::route("80", 1),
+            crate::xds::tests::route("90", 2),
+        );
+        let map: Arc<ResourceMap> = Arc::new(
+            [
+                ("80".to_string(), Arc::clone(&r80)),
+                ("90".to_string(), Arc::clone(&r90)),
+            ]
+            .into(),
+        );
+        s.sent(
+            "1-1".into(),
+            "v".into(),
+            &map,
+            Carried::These(vec![r80, r90]),
+            false,
+        );
+        let vs = ObjectKey {
+            kind: crate::config::Kind::VirtualService,
+            namespace: "a_nack_is_traced_once".into(),
+            name: "reviews".into(),
+        };
+        let asked = std::sync::Mutex::new(Vec::new());
+        let sources = |ty: &str, names: &[String]| {
+            asked.lock().unwrap().push((ty.to_string(), names.to_vec()));
+            vec![vs.clone()]
+        };
+        assert!(s.trace("p", &sources).is_none(), "nothing rejected yet");
+        s.nack("route config 90 rejected: bad regex".into());
+        let rejection = s.trace("p", &sources).unwrap();
+        assert_eq!(rejection.sources, std::slice::from_ref(&vs));
+        assert_eq!(
+            *asked.lock().unwrap(),
+            [(s.url.clone(), vec!["90".to_string()])]
+        );
+        let nack = s.snapshot().last_nack.unwrap();
+        assert_eq!(
+            nack.sources,
+            ["VirtualService a_nack_is_traced_once/reviews"]
+        );
+        assert_eq!(
+            nack.detail(),
+            "route config 90 rejected: bad regex (from VirtualService a_nack_is_traced_once/reviews)"
+        );
+        assert_eq!(
+            crate::metrics::global().rejected_objects(TypeUrl::RouteConfiguration, &vs),
+            1
+        );
+        assert!(s.trace("p", &sources).is_none(), "traced once");
+    }
+
+    #[test]
     fn nack_keeps_rejected_version_and_names() {
         let mut s = TypeState::new(TypeUrl::Listener.url());
         let l1 = crate::xds::tests::route("l1", 1);
@@ -356,7 +496,7 @@ mod tests {
             Carried::These(vec![l1]),
             false,
         );
-        s.nack("p", "bad listener".into());
+        s.nack("bad listener".into());
         let st = s.snapshot();
         assert_eq!(st.state, AckState::Nacked);
         let nack = st.last_nack.unwrap();

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
@@ -14,10 +15,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::codec::SotwResponse;
+use super::connection::Rejection;
 use super::connection::{Connections, TypeStatus, Variant};
+use super::debug_types::{self, Scope};
 use super::gate::Gate;
 use super::security::{self, Security};
-use super::state::TypeState;
+use super::state::{Sources, TypeState};
 use super::{ProxyResources, SnapshotRx, TypeUrl};
 use crate::ca::SpiffeId;
 use crate::model::Proxy;
@@ -48,6 +52,19 @@ pub(crate) trait Protocol: Send + 'static {
     /// One type's bookkeeping, once the proxy has asked for it.
     fn type_state(&self, ty: TypeUrl) -> Option<&TypeState>;
     fn status(&self) -> BTreeMap<String, TypeStatus>;
+    /// Traces the NACKs received since the last call to the objects behind them.
+    fn trace_nacks(&mut self, sources: Sources<'_>) -> Vec<Rejection>;
+    /// The request, if it asks for one of istiod's debug types ([`debug_types`]); those are
+    /// answered apart from the protocol's own bookkeeping. Only SotW carries them.
+    fn debug_request(request: &Self::Request) -> Option<&DiscoveryRequest> {
+        let _ = request;
+        None
+    }
+    /// A debug answer as this protocol's response.
+    fn debug_response(response: SotwResponse) -> Option<Self::Response> {
+        let _ = response;
+        None
+    }
 }
 
 /// What every stream needs from the server; cheap to clone.
@@ -109,6 +126,10 @@ async fn run<P, S>(
         Some(Err(status)) => return debug!(%status, "xDS stream failed before its first request"),
         None => return,
     };
+    // istioctl asks with a node that is no proxy (`debug~0.0.0.0~istioctl~cluster.local`).
+    if P::debug_request(&first).is_some() {
+        return debug_stream::<P, S>(shared, peer, caller, first, requests, tx).await;
+    }
     let mut proxy = match Proxy::from_node(P::node(&first)) {
         Ok(proxy) => proxy,
         Err(e) => {
@@ -141,12 +162,11 @@ async fn run<P, S>(
         }
         _ => None,
     };
-    let registration = shared.connections.register(
-        &proxy.id,
-        &proxy.metadata.istio_version,
-        peer.map(|p| p.to_string()),
-        P::VARIANT,
-    );
+    let proxy = Arc::new(proxy);
+    let registration =
+        shared
+            .connections
+            .register(Arc::clone(&proxy), peer.map(|p| p.to_string()), P::VARIANT);
     let span = info_span!("xds", proxy = %proxy.id, conn = registration.id());
     async move {
         info!(variant = ?P::VARIANT, peer = ?peer, "proxy connected");
@@ -158,6 +178,7 @@ async fn run<P, S>(
         let mut out = Vec::new();
         protocol.on_request(first, &resources, &mut out);
         let mut watching = true;
+        let mut debug_nonces = 0u64;
         let mut gate = Gate::default();
         loop {
             gate.poll(&mut protocol, &resources, Instant::now(), &mut out);
@@ -166,12 +187,29 @@ async fn run<P, S>(
                     return info!("proxy disconnected");
                 }
             }
+            // NACKs are traced against the newest snapshot: the one the rejected config came
+            // from, unless a newer one arrived in the milliseconds the proxy took to answer.
+            let sources = |ty: &str, names: &[String]| {
+                let snapshot = snapshots.borrow().clone();
+                snapshot.sources_of(&proxy, ty, names)
+            };
+            for rejection in protocol.trace_nacks(&sources) {
+                registration.reject(rejection);
+            }
             registration.update(protocol.status());
             let deadline = gate.deadline();
             let refresh = own.as_ref().map(|o| refresh_instant(o.refresh_at));
             tokio::select! {
                 request = requests.next() => match request {
-                    Some(Ok(request)) => protocol.on_request(request, &resources, &mut out),
+                    Some(Ok(request)) => {
+                        let scope = match &proxy.identity {
+                            Some(identity) => Scope::Namespace(identity.namespace()),
+                            None => Scope::All,
+                        };
+                        if !answer_debug::<P>(&request, &shared.connections, &snapshots, scope, &mut debug_nonces, &mut out) {
+                            protocol.on_request(request, &resources, &mut out);
+                        }
+                    }
                     Some(Err(status)) => return info!(%status, "proxy stream ended with an error"),
                     None => return info!("proxy disconnected"),
                 },
@@ -221,4 +259,89 @@ async fn run<P, S>(
     }
     .instrument(span)
     .await
+}
+
+/// Answers `request` into `out` if it asks for a debug type; `false` if it is the protocol's.
+/// A debug request that cannot be answered gets an empty response, as istiod sends, and a log.
+fn answer_debug<P: Protocol>(
+    request: &P::Request,
+    connections: &Connections,
+    snapshots: &SnapshotRx,
+    scope: Scope<'_>,
+    nonces: &mut u64,
+    out: &mut Vec<P::Response>,
+) -> bool {
+    let Some(request) = P::debug_request(request) else {
+        return false;
+    };
+    *nonces += 1;
+    let nonce = format!("debug-{nonces}");
+    let snapshot = snapshots.borrow().clone();
+    let response =
+        match debug_types::respond(request, connections, &*snapshot, scope, nonce.clone()) {
+            None => return true,
+            Some(Ok(response)) => response,
+            Some(Err(e)) => {
+                info!(type_url = %request.type_url, error = %e, "debug request not answered");
+                SotwResponse {
+                    version_info: String::new(),
+                    resources: Vec::new(),
+                    type_url: request.type_url.clone(),
+                    nonce,
+                    control_plane: None,
+                }
+            }
+        };
+    out.extend(P::debug_response(response));
+    true
+}
+
+/// A stream that only asks for debug types (istioctl): never registered as a proxy, its
+/// requests answered until it hangs up. A caller authenticated on the TLS port sees its own
+/// namespace only.
+async fn debug_stream<P, S>(
+    shared: Shared,
+    peer: Option<SocketAddr>,
+    caller: Option<SpiffeId>,
+    first: P::Request,
+    mut requests: S,
+    tx: mpsc::Sender<Result<P::Response, Status>>,
+) where
+    P: Protocol,
+    S: Stream<Item = Result<P::Request, Status>> + Unpin + Send + 'static,
+{
+    debug!(peer = ?peer, "debug xDS stream");
+    let scope = match &caller {
+        Some(identity) => Scope::Namespace(identity.namespace()),
+        None => Scope::All,
+    };
+    let mut shutdown = shared.shutdown.clone();
+    let mut nonces = 0u64;
+    let mut out = Vec::new();
+    let mut next = Some(first);
+    while let Some(request) = next.take() {
+        if !answer_debug::<P>(
+            &request,
+            &shared.connections,
+            &shared.snapshots,
+            scope,
+            &mut nonces,
+            &mut out,
+        ) {
+            let status = Status::invalid_argument(
+                "a stream that starts with an istio.io/debug type carries only debug types",
+            );
+            let _ = tx.send(Err(status)).await;
+            return;
+        }
+        for response in out.drain(..) {
+            if tx.send(Ok(response)).await.is_err() {
+                return;
+            }
+        }
+        next = tokio::select! {
+            request = requests.next() => request.and_then(Result::ok),
+            _ = shutdown.wait_for(|stop| *stop) => None,
+        };
+    }
 }

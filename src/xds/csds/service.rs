@@ -11,33 +11,44 @@ use envoy_types::pb::envoy::service::status::v3::{ClientStatusRequest, ClientSta
 use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{MatcherError, status};
+use super::{StatusError, status};
+use crate::xds::SnapshotRx;
 use crate::xds::connection::Connections;
 
-/// The CSDS service over the connection registry.
-#[derive(Debug, Clone)]
+/// The CSDS service over the connection registry; bodies come from the newest snapshot.
+#[derive(Clone)]
 pub struct CsdsService {
     connections: Arc<Connections>,
+    snapshots: SnapshotRx,
 }
 
 impl CsdsService {
-    pub fn new(connections: Arc<Connections>) -> CsdsService {
-        CsdsService { connections }
+    pub fn new(connections: Arc<Connections>, snapshots: SnapshotRx) -> CsdsService {
+        CsdsService {
+            connections,
+            snapshots,
+        }
     }
 
     /// The service ready to add to a `tonic::transport::Server`.
     pub fn server(
         connections: Arc<Connections>,
+        snapshots: SnapshotRx,
     ) -> ClientStatusDiscoveryServiceServer<CsdsService> {
-        ClientStatusDiscoveryServiceServer::new(CsdsService::new(connections))
+        ClientStatusDiscoveryServiceServer::new(CsdsService::new(connections, snapshots))
     }
-}
 
-fn answer(
-    connections: &Connections,
-    request: &ClientStatusRequest,
-) -> Result<ClientStatusResponse, Status> {
-    status(connections, request).map_err(|e: MatcherError| Status::invalid_argument(e.to_string()))
+    fn answer(&self, request: &ClientStatusRequest) -> Result<ClientStatusResponse, Status> {
+        // Clone out of the borrow: generating bodies must not hold the watch lock.
+        let snapshot = self.snapshots.borrow().clone();
+        status(&self.connections, Some(&*snapshot), request).map_err(|e| match e {
+            StatusError::Matcher(e) => Status::invalid_argument(e.to_string()),
+            StatusError::Body(e) => {
+                crate::metrics::global().internal_errors.inc();
+                Status::internal(e.to_string())
+            }
+        })
+    }
 }
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<ClientStatusResponse, Status>> + Send>>;
@@ -50,10 +61,8 @@ impl ClientStatusDiscoveryService for CsdsService {
         &self,
         request: Request<Streaming<ClientStatusRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
-        let connections = Arc::clone(&self.connections);
-        let responses = request
-            .into_inner()
-            .map(move |req| answer(&connections, &req?));
+        let service = self.clone();
+        let responses = request.into_inner().map(move |req| service.answer(&req?));
         Ok(Response::new(Box::pin(responses)))
     }
 
@@ -61,6 +70,6 @@ impl ClientStatusDiscoveryService for CsdsService {
         &self,
         request: Request<ClientStatusRequest>,
     ) -> Result<Response<ClientStatusResponse>, Status> {
-        answer(&self.connections, request.get_ref()).map(Response::new)
+        self.answer(request.get_ref()).map(Response::new)
     }
 }

@@ -9,14 +9,13 @@ use envoy_types::pb::envoy::service::status::v3::{
 };
 use envoy_types::pb::google::protobuf::value::Kind;
 
+use crate::metrics::metric_type;
 use crate::xds::TypeUrl;
 
 pub const HEADER: [&str; 9] = [
     "NAME", "CLUSTER", "CDS", "LDS", "EDS", "RDS", "ECDS", "ISTIOD", "VERSION",
 ];
 const ECDS_URL: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
-/// Go tabwriter's padding in istioctl's writer.
-const PADDING: usize = 5;
 
 /// One proxy's line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,39 +112,38 @@ fn metadata(node: &Node, key: &str) -> String {
     }
 }
 
-/// The table: every column but the last as wide as its widest cell plus 5 spaces.
-pub fn render(rows: &[Row]) -> String {
-    let header = Row {
-        name: HEADER[0].into(),
-        cluster: HEADER[1].into(),
-        cds: HEADER[2].into(),
-        lds: HEADER[3].into(),
-        eds: HEADER[4].into(),
-        rds: HEADER[5].into(),
-        ecds: HEADER[6].into(),
-        istiod: HEADER[7].into(),
-        version: HEADER[8].into(),
-    };
-    let lines: Vec<[&str; 9]> = std::iter::once(&header)
-        .chain(rows)
-        .map(Row::cells)
+/// One line per rejected type: which proxy rejected which version and why — Envoy's error and
+/// the objects it was traced to, as CSDS carries them. istioctl shows only NACKED; these lines
+/// go beside the table (on stderr), so the table itself stays istioctl's.
+pub fn rejections(response: &ClientStatusResponse) -> Vec<String> {
+    let mut lines: Vec<String> = response
+        .config
+        .iter()
+        .flat_map(|config| {
+            let name = proxy_name(&config.node.as_ref().map_or("", |n| n.id.as_str()));
+            config
+                .generic_xds_configs
+                .iter()
+                .filter(|g| g.config_status == ConfigStatus::Error as i32)
+                .map(move |g| {
+                    let ty = TypeUrl::from_url(&g.type_url)
+                        .map_or(g.type_url.clone(), |t| metric_type(t).to_uppercase());
+                    let (version, details) = g
+                        .error_state
+                        .as_ref()
+                        .map_or(("", ""), |e| (e.version_info.as_str(), e.details.as_str()));
+                    format!("{name} rejected {ty} version {version}: {details}")
+                })
+        })
         .collect();
-    let mut widths = [0usize; 9];
-    for cells in &lines {
-        for (w, c) in widths.iter_mut().zip(cells) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for cells in &lines {
-        for (i, cell) in cells.iter().enumerate() {
-            out.push_str(cell);
-            if i + 1 < cells.len() {
-                let pad = widths[i] + PADDING - cell.chars().count();
-                out.extend(std::iter::repeat_n(' ', pad));
-            }
-        }
-        out.push('\n');
-    }
-    out
+    lines.sort();
+    lines
+}
+
+/// The table, header first, laid out as istioctl's.
+pub fn render(rows: &[Row]) -> String {
+    let lines: Vec<Vec<String>> = std::iter::once(HEADER.map(String::from).to_vec())
+        .chain(rows.iter().map(|r| r.cells().map(String::from).to_vec()))
+        .collect();
+    super::tabwriter::render(&lines)
 }

@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::status::v3::client_config::GenericXdsConfig;
@@ -9,8 +10,9 @@ use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 use envoy_types::pb::envoy::r#type::matcher::v3::{NodeMatcher, RegexMatcher, StringMatcher};
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 
-use super::table::{render, rows};
+use super::table::{rejections, render, rows};
 use super::{MatcherError, NodeFilter, status};
+use crate::model::Proxy;
 use crate::xds::TypeUrl;
 use crate::xds::connection::{AckState, Connections, Nack, TypeStatus, Variant};
 
@@ -34,11 +36,18 @@ fn type_status(ty: TypeUrl, state: AckState) -> TypeStatus {
                 nonce: "1-2".into(),
                 error: "cluster 'x': bad lb_policy".into(),
                 resources: vec!["x".into()],
+                sources: vec![],
                 at_unix_ms: 1_700_000_000_250,
             });
         }
     }
     s
+}
+
+fn proxy(id: &str) -> Arc<Proxy> {
+    let mut proxy = Proxy::from_id(id).unwrap();
+    proxy.metadata.istio_version = "csds-test".into();
+    Arc::new(proxy)
 }
 
 fn by_url(statuses: Vec<TypeStatus>) -> BTreeMap<String, TypeStatus> {
@@ -79,14 +88,14 @@ fn ids(response: &ClientStatusResponse) -> Vec<String> {
 #[test]
 fn each_ack_state_maps_to_its_config_status() {
     let conns = Connections::new();
-    let reg = conns.register(APP, "csds-test", None, Variant::Sotw);
+    let reg = conns.register(proxy(APP), None, Variant::Sotw);
     reg.update(by_url(vec![
         type_status(TypeUrl::Cluster, AckState::Acked),
         type_status(TypeUrl::Listener, AckState::Nacked),
         type_status(TypeUrl::RouteConfiguration, AckState::Pending),
         type_status(TypeUrl::ClusterLoadAssignment, AckState::None),
     ]));
-    let response = status(&conns, &ClientStatusRequest::default()).unwrap();
+    let response = status(&conns, None, &ClientStatusRequest::default()).unwrap();
     assert_eq!(ids(&response), [APP]);
     let get = |ty: TypeUrl| {
         response.config[0]
@@ -135,11 +144,11 @@ fn each_ack_state_maps_to_its_config_status() {
 #[test]
 fn an_acked_type_after_a_nack_is_synced_without_error_state() {
     let conns = Connections::new();
-    let reg = conns.register(APP, "csds-test", None, Variant::Delta);
+    let reg = conns.register(proxy(APP), None, Variant::Delta);
     let mut healed = type_status(TypeUrl::Listener, AckState::Nacked);
     healed.state = AckState::Acked;
     reg.update(by_url(vec![healed]));
-    let response = status(&conns, &ClientStatusRequest::default()).unwrap();
+    let response = status(&conns, None, &ClientStatusRequest::default()).unwrap();
     let g = &response.config[0].generic_xds_configs[0];
     assert_eq!(g.config_status, ConfigStatus::Synced as i32);
     assert!(g.error_state.is_none());
@@ -148,9 +157,9 @@ fn an_acked_type_after_a_nack_is_synced_without_error_state() {
 #[test]
 fn node_matchers_filter_by_id_and_are_ored() {
     let conns = Connections::new();
-    let _gw = conns.register(GW, "csds-test", None, Variant::Sotw);
-    let _app = conns.register(APP, "csds-test", None, Variant::Sotw);
-    let ask = |m: Vec<StringMatcher>| ids(&status(&conns, &request(m)).unwrap());
+    let _gw = conns.register(proxy(GW), None, Variant::Sotw);
+    let _app = conns.register(proxy(APP), None, Variant::Sotw);
+    let ask = |m: Vec<StringMatcher>| ids(&status(&conns, None, &request(m)).unwrap());
     assert_eq!(ask(vec![]), [GW, APP]);
     assert_eq!(ask(vec![matcher(MatchPattern::Exact(APP.into()))]), [APP]);
     assert_eq!(
@@ -289,4 +298,27 @@ fn a_node_id_not_in_istio_form_is_shown_whole() {
         }],
     };
     assert_eq!(rows(&response, "x")[0].name, "envoy-1");
+}
+
+#[test]
+fn proxy_status_names_what_each_nack_was_traced_to() {
+    let nacked = GenericXdsConfig {
+        error_state: Some(envoy_types::pb::envoy::admin::v3::UpdateFailureState {
+            version_info: "v7".into(),
+            details: "route: bad regex (from VirtualService default/reviews)".into(),
+            ..Default::default()
+        }),
+        ..generic(TypeUrl::RouteConfiguration.url(), ConfigStatus::Error)
+    };
+    let response = ClientStatusResponse {
+        config: vec![ClientConfig {
+            node: Some(node(APP, &[])),
+            generic_xds_configs: vec![generic(TypeUrl::Cluster.url(), ConfigStatus::Synced), nacked],
+            ..Default::default()
+        }],
+    };
+    assert_eq!(
+        rejections(&response),
+        ["app-1.default rejected RDS version v7: route: bad regex (from VirtualService default/reviews)"]
+    );
 }

@@ -124,6 +124,7 @@ impl Registry {
             ResourceType::builtin("", "Service", "services", true).with_short_names(&["svc"]),
             ResourceType::builtin("", "ConfigMap", "configmaps", true).with_short_names(&["cm"]),
             ResourceType::builtin("", "Secret", "secrets", true),
+            ResourceType::builtin("", "Event", "events", true).with_short_names(&["ev"]),
             ResourceType::builtin("discovery.k8s.io", "EndpointSlice", "endpointslices", true),
             ResourceType::builtin("coordination.k8s.io", "Lease", "leases", true),
             ResourceType::builtin(
