@@ -15,7 +15,8 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, Serialize
 use serde_json::Value;
 
 /// Also what gRPC server reflection serves (`crate::xds::reflection`): one set, embedded once.
-pub(crate) static DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptors.bin"));
+pub(crate) static DESCRIPTORS: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptors.bin"));
 
 const ANY: &str = "google.protobuf.Any";
 

@@ -3,9 +3,6 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, sec
 use rcgen::{CertificateParams, KeyPair};
 
 use super::*;
-use crate::config::parse::parse_text;
-use crate::model::MeshConfig;
-use crate::store::{Entry, Snapshot};
 
 /// A self-signed certificate for `host` and its key, PEM.
 pub(crate) struct TestCert {
@@ -45,14 +42,7 @@ pub(crate) fn secret_yaml(namespace: &str, name: &str, data: &[(&str, &str)]) ->
 
 /// The index of these manifests, which must parse without errors.
 pub(crate) fn index_of(manifests: &[String]) -> Index {
-    let parsed = parse_text("test.yaml", &manifests.join("---\n")).unwrap();
-    assert!(
-        parsed.diagnostics.iter().all(|d| !d.is_error()),
-        "{:#?}",
-        parsed.diagnostics
-    );
-    let snapshot = Snapshot::of(parsed.objects.into_iter().map(Entry::from_file).collect());
-    Index::build(&snapshot, &MeshConfig::default())
+    Index::from_yaml(&manifests.join("---\n"))
 }
 
 fn credential(name: &str) -> CredentialRef {

@@ -255,11 +255,9 @@ mod tests {
     use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 
     use super::*;
-    use crate::config::parse::parse_text;
+
     use crate::generate::{cluster, endpoint};
     use crate::index::Index;
-    use crate::model::MeshConfig;
-    use crate::store::{Entry, Snapshot};
 
     const MESH: &str = r#"
 apiVersion: v1
@@ -275,12 +273,7 @@ status: {podIP: 10.1.0.1, phase: Running}
 "#;
 
     fn index(extra: &str) -> Index {
-        let parsed = parse_text("t.yaml", &format!("{MESH}{extra}")).unwrap();
-        assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
-        Index::build(
-            &Snapshot::of(parsed.objects.into_iter().map(Entry::from_file).collect()),
-            &MeshConfig::default(),
-        )
+        Index::from_yaml(&format!("{MESH}{extra}"))
     }
 
     const NAME: &str = "outbound|8000||httpbin.foo.svc.cluster.local";

@@ -277,14 +277,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::config::parse::parse_text;
-    use crate::model::MeshConfig;
-    use crate::store::{Entry, Snapshot};
 
     fn index(yaml: &str) -> Index {
-        let parsed = parse_text("test.yaml", yaml).unwrap();
-        let snapshot = Snapshot::of(parsed.objects.into_iter().map(Entry::from_file).collect());
-        Index::build(&snapshot, &MeshConfig::default())
+        Index::from_yaml(yaml)
     }
 
     fn one(index: &Index, proxy: &Proxy, type_url: &str, name: &str) -> Vec<ObjectKey> {

@@ -81,17 +81,11 @@ fn same_shape(a: &Service, b: &Service) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::parse::parse_text;
+
     use crate::index::Index;
-    use crate::model::MeshConfig;
-    use crate::store::{Entry, Snapshot};
 
     fn index(yaml: &str) -> Index {
-        let parsed = parse_text("test.yaml", yaml).unwrap();
-        Index::build(
-            &Snapshot::of(parsed.objects.into_iter().map(Entry::from_file).collect()),
-            &MeshConfig::default(),
-        )
+        Index::from_yaml(yaml)
     }
 
     const BASE: &str = "

@@ -8,8 +8,8 @@ mod delegate;
 pub mod scope;
 pub mod security;
 pub mod services;
-pub mod telemetry;
 mod services_by_ip;
+pub mod telemetry;
 pub mod visibility;
 
 use std::collections::{BTreeMap, HashMap};
@@ -96,6 +96,12 @@ pub struct Index {
 }
 
 impl Index {
+    /// The index of a YAML text under istiod's default mesh config, for tests.
+    #[cfg(test)]
+    pub fn from_yaml(yaml: &str) -> Index {
+        Index::build(&Snapshot::from_yaml(yaml), &MeshConfig::default())
+    }
+
     pub fn build(snapshot: &Snapshot, mesh: &MeshConfig) -> Index {
         let mut diagnostics = Vec::new();
         let services = services::build(snapshot, mesh, &mut diagnostics);
@@ -371,12 +377,9 @@ pub(crate) mod update_tests;
 mod tests {
     use super::*;
     use crate::config::istio::destination_rule::SimpleLb;
-    use crate::config::parse::parse_text;
 
     fn index(yaml: &str) -> Index {
-        let parsed = parse_text("test.yaml", yaml).unwrap();
-        let snapshot = Snapshot::of(parsed.objects.into_iter().map(Entry::from_file).collect());
-        Index::build(&snapshot, &MeshConfig::default())
+        Index::from_yaml(yaml)
     }
 
     const RULES: &str = "

@@ -97,14 +97,13 @@ fn unmatched_egress_hosts(index: &Index, sidecar: &Typed<Sidecar>) -> Vec<Diagno
 
 #[cfg(test)]
 mod tests {
-    use crate::config::parse::parse_text;
+
     use crate::index::Index;
     use crate::model::MeshConfig;
-    use crate::store::{Entry, Snapshot};
+    use crate::store::Snapshot;
 
     fn warnings(yaml: &str) -> Vec<String> {
-        let parsed = parse_text("test.yaml", yaml).unwrap();
-        let snapshot = Snapshot::of(parsed.objects.into_iter().map(Entry::from_file).collect());
+        let snapshot = Snapshot::from_yaml(yaml);
         Index::build(&snapshot, &MeshConfig::default())
             .diagnostics
             .iter()

@@ -254,15 +254,12 @@ pub struct TracingSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse;
+
     use crate::index::services::Labels;
     use crate::model::mesh::DefaultProviders;
-    use crate::store::Entry;
 
     fn snapshot(yaml: &str) -> std::sync::Arc<Snapshot> {
-        let parsed = parse::parse_text("t.yaml", yaml).unwrap();
-        assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
-        Snapshot::of(parsed.objects.into_iter().map(Entry::from_file).collect())
+        Snapshot::from_yaml(yaml)
     }
 
     fn telemetry(ns: &str, name: &str, spec: &str) -> String {

@@ -51,6 +51,19 @@ impl Snapshot {
         store.snapshot()
     }
 
+    /// The objects of a YAML text as a directory would store them, for tests: it must parse
+    /// with no error diagnostics.
+    #[cfg(test)]
+    pub fn from_yaml(yaml: &str) -> Arc<Snapshot> {
+        let parsed = crate::config::parse::parse_text("test.yaml", yaml).expect("parses");
+        assert!(
+            parsed.diagnostics.iter().all(|d| !d.is_error()),
+            "{:#?}",
+            parsed.diagnostics
+        );
+        Snapshot::of(parsed.objects.into_iter().map(Entry::from_file).collect())
+    }
+
     /// Every object of one kind, ordered by namespace then name.
     pub fn entries(&self, kind: Kind) -> impl Iterator<Item = &Arc<Entry>> {
         self.kinds[kind as usize].values()

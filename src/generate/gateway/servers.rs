@@ -135,20 +135,11 @@ pub fn merge<'a>(gateways: &[&'a Typed<Gateway>]) -> BTreeMap<u32, PortServers<'
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse::parse_text;
+
     use crate::index::Index;
-    use crate::model::MeshConfig;
-    use crate::store::{Entry, Snapshot};
 
     fn index(yaml: &str) -> Index {
-        let parsed = parse_text("gw.yaml", yaml).unwrap();
-        assert!(
-            parsed.diagnostics.iter().all(|d| !d.is_error()),
-            "{:?}",
-            parsed.diagnostics
-        );
-        let snapshot = Snapshot::of(parsed.objects.into_iter().map(Entry::from_file).collect());
-        Index::build(&snapshot, &MeshConfig::default())
+        Index::from_yaml(yaml)
     }
 
     const GATEWAYS: &str = "\

@@ -89,14 +89,26 @@ mod tests {
 
     #[test]
     fn subject_alt_names_are_typed_by_their_form() {
-        let sans = ["spiffe://cluster.local/ns/foo/sa/a", "10.0.0.1", "::1", "ops@example.com", "api.example.com"]
-            .map(String::from);
+        let sans = [
+            "spiffe://cluster.local/ns/foo/sa/a",
+            "10.0.0.1",
+            "::1",
+            "ops@example.com",
+            "api.example.com",
+        ]
+        .map(String::from);
         let typed: Vec<(i32, Option<MatchPattern>)> = matching_sans(&sans)
             .match_typed_subject_alt_names
             .into_iter()
             .map(|m| (m.san_type, m.matcher.and_then(|s| s.match_pattern)))
             .collect();
-        let want = [SanType::Uri, SanType::IpAddress, SanType::IpAddress, SanType::Email, SanType::Dns];
+        let want = [
+            SanType::Uri,
+            SanType::IpAddress,
+            SanType::IpAddress,
+            SanType::Email,
+            SanType::Dns,
+        ];
         assert_eq!(typed.len(), want.len());
         for ((got, pattern), (want, san)) in typed.into_iter().zip(want.into_iter().zip(&sans)) {
             assert_eq!(got, want as i32, "{san}");

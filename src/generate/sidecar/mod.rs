@@ -176,9 +176,6 @@ pub fn build(index: &Index, proxy: &Proxy, key: &ProxyKey, scope: &Scope) -> Sid
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse::parse_text;
-    use crate::model::MeshConfig;
-    use crate::store::{Entry, Snapshot};
 
     fn proxy(app: &str) -> Proxy {
         Proxy::from_id("sidecar~10.0.0.5~a-1.foo~foo.svc.cluster.local")
@@ -187,9 +184,7 @@ mod tests {
     }
 
     fn index(yaml: &str) -> Index {
-        let parsed = parse_text("t.yaml", yaml).unwrap();
-        let snapshot = Snapshot::of(parsed.objects.into_iter().map(Entry::from_file).collect());
-        Index::build(&snapshot, &MeshConfig::default())
+        Index::from_yaml(yaml)
     }
 
     #[test]

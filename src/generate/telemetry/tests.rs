@@ -9,18 +9,11 @@ use envoy_types::pb::google::protobuf::value::Kind;
 
 use super::*;
 use crate::config::mesh_config::apply_mesh_yaml;
-use crate::config::parse::parse_text;
 use crate::index::services::Labels;
-use crate::store::{Entry, Snapshot};
+use crate::store::Snapshot;
 
 fn index_of(mesh_yaml: &str, manifests: &[&str]) -> Index {
-    let parsed = parse_text("test.yaml", &manifests.join("---\n")).unwrap();
-    assert!(
-        parsed.diagnostics.iter().all(|d| !d.is_error()),
-        "{:#?}",
-        parsed.diagnostics
-    );
-    let snapshot = Snapshot::of(parsed.objects.into_iter().map(Entry::from_file).collect());
+    let snapshot = Snapshot::from_yaml(&manifests.join("---\n"));
     let mesh = apply_mesh_yaml(mesh_yaml, &MeshConfig::default()).unwrap();
     Index::build(&snapshot, &mesh)
 }

@@ -313,12 +313,17 @@ fn proxy_status_names_what_each_nack_was_traced_to() {
     let response = ClientStatusResponse {
         config: vec![ClientConfig {
             node: Some(node(APP, &[])),
-            generic_xds_configs: vec![generic(TypeUrl::Cluster.url(), ConfigStatus::Synced), nacked],
+            generic_xds_configs: vec![
+                generic(TypeUrl::Cluster.url(), ConfigStatus::Synced),
+                nacked,
+            ],
             ..Default::default()
         }],
     };
     assert_eq!(
         rejections(&response),
-        ["app-1.default rejected RDS version v7: route: bad regex (from VirtualService default/reviews)"]
+        [
+            "app-1.default rejected RDS version v7: route: bad regex (from VirtualService default/reviews)"
+        ]
     );
 }
