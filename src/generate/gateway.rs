@@ -363,15 +363,12 @@ fn http_route_config(
             for vs_host in &vs.spec().hosts {
                 let vs_host = index.mesh.fqdn(vs_host, vs.namespace());
                 for server_host in &server.hosts {
-                    let (ns_filter, pattern) = split_server_host(server_host);
-                    let ns_ok = match ns_filter {
-                        "*" => true,
-                        "." => vs.namespace() == gw.namespace(),
-                        ns => vs.namespace() == ns,
-                    };
-                    let Some(host) = ns_ok.then(|| intersect(&vs_host, pattern)).flatten() else {
+                    let Some(host) =
+                        server_admits(server_host, gw.namespace(), vs.namespace(), &vs_host)
+                    else {
                         continue;
                     };
+                    let pattern = split_server_host(server_host).1;
                     // `intersect` returns one of its arguments whole: borrow the server's pattern,
                     // or keep the VirtualService host as it is (borrowed unless it was resolved).
                     let host = if std::ptr::eq(host, pattern) {
@@ -481,6 +478,24 @@ fn virtual_service_routes(
 /// Splits a Gateway server host `ns/host` into its namespace filter and host pattern.
 fn split_server_host(host: &str) -> (&str, &str) {
     host.split_once('/').unwrap_or(("*", host))
+}
+
+/// The host a Gateway (in `gateway_ns`) serves for a VirtualService host, when its server host
+/// `ns/pattern` admits it: the namespace part admits the VirtualService's namespace (`*` any,
+/// `.` the Gateway's own) and the patterns intersect.
+pub(super) fn server_admits<'h>(
+    server_host: &'h str,
+    gateway_ns: &str,
+    vs_ns: &str,
+    vs_host: &'h str,
+) -> Option<&'h str> {
+    let (ns_filter, pattern) = split_server_host(server_host);
+    let admitted = match ns_filter {
+        "*" => true,
+        "." => vs_ns == gateway_ns,
+        ns => vs_ns == ns,
+    };
+    admitted.then(|| intersect(vs_host, pattern)).flatten()
 }
 
 fn blackhole_route() -> Route {

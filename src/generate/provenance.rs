@@ -15,7 +15,6 @@ use crate::config::{Kind, ObjectKey};
 use crate::index::scope::{Scope, sidecar_for};
 use crate::index::security::{self, Workload};
 use crate::index::{Index, Typed};
-use crate::model::host::intersect;
 use crate::model::{NodeType, Protocol, Proxy};
 use crate::xds::TypeUrl;
 
@@ -105,13 +104,8 @@ fn bound_virtual_services(
         let serves = vs.spec().hosts.iter().any(|vs_host| {
             let vs_host = index.mesh.fqdn(vs_host, vs.namespace());
             server.hosts.iter().any(|server_host| {
-                let (ns, pattern) = server_host.split_once('/').unwrap_or(("*", server_host));
-                let ns_ok = match ns {
-                    "*" => true,
-                    "." => vs.namespace() == gw.namespace(),
-                    ns => vs.namespace() == ns,
-                };
-                ns_ok && intersect(&vs_host, pattern).is_some()
+                super::gateway::server_admits(server_host, gw.namespace(), vs.namespace(), &vs_host)
+                    .is_some()
             })
         });
         if serves {
