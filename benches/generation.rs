@@ -149,8 +149,34 @@ fn gateways(c: &mut Criterion) {
     group.bench_function("next proxy of the same class (cached)", |b| {
         b.iter(|| black_box(context.resources_for(&proxy)))
     });
+    // What a mesh-wide access log (the Telemetry API's usual first use) adds to each class's
+    // listeners: they are built, then decoded, given the log, and encoded again.
+    let logged = snapshot(
+        "gateways-logged.yaml",
+        &format!("{}{MESH_ACCESS_LOG}", gateways_config(1000)),
+    );
+    let logged = Arc::new(Index::build(&logged, &mesh));
+    let with_log = gateway::build(&logged, &proxy, &gateway::select(&logged, &proxy));
+    assert_ne!(
+        with_log.listeners.values().next().map(|l| l.hash),
+        built.listeners.values().next().map(|l| l.hash),
+        "the access log is in the listener"
+    );
+    group.bench_function("routes+listeners per proxy, mesh-wide access log", |b| {
+        b.iter(|| {
+            black_box(gateway::build(
+                &logged,
+                &proxy,
+                &gateway::select(&logged, &proxy),
+            ))
+        })
+    });
     group.finish();
 }
+
+/// A root-namespace Telemetry logging every workload's traffic to stdout (Istio's `envoy`
+/// provider).
+const MESH_ACCESS_LOG: &str = "---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: istio-system}\nspec:\n  accessLogging: [{providers: [{name: envoy}]}]\n";
 
 /// Names and total encoded bytes of one type, for the fixture summary.
 fn summary(r: &ProxyResources, ty: TypeUrl) -> String {

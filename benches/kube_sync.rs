@@ -300,6 +300,7 @@ async fn initial_sync(
             xds,
             secure_xds: None,
             status: Some(status),
+            monitoring: None,
             webhook: None,
         },
         pilotfish::xds::Connections::new(),

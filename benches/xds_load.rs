@@ -337,6 +337,7 @@ async fn run(args: Args) -> Result<()> {
         &stats.iter().map(|s| s.counts()).collect::<Vec<_>>(),
     );
     let steady = server::memory(&proc_pid)?;
+    let csds = measure_csds(srv.addr, n, &workload.node(0).id).await?;
 
     let mut changes = Vec::new();
     for k in 1..=args.changes {
@@ -393,6 +394,7 @@ async fn run(args: Args) -> Result<()> {
         retries,
         idle,
         changes,
+        csds,
         log: srv.log(),
     };
     report.print();
@@ -561,4 +563,39 @@ fn diff_totals(before: &[[[u64; 4]; 2]], after: &[[[u64; 4]; 2]]) -> [u64; 4] {
         }
     }
     out
+}
+
+/// What `proxy-status` and `proxy-config` cost against the converged fleet: CSDS over the
+/// plaintext port, every proxy's status without bodies, then one proxy's config with them.
+async fn measure_csds(
+    addr: std::net::SocketAddr,
+    n: usize,
+    proxy_id: &str,
+) -> Result<report::Csds> {
+    use pilotfish::xds::csds::client;
+    use prost::Message;
+    let address = addr.to_string();
+    let start = Instant::now();
+    let status = client::fetch(&address, client::status_request()).await?;
+    let status_time = start.elapsed();
+    if status.config.len() != n {
+        bail!("CSDS listed {} proxies, not {n}", status.config.len());
+    }
+    let start = Instant::now();
+    let config = client::fetch(&address, client::config_request(proxy_id)).await?;
+    let config_time = start.elapsed();
+    let resources = config
+        .config
+        .first()
+        .map_or(0, |c| c.generic_xds_configs.len());
+    if resources == 0 {
+        bail!("CSDS with bodies returned nothing for {proxy_id}");
+    }
+    Ok(report::Csds {
+        status_time,
+        status_bytes: status.encoded_len(),
+        config_time,
+        config_bytes: config.encoded_len(),
+        resources,
+    })
 }

@@ -94,6 +94,10 @@ enum Command {
         /// served when unset.
         #[arg(long)]
         http_address: Option<SocketAddr>,
+        /// Address of `/metrics` alone (istiod's monitoring port 15014, where Istio's scrape
+        /// configs look); not served when unset.
+        #[arg(long)]
+        monitoring_address: Option<SocketAddr>,
         /// Address of the validating admission webhook (istiod's 15017; Kubernetes only).
         #[arg(long, conflicts_with = "config_dir")]
         webhook_address: Option<SocketAddr>,
@@ -348,6 +352,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             xds_address,
             secure_xds_address,
             http_address,
+            monitoring_address,
             webhook_address,
             namespace,
             pod_name,
@@ -397,6 +402,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     xds: xds_address,
                     secure_xds: secure_xds_address,
                     http: http_address,
+                    monitoring: monitoring_address,
                     webhook: webhook_address,
                 };
                 serve(options, addresses).await
@@ -550,6 +556,7 @@ struct Addresses {
     xds: SocketAddr,
     secure_xds: Option<SocketAddr>,
     http: Option<SocketAddr>,
+    monitoring: Option<SocketAddr>,
     webhook: Option<SocketAddr>,
 }
 
@@ -564,6 +571,10 @@ async fn serve(options: ServeOptions, addresses: Addresses) -> Result<()> {
             .map(|a| bind(a, "TLS xDS"))
             .transpose()?,
         status: addresses.http.map(|a| bind(a, "HTTP")).transpose()?,
+        monitoring: addresses
+            .monitoring
+            .map(|a| bind(a, "monitoring"))
+            .transpose()?,
         webhook: addresses.webhook.map(|a| bind(a, "webhook")).transpose()?,
     };
     pilotfish::serve::serve(

@@ -87,6 +87,8 @@ pub struct Listeners {
     pub secure_xds: Option<TcpListener>,
     /// `/ready`, `/version`, `/metrics` and `/debug/*` (istiod's 8080).
     pub status: Option<TcpListener>,
+    /// `/metrics` alone (istiod's monitoring port, 15014).
+    pub monitoring: Option<TcpListener>,
     /// The validating webhook (istiod's 15017); Kubernetes only.
     pub webhook: Option<TcpListener>,
 }
@@ -156,6 +158,13 @@ pub async fn serve(
         tokio::spawn(crate::status::serve_with_debug(
             listener, ready_rx, debug, stopped,
         ))
+    });
+    let monitoring = listeners.monitoring.map(|listener| {
+        let mut stop_rx = stop.subscribe();
+        let stopped = async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        };
+        tokio::spawn(crate::status::serve_monitoring(listener, stopped))
     });
     let drain = async {
         shutdown.await;
@@ -240,8 +249,8 @@ pub async fn serve(
     pipeline.abort();
     refresher.abort();
     following.stop().await;
-    if let Some(status) = status {
-        let _ = status.await;
+    for server in [status, monitoring].into_iter().flatten() {
+        let _ = server.await;
     }
     Ok(result?)
 }

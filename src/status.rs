@@ -1,7 +1,6 @@
 //! istiod's plain-HTTP status endpoints (its port 8080): `/ready` for the readiness probe,
-//! `/version`, and `/metrics` (Prometheus text). istiod serves `/metrics` on a separate
-//! monitoring port (15014); here it shares this listener, so a scrape config points at the
-//! status port instead of needing one more port open.
+//! `/version`, and `/metrics` (Prometheus text). `/metrics` is also served alone on istiod's
+//! monitoring port (15014, [`serve_monitoring`]), where Istio's scrape configs look for it.
 //!
 //! Ready means config is being served: the config directory has been read, or every kind has
 //! been listed from the Kubernetes API and the first push context built. It turns false again
@@ -54,6 +53,22 @@ async fn metrics() -> Result<([(header::HeaderName, &'static str); 1], String), 
             format!("encoding metrics: {e}\n"),
         )),
     }
+}
+
+/// istiod's monitoring port: `/metrics` and `/version` only, never readiness or debug.
+pub fn monitoring_router() -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/version", get(version))
+}
+
+/// Serves [`monitoring_router`] on `listener` until `shutdown` completes.
+pub async fn serve_monitoring(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tracing::info!(addr = ?listener.local_addr().ok(), "serving /metrics (monitoring)");
+    serve_router(listener, monitoring_router(), shutdown).await
 }
 
 /// Serves the status endpoints on `listener` until `shutdown` completes.
@@ -151,5 +166,21 @@ mod tests {
             .unwrap();
         assert!(csr.parse::<u64>().unwrap() >= 1, "{body}");
         assert!(body.contains("# TYPE pilot_xds_pushes counter"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn the_monitoring_port_serves_metrics_only() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve_monitoring(listener, std::future::pending()));
+        let (code, response) = get_status(addr, "/metrics").await;
+        assert_eq!(code, 200);
+        assert!(
+            response.contains("# TYPE pilot_xds_pushes counter"),
+            "{response}"
+        );
+        for path in ["/ready", "/debug/syncz"] {
+            assert_eq!(get_status(addr, path).await.0, 404, "{path}");
+        }
     }
 }

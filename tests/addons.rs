@@ -191,18 +191,18 @@ fn istiod_deployment() -> Deployment {
 }
 
 #[test]
-fn the_pilotfish_job_scrapes_metrics_on_the_port_serve_listens_on() {
+fn the_pilotfish_job_scrapes_metrics_on_the_monitoring_port_serve_listens_on() {
     let deployment = istiod_deployment();
     let template = deployment.spec.unwrap().template;
     let pod_labels = template.metadata.unwrap().labels.unwrap();
     let container = template.spec.unwrap().containers.remove(0);
     let args = container.args.unwrap();
-    let http = args
+    let monitoring = args
         .iter()
-        .position(|a| a == "--http-address")
+        .position(|a| a == "--monitoring-address")
         .map(|i| &args[i + 1])
         .unwrap();
-    let http_port: i32 = http.rsplit_once(':').unwrap().1.parse().unwrap();
+    let monitoring_port: i32 = monitoring.rsplit_once(':').unwrap().1.parse().unwrap();
     let labels: Vec<(&str, &str)> = pod_labels
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -224,7 +224,10 @@ fn the_pilotfish_job_scrapes_metrics_on_the_port_serve_listens_on() {
         })
         .collect();
     assert_eq!(kept.len(), 1, "one target per istiod pod: {kept:?}");
-    assert_eq!(kept[0]["__address__"], format!("10.0.0.7:{http_port}"));
+    assert_eq!(
+        kept[0]["__address__"],
+        format!("10.0.0.7:{monitoring_port}")
+    );
     assert_eq!(
         kept[0]["app"], "istiod",
         "the dashboard selects app=\"istiod\""
@@ -234,24 +237,23 @@ fn the_pilotfish_job_scrapes_metrics_on_the_port_serve_listens_on() {
         "10.0.0.8",
         &[("app", "prometheus")],
         &[],
-        ("http-status", http_port),
+        ("http-monitoring", monitoring_port),
     );
     assert!(relabel(&job, other).is_none());
     assert_eq!(kept[0]["__metrics_path__"], "/metrics");
 }
 
 #[tokio::test]
-async fn the_scraped_path_is_served_by_the_status_server() {
+async fn the_scraped_path_is_served_on_the_monitoring_port() {
     use tower::ServiceExt;
     let path = job(&scrape_config(), "pilotfish")["metrics_path"]
         .as_str()
         .unwrap()
         .to_string();
-    let (_tx, ready) = tokio::sync::watch::channel(true);
     let request = axum::http::Request::get(&path)
         .body(axum::body::Body::empty())
         .unwrap();
-    let response = pilotfish::status::router(ready)
+    let response = pilotfish::status::monitoring_router()
         .oneshot(request)
         .await
         .unwrap();

@@ -116,6 +116,7 @@ async fn debug_endpoints_show_the_running_server() {
             xds,
             secure_xds: None,
             status: Some(status),
+            monitoring: None,
             webhook: None,
         },
         connections.clone(),

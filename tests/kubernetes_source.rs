@@ -376,6 +376,7 @@ async fn serve_answers_only_after_the_cluster_is_listed_and_follows_it() {
             xds,
             secure_xds: None,
             status: Some(status),
+            monitoring: None,
             webhook: None,
         },
         pilotfish::xds::Connections::new(),

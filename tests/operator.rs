@@ -53,6 +53,7 @@ async fn replica(fake: &FakeApiServer, name: &str) -> Replica {
         xds,
         secure_xds: None,
         status: None,
+        monitoring: None,
         webhook: Some(webhook),
     };
     let task = tokio::spawn(pilotfish::serve::serve(

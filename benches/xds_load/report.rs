@@ -29,7 +29,17 @@ pub struct Report<'a> {
     pub retries: u64,
     pub idle: [u64; 4],
     pub changes: Vec<Change>,
+    pub csds: Csds,
     pub log: Vec<String>,
+}
+
+/// CSDS against the converged fleet (see `measure_csds`).
+pub struct Csds {
+    pub status_time: Duration,
+    pub status_bytes: usize,
+    pub config_time: Duration,
+    pub config_bytes: usize,
+    pub resources: usize,
 }
 
 fn ms(d: Duration) -> String {
@@ -250,6 +260,24 @@ impl Report<'_> {
             } else {
                 "**NO** (see below)".into()
             },
+        );
+        let c = &self.csds;
+        row(
+            "CSDS: every proxy's status, no bodies (`proxy-status`)",
+            format!(
+                "{} ({:.1} KiB)",
+                ms(c.status_time),
+                c.status_bytes as f64 / 1024.0
+            ),
+        );
+        row(
+            "CSDS: one proxy's config with bodies (`proxy-config`)",
+            format!(
+                "{} ({} resources, {:.1} KiB)",
+                ms(c.config_time),
+                c.resources,
+                c.config_bytes as f64 / 1024.0
+            ),
         );
         row("server log lines at warn or above", format!("{warnings}"));
 
