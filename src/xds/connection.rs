@@ -162,7 +162,12 @@ impl Connections {
 
     /// Every live connection, by id.
     pub fn list(&self) -> Vec<ConnectionInfo> {
-        self.lock().values().cloned().collect()
+        self.matching(|_| true)
+    }
+
+    /// The live connections `keep` accepts, cloned: only those are copied out of the lock.
+    pub fn matching(&self, mut keep: impl FnMut(&ConnectionInfo) -> bool) -> Vec<ConnectionInfo> {
+        self.lock().values().filter(|c| keep(c)).cloned().collect()
     }
 
     pub fn len(&self) -> usize {

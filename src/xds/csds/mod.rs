@@ -54,9 +54,8 @@ pub fn status(
     let filter = NodeFilter::try_from(request.node_matchers.as_slice())?;
     let bodies = snapshot.filter(|_| !request.exclude_resource_contents);
     let config = connections
-        .list()
+        .matching(|c| filter.matches(&c.proxy_id))
         .iter()
-        .filter(|c| filter.matches(&c.proxy_id))
         .map(|c| client_config(c, bodies))
         .collect::<Result<_, _>>()?;
     Ok(ClientStatusResponse { config })
