@@ -4,6 +4,7 @@
 //! `source` → `store` → `index` → `generate` → `xds`, with `config` the typed objects,
 //! `validate` the checks istiod's webhook makes, and `model` the shared domain values.
 
+pub mod base64;
 pub mod bootstrap;
 pub mod ca;
 pub mod config;

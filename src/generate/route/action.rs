@@ -339,7 +339,7 @@ pub(super) fn direct_response(d: &HttpDirectResponse) -> Result<DirectResponseAc
         None => None,
         Some(HttpBody::String(s)) => Some(Specifier::InlineString(s.clone())),
         Some(HttpBody::Bytes(b64)) => Some(Specifier::InlineBytes(
-            decode_base64(b64).ok_or(RouteError::InvalidBase64)?,
+            crate::base64::decode(b64).ok_or(RouteError::InvalidBase64)?,
         )),
     };
     Ok(DirectResponseAction {
@@ -350,33 +350,6 @@ pub(super) fn direct_response(d: &HttpDirectResponse) -> Result<DirectResponseAc
         }),
         ..Default::default()
     })
-}
-
-/// Protobuf JSON `bytes`: standard or URL-safe base64, padding optional.
-fn decode_base64(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim_end_matches('=');
-    if s.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6 | u32::from(v)) & 0xFFFF;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
 }
 
 #[cfg(test)]

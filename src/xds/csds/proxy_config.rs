@@ -444,7 +444,7 @@ struct Certificate {
 /// The first certificate of an inline PEM data source (`inline_bytes` is base64 in JSON).
 fn certificate(source: &Value) -> Option<Certificate> {
     let pem = match (source.get("inline_bytes"), source.get("inline_string")) {
-        (Some(b), _) => base64_decode(&text(b))?,
+        (Some(b), _) => crate::base64::decode(&text(b))?,
         (None, Some(s)) => text(s).into_bytes(),
         _ => return None,
     };
@@ -466,32 +466,6 @@ fn rfc3339(seconds: i64) -> String {
     message_to_json("google.protobuf.Timestamp", &ts.encode_to_vec())
         .map(|v| text(&v))
         .unwrap_or_else(|_| seconds.to_string())
-}
-
-/// Standard base64 (with or without padding), as proto3 JSON writes bytes.
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let value = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes().filter(|c| *c != b'=' && !c.is_ascii_whitespace()) {
-        acc = (acc << 6) | value(c)?;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
 }
 
 #[cfg(test)]
