@@ -2,8 +2,9 @@
 
 use crate::config::istio::StringMatch;
 use crate::config::istio::virtual_service::{
-    CorsPolicy, FaultAbort, FaultDelay, HeaderMatch, HttpBody, HttpDirectResponse,
-    HttpFaultInjection, HttpMatchRequest, HttpRedirect, HttpRetry, HttpRewrite, HttpRoute,
+    CorsPolicy, FaultAbort, FaultDelay, GRPC_STATUS_NAMES, HeaderMatch, HttpBody,
+    HttpDirectResponse, HttpFaultInjection, HttpMatchRequest, HttpRedirect, HttpRetry, HttpRewrite,
+    HttpRoute,
 };
 
 use super::common::{
@@ -45,26 +46,6 @@ const KNOWN_STATUS: &[u16] = &[
 
 const METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE",
-];
-
-const GRPC_STATUS: &[&str] = &[
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
 ];
 
 /// `@request.auth.claims.sub` / `@request.auth.claims[a][b]`: gateway-only JWT claim routing.
@@ -406,7 +387,7 @@ fn validate_abort(at: &str, a: &FaultAbort, out: &mut Diags) {
             );
         }
     } else if let Some(g) = &a.grpc_status {
-        if !GRPC_STATUS.contains(&g.as_str()) {
+        if !GRPC_STATUS_NAMES.contains(&g.as_str()) {
             out.error(
                 format!("{at}.grpcStatus"),
                 format!("gRPC status {g:?} is not supported. See https://github.com/grpc/grpc/blob/master/doc/statuscodes.md for a list of supported codes, for example 'NOT_FOUND'"),

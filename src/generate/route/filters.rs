@@ -17,7 +17,7 @@ use envoy_types::util::pack_any;
 use super::action::{hundred, million};
 use super::{RouteError, matcher};
 use crate::config::istio::StringMatch;
-use crate::config::istio::virtual_service::{CorsPolicy, HttpFaultInjection};
+use crate::config::istio::virtual_service::{CorsPolicy, GRPC_STATUS_NAMES, HttpFaultInjection};
 
 pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
 pub const CORS_FILTER: &str = "envoy.filters.http.cors";
@@ -121,30 +121,15 @@ pub(super) fn translate_fault(f: &HttpFaultInjection) -> Result<Option<HttpFault
 
 /// gRPC status names as Istio writes them (also accepted as numbers).
 fn grpc_code(name: &str) -> Option<u32> {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    NAMES
+    GRPC_STATUS_NAMES
         .iter()
         .position(|n| n.eq_ignore_ascii_case(name))
         .map(|i| i as u32)
-        .or_else(|| name.parse().ok().filter(|c| *c < 17))
+        .or_else(|| {
+            name.parse()
+                .ok()
+                .filter(|&c: &u32| (c as usize) < GRPC_STATUS_NAMES.len())
+        })
 }
 
 pub(super) fn translate_cors(c: &CorsPolicy) -> Result<EnvoyCors, RouteError> {
