@@ -14,8 +14,7 @@ use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     Secret, TlsCertificate, secret,
 };
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::service::status::v3::client_config::GenericXdsConfig;
 use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::status::v3::{
@@ -24,7 +23,6 @@ use envoy_types::pb::envoy::service::status::v3::{
 use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 use envoy_types::pb::envoy::r#type::matcher::v3::{NodeMatcher, StringMatcher};
 use envoy_types::pb::google::protobuf::{Any, Struct, Value, value::Kind};
-use envoy_types::pb::google::rpc::Status as RpcStatus;
 use pilotfish::model::Proxy;
 use pilotfish::xds::{
     AckState, Connections, ProxyResources, Resource, RunningServer, Snapshot, TypeUrl,
@@ -33,8 +31,10 @@ use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Streaming;
 
+#[path = "support/ads.rs"]
+mod ads;
+use ads::SotwProxy;
 const APP: &str = "sidecar~10.0.0.1~app-1.default~default.svc.cluster.local";
 const GW: &str = "router~10.0.0.9~gw-1.istio-system~istio-system.svc.cluster.local";
 const WAIT: Duration = Duration::from_secs(5);
@@ -109,6 +109,15 @@ fn resources() -> Arc<dyn Snapshot> {
 }
 
 /// The node metadata istio-agent sends, as `proxy-status` reads it back.
+/// The app reports istio-agent's CLUSTER_ID and ISTIO_VERSION; the gateway reports none.
+fn node(id: &str) -> Node {
+    Node {
+        id: id.into(),
+        metadata: (id == APP).then(|| metadata("Kubernetes", "1.24.0")),
+        ..Default::default()
+    }
+}
+
 fn metadata(cluster: &str, version: &str) -> Struct {
     let string = |s: &str| Value {
         kind: Some(Kind::StringValue(s.into())),
@@ -122,89 +131,12 @@ fn metadata(cluster: &str, version: &str) -> Struct {
     }
 }
 
-struct FakeProxy {
-    id: &'static str,
-    tx: mpsc::Sender<DiscoveryRequest>,
-    responses: Streaming<DiscoveryResponse>,
-    first: bool,
-}
-
-impl FakeProxy {
-    async fn connect(server: &RunningServer, id: &'static str) -> FakeProxy {
-        let (tx, rx) = mpsc::channel(16);
-        let mut client = AggregatedDiscoveryServiceClient::connect(server.url())
-            .await
-            .unwrap();
-        let responses = client
-            .stream_aggregated_resources(ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
-        FakeProxy {
-            id,
-            tx,
-            responses,
-            first: true,
-        }
-    }
-
-    async fn send(&mut self, mut req: DiscoveryRequest) {
-        if std::mem::take(&mut self.first) {
-            req.node = Some(Node {
-                id: self.id.into(),
-                metadata: (self.id == APP).then(|| metadata("Kubernetes", "1.24.0")),
-                ..Default::default()
-            });
-        }
-        self.tx.send(req).await.unwrap();
-    }
-
-    async fn subscribe(&mut self, ty: TypeUrl, names: &[&str]) -> DiscoveryResponse {
-        let names = names.iter().map(|n| n.to_string()).collect();
-        self.send(DiscoveryRequest {
-            type_url: ty.url().into(),
-            resource_names: names,
-            ..Default::default()
-        })
-        .await;
-        timeout(WAIT, self.responses.message())
-            .await
-            .expect("no response")
-            .unwrap()
-            .unwrap()
-    }
-
-    async fn ack(&mut self, r: &DiscoveryResponse) {
-        let req = DiscoveryRequest {
-            type_url: r.type_url.clone(),
-            version_info: r.version_info.clone(),
-            response_nonce: r.nonce.clone(),
-            ..Default::default()
-        };
-        self.send(req).await;
-    }
-
-    async fn nack(&mut self, r: &DiscoveryResponse) {
-        let req = DiscoveryRequest {
-            type_url: r.type_url.clone(),
-            response_nonce: r.nonce.clone(),
-            error_detail: Some(RpcStatus {
-                code: 3,
-                message: NACK_MESSAGE.into(),
-                details: vec![],
-            }),
-            ..Default::default()
-        };
-        self.send(req).await;
-    }
-}
-
 /// A server with two proxies: the app ACKs CDS, NACKs LDS and leaves RDS unanswered; the
 /// gateway ACKs CDS and its credential over SDS.
 struct World {
     server: RunningServer,
     _publish: watch::Sender<Arc<dyn Snapshot>>,
-    _proxies: Vec<FakeProxy>,
+    _proxies: Vec<SotwProxy>,
 }
 
 async fn world() -> World {
@@ -217,13 +149,13 @@ async fn world() -> World {
     )
     .await
     .unwrap();
-    let mut app = FakeProxy::connect(&server, APP).await;
+    let mut app = SotwProxy::connect(server.url(), node(APP)).await;
     let cds = app.subscribe(TypeUrl::Cluster, &[]).await;
     app.ack(&cds).await;
     let lds = app.subscribe(TypeUrl::Listener, &[]).await;
-    app.nack(&lds).await;
+    app.nack(&lds, NACK_MESSAGE).await;
     app.subscribe(TypeUrl::RouteConfiguration, &["r1"]).await;
-    let mut gw = FakeProxy::connect(&server, GW).await;
+    let mut gw = SotwProxy::connect(server.url(), node(GW)).await;
     let gw_cds = gw.subscribe(TypeUrl::Cluster, &[]).await;
     gw.ack(&gw_cds).await;
     let gw_sds = gw.subscribe(TypeUrl::Secret, &[GW_SECRET]).await;
@@ -576,31 +508,17 @@ async fn every_sent_type_has_last_updated_and_the_node_its_metadata() {
 #[tokio::test]
 async fn debug_types_answer_over_ads() {
     let w = world().await;
-    let (tx, rx) = mpsc::channel(4);
-    let mut client = AggregatedDiscoveryServiceClient::connect(w.server.url())
-        .await
-        .unwrap();
-    let mut responses = client
-        .stream_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let node = Some(Node {
+    let node = Node {
         id: "debug~0.0.0.0~istioctl~cluster.local".into(),
         ..Default::default()
-    });
-    tx.send(DiscoveryRequest {
-        node,
-        type_url: "istio.io/debug/syncz".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let syncz = timeout(WAIT, responses.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    };
+    let mut istioctl = SotwProxy::connect(w.server.url(), node).await;
+    let syncz = istioctl
+        .request(DiscoveryRequest {
+            type_url: "istio.io/debug/syncz".into(),
+            ..Default::default()
+        })
+        .await;
     assert_eq!(syncz.type_url, "istio.io/debug/syncz");
     let mut ids: Vec<String> = syncz
         .resources
@@ -619,18 +537,13 @@ async fn debug_types_answer_over_ads() {
         .collect();
     ids.sort();
     assert_eq!(ids, [GW, APP], "the debug client itself is no proxy");
-    tx.send(DiscoveryRequest {
-        type_url: "istio.io/debug/config_dump".into(),
-        resource_names: vec![GW.into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let dump = timeout(WAIT, responses.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let dump = istioctl
+        .request(DiscoveryRequest {
+            type_url: "istio.io/debug/config_dump".into(),
+            resource_names: vec![GW.into()],
+            ..Default::default()
+        })
+        .await;
     let types: Vec<&str> = dump.resources.iter().map(|a| a.type_url.as_str()).collect();
     assert!(
         types.contains(&"type.googleapis.com/envoy.admin.v3.SecretsConfigDump"),

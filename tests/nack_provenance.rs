@@ -6,21 +6,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::envoy::service::status::v3::ClientStatusRequest;
 use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
-use envoy_types::pb::google::rpc::Status as RpcStatus;
 use pilotfish::config::{Kind, ObjectKey};
 use pilotfish::model::MeshConfig;
 use pilotfish::store::{Entry, Snapshot as Store};
 use pilotfish::xds::connection::Rejection;
 use pilotfish::xds::{Connections, RunningServer, Snapshot, TypeUrl};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, watch};
 use tokio::time::timeout;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::Streaming;
 
+#[path = "support/ads.rs"]
+mod ads;
+use ads::SotwProxy;
 const APP: &str = "sidecar~10.0.0.1~app-1.default~default.svc.cluster.local";
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -57,69 +55,6 @@ fn key(kind: Kind, name: &str) -> ObjectKey {
     }
 }
 
-struct Proxy {
-    tx: mpsc::Sender<DiscoveryRequest>,
-    responses: Streaming<DiscoveryResponse>,
-    first: bool,
-}
-
-impl Proxy {
-    async fn connect(server: &RunningServer) -> Proxy {
-        let (tx, rx) = mpsc::channel(16);
-        let mut client = AggregatedDiscoveryServiceClient::connect(server.url())
-            .await
-            .unwrap();
-        let responses = client
-            .stream_aggregated_resources(ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
-        Proxy {
-            tx,
-            responses,
-            first: true,
-        }
-    }
-
-    async fn send(&mut self, mut req: DiscoveryRequest) {
-        if std::mem::take(&mut self.first) {
-            req.node = Some(Node {
-                id: APP.into(),
-                ..Default::default()
-            });
-        }
-        self.tx.send(req).await.unwrap();
-    }
-
-    async fn subscribe(&mut self, ty: TypeUrl, names: &[&str]) -> DiscoveryResponse {
-        self.send(DiscoveryRequest {
-            type_url: ty.url().into(),
-            resource_names: names.iter().map(|n| n.to_string()).collect(),
-            ..Default::default()
-        })
-        .await;
-        timeout(WAIT, self.responses.message())
-            .await
-            .expect("no response")
-            .unwrap()
-            .unwrap()
-    }
-
-    async fn nack(&mut self, r: &DiscoveryResponse, message: &str) {
-        self.send(DiscoveryRequest {
-            type_url: r.type_url.clone(),
-            response_nonce: r.nonce.clone(),
-            error_detail: Some(RpcStatus {
-                code: 3,
-                message: message.into(),
-                details: vec![],
-            }),
-            ..Default::default()
-        })
-        .await;
-    }
-}
-
 async fn next(rejections: &mut broadcast::Receiver<Rejection>) -> Rejection {
     timeout(WAIT, rejections.recv())
         .await
@@ -139,7 +74,14 @@ async fn a_nack_names_the_objects_behind_the_rejected_resources() {
     )
     .await
     .unwrap();
-    let mut proxy = Proxy::connect(&server).await;
+    let mut proxy = SotwProxy::connect(
+        server.url(),
+        Node {
+            id: APP.into(),
+            ..Default::default()
+        },
+    )
+    .await;
 
     // A route config rejected by an error that names no resource: all it carried is traced.
     let rds = proxy
