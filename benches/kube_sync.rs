@@ -281,15 +281,12 @@ async fn initial_sync(
     let status = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let (xds_addr, status_addr) = (xds.local_addr()?, status.local_addr()?);
     let options = ServeOptions {
-        source: ConfigSource::Kubernetes {
+        debounce: args.debounce,
+        ..ServeOptions::new(ConfigSource::Kubernetes {
             client: fake.client(),
             options: KubeOptions::default(),
             operator: Default::default(),
-        },
-        debounce: args.debounce,
-        mesh: Default::default(),
-        ca: Default::default(),
-        debug_remote: false,
+        })
     };
 
     let cpu0 = Cpu::now()?;
@@ -297,11 +294,8 @@ async fn initial_sync(
     let server = tokio::spawn(pilotfish::serve::serve(
         options,
         Listeners {
-            xds,
-            secure_xds: None,
             status: Some(status),
-            monitoring: None,
-            webhook: None,
+            ..Listeners::new(xds)
         },
         pilotfish::xds::Connections::new(),
         std::future::pending(),

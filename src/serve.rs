@@ -47,6 +47,20 @@ pub struct ServeOptions {
     pub debug_remote: bool,
 }
 
+impl ServeOptions {
+    /// `source` with the command line's defaults for the rest: a 100 ms debounce, istiod's
+    /// mesh config and CA settings, debug endpoints for loopback clients only.
+    pub fn new(source: ConfigSource) -> ServeOptions {
+        ServeOptions {
+            source,
+            debounce: Duration::from_millis(100),
+            mesh: MeshConfig::default(),
+            ca: CaOptions::default(),
+            debug_remote: false,
+        }
+    }
+}
+
 /// Where the CA's signing certificate comes from and what it signs, for the TLS port.
 #[derive(Clone, Debug)]
 pub struct CaOptions {
@@ -91,6 +105,19 @@ pub struct Listeners {
     pub monitoring: Option<TcpListener>,
     /// The validating webhook (istiod's 15017); Kubernetes only.
     pub webhook: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Plaintext ADS alone; add the other listeners with struct update syntax.
+    pub fn new(xds: TcpListener) -> Listeners {
+        Listeners {
+            xds,
+            secure_xds: None,
+            status: None,
+            monitoring: None,
+            webhook: None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

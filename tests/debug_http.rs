@@ -103,21 +103,15 @@ async fn debug_endpoints_show_the_running_server() {
     let (xds_addr, status_addr) = (xds.local_addr().unwrap(), status.local_addr().unwrap());
     let connections = Connections::new();
     let options = ServeOptions {
-        source: ConfigSource::Directory(dir.path().to_path_buf()),
         debounce: Duration::from_millis(10),
-        mesh: Default::default(),
-        ca: Default::default(),
-        debug_remote: false,
+        ..ServeOptions::new(ConfigSource::Directory(dir.path().to_path_buf()))
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(pilotfish::serve::serve(
         options,
         Listeners {
-            xds,
-            secure_xds: None,
             status: Some(status),
-            monitoring: None,
-            webhook: None,
+            ..Listeners::new(xds)
         },
         connections.clone(),
         async move {

@@ -359,25 +359,19 @@ async fn serve_answers_only_after_the_cluster_is_listed_and_follows_it() {
     let status = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (xds_addr, status_addr) = (xds.local_addr().unwrap(), status.local_addr().unwrap());
     let options = ServeOptions {
-        source: ConfigSource::Kubernetes {
+        debounce: Duration::from_millis(10),
+        ..ServeOptions::new(ConfigSource::Kubernetes {
             client: fake.client(),
             options: KubeOptions::default(),
             operator: Default::default(),
-        },
-        debounce: Duration::from_millis(10),
-        mesh: Default::default(),
-        ca: Default::default(),
-        debug_remote: false,
+        })
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(pilotfish::serve::serve(
         options,
         Listeners {
-            xds,
-            secure_xds: None,
             status: Some(status),
-            monitoring: None,
-            webhook: None,
+            ..Listeners::new(xds)
         },
         pilotfish::xds::Connections::new(),
         async move {

@@ -38,23 +38,17 @@ async fn replica(fake: &FakeApiServer, name: &str) -> Replica {
         ..OperatorOptions::default()
     };
     let options = ServeOptions {
-        source: ConfigSource::Kubernetes {
+        debounce: Duration::from_millis(10),
+        ..ServeOptions::new(ConfigSource::Kubernetes {
             client: fake.client(),
             options: KubeOptions::default(),
             operator,
-        },
-        debounce: Duration::from_millis(10),
-        mesh: Default::default(),
-        ca: Default::default(),
-        debug_remote: false,
+        })
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let listeners = Listeners {
-        xds,
-        secure_xds: None,
-        status: None,
-        monitoring: None,
         webhook: Some(webhook),
+        ..Listeners::new(xds)
     };
     let task = tokio::spawn(pilotfish::serve::serve(
         options,
