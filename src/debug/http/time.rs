@@ -1,19 +1,17 @@
 //! Timestamps as Go's `time.Time` marshals them (RFC 3339, UTC), as istiod's debug JSON shows
-//! them; no date crate is a dependency for this one format.
+//! them, through the `jiff` that `k8s-openapi` brings.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use k8s_openapi::jiff::Timestamp;
+
 /// `2026-11-24T18:41:00.123Z` for a time in milliseconds since the Unix epoch.
 pub fn rfc3339_ms(unix_ms: u64) -> String {
-    let (secs, ms) = (unix_ms / 1000, unix_ms % 1000);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let ts = i64::try_from(unix_ms)
+        .ok()
+        .and_then(|ms| Timestamp::from_millisecond(ms).ok())
+        .unwrap_or(Timestamp::MAX);
+    format!("{ts:.3}")
 }
 
 /// [`rfc3339_ms`] of a `SystemTime`; times before the epoch print as the epoch.
@@ -22,20 +20,6 @@ pub fn rfc3339(t: SystemTime) -> String {
         t.duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
     )
-}
-
-/// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]

@@ -460,12 +460,10 @@ fn certificate(source: &Value) -> Option<Certificate> {
     })
 }
 
-/// Seconds since the epoch as RFC 3339, through `google.protobuf.Timestamp`'s JSON form.
+/// Seconds since the epoch as RFC 3339 (`google.protobuf.Timestamp`'s JSON form).
 fn rfc3339(seconds: i64) -> String {
-    let ts = envoy_types::pb::google::protobuf::Timestamp { seconds, nanos: 0 };
-    message_to_json("google.protobuf.Timestamp", &ts.encode_to_vec())
-        .map(|v| text(&v))
-        .unwrap_or_else(|_| seconds.to_string())
+    k8s_openapi::jiff::Timestamp::from_second(seconds)
+        .map_or_else(|_| seconds.to_string(), |t| t.to_string())
 }
 
 #[cfg(test)]
