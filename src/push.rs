@@ -30,19 +30,13 @@ pub struct Pushed {
 }
 
 impl Pushed {
-    /// Builds a context as [`build`] does, timing it.
+    /// Builds a context as [`build`] does, timed.
     pub fn build(
         snapshot: &store::Snapshot,
         mesh: &MeshConfig,
         previous: Option<&Arc<PushContext>>,
     ) -> Pushed {
-        let started = std::time::Instant::now();
-        let context = build(snapshot, mesh, previous);
-        Pushed {
-            context,
-            at: std::time::SystemTime::now(),
-            took: started.elapsed(),
-        }
+        build_with(snapshot, mesh, previous, None)
     }
 }
 
@@ -53,16 +47,16 @@ pub fn build(
     mesh: &MeshConfig,
     previous: Option<&Arc<PushContext>>,
 ) -> Arc<PushContext> {
-    build_with(snapshot, mesh, previous, None)
+    build_with(snapshot, mesh, previous, None).context
 }
 
-/// [`build`] with the JWKS fetched so far (`None`: the previous revision's).
+/// [`build`] with the JWKS fetched so far (`None`: the previous revision's), timed.
 fn build_with(
     snapshot: &store::Snapshot,
     mesh: &MeshConfig,
     previous: Option<&Arc<PushContext>>,
     jwks: Option<JwksKeys>,
-) -> Arc<PushContext> {
+) -> Pushed {
     let started = std::time::Instant::now();
     let mesh = effective_mesh(snapshot, mesh);
     let mut index = match previous {
@@ -84,8 +78,13 @@ fn build_with(
     }
     let (services, virtual_services) = (index.services.len(), index.virtual_services.len());
     let context = Arc::new(PushContext::after(Arc::new(index), previous.cloned()));
-    crate::metrics::global().pushed(started.elapsed(), services, virtual_services);
-    context
+    let took = started.elapsed();
+    crate::metrics::global().pushed(took, services, virtual_services);
+    Pushed {
+        context,
+        at: std::time::SystemTime::now(),
+        took,
+    }
 }
 
 /// `base` (the command line's settings and istiod's defaults) with the `mesh` of ConfigMap
@@ -173,21 +172,16 @@ impl Pipeline {
         previous: &Arc<PushContext>,
     ) -> Arc<PushContext> {
         let snapshot = store.borrow_and_update().clone();
-        let started = std::time::Instant::now();
-        let context = build_with(
+        let pushed = build_with(
             &snapshot,
             &self.mesh,
             Some(previous),
             Some(self.jwks.keys()),
         );
-        let took = started.elapsed();
-        tracing::info!(revision = snapshot.revision, objects = snapshot.len(), elapsed = ?took, "config indexed; pushing");
+        tracing::info!(revision = snapshot.revision, objects = snapshot.len(), elapsed = ?pushed.took, "config indexed; pushing");
+        let context = pushed.context.clone();
         self.publish.snapshots.send_replace(context.clone());
-        self.publish.pushes.send_replace(Some(Pushed {
-            context: context.clone(),
-            at: std::time::SystemTime::now(),
-            took,
-        }));
+        self.publish.pushes.send_replace(Some(pushed));
         self.fetch(&snapshot);
         context
     }
