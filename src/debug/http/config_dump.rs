@@ -7,9 +7,8 @@
 use serde_json::Value;
 
 use super::DebugError;
+use crate::xds::csds::REDACTED;
 use crate::xds::{ConnectionInfo, Snapshot};
-
-const REDACTED: &str = "[redacted]";
 
 /// The dump of the connected proxy `proxy_id`, generated for the `Proxy` its stream has
 /// (labels, metadata, identity), the newest connection when it has several.
